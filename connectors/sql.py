@@ -1,0 +1,15 @@
+"""Small helpers for the Flink SQL DDL the connector builders emit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def quote(value: str) -> str:
+    """A Flink SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def with_clause(options: Mapping[str, str]) -> str:
+    """WITH ('k'='v', ...) from a mapping."""
+    return "WITH (" + ", ".join(f"{quote(k)}={quote(v)}" for k, v in options.items()) + ")"

@@ -1,0 +1,216 @@
+"""Background processes of the local stack: ports, PID files, start, stop and log tails."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from infra.local.settings import LOOPBACK
+
+
+class StackError(RuntimeError):
+    """The local stack cannot be brought up or down; the message says what to fix."""
+
+
+class PortInUse(StackError):
+    """A port the stack needs is held by a process that the stack did not start."""
+
+
+class ToolMissing(StackError):
+    """A required executable (java, mvn) is missing or too old."""
+
+
+class HealthTimeout(StackError):
+    """A component did not become healthy in time (or exited while starting)."""
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What `up` wrote about a process it started, enough to recognise it again later."""
+
+    pid: int
+    create_time: float
+    marker: str
+
+
+def port_owner(port: int) -> str:
+    """Describe the process listening on a loopback port, best effort ('unknown' if hidden)."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        return "unknown process"
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            if conn.pid is None:
+                return "unknown process"
+            try:
+                cmd = " ".join(psutil.Process(conn.pid).cmdline())[:160]
+            except psutil.Error:
+                cmd = "?"
+            return f"pid {conn.pid} ({cmd})"
+    return "unknown process"
+
+
+def port_is_free(port: int) -> bool:
+    """True if nothing is bound to 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR mirrors what Kafka and werkzeug do, so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def port_accepts(port: int, timeout_s: float = 0.5) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:port."""
+    # A connect, unlike a bind, cannot steal the port from a server that is starting up.
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_port_free(port: int, component: str, setting: str) -> None:
+    """Raise PortInUse naming the holder if 127.0.0.1:port cannot be bound."""
+    if not port_is_free(port):
+        raise PortInUse(
+            f"{component}: port {LOOPBACK}:{port} ({setting}) is already in use by "
+            f"{port_owner(port)}, which the medistream stack did not start. Stop it, or choose "
+            f"another port via the environment (see infra/local/settings.py)."
+        )
+
+
+def write_pid(pid_file: Path, proc: psutil.Process, marker: str) -> None:
+    """Record a started process so `down` can find and verify it."""
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    record = {"pid": proc.pid, "create_time": proc.create_time(), "marker": marker}
+    tmp = pid_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(pid_file)
+
+
+def read_pid(pid_file: Path) -> PidRecord | None:
+    """Read a PID file; None if it is missing or unreadable."""
+    try:
+        data = json.loads(pid_file.read_text())
+        return PidRecord(int(data["pid"]), float(data["create_time"]), str(data["marker"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def owned_process(pid_file: Path) -> psutil.Process | None:
+    """The live process a PID file names, if it is still the one we started; else None."""
+    record = read_pid(pid_file)
+    if record is None:
+        return None
+    try:
+        proc = psutil.Process(record.pid)
+        # create_time guards against PID reuse; the marker guards against a different program.
+        same = abs(proc.create_time() - record.create_time) < 1.0
+        alive = proc.status() != psutil.STATUS_ZOMBIE
+        matches = record.marker in " ".join(proc.cmdline())
+    except psutil.Error:
+        return None
+    return proc if same and alive and matches else None
+
+
+def launch(
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    pid_file: Path,
+    marker: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> psutil.Process:
+    """Start argv detached in its own session, output appended to log_file, and record its PID."""
+    if marker not in " ".join(argv):
+        raise ValueError(
+            f"marker {marker!r} must appear in the command line so `down` can verify it"
+        )
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        popen = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the CLI exiting; Ctrl-C in the shell does not hit it
+            close_fds=True,
+        )
+    proc = psutil.Process(popen.pid)
+    write_pid(pid_file, proc, marker)
+    return proc
+
+
+def stop(pid_file: Path, *, term_timeout_s: float = 30.0) -> int | None:
+    """Stop the process a PID file names if it is ours (SIGTERM, then SIGKILL); remove the file."""
+    proc = owned_process(pid_file)
+    stopped: int | None = None
+    if proc is not None:
+        stopped = proc.pid
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=term_timeout_s)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    probe: Callable[[], bool],
+    *,
+    component: str,
+    timeout_s: float,
+    pid_file: Path,
+    log_file: Path,
+    interval_s: float = 0.5,
+) -> float:
+    """Poll probe until True; return seconds taken. Fail fast if the process exits."""
+    start = time.monotonic()
+    while True:
+        if probe():
+            return time.monotonic() - start
+        if owned_process(pid_file) is None:
+            raise HealthTimeout(
+                f"{component} exited while starting; last lines of {log_file}:\n{tail(log_file)}"
+            )
+        if time.monotonic() - start > timeout_s:
+            raise HealthTimeout(
+                f"{component} not healthy after {timeout_s:.0f}s; last lines of {log_file}:\n"
+                f"{tail(log_file)}"
+            )
+        time.sleep(interval_s)

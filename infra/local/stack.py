@@ -1,0 +1,188 @@
+"""`medistream stack up|down|status`: the local Kafka broker, moto server and Iceberg catalog dir.
+
+All state (PID files, logs, Kafka data, the Iceberg catalog) lives under settings.home. `up` is
+idempotent; `down` stops only processes whose PID file `up` wrote and whose command line still
+matches. moto is in-memory, so `down` loses S3 contents and KMS keys; the next `up` recreates the
+buckets and key empty. Kafka topics and the Iceberg catalog survive `down`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from infra.local import kafka, moto_server, process
+from infra.local.settings import (
+    ENV_KAFKA_CONTROLLER_PORT,
+    ENV_KAFKA_PORT,
+    ENV_MOTO_PORT,
+    StackSettings,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One server of the stack as seen now."""
+
+    name: str
+    endpoint: str
+    pid: int | None  # set only for a live process that this home's `up` started
+    healthy: bool
+    log: Path
+    started_in_s: float | None = None  # set by `up` when it started the process
+
+    @property
+    def running(self) -> bool:
+        """True if our process is alive (healthy or not)."""
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """The whole local stack as seen now."""
+
+    home: Path
+    kafka: ComponentStatus
+    moto: ComponentStatus
+    iceberg_catalog_dir: Path
+    iceberg_catalog_dir_exists: bool
+
+    @property
+    def healthy(self) -> bool:
+        """True if every server answers and the Iceberg catalog dir exists."""
+        return self.kafka.healthy and self.moto.healthy and self.iceberg_catalog_dir_exists
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view for the CLI."""
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        for name in ("kafka", "moto"):
+            data[name]["running"] = getattr(self, name).running
+        return _stringify_paths(data)
+
+
+def _stringify_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stringify_paths(v) for k, v in value.items()}
+    return str(value) if isinstance(value, Path) else value
+
+
+def _make_dirs(settings: StackSettings) -> None:
+    for directory in (
+        settings.run_dir,
+        settings.logs_dir,
+        settings.kafka_dir,
+        settings.iceberg_dir,
+    ):
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def _status(settings: StackSettings, started_in: dict[str, float]) -> StackStatus:
+    kafka_proc = process.owned_process(kafka.pid_file(settings))
+    moto_proc = process.owned_process(moto_server.pid_file(settings))
+    # Probe only a port that something holds: a probe of a dead port would wait out its timeout.
+    kafka_ok = process.port_accepts(settings.kafka_port) and kafka.is_healthy(settings)
+    moto_ok = process.port_accepts(settings.moto_port) and moto_server.is_healthy(settings)
+    return StackStatus(
+        home=settings.home,
+        kafka=ComponentStatus(
+            name="kafka",
+            endpoint=settings.bootstrap_servers(),
+            pid=kafka_proc.pid if kafka_proc else None,
+            healthy=kafka_ok,
+            log=kafka.log_file(settings),
+            started_in_s=started_in.get("kafka"),
+        ),
+        moto=ComponentStatus(
+            name="moto",
+            endpoint=settings.s3_endpoint(),
+            pid=moto_proc.pid if moto_proc else None,
+            healthy=moto_ok,
+            log=moto_server.log_file(settings),
+            started_in_s=started_in.get("moto"),
+        ),
+        iceberg_catalog_dir=settings.iceberg_dir,
+        iceberg_catalog_dir_exists=settings.iceberg_dir.is_dir(),
+    )
+
+
+def status(settings: StackSettings | None = None) -> StackStatus:
+    """Report each component's PID (if ours), health and endpoint; starts and stops nothing."""
+    return _status(settings or StackSettings.from_env(), {})
+
+
+def up(settings: StackSettings | None = None) -> StackStatus:
+    """Start whatever is not running, wait until healthy, provision S3/KMS; a no-op when up."""
+    settings = settings or StackSettings.from_env()
+    _make_dirs(settings)
+    kafka_running = process.owned_process(kafka.pid_file(settings)) is not None
+    moto_running = process.owned_process(moto_server.pid_file(settings)) is not None
+
+    # Every check that can fail fast runs before anything is started.
+    if not kafka_running:
+        process.ensure_port_free(settings.kafka_port, "kafka", ENV_KAFKA_PORT)
+        process.ensure_port_free(
+            settings.kafka_controller_port, "kafka controller", ENV_KAFKA_CONTROLLER_PORT
+        )
+    if not moto_running:
+        process.ensure_port_free(settings.moto_port, "moto", ENV_MOTO_PORT)
+    java = None if kafka_running else kafka.require_java()
+    if java is not None and not kafka.is_installed(settings):
+        kafka.require_mvn()
+
+    started: list[Path] = []
+    launched_at: dict[str, float] = {}
+    started_in: dict[str, float] = {}
+    try:
+        if not moto_running:
+            # Started first so it boots while Maven and the storage format run.
+            moto_server.start(settings)
+            started.append(moto_server.pid_file(settings))
+            launched_at["moto"] = time.monotonic()
+        if java is not None:
+            kafka.install(settings)
+            kafka.format_storage(settings, java)
+            kafka.start(settings, java)
+            started.append(kafka.pid_file(settings))
+            launched_at["kafka"] = time.monotonic()
+
+        moto_server.wait_healthy(settings)
+        if "moto" in launched_at:
+            started_in["moto"] = time.monotonic() - launched_at["moto"]
+        moto_server.provision(settings)
+        kafka.wait_healthy(settings)
+        if "kafka" in launched_at:
+            started_in["kafka"] = time.monotonic() - launched_at["kafka"]
+    except BaseException:
+        # Leave nothing half-started behind; processes that were already up stay up.
+        for pid_file in started:
+            process.stop(pid_file)
+        raise
+
+    for name, seconds in started_in.items():
+        log.info("%s healthy %.1fs after launch", name, seconds)
+    return _status(settings, started_in)
+
+
+def down(
+    settings: StackSettings | None = None, components: Iterable[str] = ("kafka", "moto")
+) -> dict[str, int | None]:
+    """Stop the processes `up` started (Kafka first); return the PID stopped per component."""
+    settings = settings or StackSettings.from_env()
+    wanted = set(components)
+    unknown = wanted - {"kafka", "moto"}
+    if unknown:
+        raise ValueError(f"unknown stack components {sorted(unknown)}; expected kafka and/or moto")
+    stopped: dict[str, int | None] = {}
+    # Kafka first: a clean broker shutdown avoids log recovery on the next start.
+    if "kafka" in wanted:
+        stopped["kafka"] = process.stop(kafka.pid_file(settings), term_timeout_s=30.0)
+    if "moto" in wanted:
+        stopped["moto"] = process.stop(moto_server.pid_file(settings), term_timeout_s=10.0)
+    return stopped

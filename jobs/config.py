@@ -1,0 +1,171 @@
+"""Runtime configuration: MSF property groups turned into frozen, validated dataclasses.
+
+Managed Flink hands a job its properties in /etc/flink/application_properties.json; locally the
+same file format lives in conf/application_properties.json. This is the only place that reads
+them, so a bad or missing key fails at start-up with a message that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.archive import ArchiveConfig
+from connectors.iceberg import IcebergConfig, S3Config
+from connectors.kafka import KafkaConfig
+from connectors.landing import LandingConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
+MANAGED_PROPERTIES = Path("/etc/flink/application_properties.json")
+_PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A property is missing or invalid; the message names the group and key."""
+
+
+def medistream_home() -> Path:
+    """Folder that holds all local state (stack data, checkpoints, logs)."""
+    return Path(os.environ.get("MEDISTREAM_HOME", REPO_ROOT / ".local"))
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Exactly-once checkpoints, retained on cancel so a job can be restarted from them."""
+
+    directory: str
+    interval_ms: int
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Operator parallelism and the Python execution mode."""
+
+    parallelism: int
+    python_execution_mode: str
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything jobs/ingest.py needs."""
+
+    kafka: KafkaConfig
+    s3: S3Config
+    landing: LandingConfig
+    iceberg: IcebergConfig
+    archive: ArchiveConfig
+    checkpoints: CheckpointConfig
+    runtime: RuntimeConfig
+
+
+class _Group:
+    """Typed access to one property group, naming the group in every error."""
+
+    def __init__(self, groups: Mapping[str, Mapping[str, str]], name: str) -> None:
+        if name not in groups:
+            raise ConfigError(f"missing property group '{name}'")
+        self._name, self._map = name, groups[name]
+
+    def str(self, key: str, default: str | None = None) -> str:
+        """A string property, with ${VAR} placeholders resolved."""
+        value = self._map.get(key, default)
+        if value is None or (value == "" and default is None):
+            raise ConfigError(f"missing property '{self._name}.{key}'")
+        return _resolve(str(value), f"{self._name}.{key}")
+
+    def int(self, key: str, default: int | None = None) -> int:
+        """A positive integer property."""
+        raw = self.str(key, None if default is None else str(default))
+        if not raw.isdigit() or int(raw) <= 0:
+            raise ConfigError(f"property '{self._name}.{key}' must be a positive integer")
+        return int(raw)
+
+    def bool(self, key: str, default: bool) -> bool:
+        """A true/false property."""
+        raw = self.str(key, str(default).lower()).lower()
+        if raw not in ("true", "false"):
+            raise ConfigError(f"property '{self._name}.{key}' must be true or false")
+        return raw == "true"
+
+
+def _resolve(value: str, where: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "MEDISTREAM_HOME":
+            return str(medistream_home())
+        if name not in os.environ:
+            raise ConfigError(f"property '{where}' refers to unset environment variable {name}")
+        return os.environ[name]
+
+    return _PLACEHOLDER.sub(sub, value)
+
+
+def read_property_groups(path: Path) -> dict[str, dict[str, str]]:
+    """Read an MSF application_properties.json into {group: {key: value}}."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"properties file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"properties file {path} is not valid JSON: {err}") from None
+    if not isinstance(doc, list):
+        raise ConfigError(f"properties file {path} must hold a list of property groups")
+    groups: dict[str, dict[str, str]] = {}
+    for entry in doc:
+        if not isinstance(entry, dict) or "PropertyGroupId" not in entry:
+            raise ConfigError(f"properties file {path}: every entry needs a PropertyGroupId")
+        groups[entry["PropertyGroupId"]] = {k: str(v) for k, v in entry.get("PropertyMap", {}).items()}
+    return groups
+
+
+def default_properties_path() -> Path:
+    """Managed Flink's file when present, else the local one (MEDISTREAM_PROPERTIES overrides)."""
+    if "MEDISTREAM_PROPERTIES" in os.environ:
+        return Path(os.environ["MEDISTREAM_PROPERTIES"])
+    return MANAGED_PROPERTIES if MANAGED_PROPERTIES.exists() else LOCAL_PROPERTIES
+
+
+def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
+    """Validate the property groups the ingest job needs."""
+    kafka, s3, landing = _Group(groups, "kafka"), _Group(groups, "s3"), _Group(groups, "landing")
+    ice, archive, chk = _Group(groups, "iceberg"), _Group(groups, "archive"), _Group(groups, "checkpoints")
+    runtime = _Group(groups, "runtime")
+    mode = runtime.str("python.execution-mode", "thread")
+    if mode not in ("thread", "process"):
+        raise ConfigError("property 'runtime.python.execution-mode' must be thread or process")
+    return IngestConfig(
+        kafka=KafkaConfig(
+            bootstrap_servers=kafka.str("bootstrap.servers"),
+            raw_topic_pattern=kafka.str("raw.topic.pattern", r"raw\..*"),
+            dlq_topic=kafka.str("dlq.topic"),
+            group_id=kafka.str("group.id", "medistream-ingest"),
+            transaction_timeout_ms=kafka.int("transaction.timeout.ms", 600_000),
+        ),
+        s3=S3Config(
+            endpoint=s3.str("endpoint", ""),
+            region=s3.str("region"),
+            path_style_access=s3.bool("path.style.access", False),
+        ),
+        landing=LandingConfig(path=landing.str("path"), monitor_interval=landing.str("monitor.interval", "5 s")),
+        iceberg=IcebergConfig(
+            catalog_name=ice.str("catalog.name", "lake"),
+            catalog_impl=ice.str("catalog-impl"),
+            uri=ice.str("uri"),
+            warehouse=ice.str("warehouse"),
+            namespace=ice.str("namespace"),
+            claims_table=ice.str("claims.table", "claims"),
+        ),
+        archive=ArchiveConfig(path=archive.str("path")),
+        checkpoints=CheckpointConfig(
+            directory=chk.str("dir"),
+            interval_ms=chk.int("interval.ms", 10_000),
+            timeout_ms=chk.int("timeout.ms", 120_000),
+        ),
+        runtime=RuntimeConfig(parallelism=runtime.int("parallelism", 1), python_execution_mode=mode),
+    )

@@ -1,0 +1,77 @@
+"""Start-up checks: fail before the job is submitted, with a message that names what is wrong.
+
+A Flink job whose broker or bucket is missing does not fail: it restarts, quietly, for ever.
+These checks turn the common misconfigurations into one clear line instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jobs.config import ConfigError, IngestConfig
+
+_TIMEOUT_S = 10.0
+
+
+def check_kafka(bootstrap_servers: str, ensure_topics: tuple[str, ...]) -> None:
+    """The broker answers and the topics the job writes exist (created if missing)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "socket.timeout.ms": 5000})
+    try:
+        existing = admin.list_topics(timeout=_TIMEOUT_S).topics
+    except KafkaException:
+        raise ConfigError(f"Kafka broker unreachable at kafka.bootstrap.servers={bootstrap_servers}") from None
+    missing = [t for t in ensure_topics if t not in existing]
+    if missing:
+        futures = admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in missing])
+        for topic, future in futures.items():
+            try:
+                future.result(timeout=_TIMEOUT_S)
+            except KafkaException as err:
+                if "TOPIC_ALREADY_EXISTS" not in str(err):
+                    raise ConfigError(f"cannot create Kafka topic {topic}: {err}") from None
+
+
+def check_buckets(endpoint: str, region: str, paths: dict[str, str]) -> None:
+    """Every s3:// path's bucket exists and is reachable; names the property on failure."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint or None, region_name=region,
+        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}),
+    )
+    for prop, path in paths.items():
+        url = urlparse(path)
+        if url.scheme not in ("s3", "s3a"):
+            continue
+        try:
+            s3.head_bucket(Bucket=url.netloc)
+        except (ClientError, BotoCoreError) as err:
+            raise ConfigError(f"bucket '{url.netloc}' of {prop}={path} is not reachable at "
+                              f"{endpoint or 'AWS'}: {type(err).__name__}") from None
+
+
+def check_catalog_uri(uri: str) -> None:
+    """A SQLite JDBC catalog's folder exists (the file itself is created on first use)."""
+    if uri.startswith("jdbc:sqlite:"):
+        folder = Path(uri.removeprefix("jdbc:sqlite:")).parent
+        if not folder.is_dir():
+            raise ConfigError(f"iceberg.uri={uri}: folder {folder} does not exist (is the stack up?)")
+
+
+def check_ingest_dependencies(cfg: IngestConfig) -> None:
+    """All external systems the ingest job needs, in the order a person would check them."""
+    check_kafka(cfg.kafka.bootstrap_servers, (cfg.kafka.dlq_topic,))
+    os.environ.setdefault("AWS_REGION", cfg.s3.region)
+    check_buckets(cfg.s3.endpoint, cfg.s3.region, {
+        "landing.path": cfg.landing.path,
+        "archive.path": cfg.archive.path,
+        "iceberg.warehouse": cfg.iceberg.warehouse,
+    })
+    check_catalog_uri(cfg.iceberg.uri)

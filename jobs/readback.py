@@ -1,0 +1,136 @@
+"""Read the ingest job's sinks back: Iceberg rows, archived records, committed dead letters.
+
+Used by the demo summary and by the integration, kill and bench runs to compare every sink with
+the generator's ground truth by record id. Readers only see committed data: Iceberg snapshots,
+archive part files finalised on checkpoint, and Kafka messages under read_committed.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import orjson
+
+from connectors.iceberg import IcebergConfig, S3Config
+from jobs.config import IngestConfig
+
+
+@dataclass(frozen=True)
+class SinkCounts:
+    """What the sinks hold, by record id (a Counter, so duplicates show)."""
+
+    iceberg_claims: Counter[str]
+    archived: Counter[str]
+    dead_letters: Counter[str]
+    archive_objects: int
+    dead_letter_reasons: Counter[str]
+
+
+def s3_client(s3: S3Config) -> Any:
+    """A boto3 S3 client for the configured endpoint (credentials from the environment)."""
+    return boto3.client("s3", endpoint_url=s3.endpoint or None, region_name=s3.region)
+
+
+def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:
+    """Load an Iceberg table with pyiceberg from the same catalog the job writes."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    if not ice.uri.startswith("jdbc:sqlite:"):
+        raise NotImplementedError("readback supports the local SQLite JDBC catalog only")
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    properties = {"s3.region": s3.region}
+    if s3.endpoint:
+        properties["s3.endpoint"] = s3.endpoint
+    if credentials is not None:
+        properties |= {"s3.access-key-id": credentials.access_key, "s3.secret-access-key": credentials.secret_key}
+    catalog = SqlCatalog(ice.catalog_name, uri="sqlite:///" + ice.uri.removeprefix("jdbc:sqlite:"),
+                         warehouse=ice.warehouse, **properties)
+    return catalog.load_table(f"{ice.namespace}.{table}")
+
+
+def iceberg_claim_ids(cfg: IngestConfig) -> Counter[str]:
+    """Record ids in the claims table's current snapshot (empty if the table does not exist yet)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.claims_table)
+    except NoSuchTableError:
+        return Counter()
+    rows = table.scan(selected_fields=("record_id",)).to_arrow()
+    return Counter(rows.column("record_id").to_pylist())
+
+
+def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], int]:
+    """Record ids in committed archive files, and how many files there are."""
+    import fastavro
+
+    bucket, _, prefix = cfg.archive.path.removeprefix("s3://").partition("/")
+    s3 = s3_client(cfg.s3)
+    ids: Counter[str] = Counter()
+    files = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[-1]
+            if not name.startswith("part-"):  # _SUCCESS markers; in-progress files start with "."
+                continue
+            files += 1
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            ids.update(record["record_id"] for record in fastavro.reader(io.BytesIO(body)))
+    return ids, files
+
+
+def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every committed message on the dead-letter topic, read from the beginning to its end."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap_servers, "group.id": "medistream-readback",
+        "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+    })
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or not metadata.partitions:
+            return []
+        partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
+        # With read_committed the high watermark is the last stable offset: read up to it.
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in partitions}
+        consumer.assign(partitions)
+        letters: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        # Positions, not message offsets: transaction markers take offsets but are never delivered.
+        while any(tp.offset < ends[tp.partition] for tp in consumer.position(partitions)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dead-letter topic {topic} stopped short of its end offsets")
+            message = consumer.poll(timeout=1.0)
+            if message is None:
+                continue
+            if message.error():
+                raise RuntimeError(f"reading {topic}: {message.error()}")
+            letters.append(orjson.loads(message.value()))
+        return letters
+    finally:
+        consumer.close()
+
+
+def dead_letter_key(letter: dict[str, Any]) -> str:
+    """The id a dead letter is compared by: its record id, else its payload hash."""
+    return letter.get("record_id") or f"sha256:{letter['payload_sha256']}"
+
+
+def read_sinks(cfg: IngestConfig) -> SinkCounts:
+    """Everything the sinks hold right now."""
+    archived, objects = archived_ids(cfg)
+    letters = committed_dead_letters(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic)
+    return SinkCounts(
+        iceberg_claims=iceberg_claim_ids(cfg),
+        archived=archived,
+        dead_letters=Counter(dead_letter_key(letter) for letter in letters),
+        archive_objects=objects,
+        dead_letter_reasons=Counter(f"{letter['stage']}.{letter['reason_code']}" for letter in letters),
+    )

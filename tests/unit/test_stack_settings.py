@@ -1,0 +1,194 @@
+"""Unit tests for the local stack's settings and preflight errors; no server is started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local import kafka, stack
+from infra.local.process import (
+    HealthTimeout,
+    PortInUse,
+    ToolMissing,
+    ensure_port_free,
+    launch,
+    port_is_free,
+    stop,
+    wait_until,
+)
+from infra.local.settings import REPO_ROOT, SettingsError, StackSettings
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A loopback port held by a listener that is not part of any stack."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_defaults() -> None:
+    settings = StackSettings.from_env({})
+    assert settings.home == REPO_ROOT / ".local"
+    assert settings.bootstrap_servers() == "127.0.0.1:19092"
+    assert settings.controller_endpoint() == "127.0.0.1:19093"
+    assert settings.s3_endpoint() == "http://127.0.0.1:15000"
+    assert settings.buckets() == (
+        "medistream-landing",
+        "medistream-warehouse",
+        "medistream-archive",
+    )
+    assert settings.archive_kms_alias == "alias/medistream-archive"
+    assert settings.iceberg_catalog_path == REPO_ROOT / ".local" / "iceberg" / "catalog.db"
+    assert settings.warehouse_uri() == "s3://medistream-warehouse/"
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    settings = StackSettings.from_env(
+        {
+            "MEDISTREAM_HOME": str(tmp_path / "h"),
+            "MEDISTREAM_KAFKA_PORT": "29092",
+            "MEDISTREAM_MOTO_PORT": "25000",
+        }
+    )
+    assert settings.home == tmp_path / "h"
+    assert settings.bootstrap_servers() == "127.0.0.1:29092"
+    assert settings.s3_endpoint() == "http://127.0.0.1:25000"
+    assert settings.kafka_libs_dir == tmp_path / "h" / "kafka" / "libs"
+    assert settings.iceberg_catalog_path == tmp_path / "h" / "iceberg" / "catalog.db"
+
+
+def test_from_env_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDISTREAM_MOTO_PORT", "25001")
+    assert StackSettings.from_env().moto_port == 25001
+
+
+def test_settings_are_frozen() -> None:
+    settings = StackSettings()
+    with pytest.raises(AttributeError):
+        settings.kafka_port = 1  # type: ignore[misc]
+
+
+def test_non_integer_port_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="MEDISTREAM_KAFKA_PORT='abc'"):
+        StackSettings.from_env({"MEDISTREAM_KAFKA_PORT": "abc"})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"kafka_port": 0}, {"moto_port": 70000}, {"kafka_port": 19093}, {"moto_port": 19092}],
+)
+def test_invalid_or_clashing_ports_rejected(overrides: dict[str, int]) -> None:
+    with pytest.raises(SettingsError):
+        StackSettings(**overrides)  # type: ignore[arg-type]
+
+
+def test_port_taken_error_names_port_and_holder(listening_port: int) -> None:
+    assert not port_is_free(listening_port)
+    with pytest.raises(PortInUse) as err:
+        ensure_port_free(listening_port, "kafka", "MEDISTREAM_KAFKA_PORT")
+    message = str(err.value)
+    assert f"127.0.0.1:{listening_port}" in message
+    assert "MEDISTREAM_KAFKA_PORT" in message
+    assert "pytest" in message or "python" in message  # the holder is this test process
+
+
+def test_up_refuses_taken_port_before_starting_anything(
+    tmp_path: Path, listening_port: int
+) -> None:
+    settings = StackSettings(home=tmp_path, kafka_port=listening_port)
+    with pytest.raises(PortInUse, match=f"kafka: port 127.0.0.1:{listening_port}"):
+        stack.up(settings)
+    assert not list((tmp_path / "run").glob("*.pid"))
+    assert not (tmp_path / "kafka" / "libs").exists()
+
+
+def test_free_port_passes() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    ensure_port_free(free, "moto", "MEDISTREAM_MOTO_PORT")
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_392"', 8),
+        ("garbage", None),
+    ],
+)
+def test_parse_java_major(output: str, major: int | None) -> None:
+    assert kafka.parse_java_major(output) == major
+
+
+def test_missing_java_is_a_clear_error() -> None:
+    with pytest.raises(ToolMissing, match="not found on PATH.*Java 17"):
+        kafka.require_java("no-such-java-binary")
+
+
+def test_too_old_java_is_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "java"
+    fake.write_text("#!/bin/sh\necho 'java version \"1.8.0_392\"' >&2\n")
+    fake.chmod(0o755)
+    with pytest.raises(ToolMissing, match="Java 8; Kafka .* needs Java 17"):
+        kafka.require_java(str(fake))
+
+
+def test_missing_mvn_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing, match="`mvn` not found"):
+        kafka.install(StackSettings(home=tmp_path))
+
+
+def test_process_that_dies_while_starting_reports_its_log(tmp_path: Path) -> None:
+    log, pid_file = tmp_path / "x.log", tmp_path / "x.pid"
+    argv = [sys.executable, "-c", "import sys; print('bind failed: synthetic'); sys.exit(3)"]
+    launch(argv, log_file=log, pid_file=pid_file, marker="synthetic", cwd=tmp_path)
+    with pytest.raises(
+        HealthTimeout, match=r"(?s)demo exited while starting.*bind failed: synthetic"
+    ):
+        wait_until(lambda: False, component="demo", timeout_s=10, pid_file=pid_file, log_file=log)
+    assert stop(pid_file) is None  # nothing of ours left to stop
+    assert not pid_file.exists()
+
+
+def test_stop_ignores_a_pid_file_naming_someone_elses_process(tmp_path: Path) -> None:
+    pid_file = tmp_path / "x.pid"
+    # This test process is alive but its command line lacks the marker: never ours to kill.
+    pid_file.write_text(f'{{"pid": {os.getpid()}, "create_time": 0, "marker": "kafka.Kafka"}}')
+    assert stop(pid_file) is None
+    assert not pid_file.exists()
+
+
+def test_up_reports_missing_mvn_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    java = shutil.which("java")
+    if java is None:
+        pytest.fail("java is required on this machine (see the local stack's requirements)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "java").symlink_to(java)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with socket.socket() as a, socket.socket() as b, socket.socket() as c:
+        for sock in (a, b, c):
+            sock.bind(("127.0.0.1", 0))
+        ports = [sock.getsockname()[1] for sock in (a, b, c)]
+    settings = StackSettings(
+        home=tmp_path / "home",
+        kafka_port=ports[0],
+        kafka_controller_port=ports[1],
+        moto_port=ports[2],
+    )
+    with pytest.raises(ToolMissing, match="`mvn` not found"):
+        stack.up(settings)
+    assert not list(settings.run_dir.glob("*.pid"))

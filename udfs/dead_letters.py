@@ -1,0 +1,63 @@
+"""Dead letters: why a record was refused, where it came from, and nothing of its content.
+
+Until field-level PHI protection lands, a dead letter carries no part of the payload: only its
+SHA-256, its size and a pointer to where the raw bytes still are (topic/partition/offset or file).
+Details name a JSON path and a rule, never a value, so no PHI can leak through a dead letter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import orjson
+
+from udfs.source import SourceRef
+
+
+class Rejected(Exception):
+    """A record that cannot continue; reason_code is stable and machine-readable."""
+
+    def __init__(self, reason_code: str, detail: str, stage: str) -> None:
+        super().__init__(f"{stage}:{reason_code}: {detail}")
+        self.reason_code, self.detail, self.stage = reason_code, detail, stage
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One refused record, as written to the dead-letter topic."""
+
+    dead_letter_id: str
+    feed: str
+    stage: str
+    reason_code: str
+    detail: str
+    record_id: str | None
+    payload_sha256: str
+    payload_bytes: int
+    source: dict[str, object]
+    failed_at_ms: int
+
+    @classmethod
+    def from_error(
+        cls, err: Rejected, payload: bytes, source: SourceRef, record_id: str | None, now_ms: int
+    ) -> DeadLetter:
+        """Build the dead letter for a rejected payload."""
+        digest = hashlib.sha256(payload).hexdigest()
+        return cls(
+            # Deterministic, so a replay after a restore produces the same id.
+            dead_letter_id=hashlib.sha256(f"{source.pointer()}|{digest}".encode()).hexdigest()[:32],
+            feed=source.feed,
+            stage=err.stage,
+            reason_code=err.reason_code,
+            detail=err.detail,
+            record_id=record_id,
+            payload_sha256=digest,
+            payload_bytes=len(payload),
+            source=source.as_dict(),
+            failed_at_ms=now_ms,
+        )
+
+    def to_json(self) -> str:
+        """The wire form of the dead letter."""
+        return orjson.dumps(asdict(self)).decode()
