@@ -29,6 +29,8 @@ class KafkaConfig:
     dlq_topic: str
     group_id: str
     transaction_timeout_ms: int
+    # Bounded: read up to the offsets current at start, then finish (tests and benchmarks).
+    bounded: bool = False
 
 
 def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
@@ -44,6 +46,8 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
         "scan.topic-partition-discovery.interval": "5 s",
         "format": "raw",
     }
+    if cfg.bounded:
+        options["scan.bounded.mode"] = "latest-offset"
     t_env.execute_sql(
         f"""CREATE TEMPORARY TABLE {RAW_TABLE} (
               payload BYTES,

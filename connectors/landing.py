@@ -24,6 +24,7 @@ class LandingConfig:
     """Where file drops land; one sub-folder per feed."""
 
     path: str
+    # Empty: list the prefix once and finish (tests and benchmarks).
     monitor_interval: str
 
 
@@ -33,8 +34,9 @@ def create_landing_source(t_env: StreamTableEnvironment, cfg: LandingConfig) -> 
         "connector": "filesystem",
         "path": cfg.path,
         "format": "raw",
-        "source.monitor-interval": cfg.monitor_interval,
     }
+    if cfg.monitor_interval:
+        options["source.monitor-interval"] = cfg.monitor_interval
     t_env.execute_sql(
         f"""CREATE TEMPORARY TABLE {LANDING_TABLE} (
               payload BYTES,

@@ -32,7 +32,9 @@ from jobs.ingest_operator import ACCEPTED_TYPE, CLAIMS, DEAD_LETTERS, IngestOper
 from jobs.runtime import (
     flink_configuration,
     initialize_filesystems,
+    latest_restore_point,
     prepare_process_environment,
+    savepoint_directory,
     stop_with_savepoint,
 )
 
@@ -109,18 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     """Load config, check dependencies, build, run until stopped; SIGTERM -> stop with savepoint."""
     parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__)
     parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
-    parser.add_argument("--restore", help="checkpoint or savepoint directory to resume from")
-    parser.add_argument("--savepoint-dir", help="where a stop request writes its savepoint")
+    parser.add_argument("--restore", help="checkpoint or savepoint directory to resume from "
+                        "(default: the newest one under the configured directories)")
+    parser.add_argument("--fresh", action="store_true", help="start without restoring any state")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     cfg = load_ingest_config(groups)
     preflight.check_ingest_dependencies(cfg)
-    env, t_env = create_environments(cfg, args.restore)
+    restore = None if args.fresh else args.restore or latest_restore_point(cfg.checkpoints)
+    env, t_env = create_environments(cfg, restore)
     build(env, t_env, cfg)
     client = env.execute_async(JOB_NAME)
-    log.info("job %s running (restored from %s)", client.get_job_id(), args.restore or "nothing")
+    log.info("job %s running (restored from %s)", client.get_job_id(), restore or "nothing")
 
     stop_requested: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stop_requested.append(signum))
@@ -131,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("job ended on its own with status %s; see the Flink log", status)
             return 1
         time.sleep(1)
-    savepoint_dir = args.savepoint_dir or cfg.checkpoints.directory.rstrip("/") + "-savepoints"
-    path = stop_with_savepoint(client, savepoint_dir)
+    path = stop_with_savepoint(client, savepoint_directory(cfg.checkpoints))
     log.info("stopped with savepoint %s", path)
     return 0
 

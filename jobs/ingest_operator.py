@@ -40,7 +40,7 @@ class IngestOperator(ProcessFunction):  # type: ignore[misc]
 
     def __init__(self, landing_root: str) -> None:
         self.landing_root = landing_root
-        self.stage: IngestStage | None = None
+        self.stage: IngestStage  # built in open(), on the worker
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Build the stage (schemas compiled once per operator instance)."""
@@ -48,7 +48,6 @@ class IngestOperator(ProcessFunction):  # type: ignore[misc]
 
     def process_element(self, row: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         """Emit the accepted record (+ claim row) or a dead letter."""
-        assert self.stage is not None
         payload, topic, partition, offset, path = row[0], row[1], row[2], row[3], row[4]
         if topic is not None:
             source = SourceRef.from_kafka(topic, partition, offset)

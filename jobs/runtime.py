@@ -98,11 +98,17 @@ def initialize_filesystems(conf: Configuration) -> None:
     jvm.org.apache.flink.core.fs.FileSystem.initialize(conf._j_configuration, plugins)
 
 
-def latest_checkpoint(checkpoint_dir: str) -> str | None:
-    """Path of the newest completed checkpoint (chk-N holding _metadata) under a local directory."""
-    root = Path(checkpoint_dir.removeprefix("file://"))
+def savepoint_directory(checkpoints: CheckpointConfig) -> str:
+    """Where stop-with-savepoint writes: beside the checkpoints."""
+    return checkpoints.directory.rstrip("/") + "-savepoints"
+
+
+def latest_restore_point(checkpoints: CheckpointConfig) -> str | None:
+    """Newest completed checkpoint or savepoint (a folder holding _metadata) on the local disk."""
+    chk_root = Path(checkpoints.directory.removeprefix("file://"))
+    sp_root = Path(savepoint_directory(checkpoints).removeprefix("file://"))
     # Every (re)start is a new job id with its own sub-folder, so compare by time, not by N.
-    completed = list(root.glob("*/chk-*/_metadata"))
+    completed = [*chk_root.glob("*/chk-*/_metadata"), *sp_root.glob("savepoint-*/_metadata")]
     if not completed:
         return None
     return str(max(completed, key=lambda p: p.stat().st_mtime).parent)

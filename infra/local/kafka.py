@@ -221,7 +221,7 @@ def is_healthy(settings: StackSettings, timeout_s: float = 3.0) -> bool:
     """True if the broker answers a metadata request and lists itself."""
     try:
         metadata = _admin(settings).list_topics(timeout=timeout_s)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - any failure to answer means not healthy
+    except Exception:
         return False
     return bool(metadata.brokers)
 

@@ -3,7 +3,8 @@
 All state (PID files, logs, Kafka data, the Iceberg catalog) lives under settings.home. `up` is
 idempotent; `down` stops only processes whose PID file `up` wrote and whose command line still
 matches. moto is in-memory, so `down` loses S3 contents and KMS keys; the next `up` recreates the
-buckets and key empty. Kafka topics and the Iceberg catalog survive `down`.
+buckets and key empty, and `down` removes the Iceberg catalog and the job checkpoints that
+point into it (forget_s3_state). Kafka topics and consumer offsets survive `down`.
 """
 
 from __future__ import annotations
@@ -185,4 +186,19 @@ def down(
         stopped["kafka"] = process.stop(kafka.pid_file(settings), term_timeout_s=30.0)
     if "moto" in wanted:
         stopped["moto"] = process.stop(moto_server.pid_file(settings), term_timeout_s=10.0)
+        if stopped["moto"] is not None:
+            forget_s3_state(settings)
     return stopped
+
+
+def forget_s3_state(settings: StackSettings) -> None:
+    """Drop local state that points into the in-memory S3 just lost: the catalog and checkpoints.
+
+    Left behind, the catalog would name metadata files that no longer exist, and a restore would
+    look for archive part files that are gone. Kafka keeps its data and consumer offsets.
+    """
+    import shutil
+
+    settings.iceberg_catalog_path.unlink(missing_ok=True)
+    for name in ("checkpoints", "checkpoints-savepoints"):
+        shutil.rmtree(settings.home / name, ignore_errors=True)

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
-
 from faker import Faker
 
 from udfs.npi import npi_check_digit
@@ -399,18 +398,23 @@ def _fit(record: dict[str, Any], target: int, hi: int, shrink: Callable[[], bool
 
 
 def _claim_lines(rng: _Rng, n: int, n_dx: int, day_from: date, span: int) -> list[dict[str, Any]]:
+    # The hot loop of the generator: plain floats from one draw each, integer cents, dates computed once.
+    days = [(day_from + timedelta(days=k)).isoformat() for k in range(span + 1)]
+    r = rng.random
     lines = []
     for i in range(1, n + 1):
-        code, base = rng.pick(_PROCEDURES)
-        first = rng.between(1, n_dx)
-        units = 1 if rng.random() < 0.8 else rng.between(2, 4)
-        charge = (Decimal(base) * units * rng.between(90, 130) / 10000).quantize(_CENT)
+        code, base = _PROCEDURES[int(r() * len(_PROCEDURES))]
+        first = 1 + int(r() * n_dx)
+        u = r()
+        units = 1 if u < 0.8 else 2 + int((u - 0.8) * 15)
+        cents = base * units * (90 + int(r() * 41)) // 100  # 90-130 % of the usual fee, exact in cents
+        m = r()
         lines.append({
             "line_number": i, "procedure_code": code,
-            "modifiers": [rng.pick(_MODIFIERS)] if rng.random() < 0.2 else [],
-            "diagnosis_pointers": list(range(first, first + rng.between(1, min(4, n_dx - first + 1)))),
-            "units": units, "charge": _money(charge),
-            "service_date": (day_from + timedelta(days=rng.between(0, span))).isoformat(),
+            "modifiers": [_MODIFIERS[int(m * 40)]] if m < 0.2 else [],
+            "diagnosis_pointers": list(range(first, first + 1 + int(r() * min(4, n_dx - first + 1)))),
+            "units": units, "charge": f"{cents // 100}.{cents % 100:02d}",
+            "service_date": days[int(r() * len(days))],
         })
     return lines
 
@@ -422,7 +426,7 @@ def _build_claim(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi: 
     span = rng.pick((0, 0, 0, 1, 3))
     day_from = day_to - timedelta(days=span)
     dx = rng.sample(_ICD10, rng.between(1, 6))
-    n_lines = rng.between(1, max(1, min(50, (target - 1500) // 210)))
+    lines = _claim_lines(rng, rng.between(1, max(1, min(50, (target - 1500) // 210))), len(dx), day_from, span)
     record: dict[str, Any] = {
         **env, "claim_id": f"C{rng.getrandbits(56):014X}",
         "frequency_code": rng.choices(("1", "7", "8"), cum_weights=(90, 97, 100))[0],
@@ -431,27 +435,30 @@ def _build_claim(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi: 
     }
     if rng.random() < 0.3:
         record["patient"] = {**rng.pick(pools.people), "relationship_code": rng.pick(("01", "19", "19", "G8"))}
-    lines = _claim_lines(rng, n_lines, len(dx), day_from, span)
     record.update({
-        "diagnoses": dx, "service_lines": lines, "total_charge": "",
+        "diagnoses": dx, "service_lines": lines, "total_charge": _total(lines),
         "service_date_from": day_from.isoformat(), "service_date_to": day_to.isoformat(),
         "place_of_service": rng.pick(_POS),
     })
     if rng.random() < 0.5:
-        record["received_at"] = _rfc3339(int(datetime.fromisoformat(env["sent_at"]).timestamp() * 1000)
-                                         - rng.between(1000, 3_600_000))
-
-    def total() -> None:
-        record["total_charge"] = _money(sum((Decimal(x["charge"]) for x in lines), Decimal(0)))
+        record["received_at"] = _rfc3339(_ms(env["sent_at"]) - rng.between(1000, 3_600_000))
 
     def shrink() -> bool:
-        if len(lines) == 1:
-            return False
-        lines.pop()
-        total()
-        return True
+        if len(lines) > 1:
+            lines.pop()
+            record["total_charge"] = _total(lines)
+            return True
+        # One line left: optional parts go next, smallest record last (about 1 KiB).
+        for key in ("received_at", "patient", "rendering_provider"):
+            if key in record:
+                del record[key]
+                return True
+        if len(dx) > 1:
+            del dx[1:]
+            lines[0]["diagnosis_pointers"] = [1]
+            return True
+        return False
 
-    total()
     return record, _fit(record, target, hi, shrink, rng, pools)
 
 
@@ -459,40 +466,47 @@ def _paid_claim(rng: _Rng, pools: Pools, sent: date) -> dict[str, Any]:
     person = rng.pick(pools.people)
     denied = rng.random() < 0.08
     lines = _claim_lines(rng, rng.between(1, 4), 1, sent - timedelta(days=rng.between(10, 60)), 2)
-    paid_total = pr_total = charge_total = Decimal(0)
     for line in lines:
         del line["diagnosis_pointers"]
         charge = Decimal(line["charge"])
         if denied:
             adjustments, paid = [{"group_code": "CO", "reason_code": "50", "amount": line["charge"]}], Decimal(0)
         else:
+            # charge = paid + contractual write-off (CO-45) + coinsurance (PR-2), to the cent.
             allowed = (charge * rng.between(40, 90) / 100).quantize(_CENT)
             patient = (allowed * rng.pick((0, 0, 10, 20)) / 100).quantize(_CENT)
             paid = allowed - patient
             adjustments = [{"group_code": "CO", "reason_code": "45", "amount": _money(charge - allowed)}]
             if patient:
                 adjustments.append({"group_code": "PR", "reason_code": "2", "amount": _money(patient)})
-            pr_total += patient
         line.update(paid=_money(paid), adjustments=adjustments)
-        paid_total += paid
-        charge_total += charge
-    return {
+    claim = {
         "claim_id": f"C{rng.getrandbits(56):014X}", "status_code": "4" if denied else rng.pick("1112"),
         "patient": {k: person[k] for k in ("member_id", "first_name", "last_name")},
-        "charge": _money(charge_total), "paid": _money(paid_total),
-        "patient_responsibility": _money(pr_total), "adjustments": [], "lines": lines,
+        "charge": "", "paid": "", "patient_responsibility": "", "adjustments": [], "lines": lines,
     }
+    _settle(claim)
+    return claim
+
+
+def _settle(claim: dict[str, Any]) -> None:
+    """Set a remitted claim's totals from its lines."""
+    lines = claim["lines"]
+    claim["charge"] = _total(lines)
+    claim["paid"] = _total(lines, "paid")
+    claim["patient_responsibility"] = _money(sum(
+        (Decimal(a["amount"]) for x in lines for a in x["adjustments"] if a["group_code"] == "PR"), Decimal(0)))
 
 
 def _build_payment(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi: int
                    ) -> tuple[dict[str, Any], bytes]:
     sent = date.fromisoformat(env["sent_at"][:10])
     claims: list[dict[str, Any]] = []
+    payee = rng.pick(pools.organizations)
     record: dict[str, Any] = {
         **env, "payment_id": f"P{rng.getrandbits(56):014X}", "trace_number": f"{rng.below(10**12):012d}",
-        "payer": rng.pick(pools.payers), "payee": {k: v for k, v in rng.pick(pools.organizations).items()
-                                                    if k in ("npi", "name")},
-        "payment_date": (sent - timedelta(days=rng.between(0, 3))).isoformat(), "payment_amount": "0.00",
+        "payer": rng.pick(pools.payers), "payee": {"npi": payee["npi"], "name": payee["name"]},
+        "payment_date": (sent - timedelta(days=rng.between(0, 3))).isoformat(), "payment_amount": "",
         "method": rng.pick(("ACH", "ACH", "ACH", "CHK")), "claims": claims,
     }
     # Claims fill 60-100 % of the target; notes pad the rest, so sizes spread evenly.
@@ -504,19 +518,29 @@ def _build_payment(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi
             break
         claims.append(claim)
         budget -= cost
-
-    def amount() -> None:
-        record["payment_amount"] = _money(sum((Decimal(c["paid"]) for c in claims), Decimal(0)))
+    record["payment_amount"] = _total(claims, "paid")
 
     def shrink() -> bool:
-        if len(claims) == 1:
+        if len(claims) > 1:
+            claims.pop()
+        elif len(claims[0]["lines"]) > 1:
+            claims[0]["lines"].pop()
+            _settle(claims[0])
+        else:
             return False
-        claims.pop()
-        amount()
+        record["payment_amount"] = _total(claims, "paid")
         return True
 
-    amount()
     return record, _fit(record, target, hi, shrink, rng, pools)
+
+
+def _total(items: list[dict[str, Any]], key: str = "charge") -> str:
+    """Sum decimal-string amounts exactly."""
+    return _money(sum((Decimal(x[key]) for x in items), Decimal(0)))
+
+
+def _ms(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339).timestamp() * 1000)
 
 
 def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi: int
@@ -546,7 +570,15 @@ def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int
                  "group_number": f"G{rng.between(10000, 99999)}", "coverage_level": level},
         "coverage": coverage, "dependents": dependents,
     }
-    return record, _fit(record, target, hi, lambda: False, rng, pools)
+
+    def shrink() -> bool:
+        if not dependents:
+            return False
+        dependents.clear()
+        record["plan"]["coverage_level"] = "EMP"
+        return True
+
+    return record, _fit(record, target, hi, shrink, rng, pools)
 
 
 _Builder = Callable[[_Rng, Pools, dict[str, Any], int, int], tuple[dict[str, Any], bytes]]

@@ -1,0 +1,1 @@
+"""Throughput benchmarks: recorded runs, never timed assertions (STYLE.md, testing layer 5)."""

@@ -1,0 +1,126 @@
+"""What a benchmark run costs the machine: process-tree CPU seconds and peak RSS, plus machine facts.
+
+The Flink mini-cluster runs in a JVM that PyFlink starts as a child of this Python process, and in
+thread mode the Python operator runs inside that JVM; so "this process and its children" is the
+whole job, and CPU seconds of that tree are the honest per-core denominator.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+
+@dataclass
+class TreeUsage:
+    """CPU seconds (user + system) and peak RSS of the process tree over one sampled window."""
+
+    cpu_s: float = 0.0
+    peak_rss_bytes: int = 0
+    samples: int = 0
+    processes: set[int] = field(default_factory=set)
+
+
+class TreeSampler:
+    """Samples this process and its descendants every `interval_s` seconds in a daemon thread.
+
+    CPU is the difference of each process's cumulative CPU time between the window's start (0 for a
+    process born inside it) and its last sample; a process that dies between samples loses at most
+    one interval of CPU, which is why the window ends with a final sample.
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.usage = TreeUsage()
+        self._root = psutil.Process()
+        self._start_cpu: dict[int, float] = {}
+        self._last_cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return [self._root]
+
+    def _sample(self, baseline: bool = False) -> None:
+        rss = 0
+        for proc in self._tree():
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    mem = proc.memory_info().rss
+            except psutil.Error:  # exited between listing and reading
+                continue
+            cpu = times.user + times.system
+            rss += mem
+            if baseline:
+                self._start_cpu[proc.pid] = cpu
+            else:
+                self._start_cpu.setdefault(proc.pid, 0.0)
+            self._last_cpu[proc.pid] = cpu
+            self.usage.processes.add(proc.pid)
+        self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, rss)
+        self.usage.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> TreeSampler:
+        self._sample(baseline=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.usage.cpu_s = sum(self._last_cpu[pid] - self._start_cpu[pid] for pid in self._last_cpu)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _java_version() -> str:
+    try:
+        done = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)  # noqa: S607
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"unavailable ({type(err).__name__})"
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Facts a reader needs to compare this run with another one."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.platform(),
+        "python": sys.version.split()[0],
+        "java": _java_version(),
+        "apache_flink": metadata.version("apache-flink"),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

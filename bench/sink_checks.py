@@ -1,0 +1,104 @@
+"""After a bench run: did every record land once, how long did commits take, and remove what it made.
+
+A throughput number from a run that dropped or doubled records is worthless, so the bench compares
+the Iceberg table and the archive with the generator's ids before it reports anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jobs.config import IngestConfig
+from jobs.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client
+
+
+@dataclass(frozen=True)
+class ClaimsCheck:
+    """What the bench claims table holds, and each row's commit latency in milliseconds."""
+
+    rows: int
+    distinct_ids: int
+    missing: int
+    unexpected: int
+    snapshots: int
+    commit_latency_ms: list[float]
+
+
+def check_claims(cfg: IngestConfig, expected_ids: set[str]) -> ClaimsCheck:
+    """Compare the claims table with the expected ids; attribute each row to the snapshot that added it.
+
+    Commit latency of a row = committed-at time of the first snapshot that contains it minus its
+    ingested_at (set by the Python operator). Found by scanning every snapshot in commit order and
+    diffing record ids, so it is exact per row, at the cost of one scan per snapshot.
+    """
+    table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.claims_table)
+    snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+    seen: set[str] = set()
+    latencies: list[float] = []
+    for snapshot in snapshots:
+        rows = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=("record_id", "ingested_at")).to_arrow()
+        for record_id, ingested_at in zip(rows.column("record_id").to_pylist(),
+                                          rows.column("ingested_at").to_pylist(), strict=True):
+            if record_id in seen:
+                continue
+            seen.add(record_id)
+            latencies.append(snapshot.timestamp_ms - ingested_at.timestamp() * 1000)
+    current = table.scan(selected_fields=("record_id",)).to_arrow().column("record_id").to_pylist()
+    ids = Counter(current)
+    return ClaimsCheck(
+        rows=len(current), distinct_ids=len(ids), missing=len(expected_ids - ids.keys()),
+        unexpected=len(ids.keys() - expected_ids), snapshots=len(snapshots), commit_latency_ms=latencies,
+    )
+
+
+def check_archive(cfg: IngestConfig, expected_ids: set[str]) -> dict[str, int]:
+    """Archived record count, distinct ids, and ids missing from committed archive files."""
+    ids, files = archived_ids(cfg)
+    return {"records": sum(ids.values()), "distinct_ids": len(ids), "missing": len(expected_ids - ids.keys()),
+            "files": files}
+
+
+def count_dead_letters(cfg: IngestConfig) -> int:
+    """Committed messages on the run's own dead-letter topic."""
+    return len(committed_dead_letters(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, timeout_s=15.0))
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
+    """{"p50": ..., ...} of `values` (empty dict when there are none)."""
+    if not values:
+        return {}
+    result = np.percentile(np.asarray(values, dtype=float), points)
+    return {f"p{p}": round(float(v), 3) for p, v in zip(points, result, strict=True)}
+
+
+def delete_s3_prefix(cfg: IngestConfig, url: str) -> int:
+    """Delete every object under an s3://bucket/prefix/ URL; return how many were deleted."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not prefix.strip("/"):
+        raise ValueError(f"refusing to delete a whole bucket: {url}")
+    s3 = s3_client(cfg.s3)
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted
+
+
+def drop_claims_table(cfg: IngestConfig) -> int:
+    """Drop the bench claims table from the catalog and delete its files; return objects deleted."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table: Any = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.claims_table)
+    except NoSuchTableError:
+        return 0
+    location = table.location().rstrip("/") + "/"
+    table.catalog.drop_table(f"{cfg.iceberg.namespace}.{cfg.iceberg.claims_table}")
+    # pyiceberg's SQL catalog drops the entry only; the data and metadata files stay unless removed.
+    return delete_s3_prefix(cfg, location.replace("s3a://", "s3://", 1))

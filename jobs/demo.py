@@ -1,0 +1,171 @@
+"""The demo: stack up, publish synthetic feeds, run the ingest job, wait for every record, stop, summarise.
+
+The job runs as its own process (`python -m jobs.ingest`), as it would under an operator; the demo
+watches the sinks, then asks the job to stop with a savepoint (SIGTERM) and reads everything back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from jobs.config import IngestConfig, default_properties_path, load_ingest_config, medistream_home, read_property_groups
+from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def publish_synthetic(
+    cfg: IngestConfig, records: int, seed: int, duplicate_rate: float, invalid_rate: float,
+    ground_truth: Path | None = None,
+) -> dict[str, Any]:
+    """Generate records and publish them (Kafka feeds and landing files); return expected counts."""
+    from infra.local.publish import publish
+
+    from infra.local import synthetic
+
+    generated = list(synthetic.generate(records, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate))
+    if ground_truth is not None:
+        synthetic.write_ground_truth(ground_truth, generated)
+    bucket, _, prefix = cfg.landing.path.removeprefix("s3://").partition("/")
+    publish(generated, cfg.kafka.bootstrap_servers, s3_client(cfg.s3), bucket, landing_prefix=prefix)
+    return expected_outcome(generated)
+
+
+def expected_outcome(generated: list[Any]) -> dict[str, Any]:
+    """What the sinks must hold for these records, as Counters keyed like the read-back."""
+    valid = [g for g in generated if g.expect == "valid"]
+    return {
+        "records": len(generated),
+        "claims": Counter(g.record_id for g in valid if g.record_type == "claim"),
+        "archived": Counter(g.record_id for g in valid),
+        "dead_letters": Counter(dead_letter_id(g) for g in generated if g.expect == "invalid"),
+    }
+
+
+def dead_letter_id(generated: Any) -> str:
+    """The read-back key of an invalid record: its record id, or its hash when it is not parseable."""
+    return f"sha256:{generated.payload_sha256}" if generated.invalid_kind in ("malformed_json", "not_an_object") \
+        else generated.record_id
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a set of process trees, sampled every 0.5 s."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak_bytes, self._stop = list(pids), 0, threading.Event()
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        while not self._stop.wait(0.5):
+            total = 0
+            for pid in self.pids:
+                try:
+                    root = psutil.Process(pid)
+                    total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+                except psutil.Error:
+                    continue
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+
+
+def start_job(log_path: Path, restore_from: str | None = None) -> subprocess.Popen[bytes]:
+    """Start the ingest job as a child process, logging to a file."""
+    argv = [sys.executable, "-m", "jobs.ingest"] + (["--restore", restore_from] if restore_from else [])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+
+def stop_job(job: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int:
+    """Ask the job to stop with a savepoint; kill it if it does not within the timeout."""
+    if job.poll() is None:
+        job.send_signal(signal.SIGTERM)
+        try:
+            return job.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait()
+            return -9
+    return job.returncode
+
+
+def run_demo(records: int, seed: int, timeout_s: float) -> int:
+    """The first README command after set-up; returns the process exit code."""
+    from infra.local import stack
+
+    started = time.monotonic()
+    print("== starting the local stack (Kafka, S3/KMS API, Iceberg catalog)")
+    status = stack.up()
+    cfg = load_ingest_config(read_property_groups(default_properties_path()))
+    print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
+    expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03)
+    # The sinks may hold earlier runs' rows (the job resumes from its last savepoint): this run's
+    # seed gives new record ids, and only those are compared.
+    log_path = medistream_home() / "logs" / "ingest.log"
+    print(f"== running the ingest job on the embedded mini-cluster (log: {log_path})")
+    job = start_job(log_path)
+    sampler = RssSampler([job.pid, *(c.pid for c in (status.kafka, status.moto) if c.pid)])
+    sampler.start()
+    want = sum(expected["claims"].values())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if job.poll() is not None:
+                print(f"\nmedistream: the ingest job exited early ({job.returncode}); see {log_path}", file=sys.stderr)
+                return 1
+            seen = iceberg_claim_ids(cfg)
+            have = sum(min(seen[k], v) for k, v in expected["claims"].items())
+            print(f"\r   claims committed to Iceberg: {have}/{want}  ({time.monotonic() - started:5.0f} s)",
+                  end="", flush=True)
+            if have >= want:
+                break
+            if time.monotonic() > deadline:
+                print(f"\nmedistream: timed out after {timeout_s:.0f} s waiting for the sinks", file=sys.stderr)
+                return 1
+            time.sleep(2)
+        # One more checkpoint so the archive and dead-letter commits of the same records complete.
+        time.sleep(cfg.checkpoints.interval_ms / 1000 * 2)
+    finally:
+        print("\n== stopping the job with a savepoint")
+        code = stop_job(job)
+        sampler.stop()
+    sinks = read_sinks(cfg)
+    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started)
+
+
+def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss: int, elapsed_s: float) -> int:
+    """Print what each sink holds for this run's records; 0 when every count matches exactly."""
+
+    def held(found: Counter[str], wanted: Counter[str]) -> int:
+        return sum(found[k] for k in wanted)
+
+    rows = [
+        ("claims rows in Iceberg", held(sinks.iceberg_claims, expected["claims"]), sum(expected["claims"].values())),
+        ("records in the archive", held(sinks.archived, expected["archived"]), sum(expected["archived"].values())),
+        ("dead letters", held(sinks.dead_letters, expected["dead_letters"]), sum(expected["dead_letters"].values())),
+    ]
+    print(f"\nrecords in: {expected['records']}  (valid {sum(expected['archived'].values())}, "
+          f"invalid {sum(expected['dead_letters'].values())})")
+    for name, have, want in rows:
+        print(f"  {name:<26} {have:>7}  expected {want:>7}  {'ok' if have == want else 'MISMATCH'}")
+    print(f"  archive objects            {sinks.archive_objects:>7}")
+    print(f"  dead-letter reasons        {dict(sinks.dead_letter_reasons)}")
+    print(f"  peak RSS (stack + job)     {peak_rss / 2**20:7.0f} MiB")
+    print(f"  job stopped with savepoint {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
+    print(f"  elapsed                    {elapsed_s:7.0f} s")
+    ok = stop_code == 0 and all(have == want for _, have, want in rows)
+    return 0 if ok else 1

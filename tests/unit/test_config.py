@@ -1,0 +1,65 @@
+"""Property groups -> typed config: the shipped file loads, and every bad key is named."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs.config import LOCAL_PROPERTIES, ConfigError, load_ingest_config, read_property_groups
+
+
+def groups() -> dict[str, dict[str, str]]:
+    return read_property_groups(LOCAL_PROPERTIES)
+
+
+def test_local_properties_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDISTREAM_HOME", str(tmp_path))
+    cfg = load_ingest_config(groups())
+    assert cfg.kafka.bootstrap_servers == "127.0.0.1:19092"
+    assert cfg.iceberg.uri == f"jdbc:sqlite:{tmp_path}/iceberg/catalog.db"
+    assert cfg.checkpoints.directory == f"file://{tmp_path}/checkpoints"
+    assert cfg.runtime.python_execution_mode == "thread"
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "value", "message"),
+    [
+        ("kafka", "bootstrap.servers", None, "missing property 'kafka.bootstrap.servers'"),
+        ("iceberg", "catalog-impl", None, "missing property 'iceberg.catalog-impl'"),
+        ("checkpoints", "interval.ms", "soon", "'checkpoints.interval.ms' must be a positive integer"),
+        ("runtime", "python.execution-mode", "fast", "'runtime.python.execution-mode' must be thread or process"),
+        ("s3", "path.style.access", "yes", "'s3.path.style.access' must be true or false"),
+        ("archive", "path", "${NOT_SET_ANYWHERE}", "unset environment variable NOT_SET_ANYWHERE"),
+    ],
+)
+def test_bad_keys_are_named(group: str, key: str, value: str | None, message: str) -> None:
+    bad = copy.deepcopy(groups())
+    if value is None:
+        del bad[group][key]
+    else:
+        bad[group][key] = value
+    with pytest.raises(ConfigError, match=message.replace("$", r"\$")):
+        load_ingest_config(bad)
+
+
+def test_missing_group_is_named() -> None:
+    bad = groups()
+    del bad["landing"]
+    with pytest.raises(ConfigError, match="missing property group 'landing'"):
+        load_ingest_config(bad)
+
+
+def test_unreadable_files_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        read_property_groups(tmp_path / "absent.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_property_groups(broken)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"kafka": {}}))
+    with pytest.raises(ConfigError, match="list of property groups"):
+        read_property_groups(wrong)
