@@ -27,6 +27,7 @@ class TreeUsage:
 
     cpu_s: float = 0.0
     peak_rss_bytes: int = 0
+    peak_child_rss_bytes: int = 0  # descendants only: the JVM, without this process's generated data
     samples: int = 0
     processes: set[int] = field(default_factory=set)
 
@@ -55,7 +56,7 @@ class TreeSampler:
             return [self._root]
 
     def _sample(self, baseline: bool = False) -> None:
-        rss = 0
+        rss = child_rss = 0
         for proc in self._tree():
             try:
                 with proc.oneshot():
@@ -65,6 +66,7 @@ class TreeSampler:
                 continue
             cpu = times.user + times.system
             rss += mem
+            child_rss += mem if proc.pid != self._root.pid else 0
             if baseline:
                 self._start_cpu[proc.pid] = cpu
             else:
@@ -72,6 +74,7 @@ class TreeSampler:
             self._last_cpu[proc.pid] = cpu
             self.usage.processes.add(proc.pid)
         self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, rss)
+        self.usage.peak_child_rss_bytes = max(self.usage.peak_child_rss_bytes, child_rss)
         self.usage.samples += 1
 
     def _run(self) -> None:

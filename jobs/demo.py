@@ -82,12 +82,17 @@ class RssSampler(threading.Thread):
         self._stop.set()
 
 
-def start_job(log_path: Path, restore_from: str | None = None) -> subprocess.Popen[bytes]:
-    """Start the ingest job as a child process, logging to a file."""
-    argv = [sys.executable, "-m", "jobs.ingest"] + (["--restore", restore_from] if restore_from else [])
+def start_job(log_path: Path, properties: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the ingest job as a child process in its own process group, logging to a file.
+
+    It resumes from the newest checkpoint or savepoint, as an operator's restart would. Its own
+    group lets a crash test SIGKILL the job together with its JVM.
+    """
+    argv = [sys.executable, "-m", "jobs.ingest"] + (["--properties", str(properties)] if properties else [])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=os.environ.copy(), start_new_session=True)
 
 
 def stop_job(job: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int:

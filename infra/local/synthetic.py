@@ -258,7 +258,6 @@ def _corrupt(rng: _Rng, kind: str, record_type: str, record: dict[str, Any], pay
     return orjson.dumps(copy)
 
 
-
 # --- reference data: real code formats, small on purpose ------------------------------------------
 _ICD10 = (
     "E11.9", "I10", "J06.9", "M54.50", "Z00.00", "E78.5", "K21.9", "F41.1", "J45.909", "N39.0",
@@ -280,7 +279,7 @@ _CENT = Decimal("0.01")
 
 
 class _Rng(random.Random):
-    """Seeded Random with cheap draws: randrange's checks cost more than the records themselves."""
+    """Seeded Random with cheap draws: randrange's argument checks topped the generator's profile."""
 
     def below(self, n: int) -> int:
         """Return an int in [0, n)."""
@@ -307,6 +306,9 @@ class Pools:
     notes: tuple[str, ...]
     note_ends: tuple[int, ...]  # note_ends[i]: bytes of notes[0:i] as JSON items with a comma each, over 2 laps
     filler: str  # long plain text that padding cuts to an exact length
+    line_bodies: tuple[tuple[str, tuple[str, ...], int, str], ...]  # priced claim lines
+    remit_lines: tuple[tuple[Any, ...], ...]  # adjudicated lines, paid
+    denied_lines: tuple[tuple[Any, ...], ...]  # adjudicated lines, denied
 
 
 @functools.lru_cache(maxsize=4)
@@ -345,7 +347,7 @@ def _build_pools(seed: int) -> Pools:
                           for _ in range(60))
     payers = tuple({"payer_id": f"{rng.between(10000, 99999)}", "name": f"{fake.last_name()} Health Plan"}
                    for _ in range(12))
-    notes = []
+    notes: list[str] = []
     while len(notes) < 400:
         text = fake.sentence(nb_words=rng.between(6, 14))
         # Plain ASCII without quotes or backslashes: one char is one byte on the wire, so padding is exact.
@@ -354,7 +356,11 @@ def _build_pools(seed: int) -> Pools:
     ends = [0]
     for i in range(2 * len(notes)):
         ends.append(ends[-1] + len(notes[i % len(notes)]) + 3)
-    return Pools(tuple(people), ssns, providers, organizations, payers, tuple(notes), tuple(ends), " ".join(notes[:20]))
+    bodies = _priced_lines(rng, 2048)
+    return Pools(
+        tuple(people), ssns, providers, organizations, payers, tuple(notes), tuple(ends), " ".join(notes[:20]),
+        bodies, tuple(_remit(rng, b, False) for b in bodies), tuple(_remit(rng, b, True) for b in bodies[:256]),
+    )
 
 
 def _rfc3339(ms: int) -> str:
@@ -369,7 +375,8 @@ def _money(d: Decimal) -> str:
 def _fit(record: dict[str, Any], target: int, hi: int, shrink: Callable[[], bool],
          rng: _Rng, pools: Pools) -> bytes:
     """Drop structure until the record fits under `hi`, then pad `notes` to exactly `target` bytes."""
-    record["notes"] = notes = []
+    notes: list[str] = []
+    record["notes"] = notes
     data = orjson.dumps(record)
     while len(data) > hi and shrink():
         data = orjson.dumps(record)
@@ -397,24 +404,19 @@ def _fit(record: dict[str, Any], target: int, hi: int, shrink: Callable[[], bool
     return orjson.dumps(record)
 
 
-def _claim_lines(rng: _Rng, n: int, n_dx: int, day_from: date, span: int) -> list[dict[str, Any]]:
-    # The hot loop of the generator: plain floats from one draw each, integer cents, dates computed once.
+def _claim_lines(rng: _Rng, pools: Pools, n: int, n_dx: int, day_from: date, span: int
+                 ) -> list[dict[str, Any]]:
+    # The generator's hot loop: priced line bodies come from the pool, so a line costs three draws.
     days = [(day_from + timedelta(days=k)).isoformat() for k in range(span + 1)]
-    r = rng.random
+    r, bodies = rng.random, pools.line_bodies
     lines = []
     for i in range(1, n + 1):
-        code, base = _PROCEDURES[int(r() * len(_PROCEDURES))]
+        code, modifiers, units, charge = bodies[int(r() * len(bodies))]
         first = 1 + int(r() * n_dx)
-        u = r()
-        units = 1 if u < 0.8 else 2 + int((u - 0.8) * 15)
-        cents = base * units * (90 + int(r() * 41)) // 100  # 90-130 % of the usual fee, exact in cents
-        m = r()
         lines.append({
-            "line_number": i, "procedure_code": code,
-            "modifiers": [_MODIFIERS[int(m * 40)]] if m < 0.2 else [],
+            "line_number": i, "procedure_code": code, "modifiers": list(modifiers),
             "diagnosis_pointers": list(range(first, first + 1 + int(r() * min(4, n_dx - first + 1)))),
-            "units": units, "charge": f"{cents // 100}.{cents % 100:02d}",
-            "service_date": days[int(r() * len(days))],
+            "units": units, "charge": charge, "service_date": days[int(r() * len(days))],
         })
     return lines
 
@@ -426,7 +428,7 @@ def _build_claim(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi: 
     span = rng.pick((0, 0, 0, 1, 3))
     day_from = day_to - timedelta(days=span)
     dx = rng.sample(_ICD10, rng.between(1, 6))
-    lines = _claim_lines(rng, rng.between(1, max(1, min(50, (target - 1500) // 210))), len(dx), day_from, span)
+    lines = _claim_lines(rng, pools, rng.between(1, max(1, min(50, (target - 1500) // 210))), len(dx), day_from, span)
     record: dict[str, Any] = {
         **env, "claim_id": f"C{rng.getrandbits(56):014X}",
         "frequency_code": rng.choices(("1", "7", "8"), cum_weights=(90, 97, 100))[0],
@@ -465,21 +467,15 @@ def _build_claim(rng: _Rng, pools: Pools, env: dict[str, Any], target: int, hi: 
 def _paid_claim(rng: _Rng, pools: Pools, sent: date) -> dict[str, Any]:
     person = rng.pick(pools.people)
     denied = rng.random() < 0.08
-    lines = _claim_lines(rng, rng.between(1, 4), 1, sent - timedelta(days=rng.between(10, 60)), 2)
-    for line in lines:
-        del line["diagnosis_pointers"]
-        charge = Decimal(line["charge"])
-        if denied:
-            adjustments, paid = [{"group_code": "CO", "reason_code": "50", "amount": line["charge"]}], Decimal(0)
-        else:
-            # charge = paid + contractual write-off (CO-45) + coinsurance (PR-2), to the cent.
-            allowed = (charge * rng.between(40, 90) / 100).quantize(_CENT)
-            patient = (allowed * rng.pick((0, 0, 10, 20)) / 100).quantize(_CENT)
-            paid = allowed - patient
-            adjustments = [{"group_code": "CO", "reason_code": "45", "amount": _money(charge - allowed)}]
-            if patient:
-                adjustments.append({"group_code": "PR", "reason_code": "2", "amount": _money(patient)})
-        line.update(paid=_money(paid), adjustments=adjustments)
+    bodies = pools.denied_lines if denied else pools.remit_lines
+    day = (sent - timedelta(days=rng.between(10, 60))).isoformat()
+    lines = []
+    for i in range(1, rng.between(1, 4) + 1):
+        code, modifiers, units, charge, paid, adjustments = rng.pick(bodies)
+        lines.append({
+            "line_number": i, "procedure_code": code, "modifiers": list(modifiers), "units": units,
+            "charge": charge, "paid": paid, "service_date": day, "adjustments": [dict(a) for a in adjustments],
+        })
     claim = {
         "claim_id": f"C{rng.getrandbits(56):014X}", "status_code": "4" if denied else rng.pick("1112"),
         "patient": {k: person[k] for k in ("member_id", "first_name", "last_name")},
@@ -487,6 +483,33 @@ def _paid_claim(rng: _Rng, pools: Pools, sent: date) -> dict[str, Any]:
     }
     _settle(claim)
     return claim
+
+
+def _priced_lines(rng: _Rng, n: int) -> tuple[tuple[str, tuple[str, ...], int, str], ...]:
+    """Price `n` line bodies: (procedure_code, modifiers, units, charge) at 90-130 % of the usual fee."""
+    out = []
+    for _ in range(n):
+        code, base = rng.pick(_PROCEDURES)
+        units = 1 if rng.random() < 0.8 else rng.between(2, 4)
+        charge = Decimal(base * units * rng.between(90, 130)) / 10000
+        out.append((code, (rng.pick(_MODIFIERS),) if rng.random() < 0.2 else (), units, _money(charge)))
+    return tuple(out)
+
+
+def _remit(rng: _Rng, body: tuple[str, tuple[str, ...], int, str], denied: bool) -> tuple[Any, ...]:
+    """Adjudicate one line body: (code, modifiers, units, charge, paid, adjustments)."""
+    code, modifiers, units, charge_s = body
+    charge = Decimal(charge_s)
+    if denied:
+        denial = {"group_code": "CO", "reason_code": "50", "amount": charge_s}
+        return code, modifiers, units, charge_s, "0.00", (denial,)
+    # charge = paid + contractual write-off (CO-45) + coinsurance (PR-2), to the cent.
+    allowed = (charge * rng.between(40, 90) / 100).quantize(_CENT)
+    patient = (allowed * rng.pick((0, 0, 10, 20)) / 100).quantize(_CENT)
+    adjustments = [{"group_code": "CO", "reason_code": "45", "amount": _money(charge - allowed)}]
+    if patient:
+        adjustments.append({"group_code": "PR", "reason_code": "2", "amount": _money(patient)})
+    return code, modifiers, units, charge_s, _money(allowed - patient), tuple(adjustments)
 
 
 def _settle(claim: dict[str, Any]) -> None:

@@ -1,0 +1,302 @@
+"""Ingest throughput: the bare IngestStage loop against the whole Flink job, per record size, in one run.
+
+Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4]`. For each size it
+1. times IngestStage().process over the generated payloads in a plain Python loop (one core);
+2. publishes the same payloads to a fresh raw.<feed> topic and runs jobs.ingest bounded (Kafka up to
+   the offsets at start, an empty landing prefix read once) into its own Iceberg table, archive
+   prefix, dead-letter topic and checkpoint folder, sampling CPU and RSS of the process tree;
+3. checks the Iceberg table and the archive hold exactly the generated ids, and derives per-row
+   commit latency (snapshot committed-at minus ingested_at).
+Results print as a table and go to bench/results/ingest-<date>.json. Recorded, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+LANDING_BUCKET = "medistream-landing"
+SEED = 20_251_122
+
+
+def _parse_sizes(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError("sizes must be positive whole KiB, e.g. 1,4")
+    return sizes
+
+
+def generate_claims(n: int, size_kb: int, feed_name: str) -> list[Any]:
+    """n valid, distinct claims of exactly size_kb KiB on one Kafka feed (no duplicates, no invalid)."""
+    from infra.local.synthetic import Feed, Mix, generate
+
+    feed = Feed(feed_name, "claim", "kafka")
+    return list(generate(n, seed=SEED + size_kb, mix=Mix(claim=1, payment=0, eligibility=0), duplicate_rate=0.0,
+                         invalid_rate=0.0, feeds=(feed,), size_kb=(size_kb, size_kb)))
+
+
+def bare_loop(records: list[Any], topic: str) -> dict[str, Any]:
+    """IngestStage().process over every payload in a plain loop, each call timed."""
+    from bench.resources import TreeSampler
+    from bench.sink_checks import percentiles
+    from udfs.dead_letters import Rejected
+    from udfs.ingest import IngestStage
+    from udfs.source import SourceRef
+
+    stage = IngestStage()
+    calls_us: list[float] = []
+    rejected = 0
+    clock = time.perf_counter_ns
+    with TreeSampler() as sampler:
+        start = time.perf_counter()
+        for offset, record in enumerate(records):
+            source = SourceRef.from_kafka(topic, 0, offset)
+            t0 = clock()
+            try:
+                stage.process(record.payload, source)
+            except Rejected:
+                rejected += 1
+            calls_us.append((clock() - t0) / 1000)
+        wall = time.perf_counter() - start
+    n = len(records)
+    return {
+        "mode": "bare loop", "records": n, "rejected": rejected, "wall_s": wall, "records_per_s": n / wall,
+        "cpu_s": sampler.usage.cpu_s, "records_per_cpu_s": n / sampler.usage.cpu_s,
+        "cpu_us_per_record": sampler.usage.cpu_s / n * 1e6, "mean_call_us": sum(calls_us) / n,
+        "peak_rss_mib": sampler.usage.peak_rss_bytes / 2**20, "latency_kind": "per call, µs",
+        "latency": percentiles(calls_us), "ok": rejected == 0,
+    }
+
+
+def publish(bootstrap: str, topic: str, records: list[Any]) -> float:
+    """Produce every payload (keyed by record id) and wait for all acks; return seconds taken."""
+    from confluent_kafka import Producer
+
+    failures: list[str] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
+                         "batch.size": 1_000_000, "queue.buffering.max.kbytes": 262_144})
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    start = time.perf_counter()
+    for record in records:
+        while True:
+            try:
+                producer.produce(topic, value=record.payload, key=record.record_id.encode(), on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain, then retry this record
+                producer.poll(0.2)
+        producer.poll(0)
+    if producer.flush(60) or failures:
+        raise RuntimeError(f"publishing to {topic} failed: {len(failures)} errors, first: {failures[:1]}")
+    return time.perf_counter() - start
+
+
+def bench_config(base: Any, run_id: str, size_kb: int, topic: str, workdir: Path) -> Any:
+    """The local config pointed at this run's own topic, group, tables, prefixes and checkpoints."""
+    tag = f"{size_kb}kb_{run_id}"
+    return replace(
+        base,
+        kafka=replace(base.kafka, bounded=True, raw_topic_pattern=re.escape(topic), group_id=f"bench-{tag}",
+                      dlq_topic=f"bench.dlq.{tag}"),
+        landing=replace(base.landing, path=f"s3://{LANDING_BUCKET}/bench-empty-{tag}/", monitor_interval=""),
+        iceberg=replace(base.iceberg, claims_table=f"claims_bench_{tag}"),
+        archive=replace(base.archive, path=f"{base.archive.path.rstrip('/')}/bench-{tag}/"),
+        checkpoints=replace(base.checkpoints, directory=(workdir / f"checkpoints-{size_kb}kb").as_uri()),
+    )
+
+
+def flink_run(cfg: Any, records: list[Any], job_name: str) -> dict[str, Any]:
+    """Publish, run the ingest job bounded to completion, then verify every sink against the ids."""
+    from bench.resources import TreeSampler
+    from bench.sink_checks import check_archive, check_claims, count_dead_letters, percentiles
+    from jobs import ingest, preflight
+    from jobs.readback import s3_client
+
+    topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
+    preflight.check_kafka(cfg.kafka.bootstrap_servers, (topic, cfg.kafka.dlq_topic))
+    publish_s = publish(cfg.kafka.bootstrap_servers, topic, records)
+    # The filesystem source lists the prefix; a hidden ("_") object makes it exist and is never read.
+    bucket, _, prefix = cfg.landing.path.removeprefix("s3://").partition("/")
+    s3_client(cfg.s3).put_object(Bucket=bucket, Key=f"{prefix}_placeholder", Body=b"")
+
+    # build() names the dead-letter sink's transactional-id prefix after ingest.JOB_NAME; a bench run
+    # sharing it with a live ingest job would abort that job's open transactions on start.
+    ingest.JOB_NAME = job_name
+    setup_start = time.perf_counter()
+    env, t_env = ingest.create_environments(cfg, None)
+    ingest.build(env, t_env, cfg)
+    setup_s = time.perf_counter() - setup_start
+    with TreeSampler() as sampler:
+        start = time.perf_counter()
+        result = env.execute(job_name)
+        wall = time.perf_counter() - start
+    net_s = result.get_net_runtime() / 1000
+
+    expected = {r.record_id for r in records}
+    claims = check_claims(cfg, expected)
+    archive = check_archive(cfg, expected)
+    dead_letters = count_dead_letters(cfg)
+    n = len(records)
+    ok = (claims.rows == n and claims.distinct_ids == n and claims.missing == 0 and claims.unexpected == 0
+          and archive["records"] == n and archive["missing"] == 0 and dead_letters == 0)
+    return {
+        "mode": "flink job", "records": n, "wall_s": wall, "net_runtime_s": net_s, "setup_s": setup_s,
+        "publish_s": publish_s, "records_per_s": n / wall, "records_per_s_net": n / net_s,
+        "cpu_s": sampler.usage.cpu_s, "cores_busy": sampler.usage.cpu_s / wall,
+        "records_per_cpu_s": n / sampler.usage.cpu_s, "cpu_us_per_record": sampler.usage.cpu_s / n * 1e6,
+        "peak_rss_mib": sampler.usage.peak_rss_bytes / 2**20,
+        "peak_jvm_rss_mib": sampler.usage.peak_child_rss_bytes / 2**20,
+        "processes_sampled": len(sampler.usage.processes),
+        "latency_kind": "commit (snapshot committed-at - ingested_at), ms",
+        "latency": percentiles(claims.commit_latency_ms),
+        "iceberg": {"rows": claims.rows, "distinct_ids": claims.distinct_ids, "missing": claims.missing,
+                    "unexpected": claims.unexpected, "snapshots": claims.snapshots},
+        "archive": archive, "dead_letters": dead_letters, "ok": ok,
+        "parallelism": cfg.runtime.parallelism, "python_execution_mode": cfg.runtime.python_execution_mode,
+        "checkpoint_interval_ms": cfg.checkpoints.interval_ms,
+    }
+
+
+def clean_up(cfg: Any) -> dict[str, int]:
+    """Remove the run's table, archive and landing prefixes, and its Kafka topics."""
+    from confluent_kafka.admin import AdminClient
+
+    from bench.sink_checks import delete_s3_prefix, drop_claims_table
+
+    removed = {"iceberg_objects": drop_claims_table(cfg), "archive_objects": delete_s3_prefix(cfg, cfg.archive.path),
+               "landing_objects": delete_s3_prefix(cfg, cfg.landing.path)}
+    topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "log_level": 4})
+    for future in admin.delete_topics([topic, cfg.kafka.dlq_topic], operation_timeout=30).values():
+        future.result(timeout=30)
+    return removed
+
+
+def _latency_text(run: dict[str, Any]) -> str:
+    lat = run["latency"]
+    if not lat:
+        return "-"
+    if run["mode"] == "bare loop":
+        return f"call {lat['p50']:,.0f} / {lat['p95']:,.0f} / {lat['p99']:,.0f} µs"
+    return f"commit {lat['p50'] / 1000:.2f} / {lat['p95'] / 1000:.2f} / {lat['p99'] / 1000:.2f} s"
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    """One line per (size, mode)."""
+    header = ("size", "mode", "records", "wall s", "net s", "rec/s", "rec/CPU-s", "CPU µs/rec", "cores",
+              "peak RSS MiB", "of it JVM", "latency p50 / p95 / p99", "verified")
+    rows = [header]
+    for run in runs:
+        rows.append((
+            f"{run['size_kb']} KB", run["mode"], f"{run['records']:,}", f"{run['wall_s']:.1f}",
+            f"{run['net_runtime_s']:.1f}" if "net_runtime_s" in run else "-", f"{run['records_per_s']:,.0f}",
+            f"{run['records_per_cpu_s']:,.0f}", f"{run['cpu_us_per_record']:,.0f}",
+            f"{run['cpu_s'] / run['wall_s']:.2f}", f"{run['peak_rss_mib']:,.0f}",
+            f"{run['peak_jvm_rss_mib']:,.0f}" if "peak_jvm_rss_mib" in run else "-", _latency_text(run),
+            "yes" if run["ok"] else "NO",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.rjust(w) if i and cell[:1].isdigit() else cell.ljust(w) for cell, w in zip(row, widths,
+                                                                                                      strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_results(doc: dict[str, Any]) -> Path:
+    """bench/results/ingest-<date>.json, numbered when the day already has one."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stem = f"ingest-{time.strftime('%Y-%m-%d')}"
+    path, n = RESULTS_DIR / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = RESULTS_DIR / f"{stem}-{n}.json"
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every size in both modes, print the table, write the JSON; 1 if any run lost records."""
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000, help="records per size (default 20000)")
+    parser.add_argument("--sizes", type=_parse_sizes, default=[1, 4], help="record sizes in KiB (default 1,4)")
+    args = parser.parse_args(argv)
+    if args.records <= 0:
+        parser.error("--records must be positive")
+    began, load_before = time.perf_counter(), os.getloadavg()
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_REGION", "us-east-1")):
+        os.environ[key] = value  # the local moto server; never real credentials
+
+    from bench.resources import machine_info
+    from infra.local import stack
+    from jobs.config import default_properties_path, load_ingest_config, medistream_home, read_property_groups
+
+    run_id = uuid.uuid4().hex[:8]
+    workdir = medistream_home() / "bench" / run_id
+    (workdir / "tmp").mkdir(parents=True)
+    os.environ["TMPDIR"] = str(workdir / "tmp")  # PyFlink leaves python-dist-* behind in the temp dir
+    status = stack.up()
+    started_stack = [c.name for c in (status.kafka, status.moto) if c.started_in_s is not None]
+    base = load_ingest_config(read_property_groups(default_properties_path()))
+    print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB", flush=True)
+
+    runs: list[dict[str, Any]] = []
+    try:
+        data = {kb: generate_claims(args.records, kb, f"bench_{kb}kb_{run_id}") for kb in args.sizes}
+        for kb in args.sizes:  # all bare loops first, before a JVM exists to share the cores with
+            runs.append({"size_kb": kb, **bare_loop(data[kb], f"raw.bench_{kb}kb_{run_id}")})
+            print(f"{kb} KB bare loop: {runs[-1]['records_per_s']:,.0f} records/s", flush=True)
+        for kb in args.sizes:
+            cfg = bench_config(base, run_id, kb, f"raw.bench_{kb}kb_{run_id}", workdir)
+            try:
+                run = flink_run(cfg, data[kb], f"medistream-bench-{kb}kb-{run_id}")
+            finally:
+                removed = clean_up(cfg)
+            runs.append({"size_kb": kb, **run, "cleaned_up": removed})
+            print(f"{kb} KB flink job: {run['records_per_s']:,.0f} records/s, verified: {run['ok']}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other runs may still use it
+            workdir.parent.rmdir()
+        if started_stack:
+            stack.down(components=started_stack)
+
+    print()
+    print_table(runs)
+    doc = {"machine": machine_info(), "run_id": run_id, "records_per_size": args.records, "sizes_kb": args.sizes,
+           "duration_s": round(time.perf_counter() - began, 1),
+           # Other work on the machine shows as cores < 1 in the bare loop and a load above ~1 here.
+           "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}, "runs": runs,
+           "notes": ["rec/CPU-s: records / CPU seconds (user+system) of this process and its children "
+                     "(the mini-cluster JVM, which hosts the thread-mode Python operator).",
+                     "flink wall s: env.execute() submit to finish, incl. mini-cluster start and the final "
+                     "checkpoint; net s: JobExecutionResult.get_net_runtime().",
+                     "peak RSS: this process (holding every size's generated records) plus its children; "
+                     "'of it JVM': the children alone.",
+                     "commit latency: per row, committed-at of the first Iceberg snapshot holding it minus its "
+                     "ingested_at; bounded by the checkpoint interval, since the sink commits per checkpoint."]}
+    path = write_results(doc)
+    print(f"\nresults: {path.relative_to(BENCH_DIR.parent)}; took {doc['duration_s']:.0f} s; "
+          f"load average before {load_before[0]:.1f}, after {doc['load_average_1_5_15']['after'][0]:.1f}")
+    return 0 if all(run["ok"] for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

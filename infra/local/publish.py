@@ -1,0 +1,163 @@
+"""Send generated records to their feeds: Kafka topics raw.<feed> and JSON Lines objects in S3 landing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.local.synthetic import Generated
+
+TOPIC_PREFIX = "raw."
+_PARTITIONS = 2
+_REPLICATION = 1
+
+
+class PublishError(RuntimeError):
+    """Some records were not delivered; the message names how many and the first broker errors."""
+
+
+@dataclass(frozen=True)
+class PublishSummary:
+    """What reached each destination: Kafka records per topic, landing records and object keys per feed."""
+
+    kafka_records: dict[str, int] = field(default_factory=dict)
+    landing_records: dict[str, int] = field(default_factory=dict)
+    landing_objects: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        """Records delivered, duplicates and invalid ones included."""
+        return sum(self.kafka_records.values()) + sum(self.landing_records.values())
+
+
+def publish(
+    generated: Iterable[Generated],
+    bootstrap: str,
+    s3_client: Any,
+    landing_bucket: str,
+    landing_prefix: str = "feeds/",
+    records_per_file: int = 500,
+    *,
+    now: datetime | None = None,
+    flush_timeout_s: float = 60.0,
+) -> PublishSummary:
+    """Send every record once; raise PublishError unless Kafka acknowledged all (acks=all, idempotent).
+
+    Kafka records are keyed by record_id. Landing records are grouped per feed into objects of at
+    most `records_per_file` lines, each written whole with one put_object, so a reader never sees a
+    partial file. Objects for a feed are written in generation order.
+    """
+    if records_per_file < 1:
+        raise ValueError("records_per_file must be >= 1")
+    from confluent_kafka import Producer  # heavy import only when something is published
+
+    day = (now or datetime.now(UTC)).astimezone(UTC)
+    errors: list[str] = []
+    acked: dict[str, int] = {}
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(f"{msg.topic()}: {err}")
+        else:
+            acked[msg.topic()] = acked.get(msg.topic(), 0) + 1
+
+    config = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "compression.type": "lz4",
+    }
+    producer: Any = None  # made on the first Kafka record, so landing-only runs never dial the broker
+    known_topics: set[str] = set()
+    batches: dict[str, list[bytes]] = {}
+    landing_records: dict[str, int] = {}
+    objects: list[str] = []
+    sent = 0
+
+    for g in generated:
+        if g.transport == "kafka":
+            topic = TOPIC_PREFIX + g.feed
+            if topic not in known_topics:
+                ensure_topics(bootstrap, [topic])
+                known_topics.add(topic)
+                producer = producer or Producer(config)
+            _produce(producer, topic, g.record_id.encode(), g.payload, on_delivery)
+            sent += 1
+        elif g.transport == "landing":
+            if b"\n" in g.payload or b"\r" in g.payload:
+                # One record per line is the landing contract; a raw newline would split a record in two.
+                raise ValueError(f"record {g.record_id} of feed {g.feed} holds a raw newline")
+            batch = batches.setdefault(g.feed, [])
+            batch.append(g.payload)
+            if len(batch) >= records_per_file:
+                objects.append(_put(s3_client, landing_bucket, landing_prefix, g.feed, day, batch))
+                landing_records[g.feed] = landing_records.get(g.feed, 0) + len(batch)
+                batches[g.feed] = []
+        else:
+            raise ValueError(f"feed {g.feed}: unknown transport {g.transport!r}")
+
+    for feed, batch in batches.items():
+        if batch:
+            objects.append(_put(s3_client, landing_bucket, landing_prefix, feed, day, batch))
+            landing_records[feed] = landing_records.get(feed, 0) + len(batch)
+
+    remaining = producer.flush(flush_timeout_s) if producer is not None else 0
+    delivered = sum(acked.values())
+    if remaining or errors or delivered != sent:
+        shown = "; ".join(errors[:5])
+        raise PublishError(
+            f"Kafka delivered {delivered} of {sent} records ({remaining} still queued after "
+            f"{flush_timeout_s}s, {len(errors)} failed){': ' + shown if shown else ''}"
+        )
+    return PublishSummary(dict(acked), landing_records, tuple(objects))
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Create any missing topic with 2 partitions and replication 1; existing topics are left alone."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise PublishError(f"cannot reach Kafka at {bootstrap} within {timeout_s}s: {exc}") from exc
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=_PARTITIONS, replication_factor=_REPLICATION) for t in missing],
+        request_timeout=timeout_s,
+    )
+    for topic, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            # Another publisher may have created it between list and create: that is the goal anyway.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise PublishError(f"cannot create topic {topic}: {exc}") from exc
+
+
+def _produce(producer: Any, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
+    """Produce one record, waiting for queue space rather than failing when the local buffer is full."""
+    for _ in range(600):
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            producer.poll(0)
+            return
+        except BufferError:
+            producer.poll(0.1)
+    raise PublishError(f"producer queue stayed full for 60 s while sending to {topic}")
+
+
+def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, lines: list[bytes]) -> str:
+    """Write one JSON Lines object whole and return its key."""
+    key = f"{prefix}{feed}/{day:%Y/%m/%d}/{uuid.uuid4()}.jsonl"
+    s3_client.put_object(
+        Bucket=bucket, Key=key, Body=b"\n".join(lines) + b"\n", ContentType="application/x-ndjson"
+    )
+    return key

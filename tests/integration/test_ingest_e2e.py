@@ -1,0 +1,59 @@
+"""The ingest job on the local stack, bounded: N records in -> exactly the right rows in every sink."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from infra.local import synthetic
+from infra.local.publish import publish
+from infra.local.synthetic import Feed
+from jobs import preflight
+from jobs.config import ConfigError
+from jobs.demo import expected_outcome
+from jobs.readback import read_sinks, s3_client
+from tests.conftest import isolated_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
+
+
+def test_records_reach_iceberg_archive_and_dlq_exactly_once(
+    stack: object, flink_process_env: None, run_id: str, tmp_path: Path
+) -> None:
+    from jobs.ingest import build, create_environments
+
+    feeds = (Feed(f"t{run_id}_claims", "claim", "kafka"), Feed(f"t{run_id}_payments", "payment", "kafka"),
+             Feed(f"t{run_id}_eligibility", "eligibility", "landing"), Feed(f"t{run_id}_dclaims", "claim", "landing"))
+    generated = list(synthetic.generate(400, seed=23, feeds=feeds, duplicate_rate=0.03, invalid_rate=0.06))
+    cfg = isolated_config(run_id, tmp_path)
+    cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bounded=True),
+                              landing=dataclasses.replace(cfg.landing, monitor_interval=""))
+    publish(generated, cfg.kafka.bootstrap_servers, s3_client(cfg.s3), "medistream-landing",
+            landing_prefix=f"t{run_id}/")
+    preflight.check_ingest_dependencies(cfg)
+
+    env, t_env = create_environments(cfg, None)
+    build(env, t_env, cfg)
+    env.execute(f"e2e-{run_id}")
+
+    expected = expected_outcome(generated)
+    sinks = read_sinks(cfg)
+    assert sum(expected["claims"].values()) > 100 and sum(expected["dead_letters"].values()) > 10
+    assert sinks.iceberg_claims == expected["claims"]
+    assert sinks.archived == expected["archived"]
+    assert sinks.dead_letters == expected["dead_letters"]
+    assert {r.split(".")[0] for r in sinks.dead_letter_reasons} == {"decode", "schema"}
+
+
+def test_unreachable_broker_and_missing_bucket_fail_at_start_up(stack: object, run_id: str, tmp_path: Path) -> None:
+    cfg = isolated_config(run_id, tmp_path)
+    with pytest.raises(ConfigError, match=r"Kafka broker unreachable at kafka.bootstrap.servers=127.0.0.1:1"):
+        preflight.check_kafka("127.0.0.1:1", ())
+    no_bucket = dataclasses.replace(cfg, archive=dataclasses.replace(cfg.archive, path="s3://no-such-bucket/x/"))
+    with pytest.raises(ConfigError, match="bucket 'no-such-bucket' of archive.path"):
+        preflight.check_ingest_dependencies(no_bucket)
+    bad_catalog = dataclasses.replace(cfg, iceberg=dataclasses.replace(cfg.iceberg, uri="jdbc:sqlite:/nonexistent/c.db"))
+    with pytest.raises(ConfigError, match="iceberg.uri=jdbc:sqlite:/nonexistent/c.db"):
+        preflight.check_ingest_dependencies(bad_catalog)

@@ -1,0 +1,120 @@
+"""Kill test: SIGKILL the running ingest job mid-stream, restart it from its latest retained
+checkpoint, and show that no record is lost or duplicated in Iceberg, the archive or the DLQ."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from infra.local import synthetic
+from infra.local.publish import publish
+from infra.local.synthetic import Feed
+from jobs.config import LOCAL_PROPERTIES
+from jobs.demo import expected_outcome, start_job, stop_job
+from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
+from jobs.runtime import latest_restore_point
+from tests.conftest import isolated_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.kill]
+
+WAVES, PER_WAVE = 8, 250
+
+
+def write_properties(run_id: str, home: Path) -> Path:
+    """The local properties file with every resource unique to this run."""
+    groups = json.loads(LOCAL_PROPERTIES.read_text())
+    cfg = isolated_config(run_id, home)
+    overrides = {
+        "kafka": {"raw.topic.pattern": cfg.kafka.raw_topic_pattern, "dlq.topic": cfg.kafka.dlq_topic,
+                  "group.id": cfg.kafka.group_id},
+        "landing": {"path": cfg.landing.path},
+        "iceberg": {"claims.table": cfg.iceberg.claims_table},
+        "archive": {"path": cfg.archive.path},
+        "checkpoints": {"dir": cfg.checkpoints.directory, "interval.ms": "2000"},
+    }
+    for group in groups:
+        group["PropertyMap"].update(overrides.get(group["PropertyGroupId"], {}))
+    path = home / "application_properties.json"
+    path.write_text(json.dumps(groups))
+    return path
+
+
+def covered(found: Counter[str], wanted: Counter[str]) -> int:
+    """How many of the wanted records are present (duplicates not counted twice)."""
+    return sum(min(found[k], v) for k, v in wanted.items())
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(1)
+
+
+def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: object, run_id: str,
+                                                                       tmp_path: Path) -> None:
+    feeds = (Feed(f"t{run_id}_claims", "claim", "kafka"), Feed(f"t{run_id}_dclaims", "claim", "landing"),
+             Feed(f"t{run_id}_payments", "payment", "kafka"))
+    generated = list(synthetic.generate(WAVES * PER_WAVE, seed=31, feeds=feeds, mix=synthetic.Mix(0.8, 0.2, 0.0),
+                                        duplicate_rate=0.02,
+                                        invalid_rate=0.04))
+    cfg = isolated_config(run_id, tmp_path)
+    properties = write_properties(run_id, tmp_path)
+    s3 = s3_client(cfg.s3)
+    log = tmp_path / "ingest.log"
+    def publish_wave(wave: int) -> None:
+        chunk = generated[wave * PER_WAVE:(wave + 1) * PER_WAVE]
+        publish(chunk, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/")
+
+    # After the first wave is in, the rest keep arriving while the job is killed and restarted.
+    def publish_waves() -> None:
+        for wave in range(1, WAVES):
+            publish_wave(wave)
+            time.sleep(2.5)
+
+    publisher = threading.Thread(target=publish_waves, daemon=True)
+    os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
+    try:
+        publish_wave(0)
+        job = start_job(log, properties)
+        wait_for(lambda: latest_restore_point(cfg.checkpoints) is not None and bool(iceberg_claim_ids(cfg)),
+                 240, "a first completed checkpoint with rows in Iceberg")
+        publisher.start()
+        time.sleep(4)  # mid-stream: waves are flowing, some records processed but not yet checkpointed
+        rows_before_kill = sum(iceberg_claim_ids(cfg).values())
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        assert publisher.is_alive(), "the kill must land while records are still arriving"
+        restored_from = latest_restore_point(cfg.checkpoints)
+
+        job = start_job(log, properties)
+        publisher.join(timeout=120)
+        expected = expected_outcome(generated)
+        want = sum(expected["claims"].values())
+        wait_for(lambda: covered(iceberg_claim_ids(cfg), expected["claims"]) >= want,
+                 300, f"all {want} claims in Iceberg after the restore")
+        time.sleep(5)  # one more checkpoint: archive and DLQ commits of the last records
+        assert stop_job(job) == 0
+    finally:
+        os.environ.pop("MEDISTREAM_PROPERTIES", None)
+        if "job" in locals() and job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+
+    assert restored_from is not None and "chk-" in restored_from
+    assert 0 < rows_before_kill < want
+    assert "restored from" in log.read_text()
+    sinks = read_sinks(cfg)
+    lost = expected["claims"] - sinks.iceberg_claims
+    duplicated = sinks.iceberg_claims - expected["claims"]
+    assert (sum(lost.values()), sum(duplicated.values())) == (0, 0)
+    assert sinks.archived == expected["archived"]
+    assert sinks.dead_letters == expected["dead_letters"]
+    assert Counter(sinks.iceberg_claims) == expected["claims"]
