@@ -29,9 +29,8 @@ def publish_synthetic(
     ground_truth: Path | None = None,
 ) -> dict[str, Any]:
     """Generate records and publish them (Kafka feeds and landing files); return expected counts."""
-    from infra.local.publish import publish
-
     from infra.local import synthetic
+    from infra.local.publish import publish
 
     generated = list(synthetic.generate(records, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate))
     if ground_truth is not None:

@@ -31,11 +31,11 @@ def test_operator_splits_accepted_claims_and_dead_letters(flink_process_env: Non
                           Types.STRING()])
     accepted = env.from_collection(rows, type_info=raw_type).process(
         IngestOperator("s3://unused/"), output_type=ACCEPTED_TYPE)
-    string = Types.STRING()
+    pair = Types.TUPLE([Types.STRING(), Types.STRING()])
     tagged = (
-        accepted.map(lambda r: ("accepted", r[0]), output_type=Types.TUPLE([string, string]))
-        .union(accepted.get_side_output(CLAIMS).map(lambda r: ("claim", r[0]), output_type=Types.TUPLE([string, string])))
-        .union(accepted.get_side_output(DEAD_LETTERS).map(lambda r: ("dead", r[1]), output_type=Types.TUPLE([string, string])))
+        accepted.map(lambda r: ("accepted", r[0]), output_type=pair)
+        .union(accepted.get_side_output(CLAIMS).map(lambda r: ("claim", r[0]), output_type=pair))
+        .union(accepted.get_side_output(DEAD_LETTERS).map(lambda r: ("dead", r[1]), output_type=pair))
     )
     with tagged.execute_and_collect() as results:
         out = list(results)

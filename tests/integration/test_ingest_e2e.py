@@ -54,6 +54,7 @@ def test_unreachable_broker_and_missing_bucket_fail_at_start_up(stack: object, r
     no_bucket = dataclasses.replace(cfg, archive=dataclasses.replace(cfg.archive, path="s3://no-such-bucket/x/"))
     with pytest.raises(ConfigError, match="bucket 'no-such-bucket' of archive.path"):
         preflight.check_ingest_dependencies(no_bucket)
-    bad_catalog = dataclasses.replace(cfg, iceberg=dataclasses.replace(cfg.iceberg, uri="jdbc:sqlite:/nonexistent/c.db"))
+    missing_dir = dataclasses.replace(cfg.iceberg, uri="jdbc:sqlite:/nonexistent/c.db")
+    bad_catalog = dataclasses.replace(cfg, iceberg=missing_dir)
     with pytest.raises(ConfigError, match="iceberg.uri=jdbc:sqlite:/nonexistent/c.db"):
         preflight.check_ingest_dependencies(bad_catalog)

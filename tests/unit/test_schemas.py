@@ -112,3 +112,29 @@ def test_optional_parts_may_be_absent(samples: dict[str, dict[str, Any]]) -> Non
     assert validator("claim").is_valid(claim)
     ok_adjustment = {"group_code": "CR", "reason_code": "45", "amount": "-12.00"}  # reversals go negative
     assert validator("payment").is_valid(_set(samples["payment"], "claims.0.adjustments", [ok_adjustment]))
+
+
+def test_pipeline_validator_agrees_with_the_2020_12_reference() -> None:
+    """fastjsonschema (draft-07 engine, used in the pipeline) and jsonschema 2020-12 give one verdict."""
+    import orjson
+    from fastjsonschema import JsonSchemaValueException
+
+    from schemas import fast_validator, validator
+
+    checked = 0
+    for g in generate(400, seed=77, duplicate_rate=0.0, invalid_rate=0.5):
+        try:
+            record = orjson.loads(g.payload)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or record.get("record_type") not in ("claim", "payment", "eligibility"):
+            continue
+        reference = validator(record["record_type"]).is_valid(record)
+        try:
+            fast_validator(record["record_type"])(record)
+            fast = True
+        except JsonSchemaValueException:
+            fast = False
+        assert fast == reference, f"validators disagree on a {g.record_type} ({g.invalid_kind})"
+        checked += 1
+    assert checked > 300
