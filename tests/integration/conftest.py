@@ -25,6 +25,8 @@ def stack() -> Iterator[StackSettings]:
     settings = StackSettings.from_env()
     before = local_stack.status(settings)
     if before.healthy:
+        # Possibly started from another checkout: this home still needs its catalog folder.
+        settings.iceberg_dir.mkdir(parents=True, exist_ok=True)
         yield settings
         return
     local_stack.up(settings)
