@@ -134,12 +134,10 @@ def flink_run(cfg: Any, records: list[Any], job_name: str) -> dict[str, Any]:
     bucket, _, prefix = cfg.landing.path.removeprefix("s3://").partition("/")
     s3_client(cfg.s3).put_object(Bucket=bucket, Key=f"{prefix}_placeholder", Body=b"")
 
-    # build() names the dead-letter sink's transactional-id prefix after ingest.JOB_NAME; a bench run
-    # sharing it with a live ingest job would abort that job's open transactions on start.
-    ingest.JOB_NAME = job_name
     setup_start = time.perf_counter()
     env, t_env = ingest.create_environments(cfg, None)
-    ingest.build(env, t_env, cfg)
+    # A name of its own: it prefixes the dead-letter sink's Kafka transactional ids.
+    ingest.build(env, t_env, cfg, job_name=job_name)
     setup_s = time.perf_counter() - setup_start
     with TreeSampler() as sampler:
         start = time.perf_counter()
@@ -234,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run every size in both modes, print the table, write the JSON; 1 if any run lost records."""
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=20_000, help="records per size (default 20000)")
+    # 100k: with the compiled (fastjsonschema) validator, 20k records are ~1 s of job work, too little
+    # against mini-cluster start and the final checkpoint.
+    parser.add_argument("--records", type=int, default=100_000, help="records per size (default 100000)")
     parser.add_argument("--sizes", type=_parse_sizes, default=[1, 4], help="record sizes in KiB (default 1,4)")
     args = parser.parse_args(argv)
     if args.records <= 0:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("AWS_REGION", "us-east-1")):
         os.environ[key] = value  # the local moto server; never real credentials
 
-    from bench.resources import machine_info
+    from bench.resources import code_version, machine_info
     from infra.local import stack
     from jobs.config import default_properties_path, load_ingest_config, medistream_home, read_property_groups
 
@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print_table(runs)
-    doc = {"machine": machine_info(), "run_id": run_id, "records_per_size": args.records, "sizes_kb": args.sizes,
+    doc = {"machine": machine_info(), "code": code_version(), "run_id": run_id,
+           "records_per_size": args.records, "sizes_kb": args.sizes,
            "duration_s": round(time.perf_counter() - began, 1),
            # Other work on the machine shows as cores < 1 in the bare loop and a load above ~1 here.
            "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}, "runs": runs,

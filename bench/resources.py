@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -112,6 +113,21 @@ def _java_version() -> str:
         return f"unavailable ({type(err).__name__})"
     lines = (done.stderr or done.stdout).strip().splitlines()
     return lines[0] if lines else "unknown"
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured and any uncommitted changes to the code that runs in the job."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)  # noqa: S607
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "udfs", "schemas", "jobs", "connectors", "infra/local/synthetic.py")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty.splitlines()}
 
 
 def machine_info() -> dict[str, Any]:

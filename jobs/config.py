@@ -49,6 +49,8 @@ class RuntimeConfig:
 
     parallelism: int
     python_execution_mode: str
+    # Names the Flink job and prefixes its Kafka transactional ids: unique per concurrently running job.
+    job_name: str = "medistream-ingest"
 
 
 @dataclass(frozen=True)
@@ -167,5 +169,6 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             interval_ms=chk.int("interval.ms", 10_000),
             timeout_ms=chk.int("timeout.ms", 120_000),
         ),
-        runtime=RuntimeConfig(parallelism=runtime.int("parallelism", 1), python_execution_mode=mode),
+        runtime=RuntimeConfig(parallelism=runtime.int("parallelism", 1), python_execution_mode=mode,
+                              job_name=runtime.str("job.name", "medistream-ingest")),
     )

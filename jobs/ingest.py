@@ -55,8 +55,14 @@ class JobOutputs:
     dead_letter_table: str
 
 
-def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig) -> JobOutputs:
-    """Wire sources -> IngestOperator -> sinks into one statement set attached to `env`."""
+def build(
+    env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig, job_name: str = JOB_NAME
+) -> JobOutputs:
+    """Wire sources -> IngestOperator -> sinks into one statement set attached to `env`.
+
+    `job_name` prefixes the dead-letter sink's Kafka transactional ids: two jobs that share it would
+    abort each other's open transactions on start-up, so concurrent runs need distinct names.
+    """
     raw = create_raw_source(t_env, cfg.kafka)
     landing = create_landing_source(t_env, cfg.landing)
     unified = t_env.sql_query(
@@ -72,7 +78,7 @@ def build(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: I
 
     claims_table = create_claims_table(t_env, cfg.iceberg, cfg.s3)
     archive_table = create_archive_sink(t_env, cfg.archive)
-    dlq_table = create_dead_letter_sink(t_env, cfg.kafka, JOB_NAME)
+    dlq_table = create_dead_letter_sink(t_env, cfg.kafka, job_name)
     t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted))
     t_env.create_temporary_view("claim_rows", t_env.from_data_stream(accepted.get_side_output(CLAIMS)))
     t_env.create_temporary_view("dead_letter_rows", t_env.from_data_stream(accepted.get_side_output(DEAD_LETTERS)))
@@ -125,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     preflight.check_ingest_dependencies(cfg)
     restore = None if args.fresh else args.restore or latest_restore_point(cfg.checkpoints)
     env, t_env = create_environments(cfg, restore)
-    build(env, t_env, cfg)
-    client = env.execute_async(JOB_NAME)
+    build(env, t_env, cfg, job_name=cfg.runtime.job_name)
+    client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s running (restored from %s)", client.get_job_id(), restore or "nothing")
 
     stop_requested: list[int] = []

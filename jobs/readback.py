@@ -87,7 +87,7 @@ def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], int]:
 
 def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every committed message on the dead-letter topic, read from the beginning to its end."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap_servers, "group.id": "medistream-readback",
@@ -97,9 +97,16 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or not metadata.partitions:
             return []
-        partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
         # With read_committed the high watermark is the last stable offset: read up to it.
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in partitions}
+        # Empty partitions are skipped: a consumer gets no position on them, so none could "end".
+        ends: dict[int, int] = {}
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return []
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends]
         consumer.assign(partitions)
         letters: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout_s

@@ -35,7 +35,7 @@ def test_records_reach_iceberg_archive_and_dlq_exactly_once(
     preflight.check_ingest_dependencies(cfg)
 
     env, t_env = create_environments(cfg, None)
-    build(env, t_env, cfg)
+    build(env, t_env, cfg, job_name=f"e2e-{run_id}")
     env.execute(f"e2e-{run_id}")
 
     expected = expected_outcome(generated)

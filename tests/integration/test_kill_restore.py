@@ -38,6 +38,7 @@ def write_properties(run_id: str, home: Path) -> Path:
         "iceberg": {"claims.table": cfg.iceberg.claims_table},
         "archive": {"path": cfg.archive.path},
         "checkpoints": {"dir": cfg.checkpoints.directory, "interval.ms": "2000"},
+        "runtime": {"job.name": f"kill-{run_id}"},
     }
     for group in groups:
         group["PropertyMap"].update(overrides.get(group["PropertyGroupId"], {}))
