@@ -167,7 +167,8 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     for name, have, want in rows:
         print(f"  {name:<26} {have:>7}  expected {want:>7}  {'ok' if have == want else 'MISMATCH'}")
     print(f"  archive objects            {sinks.archive_objects:>7}")
-    print(f"  dead-letter reasons        {dict(sinks.dead_letter_reasons)}")
+    reasons = Counter(sinks.dead_letter_reasons[k] for k in expected["dead_letters"] if k in sinks.dead_letter_reasons)
+    print(f"  dead-letter reasons        {dict(reasons)}")
     print(f"  peak RSS (stack + job)     {peak_rss / 2**20:7.0f} MiB")
     print(f"  job stopped with savepoint {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
     print(f"  elapsed                    {elapsed_s:7.0f} s")

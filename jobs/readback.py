@@ -28,7 +28,7 @@ class SinkCounts:
     archived: Counter[str]
     dead_letters: Counter[str]
     archive_objects: int
-    dead_letter_reasons: Counter[str]
+    dead_letter_reasons: dict[str, str]  # read-back key -> "stage.reason_code"
 
 
 def s3_client(s3: S3Config) -> Any:
@@ -139,5 +139,7 @@ def read_sinks(cfg: IngestConfig) -> SinkCounts:
         archived=archived,
         dead_letters=Counter(dead_letter_key(letter) for letter in letters),
         archive_objects=objects,
-        dead_letter_reasons=Counter(f"{letter['stage']}.{letter['reason_code']}" for letter in letters),
+        dead_letter_reasons={
+            dead_letter_key(letter): f"{letter['stage']}.{letter['reason_code']}" for letter in letters
+        },
     )

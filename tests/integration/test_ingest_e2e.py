@@ -44,7 +44,7 @@ def test_records_reach_iceberg_archive_and_dlq_exactly_once(
     assert sinks.iceberg_claims == expected["claims"]
     assert sinks.archived == expected["archived"]
     assert sinks.dead_letters == expected["dead_letters"]
-    assert {r.split(".")[0] for r in sinks.dead_letter_reasons} == {"decode", "schema"}
+    assert {r.split(".")[0] for r in sinks.dead_letter_reasons.values()} == {"decode", "schema"}
 
 
 def test_unreachable_broker_and_missing_bucket_fail_at_start_up(stack: object, run_id: str, tmp_path: Path) -> None:
