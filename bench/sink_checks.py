@@ -6,7 +6,6 @@ the Iceberg table and the archive with the generator's ids before it reports any
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from jobs.config import IngestConfig
-from jobs.readback import archived_ids, iceberg_table, s3_client
+from jobs.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client
 
 
 @dataclass(frozen=True)
@@ -63,44 +62,9 @@ def check_archive(cfg: IngestConfig, expected_ids: set[str]) -> dict[str, int]:
             "files": files}
 
 
-def count_dead_letters(cfg: IngestConfig, timeout_s: float = 30.0, idle_s: float = 5.0) -> int:
-    """Committed messages on the run's own dead-letter topic (read_committed, up to its end offsets).
-
-    Counted here rather than with jobs.readback.committed_dead_letters: that one waits for consumer
-    positions to reach the end offsets, and a partition with nothing to consume never gets a position
-    (it stays OFFSET_INVALID), so it times out on an empty dead-letter topic.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    topic = cfg.kafka.dlq_topic
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"{cfg.kafka.group_id}-dlq",
-                         "isolation.level": "read_committed", "enable.auto.commit": False})
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or not metadata.partitions:
-            return 0
-        # With read_committed the high watermark is the last stable offset.
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-                for p in metadata.partitions}
-        remaining = {p: high for p, (low, high) in ends.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in remaining])
-        count, idle_since = 0, time.monotonic()
-        while remaining:
-            message = consumer.poll(timeout=0.5)
-            if message is None:
-                # Only transaction markers left: they take offsets but are never delivered.
-                if time.monotonic() - idle_since > idle_s:
-                    break
-                continue
-            idle_since = time.monotonic()
-            if message.error():
-                raise RuntimeError(f"reading {topic}: {message.error()}")
-            count += 1
-            if message.offset() + 1 >= remaining.get(message.partition(), 0):
-                remaining.pop(message.partition(), None)
-        return count
-    finally:
-        consumer.close()
+def count_dead_letters(cfg: IngestConfig, timeout_s: float = 30.0) -> int:
+    """Committed messages on the run's own dead-letter topic."""
+    return len(committed_dead_letters(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, timeout_s))
 
 
 def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
