@@ -125,13 +125,13 @@ def flink_run(cfg: Any, records: list[Any], job_name: str) -> dict[str, Any]:
     from bench.resources import TreeSampler
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, percentiles
     from jobs import ingest, preflight
-    from jobs.readback import s3_client
+    from jobs.readback import s3_client, split_s3_url
 
     topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
     preflight.check_kafka(cfg.kafka.bootstrap_servers, (topic, cfg.kafka.dlq_topic))
     publish_s = publish(cfg.kafka.bootstrap_servers, topic, records)
     # The filesystem source lists the prefix; a hidden ("_") object makes it exist and is never read.
-    bucket, _, prefix = cfg.landing.path.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_url(cfg.landing.path)
     s3_client(cfg.s3).put_object(Bucket=bucket, Key=f"{prefix}_placeholder", Body=b"")
 
     setup_start = time.perf_counter()

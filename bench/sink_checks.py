@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from jobs.config import IngestConfig
-from jobs.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client
+from jobs.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client, split_s3_url
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
 
 def delete_s3_prefix(cfg: IngestConfig, url: str) -> int:
     """Delete every object under an s3://bucket/prefix/ URL; return how many were deleted."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_url(url)
     if not prefix.strip("/"):
         raise ValueError(f"refusing to delete a whole bucket: {url}")
     s3 = s3_client(cfg.s3)

@@ -7,8 +7,9 @@ checkpoint holding them completes: a read_committed consumer sees each dead lett
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.sql import with_clause
 
@@ -80,3 +81,43 @@ def create_dead_letter_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, job
             ) {with_clause(options)}"""
     )
     return DLQ_TABLE
+
+
+def create_missing_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    partitions: int = 2,
+    replication: int = 1,
+    timeout_s: float = 30.0,
+    admin_config: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Raises ConnectionError when the broker does not answer, and confluent_kafka.KafkaException when
+    it refuses a creation (a topic created by someone else meanwhile is not an error).
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(admin_config or {})})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise ConnectionError(f"Kafka unreachable at {bootstrap_servers} within {timeout_s:.0f} s: {exc}") from exc
+    wanted = [n for n in dict.fromkeys(names) if n not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in wanted],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created

@@ -22,6 +22,7 @@ from connectors.landing import LandingConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
 MANAGED_PROPERTIES = Path("/etc/flink/application_properties.json")
+DEFAULT_JOB_NAME = "medistream-ingest"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
@@ -50,7 +51,7 @@ class RuntimeConfig:
     parallelism: int
     python_execution_mode: str
     # Names the Flink job and prefixes its Kafka transactional ids: unique per concurrently running job.
-    job_name: str = "medistream-ingest"
+    job_name: str = DEFAULT_JOB_NAME
 
 
 @dataclass(frozen=True)
@@ -170,5 +171,5 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             timeout_ms=chk.int("timeout.ms", 120_000),
         ),
         runtime=RuntimeConfig(parallelism=runtime.int("parallelism", 1), python_execution_mode=mode,
-                              job_name=runtime.str("job.name", "medistream-ingest")),
+                              job_name=runtime.str("job.name", DEFAULT_JOB_NAME)),
     )

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from jobs.config import IngestConfig, default_properties_path, load_ingest_config, medistream_home, read_property_groups
-from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
+from jobs.readback import iceberg_claim_ids, read_sinks, s3_client, split_s3_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def publish_synthetic(
     generated = list(synthetic.generate(records, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate))
     if ground_truth is not None:
         synthetic.write_ground_truth(ground_truth, generated)
-    bucket, _, prefix = cfg.landing.path.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_url(cfg.landing.path)
     publish(generated, cfg.kafka.bootstrap_servers, s3_client(cfg.s3), bucket, landing_prefix=prefix)
     return expected_outcome(generated)
 
@@ -49,6 +49,11 @@ def expected_outcome(generated: list[Any]) -> dict[str, Any]:
         "archived": Counter(g.record_id for g in valid),
         "dead_letters": Counter(dead_letter_id(g) for g in generated if g.expect == "invalid"),
     }
+
+
+def covered(found: Counter[str], wanted: Counter[str]) -> int:
+    """How many of the wanted records are present (a duplicate is not counted twice)."""
+    return sum(min(found[k], v) for k, v in wanted.items())
 
 
 def dead_letter_id(generated: Any) -> str:
@@ -131,8 +136,7 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
             if job.poll() is not None:
                 print(f"\nmedistream: the ingest job exited early ({job.returncode}); see {log_path}", file=sys.stderr)
                 return 1
-            seen = iceberg_claim_ids(cfg)
-            have = sum(min(seen[k], v) for k, v in expected["claims"].items())
+            have = covered(iceberg_claim_ids(cfg), expected["claims"])
             print(f"\r   claims committed to Iceberg: {have}/{want}  ({time.monotonic() - started:5.0f} s)",
                   end="", flush=True)
             if have >= want:

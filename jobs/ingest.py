@@ -23,6 +23,7 @@ from connectors.kafka import create_dead_letter_sink, create_raw_source
 from connectors.landing import create_landing_source
 from jobs import preflight
 from jobs.config import (
+    DEFAULT_JOB_NAME,
     IngestConfig,
     default_properties_path,
     load_ingest_config,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
-JOB_NAME = "medistream-ingest"
+JOB_NAME = DEFAULT_JOB_NAME
 log = logging.getLogger("medistream.ingest")
 
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from connectors.kafka import create_missing_topics
 from jobs.config import ConfigError, IngestConfig
 
 _TIMEOUT_S = 10.0
@@ -18,22 +19,14 @@ _TIMEOUT_S = 10.0
 def check_kafka(bootstrap_servers: str, ensure_topics: tuple[str, ...]) -> None:
     """The broker answers and the topics the job writes exist (created if missing)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "socket.timeout.ms": 5000})
     try:
-        existing = admin.list_topics(timeout=_TIMEOUT_S).topics
-    except KafkaException:
+        create_missing_topics(bootstrap_servers, ensure_topics, timeout_s=_TIMEOUT_S,
+                              admin_config={"socket.timeout.ms": 5000})
+    except ConnectionError:
         raise ConfigError(f"Kafka broker unreachable at kafka.bootstrap.servers={bootstrap_servers}") from None
-    missing = [t for t in ensure_topics if t not in existing]
-    if missing:
-        futures = admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in missing])
-        for topic, future in futures.items():
-            try:
-                future.result(timeout=_TIMEOUT_S)
-            except KafkaException as err:
-                if "TOPIC_ALREADY_EXISTS" not in str(err):
-                    raise ConfigError(f"cannot create Kafka topic {topic}: {err}") from None
+    except KafkaException as err:
+        raise ConfigError(f"cannot create Kafka topics {list(ensure_topics)}: {err}") from None
 
 
 def check_buckets(endpoint: str, region: str, paths: dict[str, str]) -> None:

@@ -31,6 +31,12 @@ class SinkCounts:
     dead_letter_reasons: dict[str, str]  # read-back key -> "stage.reason_code"
 
 
+def split_s3_url(url: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix/ -> ("bucket", "some/prefix/")."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
 def s3_client(s3: S3Config) -> Any:
     """A boto3 S3 client for the configured endpoint (credentials from the environment)."""
     return boto3.client("s3", endpoint_url=s3.endpoint or None, region_name=s3.region)
@@ -70,7 +76,7 @@ def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], int]:
     """Record ids in committed archive files, and how many files there are."""
     import fastavro
 
-    bucket, _, prefix = cfg.archive.path.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_url(cfg.archive.path)
     s3 = s3_client(cfg.s3)
     ids: Counter[str] = Counter()
     files = 0

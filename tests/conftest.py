@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 from pathlib import Path
 
 import pytest
 
+from jobs.cli import local_aws_environment
+
 # Placeholders for the local S3 API (moto accepts any key); never real credentials.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_REGION", "us-east-1")
+local_aws_environment()
 
 
 @pytest.fixture(scope="session")

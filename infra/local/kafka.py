@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from connectors.kafka import create_missing_topics
 from infra.local import process
 from infra.local.settings import StackSettings
 
@@ -243,26 +244,5 @@ def ensure_topics(
     settings: StackSettings, names: Iterable[str], partitions: int = 2, timeout_s: float = 30.0
 ) -> list[str]:
     """Create the topics that do not exist yet (replication 1); return the names created."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    admin = _admin(settings)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)  # type: ignore[attr-defined]
-    wanted = [n for n in dict.fromkeys(names) if n not in existing]
-    if not wanted:
-        return []
-    futures = admin.create_topics(  # type: ignore[attr-defined]
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted],
-        operation_timeout=timeout_s,
-        request_timeout=timeout_s,
-    )
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-            created.append(name)
-        except KafkaException as exc:
-            # Another caller won the race; the topic exists, which is all we promise.
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    return created
+    return create_missing_topics(settings.bootstrap_servers(), names, partitions, timeout_s=timeout_s,
+                                 admin_config={"logger": _quiet})

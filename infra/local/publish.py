@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.kafka import create_missing_topics
 from infra.local.synthetic import Generated
 
 TOPIC_PREFIX = "raw."
@@ -118,28 +119,15 @@ def publish(
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> None:
     """Create any missing topic with 2 partitions and replication 1; existing topics are left alone."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import KafkaException
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = list(topics)
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
+        create_missing_topics(bootstrap, names, _PARTITIONS, _REPLICATION, timeout_s)
+    except ConnectionError as exc:
         raise PublishError(f"cannot reach Kafka at {bootstrap} within {timeout_s}s: {exc}") from exc
-    missing = [t for t in topics if t not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=_PARTITIONS, replication_factor=_REPLICATION) for t in missing],
-        request_timeout=timeout_s,
-    )
-    for topic, fut in futures.items():
-        try:
-            fut.result(timeout=timeout_s)
-        except KafkaException as exc:
-            # Another publisher may have created it between list and create: that is the goal anyway.
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise PublishError(f"cannot create topic {topic}: {exc}") from exc
+    except KafkaException as exc:
+        raise PublishError(f"cannot create topics {names}: {exc}") from exc
 
 
 def _produce(producer: Any, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:

@@ -17,7 +17,7 @@ from infra.local import synthetic
 from infra.local.publish import publish
 from infra.local.synthetic import Feed
 from jobs.config import LOCAL_PROPERTIES
-from jobs.demo import expected_outcome, start_job, stop_job
+from jobs.demo import covered, expected_outcome, start_job, stop_job
 from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
 from jobs.runtime import latest_restore_point
 from tests.conftest import isolated_config
@@ -45,11 +45,6 @@ def write_properties(run_id: str, home: Path) -> Path:
     path = home / "application_properties.json"
     path.write_text(json.dumps(groups))
     return path
-
-
-def covered(found: Counter[str], wanted: Counter[str]) -> int:
-    """How many of the wanted records are present (duplicates not counted twice)."""
-    return sum(min(found[k], v) for k, v in wanted.items())
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
