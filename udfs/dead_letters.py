@@ -12,15 +12,21 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
+from udfs.reasons import reason
 from udfs.source import SourceRef
 
 
 class Rejected(Exception):
-    """A record that cannot continue; reason_code is stable and machine-readable."""
+    """A record that cannot continue; reason_code is a defined code of udfs.reasons, detail is PHI-free.
 
-    def __init__(self, reason_code: str, detail: str, stage: str) -> None:
-        super().__init__(f"{stage}:{reason_code}: {detail}")
-        self.reason_code, self.detail, self.stage = reason_code, detail, stage
+    The stage defaults to the reason's category; the detail names paths, rules and positions,
+    never a value from the record.
+    """
+
+    def __init__(self, reason_code: str, detail: str, stage: str | None = None) -> None:
+        category = reason(reason_code).category
+        super().__init__(f"{stage or category}:{reason_code}: {detail}")
+        self.reason_code, self.detail, self.stage = reason_code, detail, stage or category
 
 
 @dataclass(frozen=True)
