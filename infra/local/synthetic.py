@@ -335,7 +335,7 @@ def _build_pools(seed: int) -> Pools:
             "birth_date": (date(1935, 1, 1) + timedelta(days=rng.below(32000))).isoformat(),
             "gender": gender, "address": address(),
             # 555-0100..0199 is reserved for fiction, so no real subscriber is ever dialled.
-            "phone": f"{rng.pick(_AREA_CODES)}55501{rng.below(100):02d}",
+            "phone": f"+1{rng.pick(_AREA_CODES)}55501{rng.below(100):02d}",
         })
     # Area 9xx is never issued as an SSN, and groups 01-49 are outside every ITIN range.
     ssns = tuple(f"9{rng.below(100):02d}{rng.between(1, 49):02d}{rng.between(1, 9999):04d}"
