@@ -141,7 +141,7 @@ def test_identifiers_look_real_but_are_synthetic(valid: list[tuple[Generated, di
     for g, r in valid:
         if g.record_type == "claim":
             assert is_valid_npi(r["billing_provider"]["npi"])
-            assert r["subscriber"]["phone"][3:8] == "55501"  # 555-0100..0199: fictional numbers
+            assert r["subscriber"]["phone"][5:10] == "55501"  # 555-0100..0199: fictional numbers
         elif g.record_type == "payment":
             assert is_valid_npi(r["payee"]["npi"])
         else:
