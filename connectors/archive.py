@@ -1,4 +1,4 @@
-"""Raw archive: every accepted record in full, as Avro files partitioned by feed and day.
+"""Archive: every accepted record in full (canonical JSON + enrichment), as Avro files by feed and day.
 
 Built on Flink's FileSink (the filesystem connector): part files are written in progress and
 committed when the checkpoint that holds them completes, so each record lands in exactly one
@@ -41,6 +41,10 @@ def create_archive_sink(t_env: StreamTableEnvironment, cfg: ArchiveConfig) -> st
               record_type STRING,
               sent_at_ms BIGINT,
               source STRING,
+              `position` STRING,
+              business_key STRING,
+              original_key STRING,
+              enrichment STRING,
               payload STRING,
               feed STRING,
               dt STRING

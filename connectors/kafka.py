@@ -54,7 +54,8 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
               payload BYTES,
               topic STRING NOT NULL METADATA VIRTUAL,
               `partition` INT NOT NULL METADATA VIRTUAL,
-              `offset` BIGINT NOT NULL METADATA VIRTUAL
+              `offset` BIGINT NOT NULL METADATA VIRTUAL,
+              `timestamp` TIMESTAMP_LTZ(3) NOT NULL METADATA VIRTUAL
             ) {with_clause(options)}"""
     )
     return RAW_TABLE

@@ -38,7 +38,8 @@ def _duration(text: str) -> object:
     return Duration.of_millis(int(value) * scale)
 
 
-def create_landing_source(env: StreamExecutionEnvironment, cfg: LandingConfig) -> DataStream:
+def create_landing_source(env: StreamExecutionEnvironment, cfg: LandingConfig, name: str = "landing-files"
+                          ) -> DataStream:
     """A stream of whole landed files under cfg.path (recursively), as Row(path, modified_ms, size, payload)."""
     from pyflink.common import WatermarkStrategy
     from pyflink.datastream.connectors.file_system import BulkFormat, FileSource
@@ -50,4 +51,4 @@ def create_landing_source(env: StreamExecutionEnvironment, cfg: LandingConfig) -
         builder = builder.monitor_continuously(_duration(cfg.monitor_interval))
     else:
         builder = builder.process_static_file_set()
-    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "landing-files")
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name)

@@ -17,7 +17,8 @@ from pathlib import Path
 from connectors.archive import ArchiveConfig
 from connectors.iceberg import IcebergConfig, S3Config
 from connectors.kafka import KafkaConfig
-from connectors.landing import LandingConfig
+from connectors.landing import DEFAULT_MAX_FILE_BYTES, LandingConfig
+from connectors.reference import ReferenceConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
@@ -65,6 +66,16 @@ class IngestConfig:
     archive: ArchiveConfig
     checkpoints: CheckpointConfig
     runtime: RuntimeConfig
+    reference: ReferenceConfig
+    feeds: FeedsConfig
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    """Where the feed contracts are, and how long dedup remembers a record."""
+
+    contracts_dir: str  # empty: the contracts shipped in schemas/feeds/
+    dedup_ttl: str  # a Flink duration, e.g. "30 d"
 
 
 class _Group:
@@ -138,7 +149,7 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
     """Validate the property groups the ingest job needs."""
     kafka, s3, landing = _Group(groups, "kafka"), _Group(groups, "s3"), _Group(groups, "landing")
     ice, archive, chk = _Group(groups, "iceberg"), _Group(groups, "archive"), _Group(groups, "checkpoints")
-    runtime = _Group(groups, "runtime")
+    runtime, reference, feeds = _Group(groups, "runtime"), _Group(groups, "reference"), _Group(groups, "feeds")
     mode = runtime.str("python.execution-mode", "thread")
     if mode not in ("thread", "process"):
         raise ConfigError("property 'runtime.python.execution-mode' must be thread or process")
@@ -155,7 +166,8 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             region=s3.str("region"),
             path_style_access=s3.bool("path.style.access", False),
         ),
-        landing=LandingConfig(path=landing.str("path"), monitor_interval=landing.str("monitor.interval", "5 s")),
+        landing=LandingConfig(path=landing.str("path"), monitor_interval=landing.str("monitor.interval", "5 s"),
+                              max_file_bytes=landing.int("max.file.bytes", DEFAULT_MAX_FILE_BYTES)),
         iceberg=IcebergConfig(
             catalog_name=ice.str("catalog.name", "lake"),
             catalog_impl=ice.str("catalog-impl"),
@@ -172,4 +184,7 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         ),
         runtime=RuntimeConfig(parallelism=runtime.int("parallelism", 1), python_execution_mode=mode,
                               job_name=runtime.str("job.name", DEFAULT_JOB_NAME)),
+        reference=ReferenceConfig(path=reference.str("path"),
+                                  monitor_interval=reference.str("monitor.interval", "30 s")),
+        feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
     )

@@ -1,7 +1,8 @@
-"""The ingest job: raw feeds (Kafka + landing files) -> checked records -> Iceberg, archive, DLQ.
+"""The ingest job: raw feeds (Kafka + landing files) -> checked, deduplicated records -> Iceberg, archive, DLQ.
 
-Thread-mode PyFlink: sources and sinks are Java (SQL connectors), the record logic is one Python
-operator (udfs.ingest.IngestStage). Exactly-once end to end: source positions live in checkpoints,
+Thread-mode PyFlink: sources, dedup and sinks are Java (connectors and Flink SQL), the record logic
+is one Python operator (udfs.ingest.IngestStage) driven by the feed contracts in schemas/feeds/,
+with reference data broadcast to it. Exactly-once end to end: source positions live in checkpoints,
 and every sink commits on checkpoint completion (Iceberg snapshot, FileSink part files, Kafka
 transactions). Run: `python -m jobs.ingest [--restore PATH]`; SIGTERM/SIGINT stop it with a savepoint.
 """
@@ -21,6 +22,7 @@ from connectors.archive import create_archive_sink
 from connectors.iceberg import create_claims_table
 from connectors.kafka import create_dead_letter_sink, create_raw_source
 from connectors.landing import create_landing_source
+from connectors.reference import create_reference_stream
 from jobs import preflight
 from jobs.config import (
     DEFAULT_JOB_NAME,
@@ -29,7 +31,7 @@ from jobs.config import (
     load_ingest_config,
     read_property_groups,
 )
-from jobs.ingest_operator import ACCEPTED_TYPE, CLAIMS, DEAD_LETTERS, IngestOperator
+from jobs.ingest_operator import ACCEPTED_FIELDS, ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
     flink_configuration,
     initialize_filesystems,
@@ -59,42 +61,62 @@ class JobOutputs:
 def build(
     env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig, job_name: str = JOB_NAME
 ) -> JobOutputs:
-    """Wire sources -> IngestOperator -> sinks into one statement set attached to `env`.
+    """Wire sources -> IngestOperator (+ reference broadcast) -> dedup -> sinks into one statement set.
 
     `job_name` prefixes the dead-letter sink's Kafka transactional ids: two jobs that share it would
     abort each other's open transactions on start-up, so concurrent runs need distinct names.
     """
+    from pyflink.table import Schema
+
     raw = create_raw_source(t_env, cfg.kafka)
-    landing = create_landing_source(t_env, cfg.landing)
+    t_env.create_temporary_view("landing_files", t_env.from_data_stream(create_landing_source(env, cfg.landing)))
+    # One stream of units: a Kafka message or a whole landed file, with a time for records that carry none.
     unified = t_env.sql_query(
-        f"""SELECT payload, topic, `partition`, `offset`, CAST(NULL AS STRING) AS path FROM {raw}
+        f"""SELECT payload, topic, `partition`, `offset`, CAST(NULL AS STRING) AS path,
+                   CAST(`timestamp` AS BIGINT) * 1000 AS unit_ms FROM {raw}
             UNION ALL
-            SELECT payload, CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT), path FROM {landing}"""
+            SELECT payload, CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT), path, modified_ms
+            FROM landing_files"""
     )
+    reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
+    operator = IngestOperator(cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3)
     accepted = (
-        t_env.to_data_stream(unified)
-        .process(IngestOperator(cfg.landing.path), output_type=ACCEPTED_TYPE)
+        t_env.to_data_stream(unified).connect(reference)
+        .process(operator, output_type=ACCEPTED_TYPE)
         .name("ingest")
     )
 
     claims_table = create_claims_table(t_env, cfg.iceberg, cfg.s3)
     archive_table = create_archive_sink(t_env, cfg.archive)
     dlq_table = create_dead_letter_sink(t_env, cfg.kafka, job_name)
-    t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted))
-    t_env.create_temporary_view("claim_rows", t_env.from_data_stream(accepted.get_side_output(CLAIMS)))
+    with_time = Schema.new_builder().column_by_expression("proc_time", "PROCTIME()").build()
+    t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted, with_time))
     t_env.create_temporary_view("dead_letter_rows", t_env.from_data_stream(accepted.get_side_output(DEAD_LETTERS)))
+    # Dedup in the JVM (docs/decisions/0004-dedup-state.md): keep the first record per dedup key
+    # (business key + content hash) for the TTL; Flink plans this as its Deduplicate operator,
+    # which keeps one flag per key.
+    t_env.get_config().set("table.exec.state.ttl", cfg.feeds.dedup_ttl)
+    t_env.create_temporary_view("deduped", t_env.sql_query(
+        f"""SELECT {", ".join(f"`{f}`" for f in ACCEPTED_FIELDS)} FROM (
+              SELECT *, ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY proc_time ASC) AS rn FROM accepted)
+            WHERE rn = 1"""
+    ))
 
     statements = t_env.create_statement_set()
-    statements.add_insert_sql(f"INSERT INTO {archive_table} SELECT * FROM accepted")
+    statements.add_insert_sql(
+        f"""INSERT INTO {archive_table} SELECT record_id, record_type, sent_at_ms, source, `position`,
+              business_key, original_key, enrichment, payload, feed, dt FROM deduped"""
+    )
     statements.add_insert_sql(f"INSERT INTO {dlq_table} SELECT dead_letter_id, body FROM dead_letter_rows")
     statements.add_insert_sql(
         f"""INSERT INTO {claims_table} SELECT
               record_id, feed, claim_id, frequency_code, payer_id, billing_npi, rendering_npi,
               CAST(service_date_from AS DATE), CAST(service_date_to AS DATE), place_of_service,
               primary_diagnosis, diagnosis_count, service_line_count,
-              CAST(total_charge AS DECIMAL(14, 2)), TO_TIMESTAMP_LTZ(sent_at_ms, 3),
-              CAST(sent_date AS DATE), source, TO_TIMESTAMP_LTZ(ingested_at_ms, 3)
-            FROM claim_rows"""
+              CAST(total_charge AS DECIMAL(14, 2)), claim_kind, payer_name, payer_line_of_business,
+              billing_provider_taxonomy, enrichment_misses, business_key, original_key,
+              TO_TIMESTAMP_LTZ(sent_at_ms, 3), CAST(dt AS DATE), source, TO_TIMESTAMP_LTZ(ingested_at_ms, 3)
+            FROM deduped WHERE record_type = 'claim'"""
     )
     statements.attach_as_datastream()
     return JobOutputs(claims_table=claims_table, archive_table=archive_table, dead_letter_table=dlq_table)

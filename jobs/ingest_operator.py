@@ -1,69 +1,141 @@
 """The ingest job's one Python operator and the row types it emits.
 
-A thin wrapper (STYLE.md): open() builds udfs.ingest.IngestStage, process_element() calls it,
-accepted records go to the main output (and claims to a side output), rejects become dead letters.
+A thin wrapper (STYLE.md): open() loads the feed contracts and the reference data and builds
+udfs.ingest.IngestStage; process_element() runs one raw unit through it; accepted records go to the
+main output, refusals become dead letters on a side output. The operator is a
+BroadcastProcessFunction: reference data versions arrive on the broadcast input, are kept in
+broadcast state (so a restore has them) and replace older versions while the job runs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream import OutputTag, RuntimeContext
+from pyflink.datastream.functions import BroadcastProcessFunction
+from pyflink.datastream.state import MapStateDescriptor
 
+from connectors.iceberg import S3Config
+from schemas.contracts import FEEDS_DIR, load_contracts
 from udfs.claims import CLAIM_COLUMNS
-from udfs.dead_letters import DeadLetter, Rejected
-from udfs.ingest import IngestStage
+from udfs.dead_letters import DeadLetter
+from udfs.enrich import ReferenceData, parse_reference
+from udfs.ingest import Accepted, IngestStage, Refused
+from udfs.reasons import reason
 from udfs.source import SourceRef
 
-_INT_COLUMNS = {"diagnosis_count", "service_line_count"}
+log = logging.getLogger("medistream.ingest")
 
+_INT_COLUMNS = {"diagnosis_count", "service_line_count"}
+# Claim columns ride along (null for other record types) so one dedup serves every sink.
+_CLAIM_FIELDS = [c for c in CLAIM_COLUMNS if c not in ("record_id", "feed")]
+ACCEPTED_FIELDS = [
+    "record_id", "record_type", "feed", "position", "source", "sent_at_ms", "dt", "ingested_at_ms",
+    "dedup_key", "business_key", "original_key", "enrichment", "payer_name", "payer_line_of_business",
+    "billing_provider_taxonomy", "enrichment_misses", "payload", *_CLAIM_FIELDS,
+]
 ACCEPTED_TYPE = Types.ROW_NAMED(
-    ["record_id", "record_type", "sent_at_ms", "source", "payload", "feed", "dt"],
-    [Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(), Types.STRING(), Types.STRING()],
-)
-CLAIMS = OutputTag(
-    "claims",
-    Types.ROW_NAMED(
-        [*CLAIM_COLUMNS, "sent_at_ms", "sent_date", "source", "ingested_at_ms"],
-        [Types.INT() if c in _INT_COLUMNS else Types.STRING() for c in CLAIM_COLUMNS]
-        + [Types.LONG(), Types.STRING(), Types.STRING(), Types.LONG()],
-    ),
+    ACCEPTED_FIELDS,
+    [Types.LONG() if f in ("sent_at_ms", "ingested_at_ms") else Types.INT() if f in _INT_COLUMNS else Types.STRING()
+     for f in ACCEPTED_FIELDS],
 )
 DEAD_LETTERS = OutputTag("dead-letters", Types.ROW_NAMED(["dead_letter_id", "body"], [Types.STRING(), Types.STRING()]))
+REFERENCE_STATE = MapStateDescriptor("reference-data", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
-class IngestOperator(ProcessFunction):  # type: ignore[misc]
-    """Decode and check one raw record (payload, topic, partition, offset, path)."""
+def accepted_row(accepted: Accepted, pointer: str, now_ms: int) -> Row:
+    """The main-output row of an accepted record."""
+    values = accepted.enrichment["values"]
+    claim = accepted.claim or {}
+    fields = {
+        "record_id": accepted.record_id, "record_type": accepted.record_type, "feed": accepted.feed,
+        "position": accepted.position, "source": pointer, "sent_at_ms": accepted.sent_at_ms,
+        "dt": accepted.sent_date, "ingested_at_ms": now_ms, "dedup_key": accepted.keys.dedup_key,
+        "business_key": accepted.keys.business_key, "original_key": accepted.keys.original_key,
+        "enrichment": orjson.dumps(accepted.enrichment).decode(),
+        "payer_name": values.get("payer", {}).get("name"),
+        "payer_line_of_business": values.get("payer", {}).get("line_of_business"),
+        "billing_provider_taxonomy": values.get("billing_provider", {}).get("taxonomy"),
+        "enrichment_misses": ",".join(accepted.enrichment["misses"]) or None,
+        "payload": accepted.payload,
+    }
+    return Row(*(fields[f] if f in fields else claim.get(f) for f in ACCEPTED_FIELDS))
 
-    def __init__(self, landing_root: str) -> None:
+
+class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
+    """Decode and check one raw unit: Row(payload, topic, partition, offset, path, unit_ms)."""
+
+    def __init__(self, landing_root: str, contracts_dir: str, reference_path: str, s3: S3Config) -> None:
         self.landing_root = landing_root
+        self.contracts_dir = contracts_dir
+        self.reference_path = reference_path
+        self.s3 = s3
         self.stage: IngestStage  # built in open(), on the worker
+        self.reference = ReferenceData()
+        self._state_read = False
+        self._counters: dict[str, Any] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        """Build the stage (schemas compiled once per operator instance)."""
-        self.stage = IngestStage()
+        """Load contracts (fail the job on a bad one) and the newest reference data."""
+        from connectors.reference import load_reference_sets
+        from jobs.readback import s3_client
 
-    def process_element(self, row: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        """Emit the accepted record (+ claim row) or a dead letter."""
-        payload, topic, partition, offset, path = row[0], row[1], row[2], row[3], row[4]
+        contracts = load_contracts(Path(self.contracts_dir) if self.contracts_dir else FEEDS_DIR)
+        self.reference.update_all(load_reference_sets(s3_client(self.s3), self.reference_path))
+        log.info("ingest operator: %d feed contracts, reference %s", len(contracts), self.reference.versions())
+        self.stage = IngestStage(contracts, self.reference)
+        self._metrics = runtime_context.get_metrics_group()
+
+    def _count(self, group: str, name: str, counter: str) -> None:
+        # Labels are feed names and reason codes only: never a value from a record.
+        key = f"{group}/{name}/{counter}"
+        if key not in self._counters:
+            self._counters[key] = self._metrics.add_group(group, name).counter(counter)
+        self._counters[key].inc()
+
+    def process_element(self, value: Row, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
+        """Emit every accepted record of the unit, and a dead letter for every refusal."""
+        if not self._state_read:
+            # After a restore, versions broadcast before the checkpoint live only in the state.
+            for _dataset, document in ctx.get_broadcast_state(REFERENCE_STATE).items():
+                self.reference.update(parse_reference(document))
+            self._state_read = True
+        payload, topic, partition, offset, path, unit_ms = value[0], value[1], value[2], value[3], value[4], value[5]
         if topic is not None:
             source = SourceRef.from_kafka(topic, partition, offset)
         else:
             source = SourceRef.from_file(path, self.landing_root)
+        payload = bytes(payload) if payload is not None else None
         now_ms = int(time.time() * 1000)
-        try:
-            accepted = self.stage.process(payload, source)
-        except Rejected as err:
-            letter = DeadLetter.from_error(err, payload, source, IngestStage.record_id_of(payload), now_ms)
-            yield DEAD_LETTERS, Row(letter.dead_letter_id, letter.to_json())
-            return
         pointer = source.pointer()
-        yield Row(accepted.record_id, accepted.record_type, accepted.sent_at_ms, pointer,
-                  accepted.payload, accepted.feed, accepted.sent_date)
-        if accepted.claim is not None:
-            claim = accepted.claim
-            yield CLAIMS, Row(*(claim[c] for c in CLAIM_COLUMNS), accepted.sent_at_ms,
-                              accepted.sent_date, pointer, now_ms)
+        for outcome in self.stage.process(payload, source, unit_ms):
+            if isinstance(outcome, Refused):
+                letter = DeadLetter.from_error(outcome.error, payload, source, outcome.record_id, now_ms,
+                                               outcome.position)
+                self._count("feed", source.feed, "deadLetters")
+                self._count("reason", outcome.error.reason_code, "deadLetters")
+                if reason(outcome.error.reason_code).alert:
+                    self._count("feed", source.feed, "alerts")
+                yield DEAD_LETTERS, Row(letter.dead_letter_id, letter.to_json())
+            else:
+                self._count("feed", source.feed, "accepted")
+                yield accepted_row(outcome, pointer, now_ms)
+
+    def process_broadcast_element(self, value: Row, ctx: BroadcastProcessFunction.Context) -> None:
+        """Take a newly published reference version (every subtask receives it)."""
+        path, payload = value[0], value[3]
+        try:
+            ref = parse_reference(bytes(payload) if payload is not None else b"")
+        except ValueError as err:
+            log.error("ignoring reference object %s: %s", path, err)
+            self._count("reference", "invalid", "documents")
+            return
+        if self.reference.update(ref) or self.reference.sets[ref.dataset].version == ref.version:
+            ctx.get_broadcast_state(REFERENCE_STATE).put(ref.dataset, bytes(payload))
+            log.info("reference %s v%d in use", ref.dataset, ref.version)

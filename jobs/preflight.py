@@ -58,13 +58,25 @@ def check_catalog_uri(uri: str) -> None:
             raise ConfigError(f"iceberg.uri={uri}: folder {folder} does not exist (is the stack up?)")
 
 
+def check_contracts(contracts_dir: str) -> int:
+    """Every feed contract loads and passes its checks; returns how many there are."""
+    from schemas.contracts import FEEDS_DIR, ContractError, load_contracts
+
+    try:
+        return len(load_contracts(Path(contracts_dir) if contracts_dir else FEEDS_DIR))
+    except ContractError as err:
+        raise ConfigError(f"feed contract invalid: {err}") from None
+
+
 def check_ingest_dependencies(cfg: IngestConfig) -> None:
     """All external systems the ingest job needs, in the order a person would check them."""
+    check_contracts(cfg.feeds.contracts_dir)
     check_kafka(cfg.kafka.bootstrap_servers, (cfg.kafka.dlq_topic,))
     os.environ.setdefault("AWS_REGION", cfg.s3.region)
     check_buckets(cfg.s3.endpoint, cfg.s3.region, {
         "landing.path": cfg.landing.path,
         "archive.path": cfg.archive.path,
         "iceberg.warehouse": cfg.iceberg.warehouse,
+        "reference.path": cfg.reference.path,
     })
     check_catalog_uri(cfg.iceberg.uri)

@@ -14,6 +14,21 @@ from jsonschema import Draft202012Validator
 SCHEMA_DIR = Path(__file__).resolve().parent
 RECORD_TYPES: tuple[str, ...] = ("claim", "payment", "eligibility")
 SCHEMA_VERSION = "1.0"
+# The newest canonical version of each record type this code reads. Evolution rules
+# (docs/schema-evolution.md): a minor version only adds optional fields or widens a rule, so a reader
+# of 1.n reads every 1.m with m <= n; anything else is a new major version, which readers refuse.
+CURRENT_VERSIONS: dict[str, str] = {"claim": SCHEMA_VERSION, "payment": SCHEMA_VERSION, "eligibility": SCHEMA_VERSION}
+
+
+def is_readable_version(record_type: str, version: object) -> bool:
+    """True when records of `version` can be read as the current canonical `record_type` schema."""
+    if not isinstance(version, str) or record_type not in CURRENT_VERSIONS:
+        return False
+    major, _, minor = version.partition(".")
+    cur_major, _, cur_minor = CURRENT_VERSIONS[record_type].partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        return False
+    return major == cur_major and int(minor) <= int(cur_minor)
 
 
 def schema_path(record_type: str) -> Path:

@@ -25,6 +25,7 @@ CLAIM_COLUMNS: tuple[str, ...] = (
     "diagnosis_count",
     "service_line_count",
     "total_charge",
+    "claim_kind",
 )
 
 
@@ -46,4 +47,5 @@ def claim_row(claim: dict[str, Any]) -> dict[str, Any]:
         "diagnosis_count": len(claim["diagnoses"]),
         "service_line_count": len(claim["service_lines"]),
         "total_charge": claim["total_charge"],
+        "claim_kind": claim.get("claim_kind", "professional"),
     }

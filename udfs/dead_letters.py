@@ -1,7 +1,8 @@
 """Dead letters: why a record was refused, where it came from, and nothing of its content.
 
-Until field-level PHI protection lands, a dead letter carries no part of the payload: only its
-SHA-256, its size and a pointer to where the raw bytes still are (topic/partition/offset or file).
+Until field-level PHI protection lands, a dead letter carries no part of the payload: only the
+SHA-256 and size of its unit (the Kafka message or the file), a pointer to where the raw bytes still
+are (topic/partition/offset or file) and the position inside the unit ("row 3", "ST 0001 CLM 2").
 Details name a JSON path and a rule, never a value, so no PHI can leak through a dead letter.
 """
 
@@ -46,13 +47,16 @@ class DeadLetter:
 
     @classmethod
     def from_error(
-        cls, err: Rejected, payload: bytes, source: SourceRef, record_id: str | None, now_ms: int
+        cls, err: Rejected, payload: bytes | None, source: SourceRef, record_id: str | None, now_ms: int,
+        position: str | None = None,
     ) -> DeadLetter:
-        """Build the dead letter for a rejected payload."""
+        """Build the dead letter for a rejected unit (position None) or one record inside it."""
+        payload = payload or b""
         digest = hashlib.sha256(payload).hexdigest()
+        where = source.as_dict() | ({"position": position} if position else {})
         return cls(
             # Deterministic, so a replay after a restore produces the same id.
-            dead_letter_id=hashlib.sha256(f"{source.pointer()}|{digest}".encode()).hexdigest()[:32],
+            dead_letter_id=hashlib.sha256(f"{source.pointer()}|{position or ''}|{digest}".encode()).hexdigest()[:32],
             feed=source.feed,
             stage=err.stage,
             reason_code=err.reason_code,
@@ -60,9 +64,18 @@ class DeadLetter:
             record_id=record_id,
             payload_sha256=digest,
             payload_bytes=len(payload),
-            source=source.as_dict(),
+            source=where,
             failed_at_ms=now_ms,
         )
+
+    @staticmethod
+    def protected_payload(payload: bytes | None) -> None:
+        """The one hook where a dead letter will carry its payload, encrypted (PHI protection, issue 4).
+
+        Until envelope encryption exists the payload stays out: the SHA-256 and the source pointer
+        find the raw bytes, which remain in the raw topic or the landing prefix.
+        """
+        return None
 
     def to_json(self) -> str:
         """The wire form of the dead letter."""

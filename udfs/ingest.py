@@ -1,47 +1,79 @@
-"""The ingest stage: raw bytes -> decoded, schema-checked record, or a Rejected with a reason code.
+"""The ingest stage: one raw unit -> canonical, checked, enriched records, or dead letters with reasons.
 
-Pure record logic: no Flink here. jobs/ingest.py wraps it in an operator.
+Per record, in this order (each step is a pure module of udfs/):
+decode (the feed's format) -> map (csv) -> envelope -> standardize -> JSON Schema -> rules -> enrich
+-> dedup keys. Standardization runs before the schema check so the schema can demand the canonical
+forms (E.164 phones, ISO dates) while feeds may send local ones. No Flink here: jobs/ingest_operator.py
+wraps this class in an operator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from fastjsonschema import JsonSchemaValueException
 
-from schemas import RECORD_TYPES, fast_validator
+from schemas import CURRENT_VERSIONS, RECORD_TYPES, fast_validator, is_readable_version
+from schemas.contracts import FeedContract
 from udfs.claims import claim_row
 from udfs.dead_letters import Rejected
+from udfs.decoders import Item
+from udfs.dedup import DedupKeys, dedup_keys
+from udfs.enrich import ReferenceData, enrich
+from udfs.mapping import map_record
+from udfs.reasons import (
+    FEED_MISMATCH,
+    INTERNAL_ERROR,
+    SCHEMA_VERSION_UNSUPPORTED,
+    SCHEMA_VIOLATION,
+    UNIT_TOO_LARGE,
+    UNKNOWN_FEED,
+    define,
+)
+from udfs.rules import validate
 from udfs.source import SourceRef
+from udfs.standardize import StandardizeOptions, standardize
+
+DOOR_NOT_ALLOWED = define("door_not_allowed", "envelope", "the feed arrived through a door its contract does not list")
+RECORD_TYPE_MISMATCH = define("record_type_mismatch", "envelope", "the record's type is not the one its feed carries")
+
+# The contract's door names -> SourceRef kinds. REST pushes and pulls are produced to raw.<feed>.
+_DOORS = {"kafka": "kafka", "rest": "kafka", "landing": "file"}
+_RECORD_ID_NAMESPACE = uuid.UUID("6f1c2a0e-3b7d-4c55-9a8e-2f4d1b7c9e10")
 
 
 @dataclass(frozen=True)
 class Accepted:
-    """A record that passed the ingest checks, with what the sinks need."""
+    """A record that passed every check, with what dedup and the sinks need."""
 
     record_id: str
     record_type: str
     feed: str
+    position: str
     sent_at_ms: int
     sent_date: str
-    payload: str
+    payload: str  # the canonical record, standardized, as JSON
     claim: dict[str, Any] | None
+    keys: DedupKeys
+    enrichment: dict[str, Any]
 
 
-def decode_json(payload: bytes) -> dict[str, Any]:
-    """Parse one JSON object; anything else is a decode rejection."""
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        # The parser's message quotes the input; keep only its class of failure.
-        raise Rejected("malformed_json", "payload is not valid UTF-8 JSON", "decode") from None
-    if not isinstance(value, dict):
-        raise Rejected("not_an_object", f"top-level JSON value is {type(value).__name__}", "decode")
-    return value
+@dataclass(frozen=True)
+class Refused:
+    """A record (or a whole unit, position None) that goes to the dead letters."""
+
+    error: Rejected
+    position: str | None
+    record_id: str | None
+
+
+Outcome = Accepted | Refused
 
 
 def schema_errors(check: Callable[[dict[str, Any]], Any], record: dict[str, Any]) -> str | None:
@@ -54,45 +86,119 @@ def schema_errors(check: Callable[[dict[str, Any]], Any], record: dict[str, Any]
     return None
 
 
-def _record_id(record: dict[str, Any]) -> str | None:
+def _decoder(fmt: str) -> Callable[[bytes, Mapping[str, Any]], Iterator[Item]]:
+    module = importlib.import_module(f"udfs.decoders.{fmt}")
+    return module.decode  # type: ignore[no-any-return]
+
+
+def _rfc3339_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _record_id(record: Mapping[str, Any]) -> str | None:
     value = record.get("record_id")
     return value if isinstance(value, str) and len(value) <= 64 else None
 
 
-class IngestStage:
-    """Decode and schema-check raw records of every known record type."""
+class FeedStage:
+    """Everything one feed's records go through, built once from its contract."""
 
-    def __init__(self) -> None:
-        self._validators = {record_type: fast_validator(record_type) for record_type in RECORD_TYPES}
+    def __init__(self, contract: FeedContract) -> None:
+        self.contract = contract
+        self.decode = _decoder(contract.format)
+        self.options = {**contract.options, "record_type": contract.record_type} \
+            if contract.format == "avro" else dict(contract.options)
+        self.std_options = StandardizeOptions.from_contract(contract.standardize)
+        self.validator = fast_validator(contract.record_type)
+        # Canonical JSON feeds carry their own envelope; other formats get it from the unit.
+        self.fills_envelope = contract.format != "json"
 
-    def process(self, payload: bytes, source: SourceRef) -> Accepted:
-        """Return the accepted record or raise Rejected (the caller dead-letters it)."""
-        record = decode_json(payload)
-        record_type = record.get("record_type")
-        if record_type not in self._validators:
-            raise Rejected("unknown_record_type", "record_type is missing or not supported", "schema")
-        problems = schema_errors(self._validators[record_type], record)
-        if problems:
-            raise Rejected("schema_violation", problems, "schema")
-        if record["feed"] != source.feed:
+    def units(self, payload: bytes | None, source: SourceRef) -> Iterator[Item]:
+        """Decoded items of one unit; a unit-level failure raises Rejected."""
+        if source.kind not in {_DOORS[d] for d in self.contract.sources}:
+            raise Rejected(DOOR_NOT_ALLOWED, f"feed {self.contract.feed} does not accept {source.kind} input")
+        if payload is None or len(payload) > self.contract.max_unit_bytes:
+            raise Rejected(UNIT_TOO_LARGE, f"unit exceeds {self.contract.max_unit_bytes} bytes")
+        yield from self.decode(payload, self.options)
+
+    def record(self, item_record: dict[str, Any], source: SourceRef, position: str, unit_ms: int,
+               reference: ReferenceData, now: datetime) -> Accepted:
+        """Check one decoded record; raise Rejected when it cannot continue."""
+        contract = self.contract
+        record = map_record(item_record, contract.mapping) if contract.mapping else dict(item_record)
+        if record.setdefault("record_type", contract.record_type) != contract.record_type:
+            raise Rejected(RECORD_TYPE_MISMATCH, f"feed {contract.feed} carries {contract.record_type} records")
+        if record.setdefault("feed", source.feed) != source.feed:
             # A record claiming another feed than the door it came through is not trusted.
-            raise Rejected("feed_mismatch", f"record names another feed than its source {source.feed}", "envelope")
+            raise Rejected(FEED_MISMATCH, f"record names another feed than its source {source.feed}")
+        version = record.setdefault("schema_version", contract.schema_version)
+        if not is_readable_version(contract.record_type, version):
+            raise Rejected(SCHEMA_VERSION_UNSUPPORTED,
+                           f"schema_version is not readable as {contract.record_type} "
+                           f"{CURRENT_VERSIONS[contract.record_type]}")
+        record["schema_version"] = CURRENT_VERSIONS[contract.record_type]  # read as the current minor
+        if self.fills_envelope:
+            record.setdefault("record_id", str(uuid.uuid5(_RECORD_ID_NAMESPACE, f"{source.pointer()}#{position}")))
+            record.setdefault("sent_at", _rfc3339_utc(unit_ms))
+        record = standardize(record, contract.record_type, self.std_options)
+        problems = schema_errors(self.validator, record)
+        if problems:
+            raise Rejected(SCHEMA_VIOLATION, problems)
+        validate(record, contract.record_type, now=now)
+        enrichment = enrich(record, contract.record_type, reference, contract.on_miss)
         sent_at = datetime.fromisoformat(record["sent_at"])
         return Accepted(
             record_id=record["record_id"],
-            record_type=record_type,
+            record_type=contract.record_type,
             feed=source.feed,
+            position=position,
             sent_at_ms=int(sent_at.timestamp() * 1000),
-            sent_date=sent_at.date().isoformat(),
-            payload=payload.decode("utf-8"),
-            claim=claim_row(record) if record_type == "claim" else None,
+            sent_date=sent_at.astimezone(UTC).date().isoformat(),
+            payload=orjson.dumps(record).decode(),
+            claim=claim_row(record) if contract.record_type == "claim" else None,
+            keys=dedup_keys(record, contract.record_type),
+            enrichment=enrichment.to_dict(),
         )
 
-    @staticmethod
-    def record_id_of(payload: bytes) -> str | None:
-        """Best-effort record id of a rejected payload, for the dead letter."""
+
+class IngestStage:
+    """All feeds: route each unit to its feed's stage and turn every failure into a Refused."""
+
+    def __init__(self, contracts: Mapping[str, FeedContract], reference: ReferenceData | None = None) -> None:
+        assert set(CURRENT_VERSIONS) == set(RECORD_TYPES)
+        self.feeds = {name: FeedStage(contract) for name, contract in contracts.items()}
+        self.reference = reference if reference is not None else ReferenceData()
+
+    def process(self, payload: bytes | None, source: SourceRef, unit_ms: int,
+                now: datetime | None = None) -> Iterator[Outcome]:
+        """Every outcome of one unit, in order; never raises for bad input."""
+        now = now or datetime.now(UTC)
+        stage = self.feeds.get(source.feed)
+        if stage is None:
+            yield Refused(Rejected(UNKNOWN_FEED, "no contract for this feed"), None, None)
+            return
+        done = 0
         try:
-            value = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None
-        return _record_id(value) if isinstance(value, dict) else None
+            for item in stage.units(payload, source):
+                done += 1
+                if item.error is not None or item.record is None:
+                    yield Refused(item.error or Rejected(INTERNAL_ERROR, "decoder gave an empty item"),
+                                  item.position, None)
+                    continue
+                yield self._one(stage, item, source, unit_ms, now)
+        except Rejected as err:
+            # The unit (or its remainder after `done` items) cannot be read.
+            yield Refused(err, None if done == 0 else f"after item {done}", None)
+        except Exception as err:  # a decoder bug must not stop the job or lose the unit
+            yield Refused(Rejected(INTERNAL_ERROR, f"decoder raised {type(err).__name__}"),
+                          None if done == 0 else f"after item {done}", None)
+
+    def _one(self, stage: FeedStage, item: Item, source: SourceRef, unit_ms: int, now: datetime) -> Outcome:
+        assert item.record is not None
+        try:
+            return stage.record(item.record, source, item.position, unit_ms, self.reference, now)
+        except Rejected as err:
+            return Refused(err, item.position, _record_id(item.record))
+        except Exception as err:  # a stage bug: dead-letter the record, name only the exception class
+            return Refused(Rejected(INTERNAL_ERROR, f"{type(err).__name__} in record stages"), item.position,
+                           _record_id(item.record))

@@ -39,6 +39,7 @@ class StackSettings:
     landing_bucket: str = "medistream-landing"
     warehouse_bucket: str = "medistream-warehouse"
     archive_bucket: str = "medistream-archive"
+    reference_bucket: str = "medistream-reference"
     archive_kms_alias: str = "alias/medistream-archive"
     kafka_heap_mb: int = 512
     kafka_health_timeout_s: float = 60.0
@@ -103,9 +104,9 @@ class StackSettings:
         """The Iceberg warehouse location."""
         return f"s3://{self.warehouse_bucket}/"
 
-    def buckets(self) -> tuple[str, str, str]:
+    def buckets(self) -> tuple[str, ...]:
         """All buckets the stack provisions."""
-        return (self.landing_bucket, self.warehouse_bucket, self.archive_bucket)
+        return (self.landing_bucket, self.warehouse_bucket, self.archive_bucket, self.reference_bucket)
 
     # State layout (everything under home) ---------------------------------------------------
 

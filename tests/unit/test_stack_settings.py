@@ -44,6 +44,7 @@ def test_defaults() -> None:
         "medistream-landing",
         "medistream-warehouse",
         "medistream-archive",
+        "medistream-reference",
     )
     assert settings.archive_kms_alias == "alias/medistream-archive"
     assert settings.iceberg_catalog_path == REPO_ROOT / ".local" / "iceberg" / "catalog.db"

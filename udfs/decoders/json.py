@@ -1,0 +1,38 @@
+"""JSON decoder: one object per unit (a Kafka message), or JSON Lines (a landed file, `lines: true`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from udfs.dead_letters import Rejected
+from udfs.decoders import Item
+from udfs.reasons import MALFORMED_JSON, NOT_AN_OBJECT
+
+
+def parse_object(payload: bytes) -> dict[str, Any]:
+    """Parse one JSON object; anything else is a decode rejection."""
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        # The parser's message quotes the input; keep only its class of failure.
+        raise Rejected(MALFORMED_JSON, "payload is not valid UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise Rejected(NOT_AN_OBJECT, f"top-level JSON value is {type(value).__name__}")
+    return value
+
+
+def decode(payload: bytes, options: Mapping[str, Any]) -> Iterator[Item]:
+    """Yield the object of a message, or each non-blank line's object of a JSON Lines file."""
+    if not options.get("lines"):
+        yield Item("message", record=parse_object(payload))
+        return
+    for number, line in enumerate(payload.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield Item(f"line {number}", record=parse_object(line))
+        except Rejected as err:
+            yield Item(f"line {number}", error=err)

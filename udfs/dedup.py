@@ -1,0 +1,69 @@
+"""Dedup keys: which records are the same business fact, and which are exact re-sends of it.
+
+The business key names the fact (claims: payer + claim control number + frequency code; payments:
+payer + trace number; eligibility: member + plan + coverage dates). The content hash covers the
+canonical record minus its envelope (record id, send time, feed, schema version), so a feed that
+re-sends a record under a new id or in a new file is still recognised. The job keeps the first
+record per (business key, content hash) for the TTL and drops the rest; a record with the same
+business key but other content passes as a new version. Corrections and voids (frequency codes 7
+and 8) have their own business key and carry `original_key` linking them to the claim they replace.
+
+Keys are SHA-256 digests (128 bits, hex): member ids and claim numbers are identifiers of people,
+so neither the job's state nor any output holds them in the clear through this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Envelope fields: where and when a record was sent, not what it says.
+ENVELOPE_FIELDS = frozenset({"record_id", "sent_at", "received_at", "feed", "schema_version"})
+CORRECTION_CODES = frozenset({"7", "8"})  # 837 CLM05-3: replacement, void
+ORIGINAL_CODE = "1"
+
+
+@dataclass(frozen=True)
+class DedupKeys:
+    """The keys the dedup stage and the sinks need for one record."""
+
+    business_key: str  # digest of the business key
+    content_hash: str  # digest of the record without its envelope
+    dedup_key: str  # business_key + content_hash: equal only for exact re-sends
+    original_key: str | None  # for a correction or void: business_key of the original claim
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def business_key_text(record: dict[str, Any], record_type: str) -> str:
+    """The business key in clear text (for tests and digests only; never stored or logged)."""
+    if record_type == "claim":
+        return "|".join(("claim", record["payer"]["payer_id"], record["claim_id"], record["frequency_code"]))
+    if record_type == "payment":
+        return "|".join(("payment", record["payer"]["payer_id"], record["trace_number"]))
+    if record_type == "eligibility":
+        coverage = record["coverage"]
+        return "|".join(("eligibility", record["member"]["member_id"], record["plan"]["plan_code"],
+                         coverage["start_date"], coverage.get("end_date", "")))
+    raise ValueError(f"no business key for record type {record_type!r}")
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    """Digest of the record's content without its envelope, independent of key order."""
+    body = {k: v for k, v in record.items() if k not in ENVELOPE_FIELDS}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def dedup_keys(record: dict[str, Any], record_type: str) -> DedupKeys:
+    """Keys of a schema-valid canonical record."""
+    business = _digest(business_key_text(record, record_type))
+    content = content_hash(record)
+    original = None
+    if record_type == "claim" and record["frequency_code"] in CORRECTION_CODES:
+        original = _digest("|".join(("claim", record["payer"]["payer_id"], record["claim_id"], ORIGINAL_CODE)))
+    return DedupKeys(business, content, f"{business}{content}", original)
