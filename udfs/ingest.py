@@ -26,7 +26,7 @@ from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.dedup import DedupKeys, dedup_keys
 from udfs.enrich import ReferenceData, enrich
-from udfs.mapping import map_record
+from udfs.mapping import compile_mapping, map_record
 from udfs.reasons import (
     FEED_MISMATCH,
     INTERNAL_ERROR,
@@ -110,6 +110,7 @@ class FeedStage:
             if contract.format == "avro" else dict(contract.options)
         self.std_options = StandardizeOptions.from_contract(contract.standardize)
         self.validator = fast_validator(contract.record_type)
+        self.mapping = compile_mapping(contract.mapping) if contract.mapping else None
         # Canonical JSON feeds carry their own envelope; other formats get it from the unit.
         self.fills_envelope = contract.format != "json"
 
@@ -125,12 +126,12 @@ class FeedStage:
                reference: ReferenceData, now: datetime) -> Accepted:
         """Check one decoded record; raise Rejected when it cannot continue."""
         contract = self.contract
-        record = map_record(item_record, contract.mapping) if contract.mapping else dict(item_record)
-        if record.setdefault("record_type", contract.record_type) != contract.record_type:
-            raise Rejected(RECORD_TYPE_MISMATCH, f"feed {contract.feed} carries {contract.record_type} records")
+        record = map_record(item_record, self.mapping) if self.mapping else dict(item_record)
         if record.setdefault("feed", source.feed) != source.feed:
             # A record claiming another feed than the door it came through is not trusted.
             raise Rejected(FEED_MISMATCH, f"record names another feed than its source {source.feed}")
+        if record.setdefault("record_type", contract.record_type) != contract.record_type:
+            raise Rejected(RECORD_TYPE_MISMATCH, f"feed {contract.feed} carries {contract.record_type} records")
         version = record.setdefault("schema_version", contract.schema_version)
         if not is_readable_version(contract.record_type, version):
             raise Rejected(SCHEMA_VERSION_UNSUPPORTED,

@@ -209,10 +209,11 @@ _MUTATIONS: dict[str, dict[str, tuple[_Mutation, ...]]] = {
         "wrong_type": (((*_SL0, "charge"), float), (("total_charge",), float),
                        ((*_SL0, "units"), str), (("diagnoses",), lambda v: v[0])),
         "bad_enum": ((("frequency_code",), lambda v: "9"), (("subscriber", "gender"), lambda v: "X")),
-        "bad_format": ((("service_date_from",), lambda v: f"{v[5:7]}/{v[8:10]}/{v[:4]}"),
+        # Formats standardization cannot repair (it does fix case, ISO variants and short cents).
+        "bad_format": ((("service_date_from",), lambda v: f"{v[:4]}-13-{v[8:10]}"),
                        (("subscriber", "address", "state"), lambda v: v + "X"),
-                       (("diagnoses", 0), str.lower), (("billing_provider", "npi"), lambda v: v[:9]),
-                       (("sent_at",), lambda v: v.replace("T", " ")[:19])),
+                       (("diagnoses", 0), lambda v: "9" + v[1:]), (("billing_provider", "npi"), lambda v: v[:9]),
+                       (("sent_at",), lambda v: "yesterday")),
     },
     "payment": {
         "missing_required": ((("payment_amount",), None), (("trace_number",), None),
@@ -221,8 +222,8 @@ _MUTATIONS: dict[str, dict[str, tuple[_Mutation, ...]]] = {
                        ((*_CL0, "lines", 0, "units"), str)),
         "bad_enum": ((("method",), lambda v: "WIR"),
                      ((*_CL0, "lines", 0, "adjustments", 0, "group_code"), lambda v: "XX")),
-        "bad_format": ((("payment_date",), lambda v: v.replace("-", "")),
-                       (("payee", "npi"), lambda v: v[:9]), ((*_CL0, "charge"), lambda v: v[:-1])),
+        "bad_format": ((("payment_date",), lambda v: f"{v[5:7]}/{v[8:10]}/{v[:4]}"),
+                       (("payee", "npi"), lambda v: v[:9]), ((*_CL0, "charge"), lambda v: v + "5")),
     },
     "eligibility": {
         "missing_required": ((("member",), None), (("coverage", "start_date"), None),
@@ -584,7 +585,10 @@ def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int
     start = date(sent.year - rng.between(0, 3), rng.between(1, 12), 1)
     coverage = {"start_date": start.isoformat(), "maintenance_type_code": maintenance}
     if maintenance == "024":
-        coverage["end_date"] = (date(sent.year, sent.month, 1) - timedelta(days=1)).isoformat()
+        end = date(sent.year, sent.month, 1) - timedelta(days=1)
+        # A terminated coverage started before it ended (rule_date_order).
+        coverage = {"start_date": min(start, end.replace(day=1)).isoformat(), "maintenance_type_code": maintenance,
+                    "end_date": end.isoformat()}
     record: dict[str, Any] = {
         **env, "member": member,
         "subscriber_id": member["member_id"] if is_subscriber else rng.pick(pools.people)["member_id"],

@@ -2,79 +2,149 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import orjson
 import pytest
 
 from infra.local import synthetic
+from infra.local.reference import reference_documents
 from infra.local.synthetic import INVALID_KINDS, Feed
+from schemas.contracts import FeedContract, parse_contract
 from udfs.claims import CLAIM_COLUMNS
 from udfs.dead_letters import DeadLetter, Rejected
-from udfs.ingest import IngestStage, decode_json
+from udfs.enrich import ReferenceData, parse_reference
+from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.source import SourceRef
 
+SEED = 11
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
 FEEDS = (Feed("unit_claims", "claim", "kafka"), Feed("unit_payments", "payment", "kafka"),
-         Feed("unit_eligibility", "eligibility", "landing"))
-EXPECTED_REASON = {
-    "malformed_json": "malformed_json",
-    "not_an_object": "not_an_object",
-    "missing_required": "schema_violation",
-    "wrong_type": "schema_violation",
-    "bad_enum": "schema_violation",
-    "bad_format": "schema_violation",
+         Feed("unit_eligibility", "eligibility", "kafka"))
+# Standardization runs before the schema check, so a malformed date or code may be named by it.
+EXPECTED_REASONS = {
+    "malformed_json": {"malformed_json"},
+    "not_an_object": {"not_an_object"},
+    "missing_required": {"schema_violation"},
+    "wrong_type": {"schema_violation", "std_bad_date", "std_bad_datetime", "std_bad_money", "std_bad_phone",
+                   "std_bad_state", "std_bad_zip", "std_bad_code"},
+    "bad_enum": {"schema_violation"},
+    "bad_format": {"schema_violation", "std_bad_date", "std_bad_datetime", "std_bad_money", "std_bad_phone",
+                   "std_bad_state", "std_bad_zip", "std_bad_code"},
 }
+
+
+def contract(feed: str, record_type: str, **overrides: Any) -> FeedContract:
+    doc = {"feed": feed, "owner": "team@medistream.example", "record_type": record_type, "schema_version": "1.0",
+           "sources": ["kafka"], "format": {"type": "json"}, "phi_policy": "default-v1", "routes": ["archive"],
+           "enrichment": {"on_miss": "flag"}} | overrides
+    return parse_contract(doc, f"{feed}.yaml")
+
+
+def reference() -> ReferenceData:
+    data = ReferenceData()
+    data.update_all(parse_reference(orjson.dumps(d)) for d in reference_documents(SEED).values())
+    return data
+
+
+@pytest.fixture(scope="module")
+def stage() -> IngestStage:
+    return IngestStage({f.name: contract(f.name, f.record_type) for f in FEEDS}, reference())
 
 
 @pytest.fixture(scope="module")
 def generated() -> list[synthetic.Generated]:
-    return list(synthetic.generate(600, seed=11, feeds=FEEDS, duplicate_rate=0.0, invalid_rate=0.2))
+    return list(synthetic.generate(600, seed=SEED, feeds=FEEDS, duplicate_rate=0.0, invalid_rate=0.2))
 
 
 def source_for(g: synthetic.Generated) -> SourceRef:
     return SourceRef.from_kafka(f"raw.{g.feed}", 0, 1)
 
 
-def test_every_valid_record_is_accepted_with_its_envelope(generated: list[synthetic.Generated]) -> None:
-    stage = IngestStage()
+def one(stage: IngestStage, payload: bytes | None, source: SourceRef) -> Accepted | Refused:
+    outcomes = list(stage.process(payload, source, unit_ms=0, now=NOW))
+    assert len(outcomes) == 1
+    return outcomes[0]
+
+
+def test_every_valid_record_is_accepted_with_its_envelope(stage: IngestStage, generated: list) -> None:
     valid = [g for g in generated if g.expect == "valid"]
     assert {g.record_type for g in valid} == {"claim", "payment", "eligibility"}
     for g in valid:
-        accepted = stage.process(g.payload, source_for(g))
+        accepted = one(stage, g.payload, source_for(g))
+        assert isinstance(accepted, Accepted), getattr(accepted, "error", None)
         assert (accepted.record_id, accepted.feed, accepted.record_type) == (g.record_id, g.feed, g.record_type)
-        assert accepted.payload.encode() == g.payload
+        assert orjson.loads(accepted.payload) == orjson.loads(g.payload)  # canonical input stays as it is
         assert (accepted.claim is not None) == (g.record_type == "claim")
 
 
-def test_claim_rows_carry_table_columns_and_exact_money(generated: list[synthetic.Generated]) -> None:
-    stage = IngestStage()
+def test_claim_rows_carry_table_columns_exact_money_and_enrichment(stage: IngestStage, generated: list) -> None:
     claim = next(g for g in generated if g.expect == "valid" and g.record_type == "claim")
-    row = stage.process(claim.payload, source_for(claim)).claim
-    assert row is not None and tuple(row) == CLAIM_COLUMNS
-    assert row["total_charge"] == orjson.loads(claim.payload)["total_charge"]
-    assert isinstance(row["total_charge"], str)
+    accepted = one(stage, claim.payload, source_for(claim))
+    assert isinstance(accepted, Accepted) and accepted.claim is not None
+    assert tuple(accepted.claim) == CLAIM_COLUMNS
+    assert accepted.claim["total_charge"] == orjson.loads(claim.payload)["total_charge"]
+    assert isinstance(accepted.claim["total_charge"], str)
+    assert accepted.enrichment["versions"] == {"payer_directory": 1, "providers": 1}
 
 
 @pytest.mark.parametrize("kind", INVALID_KINDS)
-def test_each_invalid_kind_is_rejected_with_its_reason(generated: list[synthetic.Generated], kind: str) -> None:
-    stage = IngestStage()
+def test_each_invalid_kind_is_refused_with_its_reason(stage: IngestStage, generated: list, kind: str) -> None:
     cases = [g for g in generated if g.invalid_kind == kind]
     assert cases, f"generator produced no {kind} record"
     for g in cases:
-        with pytest.raises(Rejected) as caught:
-            stage.process(g.payload, source_for(g))
-        assert caught.value.reason_code == EXPECTED_REASON[kind]
+        refused = one(stage, g.payload, source_for(g))
+        assert isinstance(refused, Refused)
+        assert refused.error.reason_code in EXPECTED_REASONS[kind]
 
 
-def test_record_from_the_wrong_feed_is_rejected(generated: list[synthetic.Generated]) -> None:
+def test_envelope_refusals(stage: IngestStage, generated: list) -> None:
+    g = next(g for g in generated if g.expect == "valid" and g.record_type == "claim")
+    cases = {
+        "unknown_feed": (g.payload, SourceRef.from_kafka("raw.no_such_feed", 0, 9)),
+        "door_not_allowed": (g.payload, SourceRef.from_file("/feeds/unit_claims/x.jsonl", "s3://l/feeds/")),
+        "unit_too_large": (None, source_for(g)),
+        "feed_mismatch": (g.payload, SourceRef.from_kafka("raw.unit_payments", 0, 9)),
+        "schema_version_unsupported": (orjson.dumps(orjson.loads(g.payload) | {"schema_version": "2.0"}),
+                                       source_for(g)),
+    }
+    for code, (payload, source) in cases.items():
+        refused = one(stage, payload, source)
+        assert isinstance(refused, Refused) and refused.error.reason_code == code, code
+
+
+def test_record_type_mismatch_is_refused(generated: list) -> None:
+    g = next(g for g in generated if g.expect == "valid" and g.record_type == "payment")
+    stage = IngestStage({"unit_claims": contract("unit_claims", "claim")}, reference())
+    payload = orjson.dumps(orjson.loads(g.payload) | {"feed": "unit_claims"})
+    refused = one(stage, payload, SourceRef.from_kafka("raw.unit_claims", 0, 1))
+    assert isinstance(refused, Refused) and refused.error.reason_code == "record_type_mismatch"
+
+
+def test_json_lines_file_yields_each_line_and_refuses_bad_lines_alone(generated: list) -> None:
+    feed = contract("unit_lines", "claim", sources=["landing"], format={"type": "json", "options": {"lines": True}})
+    stage = IngestStage({"unit_lines": feed}, reference())
+    claims = [orjson.loads(g.payload) | {"feed": "unit_lines"} for g in generated
+              if g.expect == "valid" and g.record_type == "claim"][:3]
+    body = b"\n".join([orjson.dumps(claims[0]), b"{broken", b"", orjson.dumps(claims[1]), orjson.dumps(claims[2])])
+    outcomes = list(stage.process(body, SourceRef.from_file("/feeds/unit_lines/a.jsonl", "s3://l/feeds/"), 0, NOW))
+    assert [type(o).__name__ for o in outcomes] == ["Accepted", "Refused", "Accepted", "Accepted"]
+    assert [o.position for o in outcomes] == ["line 1", "line 2", "line 4", "line 5"]
+
+
+def test_a_stage_bug_is_dead_lettered_not_raised(generated: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    import udfs.ingest
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(udfs.ingest, "validate", broken)
+    stage = IngestStage({f.name: contract(f.name, f.record_type) for f in FEEDS}, reference())
     g = next(g for g in generated if g.expect == "valid")
-    with pytest.raises(Rejected) as caught:
-        IngestStage().process(g.payload, SourceRef.from_kafka("raw.some_other_feed", 0, 9))
-    assert caught.value.reason_code == "feed_mismatch"
-
-
-def test_decode_rejects_non_objects_and_bad_utf8() -> None:
-    for payload in (b"[1, 2]", b'"text"', b"\xff\xfe{}", b""):
-        with pytest.raises(Rejected):
-            decode_json(payload)
+    refused = one(stage, g.payload, source_for(g))
+    assert isinstance(refused, Refused) and refused.error.reason_code == "internal_error"
+    assert "KeyError" in refused.error.detail and "boom" not in refused.error.detail
 
 
 def string_leaves(value: object) -> list[str]:
@@ -85,17 +155,15 @@ def string_leaves(value: object) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
-def test_dead_letters_hold_no_value_of_the_record(generated: list[synthetic.Generated]) -> None:
-    stage = IngestStage()
+def test_dead_letters_hold_no_value_of_the_record(stage: IngestStage, generated: list) -> None:
     checked = 0
     for g in generated:
         if g.expect != "invalid" or g.invalid_kind in ("malformed_json", "not_an_object"):
             continue
         source = source_for(g)
-        with pytest.raises(Rejected) as caught:
-            stage.process(g.payload, source)
-        letter = DeadLetter.from_error(caught.value, g.payload, source, IngestStage.record_id_of(g.payload), 0)
-        body = letter.to_json()
+        refused = one(stage, g.payload, source)
+        assert isinstance(refused, Refused)
+        body = DeadLetter.from_error(refused.error, g.payload, source, refused.record_id, 0, refused.position).to_json()
         record = orjson.loads(g.payload)
         # Names, dates of birth, member ids, addresses: no string value of the record (beyond the
         # envelope ids that are there on purpose) may appear in the dead letter.
@@ -106,12 +174,20 @@ def test_dead_letters_hold_no_value_of_the_record(generated: list[synthetic.Gene
     assert checked > 10
 
 
-def test_dead_letter_id_is_stable_across_replays(generated: list[synthetic.Generated]) -> None:
+def test_dead_letter_id_is_stable_across_replays_and_distinct_per_position(generated: list) -> None:
     g = next(g for g in generated if g.expect == "invalid")
-    err = Rejected("schema_violation", "$.x required", "schema")
-    first = DeadLetter.from_error(err, g.payload, source_for(g), None, 1)
-    again = DeadLetter.from_error(err, g.payload, source_for(g), None, 2)
-    assert first.dead_letter_id == again.dead_letter_id
+    err = Rejected("schema_violation", "$.x required")
+    first = DeadLetter.from_error(err, g.payload, source_for(g), None, 1, "row 2")
+    again = DeadLetter.from_error(err, g.payload, source_for(g), None, 2, "row 2")
+    other = DeadLetter.from_error(err, g.payload, source_for(g), None, 2, "row 3")
+    assert first.dead_letter_id == again.dead_letter_id != other.dead_letter_id
+    assert first.source["position"] == "row 2"
+    assert first.stage == "schema"
+
+
+def test_undefined_reason_codes_are_refused() -> None:
+    with pytest.raises(ValueError, match="undefined reason code"):
+        Rejected("no_such_code", "x")
 
 
 def test_source_refs_name_the_feed() -> None:
