@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from connectors.landing import LandingConfig, create_landing_source
 from udfs.enrich import ReferenceSet, parse_reference
@@ -36,21 +38,28 @@ def reference_key(prefix: str, dataset: str, version: int) -> str:
     return f"{prefix}{dataset}/v{version:06d}.json"
 
 
+def _parse_logged(name: str, body: bytes, sets: list[ReferenceSet]) -> None:
+    try:
+        sets.append(parse_reference(body))
+    except ValueError as err:
+        log.error("skipping reference object %s: %s", name, err)
+
+
 def load_reference_sets(s3_client: Any, path: str) -> list[ReferenceSet]:
-    """Every valid reference document under `path`; an invalid one is logged by key and skipped."""
+    """Every valid reference document under `path` (s3:// or file://); an invalid one is logged and skipped."""
     from jobs.readback import split_s3_url
 
-    bucket, prefix = split_s3_url(path)
     sets: list[ReferenceSet] = []
+    if path.startswith("file://"):
+        for file in sorted(Path(urlparse(path).path).rglob("*.json")):
+            _parse_logged(file.name, file.read_bytes(), sets)
+        return sets
+    bucket, prefix = split_s3_url(path)
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             if not obj["Key"].endswith(".json") or obj["Size"] > MAX_REFERENCE_BYTES:
                 continue
-            body = s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            try:
-                sets.append(parse_reference(body))
-            except ValueError as err:
-                log.error("skipping reference object %s: %s", obj["Key"], err)
+            _parse_logged(obj["Key"], s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read(), sets)
     return sets
 
 

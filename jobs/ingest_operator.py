@@ -87,7 +87,8 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         from jobs.readback import s3_client
 
         contracts = load_contracts(Path(self.contracts_dir) if self.contracts_dir else FEEDS_DIR)
-        self.reference.update_all(load_reference_sets(s3_client(self.s3), self.reference_path))
+        client = None if self.reference_path.startswith("file://") else s3_client(self.s3)
+        self.reference.update_all(load_reference_sets(client, self.reference_path))
         log.info("ingest operator: %d feed contracts, reference %s", len(contracts), self.reference.versions())
         self.stage = IngestStage(contracts, self.reference)
         self._metrics = runtime_context.get_metrics_group()
