@@ -57,7 +57,7 @@ def check_claims(cfg: IngestConfig, expected_ids: set[str]) -> ClaimsCheck:
 
 def check_archive(cfg: IngestConfig, expected_ids: set[str]) -> dict[str, int]:
     """Archived record count, distinct ids, and ids missing from committed archive files."""
-    ids, files = archived_ids(cfg)
+    ids, _keys, _feeds, files = archived_ids(cfg)
     return {"records": sum(ids.values()), "distinct_ids": len(ids), "missing": len(expected_ids - ids.keys()),
             "files": files}
 

@@ -28,38 +28,31 @@ def publish_synthetic(
     cfg: IngestConfig, records: int, seed: int, duplicate_rate: float, invalid_rate: float,
     ground_truth: Path | None = None,
 ) -> dict[str, Any]:
-    """Generate records and publish them (Kafka feeds and landing files); return expected counts."""
+    """Publish reference data, then records for every feed contract in its own format; return expected counts."""
     from infra.local import synthetic
+    from infra.local.ground_truth import expected_outcome
     from infra.local.publish import publish
+    from infra.local.reference import publish_reference
+    from schemas.contracts import FEEDS_DIR, load_contracts
 
-    generated = list(synthetic.generate(records, seed=seed, duplicate_rate=duplicate_rate, invalid_rate=invalid_rate))
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir) if cfg.feeds.contracts_dir else FEEDS_DIR)
+    feeds = synthetic.feeds_from_contracts(contracts.values())
+    generated = list(synthetic.generate(records, seed=seed, duplicate_rate=duplicate_rate,
+                                        invalid_rate=invalid_rate, feeds=feeds))
     if ground_truth is not None:
         synthetic.write_ground_truth(ground_truth, generated)
+    s3 = s3_client(cfg.s3)
+    ref_bucket, ref_prefix = split_s3_url(cfg.reference.path)
+    # A running job keeps the newest version it has seen, so each publication gets a higher number.
+    publish_reference(s3, ref_bucket, ref_prefix, seed, version=int(time.time()))
     bucket, prefix = split_s3_url(cfg.landing.path)
-    publish(generated, cfg.kafka.bootstrap_servers, s3_client(cfg.s3), bucket, landing_prefix=prefix)
-    return expected_outcome(generated)
-
-
-def expected_outcome(generated: list[Any]) -> dict[str, Any]:
-    """What the sinks must hold for these records, as Counters keyed like the read-back."""
-    valid = [g for g in generated if g.expect == "valid"]
-    return {
-        "records": len(generated),
-        "claims": Counter(g.record_id for g in valid if g.record_type == "claim"),
-        "archived": Counter(g.record_id for g in valid),
-        "dead_letters": Counter(dead_letter_id(g) for g in generated if g.expect == "invalid"),
-    }
+    publish(generated, cfg.kafka.bootstrap_servers, s3, bucket, landing_prefix=prefix, contracts=contracts)
+    return expected_outcome(generated, contracts, seed)
 
 
 def covered(found: Counter[str], wanted: Counter[str]) -> int:
     """How many of the wanted records are present (a duplicate is not counted twice)."""
     return sum(min(found[k], v) for k, v in wanted.items())
-
-
-def dead_letter_id(generated: Any) -> str:
-    """The read-back key of an invalid record: its record id, or its hash when it is not parseable."""
-    return f"sha256:{generated.payload_sha256}" if generated.invalid_kind in ("malformed_json", "not_an_object") \
-        else generated.record_id
 
 
 class RssSampler(threading.Thread):
@@ -136,7 +129,7 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
             if job.poll() is not None:
                 print(f"\nmedistream: the ingest job exited early ({job.returncode}); see {log_path}", file=sys.stderr)
                 return 1
-            have = covered(iceberg_claim_ids(cfg), expected["claims"])
+            have = covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"])
             print(f"\r   claims committed to Iceberg: {have}/{want}  ({time.monotonic() - started:5.0f} s)",
                   end="", flush=True)
             if have >= want:
@@ -162,8 +155,10 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
         return sum(found[k] for k in wanted)
 
     rows = [
-        ("claims rows in Iceberg", held(sinks.iceberg_claims, expected["claims"]), sum(expected["claims"].values())),
-        ("records in the archive", held(sinks.archived, expected["archived"]), sum(expected["archived"].values())),
+        ("claims rows in Iceberg", held(sinks.iceberg_claim_keys, expected["claims"]),
+         sum(expected["claims"].values())),
+        ("records in the archive", held(sinks.archived_keys, expected["archived"]),
+         sum(expected["archived"].values())),
         ("dead letters", held(sinks.dead_letters, expected["dead_letters"]), sum(expected["dead_letters"].values())),
     ]
     print(f"\nrecords in: {expected['records']}  (valid {sum(expected['archived'].values())}, "

@@ -73,7 +73,9 @@ def build(
     # One stream of units: a Kafka message or a whole landed file, with a time for records that carry none.
     unified = t_env.sql_query(
         f"""SELECT payload, topic, `partition`, `offset`, CAST(NULL AS STRING) AS path,
-                   CAST(`timestamp` AS BIGINT) * 1000 AS unit_ms FROM {raw}
+                   -- Epoch seconds: format and parse in the same session time zone, so the zone cancels out.
+                   UNIX_TIMESTAMP(DATE_FORMAT(`timestamp`, 'yyyy-MM-dd HH:mm:ss'), 'yyyy-MM-dd HH:mm:ss') * 1000
+                     AS unit_ms FROM {raw}
             UNION ALL
             SELECT payload, CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT), path, modified_ms
             FROM landing_files"""

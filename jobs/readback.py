@@ -27,6 +27,9 @@ class SinkCounts:
     iceberg_claims: Counter[str]
     archived: Counter[str]
     dead_letters: Counter[str]
+    iceberg_claim_keys: Counter[str]  # by business key (every format carries one; X12 has no record id)
+    archived_keys: Counter[str]
+    archived_feeds: Counter[str]
     archive_objects: int
     dead_letter_reasons: dict[str, str]  # read-back key -> "stage.reason_code"
 
@@ -60,25 +63,27 @@ def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:
     return catalog.load_table(f"{ice.namespace}.{table}")
 
 
-def iceberg_claim_ids(cfg: IngestConfig) -> Counter[str]:
-    """Record ids in the claims table's current snapshot (empty if the table does not exist yet)."""
+def iceberg_claim_ids(cfg: IngestConfig, column: str = "record_id") -> Counter[str]:
+    """Record ids (or another column) in the claims table's current snapshot (empty if there is no table yet)."""
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
         table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.claims_table)
     except NoSuchTableError:
         return Counter()
-    rows = table.scan(selected_fields=("record_id",)).to_arrow()
-    return Counter(rows.column("record_id").to_pylist())
+    rows = table.scan(selected_fields=(column,)).to_arrow()
+    return Counter(rows.column(column).to_pylist())
 
 
-def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], int]:
-    """Record ids in committed archive files, and how many files there are."""
+def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], Counter[str], Counter[str], int]:
+    """Record ids, business keys and feeds in committed archive files, and how many files there are."""
     import fastavro
 
     bucket, prefix = split_s3_url(cfg.archive.path)
     s3 = s3_client(cfg.s3)
     ids: Counter[str] = Counter()
+    keys: Counter[str] = Counter()
+    feeds: Counter[str] = Counter()
     files = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -87,8 +92,13 @@ def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], int]:
                 continue
             files += 1
             body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            ids.update(record["record_id"] for record in fastavro.reader(io.BytesIO(body)))
-    return ids, files
+            # feed is a partition column: it lives in the path (feed=<name>/dt=<day>/), not in the file.
+            feed = next((part[5:] for part in obj["Key"].split("/") if part.startswith("feed=")), "")
+            for record in fastavro.reader(io.BytesIO(body)):
+                ids[record["record_id"]] += 1
+                keys[record["business_key"]] += 1
+                feeds[feed] += 1
+    return ids, keys, feeds, files
 
 
 def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
@@ -138,11 +148,14 @@ def dead_letter_key(letter: dict[str, Any]) -> str:
 
 def read_sinks(cfg: IngestConfig) -> SinkCounts:
     """Everything the sinks hold right now."""
-    archived, objects = archived_ids(cfg)
+    archived, archived_keys, archived_feeds, objects = archived_ids(cfg)
     letters = committed_dead_letters(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic)
     return SinkCounts(
         iceberg_claims=iceberg_claim_ids(cfg),
         archived=archived,
+        iceberg_claim_keys=iceberg_claim_ids(cfg, "business_key"),
+        archived_keys=archived_keys,
+        archived_feeds=archived_feeds,
         dead_letters=Counter(dead_letter_key(letter) for letter in letters),
         archive_objects=objects,
         dead_letter_reasons={

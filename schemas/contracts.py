@@ -9,6 +9,7 @@ is reported at start-up with the file and the key, never at the first record.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ DEFAULT_MAX_UNIT_BYTES = 64 * 1024 * 1024
 FORMAT_OPTIONS: dict[str, frozenset[str]] = {
     "json": frozenset({"lines"}),
     "csv": frozenset({"delimiter", "quotechar", "encoding", "header", "columns", "max_field_bytes", "formula_cells"}),
-    "avro": frozenset({"encoding", "writer_schemas"}),
+    "avro": frozenset({"encoding", "writer_schemas", "codecs"}),
     "x12": frozenset({"transaction", "timezone"}),
 }
 # X12 transaction sets and the record type each yields.
@@ -93,6 +94,12 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
             raise ContractError(f"{origin}: mapping: {err}") from None
     elif mapping:
         raise ContractError(f"{origin}: mapping: only csv feeds are mapped; {fmt['type']} decodes to canonical")
+    decoder = importlib.import_module(f"udfs.decoders.{fmt['type']}")
+    if hasattr(decoder, "check_options"):  # the decoder's own check of its options (types, values)
+        try:
+            decoder.check_options({**options, "record_type": doc["record_type"]} if fmt["type"] == "avro" else options)
+        except ValueError as err:
+            raise ContractError(f"{origin}: format/options: {err}") from None
     if fmt["type"] == "x12":
         transaction = options.get("transaction")
         if X12_RECORD_TYPES.get(str(transaction)) != doc["record_type"]:

@@ -41,4 +41,22 @@ def isolated_config(run_id: str, home: Path):  # type: ignore[no-untyped-def]
         iceberg=dataclasses.replace(cfg.iceberg, claims_table=f"claims_t{run_id}"),
         archive=dataclasses.replace(cfg.archive, path=f"s3://medistream-archive/t{run_id}/"),
         checkpoints=dataclasses.replace(cfg.checkpoints, directory=(home / "checkpoints").as_uri(), interval_ms=2000),
+        reference=dataclasses.replace(cfg.reference, path=f"s3://medistream-reference/t{run_id}/"),
+        feeds=dataclasses.replace(cfg.feeds, contracts_dir=str(isolated_contracts(run_id, home))),
     )
+
+
+def isolated_contracts(run_id: str, home: Path) -> Path:
+    """Every shipped feed contract under a run-unique feed name (t<run_id>_<feed>): new feeds by file alone."""
+    import yaml
+
+    from schemas.contracts import FEEDS_DIR
+
+    folder = home / "feeds"
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for path in FEEDS_DIR.glob("*.yaml"):
+            document = yaml.safe_load(path.read_text())
+            document["feed"] = f"t{run_id}_{document['feed']}"
+            (folder / f"{document['feed']}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return folder

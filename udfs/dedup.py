@@ -53,6 +53,11 @@ def business_key_text(record: dict[str, Any], record_type: str) -> str:
     raise ValueError(f"no business key for record type {record_type!r}")
 
 
+def business_key(record: dict[str, Any], record_type: str) -> str:
+    """Digest of the record's business key."""
+    return _digest(business_key_text(record, record_type))
+
+
 def content_hash(record: dict[str, Any]) -> str:
     """Digest of the record's content without its envelope, independent of key order."""
     body = {k: v for k, v in record.items() if k not in ENVELOPE_FIELDS}
@@ -61,7 +66,7 @@ def content_hash(record: dict[str, Any]) -> str:
 
 def dedup_keys(record: dict[str, Any], record_type: str) -> DedupKeys:
     """Keys of a schema-valid canonical record."""
-    business = _digest(business_key_text(record, record_type))
+    business = business_key(record, record_type)
     content = content_hash(record)
     original = None
     if record_type == "claim" and record["frequency_code"] in CORRECTION_CODES:

@@ -1,15 +1,21 @@
-"""Send generated records to their feeds: Kafka topics raw.<feed> and JSON Lines objects in S3 landing."""
+"""Send generated records to their feeds: Kafka topics raw.<feed> and files in the S3 landing prefix.
+
+With feed contracts, each feed's units are in its own format (infra.local.feed_encoding); without,
+every feed is canonical JSON (one message per record, JSON Lines files).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from connectors.kafka import create_missing_topics
+from infra.local.feed_encoding import EXTENSIONS, encode_unit
 from infra.local.synthetic import Generated
+from schemas.contracts import FeedContract
 
 TOPIC_PREFIX = "raw."
 _PARTITIONS = 2
@@ -42,6 +48,7 @@ def publish(
     landing_prefix: str = "feeds/",
     records_per_file: int = 500,
     *,
+    contracts: Mapping[str, FeedContract] | None = None,
     now: datetime | None = None,
     flush_timeout_s: float = 60.0,
 ) -> PublishSummary:
@@ -86,16 +93,19 @@ def publish(
                 ensure_topics(bootstrap, [topic])
                 known_topics.add(topic)
                 producer = producer or Producer(config)
-            _produce(producer, topic, g.record_id.encode(), g.payload, on_delivery)
+            contract = (contracts or {}).get(g.feed)
+            unit = encode_unit(contract, [g.payload]) if contract else g.payload
+            _produce(producer, topic, g.record_id.encode(), unit, on_delivery)
             sent += 1
         elif g.transport == "landing":
-            if b"\n" in g.payload or b"\r" in g.payload:
+            if (g.feed not in (contracts or {}) or contracts[g.feed].format == "json") and (  # type: ignore[index]
+                    b"\n" in g.payload or b"\r" in g.payload):
                 # One record per line is the landing contract; a raw newline would split a record in two.
                 raise ValueError(f"record {g.record_id} of feed {g.feed} holds a raw newline")
             batch = batches.setdefault(g.feed, [])
             batch.append(g.payload)
             if len(batch) >= records_per_file:
-                objects.append(_put(s3_client, landing_bucket, landing_prefix, g.feed, day, batch))
+                objects.append(_put(s3_client, landing_bucket, landing_prefix, g.feed, day, batch, contracts))
                 landing_records[g.feed] = landing_records.get(g.feed, 0) + len(batch)
                 batches[g.feed] = []
         else:
@@ -103,7 +113,7 @@ def publish(
 
     for feed, batch in batches.items():
         if batch:
-            objects.append(_put(s3_client, landing_bucket, landing_prefix, feed, day, batch))
+            objects.append(_put(s3_client, landing_bucket, landing_prefix, feed, day, batch, contracts))
             landing_records[feed] = landing_records.get(feed, 0) + len(batch)
 
     remaining = producer.flush(flush_timeout_s) if producer is not None else 0
@@ -142,10 +152,12 @@ def _produce(producer: Any, topic: str, key: bytes, value: bytes, on_delivery: A
     raise PublishError(f"producer queue stayed full for 60 s while sending to {topic}")
 
 
-def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, lines: list[bytes]) -> str:
-    """Write one JSON Lines object whole and return its key."""
-    key = f"{prefix}{feed}/{day:%Y/%m/%d}/{uuid.uuid4()}.jsonl"
-    s3_client.put_object(
-        Bucket=bucket, Key=key, Body=b"\n".join(lines) + b"\n", ContentType="application/x-ndjson"
-    )
+def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, payloads: list[bytes],
+         contracts: Mapping[str, FeedContract] | None) -> str:
+    """Write one landed file whole (in the feed's format) and return its key."""
+    contract = (contracts or {}).get(feed)
+    body = encode_unit(contract, payloads) if contract else b"\n".join(payloads) + b"\n"
+    extension = EXTENSIONS[contract.format] if contract else "jsonl"
+    key = f"{prefix}{feed}/{day:%Y/%m/%d}/{uuid.uuid4()}.{extension}"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/octet-stream")
     return key

@@ -1,8 +1,8 @@
 """Synthetic reference data (payer directory, providers, plan codes) that matches the synthetic feeds.
 
 Built from the same seeded pools as infra.local.synthetic, so lookups hit — except for one payer,
-left out of version 1 on purpose ("not yet onboarded"): its claims and payments exercise each
-feed's miss policy, and publishing version 2 (which adds it) shows a live refresh.
+left out on purpose ("not yet onboarded"): its claims and payments exercise each feed's miss
+policy, and publishing a newer version with `all_payers` shows a live refresh.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ def unknown_payer(seed: int) -> str:
     return str(_build_pools(seed).payers[-1]["payer_id"])
 
 
-def reference_documents(seed: int, version: int = 1) -> dict[str, dict[str, Any]]:
-    """Dataset name -> reference document (udfs.enrich.parse_reference's shape) for `version`."""
+def reference_documents(seed: int, version: int = 1, *, all_payers: bool = False) -> dict[str, dict[str, Any]]:
+    """Dataset name -> reference document (udfs.enrich.parse_reference's shape) numbered `version`.
+
+    Without `all_payers` the directory lacks unknown_payer(seed). Versions only move forward in a
+    running job, so each publication needs a higher number than the last (the demo uses the time).
+    """
     pools = _build_pools(seed)
-    payers = pools.payers if version >= 2 else pools.payers[:-1]
+    payers = pools.payers if all_payers else pools.payers[:-1]
     providers = {p["npi"]: {"taxonomy": _TAXONOMIES[i % len(_TAXONOMIES)], "organization_type": "group"}
                  for i, p in enumerate(pools.organizations)}
     providers |= {p["npi"]: {"taxonomy": _TAXONOMIES[i % len(_TAXONOMIES)], "organization_type": "individual"}
@@ -47,10 +51,11 @@ def reference_documents(seed: int, version: int = 1) -> dict[str, dict[str, Any]
     }
 
 
-def publish_reference(s3_client: Any, bucket: str, prefix: str, seed: int, version: int = 1) -> list[str]:
+def publish_reference(s3_client: Any, bucket: str, prefix: str, seed: int, version: int,
+                      *, all_payers: bool = False) -> list[str]:
     """Write every dataset's `version` under s3://bucket/prefix; returns the object keys."""
     keys = []
-    for dataset, document in reference_documents(seed, version).items():
+    for dataset, document in reference_documents(seed, version, all_payers=all_payers).items():
         key = reference_key(prefix, dataset, version)
         s3_client.put_object(Bucket=bucket, Key=key, Body=orjson.dumps(document), ContentType="application/json")
         keys.append(key)

@@ -37,11 +37,20 @@ class Feed:
     name: str
     record_type: RecordType
     transport: Transport
+    # Wire format (a feed contract's format.type). Only json feeds get corrupted records: the
+    # other formats are encoded from valid canonical records (infra.local.feed_encoding).
+    format: str = "json"
 
     @property
     def topic(self) -> str:
         """Kafka topic the feed lands on (`raw.<feed>`)."""
         return f"raw.{self.name}"
+
+
+def feeds_from_contracts(contracts: Iterable[Any]) -> tuple[Feed, ...]:
+    """One Feed per feed contract: Kafka when the contract accepts it, else the landing prefix."""
+    return tuple(Feed(c.feed, c.record_type, "kafka" if "kafka" in c.sources else "landing", c.format)
+                 for c in contracts)
 
 
 DEFAULT_FEEDS: tuple[Feed, ...] = (
@@ -122,7 +131,7 @@ def generate(
         record, payload = _BUILDERS[feed.record_type](
             rng, pools, _envelope(record_id, feed, sent_ms), target, hi
         )
-        if roll < duplicate_rate + invalid_rate:
+        if roll < duplicate_rate + invalid_rate and feed.format == "json":
             kind = invalid_kinds[rng.below(len(invalid_kinds))]
             payload = _corrupt(rng, kind, feed.record_type, record, payload)
             yield _generated(record_id, feed, payload, "invalid", kind)

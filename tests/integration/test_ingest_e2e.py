@@ -9,42 +9,50 @@ import pytest
 
 from infra.local import synthetic
 from infra.local.publish import publish
-from infra.local.synthetic import Feed
+from infra.local.reference import publish_reference
 from jobs import preflight
 from jobs.config import ConfigError
-from jobs.demo import expected_outcome
+from infra.local.ground_truth import expected_outcome
+from schemas.contracts import load_contracts
 from jobs.readback import read_sinks, s3_client
 from tests.conftest import isolated_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
+SEED = 23
 
 
-def test_records_reach_iceberg_archive_and_dlq_exactly_once(
+def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     stack: object, flink_process_env: None, run_id: str, tmp_path: Path
 ) -> None:
+    """All shipped contracts, under new names (a new feed is a contract file), every format, bounded."""
     from jobs.ingest import build, create_environments
 
-    feeds = (Feed(f"t{run_id}_claims", "claim", "kafka"), Feed(f"t{run_id}_payments", "payment", "kafka"),
-             Feed(f"t{run_id}_eligibility", "eligibility", "landing"), Feed(f"t{run_id}_dclaims", "claim", "landing"))
-    generated = list(synthetic.generate(400, seed=23, feeds=feeds, duplicate_rate=0.03, invalid_rate=0.06))
     cfg = isolated_config(run_id, tmp_path)
     cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bounded=True),
-                              landing=dataclasses.replace(cfg.landing, monitor_interval=""))
-    publish(generated, cfg.kafka.bootstrap_servers, s3_client(cfg.s3), "medistream-landing",
-            landing_prefix=f"t{run_id}/")
+                              landing=dataclasses.replace(cfg.landing, monitor_interval=""),
+                              reference=dataclasses.replace(cfg.reference, monitor_interval=""))
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
+    generated = list(synthetic.generate(600, seed=SEED, feeds=synthetic.feeds_from_contracts(contracts.values()),
+                                        duplicate_rate=0.04, invalid_rate=0.06))
+    s3 = s3_client(cfg.s3)
+    publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
+    publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
+            records_per_file=40, contracts=contracts)
     preflight.check_ingest_dependencies(cfg)
 
     env, t_env = create_environments(cfg, None)
     build(env, t_env, cfg, job_name=f"e2e-{run_id}")
     env.execute(f"e2e-{run_id}")
 
-    expected = expected_outcome(generated)
+    expected = expected_outcome(generated, contracts, SEED)
     sinks = read_sinks(cfg)
     assert sum(expected["claims"].values()) > 100 and sum(expected["dead_letters"].values()) > 10
-    assert sinks.iceberg_claims == expected["claims"]
-    assert sinks.archived == expected["archived"]
+    assert sum(g.is_duplicate for g in generated) > 10  # dedup has re-sends to drop
+    assert sinks.iceberg_claim_keys == expected["claims"]
+    assert sinks.archived_keys == expected["archived"]
     assert sinks.dead_letters == expected["dead_letters"]
-    assert {r.split(".")[0] for r in sinks.dead_letter_reasons.values()} == {"decode", "schema"}
+    assert set(sinks.archived_feeds) == set(contracts)  # every sample feed, every format, delivered
+    assert {r.split(".")[0] for r in sinks.dead_letter_reasons.values()} >= {"decode", "schema", "enrichment"}
 
 
 def test_unreachable_broker_and_missing_bucket_fail_at_start_up(stack: object, run_id: str, tmp_path: Path) -> None:

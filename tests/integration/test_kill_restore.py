@@ -8,16 +8,17 @@ import os
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from infra.local import synthetic
 from infra.local.publish import publish
-from infra.local.synthetic import Feed
+from schemas.contracts import load_contracts
 from jobs.config import LOCAL_PROPERTIES
-from jobs.demo import covered, expected_outcome, start_job, stop_job
+from infra.local.ground_truth import expected_outcome
+from infra.local.reference import publish_reference
+from jobs.demo import covered, start_job, stop_job
 from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
 from jobs.runtime import latest_restore_point
 from tests.conftest import isolated_config
@@ -25,6 +26,7 @@ from tests.conftest import isolated_config
 pytestmark = [pytest.mark.integration, pytest.mark.kill]
 
 WAVES, PER_WAVE = 8, 250
+SEED = 31
 
 
 def write_properties(run_id: str, home: Path) -> Path:
@@ -39,6 +41,8 @@ def write_properties(run_id: str, home: Path) -> Path:
         "archive": {"path": cfg.archive.path},
         "checkpoints": {"dir": cfg.checkpoints.directory, "interval.ms": "2000"},
         "runtime": {"job.name": f"kill-{run_id}"},
+        "reference": {"path": cfg.reference.path, "monitor.interval": "2 s"},
+        "feeds": {"contracts.dir": cfg.feeds.contracts_dir},
     }
     for group in groups:
         group["PropertyMap"].update(overrides.get(group["PropertyGroupId"], {}))
@@ -57,18 +61,19 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no
 
 def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: object, run_id: str,
                                                                        tmp_path: Path) -> None:
-    feeds = (Feed(f"t{run_id}_claims", "claim", "kafka"), Feed(f"t{run_id}_dclaims", "claim", "landing"),
-             Feed(f"t{run_id}_payments", "payment", "kafka"))
-    generated = list(synthetic.generate(WAVES * PER_WAVE, seed=31, feeds=feeds, mix=synthetic.Mix(0.8, 0.2, 0.0),
+    cfg = isolated_config(run_id, tmp_path)
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
+    feeds = synthetic.feeds_from_contracts(contracts.values())
+    generated = list(synthetic.generate(WAVES * PER_WAVE, seed=SEED, feeds=feeds, mix=synthetic.Mix(0.8, 0.2, 0.0),
                                         duplicate_rate=0.02,
                                         invalid_rate=0.04))
-    cfg = isolated_config(run_id, tmp_path)
     properties = write_properties(run_id, tmp_path)
     s3 = s3_client(cfg.s3)
     log = tmp_path / "ingest.log"
     def publish_wave(wave: int) -> None:
         chunk = generated[wave * PER_WAVE:(wave + 1) * PER_WAVE]
-        publish(chunk, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/")
+        publish(chunk, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
+                contracts=contracts)
 
     # After the first wave is in, the rest keep arriving while the job is killed and restarted.
     def publish_waves() -> None:
@@ -78,6 +83,7 @@ def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: obj
 
     publisher = threading.Thread(target=publish_waves, daemon=True)
     os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
+    publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
     try:
         publish_wave(0)
         job = start_job(log, properties)
@@ -93,9 +99,9 @@ def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: obj
 
         job = start_job(log, properties)
         publisher.join(timeout=120)
-        expected = expected_outcome(generated)
+        expected = expected_outcome(generated, contracts, SEED)
         want = sum(expected["claims"].values())
-        wait_for(lambda: covered(iceberg_claim_ids(cfg), expected["claims"]) >= want,
+        wait_for(lambda: covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"]) >= want,
                  300, f"all {want} claims in Iceberg after the restore")
         time.sleep(5)  # one more checkpoint: archive and DLQ commits of the last records
         assert stop_job(job) == 0
@@ -108,9 +114,8 @@ def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: obj
     assert 0 < rows_before_kill < want
     assert "restored from" in log.read_text()
     sinks = read_sinks(cfg)
-    lost = expected["claims"] - sinks.iceberg_claims
-    duplicated = sinks.iceberg_claims - expected["claims"]
+    lost = expected["claims"] - sinks.iceberg_claim_keys
+    duplicated = sinks.iceberg_claim_keys - expected["claims"]
     assert (sum(lost.values()), sum(duplicated.values())) == (0, 0)
-    assert sinks.archived == expected["archived"]
+    assert sinks.archived_keys == expected["archived"]
     assert sinks.dead_letters == expected["dead_letters"]
-    assert Counter(sinks.iceberg_claims) == expected["claims"]

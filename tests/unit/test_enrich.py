@@ -16,6 +16,7 @@ SEED = 3
 def reference(version: int = 1) -> ReferenceData:
     data = ReferenceData()
     data.update_all(parse_reference(orjson.dumps(doc)) for doc in reference_documents(SEED, version).values())
+
     return data
 
 
@@ -51,7 +52,7 @@ def test_a_miss_is_flagged_or_dead_lettered_by_policy() -> None:
 def test_a_newer_version_refreshes_and_an_older_one_is_ignored() -> None:
     claim = next(c for c in records_of("claim") if c["payer"]["payer_id"] == unknown_payer(SEED))
     data = reference(1)
-    assert data.update(parse_reference(orjson.dumps(reference_documents(SEED, 2)["payer_directory"])))
+    assert data.update(parse_reference(orjson.dumps(reference_documents(SEED, 2, all_payers=True)["payer_directory"])))
     assert enrich(claim, "claim", data, "dead_letter").versions["payer_directory"] == 2
     assert not data.update(parse_reference(orjson.dumps(reference_documents(SEED, 1)["payer_directory"])))
     assert data.versions()["payer_directory"] == 2

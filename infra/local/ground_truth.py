@@ -1,0 +1,65 @@
+"""What the sinks must hold for a set of generated records, derived from the records and contracts alone.
+
+Accepted records are counted by business key (every format carries one; X12 carries no record id),
+dead letters by record id (or payload hash when unparseable). Exact re-sends are dropped by dedup;
+a record whose feed refuses enrichment misses is a dead letter each time it is sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from infra.local.reference import reference_documents
+from infra.local.synthetic import Generated
+from schemas.contracts import FeedContract
+from udfs.dedup import business_key
+from udfs.enrich import ReferenceData, enrich, parse_reference
+
+
+def dead_letter_id(generated: Generated) -> str:
+    """The read-back key of an invalid record: its record id, or its hash when it is not parseable."""
+    return f"sha256:{generated.payload_sha256}" if generated.invalid_kind in ("malformed_json", "not_an_object") \
+        else generated.record_id
+
+
+def expected_keys(record: dict[str, Any], contract: FeedContract) -> list[str]:
+    """Business keys the pipeline emits for one generated record (an 834 also emits its dependents)."""
+    keys = [business_key(record, contract.record_type)]
+    if contract.format == "x12" and contract.record_type == "eligibility":
+        for dependent in record.get("dependents", []):
+            projected = {"member": {"member_id": dependent["member_id"]}, "plan": record["plan"],
+                         "coverage": record["coverage"]}
+            keys.append(business_key(projected, "eligibility"))
+    return keys
+
+
+def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, FeedContract], seed: int
+                     ) -> dict[str, Any]:
+    """Counters keyed like jobs.readback.SinkCounts: claims and archived by business key, dead letters by id."""
+    reference = ReferenceData()
+    reference.update_all(parse_reference(orjson.dumps(doc)) for doc in reference_documents(seed).values())
+    claims: Counter[str] = Counter()
+    archived: Counter[str] = Counter()
+    dead: Counter[str] = Counter()
+    records = 0
+    for g in generated:
+        records += 1
+        if g.expect == "invalid":
+            dead[dead_letter_id(g)] += 1
+            continue
+        contract = contracts[g.feed]
+        record = orjson.loads(g.payload)
+        if contract.on_miss == "dead_letter" and enrich(record, contract.record_type, reference, "flag").misses:
+            dead[g.record_id] += 1
+            continue
+        if g.is_duplicate:
+            continue
+        keys = expected_keys(record, contract)
+        archived.update(keys)
+        if contract.record_type == "claim":
+            claims.update(keys)
+    return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead}
