@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from infra.local.process import StackError
+from jobs import dlq as dlq_command
 from jobs.config import ConfigError, default_properties_path, load_ingest_config, read_property_groups
 
 
@@ -86,6 +87,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, help="generator seed (default: a new one per run)")
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every record")
     demo.set_defaults(func=_demo)
+
+    dlq = sub.add_parser("dlq", help="list, show or replay committed dead letters (never a payload)")
+    dlq_command.add_arguments(dlq)
     return root
 
 

@@ -118,7 +118,7 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         for outcome in self.stage.process(payload, source, unit_ms):
             if isinstance(outcome, Refused):
                 letter = DeadLetter.from_error(outcome.error, payload, source, outcome.record_id, now_ms,
-                                               outcome.position)
+                                               outcome.position, outcome.raw_sha256)
                 self._count("feed", source.feed, "deadLetters")
                 self._count("reason", outcome.error.reason_code, "deadLetters")
                 if reason(outcome.error.reason_code).alert:

@@ -142,8 +142,8 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
 
 
 def dead_letter_key(letter: dict[str, Any]) -> str:
-    """The id a dead letter is compared by: its record id, else its payload hash."""
-    return letter.get("record_id") or f"sha256:{letter['payload_sha256']}"
+    """The id a dead letter is compared by: its record id, else its own bytes' hash, else its unit's."""
+    return letter.get("record_id") or f"sha256:{letter.get('item_sha256') or letter['payload_sha256']}"
 
 
 def read_sinks(cfg: IngestConfig) -> SinkCounts:

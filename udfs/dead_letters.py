@@ -40,15 +40,16 @@ class DeadLetter:
     reason_code: str
     detail: str
     record_id: str | None
-    payload_sha256: str
+    payload_sha256: str  # of the whole unit (message or file)
     payload_bytes: int
     source: dict[str, object]
     failed_at_ms: int
+    item_sha256: str | None = None  # of the record's own bytes inside the unit, when known
 
     @classmethod
     def from_error(
         cls, err: Rejected, payload: bytes | None, source: SourceRef, record_id: str | None, now_ms: int,
-        position: str | None = None,
+        position: str | None = None, item_sha256: str | None = None,
     ) -> DeadLetter:
         """Build the dead letter for a rejected unit (position None) or one record inside it."""
         payload = payload or b""
@@ -66,6 +67,7 @@ class DeadLetter:
             payload_bytes=len(payload),
             source=where,
             failed_at_ms=now_ms,
+            item_sha256=item_sha256,
         )
 
     @staticmethod

@@ -71,6 +71,7 @@ class Refused:
     error: Rejected
     position: str | None
     record_id: str | None
+    raw_sha256: str | None = None  # the item's own bytes, when its format delimits them
 
 
 Outcome = Accepted | Refused
@@ -184,7 +185,7 @@ class IngestStage:
                 done += 1
                 if item.error is not None or item.record is None:
                     yield Refused(item.error or Rejected(INTERNAL_ERROR, "decoder gave an empty item"),
-                                  item.position, None)
+                                  item.position, None, item.raw_sha256)
                     continue
                 yield self._one(stage, item, source, unit_ms, now)
         except Rejected as err:

@@ -23,3 +23,6 @@ class Item:
     position: str  # where inside the unit, PHI-free: "line 3", "row 12", "record 4", "ST 0001 CLM 2"
     record: dict[str, Any] | None = None
     error: Rejected | None = None
+    # SHA-256 of the item's own bytes, where the format delimits them (a JSON line): lets a dead
+    # letter for one unparseable line inside a file be told apart from its neighbours.
+    raw_sha256: str | None = None

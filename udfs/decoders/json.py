@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,4 +36,4 @@ def decode(payload: bytes, options: Mapping[str, Any]) -> Iterator[Item]:
         try:
             yield Item(f"line {number}", record=parse_object(line))
         except Rejected as err:
-            yield Item(f"line {number}", error=err)
+            yield Item(f"line {number}", error=err, raw_sha256=hashlib.sha256(line).hexdigest())

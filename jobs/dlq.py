@@ -1,0 +1,487 @@
+"""`medistream dlq list|show|replay`: read committed dead letters and replay their source units.
+
+A *unit* is what the job reads in one go: one Kafka message on raw.<feed>, or one landed file under
+the landing prefix. A unit may hold many records (CSV rows, X12 claims), so several dead letters can
+point at the same unit (`source.position` says where inside it). Replay works on units, each once.
+
+Replay re-injects units after an operator fixed a contract, so the running job reads them again:
+- Kafka: the exact message is fetched (assign + seek to its topic/partition/offset), checked against
+  the dead letter's SHA-256 when that dead letter is for the whole unit (no `position`), and produced
+  again to the same topic and partition with its key and headers, plus `medistream-replay-of: <ids>`.
+  A message the topic's retention has dropped is reported as not replayable.
+- File: the object is copied to `<landing>/<feed>/replay/<unit digest>/<basename>`. Not `_replay`:
+  Flink's FileSource skips every path whose name starts with "_" or ".", folders included, so the
+  job would never read a file under `_replay/`.
+
+Guarantees:
+- Every replayed unit is recorded in the ledger, a compacted topic (`kafka.dlq.replays.topic`,
+  default medistream.dlq.replays) keyed by the unit pointer. A unit found there is skipped unless
+  --force. A Kafka unit's new message and its ledger entry are written in one Kafka transaction
+  (the job reads raw topics read_committed), so a crash leaves both or neither. A file is copied
+  first and recorded second; its target key is fixed per unit and attempt, so a copy whose ledger
+  entry was lost is found and never written twice. --force makes a new attempt (`<digest>-<n>`).
+- Replaying a whole unit is safe: the records of it that were accepted the first time are exact
+  re-sends, which the job's dedup stage drops (it keeps the first record per business key and
+  content hash for its state TTL: replay within it); the rest are checked again and, if still
+  wrong, dead-lettered again with new ids (their pointer is the new message or file).
+- Dead letters are PHI-free by construction and hold no payload; this command keeps it that way:
+  payload bytes are only hashed and moved, never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from connectors.iceberg import S3Config
+from jobs.config import default_properties_path, load_ingest_config, read_property_groups
+
+LEDGER_TOPIC = "medistream.dlq.replays"
+REPLAY_HEADER = "medistream-replay-of"
+REPLAY_FOLDER = "replay"
+REPLAYED, WOULD_REPLAY, SKIPPED, NOT_REPLAYABLE = "replayed", "would replay", "skipped", "not replayable"
+Letter = Mapping[str, Any]
+
+
+class DlqError(Exception):
+    """A failure the operator can act on; printed as one line, exit code 1."""
+
+
+@dataclass(frozen=True)
+class DlqConfig:
+    """What the dlq command needs, from the job's own properties file."""
+
+    bootstrap_servers: str
+    dlq_topic: str
+    ledger_topic: str
+    landing_path: str
+    s3: S3Config
+    timeout_s: float = 10.0
+
+
+def load_config(groups: Mapping[str, Mapping[str, str]]) -> DlqConfig:
+    """The job's config plus the optional `kafka.dlq.replays.topic`."""
+    cfg = load_ingest_config(groups)
+    ledger = groups["kafka"].get("dlq.replays.topic") or LEDGER_TOPIC
+    return DlqConfig(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, ledger, cfg.landing.path, cfg.s3)
+
+
+# Pure parts ---------------------------------------------------------------------------------------
+
+def unit_pointer(source: Mapping[str, Any]) -> str | None:
+    """The unit a dead letter points at, and its ledger key: kafka:topic/partition@offset or file:path."""
+    if source.get("kind") == "kafka" and all(source.get(k) is not None for k in ("topic", "partition", "offset")):
+        return f"kafka:{source['topic']}/{source['partition']}@{source['offset']}"
+    if source.get("kind") == "file" and source.get("path"):
+        return f"file:{source['path']}"
+    return None
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One source unit and the dead letters that point into it."""
+
+    pointer: str
+    kind: str  # "kafka", "file", or "unknown" for a dead letter without a complete pointer
+    source: Mapping[str, Any]  # the unit's part of the pointer (no position)
+    letters: tuple[Letter, ...]
+
+    @property
+    def dead_letter_ids(self) -> list[str]:
+        """Ids of the dead letters of this unit, sorted."""
+        return sorted(str(letter["dead_letter_id"]) for letter in self.letters)
+
+    @property
+    def whole_unit_digests(self) -> set[str]:
+        """SHA-256 of the unit as seen by the dead letters that are for the whole unit (no position)."""
+        return {str(x["payload_sha256"]) for x in self.letters if not (x.get("source") or {}).get("position")}
+
+    @property
+    def digest(self) -> str:
+        """A short, stable name for the unit (replay folder names)."""
+        return hashlib.sha256(self.pointer.encode()).hexdigest()[:32]
+
+
+def group_by_unit(letters: Iterable[Letter]) -> list[Unit]:
+    """Dead letters grouped by the unit they point at, in order of each unit's first dead letter."""
+    groups: dict[str, list[Letter]] = {}
+    for letter in letters:
+        source = letter.get("source") or {}
+        groups.setdefault(unit_pointer(source) or f"unknown:{letter['dead_letter_id']}", []).append(letter)
+    units = []
+    for pointer, members in groups.items():
+        source = members[0].get("source") or {}
+        kind = str(source["kind"]) if not pointer.startswith("unknown:") else "unknown"
+        units.append(Unit(pointer, kind, {k: v for k, v in source.items() if k != "position"}, tuple(members)))
+    return units
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """s3://bucket/key (or s3a://) -> (bucket, key)."""
+    bucket, _, key = url.split("://", 1)[-1].partition("/")
+    return bucket, key
+
+
+def replay_target(landing_path: str, path: str, unit_digest: str, attempt: int) -> str | None:
+    """Where a landed file is copied to be read again; None if it is not under <landing>/<feed>/."""
+    root_bucket, root_key = split_s3(landing_path.rstrip("/") + "/")
+    bucket, key = split_s3(path)
+    relative = key[len(root_key):] if bucket == root_bucket and key.startswith(root_key) else ""
+    feed, _, rest = relative.partition("/")
+    if not feed or not rest:
+        return None
+    folder = unit_digest if attempt == 1 else f"{unit_digest}-{attempt}"
+    return f"s3://{root_bucket}/{root_key}{feed}/{REPLAY_FOLDER}/{folder}/{key.rsplit('/', 1)[-1]}"
+
+
+def matches(letter: Letter, feed: str | None, reason: str | None) -> bool:
+    """True if the dead letter is of that feed and reason (`code` or `stage.code`); None matches all."""
+    if feed and letter.get("feed") != feed:
+        return False
+    return not reason or reason in (letter.get("reason_code"), f"{letter.get('stage')}.{letter.get('reason_code')}")
+
+
+def select(letters: Sequence[Letter], ids: Sequence[str], feed: str | None, reason: str | None) -> list[Letter]:
+    """The dead letters named by id (all must exist), or those matching the filters."""
+    if not ids:
+        return [letter for letter in letters if matches(letter, feed, reason)]
+    by_id = {letter["dead_letter_id"]: letter for letter in letters}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DlqError(f"no dead letter with id {', '.join(missing)}")
+    return [by_id[i] for i in dict.fromkeys(ids)]
+
+
+def latest_ledger(entries: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The newest ledger entry per unit pointer (the ledger is read in order)."""
+    return {str(e["unit"]): e for e in entries if "unit" in e}
+
+
+def _when(ms: object) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(ms, int) else "?"
+
+
+def format_table(letters: Sequence[Letter]) -> list[str]:
+    """One aligned line per dead letter: id, feed, stage, reason, pointer (position), time. No detail, no payload."""
+    rows = []
+    for x in letters:
+        source = x.get("source") or {}
+        where = unit_pointer(source) or "?"
+        if source.get("position"):
+            where += f" ({source['position']})"
+        rows.append([str(x.get(k)) for k in ("dead_letter_id", "feed", "stage", "reason_code")]
+                    + [where, _when(x.get("failed_at_ms"))])
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(5)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows]
+
+
+# Kafka and S3 -------------------------------------------------------------------------------------
+
+def check_broker(cfg: DlqConfig) -> set[str]:
+    """The broker's topic names; DlqError if it does not answer."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers, "socket.timeout.ms": 5000, "log_level": 0})
+    try:
+        return set(admin.list_topics(timeout=cfg.timeout_s).topics)
+    except KafkaException:
+        raise DlqError(f"Kafka broker unreachable at kafka.bootstrap.servers={cfg.bootstrap_servers}") from None
+
+
+def _read_topic(cfg: DlqConfig, topic: str) -> list[dict[str, Any]]:
+    from jobs.readback import committed_dead_letters
+
+    try:
+        return committed_dead_letters(cfg.bootstrap_servers, topic, timeout_s=3 * cfg.timeout_s)
+    except (TimeoutError, RuntimeError) as err:
+        raise DlqError(str(err)) from None
+
+
+def read_dead_letters(cfg: DlqConfig) -> list[dict[str, Any]]:
+    """Committed dead letters, one per id, newest last."""
+    check_broker(cfg)
+    unique = {letter["dead_letter_id"]: letter for letter in _read_topic(cfg, cfg.dlq_topic)}
+    return sorted(unique.values(), key=lambda x: x.get("failed_at_ms") or 0)
+
+
+def ensure_ledger_topic(cfg: DlqConfig) -> None:
+    """Create the ledger topic, compacted, if it does not exist."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    from connectors.kafka import create_missing_topics
+
+    if create_missing_topics(cfg.bootstrap_servers, [cfg.ledger_topic], partitions=1, timeout_s=cfg.timeout_s):
+        # create_missing_topics takes no topic configs: compaction is set right after creation.
+        entry = ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(ResourceType.TOPIC, cfg.ledger_topic, incremental_configs=[entry])
+        admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers})
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(timeout=cfg.timeout_s)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one unit."""
+
+    unit: Unit
+    status: str
+    note: str
+
+
+class _Replayer:
+    """Fetches units and writes their replays; clients are made on first use and closed at the end."""
+
+    def __init__(self, cfg: DlqConfig, dry_run: bool) -> None:
+        self.cfg, self.dry_run = cfg, dry_run
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._s3: Any = None
+
+    def close(self) -> None:
+        """Close the consumer (the producer holds nothing uncommitted by then)."""
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def kafka(self, unit: Unit, attempt: int) -> Outcome:
+        """Fetch the exact message, check it, and produce it again with the replay header."""
+        topic, partition, offset = str(unit.source["topic"]), int(unit.source["partition"]), int(unit.source["offset"])
+        message, why = self._fetch(topic, partition, offset)
+        if message is None:
+            return Outcome(unit, NOT_REPLAYABLE, why)
+        digest = hashlib.sha256(message.value() or b"").hexdigest()
+        if unit.whole_unit_digests - {digest}:
+            return Outcome(unit, NOT_REPLAYABLE, f"the message at {topic}/{partition}@{offset} is not the one "
+                                                 "that was dead-lettered (SHA-256 differs)")
+        if self.dry_run:
+            return Outcome(unit, WOULD_REPLAY, f"to {topic}/{partition}")
+        headers = [(k, v) for k, v in (message.headers() or []) if k != REPLAY_HEADER]
+        headers.append((REPLAY_HEADER, ",".join(unit.dead_letter_ids).encode()))
+        raw = {"topic": topic, "partition": partition, "key": message.key(), "value": message.value(),
+               "headers": headers}
+        return Outcome(unit, REPLAYED, f"-> {self._record(unit, attempt, raw=raw)}")
+
+    def file(self, unit: Unit, attempt: int) -> Outcome:
+        """Copy the landed file under <landing>/<feed>/replay/, once per unit and attempt."""
+        path = str(unit.source["path"])
+        target = replay_target(self.cfg.landing_path, path, unit.digest, attempt)
+        if target is None:
+            return Outcome(unit, NOT_REPLAYABLE, f"not under the landing prefix {self.cfg.landing_path}<feed>/")
+        if not self._exists(path):
+            return Outcome(unit, NOT_REPLAYABLE, "the file is no longer in the landing bucket")
+        if self._exists(target):
+            if not self.dry_run:
+                self._record(unit, attempt, target=target)
+            return Outcome(unit, SKIPPED, f"{target} already exists (an earlier replay); not written twice")
+        if self.dry_run:
+            return Outcome(unit, WOULD_REPLAY, f"to {target}")
+        (bucket, key), (target_bucket, target_key) = split_s3(path), split_s3(target)
+        self._s3_client().copy_object(CopySource={"Bucket": bucket, "Key": key}, Bucket=target_bucket, Key=target_key)
+        self._record(unit, attempt, target=target)
+        return Outcome(unit, REPLAYED, f"-> {target}")
+
+    def _fetch(self, topic: str, partition: int, offset: int) -> tuple[Any, str]:
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer({
+                "bootstrap.servers": self.cfg.bootstrap_servers, "group.id": "medistream-dlq-replay",
+                "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error",
+            })
+        consumer, timeout = self._consumer, self.cfg.timeout_s
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None or partition not in meta.partitions:
+            return None, f"{topic} partition {partition} does not exist any more"
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        if offset < low:
+            return None, f"dropped by the retention of {topic} (partition {partition} now starts at offset {low})"
+        if offset >= high:
+            return None, f"offset {offset} is past the end of {topic}/{partition} ({high}): was the topic recreated?"
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                        return None, f"dropped by the retention of {topic} while reading it"
+                    raise DlqError(f"reading {topic}/{partition}@{offset}: {message.error()}")
+                if (message.topic(), message.partition()) != (topic, partition):
+                    continue  # prefetched from an earlier assignment
+                if message.offset() != offset:
+                    return None, f"no message at {topic}/{partition}@{offset} any more (compacted or aborted)"
+                return message, ""
+            raise DlqError(f"timed out reading {topic}/{partition}@{offset}")
+        finally:
+            consumer.unassign()
+
+    def _record(self, unit: Unit, attempt: int, *, raw: Mapping[str, Any] | None = None, target: str = "") -> str:
+        """In one transaction: produce the raw message (if any) and the unit's ledger entry; return the target."""
+        producer = self._transactional_producer()
+        producer.begin_transaction()
+        try:
+            if raw is not None:
+                delivered: list[Any] = []
+                producer.produce(**raw, on_delivery=lambda err, msg: delivered.append((err, msg)))
+                producer.flush(self.cfg.timeout_s)
+                if not delivered or delivered[0][0] is not None:
+                    raise DlqError(f"producing to {raw['topic']}: {delivered[0][0] if delivered else 'timed out'}")
+                message = delivered[0][1]
+                target = f"{message.topic()}/{message.partition()}@{message.offset()}"
+            entry = {"unit": unit.pointer, "kind": unit.kind, "attempt": attempt, "target": target,
+                     "dead_letter_ids": unit.dead_letter_ids, "replayed_at_ms": int(time.time() * 1000)}
+            producer.produce(self.cfg.ledger_topic, key=unit.pointer.encode(), value=orjson.dumps(entry))
+            producer.commit_transaction(self.cfg.timeout_s)
+        except BaseException:
+            producer.abort_transaction(self.cfg.timeout_s)
+            raise
+        return target
+
+    def _transactional_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        if self._producer is None:
+            # One transactional id per ledger: a second concurrent replay fences the first.
+            self._producer = Producer({"bootstrap.servers": self.cfg.bootstrap_servers, "acks": "all",
+                                       "enable.idempotence": True,
+                                       "transactional.id": f"medistream-dlq-replay.{self.cfg.ledger_topic}"})
+            self._producer.init_transactions(self.cfg.timeout_s)
+        return self._producer
+
+    def _s3_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        if self._s3 is None:
+            s3 = self.cfg.s3
+            self._s3 = boto3.client("s3", endpoint_url=s3.endpoint or None, region_name=s3.region, config=Config(
+                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3},
+                s3={"addressing_style": "path" if s3.path_style_access else "auto"}))
+        return self._s3
+
+    def _exists(self, url: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(url)
+        try:
+            self._s3_client().head_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+
+def replay_units(cfg: DlqConfig, units: Sequence[Unit], *, force: bool, dry_run: bool) -> list[Outcome]:
+    """Replay each unit once (skipping those in the ledger unless force); dry_run writes nothing."""
+    ledger = latest_ledger(_read_topic(cfg, cfg.ledger_topic))
+    if not dry_run and units:
+        ensure_ledger_topic(cfg)
+    replayer = _Replayer(cfg, dry_run)
+    outcomes = []
+    try:
+        for unit in units:
+            previous = ledger.get(unit.pointer)
+            if previous and not force:
+                outcomes.append(Outcome(unit, SKIPPED, f"already replayed at {_when(previous.get('replayed_at_ms'))}"
+                                                       f" -> {previous.get('target')}; --force replays again"))
+            elif unit.kind in ("kafka", "file"):
+                attempt = int(previous.get("attempt", 1)) + 1 if previous else 1
+                outcomes.append(replayer.kafka(unit, attempt) if unit.kind == "kafka" else replayer.file(unit, attempt))
+            else:
+                outcomes.append(Outcome(unit, NOT_REPLAYABLE, "the dead letter has no complete source pointer"))
+    finally:
+        replayer.close()
+    return outcomes
+
+
+# Command line -------------------------------------------------------------------------------------
+
+def _list(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
+    letters = [x for x in read_dead_letters(cfg) if matches(x, args.feed, args.reason)]
+    letters = letters[-args.limit:] if args.limit else letters
+    if args.json:
+        out.writelines(orjson.dumps(letter).decode() + "\n" for letter in letters)
+    else:
+        out.writelines(line + "\n" for line in format_table(letters))
+        out.write(f"{len(letters)} dead letter(s) on {cfg.dlq_topic}\n")
+    return 0
+
+
+def _show(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
+    (letter,) = select(read_dead_letters(cfg), [args.id], None, None)
+    out.write(orjson.dumps(letter, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _replay(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
+    if bool(args.ids) == bool(args.feed) or (args.reason and not args.feed):
+        raise DlqError("replay takes dead-letter ids, or --feed F [--reason CODE], not both")
+    letters = select(read_dead_letters(cfg), args.ids, args.feed, args.reason)
+    units = group_by_unit(letters)
+    outcomes = replay_units(cfg, units, force=args.force, dry_run=args.dry_run)
+    for o in outcomes:
+        out.write(f"{o.status:<15} {o.unit.pointer}  {o.note}  ({len(o.unit.letters)} dead letter(s))\n")
+    count = {s: sum(o.status == s for o in outcomes) for s in (REPLAYED, WOULD_REPLAY, SKIPPED, NOT_REPLAYABLE)}
+    done = f"{count[WOULD_REPLAY]} would be replayed" if args.dry_run else f"{count[REPLAYED]} replayed"
+    out.write(f"{'dry run, nothing written: ' if args.dry_run else ''}{len(units)} unit(s) from {len(letters)} "
+              f"dead letter(s): {done}, {count[SKIPPED]} skipped (already replayed), "
+              f"{count[NOT_REPLAYABLE]} not replayable\n")
+    return 1 if count[NOT_REPLAYABLE] else 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Wire `dlq list|show|replay` into the `medistream` parser."""
+    sub = parser.add_subparsers(dest="dlq_command", required=True)
+    ls = sub.add_parser("list", help="committed dead letters, newest last (never a payload)")
+    ls.add_argument("--feed")
+    ls.add_argument("--reason", help="reason code, or stage.reason_code")
+    ls.add_argument("--limit", type=_positive, help="only the newest N")
+    ls.add_argument("--json", action="store_true", help="one JSON dead letter per line")
+    show = sub.add_parser("show", help="one dead letter as JSON")
+    show.add_argument("id")
+    rp = sub.add_parser("replay", help="re-inject the source units of dead letters (exit 1 if any is not replayable)")
+    rp.add_argument("ids", nargs="*", metavar="ID")
+    rp.add_argument("--feed")
+    rp.add_argument("--reason", help="with --feed: reason code, or stage.reason_code")
+    rp.add_argument("--dry-run", action="store_true", help="print what would be replayed, write nothing")
+    rp.add_argument("--force", action="store_true", help="replay units the ledger says were replayed already")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one dlq sub-command; operator-facing failures print one line to stderr and return 1."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from confluent_kafka import KafkaException
+
+    from jobs.cli import local_aws_environment
+
+    local_aws_environment()
+    cfg = load_config(read_property_groups(default_properties_path()))
+    command = {"list": _list, "show": _show, "replay": _replay}[args.dlq_command]
+    try:
+        return command(cfg, args, out or sys.stdout)
+    except DlqError as err:
+        message = f"{err} on {cfg.dlq_topic}" if str(err).startswith("no dead letter") else str(err)
+    except (KafkaException, ConnectionError) as err:
+        message = f"Kafka at {cfg.bootstrap_servers}: {err}"
+    except (BotoCoreError, ClientError) as err:
+        message = f"S3 at {cfg.s3.endpoint or 'AWS'}: {err}"
+    print(f"medistream dlq: {message}", file=sys.stderr)
+    return 1

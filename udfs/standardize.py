@@ -1,0 +1,490 @@
+"""Standardization: rewrite a mapped record's dates, money, codes, names, phones, states and ZIPs to canonical form.
+
+Runs before the JSON Schema check, on a canonical-shaped record that a mapping built from a CSV,
+X12 or JSON feed. Each record type's structure is data (`SPECS`): only the fields named there are
+touched, so a key that merely looks like a date elsewhere is never rewritten. What it guarantees:
+
+- A value already canonical comes back unchanged, so standardize is idempotent.
+- Text of a known kind that cannot be read (a date in no accepted format, a phone that is not a
+  number) is a `Rejected` with a `std_bad_*` code naming every bad field's JSON path, never a value.
+- A value of the wrong JSON type (a list where a date goes, a number where a phone goes) is left
+  as it is: the schema check reports it with its path. Money is the exception below.
+- Money is exact: strings and ints go through `Decimal` text, never binary floating point. A JSON
+  float is rejected (std_bad_money), not rounded: by the time a float reaches us the sender's digits
+  may already be lost, and the canonical contract says money is never a JSON number. A value with
+  more than two significant decimal places ("12.345") is rejected too; "12.500" is fine.
+- The input is never mutated. Every dict and list on a walked path is a new object; values outside
+  the structure (unknown keys, which the schema then refuses) are shared, not copied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+from udfs.dead_letters import Rejected
+from udfs.reasons import UNKNOWN_RECORD_TYPE, define
+from udfs.us_states import usps_code
+
+BAD_DATE = define("std_bad_date", "validation", "a date is not ISO YYYY-MM-DD, a contract date format or a real day")
+BAD_DATETIME = define(
+    "std_bad_datetime", "validation", "a date-time is not RFC 3339, a contract format or a real instant"
+)
+BAD_MONEY = define(
+    "std_bad_money", "validation", "an amount is not an exact decimal with at most two places (floats refused)"
+)
+BAD_PHONE = define("std_bad_phone", "validation", "a phone number is not a valid number in the feed's region")
+BAD_STATE = define("std_bad_state", "validation", "a state is not a USPS state, territory or military code or name")
+BAD_ZIP = define("std_bad_zip", "validation", "a ZIP is not 5 digits or ZIP+4")
+
+
+# --- the canonical structure, as data ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Each:
+    """Spec of a JSON array whose every item follows `item`."""
+
+    item: Spec
+
+
+Spec: TypeAlias = "str | Mapping[str, Spec] | Each"
+
+# Leaf kinds; _KINDS maps each to its normalizer.
+DATE, DATETIME, MONEY, SIGNED_MONEY = "date", "datetime", "money", "signed_money"
+CODE, CODE2, CODE3, LOWER_CODE, ICD10 = "code", "code2", "code3", "lower_code", "icd10"
+NAME, ID, PHONE, STATE, ZIP, KEEP = "name", "id", "phone", "state", "zip", "keep"
+
+ADDRESS: Spec = {"line1": NAME, "line2": NAME, "city": NAME, "state": STATE, "zip": ZIP}
+PERSON: Spec = {
+    "member_id": ID, "first_name": NAME, "last_name": NAME, "birth_date": DATE, "gender": CODE,
+    "address": ADDRESS, "phone": PHONE, "relationship_code": CODE2,
+}
+PAYER: Spec = {"payer_id": ID, "name": NAME}
+NOTES: Spec = Each(KEEP)  # free text stays verbatim; the list is still a copy
+ADJUSTMENTS: Spec = Each({"group_code": CODE, "reason_code": CODE, "amount": SIGNED_MONEY})
+
+SPECS: dict[str, Spec] = {
+    "claim": {
+        "sent_at": DATETIME, "received_at": DATETIME, "claim_id": ID, "frequency_code": CODE,
+        "claim_kind": LOWER_CODE, "payer": PAYER,
+        "billing_provider": {"npi": ID, "name": NAME, "tax_id": ID, "address": ADDRESS},
+        "rendering_provider": {"npi": ID, "name": NAME},
+        "subscriber": PERSON, "patient": PERSON, "diagnoses": Each(ICD10),
+        "service_lines": Each({
+            "procedure_code": CODE, "modifiers": Each(CODE), "charge": MONEY, "service_date": DATE,
+            "place_of_service": CODE2,
+        }),
+        "total_charge": MONEY, "service_date_from": DATE, "service_date_to": DATE,
+        "place_of_service": CODE2, "notes": NOTES,
+    },
+    "payment": {
+        "sent_at": DATETIME, "payment_id": ID, "trace_number": ID, "payer": PAYER,
+        "payee": {"npi": ID, "name": NAME}, "payment_date": DATE, "payment_amount": MONEY,
+        "method": CODE,
+        "claims": Each({
+            "claim_id": ID, "status_code": CODE,
+            "patient": {"member_id": ID, "first_name": NAME, "last_name": NAME},
+            "charge": MONEY, "paid": MONEY, "patient_responsibility": MONEY, "adjustments": ADJUSTMENTS,
+            "lines": Each({
+                "procedure_code": CODE, "modifiers": Each(CODE), "charge": MONEY, "paid": MONEY,
+                "service_date": DATE, "adjustments": ADJUSTMENTS,
+            }),
+        }),
+        "notes": NOTES,
+    },
+    "eligibility": {
+        "sent_at": DATETIME,
+        "member": {
+            "member_id": ID, "first_name": NAME, "last_name": NAME, "birth_date": DATE, "gender": CODE,
+            "address": ADDRESS, "phone": PHONE, "ssn": ID,
+        },
+        "subscriber_id": ID, "relationship": CODE2,
+        "plan": {"plan_code": ID, "group_number": ID, "coverage_level": CODE},
+        "coverage": {"start_date": DATE, "end_date": DATE, "maintenance_type_code": CODE3},
+        "dependents": Each({
+            "member_id": ID, "first_name": NAME, "last_name": NAME, "birth_date": DATE, "gender": CODE,
+            "relationship": CODE2,
+        }),
+        "notes": NOTES,
+    },
+}
+
+
+# --- options -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StandardizeOptions:
+    """A feed contract's `standardize:` options, checked when the job starts."""
+
+    date_formats: tuple[str, ...] = ()  # strptime formats accepted besides ISO, e.g. "%m/%d/%Y"
+    datetime_formats: tuple[str, ...] = ()  # strptime formats accepted besides RFC 3339, e.g. "%Y%m%d%H%M"
+    timezone: str = "UTC"  # IANA zone of a date-time that carries no offset
+    phone_region: str = "US"  # region a phone without a country code is dialled from
+    zone: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"standardize.timezone: {self.timezone!r} is not an IANA time zone") from None
+        object.__setattr__(self, "zone", zone)
+        if self.phone_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"standardize.phone_region: {self.phone_region!r} is not a phone region")
+        probe = datetime(2024, 11, 28, 13, 45, 30)
+        for key, formats in (("date_formats", self.date_formats), ("datetime_formats", self.datetime_formats)):
+            for fmt in formats:
+                # A format that cannot read back what it writes would reject every record of the feed.
+                try:
+                    if "%" not in fmt:
+                        raise ValueError(fmt)
+                    datetime.strptime(probe.strftime(fmt), fmt)
+                except ValueError:
+                    raise ValueError(f"standardize.{key}: {fmt!r} is not a usable strptime format") from None
+
+    @classmethod
+    def from_contract(cls, options: Mapping[str, Any] | None) -> StandardizeOptions:
+        """Build the options from a feed contract's `standardize:` mapping, naming any bad key."""
+        options = options or {}
+        known = {"date_formats", "datetime_formats", "timezone", "phone_region"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"standardize: unknown option(s) {unknown}; expected some of {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key in ("date_formats", "datetime_formats"):
+            if key in options:
+                value = options[key]
+                if isinstance(value, str) or not all(isinstance(f, str) for f in value):
+                    raise ValueError(f"standardize.{key}: expected a list of strptime formats")
+                kwargs[key] = tuple(value)
+        for key in ("timezone", "phone_region"):
+            if key in options:
+                if not isinstance(options[key], str):
+                    raise ValueError(f"standardize.{key}: expected a string")
+                kwargs[key] = options[key]
+        return cls(**kwargs)
+
+
+DEFAULT_OPTIONS = StandardizeOptions()
+
+
+# --- leaf normalizers --------------------------------------------------------------------------
+
+class _Bad(Exception):
+    """A leaf value of a known kind that cannot be read; carries only the reason code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+_MAX_TEXT = 64  # longer than any date, amount, phone or ZIP: refuse before parsing, cheaply
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2})(:[0-9]{2})?(?:\.([0-9]{1,9}))?"
+    r" ?(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))?"
+)
+_MONEY = re.compile(
+    r"(-)?\$? ?(-)?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.([0-9]*))?"
+)
+_ZIP = re.compile(r"([0-9]{5})(?:[- ]?([0-9]{4}))?")
+_NANP_E164 = re.compile(r"\+1[2-9][0-9]{9}")
+_ICD10_NO_DOT = re.compile(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{1,4}")
+
+
+def _date(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if len(text) > _MAX_TEXT:
+        raise _Bad(BAD_DATE)
+    if _ISO_DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise _Bad(BAD_DATE) from None
+    for fmt in options.date_formats:
+        try:
+            return datetime.strptime(text, fmt).date().isoformat()
+        except ValueError:
+            continue
+    raise _Bad(BAD_DATE)
+
+
+def _utc_text(moment: datetime, fraction: str) -> str:
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return f"{utc.isoformat(timespec='seconds')}{'.' + fraction if fraction else ''}Z"
+
+
+def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
+    local = naive.replace(tzinfo=zone)  # fold=0: the repeated autumn hour reads as daylight time
+    # A wall time skipped by a DST change (02:30 on a spring-forward night) names no instant.
+    if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise _Bad(BAD_DATETIME)
+    return local
+
+
+def _datetime(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if len(text) > _MAX_TEXT:
+        raise _Bad(BAD_DATETIME)
+    try:
+        m = _DATETIME.fullmatch(text)
+        if m:
+            day, hm, sec, fraction, zulu, sign, oh, om = m.groups()
+            naive = datetime.fromisoformat(f"{day}T{hm}{sec or ':00'}")
+            if zulu:
+                moment = naive.replace(tzinfo=UTC)
+            elif sign:
+                if int(oh) > 23 or int(om) > 59:
+                    raise _Bad(BAD_DATETIME)
+                offset = timedelta(hours=int(oh), minutes=int(om))
+                moment = naive.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+            else:
+                moment = _localize(naive, options.zone)
+            return _utc_text(moment, fraction or "")
+        for fmt in options.datetime_formats:
+            try:
+                parsed = datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+            moment = parsed if parsed.tzinfo else _localize(parsed, options.zone)
+            return _utc_text(moment.replace(microsecond=0), f"{parsed.microsecond:06d}" if parsed.microsecond else "")
+    except (ValueError, OverflowError):
+        # Out-of-range fields (month 13, 25:00) and instants that leave datetime's years 1-9999 in UTC.
+        raise _Bad(BAD_DATETIME) from None
+    raise _Bad(BAD_DATETIME)
+
+
+def _money_text(text: str, signed: bool) -> str:
+    m = _MONEY.fullmatch(text)
+    if not m:
+        raise _Bad(BAD_MONEY)
+    sign1, sign2, whole, fraction = m.groups()
+    whole = whole.replace(",", "")
+    fraction = fraction or ""
+    if (sign1 and sign2) or not (whole or fraction):
+        raise _Bad(BAD_MONEY)
+    kept = fraction.rstrip("0")
+    if len(kept) > 2:
+        # "12.345" has a third significant place: rounding it would change the amount the sender meant.
+        raise _Bad(BAD_MONEY)
+    whole = whole.lstrip("0") or "0"
+    cents = kept.ljust(2, "0")
+    negative = bool(sign1 or sign2) and (whole != "0" or cents != "00")
+    if negative and not signed:
+        raise _Bad(BAD_MONEY)
+    return f"{'-' if negative else ''}{whole}.{cents}"
+
+
+def _money_of(value: Any, signed: bool) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_TEXT:
+            raise _Bad(BAD_MONEY)
+        return _money_text(text, signed)
+    if isinstance(value, bool):
+        return value  # a JSON true/false is a type error for the schema to name
+    if isinstance(value, int):
+        if abs(value) >= 10**_MAX_TEXT:
+            raise _Bad(BAD_MONEY)
+        return _money_text(str(value), signed)
+    if isinstance(value, Decimal):
+        if not value.is_finite() or abs(value.adjusted()) > _MAX_TEXT:
+            raise _Bad(BAD_MONEY)
+        return _money_text(format(value, "f"), signed)
+    if isinstance(value, float):
+        raise _Bad(BAD_MONEY)
+    return value
+
+
+def _money(value: Any, options: StandardizeOptions) -> Any:
+    return _money_of(value, signed=False)
+
+
+def _signed_money(value: Any, options: StandardizeOptions) -> Any:
+    return _money_of(value, signed=True)
+
+
+def _code(value: Any, options: StandardizeOptions) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _padded(width: int) -> Callable[[Any, StandardizeOptions], Any]:
+    def pad(value: Any, options: StandardizeOptions) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().upper()
+        # Spreadsheets turn "01" into 1; a short all-digit code of a fixed-width set lost its zeros.
+        if text.isascii() and text.isdigit() and len(text) < width:
+            return text.zfill(width)
+        return text
+    return pad
+
+
+def _lower_code(value: Any, options: StandardizeOptions) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _icd10(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip().upper()
+    if _ICD10_NO_DOT.fullmatch(text):
+        # ICD-10-CM puts the dot after the three-character category: E119 -> E11.9.
+        return f"{text[:3]}.{text[3:]}"
+    return text
+
+
+def _name(value: Any, options: StandardizeOptions) -> Any:
+    return " ".join(value.split()) if isinstance(value, str) else value
+
+
+def _id(value: Any, options: StandardizeOptions) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _phone(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    if len(value) > _MAX_TEXT:
+        raise _Bad(BAD_PHONE)
+    if _NANP_E164.fullmatch(value):
+        # Already E.164 in the NANP, the usual case: the free-form parser would cost most of the stage's time.
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(value[2:]))
+    else:
+        try:
+            number = phonenumbers.parse(value, options.phone_region)
+        except phonenumbers.NumberParseException:
+            raise _Bad(BAD_PHONE) from None
+        if number.extension:
+            raise _Bad(BAD_PHONE)  # E.164 has no extension: dropping it would lose part of the number
+    # The feed's own region first: is_valid_number tries every region of the country code in turn.
+    if not (phonenumbers.is_valid_number_for_region(number, options.phone_region)
+            or phonenumbers.is_valid_number(number)):
+        raise _Bad(BAD_PHONE)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _state(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    code = usps_code(value) if len(value) <= _MAX_TEXT else None
+    if code is None:
+        raise _Bad(BAD_STATE)
+    return code
+
+
+def _zip(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    m = _ZIP.fullmatch(value.strip())
+    if not m:
+        raise _Bad(BAD_ZIP)
+    return f"{m[1]}-{m[2]}" if m[2] else m[1]
+
+
+def _keep(value: Any, options: StandardizeOptions) -> Any:
+    return value
+
+
+_KINDS: dict[str, Callable[[Any, StandardizeOptions], Any]] = {
+    DATE: _date, DATETIME: _datetime, MONEY: _money, SIGNED_MONEY: _signed_money,
+    CODE: _code, CODE2: _padded(2), CODE3: _padded(3), LOWER_CODE: _lower_code, ICD10: _icd10,
+    NAME: _name, ID: _id, PHONE: _phone, STATE: _state, ZIP: _zip, KEEP: _keep,
+}
+
+
+# --- the walk ----------------------------------------------------------------------------------
+
+Path: TypeAlias = tuple[str | int, ...]
+
+
+def json_path(path: Iterable[str | int]) -> str:
+    """Render a path as JSONPath ($.a[0].b); keys come from the specs, so no record text appears."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def describe_failures(failures: Iterable[tuple[str, Path]], per_code: int = 5) -> str:
+    """PHI-free detail: each failing code once, in first-seen order, with up to `per_code` JSON paths."""
+    grouped: dict[str, list[Path]] = {}
+    for code, path in failures:
+        grouped.setdefault(code, []).append(path)
+    parts = []
+    for code, paths in grouped.items():
+        shown = ", ".join(json_path(p) for p in paths[:per_code])
+        more = f" (+{len(paths) - per_code} more)" if len(paths) > per_code else ""
+        parts.append(f"{code} at {shown}{more}")
+    return "; ".join(parts)
+
+
+_Failures: TypeAlias = list[tuple[str, Path]]
+_Step: TypeAlias = Callable[[Any, Path, "str | int | None", StandardizeOptions, _Failures], Any]
+
+
+def _compile(spec: Spec) -> _Step:
+    """Turn a spec into nested closures once, so a record costs no spec interpretation.
+
+    A step gets its parent's path and its own key, and builds its path only when it needs one:
+    leaves never do unless they fail, which keeps tuple building off the hot path.
+    """
+    if isinstance(spec, str):
+        normalize = _KINDS[spec]
+
+        def leaf(value: Any, parent: Path, key: str | int | None, options: StandardizeOptions,
+                 failures: _Failures) -> Any:
+            try:
+                return normalize(value, options)
+            except _Bad as bad:
+                failures.append((bad.code, (*parent, key) if key is not None else parent))
+                return value
+        return leaf
+    if isinstance(spec, Each):
+        if spec.item == KEEP:
+            return lambda value, parent, key, options, failures: list(value) if isinstance(value, list) else value
+        item = _compile(spec.item)
+
+        def each(value: Any, parent: Path, key: str | int | None, options: StandardizeOptions,
+                 failures: _Failures) -> Any:
+            if not isinstance(value, list):
+                return value
+            path = (*parent, key) if key is not None else parent
+            return [item(v, path, i, options, failures) for i, v in enumerate(value)]
+        return each
+    fields = tuple((name, _compile(sub)) for name, sub in spec.items())
+
+    def obj(value: Any, parent: Path, key: str | int | None, options: StandardizeOptions,
+            failures: _Failures) -> Any:
+        if not isinstance(value, dict):
+            return value  # the schema check names the wrong type
+        path = (*parent, key) if key is not None else parent
+        out = dict(value)
+        for name, step in fields:
+            if name in out:
+                out[name] = step(out[name], path, name, options, failures)
+        return out
+    return obj
+
+
+_STEPS: dict[str, _Step] = {record_type: _compile(spec) for record_type, spec in SPECS.items()}
+
+
+def standardize(record: dict[str, Any], record_type: str,
+                options: StandardizeOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """Return a canonical copy of `record`, or raise Rejected naming every field it cannot read."""
+    step = _STEPS.get(record_type)
+    if step is None:
+        raise Rejected(UNKNOWN_RECORD_TYPE, "record_type is missing or not supported")
+    failures: _Failures = []
+    out: dict[str, Any] = step(record, (), None, options, failures)
+    if failures:
+        raise Rejected(failures[0][0], describe_failures(failures))
+    return out
