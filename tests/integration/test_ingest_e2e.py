@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from infra.local import synthetic
+from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs import preflight
 from jobs.config import ConfigError
-from infra.local.ground_truth import expected_outcome
-from schemas.contracts import load_contracts
 from jobs.readback import read_sinks, s3_client
+from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]

@@ -3,7 +3,6 @@ checkpoint, and show that no record is lost or duplicated in Iceberg, the archiv
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -13,50 +12,20 @@ from pathlib import Path
 import pytest
 
 from infra.local import synthetic
-from infra.local.publish import publish
-from schemas.contracts import load_contracts
-from jobs.config import LOCAL_PROPERTIES
 from infra.local.ground_truth import expected_outcome
+from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs.demo import covered, start_job, stop_job
 from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
 from jobs.runtime import latest_restore_point
+from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
+from tests.integration.conftest import wait_for, write_properties
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill]
 
 WAVES, PER_WAVE = 8, 250
 SEED = 31
-
-
-def write_properties(run_id: str, home: Path) -> Path:
-    """The local properties file with every resource unique to this run."""
-    groups = json.loads(LOCAL_PROPERTIES.read_text())
-    cfg = isolated_config(run_id, home)
-    overrides = {
-        "kafka": {"raw.topic.pattern": cfg.kafka.raw_topic_pattern, "dlq.topic": cfg.kafka.dlq_topic,
-                  "group.id": cfg.kafka.group_id},
-        "landing": {"path": cfg.landing.path},
-        "iceberg": {"claims.table": cfg.iceberg.claims_table},
-        "archive": {"path": cfg.archive.path},
-        "checkpoints": {"dir": cfg.checkpoints.directory, "interval.ms": "2000"},
-        "runtime": {"job.name": f"kill-{run_id}"},
-        "reference": {"path": cfg.reference.path, "monitor.interval": "2 s"},
-        "feeds": {"contracts.dir": cfg.feeds.contracts_dir},
-    }
-    for group in groups:
-        group["PropertyMap"].update(overrides.get(group["PropertyGroupId"], {}))
-    path = home / "application_properties.json"
-    path.write_text(json.dumps(groups))
-    return path
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(1)
 
 
 def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: object, run_id: str,

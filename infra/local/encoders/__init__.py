@@ -1,0 +1,1 @@
+"""Encoders: canonical records -> partner wire formats, for synthetic test feeds only."""

@@ -1,0 +1,403 @@
+"""udfs.decoders.avro and schemas/avro: the JSON Schema mirror, round trips, resolution, every reason code, fuzzing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import fastavro.utils
+import orjson
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from infra.local.encoders.avro import encode_container, encode_single_object, to_avro
+from infra.local.synthetic import Mix, generate
+from schemas import load_schema, validator
+from schemas.avro import RECORD_TYPES, load_avsc, parsed_schema, schema_problem
+from udfs.dead_letters import Rejected
+from udfs.decoders import Item
+from udfs.decoders import avro as avro_decoder
+from udfs.decoders.avro import SINGLE_OBJECT_MAGIC, schema_fingerprint
+from udfs.reasons import REASONS
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "avro"
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CONTAINER = {"encoding": "container", "record_type": "claim"}
+SINGLE = {"encoding": "single_object", "record_type": "claim"}
+
+
+def outcome(data: bytes, options: dict[str, Any]) -> tuple[list[Item], str | None]:
+    """The items yielded before any Rejected, and its reason code (None if the unit ended cleanly)."""
+    items: list[Item] = []
+    try:
+        for item in avro_decoder.decode(data, options):
+            items.append(item)
+    except Rejected as err:
+        return items, err.reason_code
+    return items, None
+
+
+@functools.cache
+def _payloads(record_type: str, n: int, small: bool) -> tuple[bytes, ...]:
+    mix = Mix(**{t: float(t == record_type) for t in RECORD_TYPES})
+    size = (1.0, 1.5) if small else (4.0, 12.0)
+    return tuple(g.payload for g in generate(n, 7, mix=mix, duplicate_rate=0, invalid_rate=0, size_kb=size))
+
+
+def synthetic(record_type: str, n: int, small: bool = False) -> list[dict[str, Any]]:
+    """Valid synthetic records of one type (4-12 KB, or about 1 KB when small)."""
+    return [orjson.loads(p) for p in _payloads(record_type, n, small)]
+
+
+# --- the canonical Avro schemas mirror the JSON Schemas ------------------------------------------
+
+def json_shape(root: dict[str, Any], node: dict[str, Any]) -> Any:
+    """A JSON Schema node as (kind, children): objects keep each property's required flag."""
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        return "decimal" if name in ("money", "signed_money") else json_shape(root, root["$defs"][name])
+    if "allOf" in node:
+        parts = [root["$defs"][p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p for p in node["allOf"]]
+        node = {"properties": {k: v for p in parts for k, v in p.get("properties", {}).items()},
+                "required": [r for p in parts for r in p.get("required", [])]}
+    if "properties" in node:
+        required = set(node.get("required", ()))
+        return ("object", {k: (k in required, json_shape(root, v)) for k, v in node["properties"].items()})
+    if node.get("type") == "array":
+        return ("array", json_shape(root, node["items"]))
+    if node.get("format") == "date":
+        return "date"
+    return "int" if node.get("type") == "integer" else "string"
+
+
+def avro_shape(node: Any, named: dict[str, Any]) -> Any:
+    """An Avro type in the same form; a ["null", T] field is an optional T."""
+    node = named.get(node, node) if isinstance(node, str) else node
+    if isinstance(node, dict) and node["type"] == "record":
+        fields = {}
+        for f in node["fields"]:
+            optional = isinstance(f["type"], list)
+            if optional:
+                assert f["type"][0] == "null" and len(f["type"]) == 2 and f["default"] is None
+            fields[f["name"]] = (not optional, avro_shape(f["type"][1] if optional else f["type"], named))
+        return ("object", fields)
+    if isinstance(node, dict) and node["type"] == "array":
+        return ("array", avro_shape(node["items"], named))
+    if isinstance(node, dict) and node.get("logicalType") == "decimal":
+        assert (node["type"], node["precision"], node["scale"]) == ("bytes", 11, 2)
+        return "decimal"
+    if isinstance(node, dict) and node.get("logicalType") == "date":
+        return "date"
+    assert node in ("int", "string"), node
+    return node
+
+
+@pytest.mark.parametrize("record_type", RECORD_TYPES)
+def test_avro_schema_mirrors_the_json_schema_field_for_field(record_type: str) -> None:
+    parsed: Any = fastavro.parse_schema(load_avsc(record_type))
+    assert load_avsc(record_type)["namespace"] == "medistream.canonical.v1"
+    json_schema = load_schema(record_type)
+    assert avro_shape(parsed, parsed["__named_schemas"]) == json_shape(json_schema, json_schema)
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("record_type", RECORD_TYPES)
+@pytest.mark.parametrize("encoding", ["container", "single_object"])
+def test_round_trip_is_exact_and_schema_valid(record_type: str, encoding: str) -> None:
+    records = synthetic(record_type, 12)
+    options = {"encoding": encoding, "record_type": record_type}
+    if encoding == "container":
+        items = list(avro_decoder.decode(encode_container(records, record_type), options))
+    else:
+        items = [i for r in records for i in avro_decoder.decode(encode_single_object(r, record_type), options)]
+    decoded = [i.record for i in items]
+    assert decoded == records
+    assert [list(validator(record_type).iter_errors(r)) for r in decoded] == [[]] * len(records)
+    if encoding == "container":
+        assert [i.position for i in items] == [f"record {n}" for n in range(1, 13)]
+
+
+def test_amounts_with_fewer_places_are_exact_and_more_places_are_refused() -> None:
+    partner = json.loads((CORPUS / "claim_partner_v2.avsc").read_text())  # decimals with scale 4
+    datum = to_avro(synthetic("claim", 1, small=True)[0], "claim") | {"partner_batch": "B1"}
+    good, bad = copy.deepcopy(datum), copy.deepcopy(datum)
+    good["total_charge"] = Decimal("120.5")
+    bad["total_charge"] = Decimal("120.5001")
+    (first, second) = avro_decoder.decode(_container(partner, [good, bad]), CONTAINER)
+    assert first.record is not None and first.record["total_charge"] == "120.50"
+    assert second.error is not None and second.error.reason_code == "avro_bad_amount"
+    assert "120" not in second.error.detail
+
+
+# --- fingerprints (Avro spec test vectors, and the spec's own algorithm) --------------------------
+
+def crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO as the Avro specification writes it out."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+@pytest.mark.parametrize(("schema", "signed"), [
+    ("null", 7195948357588979594), ("int", 8247732601305521295), ("string", -8142146995180207161),
+])
+def test_fingerprint_matches_the_spec_vectors_little_endian(schema: str, signed: int) -> None:
+    assert schema_fingerprint(schema) == (signed % 2**64).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("record_type", RECORD_TYPES)
+def test_single_object_header_is_magic_and_the_canonical_fingerprint(record_type: str) -> None:
+    message = encode_single_object(synthetic(record_type, 1, small=True)[0], record_type)
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed_schema(record_type))
+    assert message[:2] == b"\xc3\x01"
+    assert message[2:10] == crc64_avro(canonical.encode()).to_bytes(8, "little")
+
+
+# --- schema resolution ----------------------------------------------------------------------------
+
+def _claim_schema(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The canonical claim schema with `change` applied to its {name: field} (new entries are appended)."""
+    schema = copy.deepcopy(load_avsc("claim"))
+    fields = {f["name"]: f for f in schema["fields"]}
+    change(fields)
+    schema["fields"] = list(fields.values())
+    return schema
+
+
+def _set(name: str, **field: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda fields: fields[name].update(field)
+
+
+INCOMPATIBLE = {
+    "money as text": (_set("total_charge", type="string"), "total_charge: writer type string cannot be read as"),
+    "a date as a plain int": (_set("service_date_from", type="int"), "service_date_from: writer type int"),
+    "text as bytes": (_set("claim_id", type="bytes"), "claim_id: writer type bytes"),
+    "a nullable required field": (_set("claim_id", type=["null", "string"]), "claim_id: writer type null"),
+    "a record as text": (_set("payer", type="string"), "payer: writer string is not a record"),
+    "an array of zero-size items": (_set("diagnoses", type={"type": "array", "items": "null"}), "take no bytes"),
+    "an array of records of empty records": (_set("diagnoses", type={"type": "array", "items": {
+        "type": "record", "name": "Pair", "fields": [
+            {"name": "a", "type": {"type": "record", "name": "Nothing", "fields": []}},
+            {"name": "b", "type": "Nothing"}, {"name": "c", "type": {"type": "fixed", "name": "F", "size": 0}}]}}),
+        "take no bytes"),
+    "a skipped extra field of zero-size items": (
+        lambda fields: fields.update(pad={"name": "pad", "type": {"type": "map", "values": {
+            "type": "array", "items": "null"}}}), "pad: the writer's array items take no bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INCOMPATIBLE))
+def test_incompatible_writers_are_named_by_path(case: str) -> None:
+    change, message = INCOMPATIBLE[case]
+    problem = schema_problem(fastavro.parse_schema(_claim_schema(change)), parsed_schema("claim"))
+    assert problem is not None and message in problem
+
+
+def test_a_missing_required_field_is_incompatible_but_a_missing_optional_one_is_not() -> None:
+    def drop(*names: str) -> dict[str, Any]:
+        schema = copy.deepcopy(load_avsc("claim"))
+        schema["fields"] = [f for f in schema["fields"] if f["name"] not in names]
+        parsed: dict[str, Any] = fastavro.parse_schema(schema)  # type: ignore[assignment]
+        return parsed
+
+    assert schema_problem(drop("claim_id"), parsed_schema("claim")) == (
+        "claim_id: the writer lacks it and the reader has no default")
+    assert schema_problem(drop("notes", "patient"), parsed_schema("claim")) is None
+    assert schema_problem(parsed_schema("payment"), parsed_schema("claim")) == (
+        "the record: writer record Payment is not Claim")
+
+
+def test_a_listed_writer_that_cannot_be_read_fails_at_start_up(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.avsc"
+    bad.write_text(json.dumps(_claim_schema(_set("total_charge", type="string"))))
+    with pytest.raises(ValueError, match="cannot be read as claim"):
+        avro_decoder.check_options({**SINGLE, "writer_schemas": ["claim", str(bad)]})
+    scale4 = tmp_path / "scale4.avsc"
+    scale4.write_text(json.dumps(_claim_schema(_set("total_charge", type={
+        "type": "bytes", "logicalType": "decimal", "precision": 15, "scale": 4}))))
+    with pytest.raises(ValueError, match="fingerprint of another listed writer"):
+        avro_decoder.check_options({**SINGLE, "writer_schemas": ["claim", str(scale4)]})
+    with pytest.raises(ValueError, match="neither a canonical record type"):
+        avro_decoder.check_options({**SINGLE, "writer_schemas": ["/etc/passwd"]})
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"encoding": "json", "record_type": "claim"}, {"encoding": "container", "record_type": "invoice"},
+    {**CONTAINER, "writer_schemas": "claim"}, {**CONTAINER, "writer_schemas": 1}, {**CONTAINER, "codecs": ["gzip"]},
+    {**CONTAINER, "codecs": None}, {**CONTAINER, "codec": ["null"]},
+])
+def test_bad_options_fail_at_start_up(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="avro options"):
+        avro_decoder.check_options(options)
+
+
+# --- every reason code ---------------------------------------------------------------------------
+
+def _container(schema: Any, datums: list[dict[str, Any]], **kwargs: Any) -> bytes:
+    out = io.BytesIO()
+    fastavro.writer(out, fastavro.parse_schema(schema), datums, **kwargs)
+    return out.getvalue()
+
+
+def _claim_container() -> bytes:
+    return encode_container(synthetic("claim", 3, small=True), "claim")
+
+
+def _corrupt_after_good_records() -> bytes:
+    datums = [to_avro(r, "claim") for r in synthetic("claim", 3, small=True)]
+    data = bytearray(_container(load_avsc("claim"), datums, sync_interval=1))
+    data[-20:-16] = b"\xff\xff\xff\xff"  # inside the last record: its strings' lengths are now garbage
+    return bytes(data)
+
+
+REASON_CASES: dict[str, Callable[[], tuple[bytes, dict[str, Any]]]] = {
+    "avro_not_container": lambda: (b'{"record_type": "claim"}', CONTAINER),
+    "avro_bad_magic": lambda: (b"\xc3\x02" + encode_single_object(synthetic("claim", 1, True)[0], "claim")[2:], SINGLE),
+    "avro_unknown_writer_schema": lambda: (
+        encode_single_object(synthetic("payment", 1, True)[0], "payment"), SINGLE),
+    "avro_incompatible_schema": lambda: (encode_container(synthetic("payment", 1, True), "payment"), CONTAINER),
+    "avro_codec": lambda: (encode_container(synthetic("claim", 1, True), "claim", codec="deflate"), CONTAINER),
+    "avro_corrupt": lambda: (_corrupt_after_good_records(), CONTAINER),
+    "avro_bad_amount": lambda: ((CORPUS / "claim_partner_v2_inexact.avro").read_bytes(), CONTAINER),
+}
+
+
+def test_every_avro_reason_code_has_a_case() -> None:
+    assert set(REASON_CASES) == {code for code in REASONS if code.startswith("avro_")}
+    assert all(REASONS[code].category == "decode" for code in REASON_CASES)
+
+
+@pytest.mark.parametrize("code", sorted(REASON_CASES))
+def test_reason_code_is_raised(code: str) -> None:
+    items, raised = outcome(*REASON_CASES[code]())
+    assert code in {raised, *(i.error.reason_code for i in items if i.error)}
+
+
+def test_corrupt_data_after_good_records_yields_them_then_refuses_the_rest() -> None:
+    items, code = outcome(_corrupt_after_good_records(), CONTAINER)
+    assert code == "avro_corrupt" and [i.position for i in items] == ["record 1", "record 2"]
+    assert all(i.record for i in items)
+
+
+def test_trailing_bytes_after_a_single_object_are_corrupt() -> None:
+    message = encode_single_object(synthetic("claim", 1, small=True)[0], "claim")
+    assert outcome(message + b"\x00", SINGLE) == ([], "avro_corrupt")
+
+
+def test_deflate_is_read_when_the_feed_allows_it() -> None:
+    records = synthetic("claim", 2, small=True)
+    items, code = outcome(encode_container(records, "claim", codec="deflate"), {**CONTAINER, "codecs": ["deflate"]})
+    assert code is None and [i.record for i in items] == records
+
+
+# --- corpus --------------------------------------------------------------------------------------
+
+CASES = json.loads((CORPUS / "cases.json").read_text())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c['file']}-{i}" for i, c in enumerate(CASES)])
+def test_corpus(case: dict[str, Any]) -> None:
+    options = dict(case["options"])
+    if "writer_schemas" in options:
+        options["writer_schemas"] = [str(CORPUS / w) if w.endswith(".avsc") else w for w in options["writer_schemas"]]
+    items, code = outcome((CORPUS / case["file"]).read_bytes(), options)
+    assert code == case.get("rejected")
+    assert {i.position: i.error.reason_code for i in items if i.error} == case.get("errors", {})
+    records = [i.record for i in items if i.record is not None]
+    assert len(records) == case.get("records", 0)
+    if case.get("validate"):
+        check = validator(options["record_type"])
+        assert [list(check.iter_errors(r)) for r in records] == [[]] * len(records)
+
+
+# --- fuzzing -------------------------------------------------------------------------------------
+
+def _never_crashes(data: bytes, options: dict[str, Any]) -> tuple[list[Item], str | None]:
+    items, code = outcome(data, options)
+    for item in items:
+        assert (item.record is None) != (item.error is None)
+    return items, code
+
+
+@FUZZ
+@given(st.binary(max_size=3000))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    _never_crashes(data, CONTAINER)
+    _never_crashes(data, SINGLE)
+    _never_crashes(b"Obj\x01" + data, CONTAINER)
+    _never_crashes(SINGLE_OBJECT_MAGIC + schema_fingerprint(load_avsc("claim")) + data, SINGLE)
+
+
+def test_truncation_at_every_position() -> None:
+    container, message = _claim_container(), encode_single_object(synthetic("claim", 1, True)[0], "claim")
+    for end in range(len(container)):
+        items, code = _never_crashes(container[:end], CONTAINER)
+        assert code is not None or len(items) < 3
+    for end in range(len(message)):
+        assert _never_crashes(message[:end], SINGLE) == ([], "avro_bad_magic" if end < 10 else "avro_corrupt")
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), min_size=1,
+                max_size=6))
+def test_flipped_bytes_never_crash(flips: list[tuple[int, int]]) -> None:
+    for base, options in ((_claim_container(), CONTAINER), (encode_single_object(
+            synthetic("claim", 1, True)[0], "claim"), SINGLE)):
+        data = bytearray(base)
+        for at, value in flips:
+            data[at % len(data)] = value
+        _never_crashes(bytes(data), options)
+
+
+FIELD_TYPES = st.sampled_from([
+    "string", "int", "long", "bytes", "null", "boolean", "double", ["null", "int"], ["string", "int"],
+    {"type": "array", "items": "null"}, {"type": "array", "items": "string"}, {"type": "map", "values": "int"},
+    {"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 3},
+    {"type": "int", "logicalType": "date"}, {"type": "record", "name": "Empty", "fields": []},
+    {"type": "enum", "name": "E", "symbols": ["A", "B"]}, {"type": "fixed", "name": "F", "size": 0},
+])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=40), st.sampled_from(["retype", "drop", "add"]),
+                          FIELD_TYPES), min_size=1, max_size=3))
+def test_wrong_writer_schemas_are_refused_up_front_or_read(changes: list[tuple[int, str, Any]]) -> None:
+    schema = copy.deepcopy(load_avsc("claim"))
+    for i, (at, action, kind) in enumerate(changes):
+        fields = schema["fields"]
+        field = fields[at % len(fields)]
+        if action == "retype":
+            field["type"] = copy.deepcopy(kind)
+        elif action == "drop":
+            fields.remove(field)
+        else:
+            fields.append({"name": f"extra_{i}", "type": copy.deepcopy(kind)})
+    try:
+        parsed = fastavro.parse_schema(schema)
+        data = _container(parsed, list(fastavro.utils.generate_many(parsed, 2)))
+    except Exception:  # a mutation fastavro itself cannot write (a named type twice, say)
+        assume(False)
+        raise
+    items, code = _never_crashes(data, CONTAINER)
+    if schema_problem(parsed, parsed_schema("claim")) is None:
+        # Checked up front means nothing fails halfway: the data is valid for its writer.
+        assert code is None and len(items) == 2
+    else:
+        assert code == "avro_incompatible_schema" and items == []
