@@ -86,6 +86,12 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         from connectors.reference import load_reference_sets
         from jobs.readback import s3_client
 
+        if not log.handlers and not logging.getLogger().handlers:
+            # Thread mode runs this code inside the JVM's embedded Python: no handler is set up there.
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
         contracts = load_contracts(Path(self.contracts_dir) if self.contracts_dir else FEEDS_DIR)
         client = None if self.reference_path.startswith("file://") else s3_client(self.s3)
         self.reference.update_all(load_reference_sets(client, self.reference_path))
