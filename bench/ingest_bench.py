@@ -1,13 +1,20 @@
 """Ingest throughput: the bare IngestStage loop against the whole Flink job, per record size, in one run.
 
-Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4]`. For each size it
-1. times IngestStage().process over the generated payloads in a plain Python loop (one core);
+Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4]`. The run gets its own feed
+per size, bench_<size>kb_<run id>: a contract for canonical JSON claims on Kafka (a copy of the shipped
+hospital_a_claims contract) written to a temporary contracts folder, and the synthetic reference data
+for the seed published under s3://medistream-reference/b<run id>/. For each size it
+1. times IngestStage(contracts, reference).process over the generated payloads in a plain Python
+   loop (one core), with the reference data read back from that prefix as the operator reads it;
 2. publishes the same payloads to a fresh raw.<feed> topic and runs jobs.ingest bounded (Kafka up to
-   the offsets at start, an empty landing prefix read once) into its own Iceberg table, archive
-   prefix, dead-letter topic and checkpoint folder, sampling CPU and RSS of the process tree;
-3. checks the Iceberg table and the archive hold exactly the generated ids, and derives per-row
-   commit latency (snapshot committed-at minus ingested_at).
+   the offsets at start, an empty landing prefix and the reference prefix each read once) with the
+   contracts folder as feeds.contracts.dir, into its own Iceberg table, archive prefix, dead-letter
+   topic and checkpoint folder, sampling CPU and RSS of the process tree;
+3. checks the Iceberg table and the archive hold exactly the expected business keys
+   (infra.local.ground_truth) and the generated record ids, the dead-letter topic nothing, and
+   derives per-row commit latency (snapshot committed-at minus ingested_at).
 Results print as a table and go to bench/results/ingest-<date>.json. Recorded, never asserted.
+For the cost of each stage inside IngestStage, see bench/stage_costs.py.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,9 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LANDING_BUCKET = "medistream-landing"
-SEED = 20_251_122
+REFERENCE_BUCKET = "medistream-reference"
+TEMPLATE_FEED = "hospital_a_claims"  # shipped contract: canonical JSON claims, one per Kafka message
+SEED = 20_251_122  # one seed for every size, so one reference publication matches them all
 
 
 def _parse_sizes(text: str) -> list[int]:
@@ -38,51 +48,84 @@ def _parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def generate_claims(n: int, size_kb: int, feed_name: str) -> list[Any]:
+def feed_name(size_kb: int, run_id: str) -> str:
+    """The run's own feed for one record size (also its raw.<feed> topic suffix)."""
+    return f"bench_{size_kb}kb_{run_id}"
+
+
+def write_contracts(folder: Path, feeds: list[str]) -> dict[str, Any]:
+    """One contract per feed, copied from the shipped JSON claims contract, as YAML in `folder`; loaded back."""
+    import yaml
+
+    from schemas.contracts import FEEDS_DIR, load_contracts
+
+    template = yaml.safe_load((FEEDS_DIR / f"{TEMPLATE_FEED}.yaml").read_text(encoding="utf-8"))
+    folder.mkdir(parents=True)
+    for feed in feeds:
+        document = {**template, "feed": feed, "description": f"ingest bench feed (a copy of {TEMPLATE_FEED})"}
+        (folder / f"{feed}.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return load_contracts(folder)
+
+
+def generate_claims(n: int, size_kb: int, feed: str) -> list[Any]:
     """n valid, distinct claims of exactly size_kb KiB on one Kafka feed (no duplicates, no invalid)."""
     from infra.local.synthetic import Feed, Mix, generate
 
-    feed = Feed(feed_name, "claim", "kafka")
-    return list(generate(n, seed=SEED + size_kb, mix=Mix(claim=1, payment=0, eligibility=0), duplicate_rate=0.0,
-                         invalid_rate=0.0, feeds=(feed,), size_kb=(size_kb, size_kb)))
+    return list(generate(n, seed=SEED, mix=Mix(claim=1, payment=0, eligibility=0), duplicate_rate=0.0,
+                         invalid_rate=0.0, feeds=(Feed(feed, "claim", "kafka"),), size_kb=(size_kb, size_kb)))
 
 
-def bare_loop(records: list[Any], topic: str) -> dict[str, Any]:
-    """IngestStage().process over every payload in a plain loop, each call timed."""
+def read_reference(cfg: Any) -> Any:
+    """The reference data under cfg.reference.path, loaded as the ingest operator loads it at open()."""
+    from connectors.reference import load_reference_sets
+    from jobs.readback import s3_client
+    from udfs.enrich import ReferenceData
+
+    reference = ReferenceData()
+    reference.update_all(load_reference_sets(s3_client(cfg.s3), cfg.reference.path))
+    return reference
+
+
+def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], reference: Any,
+              expected_keys: Counter[str]) -> dict[str, Any]:
+    """IngestStage(contracts, reference).process over every payload in a plain loop, each call timed."""
     from bench.resources import TreeSampler
     from bench.sink_checks import percentiles
-    from udfs.dead_letters import Rejected
-    from udfs.ingest import IngestStage
+    from udfs.ingest import Accepted, IngestStage
     from udfs.source import SourceRef
 
-    stage = IngestStage()
+    stage = IngestStage(contracts, reference)
+    unit_ms = int(time.time() * 1000)  # the Kafka timestamp; a JSON feed's records carry their own sent_at
     calls_us: list[float] = []
-    rejected = 0
+    outcomes: list[Any] = []
     clock = time.perf_counter_ns
     with TreeSampler() as sampler:
         start = time.perf_counter()
         for offset, record in enumerate(records):
             source = SourceRef.from_kafka(topic, 0, offset)
             t0 = clock()
-            try:
-                stage.process(record.payload, source)
-            except Rejected:
-                rejected += 1
+            # now=None, as the operator calls it: the rules read the clock once per unit.
+            outcomes.extend(stage.process(record.payload, source, unit_ms))
             calls_us.append((clock() - t0) / 1000)
         wall = time.perf_counter() - start
     n = len(records)
+    accepted = Counter(o.keys.business_key for o in outcomes if isinstance(o, Accepted))
+    refused = len(outcomes) - accepted.total()
     return {
-        "mode": "bare loop", "records": n, "rejected": rejected, "wall_s": wall, "records_per_s": n / wall,
+        "mode": "bare loop", "records": n, "refused": refused, "wall_s": wall, "records_per_s": n / wall,
         "cpu_s": sampler.usage.cpu_s, "records_per_cpu_s": n / sampler.usage.cpu_s,
         "cpu_us_per_record": sampler.usage.cpu_s / n * 1e6, "mean_call_us": sum(calls_us) / n,
         "peak_rss_mib": sampler.usage.peak_rss_bytes / 2**20, "latency_kind": "per call, µs",
-        "latency": percentiles(calls_us), "ok": rejected == 0,
+        "latency": percentiles(calls_us), "reference_versions": reference.versions(),
+        "ok": refused == 0 and accepted == expected_keys,
     }
 
 
-def publish(bootstrap: str, topic: str, records: list[Any]) -> float:
-    """Produce every payload (keyed by record id) and wait for all acks; return seconds taken."""
+def publish(bootstrap: str, topic: str, records: list[Any], contract: Any) -> float:
+    """Produce every record as its feed's unit (keyed by record id) and wait for all acks; return seconds taken."""
     from confluent_kafka import Producer
+
+    from infra.local.feed_encoding import encode_unit
 
     failures: list[str] = []
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
@@ -96,7 +139,8 @@ def publish(bootstrap: str, topic: str, records: list[Any]) -> float:
     for record in records:
         while True:
             try:
-                producer.produce(topic, value=record.payload, key=record.record_id.encode(), on_delivery=delivered)
+                producer.produce(topic, value=encode_unit(contract, [record.payload]), key=record.record_id.encode(),
+                                 on_delivery=delivered)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry this record
                 producer.poll(0.2)
@@ -106,8 +150,8 @@ def publish(bootstrap: str, topic: str, records: list[Any]) -> float:
     return time.perf_counter() - start
 
 
-def bench_config(base: Any, run_id: str, size_kb: int, topic: str, workdir: Path) -> Any:
-    """The local config pointed at this run's own topic, group, tables, prefixes and checkpoints."""
+def bench_config(base: Any, run_id: str, size_kb: int, topic: str, workdir: Path, contracts_dir: Path) -> Any:
+    """The local config pointed at this run's own topic, group, tables, prefixes, contracts and checkpoints."""
     tag = f"{size_kb}kb_{run_id}"
     return replace(
         base,
@@ -117,19 +161,29 @@ def bench_config(base: Any, run_id: str, size_kb: int, topic: str, workdir: Path
         iceberg=replace(base.iceberg, claims_table=f"claims_bench_{tag}"),
         archive=replace(base.archive, path=f"{base.archive.path.rstrip('/')}/bench-{tag}/"),
         checkpoints=replace(base.checkpoints, directory=(workdir / f"checkpoints-{size_kb}kb").as_uri()),
+        # Read once: with a monitor interval the reference source never ends, nor would the job.
+        reference=replace(base.reference, path=reference_path(run_id), monitor_interval=""),
+        feeds=replace(base.feeds, contracts_dir=str(contracts_dir)),
     )
 
 
-def flink_run(cfg: Any, records: list[Any], job_name: str) -> dict[str, Any]:
-    """Publish, run the ingest job bounded to completion, then verify every sink against the ids."""
+def reference_path(run_id: str) -> str:
+    """The run's own reference prefix (every size reads the same publication)."""
+    return f"s3://{REFERENCE_BUCKET}/b{run_id}/"
+
+
+def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, Any], job_name: str
+              ) -> dict[str, Any]:
+    """Publish, run the ingest job bounded to completion, then verify every sink against keys and ids."""
     from bench.resources import TreeSampler
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, percentiles
     from jobs import ingest, preflight
     from jobs.readback import s3_client, split_s3_url
 
     topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
-    preflight.check_kafka(cfg.kafka.bootstrap_servers, (topic, cfg.kafka.dlq_topic))
-    publish_s = publish(cfg.kafka.bootstrap_servers, topic, records)
+    preflight.check_kafka(cfg.kafka.bootstrap_servers, (topic,))
+    preflight.check_ingest_dependencies(cfg)  # contracts, dead-letter topic, buckets, catalog folder
+    publish_s = publish(cfg.kafka.bootstrap_servers, topic, records, contract)
     # The filesystem source lists the prefix; a hidden ("_") object makes it exist and is never read.
     bucket, prefix = split_s3_url(cfg.landing.path)
     s3_client(cfg.s3).put_object(Bucket=bucket, Key=f"{prefix}_placeholder", Body=b"")
@@ -145,13 +199,16 @@ def flink_run(cfg: Any, records: list[Any], job_name: str) -> dict[str, Any]:
         wall = time.perf_counter() - start
     net_s = result.get_net_runtime() / 1000
 
-    expected = {r.record_id for r in records}
-    claims = check_claims(cfg, expected)
-    archive = check_archive(cfg, expected)
+    # The records are all distinct, so record ids must match one to one as well as business keys.
+    ids = {r.record_id for r in records}
+    claims = check_claims(cfg, ids, expected["claims"])
+    archive = check_archive(cfg, ids, expected["archived"])
     dead_letters = count_dead_letters(cfg)
     n = len(records)
     ok = (claims.rows == n and claims.distinct_ids == n and claims.missing == 0 and claims.unexpected == 0
-          and archive["records"] == n and archive["missing"] == 0 and dead_letters == 0)
+          and claims.missing_keys == 0 and claims.extra_keys == 0
+          and archive["records"] == n and archive["missing"] == 0 and archive["missing_keys"] == 0
+          and archive["extra_keys"] == 0 and dead_letters == 0 and not expected["dead_letters"])
     return {
         "mode": "flink job", "records": n, "wall_s": wall, "net_runtime_s": net_s, "setup_s": setup_s,
         "publish_s": publish_s, "records_per_s": n / wall, "records_per_s_net": n / net_s,
@@ -163,7 +220,8 @@ def flink_run(cfg: Any, records: list[Any], job_name: str) -> dict[str, Any]:
         "latency_kind": "commit (snapshot committed-at - ingested_at), ms",
         "latency": percentiles(claims.commit_latency_ms),
         "iceberg": {"rows": claims.rows, "distinct_ids": claims.distinct_ids, "missing": claims.missing,
-                    "unexpected": claims.unexpected, "snapshots": claims.snapshots},
+                    "unexpected": claims.unexpected, "missing_keys": claims.missing_keys,
+                    "extra_keys": claims.extra_keys, "snapshots": claims.snapshots},
         "archive": archive, "dead_letters": dead_letters, "ok": ok,
         "parallelism": cfg.runtime.parallelism, "python_execution_mode": cfg.runtime.python_execution_mode,
         "checkpoint_interval_ms": cfg.checkpoints.interval_ms,
@@ -216,10 +274,10 @@ def print_table(runs: list[dict[str, Any]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def write_results(doc: dict[str, Any]) -> Path:
-    """bench/results/ingest-<date>.json, numbered when the day already has one."""
+def write_results(doc: dict[str, Any], kind: str = "ingest") -> Path:
+    """bench/results/<kind>-<date>.json, numbered when the day already has one."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = f"ingest-{time.strftime('%Y-%m-%d')}"
+    stem = f"{kind}-{time.strftime('%Y-%m-%d')}"
     path, n = RESULTS_DIR / f"{stem}.json", 1
     while path.exists():
         n += 1
@@ -245,8 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[key] = value  # the local moto server; never real credentials
 
     from bench.resources import code_version, machine_info
+    from bench.sink_checks import delete_s3_prefix
     from infra.local import stack
+    from infra.local.ground_truth import expected_outcome
+    from infra.local.reference import publish_reference
     from jobs.config import default_properties_path, load_ingest_config, medistream_home, read_property_groups
+    from jobs.readback import s3_client, split_s3_url
 
     run_id = uuid.uuid4().hex[:8]
     workdir = medistream_home() / "bench" / run_id
@@ -258,30 +320,47 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB", flush=True)
 
     runs: list[dict[str, Any]] = []
+    contracts_dir = workdir / "feeds"
+    configs = {kb: bench_config(base, run_id, kb, f"raw.{feed_name(kb, run_id)}", workdir, contracts_dir)
+               for kb in args.sizes}
+    reference_removed = 0
     try:
-        data = {kb: generate_claims(args.records, kb, f"bench_{kb}kb_{run_id}") for kb in args.sizes}
+        contracts = write_contracts(contracts_dir, [feed_name(kb, run_id) for kb in args.sizes])
+        bucket, prefix = split_s3_url(reference_path(run_id))
+        publish_reference(s3_client(base.s3), bucket, prefix, SEED, version=1)
+        reference = read_reference(configs[args.sizes[0]])
+        data = {kb: generate_claims(args.records, kb, feed_name(kb, run_id)) for kb in args.sizes}
+        expected = {kb: expected_outcome(data[kb], contracts, SEED) for kb in args.sizes}
         for kb in args.sizes:  # all bare loops first, before a JVM exists to share the cores with
-            runs.append({"size_kb": kb, **bare_loop(data[kb], f"raw.bench_{kb}kb_{run_id}")})
-            print(f"{kb} KB bare loop: {runs[-1]['records_per_s']:,.0f} records/s", flush=True)
+            runs.append({"size_kb": kb, **bare_loop(data[kb], f"raw.{feed_name(kb, run_id)}", contracts, reference,
+                                                    expected[kb]["claims"])})
+            print(f"{kb} KB bare loop: {runs[-1]['records_per_s']:,.0f} records/s, verified: {runs[-1]['ok']}",
+                  flush=True)
         for kb in args.sizes:
-            cfg = bench_config(base, run_id, kb, f"raw.bench_{kb}kb_{run_id}", workdir)
+            cfg = configs[kb]
             try:
-                run = flink_run(cfg, data[kb], f"medistream-bench-{kb}kb-{run_id}")
+                run = flink_run(cfg, data[kb], contracts[feed_name(kb, run_id)], expected[kb],
+                                f"medistream-bench-{kb}kb-{run_id}")
             finally:
                 removed = clean_up(cfg)
             runs.append({"size_kb": kb, **run, "cleaned_up": removed})
             print(f"{kb} KB flink job: {run['records_per_s']:,.0f} records/s, verified: {run['ok']}", flush=True)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # other runs may still use it
-            workdir.parent.rmdir()
-        if started_stack:
-            stack.down(components=started_stack)
+        try:
+            reference_removed = delete_s3_prefix(base, reference_path(run_id))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # other runs may still use it
+                workdir.parent.rmdir()
+            if started_stack:
+                stack.down(components=started_stack)
 
     print()
     print_table(runs)
     doc = {"machine": machine_info(), "code": code_version(), "run_id": run_id,
-           "records_per_size": args.records, "sizes_kb": args.sizes,
+           "records_per_size": args.records, "sizes_kb": args.sizes, "seed": SEED,
+           "feed_contract": f"copy of schemas/feeds/{TEMPLATE_FEED}.yaml",
+           "reference_objects_removed": reference_removed,
            "duration_s": round(time.perf_counter() - began, 1),
            # Other work on the machine shows as cores < 1 in the bare loop and a load above ~1 here.
            "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}, "runs": runs,

@@ -1,7 +1,8 @@
 """After a bench run: did every record land once, how long did commits take, and remove what it made.
 
 A throughput number from a run that dropped or doubled records is worthless, so the bench compares
-the Iceberg table and the archive with the generator's ids before it reports anything.
+the Iceberg table and the archive with the expected business keys (infra.local.ground_truth, the
+pipeline's own comparison) and with the generator's record ids before it reports anything.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ class ClaimsCheck:
     unexpected: int
     snapshots: int
     commit_latency_ms: list[float]
+    missing_keys: int = 0  # expected business keys not in the table (counted with multiplicity)
+    extra_keys: int = 0  # business keys in the table beyond the expected ones (duplicates included)
 
 
-def check_claims(cfg: IngestConfig, expected_ids: set[str]) -> ClaimsCheck:
-    """Compare the claims table with the expected ids; attribute each row to the snapshot that added it.
+def _key_differences(held: Counter[str], expected: Counter[str]) -> tuple[int, int]:
+    return (expected - held).total(), (held - expected).total()
+
+
+def check_claims(cfg: IngestConfig, expected_ids: set[str], expected_keys: Counter[str]) -> ClaimsCheck:
+    """Compare the claims table with the expected ids and business keys; attribute each row to its snapshot.
 
     Commit latency of a row = committed-at time of the first snapshot that contains it minus its
     ingested_at (set by the Python operator). Found by scanning every snapshot in commit order and
@@ -47,19 +54,22 @@ def check_claims(cfg: IngestConfig, expected_ids: set[str]) -> ClaimsCheck:
                 continue
             seen.add(record_id)
             latencies.append(snapshot.timestamp_ms - ingested_at.timestamp() * 1000)
-    current = table.scan(selected_fields=("record_id",)).to_arrow().column("record_id").to_pylist()
-    ids = Counter(current)
+    current = table.scan(selected_fields=("record_id", "business_key")).to_arrow()
+    ids = Counter(current.column("record_id").to_pylist())
+    missing_keys, extra_keys = _key_differences(Counter(current.column("business_key").to_pylist()), expected_keys)
     return ClaimsCheck(
-        rows=len(current), distinct_ids=len(ids), missing=len(expected_ids - ids.keys()),
+        rows=current.num_rows, distinct_ids=len(ids), missing=len(expected_ids - ids.keys()),
         unexpected=len(ids.keys() - expected_ids), snapshots=len(snapshots), commit_latency_ms=latencies,
+        missing_keys=missing_keys, extra_keys=extra_keys,
     )
 
 
-def check_archive(cfg: IngestConfig, expected_ids: set[str]) -> dict[str, int]:
-    """Archived record count, distinct ids, and ids missing from committed archive files."""
-    ids, _keys, _feeds, files = archived_ids(cfg)
+def check_archive(cfg: IngestConfig, expected_ids: set[str], expected_keys: Counter[str]) -> dict[str, int]:
+    """Archived record count, distinct ids, ids missing, and business keys missing or extra in committed files."""
+    ids, keys, _feeds, files = archived_ids(cfg)
+    missing_keys, extra_keys = _key_differences(keys, expected_keys)
     return {"records": sum(ids.values()), "distinct_ids": len(ids), "missing": len(expected_ids - ids.keys()),
-            "files": files}
+            "missing_keys": missing_keys, "extra_keys": extra_keys, "files": files}
 
 
 def count_dead_letters(cfg: IngestConfig, timeout_s: float = 30.0) -> int:

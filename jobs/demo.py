@@ -161,8 +161,8 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
          sum(expected["archived"].values())),
         ("dead letters", held(sinks.dead_letters, expected["dead_letters"]), sum(expected["dead_letters"].values())),
     ]
-    print(f"\nrecords in: {expected['records']}  (valid {sum(expected['archived'].values())}, "
-          f"invalid {sum(expected['dead_letters'].values())})")
+    print(f"\nrecords in: {expected['records']}  (exact re-sends for dedup to drop: {expected['resends_dropped']}; "
+          f"an 834 member's dependents are records of their own)")
     for name, have, want in rows:
         print(f"  {name:<26} {have:>7}  expected {want:>7}  {'ok' if have == want else 'MISMATCH'}")
     print(f"  archive objects            {sinks.archive_objects:>7}")

@@ -45,7 +45,7 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
     claims: Counter[str] = Counter()
     archived: Counter[str] = Counter()
     dead: Counter[str] = Counter()
-    records = 0
+    records = resends = 0
     for g in generated:
         records += 1
         if g.expect == "invalid":
@@ -57,9 +57,11 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
             dead[g.record_id] += 1
             continue
         if g.is_duplicate:
+            resends += 1
             continue
         keys = expected_keys(record, contract)
         archived.update(keys)
         if contract.record_type == "claim":
             claims.update(keys)
-    return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead}
+    return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead,
+            "resends_dropped": resends}
