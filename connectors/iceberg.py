@@ -65,6 +65,12 @@ class S3Config:
     path_style_access: bool
 
 
+def split_s3_url(url: str) -> tuple[str, str]:
+    """s3://bucket/some/prefix/ -> ("bucket", "some/prefix/")."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
 def catalog_options(cfg: IcebergConfig, s3: S3Config) -> dict[str, str]:
     """Flink catalog options for an Iceberg catalog whose files live on S3 (or the local S3 API)."""
     options = {

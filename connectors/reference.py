@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from connectors.iceberg import split_s3_url
 from connectors.landing import LandingConfig, create_landing_source
 from udfs.enrich import ReferenceSet, parse_reference
 
@@ -47,8 +48,6 @@ def _parse_logged(name: str, body: bytes, sets: list[ReferenceSet]) -> None:
 
 def load_reference_sets(s3_client: Any, path: str) -> list[ReferenceSet]:
     """Every valid reference document under `path` (s3:// or file://); an invalid one is logged and skipped."""
-    from jobs.readback import split_s3_url
-
     sets: list[ReferenceSet] = []
     if path.startswith("file://"):
         for file in sorted(Path(urlparse(path).path).rglob("*.json")):

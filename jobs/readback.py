@@ -16,7 +16,11 @@ from typing import Any
 import boto3
 import orjson
 
-from connectors.iceberg import IcebergConfig, S3Config
+from connectors.iceberg import (
+    IcebergConfig,
+    S3Config,
+    split_s3_url,
+)
 from jobs.config import IngestConfig
 
 
@@ -32,12 +36,6 @@ class SinkCounts:
     archived_feeds: Counter[str]
     archive_objects: int
     dead_letter_reasons: dict[str, str]  # read-back key -> "stage.reason_code"
-
-
-def split_s3_url(url: str) -> tuple[str, str]:
-    """s3://bucket/some/prefix/ -> ("bucket", "some/prefix/")."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    return bucket, prefix
 
 
 def s3_client(s3: S3Config) -> Any:

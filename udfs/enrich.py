@@ -17,7 +17,8 @@ import orjson
 from udfs.dead_letters import Rejected
 from udfs.reasons import define
 
-ENRICHMENT_MISS = define("enrichment_miss", "enrichment", "a reference lookup found no entry and the feed refuses misses")
+ENRICHMENT_MISS = define("enrichment_miss", "enrichment",
+                         "a reference lookup found no entry and the feed refuses misses")
 
 DATASETS: tuple[str, ...] = ("payer_directory", "providers", "plan_codes")
 MAX_ENTRIES = 5_000_000

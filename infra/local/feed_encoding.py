@@ -68,7 +68,8 @@ def encode_unit(contract: FeedContract, payloads: Sequence[bytes]) -> bytes:
     if contract.format == "csv":
         from infra.local.encoders.csv import encode_csv
 
-        assert contract.mapping is not None
+        if contract.mapping is None:
+            raise ValueError(f"feed {contract.feed}: a csv contract needs a mapping")
         return encode_csv([project(r, contract.mapping) for r in records], contract.mapping,
                           **_csv_flavour(contract))
     if contract.format == "avro":
