@@ -41,6 +41,7 @@ from udfs.source import SourceRef
 from udfs.standardize import StandardizeOptions, standardize
 
 DOOR_NOT_ALLOWED = define("door_not_allowed", "envelope", "the feed arrived through a door its contract does not list")
+EMPTY_UNIT = define("empty_unit", "decode", "a message or file holds no record (empty, or a header and nothing else)")
 RECORD_TYPE_MISMATCH = define("record_type_mismatch", "envelope", "the record's type is not the one its feed carries")
 
 # The contract's door names -> SourceRef kinds. REST pushes and pulls are produced to raw.<feed>.
@@ -187,6 +188,9 @@ class IngestStage:
                                   item.position, None, item.raw_sha256)
                     continue
                 yield self._one(stage, item, source, unit_ms, now)
+            if done == 0:
+                # Not lost data, but a feed sending empty or header-only units is worth a look.
+                yield Refused(Rejected(EMPTY_UNIT, "the unit holds no records"), None, None)
         except Rejected as err:
             # The unit (or its remainder after `done` items) cannot be read.
             yield Refused(err, None if done == 0 else f"after item {done}", None)

@@ -196,3 +196,11 @@ def test_source_refs_name_the_feed() -> None:
     assert landed.feed == "hospital_d"
     assert landed.path == "s3://landing/feeds/hospital_d/2026/11/22/f.jsonl"
     assert SourceRef.from_file("/elsewhere/f.jsonl", "s3://landing/feeds/").feed == "unknown"
+
+
+def test_an_empty_or_header_only_unit_is_reported() -> None:
+    feed = contract("unit_lines", "claim", sources=["landing"], format={"type": "json", "options": {"lines": True}})
+    stage = IngestStage({"unit_lines": feed}, reference())
+    for body in (b"", b"\n\n"):
+        refused = one(stage, body, SourceRef.from_file("/feeds/unit_lines/a.jsonl", "s3://l/feeds/"))
+        assert isinstance(refused, Refused) and refused.error.reason_code == "empty_unit"
