@@ -30,7 +30,8 @@ def test_every_reason_has_a_category_and_a_summary() -> None:
 
 def test_every_reason_code_is_exercised_by_a_test() -> None:
     load_every_stage()
-    corpus = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in TESTS.rglob("test_*.py")
-                       if p.name != Path(__file__).name)
+    # Test modules, and the corpus manifests whose cases they parametrize over.
+    files = [*TESTS.rglob("test_*.py"), *(TESTS / "corpus").rglob("*.json")]
+    corpus = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files if p.name != Path(__file__).name)
     untested = sorted(code for code in REASONS if f'"{code}"' not in corpus and f"'{code}'" not in corpus)
     assert untested == [], f"reason codes no test names: {untested}"
