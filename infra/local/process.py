@@ -205,6 +205,11 @@ def wait_until(
         if probe():
             return time.monotonic() - start
         if owned_process(pid_file) is None:
+            # Its last words may still be on their way to the log (children, slow disks, a loaded
+            # machine): give them a moment, so the error shows why it died.
+            settle = time.monotonic() + 3.0
+            while not tail(log_file).strip() and time.monotonic() < settle:
+                time.sleep(0.1)
             raise HealthTimeout(
                 f"{component} exited while starting; last lines of {log_file}:\n{tail(log_file)}"
             )
