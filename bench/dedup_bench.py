@@ -1,6 +1,7 @@
 """Dedup cost: Python keyed state (KeyedProcessFunction + ValueState) against Flink SQL's Deduplicate operator.
 
-Run: `.venv/bin/python -m bench.dedup_bench [--records 200000] [--variants a,b,...]`. It
+Run: `.venv/bin/python -m bench.dedup_bench [--records 200000] [--repeat 3] [--variants a,b,...]
+[--key-format production|clear]`; docs/decisions/0004-dedup-state.md holds the figures. It
 1. writes N rows (dedup_key, record_id, three small columns, a 4 KiB X12-like payload) to one local
    CSV file, deterministically, with 5 % exact duplicates (same dedup_key and payload, a new
    record_id) arriving within ~70 rows of their original; the key is udfs.dedup's (64 hex chars)
@@ -8,8 +9,9 @@ Run: `.venv/bin/python -m bench.dedup_bench [--records 200000] [--variants a,b,.
 2. runs every variant in a fresh Python + JVM process (no JIT or heap carried between variants):
    filesystem source (continuous, so the job stays up after the last row) -> variant -> blackhole,
    parallelism 1, thread mode, exactly-once checkpoints every interval into a local hashmap backend;
-3. measures from submit until the sink has counted every expected row (REST metrics, polled every
-   0.25 s): wall time and CPU seconds of the whole process tree (bench/resources.py);
+3. measures from submit until the sink has counted every expected row and the dedup operator every
+   input row (REST metrics, polled every 0.25 s): wall time and CPU seconds of the whole process
+   tree (bench/resources.py);
 4. then triggers one full checkpoint, which therefore holds every key, and divides its size on disk
    (all files of chk-<id>) and the dedup operator's reported state size by the number of keys;
 5. asserts the sink saw exactly the unique keys and the dedup operator saw every input row.
@@ -58,8 +60,6 @@ VARIANTS: dict[str, tuple[str, str | None, bool]] = {
                             "python-passthrough", True),
     "sql-pure": ("SQL source + ROW_NUMBER() keep-first on proctime (Deduplicate, TTL 30 d)", "source-only", True),
 }
-
-
 KEY_FORMATS = ("production", "clear")
 
 
@@ -260,20 +260,23 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_for_sink(rest: Rest, expected: int, timeout_s: float) -> int:
-    """Poll the blackhole writer's numRecordsIn every 0.25 s until it reaches `expected`."""
+def _wait_for_counts(rest: Rest, targets: dict[tuple[str, str], int], timeout_s: float) -> None:
+    """Poll operator counters every 0.25 s until each (operator, metric) has reached its target.
+
+    Waiting for the sink alone is not enough after a dedup: trailing duplicates produce no output.
+    """
     deadline = time.monotonic() + timeout_s
-    seen = 0
+    counts: dict[str, dict[str, int]] = {}
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError, KeyError, ValueError):  # REST not up yet, metrics not fetched yet
             status = rest.call("")["state"]
             if status in ("FAILED", "CANCELED", "FINISHED"):
-                raise RuntimeError(f"job ended with {status} after {seen:,} rows reached the sink")
-            seen = rest.operator_counts().get("sink__Writer", {}).get("numRecordsIn", 0)
-            if seen >= expected:
-                return seen
+                raise RuntimeError(f"job ended with {status}; counters: {counts}")
+            counts = rest.operator_counts()
+            if all(counts.get(op, {}).get(metric, 0) >= n for (op, metric), n in targets.items()):
+                return
         time.sleep(0.25)
-    raise TimeoutError(f"{seen:,} of {expected:,} rows reached the sink within {timeout_s:.0f} s")
+    raise TimeoutError(f"counters {counts} did not reach {targets} within {timeout_s:.0f} s")
 
 
 def run_child(name: str, input_dir: Path, facts: dict[str, int], workdir: Path, interval_ms: int) -> dict[str, Any]:
@@ -302,12 +305,14 @@ def run_child(name: str, input_dir: Path, facts: dict[str, int], workdir: Path, 
     dedups = VARIANTS[name][2]
     records, unique, duplicates = facts["records"], facts["unique_keys"], facts["duplicates"]
     expected = unique if dedups else records
+    dedup_op = ("python-dedup" if name == "python-keyed-state" else "Deduplicate") if dedups else None
+    targets = {("sink__Writer", "numRecordsIn"): expected} | ({(dedup_op, "numRecordsIn"): records} if dedup_op else {})
 
     with TreeSampler() as sampler:
         start = time.perf_counter()
         client = env.execute_async(f"dedup-bench-{name}")
         rest = Rest(port, str(client.get_job_id()))
-        _wait_for_sink(rest, expected, VARIANT_TIMEOUT_S)
+        _wait_for_counts(rest, targets, VARIANT_TIMEOUT_S)
         wall = time.perf_counter() - start
     done_ms = time.time() * 1000
     vertices = rest.call("")["vertices"]
@@ -315,7 +320,8 @@ def run_child(name: str, input_dir: Path, facts: dict[str, int], workdir: Path, 
     vertex_names = {v["id"]: v["name"] for v in vertices}
     try:
         checkpoint = rest.checkpoint_now()
-        counts = rest.operator_counts()  # read after the checkpoint: shows that nothing more arrived
+        time.sleep(0.75)  # > 2 metric fetch intervals: the counts below are from after the checkpoint
+        counts = rest.operator_counts()
         periodic = rest.call("/checkpoints")["counts"]
     finally:
         client.cancel().result()
@@ -323,7 +329,6 @@ def run_child(name: str, input_dir: Path, facts: dict[str, int], workdir: Path, 
     chk_dir = Path(checkpoint["external_path"].removeprefix("file:"))
     files = [p for p in chk_dir.rglob("*") if p.is_file()]
     disk_bytes = sum(p.stat().st_size for p in files)
-    dedup_op = {"python-keyed-state": "python-dedup"}.get(name, "Deduplicate") if dedups else None
     # The dedup operator's vertex (chained with a Calc/conversion and the stateless blackhole writer).
     dedup_state = sum(task["state_size"] for vertex_id, task in checkpoint["tasks"].items()
                       if dedup_op and dedup_op in vertex_names[vertex_id]) if dedup_op else None
@@ -456,9 +461,9 @@ def write_results(doc: dict[str, Any]) -> Path:
 
 NOTES = [
     "Each (variant, repeat) runs in a fresh Python process with its own JVM; figures are medians over repeats.",
-    "wall s: execute_async() until the blackhole writer's numRecordsIn reached the expected count (REST, polled "
-    "every 0.25 s, metrics fetched every 0.25 s): includes mini-cluster start and the source's first 1 s "
-    "directory scan.",
+    "wall s: execute_async() until the blackhole writer's numRecordsIn reached the expected count and the dedup "
+    "operator's numRecordsIn every row (REST, polled every 0.25 s, metrics fetched every 0.25 s): includes "
+    "mini-cluster start and the source's first 1 s directory scan.",
     "CPU s: user+system seconds of the child process tree (Python + the JVM hosting the thread-mode Python "
     "operators) over the same window (bench/resources.py TreeSampler). rec/CPU-s = records / CPU s.",
     "+CPU µs/rec: (CPU s of the variant - CPU s of its baseline) / records; step rec/CPU-s is its inverse: "
