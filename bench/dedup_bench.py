@@ -449,14 +449,9 @@ def print_table(summary: list[dict[str, Any]]) -> None:
 
 def write_results(doc: dict[str, Any]) -> Path:
     """bench/results/dedup-<date>.json, numbered when the day already has one."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = f"dedup-{time.strftime('%Y-%m-%d')}"
-    path, n = RESULTS_DIR / f"{stem}.json", 1
-    while path.exists():
-        n += 1
-        path = RESULTS_DIR / f"{stem}-{n}.json"
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    return path
+    from bench.ingest_bench import write_results as write_named
+
+    return write_named(doc, kind="dedup")
 
 
 NOTES = [

@@ -34,17 +34,13 @@ def _csv_flavour(contract: FeedContract) -> dict[str, Any]:
 
 def project(record: dict[str, Any], mapping: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a canonical record a CSV mapping carries (a flat file has no room for the rest)."""
+    from infra.local.encoders.csv import value_at
     from udfs.mapping import parse_path
 
     out: dict[str, Any] = {}
     for path in mapping:
         steps = parse_path(path)
-        value: Any = record
-        for step in steps:
-            if isinstance(step, int):
-                value = value[step] if isinstance(value, list) and step < len(value) else None
-            else:
-                value = value.get(step) if isinstance(value, dict) else None
+        value = value_at(record, steps)
         if value is None:
             continue
         if any(isinstance(step, int) for step in steps):

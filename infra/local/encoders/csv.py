@@ -68,7 +68,7 @@ def _cells(record: Mapping[str, Any], mapping: Mapping[str, Any], n: int, date_f
     cells: dict[str, str] = {}
     covered: set[str] = set()
     for path, spec in mapping.items():
-        value = _get(record, parse_path(path))
+        value = value_at(record, parse_path(path))
         if isinstance(spec, Mapping) and "const" in spec:
             if value is not None and value != spec["const"]:
                 raise ValueError(f"record {n}: {path} differs from the mapping's constant")
@@ -93,7 +93,8 @@ def _cells(record: Mapping[str, Any], mapping: Mapping[str, Any], n: int, date_f
     return cells
 
 
-def _get(record: Any, steps: tuple[str | int, ...]) -> Any:
+def value_at(record: Any, steps: tuple[str | int, ...]) -> Any:
+    """The value at a parsed mapping path, or None where the record has none."""
     node = record
     for step in steps:
         if isinstance(step, int):
