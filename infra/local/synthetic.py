@@ -585,7 +585,10 @@ def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int
     dependents = []
     if is_subscriber:
         for rel in rng.pick(((), (), ("01",), ("19",), ("19", "19"), ("01", "19", "19"), ("01", "19", "19", "19"))):
+            taken = {member["member_id"], *(d["member_id"] for d in dependents)}
             dep = rng.pick(pools.people)
+            while dep["member_id"] in taken:
+                dep = rng.pick(pools.people)  # a family lists each person once
             dependents.append({**{k: dep[k] for k in ("member_id", "first_name", "birth_date", "gender")},
                                "last_name": member["last_name"], "relationship": rel})
     rels = {d["relationship"] for d in dependents}
