@@ -17,13 +17,8 @@ from hypothesis import strategies as st
 from infra.local.synthetic import generate
 from schemas import fast_validator
 from udfs.dead_letters import Rejected
-from udfs.standardize import (
-    SPECS,
-    Each,
-    Spec,
-    StandardizeOptions,
-    standardize,
-)
+from udfs.canonical_fields import SPECS, Each, Spec
+from udfs.standardize import StandardizeOptions, standardize
 from udfs.us_states import USPS_STATES
 
 FUZZ = settings(max_examples=120, deadline=None, database=None,
