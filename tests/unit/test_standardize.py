@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from infra.local.synthetic import generate
 from schemas import fast_validator
-from udfs.dead_letters import Rejected
 from udfs.canonical_fields import SPECS, Each, Spec
+from udfs.dead_letters import Rejected
 from udfs.standardize import StandardizeOptions, standardize
 from udfs.us_states import USPS_STATES
 
