@@ -66,8 +66,8 @@ class S3Config:
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
-    """s3://bucket/some/prefix/ -> ("bucket", "some/prefix/")."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    """s3://bucket/some/prefix/ (or s3a://) -> ("bucket", "some/prefix/")."""
+    bucket, _, prefix = url.split("://", 1)[-1].partition("/")
     return bucket, prefix
 
 

@@ -43,12 +43,13 @@ def project(record: dict[str, Any], mapping: Mapping[str, Any]) -> dict[str, Any
         value = value_at(record, steps)
         if value is None:
             continue
-        if any(isinstance(step, int) for step in steps):
+        names = [step for step in steps if isinstance(step, str)]
+        if len(names) != len(steps):
             raise ValueError(f"mapping path {path}: list positions are not projected")
         node = out
-        for step in steps[:-1]:
-            node = node.setdefault(step, {})
-        node[steps[-1]] = value
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+        node[names[-1]] = value
     return out
 
 

@@ -11,12 +11,11 @@ from jobs.dlq import (
     DlqError,
     format_table,
     group_by_unit,
-    latest_ledger,
     matches,
-    replay_target,
     select,
     unit_pointer,
 )
+from jobs.dlq_replay import latest_ledger, replay_target
 
 LANDING = "s3://medistream-landing/feeds/"
 
