@@ -45,6 +45,7 @@ class DeadLetter:
     source: dict[str, object]
     failed_at_ms: int
     item_sha256: str | None = None  # of the record's own bytes inside the unit, when known
+    protected_payload: str | None = None  # see protect_payload(): None until encryption exists
 
     @classmethod
     def from_error(
@@ -68,10 +69,11 @@ class DeadLetter:
             source=where,
             failed_at_ms=now_ms,
             item_sha256=item_sha256,
+            protected_payload=cls.protect_payload(payload),
         )
 
     @staticmethod
-    def protected_payload(payload: bytes | None) -> None:
+    def protect_payload(payload: bytes | None) -> None:
         """The one hook where a dead letter will carry its payload, encrypted (PHI protection, issue 4).
 
         Until envelope encryption exists the payload stays out: the SHA-256 and the source pointer
