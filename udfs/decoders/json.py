@@ -14,9 +14,9 @@ from udfs.reasons import MALFORMED_JSON, NOT_AN_OBJECT
 
 
 def parse_object(payload: bytes) -> dict[str, Any]:
-    """Parse one JSON object; anything else is a decode rejection."""
+    """Parse one JSON object (a leading UTF-8 BOM is ignored, as RFC 8259 allows); else a decode rejection."""
     try:
-        value = orjson.loads(payload)
+        value = orjson.loads(payload.removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError:
         # The parser's message quotes the input; keep only its class of failure.
         raise Rejected(MALFORMED_JSON, "payload is not valid UTF-8 JSON") from None
