@@ -25,13 +25,6 @@ FEEDS_DIR = Path(__file__).resolve().parent / "feeds"
 CONTRACT_SCHEMA = Path(__file__).resolve().parent / "feed_contract.schema.json"
 DEFAULT_MAX_UNIT_BYTES = 64 * 1024 * 1024
 
-# Options each format understands; anything else is a typo the contract author should hear about.
-FORMAT_OPTIONS: dict[str, frozenset[str]] = {
-    "json": frozenset({"lines"}),
-    "csv": frozenset({"delimiter", "quotechar", "encoding", "header", "columns", "max_field_bytes", "formula_cells"}),
-    "avro": frozenset({"encoding", "writer_schemas", "codecs"}),
-    "x12": frozenset({"transaction", "timezone"}),
-}
 # X12 transaction sets and the record type each yields.
 X12_RECORD_TYPES = {"837P": "claim", "837I": "claim", "835": "payment", "834": "eligibility"}
 
@@ -60,6 +53,11 @@ class FeedContract:
     description: str = ""
     origin: str = field(default="", compare=False)  # the file it came from, for messages
 
+    @property
+    def decoder_options(self) -> dict[str, Any]:
+        """The options the feed's decoder is called with (Avro also needs the record type for its reader schema)."""
+        return {**self.options, "record_type": self.record_type} if self.format == "avro" else dict(self.options)
+
 
 @functools.cache
 def _contract_validator() -> Draft202012Validator:
@@ -76,9 +74,6 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
     doc: dict[str, Any] = document
     fmt = doc["format"]
     options: dict[str, Any] = dict(fmt.get("options") or {})
-    unknown = set(options) - FORMAT_OPTIONS[fmt["type"]]
-    if unknown:
-        raise ContractError(f"{origin}: format/options: unknown option(s) {sorted(unknown)} for {fmt['type']}")
     if not is_readable_version(doc["record_type"], doc["schema_version"]):
         raise ContractError(f"{origin}: schema_version: {doc['schema_version']} is not a readable "
                             f"version of the {doc['record_type']} schema")
@@ -94,18 +89,12 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
             raise ContractError(f"{origin}: mapping: {err}") from None
     elif mapping:
         raise ContractError(f"{origin}: mapping: only csv feeds are mapped; {fmt['type']} decodes to canonical")
-    decoder = importlib.import_module(f"udfs.decoders.{fmt['type']}")
-    if hasattr(decoder, "check_options"):  # the decoder's own check of its options (types, values)
-        try:
-            decoder.check_options({**options, "record_type": doc["record_type"]} if fmt["type"] == "avro" else options)
-        except ValueError as err:
-            raise ContractError(f"{origin}: format/options: {err}") from None
     if fmt["type"] == "x12":
         transaction = options.get("transaction")
         if X12_RECORD_TYPES.get(str(transaction)) != doc["record_type"]:
             raise ContractError(f"{origin}: format/options/transaction: {transaction!r} does not yield "
                                 f"{doc['record_type']} records (one of {sorted(X12_RECORD_TYPES)})")
-    return FeedContract(
+    contract = FeedContract(
         feed=doc["feed"],
         owner=doc["owner"],
         record_type=doc["record_type"],
@@ -122,6 +111,18 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
         description=doc.get("description", ""),
         origin=origin,
     )
+    # Each decoder owns the check of its options (unknown keys, types, values), and standardization
+    # of its own: one check per format, run here so a bad contract stops the job before submission.
+    from udfs.standardize import StandardizeOptions
+
+    decoder = importlib.import_module(f"udfs.decoders.{contract.format}")
+    for where, check in (("format/options", lambda: decoder.check_options(contract.decoder_options)),
+                         ("standardize", lambda: StandardizeOptions.from_contract(contract.standardize))):
+        try:
+            check()
+        except ValueError as err:
+            raise ContractError(f"{origin}: {where}: {err}") from None
+    return contract
 
 
 def load_contract(path: Path) -> FeedContract:

@@ -108,8 +108,8 @@ class FeedStage:
     def __init__(self, contract: FeedContract) -> None:
         self.contract = contract
         self.decode = _decoder(contract.format)
-        self.options = {**contract.options, "record_type": contract.record_type} \
-            if contract.format == "avro" else dict(contract.options)
+        self.options = contract.decoder_options
+        self.doors = frozenset(_DOORS[d] for d in contract.sources)
         self.std_options = StandardizeOptions.from_contract(contract.standardize)
         self.validator = fast_validator(contract.record_type)
         self.mapping = compile_mapping(contract.mapping) if contract.mapping else None
@@ -118,7 +118,7 @@ class FeedStage:
 
     def units(self, payload: bytes | None, source: SourceRef) -> Iterator[Item]:
         """Decoded items of one unit; a unit-level failure raises Rejected."""
-        if source.kind not in {_DOORS[d] for d in self.contract.sources}:
+        if source.kind not in self.doors:
             raise Rejected(DOOR_NOT_ALLOWED, f"feed {self.contract.feed} does not accept {source.kind} input")
         if payload is None or len(payload) > self.contract.max_unit_bytes:
             raise Rejected(UNIT_TOO_LARGE, f"unit exceeds {self.contract.max_unit_bytes} bytes")

@@ -81,7 +81,7 @@ def check_options(options: Mapping[str, Any]) -> AvroOptions:
     """Validate a feed's Avro options (at start-up); raise ValueError naming the bad key."""
     unknown = sorted(set(options) - {"encoding", "record_type", "writer_schemas", "codecs"})
     if unknown:
-        raise ValueError(f"avro options: unknown key(s) {unknown}")
+        raise ValueError(f"avro options: unknown option(s) {unknown}")
     encoding = options.get("encoding")
     if encoding not in ("container", "single_object"):
         raise ValueError("avro options: encoding must be 'container' or 'single_object'")

@@ -92,7 +92,7 @@ def check_options(options: Mapping[str, Any]) -> CsvOptions:
     known = {"delimiter", "quotechar", "encoding", "header", "columns", "max_field_bytes", "formula_cells"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"csv options: unknown key(s) {unknown}")
+        raise ValueError(f"csv options: unknown option(s) {unknown}")
     delimiter, quotechar = options.get("delimiter", ","), options.get("quotechar", '"')
     for key, char in (("delimiter", delimiter), ("quotechar", quotechar)):
         if not isinstance(char, str) or len(char) != 1 or char in "\r\n":

@@ -25,6 +25,15 @@ def parse_object(payload: bytes) -> dict[str, Any]:
     return value
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    """Validate a feed's JSON options (at start-up); raise ValueError naming the bad key."""
+    unknown = sorted(set(options) - {"lines"})
+    if unknown:
+        raise ValueError(f"json options: unknown option(s) {unknown}")
+    if not isinstance(options.get("lines", False), bool):
+        raise ValueError("json options: lines must be true or false")
+
+
 def decode(payload: bytes, options: Mapping[str, Any]) -> Iterator[Item]:
     """Yield the object of a message, or each non-blank line's object of a JSON Lines file."""
     if not options.get("lines"):

@@ -40,6 +40,16 @@ _PARSERS: dict[str, Callable[[TransactionSet, ZoneInfo], Iterator[Item]]] = {
 }
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    """Validate a feed's X12 options (at start-up); raise ValueError naming the bad key."""
+    unknown = sorted(set(options) - {"transaction", "timezone"})
+    if unknown:
+        raise ValueError(f"x12 options: unknown option(s) {unknown}")
+    if options.get("transaction") not in TRANSACTIONS:
+        raise ValueError(f"X12 option 'transaction' must be one of {sorted(TRANSACTIONS)}")
+    zone(str(options.get("timezone", "UTC")))
+
+
 def decode(payload: bytes, options: Mapping[str, Any]) -> Iterator[Item]:
     """Decode one X12 interchange; raises Rejected now if its envelope is broken, else yields its records."""
     name = options.get("transaction")
