@@ -29,13 +29,15 @@ class LandingConfig:
 
 
 def _duration(text: str) -> object:
+    """A Flink duration ("2 s", "500 ms", "1 min", "2s") parsed by Flink's own TimeUtils, as SQL options are."""
+    from py4j.protocol import Py4JJavaError
     from pyflink.common import Duration
+    from pyflink.java_gateway import get_gateway
 
-    value, _, unit = text.strip().partition(" ")
-    scale = {"ms": 1, "s": 1000, "min": 60_000}.get(unit.strip() or "s")
-    if scale is None:
-        raise ValueError(f"landing monitor interval {text!r}: use '<n> ms', '<n> s' or '<n> min'")
-    return Duration.of_millis(int(value) * scale)
+    try:
+        return Duration(get_gateway().jvm.org.apache.flink.util.TimeUtils.parseDuration(text))
+    except Py4JJavaError:
+        raise ValueError(f"monitor interval {text!r} is not a Flink duration (e.g. '2 s', '500 ms', '1 min')") from None
 
 
 def create_landing_source(env: StreamExecutionEnvironment, cfg: LandingConfig, name: str = "landing-files"
