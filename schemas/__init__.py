@@ -31,12 +31,17 @@ def is_readable_version(record_type: str, version: object) -> bool:
     return major == cur_major and int(minor) <= int(cur_minor)
 
 
-def schema_path(record_type: str) -> Path:
-    """Return the file holding the schema for `record_type`."""
+def record_type_file(record_type: str, directory: Path, suffix: str) -> Path:
+    """The file of `record_type` in `directory` (<record_type><suffix>), for known record types only."""
     # A fixed allow-list rather than a path join keeps a feed-supplied name from reading other files.
     if record_type not in RECORD_TYPES:
         raise ValueError(f"unknown record_type {record_type!r}; expected one of {RECORD_TYPES}")
-    return SCHEMA_DIR / f"{record_type}.schema.json"
+    return directory / f"{record_type}{suffix}"
+
+
+def schema_path(record_type: str) -> Path:
+    """Return the file holding the schema for `record_type`."""
+    return record_type_file(record_type, SCHEMA_DIR, ".schema.json")
 
 
 @functools.cache

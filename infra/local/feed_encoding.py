@@ -53,11 +53,16 @@ def project(record: dict[str, Any], mapping: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def json_lines(payloads: Sequence[bytes]) -> bytes:
+    """A JSON Lines file: one record per line."""
+    return b"\n".join(payloads) + b"\n"
+
+
 def encode_unit(contract: FeedContract, payloads: Sequence[bytes]) -> bytes:
     """One unit (a Kafka message or a landed file) holding `payloads` in the feed's format."""
     if contract.format == "json":
         if contract.options.get("lines"):
-            return b"\n".join(payloads) + b"\n"
+            return json_lines(payloads)
         if len(payloads) != 1:
             raise ValueError(f"feed {contract.feed}: a JSON message holds exactly one record")
         return payloads[0]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.kafka import create_missing_topics
-from infra.local.feed_encoding import EXTENSIONS, encode_unit
+from infra.local.feed_encoding import EXTENSIONS, encode_unit, json_lines
 from infra.local.synthetic import Generated
 from schemas.contracts import FeedContract
 
@@ -87,19 +87,18 @@ def publish(
     sent = 0
 
     for g in generated:
+        contract = (contracts or {}).get(g.feed)  # none: canonical JSON, a message or a line per record
         if g.transport == "kafka":
             topic = TOPIC_PREFIX + g.feed
             if topic not in known_topics:
                 ensure_topics(bootstrap, [topic])
                 known_topics.add(topic)
                 producer = producer or Producer(config)
-            contract = (contracts or {}).get(g.feed)
             unit = encode_unit(contract, [g.payload]) if contract else g.payload
             _produce(producer, topic, g.record_id.encode(), unit, on_delivery)
             sent += 1
         elif g.transport == "landing":
-            if (g.feed not in (contracts or {}) or contracts[g.feed].format == "json") and (  # type: ignore[index]
-                    b"\n" in g.payload or b"\r" in g.payload):
+            if (contract is None or contract.format == "json") and (b"\n" in g.payload or b"\r" in g.payload):
                 # One record per line is the landing contract; a raw newline would split a record in two.
                 raise ValueError(f"record {g.record_id} of feed {g.feed} holds a raw newline")
             batch = batches.setdefault(g.feed, [])
@@ -156,7 +155,7 @@ def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, pay
          contracts: Mapping[str, FeedContract] | None) -> str:
     """Write one landed file whole (in the feed's format) and return its key."""
     contract = (contracts or {}).get(feed)
-    body = encode_unit(contract, payloads) if contract else b"\n".join(payloads) + b"\n"
+    body = encode_unit(contract, payloads) if contract else json_lines(payloads)
     extension = EXTENSIONS[contract.format] if contract else "jsonl"
     key = f"{prefix}{feed}/{day:%Y/%m/%d}/{uuid.uuid4()}.{extension}"
     s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/octet-stream")

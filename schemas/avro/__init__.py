@@ -16,16 +16,14 @@ from typing import Any
 
 from fastavro import parse_schema
 
+from schemas import record_type_file
+
 AVRO_DIR = Path(__file__).resolve().parent
-RECORD_TYPES: tuple[str, ...] = ("claim", "payment", "eligibility")
 
 
 def avsc_path(record_type: str) -> Path:
     """Return the .avsc file holding the canonical Avro schema for `record_type`."""
-    # An allow-list rather than a path join keeps a feed-supplied name from reading other files.
-    if record_type not in RECORD_TYPES:
-        raise ValueError(f"unknown record_type {record_type!r}; expected one of {RECORD_TYPES}")
-    return AVRO_DIR / f"{record_type}.avsc"
+    return record_type_file(record_type, AVRO_DIR, ".avsc")
 
 
 @functools.cache

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from infra.local.encoders.avro import encode_container, encode_single_object, to_avro
 from infra.local.synthetic import Mix, generate
-from schemas import load_schema, validator
-from schemas.avro import RECORD_TYPES, load_avsc, parsed_schema, schema_problem
+from schemas import RECORD_TYPES, load_schema, validator
+from schemas.avro import load_avsc, parsed_schema, schema_problem
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.decoders import avro as avro_decoder

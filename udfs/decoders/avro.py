@@ -42,7 +42,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.avro import RECORD_TYPES, load_avsc, parsed_schema, schema_problem
+from schemas import RECORD_TYPES
+from schemas.avro import load_avsc, parsed_schema, schema_problem
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.reasons import define
