@@ -143,6 +143,7 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
             log.error("ignoring reference object %s: %s", path, err)
             self._count("reference", "invalid", "documents")
             return
-        if self.reference.update(ref) or self.reference.sets[ref.dataset].version == ref.version:
+        self.reference.update(ref)
+        if self.reference.sets[ref.dataset].version == ref.version:  # it is (now) the newest held
             ctx.get_broadcast_state(REFERENCE_STATE).put(ref.dataset, bytes(payload))
             log.info("reference %s v%d in use", ref.dataset, ref.version)
