@@ -144,12 +144,9 @@ def feed_data(contract: Any, n: int, size_kb: int, per_file: int) -> FeedData:
 
 def reference_data() -> Any:
     """The synthetic reference data for SEED (version 1: one payer deliberately missing, as in the job)."""
-    from infra.local.reference import reference_documents
-    from udfs.enrich import ReferenceData, parse_reference
+    from infra.local.reference import reference_data as synthetic_reference
 
-    reference = ReferenceData()
-    reference.update_all(parse_reference(orjson.dumps(doc)) for doc in reference_documents(SEED).values())
-    return reference
+    return synthetic_reference(SEED)
 
 
 # --- timing --------------------------------------------------------------------------------------

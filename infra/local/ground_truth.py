@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from infra.local.reference import reference_documents
+from infra.local.reference import reference_data
 from infra.local.synthetic import Generated
 from schemas.contracts import FeedContract
 from udfs.dedup import business_key
-from udfs.enrich import ReferenceData, enrich, parse_reference
+from udfs.enrich import enrich
 
 
 def dead_letter_id(generated: Generated) -> str:
@@ -40,8 +40,7 @@ def expected_keys(record: dict[str, Any], contract: FeedContract) -> list[str]:
 def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, FeedContract], seed: int
                      ) -> dict[str, Any]:
     """Counters keyed like jobs.readback.SinkCounts: claims and archived by business key, dead letters by id."""
-    reference = ReferenceData()
-    reference.update_all(parse_reference(orjson.dumps(doc)) for doc in reference_documents(seed).values())
+    reference = reference_data(seed)
     claims: Counter[str] = Counter()
     archived: Counter[str] = Counter()
     dead: Counter[str] = Counter()

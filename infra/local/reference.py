@@ -13,6 +13,7 @@ import orjson
 
 from connectors.reference import reference_key
 from infra.local.synthetic import _build_pools
+from udfs.enrich import ReferenceData, parse_reference
 
 PLAN_CODES = {
     "PPO500": {"name": "PPO 500", "line_of_business": "commercial", "metal_level": "gold"},
@@ -49,6 +50,14 @@ def reference_documents(seed: int, version: int = 1, *, all_payers: bool = False
         "providers": {"dataset": "providers", "version": version, "entries": providers},
         "plan_codes": {"dataset": "plan_codes", "version": version, "entries": PLAN_CODES},
     }
+
+
+def reference_data(seed: int, version: int = 1, *, all_payers: bool = False) -> ReferenceData:
+    """The same documents, parsed and held as the job holds them (for ground truth, tests, benchmarks)."""
+    data = ReferenceData()
+    data.update_all(parse_reference(orjson.dumps(doc))
+                    for doc in reference_documents(seed, version, all_payers=all_payers).values())
+    return data
 
 
 def publish_reference(s3_client: Any, bucket: str, prefix: str, seed: int, version: int,

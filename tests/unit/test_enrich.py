@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from infra.local import synthetic
-from infra.local.reference import reference_documents, unknown_payer
+from infra.local.reference import reference_data, reference_documents, unknown_payer
 from udfs.dead_letters import Rejected
 from udfs.enrich import ReferenceData, enrich, parse_reference
 
@@ -14,10 +14,7 @@ SEED = 3
 
 
 def reference(version: int = 1) -> ReferenceData:
-    data = ReferenceData()
-    data.update_all(parse_reference(orjson.dumps(doc)) for doc in reference_documents(SEED, version).values())
-
-    return data
+    return reference_data(SEED, version)
 
 
 def records_of(record_type: str) -> list[dict]:

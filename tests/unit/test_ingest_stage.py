@@ -9,12 +9,12 @@ import orjson
 import pytest
 
 from infra.local import synthetic
-from infra.local.reference import reference_documents
+from infra.local.reference import reference_data
 from infra.local.synthetic import INVALID_KINDS, Feed
 from schemas.contracts import FeedContract, parse_contract
 from udfs.claims import CLAIM_COLUMNS
 from udfs.dead_letters import DeadLetter, Rejected
-from udfs.enrich import ReferenceData, parse_reference
+from udfs.enrich import ReferenceData
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.source import SourceRef
 
@@ -43,9 +43,7 @@ def contract(feed: str, record_type: str, **overrides: Any) -> FeedContract:
 
 
 def reference() -> ReferenceData:
-    data = ReferenceData()
-    data.update_all(parse_reference(orjson.dumps(d)) for d in reference_documents(SEED).values())
-    return data
+    return reference_data(SEED)
 
 
 @pytest.fixture(scope="module")

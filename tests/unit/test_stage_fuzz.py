@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.local import synthetic
 from infra.local.feed_encoding import encode_unit
-from infra.local.reference import reference_documents
+from infra.local.reference import reference_data
 from schemas.contracts import load_contracts
-from udfs.enrich import ReferenceData, parse_reference
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.reasons import REASONS
 from udfs.source import SourceRef
@@ -29,9 +27,7 @@ CONTRACTS = load_contracts()
 
 
 def _stage() -> IngestStage:
-    reference = ReferenceData()
-    reference.update_all(parse_reference(orjson.dumps(d)) for d in reference_documents(SEED).values())
-    return IngestStage(CONTRACTS, reference)
+    return IngestStage(CONTRACTS, reference_data(SEED))
 
 
 STAGE = _stage()
