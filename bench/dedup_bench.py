@@ -84,8 +84,11 @@ def generate_input(directory: Path, n: int, key_format: str = "production", seed
     Key formats: "production" is udfs.dedup's key (business-key digest + content digest, 64 hex
     chars, nothing in clear); "clear" is payer|claim id|frequency|128-bit content digest (~60 chars).
     """
+    from infra.local.static_keys import static_token_keys
     from udfs.dedup import dedup_keys
+    from udfs.phi.tokens import Tokenizer
 
+    linkage = Tokenizer(static_token_keys()).linkage
     start = time.perf_counter()
     rng = random.Random(seed)
     duplicates = round(n * DUPLICATE_RATE)
@@ -114,7 +117,7 @@ def generate_input(directory: Path, n: int, key_format: str = "production", seed
             payload = head + pool[offset:offset + PAYLOAD_CHARS - len(head) - 1] + "~"
             if key_format == "production":
                 claim = {"payer": {"payer_id": payer}, "claim_id": claim_id, "frequency_code": freq, "x12": payload}
-                dedup_key = dedup_keys(claim, "claim").dedup_key
+                dedup_key = dedup_keys(claim, "claim", linkage).dedup_key
             else:
                 dedup_key = f"{payer}|{claim_id}|{freq}|{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
             record_id = str(uuid.UUID(int=rng.getrandbits(128)))

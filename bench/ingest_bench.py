@@ -4,7 +4,7 @@ Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4]`. The r
 per size, bench_<size>kb_<run id>: a contract for canonical JSON claims on Kafka (a copy of the shipped
 hospital_a_claims contract) written to a temporary contracts folder, and the synthetic reference data
 for the seed published under s3://medistream-reference/b<run id>/. For each size it
-1. times IngestStage(contracts, reference).process over the generated payloads in a plain Python
+1. times IngestStage(contracts, protectors, reference).process over the generated payloads in a plain Python
    loop (one core), with the reference data read back from that prefix as the operator reads it;
 2. publishes the same payloads to a fresh raw.<feed> topic and runs jobs.ingest bounded (Kafka up to
    the offsets at start, an empty landing prefix and the reference prefix each read once) with the
@@ -88,13 +88,15 @@ def read_reference(cfg: Any) -> Any:
 
 def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], reference: Any,
               expected_keys: Counter[str]) -> dict[str, Any]:
-    """IngestStage(contracts, reference).process over every payload in a plain loop, each call timed."""
+    """IngestStage(contracts, protectors, reference).process over every payload in a plain loop, each call timed."""
     from bench.resources import TreeSampler
     from bench.sink_checks import percentiles
+    from infra.local.static_keys import static_protectors
     from udfs.ingest import Accepted, IngestStage
     from udfs.source import SourceRef
 
-    stage = IngestStage(contracts, reference)
+    # Static keys: the bare loop measures CPU; with KMS the data key is cached the same way.
+    stage = IngestStage(contracts, static_protectors(), reference)
     unit_ms = int(time.time() * 1000)  # the Kafka timestamp; a JSON feed's records carry their own sent_at
     calls_us: list[float] = []
     outcomes: list[Any] = []
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra.local.ground_truth import expected_outcome
     from infra.local.reference import publish_reference
     from jobs.config import default_properties_path, load_ingest_config, medistream_home, read_property_groups
-    from jobs.readback import s3_client, split_s3_url
+    from jobs.readback import linkage_digest, s3_client, split_s3_url
 
     run_id = uuid.uuid4().hex[:8]
     workdir = medistream_home() / "bench" / run_id
@@ -330,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         publish_reference(s3_client(base.s3), bucket, prefix, SEED, version=1)
         reference = read_reference(configs[args.sizes[0]])
         data = {kb: generate_claims(args.records, kb, feed_name(kb, run_id)) for kb in args.sizes}
-        expected = {kb: expected_outcome(data[kb], contracts, SEED) for kb in args.sizes}
+        digest = linkage_digest(base)
+        expected = {kb: expected_outcome(data[kb], contracts, SEED, digest) for kb in args.sizes}
         for kb in args.sizes:  # all bare loops first, before a JVM exists to share the cores with
             runs.append({"size_kb": kb, **bare_loop(data[kb], f"raw.{feed_name(kb, run_id)}", contracts, reference,
                                                     expected[kb]["claims"])})

@@ -308,9 +308,13 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
           lambda problem: problem is not None)
     timed("rules", rejected(lambda r: validate(r, rtype, now=now)), std, is_rejected)
     timed("enrich", rejected(lambda r: enrich(r, rtype, stage.reference, contract.on_miss)), std, is_rejected)
-    timed("dedup keys", lambda r: dedup_keys(r, rtype), std, lambda _: False)
-    timed("payload JSON + claim row", lambda r: (orjson.dumps(r).decode(), claim_row(r) if rtype == "claim" else None),
-          std, lambda _: False)
+    linkage = feed_stage.protector.tokenizer.linkage
+    timed("dedup keys", lambda r: dedup_keys(r, rtype, linkage), std, lambda _: False)
+    protected = timed("protect (tokens, masks, field + sealed encryption)",
+                      lambda r: feed_stage.protector.protect(r, rtype, orjson.dumps(r)), std, lambda _: False)
+    timed("payload JSON + claim row", lambda p: (orjson.dumps(p.record).decode(),
+                                                 claim_row(p.record) if rtype == "claim" else None),
+          protected, lambda _: False)
     sources = [(item, unit.source) for item, unit in zip(items, data.units, strict=True)]
     timed("FeedStage.record (all but decode)",
           rejected(lambda pair: feed_stage.record(pair[0].record, pair[1], pair[0].position, unit_ms, reference, now)),
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.ingest_bench import write_results
     from bench.resources import code_version, machine_info
+    from infra.local.static_keys import static_protectors
     from udfs.ingest import IngestStage
 
     contracts: dict[str, Any] = {}
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
           f"generating {len(contracts)} feeds...", flush=True)
     data = {feed: feed_data(c, args.records, args.size_kb, args.per_file) for feed, c in contracts.items()}
     reference = reference_data()
-    stage = IngestStage(contracts, reference)
+    stage = IngestStage(contracts, static_protectors(), reference)
     now, unit_ms = datetime.now(UTC), int(time.time() * 1000)
 
     rows = step_rows(stage, data[STEP_FEED], now, unit_ms) if STEP_FEED in data else []

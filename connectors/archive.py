@@ -1,4 +1,8 @@
-"""Archive: every accepted record in full (canonical JSON + enrichment), as Avro files by feed and day.
+"""Archive: every accepted record in full, encrypted, as Avro files by feed and day.
+
+Per record: the protected form (`payload`: tokens, masks, field ciphertexts; searchable without
+keys) and the whole canonical record sealed under its domain's KMS data key (`sealed`), which only
+authorized re-identification opens.
 
 Built on Flink's FileSink (the filesystem connector): part files are written in progress and
 committed when the checkpoint that holds them completes, so each record lands in exactly one
@@ -46,6 +50,7 @@ def create_archive_sink(t_env: StreamTableEnvironment, cfg: ArchiveConfig) -> st
               original_key STRING,
               enrichment STRING,
               payload STRING,
+              sealed STRING,
               feed STRING,
               dt STRING
             ) PARTITIONED BY (feed, dt) {with_clause(options)}"""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from infra.local.process import StackError
+from jobs import audit_cli as audit_command
 from jobs import dlq as dlq_command
 from jobs.config import ConfigError, default_properties_path, load_ingest_config, read_property_groups
 
@@ -90,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", help="list, show or replay committed dead letters (never a payload)")
     dlq_command.add_arguments(dlq)
+
+    audit = sub.add_parser("audit", help="verify, list or anchor the hash-chained audit log (no PHI)")
+    audit_command.add_arguments(audit)
     return root
 
 

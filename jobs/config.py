@@ -17,6 +17,7 @@ from pathlib import Path
 from connectors.archive import ArchiveConfig
 from connectors.iceberg import IcebergConfig, S3Config
 from connectors.kafka import KafkaConfig
+from connectors.kms import PhiConfig
 from connectors.landing import DEFAULT_MAX_FILE_BYTES, LandingConfig
 from connectors.reference import ReferenceConfig
 
@@ -68,6 +69,7 @@ class IngestConfig:
     runtime: RuntimeConfig
     reference: ReferenceConfig
     feeds: FeedsConfig
+    phi: PhiConfig
 
 
 @dataclass(frozen=True)
@@ -187,4 +189,18 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         reference=ReferenceConfig(path=reference.str("path"),
                                   monitor_interval=reference.str("monitor.interval", "30 s")),
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
+        phi=load_phi_config(groups),
+    )
+
+
+def load_phi_config(groups: Mapping[str, Mapping[str, str]]) -> PhiConfig:
+    """The `phi` group: key service endpoint, CMK alias prefix, token-key secret, data-key cache bounds."""
+    phi = _Group(groups, "phi")
+    return PhiConfig(
+        endpoint=phi.str("endpoint", ""),
+        region=phi.str("region"),
+        alias_prefix=phi.str("kms.alias.prefix", "alias/medistream/"),
+        token_secret=phi.str("token.secret", "medistream/phi/token-keys"),
+        data_key_max_uses=phi.int("data.key.max.uses", 1 << 20),
+        data_key_max_age_s=float(phi.int("data.key.max.age.s", 300)),
     )

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from jobs.config import IngestConfig, default_properties_path, load_ingest_config, medistream_home, read_property_groups
-from jobs.readback import iceberg_claim_ids, read_sinks, s3_client, split_s3_url
+from jobs.readback import iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def publish_synthetic(
     publish_reference(s3, ref_bucket, ref_prefix, seed, version=int(time.time()))
     bucket, prefix = split_s3_url(cfg.landing.path)
     publish(generated, cfg.kafka.bootstrap_servers, s3, bucket, landing_prefix=prefix, contracts=contracts)
-    return expected_outcome(generated, contracts, seed)
+    return expected_outcome(generated, contracts, seed, linkage_digest(cfg))
 
 
 def covered(found: Counter[str], wanted: Counter[str]) -> int:

@@ -81,7 +81,7 @@ def build(
             FROM landing_files"""
     )
     reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
-    operator = IngestOperator(cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3)
+    operator = IngestOperator(cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3, cfg.phi)
     accepted = (
         t_env.to_data_stream(unified).connect(reference)
         .process(operator, output_type=ACCEPTED_TYPE)
@@ -107,7 +107,7 @@ def build(
     statements = t_env.create_statement_set()
     statements.add_insert_sql(
         f"""INSERT INTO {archive_table} SELECT record_id, record_type, sent_at_ms, source, `position`,
-              business_key, original_key, enrichment, payload, feed, dt FROM deduped"""
+              business_key, original_key, enrichment, payload, sealed, feed, dt FROM deduped"""
     )
     statements.add_insert_sql(f"INSERT INTO {dlq_table} SELECT dead_letter_id, body FROM dead_letter_rows")
     statements.add_insert_sql(

@@ -1,6 +1,7 @@
 """The ingest job's one Python operator and the row types it emits.
 
-A thin wrapper (STYLE.md): open() loads the feed contracts and the reference data and builds
+A thin wrapper (STYLE.md): open() loads the feed contracts, the reference data and the key material
+(token keys from Secrets Manager, opened by KMS; a KMS data-key source) and builds
 udfs.ingest.IngestStage; process_element() runs one raw unit through it; accepted records go to the
 main output, refusals become dead letters on a side output. The operator is a
 BroadcastProcessFunction: reference data versions arrive on the broadcast input, are kept in
@@ -22,11 +23,14 @@ from pyflink.datastream.functions import BroadcastProcessFunction
 from pyflink.datastream.state import MapStateDescriptor
 
 from connectors.iceberg import S3Config
+from connectors.kms import PhiConfig
 from schemas.contracts import FEEDS_DIR, load_contracts
 from udfs.claims import CLAIM_COLUMNS
 from udfs.dead_letters import DeadLetter
 from udfs.enrich import ReferenceData, parse_reference
 from udfs.ingest import Accepted, IngestStage, Refused
+from udfs.phi.envelope import DataKeyCache
+from udfs.phi.protect import seal_dead_letter
 from udfs.reasons import reason
 from udfs.source import SourceRef
 
@@ -38,7 +42,7 @@ _CLAIM_FIELDS = [c for c in CLAIM_COLUMNS if c not in ("record_id", "feed")]
 ACCEPTED_FIELDS = [
     "record_id", "record_type", "feed", "position", "source", "sent_at_ms", "dt", "ingested_at_ms",
     "dedup_key", "business_key", "original_key", "enrichment", "payer_name", "payer_line_of_business",
-    "billing_provider_taxonomy", "enrichment_misses", "payload", *_CLAIM_FIELDS,
+    "billing_provider_taxonomy", "enrichment_misses", "payload", "sealed", *_CLAIM_FIELDS,
 ]
 ACCEPTED_TYPE = Types.ROW_NAMED(
     ACCEPTED_FIELDS,
@@ -64,6 +68,7 @@ def accepted_row(accepted: Accepted, pointer: str, now_ms: int) -> Row:
         "billing_provider_taxonomy": values.get("billing_provider", {}).get("taxonomy"),
         "enrichment_misses": ",".join(accepted.enrichment["misses"]) or None,
         "payload": accepted.payload,
+        "sealed": accepted.sealed,
     }
     return Row(*(fields[f] if f in fields else claim.get(f) for f in ACCEPTED_FIELDS))
 
@@ -71,20 +76,27 @@ def accepted_row(accepted: Accepted, pointer: str, now_ms: int) -> Row:
 class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
     """Decode and check one raw unit: Row(payload, topic, partition, offset, path, unit_ms)."""
 
-    def __init__(self, landing_root: str, contracts_dir: str, reference_path: str, s3: S3Config) -> None:
+    def __init__(self, landing_root: str, contracts_dir: str, reference_path: str, s3: S3Config,
+                 phi: PhiConfig) -> None:
         self.landing_root = landing_root
         self.contracts_dir = contracts_dir
         self.reference_path = reference_path
         self.s3 = s3
+        self.phi = phi  # names only: key material is fetched in open(), on the worker
         self.stage: IngestStage  # built in open(), on the worker
+        self.keys: DataKeyCache
         self.reference = ReferenceData()
         self._state_read = False
         self._counters: dict[str, Any] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Load contracts (fail the job on a bad one) and the newest reference data."""
+        from connectors.kms import KmsDataKeys, aws_client, load_token_keys
         from connectors.reference import load_reference_sets
         from jobs.readback import s3_client
+        from schemas.phi_policy import load_policy
+        from udfs.phi.protect import Protector
+        from udfs.phi.tokens import Tokenizer
 
         if not log.handlers and not logging.getLogger().handlers:
             # Thread mode runs this code inside the JVM's embedded Python: no handler is set up there.
@@ -96,7 +108,14 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         client = None if self.reference_path.startswith("file://") else s3_client(self.s3)
         self.reference.update_all(load_reference_sets(client, self.reference_path))
         log.info("ingest operator: %d feed contracts, reference %s", len(contracts), self.reference.versions())
-        self.stage = IngestStage(contracts, self.reference)
+        kms = aws_client(self.phi, "kms")
+        tokenizer = Tokenizer(load_token_keys(aws_client(self.phi, "secretsmanager"), kms, self.phi.token_secret))
+        self.keys = DataKeyCache(KmsDataKeys(kms, self.phi.alias_prefix), self.phi.data_key_max_uses,
+                                 self.phi.data_key_max_age_s)
+        protectors = {name: Protector(load_policy(name), tokenizer, self.keys)
+                      for name in {c.phi_policy for c in contracts.values()}}
+        log.info("ingest operator: PHI policies %s, token key v%d", sorted(protectors), tokenizer.keys.current)
+        self.stage = IngestStage(contracts, protectors, self.reference)
         self._metrics = runtime_context.get_metrics_group()
 
     def _count(self, group: str, name: str, counter: str) -> None:
@@ -123,8 +142,9 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         pointer = source.pointer()
         for outcome in self.stage.process(payload, source, unit_ms):
             if isinstance(outcome, Refused):
-                letter = DeadLetter.from_error(outcome.error, payload, source, outcome.record_id, now_ms,
-                                               outcome.position, outcome.raw_sha256)
+                letter = DeadLetter.from_error(
+                    outcome.error, payload, source, outcome.record_id, now_ms, self._seal, outcome.position,
+                    outcome.raw_sha256, None if outcome.record is None else orjson.dumps(outcome.record))
                 self._count("feed", source.feed, "deadLetters")
                 self._count("reason", outcome.error.reason_code, "deadLetters")
                 if reason(outcome.error.reason_code).alert:
@@ -133,6 +153,9 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
             else:
                 self._count("feed", source.feed, "accepted")
                 yield accepted_row(outcome, pointer, now_ms)
+
+    def _seal(self, feed: str, dead_letter_id: str, data: bytes) -> str:
+        return seal_dead_letter(self.keys, feed, dead_letter_id, data)
 
     def process_broadcast_element(self, value: Row, ctx: BroadcastProcessFunction.Context) -> None:
         """Take a newly published reference version (every subtask receives it)."""

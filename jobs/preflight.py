@@ -68,6 +68,25 @@ def check_contracts(contracts_dir: str) -> int:
         raise ConfigError(f"feed contract invalid: {err}") from None
 
 
+def check_phi_keys(cfg: IngestConfig) -> None:
+    """The token keys open and every data domain's CMK is usable, before any record is read."""
+    from connectors.kms import KmsDataKeys, aws_client, load_token_keys
+    from schemas.contracts import FEEDS_DIR, load_contracts
+    from schemas.phi_policy import DEAD_LETTER_DOMAIN, load_policy
+    from udfs.phi.errors import ProtectionError
+
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir) if cfg.feeds.contracts_dir else FEEDS_DIR)
+    domains = {DEAD_LETTER_DOMAIN} | {d for c in contracts.values() for d in load_policy(c.phi_policy).domains.values()}
+    kms = aws_client(cfg.phi, "kms")
+    try:
+        load_token_keys(aws_client(cfg.phi, "secretsmanager"), kms, cfg.phi.token_secret)
+        source = KmsDataKeys(kms, cfg.phi.alias_prefix)
+        for domain in sorted(domains):
+            source.generate(domain)
+    except ProtectionError as err:
+        raise ConfigError(f"PHI keys (phi.* properties) not usable: {err}") from None
+
+
 def check_ingest_dependencies(cfg: IngestConfig) -> None:
     """All external systems the ingest job needs, in the order a person would check them."""
     check_contracts(cfg.feeds.contracts_dir)
@@ -80,3 +99,4 @@ def check_ingest_dependencies(cfg: IngestConfig) -> None:
         "reference.path": cfg.reference.path,
     })
     check_catalog_uri(cfg.iceberg.uri)
+    check_phi_keys(cfg)

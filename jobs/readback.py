@@ -22,6 +22,7 @@ from connectors.iceberg import (
     split_s3_url,
 )
 from jobs.config import IngestConfig
+from udfs.dedup import Digest
 
 
 @dataclass(frozen=True)
@@ -160,3 +161,12 @@ def read_sinks(cfg: IngestConfig) -> SinkCounts:
             dead_letter_key(letter): f"{letter['stage']}.{letter['reason_code']}" for letter in letters
         },
     )
+
+
+def linkage_digest(cfg: IngestConfig) -> Digest:
+    """The job's keyed business-key digest, from the stack's token-key secret (demo and test oracles only)."""
+    from connectors.kms import aws_client, load_token_keys
+    from udfs.phi.tokens import Tokenizer
+
+    keys = load_token_keys(aws_client(cfg.phi, "secretsmanager"), aws_client(cfg.phi, "kms"), cfg.phi.token_secret)
+    return Tokenizer(keys).linkage

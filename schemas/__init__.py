@@ -53,6 +53,32 @@ def load_schema(record_type: str) -> dict[str, Any]:
 
 
 @functools.cache
+def leaf_paths(record_type: str) -> tuple[str, ...]:
+    """Every leaf field of the canonical `record_type` schema as a path ("subscriber.address.zip", "notes[]")."""
+    schema = load_schema(record_type)
+    defs = schema.get("$defs", {})
+    found: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if "$ref" in node:
+            walk(defs[node["$ref"].rsplit("/", 1)[-1]], path)
+        elif "allOf" in node:
+            for part in node["allOf"]:  # a bare {"required": [...]} adds no field
+                if set(part) - {"required"}:
+                    walk(part, path)
+        elif "properties" in node:
+            for name, child in node["properties"].items():
+                walk(child, f"{path}.{name}" if path else name)
+        elif node.get("type") == "array":
+            walk(node["items"], f"{path}[]")
+        else:
+            found.append(path)
+
+    walk(schema, "")
+    return tuple(found)
+
+
+@functools.cache
 def fast_validator(record_type: str) -> Callable[[dict[str, Any]], Any]:
     """Return the compiled validator the pipeline uses; raises JsonSchemaValueException on a violation.
 

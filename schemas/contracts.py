@@ -113,11 +113,13 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
     )
     # Each decoder owns the check of its options (unknown keys, types, values), and standardization
     # of its own: one check per format, run here so a bad contract stops the job before submission.
+    from schemas.phi_policy import load_policy
     from udfs.standardize import StandardizeOptions
 
     decoder = importlib.import_module(f"udfs.decoders.{contract.format}")
     for where, check in (("format/options", lambda: decoder.check_options(contract.decoder_options)),
-                         ("standardize", lambda: StandardizeOptions.from_contract(contract.standardize))):
+                         ("standardize", lambda: StandardizeOptions.from_contract(contract.standardize)),
+                         ("phi_policy", lambda: load_policy(contract.phi_policy))):
         try:
             check()
         except ValueError as err:

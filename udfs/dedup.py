@@ -8,13 +8,15 @@ record per (business key, content hash) for the TTL and drops the rest; a record
 business key but other content passes as a new version. Corrections and voids (frequency codes 7
 and 8) have their own business key and carry `original_key` linking them to the claim they replace.
 
-Keys are SHA-256 digests (128 bits, hex): member ids and claim numbers are identifiers of people,
-so neither the job's state nor any output holds them in the clear through this module.
+Keys are keyed digests (HMAC-SHA256 under the linkage key, 128 bits, hex; udfs.phi.tokens): member
+ids and claim numbers identify people, and a plain hash of a guessable identifier can be tested by
+anyone, so neither the job's state nor any output holds them, or an unkeyed hash of them. The
+linkage key does not rotate with the token keys: rotating it would start a new dedup window.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ import orjson
 ENVELOPE_FIELDS = frozenset({"record_id", "sent_at", "received_at", "feed", "schema_version"})
 CORRECTION_CODES = frozenset({"7", "8"})  # 837 CLM05-3: replacement, void
 ORIGINAL_CODE = "1"
+Digest = Callable[[str], str]  # text -> 32 hex characters (Tokenizer.linkage)
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,6 @@ class DedupKeys:
     content_hash: str  # digest of the record without its envelope
     dedup_key: str  # business_key + content_hash: equal only for exact re-sends
     original_key: str | None  # for a correction or void: business_key of the original claim
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def business_key_text(record: dict[str, Any], record_type: str) -> str:
@@ -53,22 +52,22 @@ def business_key_text(record: dict[str, Any], record_type: str) -> str:
     raise ValueError(f"no business key for record type {record_type!r}")
 
 
-def business_key(record: dict[str, Any], record_type: str) -> str:
+def business_key(record: dict[str, Any], record_type: str, digest: Digest) -> str:
     """Digest of the record's business key."""
-    return _digest(business_key_text(record, record_type))
+    return digest(business_key_text(record, record_type))
 
 
-def content_hash(record: dict[str, Any]) -> str:
+def content_hash(record: dict[str, Any], digest: Digest) -> str:
     """Digest of the record's content without its envelope, independent of key order."""
     body = {k: v for k, v in record.items() if k not in ENVELOPE_FIELDS}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    return digest(orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode())
 
 
-def dedup_keys(record: dict[str, Any], record_type: str) -> DedupKeys:
+def dedup_keys(record: dict[str, Any], record_type: str, digest: Digest) -> DedupKeys:
     """Keys of a schema-valid canonical record."""
-    business = business_key(record, record_type)
-    content = content_hash(record)
+    business = business_key(record, record_type, digest)
+    content = content_hash(record, digest)
     original = None
     if record_type == "claim" and record["frequency_code"] in CORRECTION_CODES:
-        original = _digest("|".join(("claim", record["payer"]["payer_id"], record["claim_id"], ORIGINAL_CODE)))
+        original = digest("|".join(("claim", record["payer"]["payer_id"], record["claim_id"], ORIGINAL_CODE)))
     return DedupKeys(business, content, f"{business}{content}", original)

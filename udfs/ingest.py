@@ -2,8 +2,10 @@
 
 Per record, in this order (each step is a pure module of udfs/):
 decode (the feed's format) -> map (csv) -> envelope -> standardize -> JSON Schema -> rules -> enrich
--> dedup keys. Standardization runs before the schema check so the schema can demand the canonical
-forms (E.164 phones, ISO dates) while feeds may send local ones. No Flink here: jobs/ingest_operator.py
+-> dedup keys -> protect. Standardization runs before the schema check so the schema can demand the
+canonical forms (E.164 phones, ISO dates) while feeds may send local ones; protection runs last, on
+the standardized record, so tokens of one value agree across feeds, and everything after this stage
+(dedup state, sinks, dead letters) sees only protected forms. No Flink here: jobs/ingest_operator.py
 wraps this class in an operator.
 """
 
@@ -27,6 +29,8 @@ from udfs.decoders import Item
 from udfs.dedup import DedupKeys, dedup_keys
 from udfs.enrich import ReferenceData, enrich
 from udfs.mapping import compile_mapping, map_record
+from udfs.phi.errors import PolicyGap, ProtectionError
+from udfs.phi.protect import Protector
 from udfs.reasons import (
     FEED_MISMATCH,
     INTERNAL_ERROR,
@@ -40,6 +44,8 @@ from udfs.rules import validate
 from udfs.source import SourceRef
 from udfs.standardize import StandardizeOptions, standardize
 
+PHI_POLICY_GAP = define("phi_policy_gap", "protection",
+                        "a field has no rule in the feed's PHI policy; the record is kept sealed", alert=True)
 DOOR_NOT_ALLOWED = define("door_not_allowed", "envelope", "the feed arrived through a door its contract does not list")
 EMPTY_UNIT = define("empty_unit", "decode", "a message or file holds no record (empty, or a header and nothing else)")
 RECORD_TYPE_MISMATCH = define("record_type_mismatch", "envelope", "the record's type is not the one its feed carries")
@@ -59,8 +65,9 @@ class Accepted:
     position: str
     sent_at_ms: int
     sent_date: str
-    payload: str  # the canonical record, standardized, as JSON
-    claim: dict[str, Any] | None
+    payload: str  # the protected record (tokens, masks, field ciphertexts), as JSON
+    sealed: str  # the whole canonical record, encrypted (udfs.phi.envelope.seal)
+    claim: dict[str, Any] | None  # claims-table columns, projected from the protected record
     keys: DedupKeys
     enrichment: dict[str, Any]
 
@@ -73,6 +80,7 @@ class Refused:
     position: str | None
     record_id: str | None
     raw_sha256: str | None = None  # the item's own bytes, when its format delimits them
+    record: dict[str, Any] | None = None  # the record as decoded, sealed into the dead letter
 
 
 Outcome = Accepted | Refused
@@ -105,8 +113,9 @@ def _record_id(record: Mapping[str, Any]) -> str | None:
 class FeedStage:
     """Everything one feed's records go through, built once from its contract."""
 
-    def __init__(self, contract: FeedContract) -> None:
+    def __init__(self, contract: FeedContract, protector: Protector) -> None:
         self.contract = contract
+        self.protector = protector
         self.decode = _decoder(contract.format)
         self.options = contract.decoder_options
         self.doors = frozenset(_DOORS[d] for d in contract.sources)
@@ -150,6 +159,10 @@ class FeedStage:
         validate(record, contract.record_type, now=now)
         enrichment = enrich(record, contract.record_type, reference, contract.on_miss)
         sent_at = datetime.fromisoformat(record["sent_at"])
+        try:
+            protected = self.protector.protect(record, contract.record_type, orjson.dumps(record))
+        except PolicyGap as err:
+            raise Rejected(PHI_POLICY_GAP, err.detail) from None
         return Accepted(
             record_id=record["record_id"],
             record_type=contract.record_type,
@@ -157,9 +170,10 @@ class FeedStage:
             position=position,
             sent_at_ms=int(sent_at.timestamp() * 1000),
             sent_date=sent_at.astimezone(UTC).date().isoformat(),
-            payload=orjson.dumps(record).decode(),
-            claim=claim_row(record) if contract.record_type == "claim" else None,
-            keys=dedup_keys(record, contract.record_type),
+            payload=orjson.dumps(protected.record).decode(),
+            sealed=protected.sealed,
+            claim=claim_row(protected.record) if contract.record_type == "claim" else None,
+            keys=dedup_keys(record, contract.record_type, self.protector.tokenizer.linkage),
             enrichment=enrichment.to_dict(),
         )
 
@@ -167,13 +181,19 @@ class FeedStage:
 class IngestStage:
     """All feeds: route each unit to its feed's stage and turn every failure into a Refused."""
 
-    def __init__(self, contracts: Mapping[str, FeedContract], reference: ReferenceData | None = None) -> None:
-        self.feeds = {name: FeedStage(contract) for name, contract in contracts.items()}
+    def __init__(self, contracts: Mapping[str, FeedContract], protectors: Mapping[str, Protector],
+                 reference: ReferenceData | None = None) -> None:
+        """`protectors` by PHI policy name; every contract's policy must be there."""
+        self.feeds = {name: FeedStage(contract, protectors[contract.phi_policy]) for name, contract in contracts.items()}
         self.reference = reference if reference is not None else ReferenceData()
 
     def process(self, payload: bytes | None, source: SourceRef, unit_ms: int,
                 now: datetime | None = None) -> Iterator[Outcome]:
-        """Every outcome of one unit, in order; never raises for bad input."""
+        """Every outcome of one unit, in order; never raises for bad input.
+
+        Raises ProtectionError when the key service fails: no record may leave unprotected, so the
+        operator lets the job fail and restart from its last checkpoint.
+        """
         now = now or datetime.now(UTC)
         stage = self.feeds.get(source.feed)
         if stage is None:
@@ -194,6 +214,8 @@ class IngestStage:
         except Rejected as err:
             # The unit (or its remainder after `done` items) cannot be read.
             yield Refused(err, None if done == 0 else f"after item {done}", None)
+        except ProtectionError:
+            raise  # the key service failed: stop (and restart from the checkpoint), never pass a record on
         except Exception as err:  # a decoder bug must not stop the job or lose the unit
             yield Refused(Rejected(INTERNAL_ERROR, f"decoder raised {type(err).__name__}"),
                           None if done == 0 else f"after item {done}", None)
@@ -203,7 +225,9 @@ class IngestStage:
         try:
             return stage.record(record, source, item.position, unit_ms, self.reference, now)
         except Rejected as err:
-            return Refused(err, item.position, _record_id(record))
+            return Refused(err, item.position, _record_id(record), None, record)
+        except ProtectionError:
+            raise
         except Exception as err:  # a stage bug: dead-letter the record, name only the exception class
             return Refused(Rejected(INTERNAL_ERROR, f"{type(err).__name__} in record stages"), item.position,
-                           _record_id(record))
+                           _record_id(record), None, record)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Category = Literal["decode", "envelope", "schema", "validation", "enrichment", "routing", "internal"]
-CATEGORIES: tuple[Category, ...] = ("decode", "envelope", "schema", "validation", "enrichment", "routing", "internal")
+Category = Literal["decode", "envelope", "schema", "validation", "enrichment", "protection", "routing", "internal"]
+CATEGORIES: tuple[Category, ...] = ("decode", "envelope", "schema", "validation", "enrichment", "protection", "routing",
+                                    "internal")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import orjson
 from infra.local.reference import reference_data
 from infra.local.synthetic import Generated
 from schemas.contracts import FeedContract
-from udfs.dedup import business_key
+from udfs.dedup import Digest, business_key
 from udfs.enrich import enrich
 
 
@@ -26,20 +26,23 @@ def dead_letter_id(generated: Generated) -> str:
         else generated.record_id
 
 
-def expected_keys(record: dict[str, Any], contract: FeedContract) -> list[str]:
+def expected_keys(record: dict[str, Any], contract: FeedContract, digest: Digest) -> list[str]:
     """Business keys the pipeline emits for one generated record (an 834 also emits its dependents)."""
-    keys = [business_key(record, contract.record_type)]
+    keys = [business_key(record, contract.record_type, digest)]
     if contract.format == "x12" and contract.record_type == "eligibility":
         for dependent in record.get("dependents", []):
             projected = {"member": {"member_id": dependent["member_id"]}, "plan": record["plan"],
                          "coverage": record["coverage"]}
-            keys.append(business_key(projected, "eligibility"))
+            keys.append(business_key(projected, "eligibility", digest))
     return keys
 
 
-def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, FeedContract], seed: int
-                     ) -> dict[str, Any]:
-    """Counters keyed like jobs.readback.SinkCounts: claims and archived by business key, dead letters by id."""
+def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, FeedContract], seed: int,
+                     digest: Digest) -> dict[str, Any]:
+    """Counters keyed like jobs.readback.SinkCounts: claims and archived by business key, dead letters by id.
+
+    `digest` is the job's keyed business-key digest (jobs.readback.linkage_digest).
+    """
     reference = reference_data(seed)
     claims: Counter[str] = Counter()
     archived: Counter[str] = Counter()
@@ -58,7 +61,7 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
         if g.is_duplicate:
             resends += 1
             continue
-        keys = expected_keys(record, contract)
+        keys = expected_keys(record, contract, digest)
         archived.update(keys)
         if contract.record_type == "claim":
             claims.update(keys)

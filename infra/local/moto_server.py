@@ -96,6 +96,22 @@ def ensure_archive_key(settings: StackSettings) -> str:
     return arn
 
 
+def ensure_phi_keys(settings: StackSettings) -> None:
+    """One CMK per data domain, the token-keys secret and the audit table, named as the local properties say."""
+    from connectors.audit import ensure_audit_table
+    from connectors.kms import ensure_domain_keys, ensure_token_secret
+    from jobs.audit_cli import load_config as load_audit_config
+    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+    from schemas.phi_policy import key_domains
+
+    groups = read_property_groups(LOCAL_PROPERTIES)
+    phi, audit_table = load_phi_config(groups), load_audit_config(groups).audit.table
+    kms = client(settings, "kms")
+    ensure_domain_keys(kms, phi.alias_prefix, key_domains())
+    ensure_token_secret(client(settings, "secretsmanager"), kms, phi.alias_prefix, phi.token_secret)
+    ensure_audit_table(client(settings, "dynamodb"), audit_table)
+
+
 def provision(settings: StackSettings) -> str:
     """Create buckets, archive KMS key and archive SSE-KMS default (idempotent); return key ARN."""
     s3 = client(settings, "s3")
@@ -110,6 +126,7 @@ def provision(settings: StackSettings) -> str:
                 Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": settings.region}
             )
     key_arn = ensure_archive_key(settings)
+    ensure_phi_keys(settings)
     # Re-applied on every `up`: cheap, and it repairs a bucket whose default was changed by hand.
     s3.put_bucket_encryption(
         Bucket=settings.archive_bucket,

@@ -13,7 +13,7 @@ from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs import preflight
 from jobs.config import ConfigError
-from jobs.readback import read_sinks, s3_client
+from jobs.readback import linkage_digest, read_sinks, s3_client
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 
@@ -44,7 +44,7 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     build(env, t_env, cfg, job_name=f"e2e-{run_id}")
     env.execute(f"e2e-{run_id}")
 
-    expected = expected_outcome(generated, contracts, SEED)
+    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
     sinks = read_sinks(cfg)
     assert sum(expected["claims"].values()) > 100 and sum(expected["dead_letters"].values()) > 10
     assert sum(g.is_duplicate for g in generated) > 10  # dedup has re-sends to drop

@@ -16,7 +16,7 @@ from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs.demo import covered, start_job, stop_job
-from jobs.readback import iceberg_claim_ids, read_sinks, s3_client
+from jobs.readback import iceberg_claim_ids, linkage_digest, read_sinks, s3_client
 from jobs.runtime import latest_restore_point
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
@@ -68,7 +68,7 @@ def test_sigkill_mid_stream_then_restore_loses_and_duplicates_nothing(stack: obj
 
         job = start_job(log, properties)
         publisher.join(timeout=120)
-        expected = expected_outcome(generated, contracts, SEED)
+        expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
         want = sum(expected["claims"].values())
         wait_for(lambda: covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"]) >= want,
                  300, f"all {want} claims in Iceberg after the restore")

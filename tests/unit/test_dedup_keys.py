@@ -8,7 +8,16 @@ import orjson
 import pytest
 
 from infra.local import synthetic
-from udfs.dedup import business_key_text, dedup_keys
+from infra.local.static_keys import static_token_keys
+from udfs.dedup import business_key_text
+from udfs.dedup import dedup_keys as keyed_dedup_keys
+from udfs.phi.tokens import Tokenizer, TokenKeys
+
+LINKAGE = Tokenizer(static_token_keys()).linkage
+
+
+def dedup_keys(record: dict, record_type: str):  # type: ignore[no-untyped-def]
+    return keyed_dedup_keys(record, record_type, LINKAGE)
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +63,9 @@ def test_keys_are_digests_that_hold_no_identifier(records: dict[str, dict]) -> N
     for key in (keys.business_key, keys.content_hash, keys.dedup_key):
         assert member_id not in key and all(c in "0123456789abcdef" for c in key)
     assert len(keys.dedup_key) == 64
+
+
+def test_keys_depend_on_the_linkage_key_so_nobody_without_it_can_test_a_guess(records: dict[str, dict]) -> None:
+    record = records["claim"]
+    other = Tokenizer(TokenKeys(1, {1: b"k" * 32}, b"another linkage key, 32 bytes..")).linkage
+    assert keyed_dedup_keys(record, "claim", other).business_key != dedup_keys(record, "claim").business_key

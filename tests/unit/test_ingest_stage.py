@@ -15,6 +15,9 @@ from schemas.contracts import FeedContract, parse_contract
 from udfs.claims import CLAIM_COLUMNS
 from udfs.dead_letters import DeadLetter, Rejected
 from udfs.enrich import ReferenceData
+from infra.local.static_keys import StaticKeySource, static_protectors
+from udfs.phi.envelope import DataKeyCache, unseal
+from udfs.phi.protect import dead_letter_context, seal_dead_letter
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.source import SourceRef
 
@@ -42,13 +45,24 @@ def contract(feed: str, record_type: str, **overrides: Any) -> FeedContract:
     return parse_contract(doc, f"{feed}.yaml")
 
 
+DEAD_LETTER_KEYS = DataKeyCache(StaticKeySource())
+
+
+def SEAL(feed: str, dead_letter_id: str, data: bytes) -> str:  # noqa: N802 - used like a constant
+    return seal_dead_letter(DEAD_LETTER_KEYS, feed, dead_letter_id, data)
+
+
+def open_dead_letter(sealed: str, feed: str, dead_letter_id: str) -> bytes:
+    return unseal(DEAD_LETTER_KEYS, sealed, dead_letter_context(feed, dead_letter_id))
+
+
 def reference() -> ReferenceData:
     return reference_data(SEED)
 
 
 @pytest.fixture(scope="module")
 def stage() -> IngestStage:
-    return IngestStage({f.name: contract(f.name, f.record_type) for f in FEEDS}, reference())
+    return IngestStage({f.name: contract(f.name, f.record_type) for f in FEEDS}, static_protectors(), reference())
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +87,10 @@ def test_every_valid_record_is_accepted_with_its_envelope(stage: IngestStage, ge
         accepted = one(stage, g.payload, source_for(g))
         assert isinstance(accepted, Accepted), getattr(accepted, "error", None)
         assert (accepted.record_id, accepted.feed, accepted.record_type) == (g.record_id, g.feed, g.record_type)
-        assert orjson.loads(accepted.payload) == orjson.loads(g.payload)  # canonical input stays as it is
+        # The canonical input survives whole, but only inside the sealed copy; the payload is protected.
+        protector = stage.feeds[g.feed].protector
+        assert protector.open_record(accepted.sealed, g.feed, g.record_id) == orjson.loads(g.payload)
+        assert orjson.loads(accepted.payload)["_protection"]["policy"] == "default-v1"
         assert (accepted.claim is not None) == (g.record_type == "claim")
 
 
@@ -114,7 +131,7 @@ def test_envelope_refusals(stage: IngestStage, generated: list) -> None:
 
 def test_record_type_mismatch_is_refused(generated: list) -> None:
     g = next(g for g in generated if g.expect == "valid" and g.record_type == "payment")
-    stage = IngestStage({"unit_claims": contract("unit_claims", "claim")}, reference())
+    stage = IngestStage({"unit_claims": contract("unit_claims", "claim")}, static_protectors(), reference())
     payload = orjson.dumps(orjson.loads(g.payload) | {"feed": "unit_claims"})
     refused = one(stage, payload, SourceRef.from_kafka("raw.unit_claims", 0, 1))
     assert isinstance(refused, Refused) and refused.error.reason_code == "record_type_mismatch"
@@ -122,7 +139,7 @@ def test_record_type_mismatch_is_refused(generated: list) -> None:
 
 def test_json_lines_file_yields_each_line_and_refuses_bad_lines_alone(generated: list) -> None:
     feed = contract("unit_lines", "claim", sources=["landing"], format={"type": "json", "options": {"lines": True}})
-    stage = IngestStage({"unit_lines": feed}, reference())
+    stage = IngestStage({"unit_lines": feed}, static_protectors(), reference())
     claims = [orjson.loads(g.payload) | {"feed": "unit_lines"} for g in generated
               if g.expect == "valid" and g.record_type == "claim"][:3]
     body = b"\n".join([orjson.dumps(claims[0]), b"{broken", b"", orjson.dumps(claims[1]), orjson.dumps(claims[2])])
@@ -138,7 +155,7 @@ def test_a_stage_bug_is_dead_lettered_not_raised(generated: list, monkeypatch: p
         raise KeyError("boom")
 
     monkeypatch.setattr(udfs.ingest, "validate", broken)
-    stage = IngestStage({f.name: contract(f.name, f.record_type) for f in FEEDS}, reference())
+    stage = IngestStage({f.name: contract(f.name, f.record_type) for f in FEEDS}, static_protectors(), reference())
     g = next(g for g in generated if g.expect == "valid")
     refused = one(stage, g.payload, source_for(g))
     assert isinstance(refused, Refused) and refused.error.reason_code == "internal_error"
@@ -161,8 +178,15 @@ def test_dead_letters_hold_no_value_of_the_record(stage: IngestStage, generated:
         source = source_for(g)
         refused = one(stage, g.payload, source)
         assert isinstance(refused, Refused)
-        body = DeadLetter.from_error(refused.error, g.payload, source, refused.record_id, 0, refused.position).to_json()
+        sealed_record = None if refused.record is None else orjson.dumps(refused.record)
+        letter = DeadLetter.from_error(refused.error, g.payload, source, refused.record_id, 0, SEAL, refused.position,
+                                       record=sealed_record)
+        body = letter.to_json()
         record = orjson.loads(g.payload)
+        # The content is there, but only sealed: it opens with the dead-letter context and no other.
+        assert letter.protected_payload is not None
+        opened = open_dead_letter(letter.protected_payload, g.feed, letter.dead_letter_id)
+        assert opened == (sealed_record if letter.payload_form == "record" else g.payload)
         # Names, dates of birth, member ids, addresses: no string value of the record (beyond the
         # envelope ids that are there on purpose) may appear in the dead letter.
         envelope = {record.get(k) for k in ("record_id", "feed", "record_type", "schema_version")}
@@ -175,9 +199,9 @@ def test_dead_letters_hold_no_value_of_the_record(stage: IngestStage, generated:
 def test_dead_letter_id_is_stable_across_replays_and_distinct_per_position(generated: list) -> None:
     g = next(g for g in generated if g.expect == "invalid")
     err = Rejected("schema_violation", "$.x required")
-    first = DeadLetter.from_error(err, g.payload, source_for(g), None, 1, "row 2")
-    again = DeadLetter.from_error(err, g.payload, source_for(g), None, 2, "row 2")
-    other = DeadLetter.from_error(err, g.payload, source_for(g), None, 2, "row 3")
+    first = DeadLetter.from_error(err, g.payload, source_for(g), None, 1, SEAL, "row 2")
+    again = DeadLetter.from_error(err, g.payload, source_for(g), None, 2, SEAL, "row 2")
+    other = DeadLetter.from_error(err, g.payload, source_for(g), None, 2, SEAL, "row 3")
     assert first.dead_letter_id == again.dead_letter_id != other.dead_letter_id
     assert first.source["position"] == "row 2"
     assert first.stage == "schema"
@@ -198,7 +222,7 @@ def test_source_refs_name_the_feed() -> None:
 
 def test_an_empty_or_header_only_unit_is_reported() -> None:
     feed = contract("unit_lines", "claim", sources=["landing"], format={"type": "json", "options": {"lines": True}})
-    stage = IngestStage({"unit_lines": feed}, reference())
+    stage = IngestStage({"unit_lines": feed}, static_protectors(), reference())
     for body in (b"", b"\n\n"):
         refused = one(stage, body, SourceRef.from_file("/feeds/unit_lines/a.jsonl", "s3://l/feeds/"))
         assert isinstance(refused, Refused) and refused.error.reason_code == "empty_unit"

@@ -17,6 +17,7 @@ from infra.local import synthetic
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from schemas.contracts import load_contracts
+from infra.local.static_keys import static_protectors
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.reasons import REASONS
 from udfs.source import SourceRef
@@ -27,7 +28,7 @@ CONTRACTS = load_contracts()
 
 
 def _stage() -> IngestStage:
-    return IngestStage(CONTRACTS, reference_data(SEED))
+    return IngestStage(CONTRACTS, static_protectors(), reference_data(SEED))
 
 
 STAGE = _stage()

@@ -1,0 +1,129 @@
+"""`medistream audit verify|list|head`: check and read the hash-chained audit log on DynamoDB.
+
+The table and chain come from the `audit` property group (`table`, default medistream-audit;
+`chain`, default medistream); DynamoDB is reached at `audit.endpoint`, else the `s3` group's
+endpoint (the local moto server serves both; empty means AWS), in `audit.region`, else `s3.region`.
+
+This command only reads (dynamodb:Query): it never creates the table or writes an entry, so it runs
+under the same read-and-append-only role as the jobs. Entries hold no PHI (field paths, never
+values), so printing them is safe.
+
+Exit codes: 0 the chain verifies (or the read succeeded), 1 verification found a problem, 2 the log
+could not be read (missing table, unreachable endpoint, bad anchor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import orjson
+
+from connectors.audit import DEFAULT_CHAIN, DEFAULT_TABLE, AuditConfig, AuditLog
+from jobs.config import ConfigError, default_properties_path, read_property_groups
+
+_ANCHOR = re.compile(r"(\d+):([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class AuditCliConfig:
+    """The audit chain to read and the DynamoDB endpoint (empty: AWS itself) and region."""
+
+    audit: AuditConfig
+    endpoint: str
+    region: str
+
+
+def load_config(groups: Mapping[str, Mapping[str, str]]) -> AuditCliConfig:
+    """The `audit` group (all optional) with the endpoint and region falling back to the `s3` group."""
+    audit, s3 = groups.get("audit", {}), groups.get("s3", {})
+    region = audit.get("region") or s3.get("region")
+    if not region:
+        raise ConfigError("property 'audit.region' (or 's3.region') is required")
+    return AuditCliConfig(
+        AuditConfig(table=audit.get("table") or DEFAULT_TABLE, chain=audit.get("chain") or DEFAULT_CHAIN),
+        endpoint=audit.get("endpoint", s3.get("endpoint", "")),
+        region=region,
+    )
+
+
+def audit_log(cfg: AuditCliConfig) -> AuditLog:
+    """An AuditLog on the configured table (credentials from the environment or the role)."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=cfg.endpoint or None, region_name=cfg.region)
+    return AuditLog(client, cfg.audit.table, cfg.audit.chain)
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """SEQ:HASH (as printed by `audit head`) -> (seq, hash)."""
+    match = _ANCHOR.fullmatch(text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SEQ:HASH (a seq and 64 hex digits)")
+    return int(match.group(1)), match.group(2)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode() + "\n"
+
+
+def _verify(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
+    result = log.verify(anchor=args.anchor)
+    out.write(_json(asdict(result)))
+    return 0 if result.ok else 1
+
+
+def _list(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
+    entries = log.tail(args.last) if args.last else log.entries()
+    out.writelines(_json(entry) for entry in entries)
+    return 0
+
+
+def _head(log: AuditLog, args: argparse.Namespace, out: TextIO) -> int:
+    seq, digest = log.head()
+    out.write(_json({"seq": seq, "hash": digest, "anchor": f"{seq}:{digest}"}))
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Wire `audit verify|list|head` into the `medistream` parser."""
+    sub = parser.add_subparsers(dest="audit_command", required=True)
+    verify = sub.add_parser("verify", help="recompute the whole chain; exit 0 if intact, 1 if not, 2 if unreadable")
+    verify.add_argument("--anchor", type=parse_anchor, metavar="SEQ:HASH",
+                        help="a head recorded earlier with `audit head`: also detects removed newest entries")
+    ls = sub.add_parser("list", help="entries in seq order, one JSON object per line (no PHI)")
+    ls.add_argument("--last", type=_positive, metavar="N", help="only the newest N")
+    sub.add_parser("head", help="seq and hash of the newest entry, to anchor outside the table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one audit sub-command; a log that cannot be read prints one line to stderr and returns 2."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from jobs.cli import local_aws_environment
+
+    local_aws_environment()
+    cfg = load_config(read_property_groups(default_properties_path()))
+    command = {"verify": _verify, "list": _list, "head": _head}[args.audit_command]
+    where = f"DynamoDB table {cfg.audit.table} at {cfg.endpoint or 'AWS'} ({cfg.region})"
+    try:
+        return command(audit_log(cfg), args, out or sys.stdout)
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        message = (f"{where} does not exist" if error.get("Code") == "ResourceNotFoundException"
+                   else f"{where}: {error.get('Code')}: {error.get('Message')}")
+    except BotoCoreError as err:
+        message = f"{where}: {err}"
+    print(f"medistream audit: {message}", file=sys.stderr)
+    return 2
