@@ -1,12 +1,16 @@
-"""Shared fixtures: the PyFlink process environment and per-test isolated pipeline config."""
+"""Shared fixtures: the PyFlink process environment, per-test isolated pipeline config, the local stack."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from infra.local import stack as local_stack
+from infra.local.settings import StackSettings
 
 from jobs.cli import local_aws_environment
 
@@ -60,3 +64,25 @@ def isolated_contracts(run_id: str, home: Path) -> Path:
             document["feed"] = f"t{run_id}_{document['feed']}"
             (folder / f"{document['feed']}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     return folder
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackSettings]:
+    """The local stack's settings, with the stack healthy for the whole session.
+
+    A stack that is already healthy is used as is and left running; otherwise this fixture runs
+    `up` and, at the end, stops only the components it started.
+    """
+    settings = StackSettings.from_env()
+    before = local_stack.status(settings)
+    if before.healthy:
+        # Possibly started from another checkout: this home still needs its catalog folder.
+        settings.iceberg_dir.mkdir(parents=True, exist_ok=True)
+        yield settings
+        return
+    local_stack.up(settings)
+    started_here = [c.name for c in (before.kafka, before.moto) if not c.running]
+    try:
+        yield settings
+    finally:
+        local_stack.down(settings, components=started_here)

@@ -18,13 +18,16 @@ FEED = Feed("flink_claims", "claim", "kafka")
 SEED = 5
 
 
-def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: None, tmp_path: Path) -> None:
+def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: None, stack: object,
+                                                           tmp_path: Path) -> None:
+    """Key material comes from KMS and Secrets Manager on the local stack, as in the job."""
     from pyflink.common import Configuration, Types
     from pyflink.datastream import StreamExecutionEnvironment
 
     from connectors.iceberg import S3Config
     from connectors.reference import ReferenceConfig, create_reference_stream
     from jobs.ingest_operator import ACCEPTED_FIELDS, ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
+    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from jobs.runtime import DEPENDENCIES_JAR
 
     contracts = tmp_path / "feeds"
@@ -50,7 +53,8 @@ def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: No
     raw_type = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG(),
                           Types.STRING(), Types.LONG()])
     updates = create_reference_stream(env, ReferenceConfig(reference.as_uri() + "/", "")).broadcast(REFERENCE_STATE)
-    operator = IngestOperator("s3://unused/", str(contracts), reference.as_uri() + "/", S3Config("", "us-east-1", True))
+    operator = IngestOperator("s3://unused/", str(contracts), reference.as_uri() + "/", S3Config("", "us-east-1", True),
+                              load_phi_config(read_property_groups(LOCAL_PROPERTIES)))
     accepted = env.from_collection(rows, type_info=raw_type).connect(updates).process(
         operator, output_type=ACCEPTED_TYPE)
     pair = Types.TUPLE([Types.STRING(), Types.STRING()])
@@ -74,3 +78,4 @@ def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: No
     assert {letter["record_id"] for letter in letters if letter["reason_code"] == "enrichment_miss"} == misses
     assert len(letters) == sum(g.expect == "invalid" for g in generated) + len(misses)
     assert all(letter["feed"] == FEED.name and letter["source"]["topic"] == f"raw.{FEED.name}" for letter in letters)
+    assert all(letter["protected_payload"] for letter in letters)  # sealed, never in clear
