@@ -195,6 +195,7 @@ def rotate_domain_key(kms: Any, alias_prefix: str, domain: str) -> tuple[str | N
 
 def shred_key(kms: Any, key_arn: str, pending_days: int = 7) -> str:
     """Crypto-shred: disable the CMK now and schedule its deletion; returns the deletion date."""
-    kms.disable_key(KeyId=key_arn)
-    out = kms.schedule_key_deletion(KeyId=key_arn, PendingWindowInDays=pending_days)
+    key_id = key_arn.rsplit("/", 1)[-1]  # the key id works everywhere (moto's DisableKey refuses an ARN)
+    kms.disable_key(KeyId=key_id)
+    out = kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=pending_days)
     return str(out["DeletionDate"])

@@ -11,6 +11,8 @@ from pathlib import Path
 from infra.local.process import StackError
 from jobs import audit_cli as audit_command
 from jobs import dlq as dlq_command
+from jobs import keys_cli as keys_command
+from jobs import reveal as reveal_command
 from jobs.config import ConfigError, default_properties_path, load_ingest_config, read_property_groups
 
 
@@ -94,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="verify, list or anchor the hash-chained audit log (no PHI)")
     audit_command.add_arguments(audit)
+
+    reveal = sub.add_parser("reveal", help="re-identify fields of one archived record: role + purpose, audited")
+    reveal_command.add_arguments(reveal)
+
+    keys = sub.add_parser("keys", help="rotate token keys or a domain's CMK, crypto-shred a CMK (audited)")
+    keys_command.add_arguments(keys)
     return root
 
 
