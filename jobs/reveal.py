@@ -2,7 +2,7 @@
 
 Order of events, each failing closed:
 1. find the record's sealed copy in the archive (feed partition, committed files only);
-2. decide with the access rules (schemas/phi/access.yaml): role x purpose x record type x fields;
+2. decide with the access rules (schemas/access/reidentification.yaml): role x purpose x record type x fields;
 3. write the decision, granted or denied, to the hash-chained audit log; if that write fails,
    nothing is revealed;
 4. only when granted: open the sealed copy through KMS (with its encryption context: feed, record
@@ -101,7 +101,7 @@ def reveal(cfg: IngestConfig, audit: AuditLog, request: RevealRequest, rules: Ac
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Wire `reveal` into the `medistream` parser."""
     parser.add_argument("--actor", required=True, help="the person asking (a user name, not a shared account)")
-    parser.add_argument("--role", required=True, help="a role of schemas/phi/access.yaml")
+    parser.add_argument("--role", required=True, help="a role of schemas/access/reidentification.yaml")
     parser.add_argument("--purpose", required=True, help="why, e.g. fraud_investigation")
     parser.add_argument("--feed", required=True)
     parser.add_argument("--record-id", required=True)

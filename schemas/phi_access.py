@@ -13,7 +13,7 @@ import yaml
 
 from schemas import RECORD_TYPES, leaf_paths
 
-ACCESS_FILE = Path(__file__).resolve().parent / "phi" / "access.yaml"
+ACCESS_FILE = Path(__file__).resolve().parent / "access" / "reidentification.yaml"
 
 
 class AccessRulesError(ValueError):
