@@ -111,6 +111,7 @@ def pipeline(stack: object, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
             records_per_file=40, contracts=contracts)
     expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
+    scanner = LeakScanner(Needles(phi_values(generated, contracts)))
     log = home / "ingest.log"
     os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
     job = start_job(log, properties)
@@ -121,22 +122,49 @@ def pipeline(stack: object, tmp_path_factory: pytest.TempPathFactory) -> dict[st
                     and covered(sinks.dead_letters, expected["dead_letters"])
                     == sum(expected["dead_letters"].values()))
         wait_for(done, 300, "every record archived or dead-lettered")
+        # Metric names and labels, from the running job's Flink REST API (a random loopback port).
+        list(scanner.scan_flink_metrics(flink_rest_url(job.pid)))
     finally:
         stop_job(job)
         os.environ.pop("MEDISTREAM_PROPERTIES", None)
-    return {"cfg": cfg, "home": home, "log": log, "generated": generated, "contracts": contracts, "run_id": run_id}
+    return {"cfg": cfg, "home": home, "log": log, "generated": generated, "contracts": contracts, "run_id": run_id,
+            "scanner": scanner}
+
+
+def flink_rest_url(pid: int) -> str:
+    """The REST endpoint of the mini-cluster inside the job process: the listening port that answers /jobs."""
+    import http.client
+    import json
+    import urllib.request
+
+    import psutil
+
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        for conn in proc.net_connections(kind="tcp"):
+            if conn.status != psutil.CONN_LISTEN or conn.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1"):
+                continue
+            url = f"http://127.0.0.1:{conn.laddr.port}"
+            try:
+                with urllib.request.urlopen(f"{url}/jobs", timeout=2) as answer:  # noqa: S310 - loopback only
+                    if "jobs" in json.loads(answer.read()):
+                        return url
+            except (OSError, ValueError, http.client.HTTPException):
+                continue  # another listener of the process (py4j, Flink RPC): not HTTP
+    listening = [(c.laddr.ip, c.laddr.port) for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+                 for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    raise AssertionError(f"the job process serves no Flink REST API on 127.0.0.1 (listening: {listening})")
 
 
 def test_the_leak_scan_finds_no_phi_value_in_any_output(pipeline: dict[str, Any]) -> None:
     cfg, run_id = pipeline["cfg"], pipeline["run_id"]
-    values = phi_values(pipeline["generated"], pipeline["contracts"])
-    assert len(values) > 1000, "the sample must plant enough known PHI values for the scan to mean something"
-    scanner = LeakScanner(Needles(values))
+    scanner: LeakScanner = pipeline["scanner"]
+    assert len(scanner.needles) > 1000, "the sample must plant enough known PHI values for the scan to mean something"
     s3 = s3_client(cfg.s3)
     # The scan can fail: the raw input holds the values in clear, and the scanner finds them there.
+    metric_findings = list(scanner.report().findings)
     landing = list(scanner.scan_s3(s3, "medistream-landing", f"t{run_id}/"))
     assert landing, "a scanner that misses the plaintext input would prove nothing"
-    scanner.report().findings.clear()
+    scanner.report().findings[:] = metric_findings
     bucket, prefix = split_s3_url(cfg.archive.path)
     list(scanner.scan_s3(s3, bucket, prefix))
     warehouse, _ = split_s3_url(cfg.iceberg.warehouse)
@@ -145,7 +173,7 @@ def test_the_leak_scan_finds_no_phi_value_in_any_output(pipeline: dict[str, Any]
     checkpoints = Path(cfg.checkpoints.directory.removeprefix("file://"))
     list(scanner.scan_files([pipeline["log"], checkpoints]))
     report = scanner.report()
-    assert report.scanned["s3"] and report.scanned["kafka"] and report.scanned["files"]
+    assert report.scanned["s3"] and report.scanned["kafka"] and report.scanned["files"] and report.scanned["metrics"]
     assert report.clean, report.to_json()
 
 
