@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
-
-import json
 
 import orjson
 
@@ -74,7 +73,7 @@ def cpu_costs(records: int) -> dict[str, Any]:
               for name, p in (("protected", policy), ("clear", clear_policy(policy)))}
     now, source = datetime.now(UTC), SourceRef.from_kafka(f"raw.{contract.feed}", 0, 0)
     out: dict[str, Any] = {"records": len(generated), "record_kb": 4}
-    for name, stage in stages.items():
+    for stage in stages.values():
         accepted = [o for g in generated[:50] for o in stage.process(g.payload, source, 0, now)]
         assert all(isinstance(o, Accepted) for o in accepted), "the sample must be valid"
     # Interleaved, record by record: both variants see the same load on a shared machine.
@@ -99,13 +98,13 @@ def kms_calls(records: int, rate_per_s: float) -> dict[str, Any]:
     """KMS calls over `records` protected records with the job's cache bounds, on the local KMS API."""
     from connectors.kms import KmsDataKeys, aws_client
     from infra.local import synthetic
+    from infra.local.static_keys import static_token_keys
     from jobs.cli import local_aws_environment
     from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from schemas.phi_policy import load_policy
     from udfs.phi.envelope import DataKeyCache
     from udfs.phi.protect import Protector
     from udfs.phi.tokens import Tokenizer
-    from infra.local.static_keys import static_token_keys
 
     local_aws_environment()
     phi = load_phi_config(read_property_groups(LOCAL_PROPERTIES))

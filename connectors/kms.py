@@ -125,8 +125,10 @@ def _open_key(kms: Any, edk: str, what: str, **context: str) -> bytes:
 def load_token_keys(secrets: Any, kms: Any, secret_id: str) -> TokenKeys:
     """Every token key version and the linkage key, decrypted in memory (operator open() only)."""
     doc = _read_secret(secrets, secret_id)
-    versions = {int(v): _open_key(kms, edk, f"token key v{v}", token_key=str(v)) for v, edk in doc["versions"].items()}
-    linkage = _open_key(kms, doc["linkage"], "linkage key", token_key="linkage")
+    # token_key= names a key version in the encryption context: a label, not a secret (S106).
+    versions = {int(v): _open_key(kms, edk, f"token key v{v}", token_key=str(v))
+                for v, edk in doc["versions"].items()}
+    linkage = _open_key(kms, doc["linkage"], "linkage key", token_key="linkage")  # noqa: S106 - a label
     return TokenKeys(int(doc["current"]), versions, linkage)
 
 
@@ -164,8 +166,10 @@ def ensure_token_secret(secrets: Any, kms: Any, alias_prefix: str, secret_id: st
         return int(_read_secret(secrets, secret_id)["current"])
     except KeyUnavailable:
         pass
-    doc = {"current": 1, "versions": {"1": _new_wrapped_key(kms, alias_prefix, token_key="1")},
-           "linkage": _new_wrapped_key(kms, alias_prefix, token_key="linkage")}
+    # token_key= names a key version in the encryption context: a label, not a secret (S106).
+    first = _new_wrapped_key(kms, alias_prefix, token_key="1")  # noqa: S106
+    doc = {"current": 1, "versions": {"1": first},
+           "linkage": _new_wrapped_key(kms, alias_prefix, token_key="linkage")}  # noqa: S106
     secrets.create_secret(Name=secret_id, SecretString=json.dumps(doc),
                           Description="medistream token keys (KMS-encrypted copies only)")
     return 1

@@ -150,8 +150,9 @@ def flink_rest_url(pid: int) -> str:
                         return url
             except (OSError, ValueError, http.client.HTTPException):
                 continue  # another listener of the process (py4j, Flink RPC): not HTTP
-    listening = [(c.laddr.ip, c.laddr.port) for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-                 for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    listening = [(c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN]
     raise AssertionError(f"the job process serves no Flink REST API on 127.0.0.1 (listening: {listening})")
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Union
+from typing import Any, cast
 
 import orjson
 
 from schemas.phi_policy import DEAD_LETTER_DOMAIN, DerivedToken, FieldRule, PhiPolicy
 from udfs.phi.envelope import (
-    DataKeyCache,
     ActiveKey,
+    DataKeyCache,
     b64,
     decrypt_field,
     encrypt_field,
@@ -47,7 +47,7 @@ _COPY, _DROP, _APPLY, _APPLY_EACH, _ENCRYPT_LIST, _OBJECT, _OBJECTS = range(7)
 
 @dataclass
 class _Node:
-    children: dict[str, Union[FieldRule, _Node]] = field(default_factory=dict)
+    children: dict[str, FieldRule | _Node] = field(default_factory=dict)
     derive: list[DerivedToken] = field(default_factory=list)
     clear: bool = True  # every rule below is "clear" and nothing is derived: copy the value as is
     plan: dict[str, tuple[int, Any]] = field(default_factory=dict)  # record key -> (step, rule or node)
@@ -59,14 +59,16 @@ def _compile(rules: Mapping[str, FieldRule], derived: tuple[DerivedToken, ...]) 
         node, parts = root, path.split(".")
         for part in parts[:-1]:
             child = node.children.setdefault(part, _Node())
-            assert isinstance(child, _Node)
+            if not isinstance(child, _Node):
+                raise PolicyGap(f"{path}: {part} is both a field and an object")
             node = child
         node.children[parts[-1]] = rule
     for token in derived:
         node = root
         for part in token.parent.split(".") if token.parent else ():
             child = node.children[part]
-            assert isinstance(child, _Node)
+            if not isinstance(child, _Node):
+                raise PolicyGap(f"derived {token.name}: {part} is not an object")
             node = child
         node.derive.append(token)
 
@@ -135,7 +137,8 @@ class Protector:
         out: dict[str, Any] = {}
         plan = node.plan
         for key, value in obj.items():
-            step, target = plan.get(key, (None, None))
+            step, target = plan.get(key, (-1, None))  # target: a FieldRule or a _Node, as the step says
+            target = cast(Any, target)
             if step == _COPY:
                 out[key] = value
             elif step == _APPLY:
