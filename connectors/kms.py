@@ -132,6 +132,11 @@ def load_token_keys(secrets: Any, kms: Any, secret_id: str) -> TokenKeys:
     return TokenKeys(int(doc["current"]), versions, linkage)
 
 
+def configured_token_keys(cfg: PhiConfig, kms: Any | None = None) -> TokenKeys:
+    """The token keys named by the `phi` properties (the job's open(), start-up checks, test oracles)."""
+    return load_token_keys(aws_client(cfg, "secretsmanager"), kms or aws_client(cfg, "kms"), cfg.token_secret)
+
+
 def _new_wrapped_key(kms: Any, alias_prefix: str, **context: str) -> str:
     out = kms.generate_data_key(KeyId=alias_prefix + TOKENS_DOMAIN, KeySpec="AES_256",
                                 EncryptionContext=_context(TOKENS_DOMAIN, **context))

@@ -91,7 +91,7 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Load contracts (fail the job on a bad one) and the newest reference data."""
-        from connectors.kms import KmsDataKeys, aws_client, load_token_keys
+        from connectors.kms import KmsDataKeys, aws_client, configured_token_keys
         from connectors.reference import load_reference_sets
         from jobs.readback import s3_client
         from schemas.phi_policy import load_policy
@@ -109,7 +109,7 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         self.reference.update_all(load_reference_sets(client, self.reference_path))
         log.info("ingest operator: %d feed contracts, reference %s", len(contracts), self.reference.versions())
         kms = aws_client(self.phi, "kms")
-        tokenizer = Tokenizer(load_token_keys(aws_client(self.phi, "secretsmanager"), kms, self.phi.token_secret))
+        tokenizer = Tokenizer(configured_token_keys(self.phi, kms))
         self.keys = DataKeyCache(KmsDataKeys(kms, self.phi.alias_prefix), self.phi.data_key_max_uses,
                                  self.phi.data_key_max_age_s)
         protectors = {name: Protector(load_policy(name), tokenizer, self.keys)

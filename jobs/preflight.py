@@ -70,7 +70,7 @@ def check_contracts(contracts_dir: str) -> int:
 
 def check_phi_keys(cfg: IngestConfig) -> None:
     """The token keys open and every data domain's CMK is usable, before any record is read."""
-    from connectors.kms import KmsDataKeys, aws_client, load_token_keys
+    from connectors.kms import KmsDataKeys, aws_client, configured_token_keys
     from schemas.contracts import FEEDS_DIR, load_contracts
     from schemas.phi_policy import DEAD_LETTER_DOMAIN, load_policy
     from udfs.phi.errors import ProtectionError
@@ -79,7 +79,7 @@ def check_phi_keys(cfg: IngestConfig) -> None:
     domains = {DEAD_LETTER_DOMAIN} | {d for c in contracts.values() for d in load_policy(c.phi_policy).domains.values()}
     kms = aws_client(cfg.phi, "kms")
     try:
-        load_token_keys(aws_client(cfg.phi, "secretsmanager"), kms, cfg.phi.token_secret)
+        configured_token_keys(cfg.phi, kms)
         source = KmsDataKeys(kms, cfg.phi.alias_prefix)
         for domain in sorted(domains):
             source.generate(domain)

@@ -165,8 +165,7 @@ def read_sinks(cfg: IngestConfig) -> SinkCounts:
 
 def linkage_digest(cfg: IngestConfig) -> Digest:
     """The job's keyed business-key digest, from the stack's token-key secret (demo and test oracles only)."""
-    from connectors.kms import aws_client, load_token_keys
+    from connectors.kms import configured_token_keys
     from udfs.phi.tokens import Tokenizer
 
-    keys = load_token_keys(aws_client(cfg.phi, "secretsmanager"), aws_client(cfg.phi, "kms"), cfg.phi.token_secret)
-    return Tokenizer(keys).linkage
+    return Tokenizer(configured_token_keys(cfg.phi)).linkage

@@ -35,6 +35,11 @@ class TokenKeys:
             raise UnknownKeyVersion(f"current token key version {self.current} is not among the loaded versions")
 
 
+def _token(prefix: str, key: bytes, namespace: str, value: str) -> str:
+    mac = hmac.digest(key, namespace.encode() + _SEP + value.encode("utf-8"), "sha256")
+    return prefix + base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()
+
+
 class Tokenizer:
     """Tokens under the current key version; verification under any loaded version."""
 
@@ -45,8 +50,7 @@ class Tokenizer:
 
     def token(self, namespace: str, value: str) -> str:
         """The token of `value` in `namespace` under the current key version."""
-        mac = hmac.digest(self._key, namespace.encode() + _SEP + value.encode("utf-8"), "sha256")
-        return self._prefix + base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()
+        return _token(self._prefix, self._key, namespace, value)
 
     def version_of(self, token: str) -> int:
         """The key version a token names; Tampered when it is not a token, UnknownKeyVersion when not held."""
@@ -61,9 +65,7 @@ class Tokenizer:
     def matches(self, token: str, namespace: str, value: str) -> bool:
         """True when `token` is the token of `value` in `namespace` under the version it names."""
         version = self.version_of(token)
-        mac = hmac.digest(self.keys.versions[version], namespace.encode() + _SEP + value.encode("utf-8"), "sha256")
-        expected = f"t{version}." + base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()
-        return hmac.compare_digest(expected, token)
+        return hmac.compare_digest(_token(f"t{version}.", self.keys.versions[version], namespace, value), token)
 
     def linkage(self, text: str) -> str:
         """Keyed digest (32 hex) for dedup and business keys: stable across token-key rotations."""
