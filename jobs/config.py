@@ -80,7 +80,7 @@ class FeedsConfig:
     dedup_ttl: str  # a Flink duration, e.g. "30 d"
 
 
-class _Group:
+class PropertyGroup:
     """Typed access to one property group, naming the group in every error."""
 
     def __init__(self, groups: Mapping[str, Mapping[str, str]], name: str) -> None:
@@ -149,9 +149,9 @@ def default_properties_path() -> Path:
 
 def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
     """Validate the property groups the ingest job needs."""
-    kafka, s3, landing = _Group(groups, "kafka"), _Group(groups, "s3"), _Group(groups, "landing")
-    ice, archive, chk = _Group(groups, "iceberg"), _Group(groups, "archive"), _Group(groups, "checkpoints")
-    runtime, reference, feeds = _Group(groups, "runtime"), _Group(groups, "reference"), _Group(groups, "feeds")
+    kafka, s3, landing = PropertyGroup(groups, "kafka"), PropertyGroup(groups, "s3"), PropertyGroup(groups, "landing")
+    ice, archive, chk = PropertyGroup(groups, "iceberg"), PropertyGroup(groups, "archive"), PropertyGroup(groups, "checkpoints")
+    runtime, reference, feeds = PropertyGroup(groups, "runtime"), PropertyGroup(groups, "reference"), PropertyGroup(groups, "feeds")
     mode = runtime.str("python.execution-mode", "thread")
     if mode not in ("thread", "process"):
         raise ConfigError("property 'runtime.python.execution-mode' must be thread or process")
@@ -195,7 +195,7 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
 
 def load_phi_config(groups: Mapping[str, Mapping[str, str]]) -> PhiConfig:
     """The `phi` group: key service endpoint, CMK alias prefix, token-key secret, data-key cache bounds."""
-    phi = _Group(groups, "phi")
+    phi = PropertyGroup(groups, "phi")
     return PhiConfig(
         endpoint=phi.str("endpoint", ""),
         region=phi.str("region"),
