@@ -160,8 +160,11 @@ def bench_config(base: Any, run_id: str, size_kb: int, topic: str, workdir: Path
         kafka=replace(base.kafka, bounded=True, raw_topic_pattern=re.escape(topic), group_id=f"bench-{tag}",
                       dlq_topic=f"bench.dlq.{tag}"),
         landing=replace(base.landing, path=f"s3://{LANDING_BUCKET}/bench-empty-{tag}/", monitor_interval=""),
-        iceberg=replace(base.iceberg, claims_table=f"claims_bench_{tag}"),
-        archive=replace(base.archive, path=f"{base.archive.path.rstrip('/')}/bench-{tag}/"),
+        iceberg=replace(base.iceberg, table_suffix=f"_bench_{tag}"),
+        archive=replace(base.archive, path=f"{base.archive.path.rstrip('/')}/bench-{tag}/",
+                        dead_letters_path=f"{base.archive.dead_letters_path.rstrip('/')}/bench-{tag}/"),
+        curated=replace(base.curated, snowflake_topic=f"bench.curated.{tag}",
+                        partner_topic_prefix=f"bench.curated.{tag}.partner."),
         checkpoints=replace(base.checkpoints, directory=(workdir / f"checkpoints-{size_kb}kb").as_uri()),
         # Read once: with a monitor interval the reference source never ends, nor would the job.
         reference=replace(base.reference, path=reference_path(run_id), monitor_interval=""),
@@ -234,9 +237,10 @@ def clean_up(cfg: Any) -> dict[str, int]:
     """Remove the run's table, archive and landing prefixes, and its Kafka topics."""
     from confluent_kafka.admin import AdminClient
 
-    from bench.sink_checks import delete_s3_prefix, drop_claims_table
+    from bench.sink_checks import delete_s3_prefix, drop_tables
 
-    removed = {"iceberg_objects": drop_claims_table(cfg), "archive_objects": delete_s3_prefix(cfg, cfg.archive.path),
+    removed = {"iceberg_objects": drop_tables(cfg), "archive_objects": delete_s3_prefix(cfg, cfg.archive.path)
+               + delete_s3_prefix(cfg, cfg.archive.dead_letters_path),
                "landing_objects": delete_s3_prefix(cfg, cfg.landing.path)}
     topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
     admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "log_level": 4})

@@ -100,15 +100,20 @@ def delete_s3_prefix(cfg: IngestConfig, url: str) -> int:
     return deleted
 
 
-def drop_claims_table(cfg: IngestConfig) -> int:
-    """Drop the bench claims table from the catalog and delete its files; return objects deleted."""
+def drop_tables(cfg: IngestConfig) -> int:
+    """Drop the run's Iceberg tables from the catalog and delete their files; return objects deleted."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    try:
-        table: Any = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.claims_table)
-    except NoSuchTableError:
-        return 0
-    location = table.location().rstrip("/") + "/"
-    table.catalog.drop_table(f"{cfg.iceberg.namespace}.{cfg.iceberg.claims_table}")
-    # pyiceberg's SQL catalog drops the entry only; the data and metadata files stay unless removed.
-    return delete_s3_prefix(cfg, location.replace("s3a://", "s3://", 1))
+    from connectors.iceberg import TABLES
+
+    deleted = 0
+    for name in TABLES:
+        try:
+            table: Any = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table(name))
+        except NoSuchTableError:
+            continue
+        location = table.location().rstrip("/") + "/"
+        table.catalog.drop_table(f"{cfg.iceberg.namespace}.{cfg.iceberg.table(name)}")
+        # pyiceberg's SQL catalog drops the entry only; the data and metadata files stay unless removed.
+        deleted += delete_s3_prefix(cfg, location.replace("s3a://", "s3://", 1))
+    return deleted

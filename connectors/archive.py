@@ -1,4 +1,4 @@
-"""Archive: every accepted record in full, encrypted, as Avro files by feed and day.
+"""Archive: every accepted record and every dead letter in full, encrypted, as Avro files by feed and day.
 
 Per record: the protected form (`payload`: tokens, masks, field ciphertexts; searchable without
 keys) and the whole canonical record sealed under its domain's KMS data key (`sealed`), which only
@@ -6,7 +6,9 @@ authorized re-identification opens.
 
 Built on Flink's FileSink (the filesystem connector): part files are written in progress and
 committed when the checkpoint that holds them completes, so each record lands in exactly one
-committed file. The archive bucket is encrypted at rest with SSE-KMS (see infra/local).
+committed file. Dead letters are archived beside the records (their own prefix), with the refused
+record sealed under the dead-letter domain. The bucket is encrypted at rest with SSE-KMS; retention
+(7 years, object lock) and lifecycle are declared once in infra/storage_policy.py.
 """
 
 from __future__ import annotations
@@ -20,25 +22,45 @@ if TYPE_CHECKING:
     from pyflink.table import StreamTableEnvironment
 
 ARCHIVE_TABLE = "raw_archive"
+DEAD_LETTER_ARCHIVE_TABLE = "dead_letter_archive"
 
 
 
 @dataclass(frozen=True)
 class ArchiveConfig:
-    """Raw archive location; files roll on every checkpoint."""
+    """Archive locations (records, dead letters); files roll on every checkpoint."""
 
     path: str
+    dead_letters_path: str
 
 
-def create_archive_sink(t_env: StreamTableEnvironment, cfg: ArchiveConfig) -> str:
-    """Register the archive as a partitioned, deflate-compressed Avro sink."""
-    options = {
+def _options(path: str) -> dict[str, str]:
+    return {
         "connector": "filesystem",
-        "path": cfg.path,
+        "path": path,
         "format": "avro",
         "avro.codec": "deflate",
         "sink.partition-commit.policy.kind": "success-file",
     }
+
+
+def create_dead_letter_archive(t_env: StreamTableEnvironment, cfg: ArchiveConfig) -> str:
+    """Register the dead-letter archive: the dead letter's wire form (sealed record inside) by feed and day."""
+    t_env.execute_sql(
+        f"""CREATE TEMPORARY TABLE {DEAD_LETTER_ARCHIVE_TABLE} (
+              dead_letter_id STRING,
+              reason STRING,
+              body STRING,
+              feed STRING,
+              dt STRING
+            ) PARTITIONED BY (feed, dt) {with_clause(_options(cfg.dead_letters_path))}"""
+    )
+    return DEAD_LETTER_ARCHIVE_TABLE
+
+
+def create_archive_sink(t_env: StreamTableEnvironment, cfg: ArchiveConfig) -> str:
+    """Register the archive as a partitioned, deflate-compressed Avro sink."""
+    options = _options(cfg.path)
     t_env.execute_sql(
         f"""CREATE TEMPORARY TABLE {ARCHIVE_TABLE} (
               record_id STRING,

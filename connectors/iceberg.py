@@ -1,11 +1,17 @@
-"""Iceberg: the catalog and the analytics `claims` table.
+"""Iceberg: the catalog and the analytics tables, one per record type (+ claim lines, dead letters).
 
 Guarantee: the Iceberg sink writes data files as records arrive and commits them in one snapshot
 when the checkpoint that holds them completes; rows are visible exactly once, after that commit.
+Tables are append-only history, partitioned by day; the current state of a claim (corrections
+replace, voids remove) is a view over that history (docs/decisions/0006-routing-and-current-view.md).
+
+A table that already exists with other columns or types than these fails the job at start-up
+(`SinkSchemaMismatch`), before any record is read, instead of failing mid-stream.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +20,21 @@ from connectors.sql import with_clause
 if TYPE_CHECKING:
     from pyflink.table import StreamTableEnvironment
 
-CLAIMS_DDL = """(
+_ROW_TAIL = """
+    business_key STRING,
+    original_key STRING,
+    sent_at TIMESTAMP_LTZ(3),
+    sent_date DATE NOT NULL,
+    source STRING,
+    ingested_at TIMESTAMP_LTZ(3)"""
+_ENRICHED = """
+    payer_name STRING,
+    payer_line_of_business STRING,
+    enrichment_misses STRING,"""
+
+# Table name -> column list; every table is partitioned by its day column (last in PARTITIONED BY).
+TABLES: dict[str, tuple[str, str]] = {
+    "claims": ("""
     record_id STRING NOT NULL,
     feed STRING NOT NULL,
     claim_id STRING NOT NULL,
@@ -29,31 +49,79 @@ CLAIMS_DDL = """(
     diagnosis_count INT,
     service_line_count INT,
     total_charge DECIMAL(14, 2),
-    claim_kind STRING,
-    payer_name STRING,
-    payer_line_of_business STRING,
-    billing_provider_taxonomy STRING,
-    enrichment_misses STRING,
-    business_key STRING,
-    original_key STRING,
-    sent_at TIMESTAMP_LTZ(3),
-    sent_date DATE NOT NULL,
+    claim_kind STRING,""" + _ENRICHED + """
+    billing_provider_taxonomy STRING,""" + _ROW_TAIL, "sent_date"),
+    "claim_lines": ("""
+    record_id STRING NOT NULL,
+    feed STRING NOT NULL,
+    claim_id STRING NOT NULL,
+    line_number INT NOT NULL,
+    procedure_code STRING,
+    modifiers STRING,
+    units DECIMAL(12, 3),
+    charge DECIMAL(14, 2),
+    service_date DATE,""" + _ROW_TAIL, "sent_date"),
+    "payments": ("""
+    record_id STRING NOT NULL,
+    feed STRING NOT NULL,
+    payment_id STRING NOT NULL,
+    trace_number STRING,
+    payer_id STRING,
+    payee_npi STRING,
+    payment_date DATE,
+    payment_amount DECIMAL(14, 2),
+    payment_method STRING,
+    paid_claim_count INT,""" + _ENRICHED + _ROW_TAIL, "sent_date"),
+    "eligibility": ("""
+    record_id STRING NOT NULL,
+    feed STRING NOT NULL,
+    member_token STRING NOT NULL,
+    person_token STRING,
+    subscriber_token STRING,
+    relationship STRING,
+    plan_code STRING,
+    group_number STRING,
+    coverage_level STRING,
+    coverage_start DATE,
+    coverage_end DATE,
+    maintenance_type_code STRING,
+    dependent_count INT,""" + _ROW_TAIL, "sent_date"),
+    "dead_letters": ("""
+    dead_letter_id STRING NOT NULL,
+    feed STRING NOT NULL,
+    stage STRING,
+    reason STRING NOT NULL,
+    category STRING,
     source STRING,
-    ingested_at TIMESTAMP_LTZ(3)
-) PARTITIONED BY (sent_date)"""
+    dead_at TIMESTAMP_LTZ(3),
+    dt DATE NOT NULL""", "dt"),
+}
+TABLE_FOR_TYPE = {"claim": "claims", "payment": "payments", "eligibility": "eligibility"}
 
+
+class SinkSchemaMismatch(RuntimeError):
+    """An existing table's columns differ from what the job writes; the message names table and column."""
 
 
 @dataclass(frozen=True)
 class IcebergConfig:
-    """Iceberg catalog and the claims table."""
+    """Iceberg catalog and the suffix of every table name (empty in production; run-unique in tests)."""
 
     catalog_name: str
     catalog_impl: str
     uri: str
     warehouse: str
     namespace: str
-    claims_table: str
+    table_suffix: str = ""
+
+    def table(self, name: str) -> str:
+        """The table's name in the namespace."""
+        return f"{name}{self.table_suffix}"
+
+    @property
+    def claims_table(self) -> str:
+        """The claims table's name (readers use it most)."""
+        return self.table("claims")
 
 
 @dataclass(frozen=True)
@@ -86,11 +154,39 @@ def catalog_options(cfg: IcebergConfig, s3: S3Config) -> dict[str, str]:
     return options
 
 
-def create_claims_table(t_env: StreamTableEnvironment, cfg: IcebergConfig, s3: S3Config) -> str:
-    """Register the catalog, create the claims table if needed, return its full name."""
+def _normalized(type_text: str) -> str:
+    # Iceberg stores timestamps in microseconds and reports Flink types with their precision
+    # and nullability; compare the kind of value only.
+    text = re.sub(r"\s+NOT NULL$", "", type_text.upper())
+    return re.sub(r"^(TIMESTAMP_LTZ|TIMESTAMP\(\d\) WITH LOCAL TIME ZONE)(\(\d\))?$", "TIMESTAMP_LTZ", text)
+
+
+def _check_schema(t_env: StreamTableEnvironment, table: str, name: str) -> None:
+    probe = f"expected_{name}"
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {probe} ({TABLES[name][0]}) WITH ('connector'='blackhole')")
+    want = t_env.from_path(probe).get_schema()
+    have = t_env.from_path(table).get_schema()
+    t_env.execute_sql(f"DROP TEMPORARY TABLE {probe}")
+    expected = dict(zip(want.get_field_names(), (str(t) for t in want.get_field_data_types()), strict=True))
+    actual = dict(zip(have.get_field_names(), (str(t) for t in have.get_field_data_types()), strict=True))
+    for column, kind in expected.items():
+        if column not in actual:
+            raise SinkSchemaMismatch(f"Iceberg table {table} has no column {column}: migrate it before starting")
+        if _normalized(actual[column]) != _normalized(kind):
+            raise SinkSchemaMismatch(f"Iceberg table {table} column {column} is {actual[column]}, the job writes "
+                                     f"{kind}: migrate it before starting")
+
+
+def create_tables(t_env: StreamTableEnvironment, cfg: IcebergConfig, s3: S3Config) -> dict[str, str]:
+    """Register the catalog, create missing tables, check existing ones; return {name: full name}."""
     t_env.execute_sql(f"CREATE CATALOG IF NOT EXISTS {cfg.catalog_name} {with_clause(catalog_options(cfg, s3))}")
     t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {cfg.catalog_name}.{cfg.namespace}")
-    table = f"{cfg.catalog_name}.{cfg.namespace}.{cfg.claims_table}"
     properties = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
-    t_env.execute_sql(f"CREATE TABLE IF NOT EXISTS {table} {CLAIMS_DDL} {with_clause(properties)}")
-    return table
+    names = {}
+    for name, (columns, day) in TABLES.items():
+        table = f"{cfg.catalog_name}.{cfg.namespace}.{cfg.table(name)}"
+        t_env.execute_sql(f"CREATE TABLE IF NOT EXISTS {table} ({columns}) PARTITIONED BY ({day}) "
+                          f"{with_clause(properties)}")
+        _check_schema(t_env, table, name)
+        names[name] = table
+    return names

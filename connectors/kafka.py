@@ -1,8 +1,10 @@
-"""Kafka: the raw.<feed> source and the transactional dead-letter sink.
+"""Kafka: the raw.<feed> source, the transactional dead-letter sink and the curated hand-off topics.
 
 Guarantees: the source's offsets live in Flink checkpoints, so after a restore it re-reads from the
-last completed checkpoint. The dead-letter sink writes in Kafka transactions that commit when the
-checkpoint holding them completes: a read_committed consumer sees each dead letter exactly once.
+last completed checkpoint. The dead-letter and curated sinks write in Kafka transactions that commit
+when the checkpoint holding them completes: a read_committed consumer sees each record exactly once,
+at a stable partition and offset (what the Snowflake loader's offset tokens and the partner
+delivery's ledger build on).
 """
 
 from __future__ import annotations
@@ -32,6 +34,26 @@ class KafkaConfig:
     transaction_timeout_ms: int
     # Bounded: read up to the offsets current at start, then finish (tests and benchmarks).
     bounded: bool = False
+
+
+@dataclass(frozen=True)
+class CuratedConfig:
+    """The curated topics the delivery jobs read: one for Snowflake, one per partner (prefix + id)."""
+
+    snowflake_topic: str
+    partner_topic_prefix: str
+
+    def partner_topic(self, partner: str) -> str:
+        """The curated topic of one partner."""
+        return f"{self.partner_topic_prefix}{partner}"
+
+
+# The curated message value (JSON): what every delivery job reads. The payload is the protected record.
+CURATED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("record_id", "STRING"), ("record_type", "STRING"), ("feed", "STRING"), ("business_key", "STRING"),
+    ("original_key", "STRING"), ("sent_at_ms", "BIGINT"), ("ingested_at_ms", "BIGINT"), ("source", "STRING"),
+    ("dt", "STRING"), ("payload", "STRING"),
+)
 
 
 def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
@@ -82,6 +104,26 @@ def create_dead_letter_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, job
             ) {with_clause(options)}"""
     )
     return DLQ_TABLE
+
+
+def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str, key: str,
+                        transactional_id_prefix: str) -> str:
+    """Register one curated topic as an exactly-once sink: key `key` (raw), value the curated JSON."""
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": cfg.bootstrap_servers,
+        "properties.transaction.timeout.ms": str(cfg.transaction_timeout_ms),
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": transactional_id_prefix,
+        "key.format": "raw",
+        "key.fields": "message_key",
+        "value.format": "json",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    columns = ", ".join(f"`{name}` {kind}" for name, kind in (("message_key", "STRING"), *CURATED_COLUMNS))
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) {with_clause(options)}")
+    return table
 
 
 def create_missing_topics(

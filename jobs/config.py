@@ -16,7 +16,7 @@ from pathlib import Path
 
 from connectors.archive import ArchiveConfig
 from connectors.iceberg import IcebergConfig, S3Config
-from connectors.kafka import KafkaConfig
+from connectors.kafka import CuratedConfig, KafkaConfig
 from connectors.kms import PhiConfig
 from connectors.landing import DEFAULT_MAX_FILE_BYTES, LandingConfig
 from connectors.reference import ReferenceConfig
@@ -70,6 +70,7 @@ class IngestConfig:
     reference: ReferenceConfig
     feeds: FeedsConfig
     phi: PhiConfig
+    curated: CuratedConfig
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class FeedsConfig:
 
     contracts_dir: str  # empty: the contracts shipped in schemas/feeds/
     dedup_ttl: str  # a Flink duration, e.g. "30 d"
+
+    @property
+    def directory(self) -> Path:
+        """The folder the contracts are loaded from."""
+        from schemas.contracts import FEEDS_DIR
+
+        return Path(self.contracts_dir) if self.contracts_dir else FEEDS_DIR
 
 
 class PropertyGroup:
@@ -149,9 +157,9 @@ def default_properties_path() -> Path:
 
 def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
     """Validate the property groups the ingest job needs."""
-    kafka, s3, landing = PropertyGroup(groups, "kafka"), PropertyGroup(groups, "s3"), PropertyGroup(groups, "landing")
-    ice, archive, chk = PropertyGroup(groups, "iceberg"), PropertyGroup(groups, "archive"), PropertyGroup(groups, "checkpoints")
-    runtime, reference, feeds = PropertyGroup(groups, "runtime"), PropertyGroup(groups, "reference"), PropertyGroup(groups, "feeds")
+    kafka, s3, landing, ice, archive, chk, runtime, reference, feeds, curated = (
+        PropertyGroup(groups, name) for name in ("kafka", "s3", "landing", "iceberg", "archive", "checkpoints",
+                                                 "runtime", "reference", "feeds", "curated"))
     mode = runtime.str("python.execution-mode", "thread")
     if mode not in ("thread", "process"):
         raise ConfigError("property 'runtime.python.execution-mode' must be thread or process")
@@ -176,9 +184,11 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             uri=ice.str("uri"),
             warehouse=ice.str("warehouse"),
             namespace=ice.str("namespace"),
-            claims_table=ice.str("claims.table", "claims"),
+            table_suffix=ice.str("table.suffix", ""),
         ),
-        archive=ArchiveConfig(path=archive.str("path")),
+        archive=ArchiveConfig(path=archive.str("path"), dead_letters_path=archive.str("dead.letters.path")),
+        curated=CuratedConfig(snowflake_topic=curated.str("snowflake.topic"),
+                              partner_topic_prefix=curated.str("partner.topic.prefix", "curated.partner.")),
         checkpoints=CheckpointConfig(
             directory=chk.str("dir"),
             interval_ms=chk.int("interval.ms", 10_000),

@@ -1,4 +1,9 @@
-"""The ingest job: raw feeds (Kafka + landing files) -> checked, deduplicated records -> Iceberg, archive, DLQ.
+"""The ingest job: raw feeds (Kafka + landing files) -> checked, deduplicated, routed records -> every sink.
+
+Sinks: Iceberg (one table per record type, claim lines, dead letters), the encrypted archive (records
+and dead letters), the dead-letter topic, and the curated hand-off topics `curated.snowflake` and
+`curated.partner.<id>` that the delivery jobs read. Routes come from the feed contracts
+(udfs/routing.py); the archive takes everything.
 
 Thread-mode PyFlink: sources, dedup and sinks are Java (connectors and Flink SQL), the record logic
 is one Python operator (udfs.ingest.IngestStage) driven by the feed contracts in schemas/feeds/,
@@ -18,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.archive import create_archive_sink
-from connectors.iceberg import create_claims_table
-from connectors.kafka import create_dead_letter_sink, create_raw_source
+from connectors.archive import create_archive_sink, create_dead_letter_archive
+from connectors.iceberg import TABLE_FOR_TYPE, create_tables
+from connectors.kafka import CURATED_COLUMNS, create_curated_sink, create_dead_letter_sink, create_raw_source
 from connectors.landing import create_landing_source
 from connectors.reference import create_reference_stream
+from connectors.sql import quote
 from jobs import preflight
 from jobs.config import (
     DEFAULT_JOB_NAME,
@@ -40,6 +46,8 @@ from jobs.runtime import (
     savepoint_directory,
     stop_with_savepoint,
 )
+from schemas.contracts import load_contracts
+from udfs.routing import partners, routes_column
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -53,18 +61,77 @@ log = logging.getLogger("medistream.ingest")
 class JobOutputs:
     """Names of the tables the job writes, for callers that read the results back."""
 
-    claims_table: str
+    iceberg_tables: dict[str, str]
     archive_table: str
     dead_letter_table: str
+    curated_topics: tuple[str, ...]
+
+
+_ROW_TAIL = {
+    "business_key": "business_key", "original_key": "original_key", "sent_at": "TO_TIMESTAMP_LTZ(sent_at_ms, 3)",
+    "sent_date": "CAST(dt AS DATE)", "source": "source", "ingested_at": "TO_TIMESTAMP_LTZ(ingested_at_ms, 3)",
+}
+_ENRICHED = {"payer_name": "payer_name", "payer_line_of_business": "payer_line_of_business",
+             "enrichment_misses": "enrichment_misses"}
+# Iceberg column -> SQL expression over the deduplicated rows, per table.
+_ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
+    "claims": {
+        "record_id": "record_id", "feed": "feed", "claim_id": "claim_id", "frequency_code": "frequency_code",
+        "payer_id": "payer_id", "billing_npi": "billing_npi", "rendering_npi": "rendering_npi",
+        "service_date_from": "CAST(service_date_from AS DATE)", "service_date_to": "CAST(service_date_to AS DATE)",
+        "place_of_service": "place_of_service", "primary_diagnosis": "primary_diagnosis",
+        "diagnosis_count": "diagnosis_count", "service_line_count": "service_line_count",
+        "total_charge": "CAST(total_charge AS DECIMAL(14, 2))", "claim_kind": "claim_kind", **_ENRICHED,
+        "billing_provider_taxonomy": "billing_provider_taxonomy", **_ROW_TAIL,
+    },
+    "claim_lines": {
+        "record_id": "record_id", "feed": "feed", "claim_id": "claim_id",
+        "line_number": "CAST(JSON_VALUE(line, '$.line_number') AS INT)",
+        "procedure_code": "JSON_VALUE(line, '$.procedure_code')", "modifiers": "JSON_VALUE(line, '$.modifiers')",
+        "units": "CAST(JSON_VALUE(line, '$.units') AS DECIMAL(12, 3))",
+        "charge": "CAST(JSON_VALUE(line, '$.charge') AS DECIMAL(14, 2))",
+        "service_date": "CAST(JSON_VALUE(line, '$.service_date') AS DATE)", **_ROW_TAIL,
+    },
+    "payments": {
+        "record_id": "record_id", "feed": "feed", "payment_id": "payment_id", "trace_number": "trace_number",
+        "payer_id": "payer_id", "payee_npi": "payee_npi", "payment_date": "CAST(payment_date AS DATE)",
+        "payment_amount": "CAST(payment_amount AS DECIMAL(14, 2))", "payment_method": "payment_method",
+        "paid_claim_count": "paid_claim_count", **_ENRICHED, **_ROW_TAIL,
+    },
+    "eligibility": {
+        "record_id": "record_id", "feed": "feed", "member_token": "member_token", "person_token": "person_token",
+        "subscriber_token": "subscriber_token", "relationship": "relationship", "plan_code": "plan_code",
+        "group_number": "group_number", "coverage_level": "coverage_level",
+        "coverage_start": "CAST(coverage_start AS DATE)", "coverage_end": "CAST(coverage_end AS DATE)",
+        "maintenance_type_code": "maintenance_type_code", "dependent_count": "dependent_count", **_ROW_TAIL,
+    },
+}
+_CURATED_VALUE = ", ".join(f"`{name}`" for name, _kind in CURATED_COLUMNS)
+
+
+def _insert(table: str, columns: dict[str, str], source: str) -> str:
+    return (f"INSERT INTO {table} ({', '.join(f'`{c}`' for c in columns)}) "
+            f"SELECT {', '.join(columns.values())} FROM {source}")
+
+
+def _routed(sink: str) -> str:
+    return f"POSITION({quote(routes_column([sink]))} IN routes) > 0"
+
+
+def output_topics(cfg: IngestConfig) -> tuple[str, ...]:
+    """Every topic the job writes: dead letters, curated.snowflake and one curated topic per routed partner."""
+    contracts = load_contracts(cfg.feeds.directory)
+    partner_ids = partners({feed: c.routes for feed, c in contracts.items()})
+    return (cfg.kafka.dlq_topic, cfg.curated.snowflake_topic, *(cfg.curated.partner_topic(p) for p in partner_ids))
 
 
 def build(
     env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig, job_name: str = JOB_NAME
 ) -> JobOutputs:
-    """Wire sources -> IngestOperator (+ reference broadcast) -> dedup -> sinks into one statement set.
+    """Wire sources -> IngestOperator (+ reference broadcast) -> dedup -> routed sinks into one statement set.
 
-    `job_name` prefixes the dead-letter sink's Kafka transactional ids: two jobs that share it would
-    abort each other's open transactions on start-up, so concurrent runs need distinct names.
+    `job_name` prefixes the Kafka sinks' transactional ids: two jobs that share it would abort each
+    other's open transactions on start-up, so concurrent runs need distinct names.
     """
     from pyflink.table import Schema
 
@@ -88,8 +155,9 @@ def build(
         .name("ingest")
     )
 
-    claims_table = create_claims_table(t_env, cfg.iceberg, cfg.s3)
+    tables = create_tables(t_env, cfg.iceberg, cfg.s3)
     archive_table = create_archive_sink(t_env, cfg.archive)
+    dead_letter_archive = create_dead_letter_archive(t_env, cfg.archive)
     dlq_table = create_dead_letter_sink(t_env, cfg.kafka, job_name)
     with_time = Schema.new_builder().column_by_expression("proc_time", "PROCTIME()").build()
     t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted, with_time))
@@ -105,23 +173,41 @@ def build(
     ))
 
     statements = t_env.create_statement_set()
+    # The archive keeps every accepted record and every dead letter, whatever the routes say.
     statements.add_insert_sql(
         f"""INSERT INTO {archive_table} SELECT record_id, record_type, sent_at_ms, source, `position`,
               business_key, original_key, enrichment, payload, sealed, feed, dt FROM deduped"""
     )
+    statements.add_insert_sql(f"INSERT INTO {dead_letter_archive} SELECT dead_letter_id, reason, body, feed, dt "
+                              "FROM dead_letter_rows")
     statements.add_insert_sql(f"INSERT INTO {dlq_table} SELECT dead_letter_id, body FROM dead_letter_rows")
-    statements.add_insert_sql(
-        f"""INSERT INTO {claims_table} SELECT
-              record_id, feed, claim_id, frequency_code, payer_id, billing_npi, rendering_npi,
-              CAST(service_date_from AS DATE), CAST(service_date_to AS DATE), place_of_service,
-              primary_diagnosis, diagnosis_count, service_line_count,
-              CAST(total_charge AS DECIMAL(14, 2)), claim_kind, payer_name, payer_line_of_business,
-              billing_provider_taxonomy, enrichment_misses, business_key, original_key,
-              TO_TIMESTAMP_LTZ(sent_at_ms, 3), CAST(dt AS DATE), source, TO_TIMESTAMP_LTZ(ingested_at_ms, 3)
-            FROM deduped WHERE record_type = 'claim'"""
-    )
+    statements.add_insert_sql(_insert(tables["dead_letters"], {
+        "dead_letter_id": "dead_letter_id", "feed": "feed", "stage": "stage", "reason": "reason",
+        "category": "category", "source": "source", "dead_at": "TO_TIMESTAMP_LTZ(dead_at_ms, 3)",
+        "dt": "CAST(dt AS DATE)"}, "dead_letter_rows"))
+
+    to_iceberg = _routed("iceberg")
+    for record_type, name in TABLE_FOR_TYPE.items():
+        statements.add_insert_sql(_insert(tables[name], _ICEBERG_COLUMNS[name],
+                                          f"deduped WHERE record_type = '{record_type}' AND {to_iceberg}"))
+    statements.add_insert_sql(_insert(
+        tables["claim_lines"], _ICEBERG_COLUMNS["claim_lines"],
+        f"""deduped CROSS JOIN UNNEST(JSON_QUERY(service_lines, '$' RETURNING ARRAY<STRING>)) AS l(line)
+            WHERE record_type = 'claim' AND {to_iceberg}"""))
+
+    # Curated hand-off topics (transactional): Snowflake keyed by record id, partners by business key so
+    # one claim's versions stay in order on one partition.
+    topics = output_topics(cfg)
+    curated = [("snowflake", cfg.curated.snowflake_topic, "record_id")]
+    curated += [(f"partner:{t.removeprefix(cfg.curated.partner_topic_prefix)}", t, "business_key") for t in topics[2:]]
+    for index, (sink, topic, key) in enumerate(curated):
+        table = create_curated_sink(t_env, cfg.kafka, f"curated_{index}", topic, "message_key",
+                                    f"{job_name}-curated-{index}")
+        statements.add_insert_sql(f"INSERT INTO {table} SELECT {key}, {_CURATED_VALUE} FROM deduped "
+                                  f"WHERE {_routed(sink)}")
     statements.attach_as_datastream()
-    return JobOutputs(claims_table=claims_table, archive_table=archive_table, dead_letter_table=dlq_table)
+    return JobOutputs(iceberg_tables=tables, archive_table=archive_table, dead_letter_table=dlq_table,
+                      curated_topics=topics[1:])
 
 
 def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[Any, Any]:

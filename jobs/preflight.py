@@ -71,11 +71,11 @@ def check_contracts(contracts_dir: str) -> int:
 def check_phi_keys(cfg: IngestConfig) -> None:
     """The token keys open and every data domain's CMK is usable, before any record is read."""
     from connectors.kms import KmsDataKeys, aws_client, configured_token_keys
-    from schemas.contracts import FEEDS_DIR, load_contracts
+    from schemas.contracts import load_contracts
     from schemas.phi_policy import DEAD_LETTER_DOMAIN, load_policy
     from udfs.phi.errors import ProtectionError
 
-    contracts = load_contracts(Path(cfg.feeds.contracts_dir) if cfg.feeds.contracts_dir else FEEDS_DIR)
+    contracts = load_contracts(cfg.feeds.directory)
     domains = {DEAD_LETTER_DOMAIN} | {d for c in contracts.values() for d in load_policy(c.phi_policy).domains.values()}
     kms = aws_client(cfg.phi, "kms")
     try:
@@ -90,11 +90,14 @@ def check_phi_keys(cfg: IngestConfig) -> None:
 def check_ingest_dependencies(cfg: IngestConfig) -> None:
     """All external systems the ingest job needs, in the order a person would check them."""
     check_contracts(cfg.feeds.contracts_dir)
-    check_kafka(cfg.kafka.bootstrap_servers, (cfg.kafka.dlq_topic,))
+    from jobs.ingest import output_topics
+
+    check_kafka(cfg.kafka.bootstrap_servers, output_topics(cfg))
     os.environ.setdefault("AWS_REGION", cfg.s3.region)
     check_buckets(cfg.s3.endpoint, cfg.s3.region, {
         "landing.path": cfg.landing.path,
         "archive.path": cfg.archive.path,
+        "archive.dead.letters.path": cfg.archive.dead_letters_path,
         "iceberg.warehouse": cfg.iceberg.warehouse,
         "reference.path": cfg.reference.path,
     })

@@ -8,6 +8,7 @@ is reported at start-up with the file and the key, never at the first record.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -20,6 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from schemas import is_readable_version
+from udfs.routing import Route, RouteError, parse_routes
 
 FEEDS_DIR = Path(__file__).resolve().parent / "feeds"
 CONTRACT_SCHEMA = Path(__file__).resolve().parent / "feed_contract.schema.json"
@@ -48,7 +50,7 @@ class FeedContract:
     standardize: Mapping[str, Any]
     on_miss: str
     phi_policy: str
-    routes: tuple[str, ...]
+    routes: tuple[Route, ...]
     max_unit_bytes: int
     description: str = ""
     origin: str = field(default="", compare=False)  # the file it came from, for messages
@@ -106,7 +108,7 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
         standardize=dict(doc.get("standardize") or {}),
         on_miss=(doc.get("enrichment") or {}).get("on_miss", "flag"),
         phi_policy=doc["phi_policy"],
-        routes=tuple(doc["routes"]),
+        routes=(),  # parsed below, once the PHI policy is known
         max_unit_bytes=int((doc.get("limits") or {}).get("max_unit_bytes", DEFAULT_MAX_UNIT_BYTES)),
         description=doc.get("description", ""),
         origin=origin,
@@ -118,13 +120,21 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
 
     decoder = importlib.import_module(f"udfs.decoders.{contract.format}")
     for where, check in (("format/options", lambda: decoder.check_options(contract.decoder_options)),
-                         ("standardize", lambda: StandardizeOptions.from_contract(contract.standardize)),
-                         ("phi_policy", lambda: load_policy(contract.phi_policy))):
+                         ("standardize", lambda: StandardizeOptions.from_contract(contract.standardize))):
         try:
             check()
         except ValueError as err:
             raise ContractError(f"{origin}: {where}: {err}") from None
-    return contract
+    try:
+        policy = load_policy(contract.phi_policy)
+    except ValueError as err:
+        raise ContractError(f"{origin}: phi_policy: {err}") from None
+    clear = frozenset(p for p, rule in policy.rules[contract.record_type].items() if rule.action == "clear")
+    try:
+        routes = parse_routes(doc["routes"], clear)
+    except RouteError as err:
+        raise ContractError(f"{origin}: {err}") from None
+    return dataclasses.replace(contract, routes=routes)
 
 
 def load_contract(path: Path) -> FeedContract:

@@ -23,7 +23,6 @@ from fastjsonschema import JsonSchemaValueException
 
 from schemas import CURRENT_VERSIONS, fast_validator, is_readable_version
 from schemas.contracts import FeedContract
-from udfs.claims import claim_row
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.dedup import DedupKeys, dedup_keys
@@ -31,6 +30,7 @@ from udfs.enrich import ReferenceData, enrich
 from udfs.mapping import compile_mapping, map_record
 from udfs.phi.errors import PolicyGap, ProtectionError
 from udfs.phi.protect import Protector
+from udfs.projections import project
 from udfs.reasons import (
     FEED_MISMATCH,
     INTERNAL_ERROR,
@@ -40,6 +40,7 @@ from udfs.reasons import (
     UNKNOWN_FEED,
     define,
 )
+from udfs.routing import resolve
 from udfs.rules import validate
 from udfs.source import SourceRef
 from udfs.standardize import StandardizeOptions, standardize
@@ -67,7 +68,8 @@ class Accepted:
     sent_date: str
     payload: str  # the protected record (tokens, masks, field ciphertexts), as JSON
     sealed: str  # the whole canonical record, encrypted (udfs.phi.envelope.seal)
-    claim: dict[str, Any] | None  # claims-table columns, projected from the protected record
+    columns: dict[str, Any]  # the record type's table columns, projected from the protected record
+    routes: tuple[str, ...]  # the sinks it goes to (udfs.routing)
     keys: DedupKeys
     enrichment: dict[str, Any]
 
@@ -163,6 +165,7 @@ class FeedStage:
             protected = self.protector.protect(record, contract.record_type, orjson.dumps(record))
         except PolicyGap as err:
             raise Rejected(PHI_POLICY_GAP, err.detail) from None
+        routes = resolve(contract.routes, protected.record)
         return Accepted(
             record_id=record["record_id"],
             record_type=contract.record_type,
@@ -172,7 +175,8 @@ class FeedStage:
             sent_date=sent_at.astimezone(UTC).date().isoformat(),
             payload=orjson.dumps(protected.record).decode(),
             sealed=protected.sealed,
-            claim=claim_row(protected.record) if contract.record_type == "claim" else None,
+            columns=project(contract.record_type, protected.record),
+            routes=routes,
             keys=dedup_keys(record, contract.record_type, self.protector.tokenizer.linkage),
             enrichment=enrichment.to_dict(),
         )

@@ -12,7 +12,7 @@ from infra.local import synthetic
 from infra.local.reference import reference_data
 from infra.local.synthetic import INVALID_KINDS, Feed
 from schemas.contracts import FeedContract, parse_contract
-from udfs.claims import CLAIM_COLUMNS
+from udfs.projections import CLAIM_COLUMNS, ELIGIBILITY_COLUMNS, PAYMENT_COLUMNS
 from udfs.dead_letters import DeadLetter, Rejected
 from udfs.enrich import ReferenceData
 from infra.local.static_keys import StaticKeySource, static_protectors
@@ -91,16 +91,20 @@ def test_every_valid_record_is_accepted_with_its_envelope(stage: IngestStage, ge
         protector = stage.feeds[g.feed].protector
         assert protector.open_record(accepted.sealed, g.feed, g.record_id) == orjson.loads(g.payload)
         assert orjson.loads(accepted.payload)["_protection"]["policy"] == "default-v1"
-        assert (accepted.claim is not None) == (g.record_type == "claim")
+        expected = {"claim": (*CLAIM_COLUMNS, "service_lines"), "payment": PAYMENT_COLUMNS,
+                    "eligibility": ELIGIBILITY_COLUMNS}[g.record_type]
+        assert set(accepted.columns) == set(expected)
+        assert accepted.routes == tuple(r.sink for r in stage.feeds[g.feed].contract.routes)
 
 
 def test_claim_rows_carry_table_columns_exact_money_and_enrichment(stage: IngestStage, generated: list) -> None:
     claim = next(g for g in generated if g.expect == "valid" and g.record_type == "claim")
     accepted = one(stage, claim.payload, source_for(claim))
-    assert isinstance(accepted, Accepted) and accepted.claim is not None
-    assert tuple(accepted.claim) == CLAIM_COLUMNS
-    assert accepted.claim["total_charge"] == orjson.loads(claim.payload)["total_charge"]
-    assert isinstance(accepted.claim["total_charge"], str)
+    assert isinstance(accepted, Accepted)
+    assert accepted.columns["total_charge"] == orjson.loads(claim.payload)["total_charge"]
+    assert isinstance(accepted.columns["total_charge"], str)
+    lines = orjson.loads(accepted.columns["service_lines"])
+    assert [line["line_number"] for line in lines] == list(range(1, accepted.columns["service_line_count"] + 1))
     assert accepted.enrichment["versions"] == {"payer_directory": 1, "providers": 1}
 
 
