@@ -1,4 +1,4 @@
-"""Read the ingest job's sinks back: Iceberg rows, archived records, committed dead letters.
+"""Read the ingest job's sinks back: Iceberg rows, archived records and dead letters, curated topics.
 
 Used by the demo summary and by the integration, kill and bench runs to compare every sink with
 the generator's ground truth by record id. Readers only see committed data: Iceberg snapshots,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,10 @@ class SinkCounts:
     archived_feeds: Counter[str]
     archive_objects: int
     dead_letter_reasons: dict[str, str]  # read-back key -> "stage.reason_code"
+    # Business keys per routed sink: "iceberg:<record type>", "snowflake", "partner:<id>" (curated topics).
+    routed: dict[str, Counter[str]]
+    # Dead-letter ids in each of their three sinks: the topic, the archive and the Iceberg table.
+    dead_letter_ids: dict[str, Counter[str]]
 
 
 def s3_client(s3: S3Config) -> Any:
@@ -62,46 +67,62 @@ def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:
     return catalog.load_table(f"{ice.namespace}.{table}")
 
 
-def iceberg_claim_ids(cfg: IngestConfig, column: str = "record_id") -> Counter[str]:
-    """Record ids (or another column) in the claims table's current snapshot (empty if there is no table yet)."""
+def iceberg_column(cfg: IngestConfig, name: str, column: str) -> Counter[str]:
+    """One column's values in a table's current snapshot (empty if there is no table yet)."""
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.claims_table)
+        table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table(name))
     except NoSuchTableError:
         return Counter()
     rows = table.scan(selected_fields=(column,)).to_arrow()
     return Counter(rows.column(column).to_pylist())
 
 
-def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], Counter[str], Counter[str], int]:
-    """Record ids, business keys and feeds in committed archive files, and how many files there are."""
+def iceberg_claim_ids(cfg: IngestConfig, column: str = "record_id") -> Counter[str]:
+    """Record ids (or another column) in the claims table's current snapshot (empty if there is no table yet)."""
+    return iceberg_column(cfg, "claims", column)
+
+
+def _archive_files(cfg: IngestConfig, path: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(feed, records) of every committed part file under an archive path."""
     import fastavro
 
-    bucket, prefix = split_s3_url(cfg.archive.path)
+    bucket, prefix = split_s3_url(path)
     s3 = s3_client(cfg.s3)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].rsplit("/", 1)[-1].startswith("part-"):  # _SUCCESS; in-progress files start "."
+                continue
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            # feed is a partition column: it lives in the path (feed=<name>/dt=<day>/), not in the file.
+            feed = next((part[5:] for part in obj["Key"].split("/") if part.startswith("feed=")), "")
+            yield feed, list(fastavro.reader(io.BytesIO(body)))
+
+
+def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], Counter[str], Counter[str], int]:
+    """Record ids, business keys and feeds in committed archive files, and how many files there are."""
     ids: Counter[str] = Counter()
     keys: Counter[str] = Counter()
     feeds: Counter[str] = Counter()
     files = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            name = obj["Key"].rsplit("/", 1)[-1]
-            if not name.startswith("part-"):  # _SUCCESS markers; in-progress files start with "."
-                continue
-            files += 1
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            # feed is a partition column: it lives in the path (feed=<name>/dt=<day>/), not in the file.
-            feed = next((part[5:] for part in obj["Key"].split("/") if part.startswith("feed=")), "")
-            for record in fastavro.reader(io.BytesIO(body)):
-                ids[record["record_id"]] += 1
-                keys[record["business_key"]] += 1
-                feeds[feed] += 1
+    for feed, records in _archive_files(cfg, cfg.archive.path):
+        files += 1
+        for record in records:
+            ids[record["record_id"]] += 1
+            keys[record["business_key"]] += 1
+            feeds[feed] += 1
     return ids, keys, feeds, files
 
 
+def archived_dead_letter_ids(cfg: IngestConfig) -> Counter[str]:
+    """Dead-letter ids in committed dead-letter archive files."""
+    return Counter(r["dead_letter_id"] for _feed, records in _archive_files(cfg, cfg.archive.dead_letters_path)
+                   for r in records)
+
+
 def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Every committed message on the dead-letter topic, read from the beginning to its end."""
+    """Every committed message on the dead-letter topic (or any JSON topic), from the beginning to its end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({
@@ -145,11 +166,31 @@ def dead_letter_key(letter: dict[str, Any]) -> str:
     return letter.get("record_id") or f"sha256:{letter.get('item_sha256') or letter['payload_sha256']}"
 
 
+def routed_keys(cfg: IngestConfig) -> dict[str, Counter[str]]:
+    """Business keys in every routed sink: the Iceberg table of each record type and every curated topic."""
+    from connectors.iceberg import TABLE_FOR_TYPE
+    from jobs.ingest import output_topics
+
+    routed = {f"iceberg:{kind}": iceberg_column(cfg, table, "business_key") for kind, table in TABLE_FOR_TYPE.items()}
+    for topic in output_topics(cfg)[1:]:
+        sink = "snowflake" if topic == cfg.curated.snowflake_topic else \
+            f"partner:{topic.removeprefix(cfg.curated.partner_topic_prefix)}"
+        messages = committed_dead_letters(cfg.kafka.bootstrap_servers, topic)
+        routed[sink] = Counter(m["business_key"] for m in messages)
+    return routed
+
+
 def read_sinks(cfg: IngestConfig) -> SinkCounts:
     """Everything the sinks hold right now."""
     archived, archived_keys, archived_feeds, objects = archived_ids(cfg)
     letters = committed_dead_letters(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic)
     return SinkCounts(
+        routed=routed_keys(cfg),
+        dead_letter_ids={
+            "topic": Counter(letter["dead_letter_id"] for letter in letters),
+            "archive": archived_dead_letter_ids(cfg),
+            "iceberg": iceberg_column(cfg, "dead_letters", "dead_letter_id"),
+        },
         iceberg_claims=iceberg_claim_ids(cfg),
         archived=archived,
         iceberg_claim_keys=iceberg_claim_ids(cfg, "business_key"),

@@ -16,8 +16,10 @@ import orjson
 from infra.local.reference import reference_data
 from infra.local.synthetic import Generated
 from schemas.contracts import FeedContract
+from udfs.dead_letters import Rejected
 from udfs.dedup import Digest, business_key
 from udfs.enrich import enrich
+from udfs.routing import resolve
 
 
 def dead_letter_id(generated: Generated) -> str:
@@ -41,12 +43,15 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
                      digest: Digest) -> dict[str, Any]:
     """Counters keyed like jobs.readback.SinkCounts: claims and archived by business key, dead letters by id.
 
-    `digest` is the job's keyed business-key digest (jobs.readback.linkage_digest).
+    `routed` holds business keys per routed sink ("iceberg:<record type>", "snowflake", "partner:<id>"),
+    resolved from the contracts' routes as the job does. `digest` is the job's keyed business-key
+    digest (jobs.readback.linkage_digest).
     """
     reference = reference_data(seed)
     claims: Counter[str] = Counter()
     archived: Counter[str] = Counter()
     dead: Counter[str] = Counter()
+    routed: dict[str, Counter[str]] = {}
     records = resends = 0
     for g in generated:
         records += 1
@@ -58,6 +63,12 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
         if contract.on_miss == "dead_letter" and enrich(record, contract.record_type, reference, "flag").misses:
             dead[g.record_id] += 1
             continue
+        try:
+            # Route conditions read clear fields, which protection leaves as generated.
+            sinks = resolve(contract.routes, record)
+        except Rejected:
+            dead[g.record_id] += 1
+            continue
         if g.is_duplicate:
             resends += 1
             continue
@@ -65,5 +76,9 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
         archived.update(keys)
         if contract.record_type == "claim":
             claims.update(keys)
+        for sink in sinks:
+            if sink != "archive":
+                name = f"iceberg:{contract.record_type}" if sink == "iceberg" else sink
+                routed.setdefault(name, Counter()).update(keys)
     return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead,
-            "resends_dropped": resends}
+            "resends_dropped": resends, "routed": routed}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs import preflight
 from jobs.config import ConfigError
-from jobs.readback import linkage_digest, read_sinks, s3_client
+from jobs.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 
@@ -52,6 +53,21 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     assert sinks.archived_keys == expected["archived"]
     assert sinks.dead_letters == expected["dead_letters"]
     assert set(sinks.archived_feeds) == set(contracts)  # every sample feed, every format, delivered
+    # Every routed sink: each record type's table and every curated topic holds exactly its routed records.
+    assert set(expected["routed"]) == {"iceberg:claim", "iceberg:payment", "iceberg:eligibility", "snowflake",
+                                       "partner:clearwater_health"}
+    for sink, keys in expected["routed"].items():
+        assert sinks.routed[sink] == keys, sink
+    # A conditional route sends a strict subset: the partner gets claims and payments, not eligibility.
+    assert 0 < sum(expected["routed"]["partner:clearwater_health"].values()) < sum(expected["archived"].values())
+    # Claim lines: exactly the lines of the claims in the table.
+    line_counts = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table("claims")).scan(
+        selected_fields=("record_id", "service_line_count")).to_arrow().to_pylist()
+    assert iceberg_column(cfg, "claim_lines", "record_id") == Counter(
+        {row["record_id"]: row["service_line_count"] for row in line_counts})
+    # Each dead letter once in the topic, the archive and the Iceberg table.
+    assert sinks.dead_letter_ids["topic"] == sinks.dead_letter_ids["archive"] == sinks.dead_letter_ids["iceberg"]
+    assert sum(sinks.dead_letter_ids["topic"].values()) == sum(expected["dead_letters"].values())
     assert {r.split(".")[0] for r in sinks.dead_letter_reasons.values()} >= {"decode", "schema", "enrichment"}
 
 
