@@ -63,6 +63,18 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.records, args.seed if args.seed is not None else int(time.time()), args.timeout)
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from jobs import chaos
+
+    return chaos.main(args.chaos_args)
+
+
+def _load_snowflake(args: argparse.Namespace) -> int:
+    from jobs import snowflake_load
+
+    return snowflake_load.main(args.loader_args)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per task)."""
     root = argparse.ArgumentParser(prog="medistream", description=__doc__)
@@ -102,6 +114,16 @@ def parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="rotate token keys or a domain's CMK, crypto-shred a CMK (audited)")
     keys_command.add_arguments(keys)
+
+    chaos = sub.add_parser("chaos", help="SIGKILL the jobs and freeze the stack while records flow; check every sink",
+                           add_help=False)
+    chaos.add_argument("chaos_args", nargs=argparse.REMAINDER, help="see `medistream chaos --help`")
+    chaos.set_defaults(func=_chaos)
+
+    load = sub.add_parser("load-snowflake", help="run the Snowflake loader (curated.snowflake -> channels)",
+                          add_help=False)
+    load.add_argument("loader_args", nargs=argparse.REMAINDER, help="see `medistream load-snowflake --help`")
+    load.set_defaults(func=_load_snowflake)
     return root
 
 
