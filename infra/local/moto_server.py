@@ -14,6 +14,7 @@ import psutil
 
 from infra.local import process
 from infra.local.settings import LOOPBACK, StackSettings
+from infra.storage_policy import encryption_configuration, lifecycle_configuration
 
 
 def pid_file(settings: StackSettings) -> Path:
@@ -113,7 +114,7 @@ def ensure_phi_keys(settings: StackSettings) -> None:
 
 
 def provision(settings: StackSettings) -> str:
-    """Create buckets, archive KMS key and archive SSE-KMS default (idempotent); return key ARN."""
+    """Create buckets, archive KMS key, the archive's SSE-KMS default and lifecycle (idempotent); return key ARN."""
     s3 = client(settings, "s3")
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in settings.buckets():
@@ -128,18 +129,10 @@ def provision(settings: StackSettings) -> str:
     key_arn = ensure_archive_key(settings)
     ensure_phi_keys(settings)
     # Re-applied on every `up`: cheap, and it repairs a bucket whose default was changed by hand.
-    s3.put_bucket_encryption(
-        Bucket=settings.archive_bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": key_arn,
-                    },
-                    "BucketKeyEnabled": True,
-                }
-            ]
-        },
-    )
+    # Encryption and lifecycle as declared in infra/storage_policy.py. Object lock is not applied
+    # locally: compliance mode would make every test run's archive undeletable for seven years.
+    s3.put_bucket_encryption(Bucket=settings.archive_bucket,
+                             ServerSideEncryptionConfiguration=encryption_configuration(key_arn))
+    s3.put_bucket_lifecycle_configuration(Bucket=settings.archive_bucket,
+                                          LifecycleConfiguration=lifecycle_configuration())
     return key_arn
