@@ -279,13 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=plan.kills)
     parser.add_argument("--outages", type=int, default=plan.outages)
     parser.add_argument("--seed", type=int, default=plan.seed)
+    parser.add_argument("--chunk", type=int, default=plan.publish_chunk, help="records published per second")
     parser.add_argument("--report", help="also write the report as JSON to this file")
     args = parser.parse_args(argv)
     from infra.local import stack
 
     stack.up()
     plan = ChaosPlan(records=args.records, kills=args.kills, outages=args.outages, seed=args.seed,
-                     settle_timeout_s=max(600.0, args.records / 50))
+                     publish_chunk=args.chunk, settle_timeout_s=max(600.0, args.records / 50))
     report = run_chaos(plan, medistream_home() / "chaos" / time.strftime("%Y%m%d-%H%M%S"))
     print(report.table())
     verdict = "PASS: 0 lost, 0 duplicated in every sink" if report.passed else "FAIL"

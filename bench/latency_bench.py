@@ -1,0 +1,184 @@
+"""End-to-end latency: from a record's produce to raw.<feed> until it is queryable in Iceberg and in the
+Snowflake channel (emulator), at a steady offered rate.
+
+    python -m bench.latency_bench [--rate 5000] [--seconds 60] [--size-kb 4] [--checkpoint-ms 5000]
+
+The ingest job and the Snowflake loader run as they do in production (own processes, exactly-once
+sinks); the producer paces Kafka records at `--rate` and notes each record's send time. Afterwards:
+- Iceberg: a row becomes queryable when the snapshot that added its data file commits; the
+  snapshot's commit time is read from table metadata, the file's record ids from the file itself.
+- Snowflake: a row is queryable when its channel append commits (LOADED_AT_MS in the emulator).
+Prints P50/P95/P99 per destination, the rate the pipeline sustained (records/s and per core), and
+writes bench/results/latency-<date>.json. Needs the local stack (`./medistream stack up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    """P50/P95/P99 and max in seconds."""
+    if len(values_ms) < 2:
+        return {}
+    cuts = statistics.quantiles(values_ms, n=100, method="inclusive")
+    return {"p50_s": round(cuts[49] / 1000, 2), "p95_s": round(cuts[94] / 1000, 2),
+            "p99_s": round(cuts[98] / 1000, 2), "max_s": round(max(values_ms) / 1000, 2)}
+
+
+def paced_produce(records: list[Any], bootstrap: str, rate: float) -> dict[str, int]:
+    """Send each record to raw.<feed> at `rate` per second; return record id -> send time (epoch ms)."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 5, "queue.buffering.max.messages": 200_000})
+    sent: dict[str, int] = {}
+    start = time.monotonic()
+    for index, g in enumerate(records):
+        due = start + index / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        while True:
+            try:
+                producer.produce(f"raw.{g.feed}", key=g.record_id.encode(), value=g.payload)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent[g.record_id] = int(time.time() * 1000)
+        producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("the producer could not deliver every record within 120 s")
+    return sent
+
+
+def iceberg_visible(table: Any) -> dict[str, int]:
+    """Record id -> commit time (epoch ms) of the snapshot whose data file holds it."""
+    import pyarrow.parquet as pq
+
+    commits = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
+    entries = table.inspect.entries().to_pylist()
+    visible: dict[str, int] = {}
+    for entry in entries:
+        if entry["status"] != 1:  # 1 = ADDED in the snapshot named by the entry
+            continue
+        path = entry["data_file"]["file_path"]
+        with table.io.new_input(path).open() as stream:
+            ids = pq.read_table(stream, columns=["record_id"]).column("record_id").to_pylist()
+        for record_id in ids:
+            visible[record_id] = commits[entry["snapshot_id"]]
+    return visible
+
+
+def emulator_visible(path: Path) -> dict[str, int]:
+    """Record id -> LOADED_AT_MS of the Snowflake emulator's committed rows."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT RECORD_ID, LOADED_AT_MS FROM RECORDS"))
+
+
+def main() -> None:
+    """Run the latency benchmark once and record its result."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=5000.0, help="records per second offered")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--size-kb", type=float, default=4.0)
+    parser.add_argument("--checkpoint-ms", type=int, default=5000)
+    parser.add_argument("--drain-timeout", type=float, default=900.0)
+    args = parser.parse_args()
+
+    from bench.resources import machine_info
+    from infra.local import synthetic
+    from infra.local.isolation import isolated_config, write_properties
+    from infra.local.reference import publish_reference
+    from jobs.chaos import _Jobs
+    from jobs.readback import iceberg_table, s3_client, split_s3_url
+    from jobs.runtime import latest_restore_point
+    from schemas.contracts import load_contracts
+
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(os.environ.get("MEDISTREAM_HOME", ".local")) / "bench" / f"latency-{run_id}"
+    cfg = isolated_config(run_id, workdir)
+    properties = write_properties(run_id, workdir)
+    groups = json.loads(properties.read_text())
+    for group in groups:
+        if group["PropertyGroupId"] == "checkpoints":
+            group["PropertyMap"]["interval.ms"] = str(args.checkpoint_ms)
+    properties.write_text(json.dumps(groups))
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
+    feeds = [f for f in synthetic.feeds_from_contracts(contracts.values()) if f.transport == "kafka"]
+    total = int(args.rate * args.seconds)
+    records = [g for g in synthetic.generate(total, seed=7, feeds=feeds, duplicate_rate=0.0, invalid_rate=0.0,
+                                             size_kb=(args.size_kb, args.size_kb))]
+    s3 = s3_client(cfg.s3)
+    bucket, prefix = split_s3_url(cfg.reference.path)
+    publish_reference(s3, bucket, prefix, 7, version=1)
+    from connectors.kafka import create_missing_topics
+
+    create_missing_topics(cfg.kafka.bootstrap_servers, {f"raw.{g.feed}" for g in records})
+    os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
+    jobs = _Jobs(properties, workdir / "logs")
+    jobs.start("ingest")
+    jobs.start("loader")
+    try:
+        deadline = time.monotonic() + 300
+        while latest_restore_point(cfg.checkpoints) is None:  # warm: the job runs and has checkpointed
+            jobs.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("no first checkpoint within 300 s")
+            time.sleep(1)
+        started = time.monotonic()
+        sent = paced_produce(records, cfg.kafka.bootstrap_servers, args.rate)
+        offered_s = time.monotonic() - started
+        by_type = {"claim": "claims", "payment": "payments", "eligibility": "eligibility"}
+        wanted_types = {g.record_type for g in records}
+        deadline = time.monotonic() + args.drain_timeout
+        while True:
+            jobs.check_alive()
+            iceberg: dict[str, int] = {}
+            for kind in wanted_types:
+                iceberg |= iceberg_visible(iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table(by_type[kind])))
+            snowflake = emulator_visible(workdir / "snowflake.sqlite")
+            if (len(iceberg) >= len(sent) and len(snowflake) >= len(sent)) or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+    finally:
+        jobs.stop_all()
+        os.environ.pop("MEDISTREAM_PROPERTIES", None)
+
+    def latencies(visible: dict[str, int]) -> list[float]:
+        return [visible[r] - t for r, t in sent.items() if r in visible]
+
+    done_ms = max([*iceberg.values(), 0])
+    first_ms = min(sent.values())
+    sustained = len(iceberg) / max((done_ms - first_ms) / 1000, 1e-9)
+    result = {
+        "benchmark": "latency", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
+        "offered_rate": args.rate, "offered_for_s": round(offered_s, 1), "records": len(sent),
+        "record_kb": args.size_kb, "checkpoint_interval_ms": args.checkpoint_ms,
+        "producer_achieved_rate": round(len(sent) / offered_s, 1),
+        "iceberg": {"visible": len(iceberg), **percentiles(latencies(iceberg))},
+        "snowflake_emulator": {"visible": len(snowflake), **percentiles(latencies(snowflake))},
+        "sustained_records_per_s": round(sustained, 1),
+        "sustained_records_per_s_per_core": round(sustained / (os.cpu_count() or 1), 1),
+    }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"latency-{result['date']}-{int(args.rate)}rps.json"
+    out.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
