@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -63,16 +64,8 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.records, args.seed if args.seed is not None else int(time.time()), args.timeout)
 
 
-def _chaos(args: argparse.Namespace) -> int:
-    from jobs import chaos
-
-    return chaos.main(args.chaos_args)
-
-
-def _load_snowflake(args: argparse.Namespace) -> int:
-    from jobs import snowflake_load
-
-    return snowflake_load.main(args.loader_args)
+# Commands that own their arguments: everything after the name goes to the module's main().
+PASSTHROUGH = {"chaos": "jobs.chaos", "load-snowflake": "jobs.snowflake_load"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -114,21 +107,19 @@ def parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="rotate token keys or a domain's CMK, crypto-shred a CMK (audited)")
     keys_command.add_arguments(keys)
-
-    chaos = sub.add_parser("chaos", help="SIGKILL the jobs and freeze the stack while records flow; check every sink",
-                           add_help=False)
-    chaos.add_argument("chaos_args", nargs=argparse.REMAINDER, help="see `medistream chaos --help`")
-    chaos.set_defaults(func=_chaos)
-
-    load = sub.add_parser("load-snowflake", help="run the Snowflake loader (curated.snowflake -> channels)",
-                          add_help=False)
-    load.add_argument("loader_args", nargs=argparse.REMAINDER, help="see `medistream load-snowflake --help`")
-    load.set_defaults(func=_load_snowflake)
+    sub.add_parser("chaos", help="SIGKILL the jobs and freeze the stack while records flow; check every sink "
+                   "(`medistream chaos --help`)")
+    sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "
+                   "(`medistream load-snowflake --help`)")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `medistream` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        local_aws_environment()
+        return int(importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:]))
     args = parser().parse_args(argv)
     local_aws_environment()
     try:
