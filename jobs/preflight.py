@@ -50,6 +50,21 @@ def check_buckets(endpoint: str, region: str, paths: dict[str, str]) -> None:
                               f"{endpoint or 'AWS'}: {type(err).__name__}") from None
 
 
+def mark_source_prefix(endpoint: str, region: str, path: str) -> None:
+    """Make a monitored S3 prefix exist before any file arrives: the FileSource fails on a missing one.
+
+    A hidden `.keep` object does it (Flink skips names starting with `.` or `_`, so it is never read).
+    """
+    import boto3
+
+    url = urlparse(path)
+    if url.scheme not in ("s3", "s3a"):
+        return
+    s3 = boto3.client("s3", endpoint_url=endpoint or None, region_name=region)
+    key = url.path.lstrip("/").rstrip("/") + "/.keep" if url.path.strip("/") else ".keep"
+    s3.put_object(Bucket=url.netloc, Key=key, Body=b"")
+
+
 def check_catalog_uri(uri: str) -> None:
     """A SQLite JDBC catalog's folder exists (the file itself is created on first use)."""
     if uri.startswith("jdbc:sqlite:"):
@@ -101,5 +116,7 @@ def check_ingest_dependencies(cfg: IngestConfig) -> None:
         "iceberg.warehouse": cfg.iceberg.warehouse,
         "reference.path": cfg.reference.path,
     })
+    for path in (cfg.landing.path, cfg.reference.path):
+        mark_source_prefix(cfg.s3.endpoint, cfg.s3.region, path)
     check_catalog_uri(cfg.iceberg.uri)
     check_phi_keys(cfg)

@@ -17,6 +17,7 @@ from jobs.config import ConfigError
 from jobs.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
+from tests.integration.conftest import write_properties
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 SEED = 23
@@ -70,6 +71,19 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     assert sum(sinks.dead_letter_ids["topic"].values()) == sum(expected["dead_letters"].values())
     assert {r.split(".")[0] for r in sinks.dead_letter_reasons.values()} >= {"decode", "schema", "enrichment"}
 
+    # The analyst notebook, on the tables this job wrote: its figures agree with the sinks.
+    from notebooks.lake import DEFAULT_TABLES
+    from notebooks.run import run_notebook
+
+    run = run_notebook({name: cfg.iceberg.table(name) for name in DEFAULT_TABLES}, write_properties(run_id, tmp_path))
+    by_payer = run.results["claims_by_payer_day"].to_pylist()
+    assert sum(r["claims"] for r in by_payer) == sum(sinks.iceberg_claims.values())
+    rates = run.results["dead_letter_rate"].to_pylist()
+    assert sum(r["dead_letters"] for r in rates) == sum(sinks.dead_letter_ids["iceberg"].values())
+    assert sum(r["accepted"] for r in rates) == sum(sum(expected["routed"][f"iceberg:{t}"].values())
+                                                    for t in ("claim", "payment", "eligibility"))
+    assert 0 < len(run.results["claims_current"]) <= sum(sinks.iceberg_claims.values())
+
 
 def test_unreachable_broker_and_missing_bucket_fail_at_start_up(stack: object, run_id: str, tmp_path: Path) -> None:
     cfg = isolated_config(run_id, tmp_path)
@@ -82,3 +96,30 @@ def test_unreachable_broker_and_missing_bucket_fail_at_start_up(stack: object, r
     bad_catalog = dataclasses.replace(cfg, iceberg=missing_dir)
     with pytest.raises(ConfigError, match="iceberg.uri=jdbc:sqlite:/nonexistent/c.db"):
         preflight.check_ingest_dependencies(bad_catalog)
+
+
+
+def test_empty_landing_prefix_exists_for_the_file_source(stack: object, run_id: str, tmp_path: Path) -> None:
+    cfg = isolated_config(run_id, tmp_path)
+    preflight.mark_source_prefix(cfg.s3.endpoint, cfg.s3.region, cfg.landing.path)
+    listed = s3_client(cfg.s3).list_objects_v2(Bucket="medistream-landing", Prefix=f"t{run_id}/")
+    assert [o["Key"] for o in listed["Contents"]] == [f"t{run_id}/.keep"]  # hidden: Flink never reads it
+
+
+def test_a_table_with_other_columns_stops_the_job_before_it_reads(
+    stack: object, flink_process_env: None, run_id: str, tmp_path: Path
+) -> None:
+    from connectors.iceberg import TABLES, SinkSchemaMismatch, catalog_options, create_tables
+    from connectors.sql import with_clause
+    from jobs.ingest import create_environments
+
+    cfg = isolated_config(run_id, tmp_path)
+    _env, t_env = create_environments(cfg, None)
+    ice = cfg.iceberg
+    t_env.execute_sql(f"CREATE CATALOG {ice.catalog_name} {with_clause(catalog_options(ice, cfg.s3))}")
+    t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {ice.catalog_name}.{ice.namespace}")
+    # An older payments table where the amount was a string.
+    columns = TABLES["payments"][0].replace("payment_amount DECIMAL(14, 2)", "payment_amount STRING")
+    t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} ({columns})")
+    with pytest.raises(SinkSchemaMismatch, match=rf"payments_t{run_id} column payment_amount is STRING"):
+        create_tables(t_env, ice, cfg.s3)
