@@ -140,7 +140,8 @@ def main() -> None:
     feeds = [f for f in synthetic.feeds_from_contracts(contracts.values())
              if f.transport == "kafka" and contracts[f.name].format == "json"]
     total = int(args.rate * args.seconds)
-    records = [g for g in synthetic.generate(total, seed=7, feeds=feeds, duplicate_rate=0.0, invalid_rate=0.0,
+    records = [g for g in synthetic.generate(total, seed=7, feeds=feeds, mix=synthetic.Mix(0.7, 0.3, 0.0),
+                                             duplicate_rate=0.0, invalid_rate=0.0,
                                              size_kb=(args.size_kb, args.size_kb))]
     s3 = s3_client(cfg.s3)
     bucket, prefix = split_s3_url(cfg.reference.path)

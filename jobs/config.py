@@ -7,6 +7,7 @@ them, so a bad or missing key fails at start-up with a message that names it.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -103,14 +104,14 @@ class PropertyGroup:
             raise ConfigError(f"missing property '{self._name}.{key}'")
         return _resolve(str(value), f"{self._name}.{key}")
 
-    def int(self, key: str, default: int | None = None) -> int:
+    def int(self, key: builtins.str, default: builtins.int | None = None) -> builtins.int:
         """A positive integer property."""
         raw = self.str(key, None if default is None else str(default))
         if not raw.isdigit() or int(raw) <= 0:
             raise ConfigError(f"property '{self._name}.{key}' must be a positive integer")
         return int(raw)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         """A true/false property."""
         raw = self.str(key, str(default).lower()).lower()
         if raw not in ("true", "false"):
