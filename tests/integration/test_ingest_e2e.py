@@ -121,5 +121,5 @@ def test_a_table_with_other_columns_stops_the_job_before_it_reads(
     # An older payments table where the amount was a string.
     columns = TABLES["payments"][0].replace("payment_amount DECIMAL(14, 2)", "payment_amount STRING")
     t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} ({columns})")
-    with pytest.raises(SinkSchemaMismatch, match=rf"payments_t{run_id} column payment_amount is STRING"):
+    with pytest.raises(SinkSchemaMismatch, match=rf"payments_t{run_id} column payment_amount is VARCHAR"):
         create_tables(t_env, ice, cfg.s3)

@@ -15,11 +15,13 @@ import orjson
 import pytest
 
 from connectors.audit import AuditLog, ensure_audit_table
+from connectors.iceberg import TABLES
 from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs.demo import covered, start_job, stop_job
+from jobs.ingest import output_topics
 from jobs.leak_scan import LeakScanner, Needles, sha16
 from jobs.readback import linkage_digest, read_sinks, s3_client, split_s3_url
 from jobs.reveal import RevealRequest, find_archived, reveal
@@ -166,11 +168,17 @@ def test_the_leak_scan_finds_no_phi_value_in_any_output(pipeline: dict[str, Any]
     landing = list(scanner.scan_s3(s3, "medistream-landing", f"t{run_id}/"))
     assert landing, "a scanner that misses the plaintext input would prove nothing"
     scanner.report().findings[:] = metric_findings
-    bucket, prefix = split_s3_url(cfg.archive.path)
-    list(scanner.scan_s3(s3, bucket, prefix))
+    for path in (cfg.archive.path, cfg.archive.dead_letters_path):
+        bucket, prefix = split_s3_url(path)
+        list(scanner.scan_s3(s3, bucket, prefix))
     warehouse, _ = split_s3_url(cfg.iceberg.warehouse)
-    list(scanner.scan_s3(s3, warehouse, f"{cfg.iceberg.namespace}/{cfg.iceberg.claims_table}/"))
-    list(scanner.scan_kafka(cfg.kafka.bootstrap_servers, None, exclude=r"raw\..*"))
+    for table in TABLES:  # every analytics table's data and metadata files
+        list(scanner.scan_s3(s3, warehouse, f"{cfg.iceberg.namespace}/{cfg.iceberg.table(table)}/"))
+    # This run's own topics (dead letters, curated): other runs on the same broker carry other
+    # synthetic people, whose clear provider names and cities can coincide with this run's needles.
+    topics = output_topics(cfg)
+    assert len(topics) == 3  # dead letters, curated.snowflake, curated.partner.clearwater_health
+    list(scanner.scan_kafka(cfg.kafka.bootstrap_servers, topics))
     checkpoints = Path(cfg.checkpoints.directory.removeprefix("file://"))
     list(scanner.scan_files([pipeline["log"], checkpoints]))
     report = scanner.report()
