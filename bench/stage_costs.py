@@ -260,10 +260,10 @@ def decode_row(stage: Any, data: FeedData, name: str) -> Row:
 
 def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[Row]:
     """One JSON claim feed, stage by stage, in FeedStage.record's order, then the whole record and unit."""
-    from udfs.claims import claim_row
     from udfs.dedup import dedup_keys
     from udfs.enrich import enrich
     from udfs.ingest import schema_errors
+    from udfs.projections import project
     from udfs.rules import validate
     from udfs.standardize import standardize
 
@@ -312,8 +312,7 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     timed("dedup keys", lambda r: dedup_keys(r, rtype, linkage), std, lambda _: False)
     protected = timed("protect (tokens, masks, field + sealed encryption)",
                       lambda r: feed_stage.protector.protect(r, rtype, orjson.dumps(r)), std, lambda _: False)
-    timed("payload JSON + claim row", lambda p: (orjson.dumps(p.record).decode(),
-                                                 claim_row(p.record) if rtype == "claim" else None),
+    timed("payload JSON + table columns", lambda p: (orjson.dumps(p.record).decode(), project(rtype, p.record)),
           protected, lambda _: False)
     sources = [(item, unit.source) for item, unit in zip(items, data.units, strict=True)]
     timed("FeedStage.record (all but decode)",

@@ -188,7 +188,8 @@ class IngestStage:
     def __init__(self, contracts: Mapping[str, FeedContract], protectors: Mapping[str, Protector],
                  reference: ReferenceData | None = None) -> None:
         """`protectors` by PHI policy name; every contract's policy must be there."""
-        self.feeds = {name: FeedStage(contract, protectors[contract.phi_policy]) for name, contract in contracts.items()}
+        self.feeds = {name: FeedStage(contract, protectors[contract.phi_policy])
+                      for name, contract in contracts.items()}
         self.reference = reference if reference is not None else ReferenceData()
 
     def process(self, payload: bytes | None, source: SourceRef, unit_ms: int,

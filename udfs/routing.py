@@ -99,7 +99,8 @@ def resolve(routes: tuple[Route, ...], record: Mapping[str, Any]) -> tuple[str, 
         for path, allowed in route.when:
             value = _value(record, path)
             if value is None:
-                raise Rejected(ROUTE_UNRESOLVED, f"route {route.sink}: condition field {path} is missing or not a value")
+                raise Rejected(ROUTE_UNRESOLVED,
+                               f"route {route.sink}: condition field {path} is missing or not a value")
             if value not in allowed:
                 break
         else:

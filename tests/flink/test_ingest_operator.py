@@ -26,8 +26,8 @@ def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: No
 
     from connectors.iceberg import S3Config
     from connectors.reference import ReferenceConfig, create_reference_stream
-    from jobs.ingest_operator import ACCEPTED_FIELDS, ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
     from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+    from jobs.ingest_operator import ACCEPTED_FIELDS, ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
     from jobs.runtime import DEPENDENCIES_JAR
 
     contracts = tmp_path / "feeds"

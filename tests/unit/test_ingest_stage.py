@@ -10,15 +10,15 @@ import pytest
 
 from infra.local import synthetic
 from infra.local.reference import reference_data
+from infra.local.static_keys import StaticKeySource, static_protectors
 from infra.local.synthetic import INVALID_KINDS, Feed
 from schemas.contracts import FeedContract, parse_contract
-from udfs.projections import CLAIM_COLUMNS, ELIGIBILITY_COLUMNS, PAYMENT_COLUMNS
 from udfs.dead_letters import DeadLetter, Rejected
 from udfs.enrich import ReferenceData
-from infra.local.static_keys import StaticKeySource, static_protectors
+from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.phi.envelope import DataKeyCache, unseal
 from udfs.phi.protect import dead_letter_context, seal_dead_letter
-from udfs.ingest import Accepted, IngestStage, Refused
+from udfs.projections import CLAIM_COLUMNS, ELIGIBILITY_COLUMNS, PAYMENT_COLUMNS
 from udfs.source import SourceRef
 
 SEED = 11
@@ -48,7 +48,7 @@ def contract(feed: str, record_type: str, **overrides: Any) -> FeedContract:
 DEAD_LETTER_KEYS = DataKeyCache(StaticKeySource())
 
 
-def SEAL(feed: str, dead_letter_id: str, data: bytes) -> str:  # noqa: N802 - used like a constant
+def SEAL(feed: str, dead_letter_id: str, data: bytes) -> str:
     return seal_dead_letter(DEAD_LETTER_KEYS, feed, dead_letter_id, data)
 
 

@@ -72,7 +72,8 @@ def test_contract_conditions_may_only_test_fields_policy_leaves_clear() -> None:
 
 def test_partner_topics_come_from_every_contracts_routes() -> None:
     a = parse_routes(["archive", "partner:zeta"], CLEAR)
-    b = parse_routes(["archive", {"to": "partner:acme", "when": {"claim_kind": ["professional"]}}, "partner:zeta"], CLEAR)
+    b = parse_routes(["archive", {"to": "partner:acme", "when": {"claim_kind": ["professional"]}}, "partner:zeta"],
+                     CLEAR)
     assert partners({"a": a, "b": b}) == ["acme", "zeta"]
     assert routes_column(["iceberg", "partner:acme"]) == ",iceberg,partner:acme,"
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from infra.local import synthetic
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
-from schemas.contracts import load_contracts
 from infra.local.static_keys import static_protectors
+from schemas.contracts import load_contracts
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.reasons import REASONS
 from udfs.source import SourceRef
