@@ -202,7 +202,7 @@ def build(
     curated += [(f"partner:{t.removeprefix(cfg.curated.partner_topic_prefix)}", t, "business_key") for t in topics[2:]]
     for index, (sink, topic, key) in enumerate(curated):
         table = create_curated_sink(t_env, cfg.kafka, f"curated_{index}", topic, "message_key",
-                                    f"{job_name}-curated-{index}")
+                                    f"{job_name}-curated-{sink.replace(':', '-')}")  # stable per topic
         statements.add_insert_sql(f"INSERT INTO {table} SELECT {key}, {_CURATED_VALUE} FROM deduped "
                                   f"WHERE {_routed(sink)}")
     statements.attach_as_datastream()
