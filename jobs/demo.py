@@ -161,15 +161,18 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
          sum(expected["archived"].values())),
         ("dead letters", held(sinks.dead_letters, expected["dead_letters"]), sum(expected["dead_letters"].values())),
     ]
+    # Every routed sink: each record type's table and the curated topics (by business key).
+    rows += [(f"routed to {sink}", held(sinks.routed.get(sink, Counter()), keys), sum(keys.values()))
+             for sink, keys in sorted(expected["routed"].items())]
     print(f"\nrecords in: {expected['records']}  (exact re-sends for dedup to drop: {expected['resends_dropped']}; "
           f"an 834 member's dependents are records of their own)")
     for name, have, want in rows:
-        print(f"  {name:<26} {have:>7}  expected {want:>7}  {'ok' if have == want else 'MISMATCH'}")
-    print(f"  archive objects            {sinks.archive_objects:>7}")
+        print(f"  {name:<37} {have:>7}  expected {want:>7}  {'ok' if have == want else 'MISMATCH'}")
+    print(f"  archive objects                       {sinks.archive_objects:>7}")
     reasons = Counter(sinks.dead_letter_reasons[k] for k in expected["dead_letters"] if k in sinks.dead_letter_reasons)
-    print(f"  dead-letter reasons        {dict(reasons)}")
-    print(f"  peak RSS (stack + job)     {peak_rss / 2**20:7.0f} MiB")
-    print(f"  job stopped with savepoint {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
-    print(f"  elapsed                    {elapsed_s:7.0f} s")
+    print(f"  dead-letter reasons                   {dict(reasons)}")
+    print(f"  peak RSS (stack + job)                {peak_rss / 2**20:7.0f} MiB")
+    print(f"  job stopped with savepoint            {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
+    print(f"  elapsed                               {elapsed_s:7.0f} s")
     ok = stop_code == 0 and all(have == want for _, have, want in rows)
     return 0 if ok else 1
