@@ -28,7 +28,7 @@ def log_file(settings: StackSettings) -> Path:
 
 
 def _marker(settings: StackSettings) -> str:
-    return f"moto.server -H {LOOPBACK} -p {settings.moto_port}"
+    return f"moto_serialized -H {LOOPBACK} -p {settings.moto_port}"
 
 
 def client(settings: StackSettings, service: str, *, health_probe: bool = False) -> Any:
@@ -52,8 +52,9 @@ def client(settings: StackSettings, service: str, *, health_probe: bool = False)
 
 
 def start(settings: StackSettings) -> psutil.Process:
-    """Start `python -m moto.server` on 127.0.0.1:<moto_port> in the background."""
-    argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(settings.moto_port)]
+    """Start the moto server (infra.local.moto_serialized) on 127.0.0.1:<moto_port> in the background."""
+    # Our launcher: moto.server plus atomic DynamoDB conditional writes (see infra/local/moto_serialized.py).
+    argv = [sys.executable, "-m", "infra.local.moto_serialized", "-H", LOOPBACK, "-p", str(settings.moto_port)]
     return process.launch(
         argv,
         log_file=log_file(settings),
