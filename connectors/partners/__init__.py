@@ -1,0 +1,1 @@
+"""Partner delivery: the DynamoDB delivery ledger (the HTTP client and the job come later)."""
