@@ -184,13 +184,22 @@ def _java_argv(settings: StackSettings, java: str, main: str, *args: str) -> lis
     ]
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id as Kafka makes one: URL-safe base64 of a UUID, never starting with "-"
+    (the storage tool would read such an id as an option; Kafka's Uuid.randomUuid() redraws too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_storage(settings: StackSettings, java: str) -> None:
     """Format the KRaft log dir once (a new cluster id); skipped when already formatted."""
     if (settings.kafka_data_dir / "meta.properties").exists():
         return
     config = write_config(settings)
     # Same encoding as org.apache.kafka.common.Uuid.toString(): url-safe base64, no padding.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     argv = _java_argv(
         settings, java, STORAGE_TOOL_MAIN, "format", "-t", cluster_id, "-c", str(config)
     )

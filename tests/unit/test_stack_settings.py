@@ -193,3 +193,14 @@ def test_up_reports_missing_mvn_before_starting_anything(
     with pytest.raises(ToolMissing, match="`mvn` not found"):
         stack.up(settings)
     assert not list(settings.run_dir.glob("*.pid"))
+
+
+def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
+    import base64
+
+    from infra.local.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]  # a leading "-" has a 1-in-64 chance per raw draw
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)
