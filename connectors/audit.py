@@ -42,6 +42,8 @@ from typing import Any
 
 import orjson
 
+from connectors.dynamodb import ensure_table
+
 GENESIS = "0" * 64
 DECISIONS = ("grant", "deny")
 DEFAULT_TABLE = "medistream-audit"
@@ -214,23 +216,7 @@ def _entry(item: dict[str, Any]) -> dict[str, Any]:
 
 def ensure_audit_table(client: Any, table: str) -> None:
     """Create the audit table (chain S, seq N; on demand) if missing, and wait until it is active."""
-    try:
-        keys = client.describe_table(TableName=table)["Table"]["KeySchema"]
-    except client.exceptions.ResourceNotFoundException:
-        try:
-            client.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": "chain", "KeyType": "HASH"}, {"AttributeName": "seq", "KeyType": "RANGE"}],
-                AttributeDefinitions=[{"AttributeName": "chain", "AttributeType": "S"},
-                                      {"AttributeName": "seq", "AttributeType": "N"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        except client.exceptions.ResourceInUseException:
-            pass  # another process created it between our describe and create
-    else:
-        if sorted((k["AttributeName"], k["KeyType"]) for k in keys) != [("chain", "HASH"), ("seq", "RANGE")]:
-            raise AuditError(f"DynamoDB table {table} exists but its key is not (chain HASH, seq RANGE)")
-    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ensure_table(client, table, ("chain", "S"), ("seq", "N"), AuditError)
 
 
 class AuditLog:

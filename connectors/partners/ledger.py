@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.dynamodb import ensure_table
+
 DEFAULT_TABLE = "medistream-delivery-ledger"
 IN_FLIGHT, ACKED, DEAD = "IN_FLIGHT", "ACKED", "DEAD"
 _REF = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
@@ -89,25 +91,7 @@ class Decision:
 
 def ensure_ledger_table(client: Any, table: str = DEFAULT_TABLE) -> None:
     """Create the ledger table (partner S, idempotency_key S; on demand) if missing and wait until active."""
-    expected = [("idempotency_key", "RANGE"), ("partner", "HASH")]
-    try:
-        keys = client.describe_table(TableName=table)["Table"]["KeySchema"]
-    except client.exceptions.ResourceNotFoundException:
-        try:
-            client.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": "partner", "KeyType": "HASH"},
-                           {"AttributeName": "idempotency_key", "KeyType": "RANGE"}],
-                AttributeDefinitions=[{"AttributeName": "partner", "AttributeType": "S"},
-                                      {"AttributeName": "idempotency_key", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        except client.exceptions.ResourceInUseException:
-            pass  # another process created it between our describe and create
-    else:
-        if sorted((k["AttributeName"], k["KeyType"]) for k in keys) != expected:
-            raise LedgerError(f"DynamoDB table {table} exists but its key is not (partner HASH, idempotency_key RANGE)")
-    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ensure_table(client, table, ("partner", "S"), ("idempotency_key", "S"), LedgerError)
 
 
 def _now_ms() -> int:
