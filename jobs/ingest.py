@@ -118,11 +118,17 @@ def _routed(sink: str) -> str:
     return f"POSITION({quote(routes_column([sink]))} IN routes) > 0"
 
 
-def output_topics(cfg: IngestConfig) -> tuple[str, ...]:
-    """Every topic the job writes: dead letters, curated.snowflake and one curated topic per routed partner."""
+def curated_routes(cfg: IngestConfig) -> list[tuple[str, str]]:
+    """(sink, topic) of every curated topic: snowflake, and one per partner any contract routes to."""
     contracts = load_contracts(cfg.feeds.directory)
     partner_ids = partners({feed: c.routes for feed, c in contracts.items()})
-    return (cfg.kafka.dlq_topic, cfg.curated.snowflake_topic, *(cfg.curated.partner_topic(p) for p in partner_ids))
+    return [("snowflake", cfg.curated.snowflake_topic),
+            *((f"partner:{p}", cfg.curated.partner_topic(p)) for p in partner_ids)]
+
+
+def output_topics(cfg: IngestConfig) -> tuple[str, ...]:
+    """Every topic the job writes: dead letters, then the curated topics."""
+    return (cfg.kafka.dlq_topic, *(topic for _sink, topic in curated_routes(cfg)))
 
 
 def build(
@@ -197,17 +203,16 @@ def build(
 
     # Curated hand-off topics (transactional): Snowflake keyed by record id, partners by business key so
     # one claim's versions stay in order on one partition.
-    topics = output_topics(cfg)
-    curated = [("snowflake", cfg.curated.snowflake_topic, "record_id")]
-    curated += [(f"partner:{t.removeprefix(cfg.curated.partner_topic_prefix)}", t, "business_key") for t in topics[2:]]
-    for index, (sink, topic, key) in enumerate(curated):
+    curated = curated_routes(cfg)
+    for index, (sink, topic) in enumerate(curated):
+        key = "record_id" if sink == "snowflake" else "business_key"
         table = create_curated_sink(t_env, cfg.kafka, f"curated_{index}", topic, "message_key",
                                     f"{job_name}-curated-{sink.replace(':', '-')}")  # stable per topic
         statements.add_insert_sql(f"INSERT INTO {table} SELECT {key}, {_CURATED_VALUE} FROM deduped "
                                   f"WHERE {_routed(sink)}")
     statements.attach_as_datastream()
     return JobOutputs(iceberg_tables=tables, archive_table=archive_table, dead_letter_table=dlq_table,
-                      curated_topics=topics[1:])
+                      curated_topics=tuple(topic for _sink, topic in curated))
 
 
 def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[Any, Any]:

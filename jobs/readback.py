@@ -169,12 +169,10 @@ def dead_letter_key(letter: dict[str, Any]) -> str:
 def routed_keys(cfg: IngestConfig) -> dict[str, Counter[str]]:
     """Business keys in every routed sink: the Iceberg table of each record type and every curated topic."""
     from connectors.iceberg import TABLE_FOR_TYPE
-    from jobs.ingest import output_topics
+    from jobs.ingest import curated_routes
 
     routed = {f"iceberg:{kind}": iceberg_column(cfg, table, "business_key") for kind, table in TABLE_FOR_TYPE.items()}
-    for topic in output_topics(cfg)[1:]:
-        sink = "snowflake" if topic == cfg.curated.snowflake_topic else \
-            f"partner:{topic.removeprefix(cfg.curated.partner_topic_prefix)}"
+    for sink, topic in curated_routes(cfg):
         messages = committed_dead_letters(cfg.kafka.bootstrap_servers, topic)
         routed[sink] = Counter(m["business_key"] for m in messages)
     return routed
