@@ -12,23 +12,19 @@ import re
 
 import orjson
 
+from connectors.kafka import CURATED_COLUMNS
 from connectors.snowflake.channel import Fatal
 
 RECORD_TYPES = frozenset({"claim", "payment", "eligibility"})
 _DT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
+# The fields (and their SQL types) come from the producer's definition, so the two cannot drift;
+# only which of them may be null is the loader's to say.
+_PY_TYPES = {"STRING": str, "BIGINT": int}
+_NULLABLE = frozenset({"original_key", "sent_at_ms"})
 # field -> (column, required type, nullable)
 RECORD_FIELDS: dict[str, tuple[str, type, bool]] = {
-    "record_id": ("RECORD_ID", str, False),
-    "record_type": ("RECORD_TYPE", str, False),
-    "feed": ("FEED", str, False),
-    "business_key": ("BUSINESS_KEY", str, False),
-    "original_key": ("ORIGINAL_KEY", str, True),
-    "sent_at_ms": ("SENT_AT_MS", int, True),
-    "ingested_at_ms": ("INGESTED_AT_MS", int, False),
-    "source": ("SOURCE", str, False),
-    "dt": ("DT", str, False),
-    "payload": ("PAYLOAD", str, False),
+    name: (name.upper(), _PY_TYPES[sql_type], name in _NULLABLE) for name, sql_type in CURATED_COLUMNS
 }
 LOAD_COLUMNS = ("KAFKA_PARTITION", "KAFKA_OFFSET", "LOADED_AT_MS")
 COLUMNS: tuple[str, ...] = tuple(column for column, _, _ in RECORD_FIELDS.values()) + LOAD_COLUMNS
