@@ -44,6 +44,7 @@ class Auth:
     scope: str | None = None
     algorithm: str | None = None  # hmac only
     header: str | None = None  # hmac only
+    timestamp_header: str | None = None  # hmac only
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class PartnerContract:
     url: str
     method: str
     idempotency_header: str
+    reference_field: str | None
     auth: Auth
     requests_per_second: float
     burst: int
@@ -122,12 +124,12 @@ def parse_partner_contract(document: Any, origin: str, allowed_reveal_fields: Al
         raise PartnerContractError(f"{origin}: {where}: {first.message}")
     doc: dict[str, Any] = document
     auth = dict(doc["auth"])
-    own = {"hmac": ("algorithm", "header"), "oauth2_client_credentials": ("token_url", "scope")}
+    own = {"hmac": ("algorithm", "header", "timestamp_header"), "oauth2_client_credentials": ("token_url", "scope")}
     for name in (n for kind, names in own.items() if kind != auth["type"] for n in names):
         if name in auth:
             raise PartnerContractError(f"{origin}: auth/{name}: not an option of {auth['type']} auth")
     if auth["type"] == "hmac":
-        auth = {"algorithm": "sha256", "header": "X-Signature"} | auth
+        auth = {"algorithm": "sha256", "header": "X-Signature", "timestamp_header": "X-Timestamp"} | auth
     retry = dict(doc["retry"])
     from udfs.delivery import RetryPolicy  # the same checks the delivery job relies on
 
@@ -144,6 +146,7 @@ def parse_partner_contract(document: Any, origin: str, allowed_reveal_fields: Al
     return PartnerContract(
         partner=doc["partner"], owner=doc["owner"], url=endpoint["url"], method=endpoint.get("method", "POST"),
         idempotency_header=endpoint.get("idempotency_header", "Idempotency-Key"),
+        reference_field=endpoint.get("reference_field"),
         auth=Auth(type=auth.pop("type"), **auth),
         requests_per_second=float(doc["rate_limit"]["requests_per_second"]), burst=int(doc["rate_limit"]["burst"]),
         concurrency=int(doc["concurrency"]), timeout_s=float(doc["timeout_s"]), lease_s=float(doc.get("lease_s", 120)),

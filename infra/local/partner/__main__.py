@@ -27,6 +27,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[PartnerConfig, str | None
     p.add_argument("--bearer-token-env", metavar="VAR", help="require `Bearer $VAR`")
     p.add_argument("--hmac-secret-env", metavar="VAR", help="require an HMAC-SHA256 signature keyed by $VAR")
     p.add_argument("--replay-window-s", type=int, default=300)
+    p.add_argument("--client-id", help="OAuth2 client id: POST /oauth2/token issues the bearer tokens")
+    p.add_argument("--client-secret-env", metavar="VAR", help="the OAuth2 client secret is $VAR")
+    p.add_argument("--token-ttl-s", type=int, default=3600)
+    p.add_argument("--reject-fraction", type=float, default=0.0,
+                   help="fraction of business keys (by hash) refused with 422")
     p.add_argument("--log-file", help="append the log here instead of stderr")
     a = p.parse_args(argv)
 
@@ -42,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PartnerConfig, str | None
         port=a.port, rate=a.rate, burst=a.burst, fail_rate=a.fail_rate, timeout_rate=a.timeout_rate,
         hold_s=a.hold_s, latency_ms=a.latency_ms, seed=a.seed, bearer_token=secret(a.bearer_token_env),
         hmac_secret=hmac_secret.encode() if hmac_secret else None, replay_window_s=a.replay_window_s,
+        client_id=a.client_id, client_secret=secret(a.client_secret_env), token_ttl_s=a.token_ttl_s,
+        reject_fraction=a.reject_fraction,
     )
     return config, a.log_file
 

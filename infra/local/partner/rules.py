@@ -7,12 +7,14 @@ timeouts, idempotency keys, signed requests), not any one partner's contract.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import math
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,12 @@ class PartnerConfig:
     bearer_token: str | None = None  # if set, `Authorization: Bearer <token>` is required
     hmac_secret: bytes | None = field(default=None, repr=False)  # if set, a signature is required
     replay_window_s: int = 300  # signed timestamps older or newer than this are refused
+    # OAuth2 client credentials: if set, POST /oauth2/token issues bearer tokens valid token_ttl_s.
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    token_ttl_s: int = 3600
+    # Deterministic 422s: this fraction of business keys (by hash) is refused as a validation error.
+    reject_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
@@ -47,6 +55,15 @@ class PartnerConfig:
             raise ValueError("partner config: fail_rate + timeout_rate must be <= 1")
         if self.latency_ms < 0 or self.hold_s < 0:
             raise ValueError("partner config: latency_ms and hold_s must be >= 0")
+        if (self.client_id is None) != (self.client_secret is None):
+            raise ValueError("partner config: client_id and client_secret go together")
+        if not 0 <= self.reject_fraction <= 1 or self.token_ttl_s < 1:
+            raise ValueError("partner config: reject_fraction must be in [0, 1] and token_ttl_s >= 1")
+
+    @property
+    def oauth(self) -> bool:
+        """Whether bearer tokens come from the stand-in's own token endpoint."""
+        return self.client_id is not None
 
 
 class TokenBucket:
@@ -72,12 +89,23 @@ def sign(secret: bytes, body: bytes, timestamp: int) -> dict[str, str]:
     return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: f"sha256={digest}"}
 
 
-def auth_failure(config: PartnerConfig, headers: Any, body: bytes, wall_now: float) -> str | None:
-    """Why the request fails authentication, or None if it passes (or no auth is configured)."""
+def auth_failure(config: PartnerConfig, headers: Any, body: bytes, wall_now: float,
+                 issued: dict[str, float] | None = None) -> str | None:
+    """Why the request fails authentication, or None if it passes (or no auth is configured).
+
+    `issued` maps OAuth2 access tokens this stand-in handed out to their expiry (wall clock).
+    """
     if config.bearer_token is not None:
         given = headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {config.bearer_token}".encode()):
             return "bad_bearer_token"
+    if config.oauth:
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        expiry = (issued or {}).get(token) if scheme == "Bearer" else None
+        if expiry is None:
+            return "unknown_access_token"
+        if expiry <= wall_now:
+            return "expired_access_token"
     if config.hmac_secret is not None:
         stamp, signature = headers.get(TIMESTAMP_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
         if not stamp.isdigit() or not signature:
@@ -90,8 +118,24 @@ def auth_failure(config: PartnerConfig, headers: Any, body: bytes, wall_now: flo
     return None
 
 
+def client_credentials_failure(config: PartnerConfig, headers: Any, form: Mapping[str, str]) -> str | None:
+    """Why a token request fails (RFC 6749 4.4: Basic auth or form credentials), or None."""
+    if form.get("grant_type") != "client_credentials":
+        return "unsupported_grant_type"
+    client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+    scheme, _, encoded = headers.get("Authorization", "").partition(" ")
+    if scheme == "Basic":
+        try:
+            client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return "invalid_client"
+    ok_id = hmac.compare_digest(client_id.encode(), (config.client_id or "").encode())
+    ok_secret = hmac.compare_digest(secret.encode(), (config.client_secret or "").encode())
+    return None if config.oauth and ok_id and ok_secret else "invalid_client"
+
+
 def validation_error(doc: Any) -> str | None:
-    """Why a delivery body is malformed, or None if it has a business key, version/record id and payload."""
+    """Why a delivery body is malformed, or None if it has a business key and a version or record id."""
     if not isinstance(doc, dict):
         return "body must be a JSON object"
     if not isinstance(doc.get("business_key"), str) or not doc["business_key"]:
@@ -99,9 +143,17 @@ def validation_error(doc: Any) -> str | None:
     version, record_id = doc.get("version"), doc.get("record_id")
     if not (isinstance(version, int) and not isinstance(version, bool)) and not isinstance(record_id, str):
         return "version (integer) or record_id (string) is required"
-    if not isinstance(doc.get("payload"), dict):
+    if "payload" in doc and not isinstance(doc["payload"], dict):
         return "payload must be a JSON object"
     return None
+
+
+def rejected(config: PartnerConfig, business_key: str) -> bool:
+    """Whether this business key falls in the deterministic `reject_fraction` (same answer on every retry)."""
+    if config.reject_fraction <= 0:
+        return False
+    draw = int.from_bytes(hashlib.sha256(b"reject:" + business_key.encode()).digest()[:8], "big") / 2**64
+    return draw < config.reject_fraction
 
 
 def fingerprint(doc: Any) -> str:
@@ -159,6 +211,7 @@ class PartnerState:
         self.accepted: dict[str, Stored] = {}
         self.in_flight: set[str] = set()
         self.deliveries: Counter[str] = Counter()
+        self.tokens: dict[str, float] = {}  # issued OAuth2 access token -> expiry (wall clock)
 
     def draw_fault(self) -> str | None:
         """One seeded draw per admitted delivery: "fail", "hold" or None."""
@@ -173,6 +226,7 @@ class PartnerState:
         """Counts per status, deliveries per business key, and the peak admitted in any 1 s window."""
         by_status = Counter(str(r.status) for r in self.records)
         admitted = [r.at for r in self.records if r.status != 429]
+        delivered = [r.at for r in self.records if r.status == 201 and not r.replay]
         return {
             "requests": len(self.records),
             "by_status": dict(sorted(by_status.items())),
@@ -180,4 +234,6 @@ class PartnerState:
             "deliveries_by_business_key": dict(sorted(self.deliveries.items())),
             "replays": sum(1 for r in self.records if r.replay),
             "max_admitted_per_1s": max_in_window(admitted),
+            # Seconds from the first to the last new delivery (server clock): deliveries / span = rate.
+            "delivered_span_s": (max(delivered) - min(delivered)) if delivered else 0.0,
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,8 +31,10 @@ from infra.local.partner.rules import (
     RequestRecord,
     Stored,
     auth_failure,
+    client_credentials_failure,
     fingerprint,
     key_hash,
+    rejected,
     validation_error,
 )
 
@@ -58,7 +61,7 @@ async def _deliver(request: web.Request) -> web.Response:
         log.info("delivery status=%d key=%s replay=%s", status, key_hash(key) if key else "-", replay)
         return _answer(status, doc, headers)
 
-    reason = auth_failure(config, request.headers, body, time.time())
+    reason = auth_failure(config, request.headers, body, time.time(), state.tokens)
     if reason:
         return finish(401, {"error": "unauthorized", "reason": reason})
     wait_s = state.bucket.take(now)
@@ -74,6 +77,8 @@ async def _deliver(request: web.Request) -> web.Response:
     if problem:
         return finish(400, {"error": "invalid_body", "detail": problem})
     bk, fp = doc["business_key"], fingerprint(doc)
+    if rejected(config, bk):  # a business rule refusal: same answer every time, nothing recorded
+        return finish(422, {"error": "validation_failed", "code": "member_not_found"}, bk)
     if key in state.in_flight:
         return finish(409, {"error": "idempotency_key_in_use"}, bk)
     stored = state.accepted.get(key)
@@ -101,6 +106,19 @@ async def _deliver(request: web.Request) -> web.Response:
     return finish(201, answer, bk)
 
 
+async def _token(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    problem = client_credentials_failure(state.config, request.headers, form)
+    if problem:
+        log.info("token refused reason=%s", problem)
+        return _answer(401 if problem == "invalid_client" else 400, {"error": problem})
+    token = secrets.token_urlsafe(24)
+    state.tokens[token] = time.time() + state.config.token_ttl_s
+    return _answer(200, {"access_token": token, "token_type": "Bearer", "expires_in": state.config.token_ttl_s},
+                   {"Cache-Control": "no-store"})
+
+
 async def _stats(request: web.Request) -> web.Response:
     return _answer(200, request.app[STATE_KEY].stats())
 
@@ -116,6 +134,7 @@ def build_app(config: PartnerConfig) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = PartnerState(config, time.monotonic())
     app.router.add_post("/v1/deliveries", _deliver)
+    app.router.add_post("/oauth2/token", _token)
     app.router.add_get("/v1/_stats", _stats)
     app.router.add_post("/v1/_reset", _reset)
     return app
