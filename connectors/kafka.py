@@ -54,6 +54,9 @@ CURATED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("original_key", "STRING"), ("sent_at_ms", "BIGINT"), ("ingested_at_ms", "BIGINT"), ("source", "STRING"),
     ("dt", "STRING"), ("payload", "STRING"),
 )
+# Partner topics also carry the record's sealed copy (KMS envelope, context {feed, record_id, archive}):
+# the delivery job opens it only for the fields the access rules grant that partner.
+PARTNER_CURATED_COLUMNS: tuple[tuple[str, str], ...] = (*CURATED_COLUMNS, ("sealed", "STRING"))
 
 
 def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
@@ -107,7 +110,8 @@ def create_dead_letter_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, job
 
 
 def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str, key: str,
-                        transactional_id_prefix: str) -> str:
+                        transactional_id_prefix: str,
+                        value_columns: tuple[tuple[str, str], ...] = CURATED_COLUMNS) -> str:
     """Register one curated topic as an exactly-once sink: key `key` (raw), value the curated JSON."""
     options = {
         "connector": "kafka",
@@ -121,7 +125,7 @@ def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: 
         "value.format": "json",
         "value.fields-include": "EXCEPT_KEY",
     }
-    columns = ", ".join(f"`{name}` {kind}" for name, kind in (("message_key", "STRING"), *CURATED_COLUMNS))
+    columns = ", ".join(f"`{name}` {kind}" for name, kind in (("message_key", "STRING"), *value_columns))
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) {with_clause(options)}")
     return table
 

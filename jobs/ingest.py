@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.archive import create_archive_sink, create_dead_letter_archive
 from connectors.iceberg import TABLE_FOR_TYPE, create_tables
-from connectors.kafka import CURATED_COLUMNS, create_curated_sink, create_dead_letter_sink, create_raw_source
+from connectors.kafka import (
+    CURATED_COLUMNS,
+    PARTNER_CURATED_COLUMNS,
+    create_curated_sink,
+    create_dead_letter_sink,
+    create_raw_source,
+)
 from connectors.landing import create_landing_source
 from connectors.reference import create_reference_stream
 from connectors.sql import quote
@@ -106,7 +112,6 @@ _ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
         "maintenance_type_code": "maintenance_type_code", "dependent_count": "dependent_count", **_ROW_TAIL,
     },
 }
-_CURATED_VALUE = ", ".join(f"`{name}`" for name, _kind in CURATED_COLUMNS)
 
 
 def _insert(table: str, columns: dict[str, str], source: str) -> str:
@@ -205,11 +210,12 @@ def build(
     # one claim's versions stay in order on one partition.
     curated = curated_routes(cfg)
     for index, (sink, topic) in enumerate(curated):
-        key = "record_id" if sink == "snowflake" else "business_key"
+        key, columns = ("record_id", CURATED_COLUMNS) if sink == "snowflake" else ("business_key",
+                                                                                  PARTNER_CURATED_COLUMNS)
         table = create_curated_sink(t_env, cfg.kafka, f"curated_{index}", topic, "message_key",
-                                    f"{job_name}-curated-{sink.replace(':', '-')}")  # stable per topic
-        statements.add_insert_sql(f"INSERT INTO {table} SELECT {key}, {_CURATED_VALUE} FROM deduped "
-                                  f"WHERE {_routed(sink)}")
+                                    f"{job_name}-curated-{sink.replace(':', '-')}", columns)  # id stable per topic
+        value = ", ".join(f"`{name}`" for name, _kind in columns)
+        statements.add_insert_sql(f"INSERT INTO {table} SELECT {key}, {value} FROM deduped WHERE {_routed(sink)}")
     statements.attach_as_datastream()
     return JobOutputs(iceberg_tables=tables, archive_table=archive_table, dead_letter_table=dlq_table,
                       curated_topics=tuple(topic for _sink, topic in curated))

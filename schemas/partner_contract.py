@@ -21,6 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from schemas import leaf_paths
+from schemas.phi_access import AccessRules
 
 PARTNERS_DIR = Path(__file__).resolve().parent / "partners"
 PARTNER_SCHEMA = Path(__file__).resolve().parent / "partner_contract.schema.json"
@@ -28,6 +29,7 @@ PARTNER_SCHEMA = Path(__file__).resolve().parent / "partner_contract.schema.json
 ENVELOPE_FIELDS = frozenset({"record_id", "record_type", "feed", "business_key", "original_key",
                              "sent_at_ms", "ingested_at_ms", "source", "dt"})
 AllowedReveal = Mapping[str, Collection[str]]  # record type -> leaf paths that may be re-identified
+PARTNER_PURPOSE = "partner_delivery"  # the purpose a partner's role must hold in schemas/access
 
 
 class PartnerContractError(ValueError):
@@ -177,3 +179,25 @@ def load_partner_contracts(allowed_reveal_fields: AllowedReveal,
     if not paths:
         raise PartnerContractError(f"{directory}: no partner contracts (*.yaml)")
     return {c.partner: c for c in (load_partner_contract(p, allowed_reveal_fields) for p in paths)}
+
+
+def partner_role(partner: str) -> str:
+    """The access-rules role a partner's reveals are granted to."""
+    return f"partner_{partner}"
+
+
+def granted_reveal_fields(rules: AccessRules, partner: str) -> AllowedReveal:
+    """What the access rules let this partner see (nothing without a role holding purpose partner_delivery)."""
+    grant = rules.roles.get(partner_role(partner))
+    if grant is None or PARTNER_PURPOSE not in grant.purposes:
+        return {}
+    return grant.fields
+
+
+def load_granted_partner_contracts(rules: AccessRules, directory: Path = PARTNERS_DIR) -> dict[str, PartnerContract]:
+    """All partner contracts in `directory`, each checked against its own role's grants."""
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise PartnerContractError(f"{directory}: no partner contracts (*.yaml)")
+    contracts = (load_partner_contract(p, granted_reveal_fields(rules, p.stem)) for p in paths)
+    return {c.partner: c for c in contracts}

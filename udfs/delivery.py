@@ -294,6 +294,10 @@ class CircuitBreaker:
         """A request succeeded (or was refused as a bad record): close and reset the count."""
         self._state, self._failures, self._probing = BreakerState.CLOSED, 0, False
 
+    def release(self) -> None:
+        """A request ended without telling whether the partner is well (a 429): free the probe, count nothing."""
+        self._probing = False
+
     def record_failure(self) -> None:
         """A request failed for partner reasons: count it; open at the threshold or when the probe fails."""
         state = self.state

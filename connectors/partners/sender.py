@@ -258,14 +258,15 @@ class PartnerSender:
             async with self.gate.slots:
                 await self.gate.token()
                 outcome, status, answer, retry_after = await self._send(session, key, body)
-            if outcome.kind in (ErrorKind.OK, ErrorKind.SKIPPABLE):
+            wait_s = parse_retry_after(retry_after, time.time())
+            if status == 429:  # the partner is well, we are too fast: pause, but it is no breaker failure
+                self.stats.counts["rate_limited"] += 1
+                self.gate.pause(min(wait_s if wait_s is not None else 1.0, self.policy.max_retry_after_s))
+                self.gate.breaker.release()
+            elif outcome.kind in (ErrorKind.OK, ErrorKind.SKIPPABLE):
                 self.gate.breaker.record_success()
             else:
                 self.gate.breaker.record_failure()
-            wait_s = parse_retry_after(retry_after, time.time())
-            if status == 429:
-                self.stats.counts["rate_limited"] += 1
-                self.gate.pause(min(wait_s if wait_s is not None else 1.0, self.policy.max_retry_after_s))
             step = next_step(outcome, attempt, self.policy, self.rng, wait_s)
             if step.action is Action.ACK:
                 return await self._ack(message, key, decision.attempts, status or 200, answer)

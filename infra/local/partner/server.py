@@ -135,8 +135,10 @@ def build_app(config: PartnerConfig) -> web.Application:
     app[STATE_KEY] = PartnerState(config, time.monotonic())
     app.router.add_post("/v1/deliveries", _deliver)
     app.router.add_post("/oauth2/token", _token)
-    app.router.add_get("/v1/_stats", _stats)
     app.router.add_post("/v1/_reset", _reset)
+    # Any other POST path is a delivery, so a contract's real endpoint path works against the stand-in.
+    app.router.add_post("/{path:.*}", _deliver)
+    app.router.add_get("/v1/_stats", _stats)
     return app
 
 
