@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -174,11 +174,6 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
     )
 
 
-def effective_contract(contract: PartnerContract, headroom: float) -> PartnerContract:
-    """The contract with its rate lowered by the headroom (network jitter must not push the partner over)."""
-    return replace(contract, requests_per_second=contract.requests_per_second * (1 - headroom))
-
-
 def audit_reveal_grants(cfg: DeliveryConfig, groups: Mapping[str, Mapping[str, str]]) -> int:
     """Write one audit event per partner and record type whose fields the job will re-identify; returns the count."""
     from connectors.audit import AuditEvent
@@ -216,6 +211,41 @@ def _tagged(partner: str, value: str) -> tuple[str, str]:
     return partner, value
 
 
+def make_senders(cfg: DeliveryConfig, index: int, parallelism: int, owner: str,
+                 executor: ThreadPoolExecutor) -> dict[str, Any]:
+    """One PartnerSender per partner for subtask `index` of `parallelism`: its rate and concurrency shares."""
+    from connectors.kms import KmsDataKeys, aws_client
+    from connectors.partners.auth import load_credentials
+    from connectors.partners.ledger import DeliveryLedger
+    from connectors.partners.sender import PartnerSender
+    from udfs.delivery import share
+    from udfs.phi.envelope import DataKeyCache, unseal
+    from udfs.phi.protect import record_context
+
+    ledger = DeliveryLedger(aws_client(cfg.phi, "dynamodb"), cfg.ledger_table)
+    secrets = aws_client(cfg.phi, "secretsmanager")
+    keys = DataKeyCache(KmsDataKeys(aws_client(cfg.phi, "kms"), cfg.phi.alias_prefix),
+                        cfg.phi.data_key_max_uses, cfg.phi.data_key_max_age_s)
+
+    def open_sealed(message: Mapping[str, Any]) -> dict[str, Any]:
+        opened: dict[str, Any] = json.loads(
+            unseal(keys, message["sealed"], record_context(message["feed"], message["record_id"])))
+        return opened
+
+    senders = {}
+    for partner, contract in cfg.contracts.items():
+        url, token_url = cfg.urls(partner)
+        # Headroom: a little less than the rate, and half the burst, so the partner's own bucket keeps slack
+        # for network jitter (requests sent evenly can arrive bunched) and never answers 429 for timing alone.
+        rate = contract.requests_per_second * (1 - cfg.rate_headroom)
+        burst = max(parallelism, contract.burst // 2)
+        senders[partner] = PartnerSender(
+            contract, url, token_url, load_credentials(secrets, contract.auth, partner), ledger,
+            share(rate, burst, index, parallelism), math.ceil(contract.concurrency / parallelism),
+            owner, executor, open_sealed)
+    return senders
+
+
 class DeliverFunction(AsyncFunction):  # type: ignore[misc]
     """The AsyncFunction: one PartnerSender per partner in each subtask, sharing one aiohttp session."""
 
@@ -225,38 +255,14 @@ class DeliverFunction(AsyncFunction):  # type: ignore[misc]
         self._session: Any = None
 
     def open(self, ctx: Any) -> None:
-        from connectors.kms import KmsDataKeys, aws_client
-        from connectors.partners.auth import load_credentials
-        from connectors.partners.ledger import DeliveryLedger
-        from connectors.partners.sender import PartnerSender
-        from udfs.delivery import share
-        from udfs.phi.envelope import DataKeyCache, unseal
-        from udfs.phi.protect import record_context
-
         cfg = self.cfg
         index, parallelism = ctx.get_index_of_this_subtask(), ctx.get_number_of_parallel_subtasks()
         owner = f"{cfg.runtime.job_name}/{index}/{ctx.get_attempt_number()}/{uuid.uuid4().hex[:12]}"
-        ledger = DeliveryLedger(aws_client(cfg.phi, "dynamodb"), cfg.ledger_table)
-        secrets = aws_client(cfg.phi, "secretsmanager")
-        keys = DataKeyCache(KmsDataKeys(aws_client(cfg.phi, "kms"), cfg.phi.alias_prefix),
-                            cfg.phi.data_key_max_uses, cfg.phi.data_key_max_age_s)
-
-        def open_sealed(message: Mapping[str, Any]) -> dict[str, Any]:
-            opened: dict[str, Any] = json.loads(
-                unseal(keys, message["sealed"], record_context(message["feed"], message["record_id"])))
-            return opened
-
         slots = sum(math.ceil(c.concurrency / parallelism) for c in cfg.contracts.values())
         self._executor = ThreadPoolExecutor(max_workers=max(4, slots), thread_name_prefix="ledger")
+        self.senders = make_senders(cfg, index, parallelism, owner, self._executor)
         group = ctx.get_metrics_group()
-        for partner, contract in cfg.contracts.items():
-            effective = effective_contract(contract, cfg.rate_headroom)
-            url, token_url = cfg.urls(partner)
-            sender = PartnerSender(
-                contract, url, token_url, load_credentials(secrets, contract.auth, partner), ledger,
-                share(effective.requests_per_second, contract.burst, index, parallelism),
-                math.ceil(contract.concurrency / parallelism), owner, self._executor, open_sealed)
-            self.senders[partner] = sender
+        for partner, sender in self.senders.items():
             metrics = group.add_group("partner", partner)
             for name in METRICS:
                 metrics.gauge(name, lambda s=sender.stats, n=name: s.counts[n])

@@ -98,10 +98,10 @@ class OAuthTokens:
 
     async def _fetch(self, session: aiohttp.ClientSession) -> None:
         form = {"grant_type": "client_credentials"} | ({"scope": self.scope} if self.scope else {})
-        basic = aiohttp.BasicAuth(self._credentials.client_id or "", self._credentials.client_secret or "")
+        basic = aiohttp.encode_basic_auth(self._credentials.client_id or "", self._credentials.client_secret or "")
         try:
-            async with session.post(self.token_url, data=form, auth=basic, timeout=self._timeout,
-                                    allow_redirects=False) as response:
+            async with session.post(self.token_url, data=form, headers={"Authorization": basic},
+                                    timeout=self._timeout, allow_redirects=False) as response:
                 status = response.status
                 doc = await response.json(content_type=None) if status == 200 else None
         except (TimeoutError, aiohttp.ClientError, ValueError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import socket
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from infra.local.partner import PartnerConfig, PartnerHandle, sign, start_in_thread
-from infra.local.partner.rules import max_in_window
+from infra.local.partner.rules import max_in_window, rejected
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -272,6 +273,176 @@ def test_stats_count_deliveries_per_business_key_exactly_and_reset_clears_them(p
     assert before["deliveries"] == 6 and before["replays"] == 6
     assert before["by_status"] == {"201": 12, "400": 1, "422": 1}
     assert after["requests"] == 0 and after["deliveries_by_business_key"] == {}
+
+
+
+OAUTH_ID, OAUTH_SECRET = "test-client", "test-client-secret"  # made up for the stand-in; not a credential
+
+
+@pytest.fixture
+def oauth_partner(request: pytest.FixtureRequest) -> Iterator[PartnerHandle]:
+    """A stand-in that issues its own OAuth2 bearer tokens; `token_ttl_s` via indirect parametrize."""
+    ttl = getattr(request, "param", 3600)
+    config = PartnerConfig(rate=FAST["rate"], burst=int(FAST["burst"]), client_id=OAUTH_ID,
+                           client_secret=OAUTH_SECRET, token_ttl_s=ttl)
+    handle = start_in_thread(config)
+    yield handle
+    handle.stop()
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    """An HTTP Basic `Authorization` header."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+async def token_request(
+    session: aiohttp.ClientSession, url: str, form: dict[str, str], headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    """POST /oauth2/token as a form; return status, JSON body and response headers."""
+    async with session.post(f"{url}/oauth2/token", data=form, headers=headers) as resp:
+        return resp.status, await resp.json(), resp.headers
+
+
+def test_oauth_client_credentials_issue_tokens_that_deliveries_require(oauth_partner: PartnerHandle) -> None:
+    url = oauth_partner.url
+    grant = {"grant_type": "client_credentials"}
+
+    async def run() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            out: dict[str, Any] = {}
+            out["basic"] = await token_request(session, url, grant, basic(OAUTH_ID, OAUTH_SECRET))
+            out["form"] = await token_request(
+                session, url, grant | {"client_id": OAUTH_ID, "client_secret": OAUTH_SECRET})
+            out["wrong_secret"] = await token_request(session, url, grant, basic(OAUTH_ID, "wrong"))
+            out["wrong_grant"] = await token_request(
+                session, url, {"grant_type": "password"}, basic(OAUTH_ID, OAUTH_SECRET))
+            token = out["basic"][1]["access_token"]
+            doc = delivery("claim-oauth")
+            out["no_token"] = await post(session, url, "o-1", doc)
+            out["bad_token"] = await post(session, url, "o-1", doc, {"Authorization": "Bearer not-issued"})
+            out["with_token"] = await post(session, url, "o-1", doc, {"Authorization": f"Bearer {token}"})
+            form_token = out["form"][1]["access_token"]
+            out["form_token"] = await post(session, url, "o-2", delivery("claim-oauth", 2),
+                                           {"Authorization": f"Bearer {form_token}"})
+            out["stats"] = await stats(session, url)
+            return out
+
+    out = asyncio.run(run())
+    for how in ("basic", "form"):
+        status, body, headers = out[how]
+        assert status == 200, body
+        assert isinstance(body["access_token"], str) and len(body["access_token"]) >= 16
+        assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
+        assert headers["Cache-Control"] == "no-store"
+    assert out["basic"][1]["access_token"] != out["form"][1]["access_token"]
+    assert out["wrong_secret"][:2] == (401, {"error": "invalid_client"})
+    assert out["wrong_grant"][:2] == (400, {"error": "unsupported_grant_type"})
+    assert out["no_token"][:2] == (401, {"error": "unauthorized", "reason": "unknown_access_token"})
+    assert out["bad_token"][:2] == (401, {"error": "unauthorized", "reason": "unknown_access_token"})
+    assert out["with_token"][0] == 201 and out["form_token"][0] == 201
+    assert out["stats"]["deliveries_by_business_key"] == {"claim-oauth": 2}
+    assert out["stats"]["by_status"] == {"201": 2, "401": 2}, "token requests are not deliveries"
+
+
+@pytest.mark.parametrize("oauth_partner", [1], indirect=True)
+def test_oauth_token_expires_after_its_ttl(oauth_partner: PartnerHandle) -> None:
+    url = oauth_partner.url
+
+    async def run() -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+        async with aiohttp.ClientSession() as session:
+            status, body, _ = await token_request(session, url, {"grant_type": "client_credentials"},
+                                                  basic(OAUTH_ID, OAUTH_SECRET))
+            assert status == 200, body
+            bearer = {"Authorization": f"Bearer {body['access_token']}"}
+            fresh = await post(session, url, "e-1", delivery("claim-exp"), bearer)
+            await asyncio.sleep(1.2)
+            stale = await post(session, url, "e-2", delivery("claim-exp", 2), bearer)
+            return body["expires_in"], [fresh[:2], stale[:2]]
+
+    expires_in, (fresh, stale) = asyncio.run(run())
+    assert expires_in == 1
+    assert fresh[0] == 201
+    assert stale == (401, {"error": "unauthorized", "reason": "expired_access_token"})
+
+
+def test_token_endpoint_without_oauth_configured_refuses(partner: PartnerHandle) -> None:
+    async def run() -> tuple[int, dict[str, Any], Any]:
+        async with aiohttp.ClientSession() as session:
+            return await token_request(session, partner.url, {"grant_type": "client_credentials"},
+                                       basic("anyone", "anything"))
+
+    assert asyncio.run(run())[:2] == (401, {"error": "invalid_client"})
+
+
+@pytest.mark.parametrize("partner", [{**FAST, "reject_fraction": 0.3}], indirect=True)
+def test_reject_fraction_refuses_the_same_business_keys_every_time(partner: PartnerHandle) -> None:
+    keys = [f"claim-{i:03d}" for i in range(60)]
+    predicted = {bk for bk in keys if rejected(partner.config, bk)}
+    assert 0 < len(predicted) < len(keys), "the sample must hold both outcomes"
+
+    async def one_pass(session: aiohttp.ClientSession, tag: str) -> dict[str, tuple[int, dict[str, Any]]]:
+        out = {}
+        for bk in keys:
+            status, body, _ = await post(session, partner.url, f"{tag}-{bk}", delivery(bk))
+            out[bk] = (status, body)
+        return out
+
+    async def run() -> tuple[dict[str, tuple[int, dict[str, Any]]], dict[str, tuple[int, dict[str, Any]]],
+                             dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            first = await one_pass(session, "a")
+            again = await one_pass(session, "a")  # the same keys: a retry gets the same answer
+            return first, again, await stats(session, partner.url)
+
+    first, again, st = asyncio.run(run())
+    refusal = (422, {"error": "validation_failed", "code": "member_not_found"})
+    assert {bk for bk, (status, _) in first.items() if status == 422} == predicted
+    assert all(first[bk] == refusal and again[bk] == refusal for bk in predicted)
+    assert all(first[bk][0] == 201 and again[bk][0] == 201 for bk in keys if bk not in predicted)
+    assert st["deliveries_by_business_key"] == {bk: 1 for bk in keys if bk not in predicted}
+    assert st["by_status"]["422"] == 2 * len(predicted)
+
+
+def test_any_post_path_is_a_delivery(partner: PartnerHandle) -> None:
+    async def run() -> tuple[list[tuple[int, dict[str, Any]]], dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            out = []
+            for path, key, doc in [("/v2/submissions", "p-1", delivery("claim-path")),
+                                   ("/v2/submissions", "p-1", delivery("claim-path")),  # a replay
+                                   ("/api/claims/intake", "p-2", delivery("claim-path", 2)),
+                                   ("/v2/submissions", None, delivery("claim-path", 3))]:
+                headers = {"Idempotency-Key": key} if key else {}
+                async with session.post(f"{partner.url}{path}", json=doc, headers=headers) as resp:
+                    out.append((resp.status, await resp.json()))
+            return out, await stats(session, partner.url)
+
+    out, st = asyncio.run(run())
+    assert [s for s, _ in out] == [201, 201, 201, 400]
+    assert out[0][1]["business_key"] == "claim-path" and out[1][1] == out[0][1]
+    assert out[3][1] == {"error": "missing_idempotency_key"}
+    assert st["deliveries_by_business_key"] == {"claim-path": 2} and st["replays"] == 1
+
+
+def test_stats_delivered_span_covers_first_to_last_new_delivery(partner: PartnerHandle) -> None:
+    async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], float]:
+        async with aiohttp.ClientSession() as session:
+            empty = await stats(session, partner.url)
+            assert (await post(session, partner.url, "s-1", delivery("claim-s1")))[0] == 201
+            one = await stats(session, partner.url)
+            start = time.monotonic()
+            await asyncio.sleep(0.3)
+            assert (await post(session, partner.url, "s-2", delivery("claim-s2")))[0] == 201
+            elapsed = time.monotonic() - start
+            await asyncio.sleep(0.3)
+            # Neither a replay nor a refusal moves the end of the span.
+            assert (await post(session, partner.url, "s-2", delivery("claim-s2")))[0] == 201
+            assert (await post(session, partner.url, None, delivery("claim-s3")))[0] == 400
+            return empty, one, await stats(session, partner.url), elapsed
+
+    empty, one, two, elapsed = asyncio.run(run())
+    assert empty["delivered_span_s"] == 0.0 and one["delivered_span_s"] == 0.0
+    assert 0.3 <= two["delivered_span_s"] <= elapsed + 0.05
+    assert two["deliveries"] == 2 and two["replays"] == 1
 
 
 def _free_port() -> int:
