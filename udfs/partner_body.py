@@ -42,13 +42,35 @@ def _get(node: Any, steps: list[tuple[str, bool]]) -> Any:
     return [None if v is _ABSENT else v for v in picked]
 
 
+class BodyError(ValueError):
+    """The record cannot be mapped for this partner (PHI-free reason code): the record is dead-lettered."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _remove(target: Any, steps: list[tuple[str, bool]]) -> None:
+    """Remove only the leaf at the steps (the opened record has no value there), keeping its siblings."""
+    (name, is_list), rest = steps[0], steps[1:]
+    if not isinstance(target, dict) or name not in target:
+        return
+    if not rest:
+        del target[name]
+    elif is_list and isinstance(target[name], list):
+        for item in target[name]:
+            _remove(item, rest)
+    else:
+        _remove(target[name], rest)
+
+
 def _substitute(target: Any, source: Any, steps: list[tuple[str, bool]]) -> None:
-    """Set target's value at the steps to source's (removing it when source has none), in place."""
+    """Set target's value at the steps to source's (removing the leaf when source has none), in place."""
     (name, is_list), rest = steps[0], steps[1:]
     if not isinstance(target, dict):
         return
     if not isinstance(source, Mapping) or name not in source:
-        target.pop(name, None)
+        _remove(target, steps)
         return
     if not rest:  # the leaf (or a whole list the policy protected as one value)
         target[name] = copy.deepcopy(source[name])
@@ -56,23 +78,15 @@ def _substitute(target: Any, source: Any, steps: list[tuple[str, bool]]) -> None
     if is_list:
         originals, opened = target.get(name), source[name]
         if not isinstance(originals, list) or not isinstance(opened, list) or len(originals) != len(opened):
-            target[name] = copy.deepcopy(opened)  # shapes differ: the opened list is the truth
-            _strip_to(target[name], rest)
-            return
+            # e.g. the policy encrypted the whole list as one value: a leaf inside it cannot be put back
+            # without sending the rest of the list unprotected, so the record is refused for this partner.
+            raise BodyError("reveal_inside_protected_list")
         for item, canonical in zip(originals, opened, strict=True):
             _substitute(item, canonical, rest)
         return
     if not isinstance(target.get(name), dict):
         target[name] = {}
     _substitute(target[name], source[name], rest)
-
-
-def _strip_to(items: list[Any], steps: list[tuple[str, bool]]) -> None:
-    """Keep only the revealed leaf in each element of a list copied whole from the opened record."""
-    for index, item in enumerate(items):
-        kept: dict[str, Any] = {}
-        _substitute(kept, item, steps)
-        items[index] = kept
 
 
 def build_body(mapping: PayloadMapping, envelope: Mapping[str, Any], protected: Mapping[str, Any],

@@ -59,7 +59,7 @@ from udfs.delivery import (
     parse_retry_after,
     record_version,
 )
-from udfs.partner_body import build_body
+from udfs.partner_body import BodyError, build_body
 
 T = TypeVar("T")
 _CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -253,7 +253,10 @@ class PartnerSender:
                 continue
             attempt += 1
             if body is None:
-                body = await self._blocking(partial(self._body, message))
+                try:
+                    body = await self._blocking(partial(self._body, message))
+                except BodyError as err:  # this record cannot be mapped for this partner: nothing is sent
+                    return await self._dead(message, key, decision.attempts, err.reason, None, {})
             await self.gate.open()
             async with self.gate.slots:
                 await self.gate.token()

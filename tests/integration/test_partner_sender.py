@@ -29,7 +29,13 @@ from connectors.partners.sender import (
     PartnerSender,
 )
 from infra.local.partner.curated import curated_messages
-from infra.local.partner.harness import PARTNER, delivery_properties, provision_credentials, standin_config, write_contract
+from infra.local.partner.harness import (
+    PARTNER,
+    delivery_properties,
+    provision_credentials,
+    standin_config,
+    write_contract,
+)
 from infra.local.partner.provision import put_secret
 from infra.local.partner.rules import PartnerConfig, rejected
 from infra.local.partner.server import PartnerHandle, start_in_thread
@@ -125,16 +131,16 @@ def test_revealed_fields_are_opened_only_for_the_granted_paths(
     claim = next(m for m in messages if m["record_type"] == "claim")
     captured: list[dict[str, Any]] = []
     sender = run.sender()
-    original = sender._body  # noqa: SLF001 - observe the exact body sent
+    original = sender._body
 
     def spy(message: Any) -> bytes:
         body = original(message)
         captured.append(json.loads(body))
         return body
 
-    sender._body = spy  # type: ignore[method-assign]  # noqa: SLF001
+    sender._body = spy  # type: ignore[method-assign]
     assert run.deliver(sender, [claim])[0].result == DELIVERED
-    protected, opened = json.loads(claim["payload"]), sender._open_sealed(claim)  # type: ignore[misc]  # noqa: SLF001
+    protected, opened = json.loads(claim["payload"]), sender._open_sealed(claim)  # type: ignore[misc]
     body = captured[0]
     assert body["member_id"] == opened["subscriber"]["member_id"] != protected["subscriber"]["member_id"]
     assert body["claim_id"] == protected["claim_id"] != opened["claim_id"]  # not granted: stays a token

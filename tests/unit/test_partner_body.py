@@ -13,7 +13,7 @@ import pytest
 
 from schemas.partner_contract import PayloadMapping, load_granted_partner_contracts
 from schemas.phi_access import load_access
-from udfs.partner_body import build_body
+from udfs.partner_body import BodyError, build_body
 
 ENVELOPE = {"record_id": "rec-0001", "business_key": "claim:TEST-0001", "record_type": "claim", "feed": "test_feed"}
 
@@ -215,3 +215,18 @@ def _strings(node: Any) -> list[str]:
     if isinstance(node, list):
         return [s for v in node for s in _strings(v)]
     return [node] if isinstance(node, str) else []
+
+
+def test_a_missing_parent_in_the_opened_record_removes_only_the_revealed_leaf() -> None:
+    mapping = PayloadMapping({"claims": "claims"}, ("claims[].patient.member_id",))
+    protected = {"claims": [{"claim_id": "tok_c1", "patient": {"member_id": "tok_m1", "first_name": "tok_f1"}}]}
+    body = build_body(mapping, ENVELOPE, protected, {"claims": [{"claim_id": "C-1"}]})
+    assert body == {"claims": [{"claim_id": "tok_c1", "patient": {"first_name": "tok_f1"}}]}
+
+
+def test_a_reveal_inside_a_list_protected_as_one_value_refuses_the_record() -> None:
+    mapping = PayloadMapping({"claims": "claims"}, ("claims[].patient.member_id",))
+    opened = {"claims": [{"patient": {"member_id": "M-1"}}, {"patient": {"member_id": "M-2"}}]}
+    with pytest.raises(BodyError) as refused:
+        build_body(mapping, ENVELOPE, {"claims": "enc:v1:whole-list"}, opened)
+    assert refused.value.reason == "reveal_inside_protected_list" and "M-1" not in str(refused.value)
