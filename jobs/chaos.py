@@ -92,15 +92,15 @@ def emulator_keys(path: Path) -> Counter[str]:
         return Counter(key for (key,) in db.execute("SELECT BUSINESS_KEY FROM RECORDS"))
 
 
-class _Jobs:
-    """The two job processes, each in its own process group so a kill takes its children too."""
+class JobProcesses:
+    """Job processes (ingest, loader, delivery), each in its own process group so a kill takes its children too."""
 
     def __init__(self, properties: Path, logs: Path) -> None:
         self.properties, self.logs = properties, logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        module = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load"}[name]
+        module = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load", "delivery": "jobs.partner_delivery"}[name]
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed argv
@@ -149,7 +149,7 @@ def _freeze(component: str, seconds: float) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, jobs: _Jobs) -> None:
+def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, jobs: JobProcesses) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         jobs.check_alive()
@@ -207,7 +207,7 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
             published.set()
 
     os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
-    jobs = _Jobs(properties, workdir / "logs")
+    jobs = JobProcesses(properties, workdir / "logs")
     try:
         event(f"run {run_id}: {plan.records} records, {plan.kills} kills, {plan.outages} outages")
         jobs.start("ingest")

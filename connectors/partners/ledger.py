@@ -44,6 +44,7 @@ DEFAULT_TABLE = "medistream-delivery-ledger"
 IN_FLIGHT, ACKED, DEAD = "IN_FLIGHT", "ACKED", "DEAD"
 _REF = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 _REASON = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,119}")
+PARTNER_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class LedgerError(Exception):
@@ -85,8 +86,9 @@ class Decision:
     attempts: int
     lease_owner: str | None = None
     lease_expires_ms: int | None = None
-    response: AckResponse | None = None
+    response: AckResponse | None = None  # ACKED: the partner's answer; DEAD: its status, when there was one
     reason: str | None = None
+    partner_error: str | None = None  # DEAD: the partner's short error code, when it gave one
 
 
 def ensure_ledger_table(client: Any, table: str = DEFAULT_TABLE) -> None:
@@ -129,7 +131,9 @@ class DeliveryLedger:
             response = AckResponse(_int(item, "response_status") or 200, _str(item, "partner_ref"))
             return Decision(Verdict.SKIP_ACKED, attempts, response=response)
         if state == DEAD:
-            return Decision(Verdict.SKIP_DEAD, attempts, reason=_str(item, "dead_reason"))
+            status = _int(item, "response_status")
+            return Decision(Verdict.SKIP_DEAD, attempts, reason=_str(item, "dead_reason"),
+                            response=AckResponse(status) if status else None, partner_error=_str(item, "partner_error"))
         # In flight under another owner's live lease. (Were the lease expired or ours, the condition
         # could only have failed on an item changed in between; busy is right then too: ask again.)
         return Decision(Verdict.BUSY, attempts, _str(item, "lease_owner"), _int(item, "lease_expires_ms"))
@@ -196,15 +200,23 @@ class DeliveryLedger:
             update += ", partner_ref = :ref"
         return self._finish(partner, key, owner, update + " REMOVE lease_expires_ms", values)
 
-    def dead(self, partner: str, key: str, owner: str, reason: str) -> bool:
-        """Record that the key will never be sent (a reason code, PHI-free); False if this owner already did."""
+    def dead(self, partner: str, key: str, owner: str, reason: str, status: int | None = None,
+             partner_error: str | None = None) -> bool:
+        """Record that the key will never be sent (codes only, PHI-free); False if this owner already did."""
         _nonempty(partner=partner, key=key, owner=owner)
         if not _REASON.fullmatch(reason):
             raise ValueError("ledger: reason must be a short code like 'http_422' or 'retries_exhausted_http_503'")
-        values = {":done": {"S": DEAD}, ":reason": {"S": reason}}
-        return self._finish(partner, key, owner,
-                            "SET #st = :done, dead_reason = :reason, updated_at_ms = :now REMOVE lease_expires_ms",
-                            values)
+        if partner_error is not None and not PARTNER_CODE.fullmatch(partner_error):
+            raise ValueError("ledger: partner_error must be a short code of [A-Za-z0-9_.:-]")
+        values: dict[str, Any] = {":done": {"S": DEAD}, ":reason": {"S": reason}}
+        update = "SET #st = :done, dead_reason = :reason, updated_at_ms = :now"
+        if status is not None:
+            values[":status"] = {"N": str(AckResponse(status).status)}
+            update += ", response_status = :status"
+        if partner_error is not None:
+            values[":perr"] = {"S": partner_error}
+            update += ", partner_error = :perr"
+        return self._finish(partner, key, owner, update + " REMOVE lease_expires_ms", values)
 
     def _get(self, partner: str, key: str) -> dict[str, Any] | None:
         out = self._client.get_item(TableName=self.table, Key=self._key(partner, key), ConsistentRead=True)

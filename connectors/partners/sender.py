@@ -43,7 +43,7 @@ import aiohttp
 import orjson
 
 from connectors.partners.auth import AuthError, Credentials, OAuthTokens, TokenUnavailable, hmac_headers
-from connectors.partners.ledger import AckResponse, DeliveryLedger, LeaseLost, Verdict
+from connectors.partners.ledger import PARTNER_CODE, AckResponse, DeliveryLedger, LeaseLost, Verdict
 from schemas.partner_contract import PartnerContract
 from udfs.delivery import (
     Action,
@@ -62,7 +62,6 @@ from udfs.delivery import (
 from udfs.partner_body import BodyError, build_body
 
 T = TypeVar("T")
-_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _REF = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 MAX_ANSWER_BYTES = 16 * 1024  # an answer is read for its status, error code and reference only
 LATENCY_WINDOW = 4096
@@ -245,7 +244,9 @@ class PartnerSender:
                 return self._outcome(message, key, ALREADY_DELIVERED, decision.attempts, "already_acked")
             if decision.verdict is Verdict.SKIP_DEAD:
                 self.stats.counts["skipped_dead"] += 1
-                return self._outcome(message, key, ALREADY_DEAD, decision.attempts, decision.reason or "dead")
+                status = decision.response.status if decision.response else None
+                return self._outcome(message, key, ALREADY_DEAD, decision.attempts, decision.reason or "dead",
+                                     status=status, partner_error=decision.partner_error)
             if decision.verdict is Verdict.BUSY:  # a crashed or concurrent worker's lease: wait for it to end
                 self.stats.counts["busy_waits"] += 1
                 remaining_s = ((decision.lease_expires_ms or 0) - time.time() * 1000) / 1000
@@ -306,9 +307,10 @@ class PartnerSender:
     async def _dead(self, message: Mapping[str, Any], key: str, attempts: int, reason: str, status: int | None,
                     answer: Mapping[str, Any]) -> Outcome:
         code = answer.get("code") or answer.get("error")
-        code = code if isinstance(code, str) and _CODE.fullmatch(code) else None
+        code = code if isinstance(code, str) and PARTNER_CODE.fullmatch(code) else None
         try:
-            await self._blocking(partial(self.ledger.dead, self.contract.partner, key, self.owner, reason))
+            await self._blocking(partial(self.ledger.dead, self.contract.partner, key, self.owner, reason, status,
+                                         code))
         except LeaseLost:
             self.stats.counts["lease_lost"] += 1
         self.stats.counts["dead_lettered"] += 1
