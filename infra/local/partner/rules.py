@@ -212,6 +212,7 @@ class PartnerState:
         self.in_flight: set[str] = set()
         self.deliveries: Counter[str] = Counter()
         self.tokens: dict[str, float] = {}  # issued OAuth2 access token -> expiry (wall clock)
+        self.first_delivered_at: dict[str, float] = {}  # business key -> wall clock of its first delivery
 
     def draw_fault(self) -> str | None:
         """One seeded draw per admitted delivery: "fail", "hold" or None."""
@@ -236,4 +237,6 @@ class PartnerState:
             "max_admitted_per_1s": max_in_window(admitted),
             # Seconds from the first to the last new delivery (server clock): deliveries / span = rate.
             "delivered_span_s": (max(delivered) - min(delivered)) if delivered else 0.0,
+            # Wall clock, so a client can measure its own end-to-end delay (bench/partner_delivery_bench.py).
+            "first_delivered_at": dict(sorted(self.first_delivered_at.items())),
         }

@@ -95,6 +95,7 @@ async def _deliver(request: web.Request) -> web.Response:
             replay_headers = {"Idempotent-Replayed": "true"}
             return finish(stored.status, stored.body, bk, replay=True, headers=replay_headers)
         state.deliveries[bk] += 1
+        state.first_delivered_at.setdefault(bk, time.time())
         ident = {k: doc[k] for k in ("version", "record_id") if k in doc}
         answer = {"delivery_id": f"dlv-{sum(state.deliveries.values()):08d}", "business_key": bk, **ident}
         state.accepted[key] = Stored(fp, 201, answer)
