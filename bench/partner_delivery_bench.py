@@ -109,10 +109,16 @@ def _phase(name: str, pool: list[dict[str, Any]], limit: float, records: int, of
     if offered_rate is None:  # throughput: the whole backlog is there before the job starts
         produce(cfg.bootstrap_servers, topic, _rekeyed(pool, records, run_id), f"bench-{run_id}")
     else:
+        warm = 10  # the job is up and delivering before the measured records start
+        produce(cfg.bootstrap_servers, topic, _rekeyed(pool, warm, f"warm{run_id}"), f"bench-{run_id}")
+        records += warm
+
         def steady() -> None:
-            batch, docs = 10, list(_rekeyed(pool, records, run_id))
+            while _stats(partner.url)["deliveries"] < warm:
+                time.sleep(0.2)
+            batch, docs = 10, list(_rekeyed(pool, records - warm, run_id))
             start = time.monotonic()
-            for i in range(0, records, batch):
+            for i in range(0, len(docs), batch):
                 time.sleep(max(0.0, start + i / offered_rate - time.monotonic()))
                 chunk = docs[i:i + batch]
                 produce(cfg.bootstrap_servers, topic, chunk, f"bench-{run_id}")

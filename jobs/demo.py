@@ -1,7 +1,10 @@
-"""The demo: stack up, publish synthetic feeds, run the ingest job, wait for every record, stop, summarise.
+"""The demo: stack up, publish synthetic feeds, run the ingest and partner delivery jobs, wait, stop, summarise.
 
-The job runs as its own process (`python -m jobs.ingest`), as it would under an operator; the demo
-watches the sinks, then asks the job to stop with a savepoint (SIGTERM) and reads everything back.
+The jobs run as their own processes (`python -m jobs.ingest`, `python -m jobs.partner_delivery`), as
+they would under an operator. Partner deliveries go to the partner stand-in (infra/local/partner) on
+loopback, at the shipped clearwater_health contract's rate limit, with OAuth2 client credentials from
+the local Secrets Manager. The demo watches the sinks and the stand-in, then asks both jobs to stop with
+a savepoint (SIGTERM) and reads everything back.
 """
 
 from __future__ import annotations
@@ -105,6 +108,51 @@ def stop_job(job: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int:
     return job.returncode
 
 
+class PartnerRun:
+    """The partner stand-in and the delivery job of one demo run."""
+
+    def __init__(self, log_path: Path) -> None:
+        import json
+
+        from connectors.kms import aws_client
+        from infra.local.partner.harness import PARTNER, provision_credentials, standin_config
+        from infra.local.partner.server import start_in_thread
+        from jobs.partner_delivery import load_delivery_config
+
+        properties = default_properties_path()
+        groups = read_property_groups(properties)
+        contract = load_delivery_config(groups).contracts[PARTNER]
+        self.standin = standin_config(contract.requests_per_second, contract.burst)
+        self.partner = start_in_thread(self.standin)
+        documents = json.loads(properties.read_text())
+        documents.append({"PropertyGroupId": "partners", "PropertyMap": {f"{PARTNER}.base.url": self.partner.url}})
+        self.properties = medistream_home() / "demo_partner_properties.json"
+        self.properties.write_text(json.dumps(documents))
+        cfg = load_delivery_config(read_property_groups(self.properties))
+        provision_credentials(aws_client(cfg.phi, "secretsmanager"), contract, self.standin)
+        self.limit = contract.requests_per_second
+        argv = [sys.executable, "-m", "jobs.partner_delivery", "--properties", str(self.properties)]
+        with log_path.open("ab") as log:
+            self.job = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        env=os.environ.copy(), start_new_session=True)
+
+    def stats(self) -> dict[str, Any]:
+        """The stand-in's counts (deliveries per business key, statuses, busiest second)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.partner.url + "/v1/_stats", timeout=30) as answer:  # noqa: S310 - loopback
+            stats: dict[str, Any] = json.loads(answer.read())
+        return stats
+
+    def stop(self) -> int:
+        """Stop the delivery job with a savepoint, then the stand-in."""
+        try:
+            return stop_job(self.job)
+        finally:
+            self.partner.stop()
+
+
 def run_demo(records: int, seed: int, timeout_s: float) -> int:
     """The first README command after set-up; returns the process exit code."""
     from infra.local import stack
@@ -120,19 +168,28 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
     log_path = medistream_home() / "logs" / "ingest.log"
     print(f"== running the ingest job on the embedded mini-cluster (log: {log_path})")
     job = start_job(log_path)
-    sampler = RssSampler([job.pid, *(c.pid for c in (status.kafka, status.moto) if c.pid)])
+    partner_log = medistream_home() / "logs" / "partner_delivery.log"
+    print(f"== running the partner delivery job against the partner stand-in (log: {partner_log})")
+    delivery = PartnerRun(partner_log)
+    sampler = RssSampler([job.pid, delivery.job.pid, *(c.pid for c in (status.kafka, status.moto) if c.pid)])
     sampler.start()
     want = sum(expected["claims"].values())
+    to_partner = expected["routed"].get("partner:clearwater_health", Counter())
+    partner_stats: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            if job.poll() is not None:
-                print(f"\nmedistream: the ingest job exited early ({job.returncode}); see {log_path}", file=sys.stderr)
-                return 1
+            for name, process, path in (("ingest", job, log_path), ("delivery", delivery.job, partner_log)):
+                if process.poll() is not None:
+                    print(f"\nmedistream: the {name} job exited early ({process.returncode}); see {path}",
+                          file=sys.stderr)
+                    return 1
             have = covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"])
-            print(f"\r   claims committed to Iceberg: {have}/{want}  ({time.monotonic() - started:5.0f} s)",
-                  end="", flush=True)
-            if have >= want:
+            partner_stats = delivery.stats()
+            delivered = sum(1 for k in to_partner if k in partner_stats["deliveries_by_business_key"])
+            print(f"\r   claims committed to Iceberg: {have}/{want}; delivered to the partner: "
+                  f"{delivered}/{len(to_partner)}  ({time.monotonic() - started:5.0f} s)", end="", flush=True)
+            if have >= want and delivered >= len(to_partner):
                 break
             if time.monotonic() > deadline:
                 print(f"\nmedistream: timed out after {timeout_s:.0f} s waiting for the sinks", file=sys.stderr)
@@ -141,14 +198,20 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
         # One more checkpoint so the archive and dead-letter commits of the same records complete.
         time.sleep(cfg.checkpoints.interval_ms / 1000 * 2)
     finally:
-        print("\n== stopping the job with a savepoint")
+        print("\n== stopping the jobs with a savepoint")
         code = stop_job(job)
+        partner_code = delivery.stop()
         sampler.stop()
     sinks = read_sinks(cfg)
-    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started)
+    held = Counter({k: partner_stats.get("deliveries_by_business_key", {}).get(k, 0) for k in to_partner})
+    partner = {"held": held, "wanted": to_partner, "stop_code": partner_code, "limit": delivery.limit,
+               "max_per_1s": partner_stats.get("max_admitted_per_1s", 0),
+               "refused_429": partner_stats.get("by_status", {}).get("429", 0)}
+    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, partner)
 
 
-def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss: int, elapsed_s: float) -> int:
+def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss: int, elapsed_s: float,
+                  partner: dict[str, Any] | None = None) -> int:
     """Print what each sink holds for this run's records; 0 when every count matches exactly."""
 
     def held(found: Counter[str], wanted: Counter[str]) -> int:
@@ -164,6 +227,9 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     # Every routed sink: each record type's table and the curated topics (by business key).
     rows += [(f"routed to {sink}", held(sinks.routed.get(sink, Counter()), keys), sum(keys.values()))
              for sink, keys in sorted(expected["routed"].items())]
+    if partner is not None:  # exactly once by business key at the stand-in
+        rows.append(("delivered to clearwater_health (stand-in)", sum(partner["held"].values()),
+                     sum(partner["wanted"].values())))
     print(f"\nrecords in: {expected['records']}  (exact re-sends for dedup to drop: {expected['resends_dropped']}; "
           f"an 834 member's dependents are records of their own)")
     for name, have, want in rows:
@@ -172,7 +238,11 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     reasons = Counter(sinks.dead_letter_reasons[k] for k in expected["dead_letters"] if k in sinks.dead_letter_reasons)
     print(f"  dead-letter reasons                   {dict(reasons)}")
     print(f"  peak RSS (stack + job)                {peak_rss / 2**20:7.0f} MiB")
-    print(f"  job stopped with savepoint            {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
+    if partner is not None:
+        print(f"  partner busiest second / 429s         {partner['max_per_1s']:>7}  (limit {partner['limit']:g}/s; "
+              f"429s: {partner['refused_429']})")
+        stop_code = stop_code or partner["stop_code"]
+    print(f"  jobs stopped with savepoint           {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
     print(f"  elapsed                               {elapsed_s:7.0f} s")
     ok = stop_code == 0 and all(have == want for _, have, want in rows)
     return 0 if ok else 1
