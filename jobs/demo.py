@@ -115,7 +115,7 @@ class PartnerRun:
         import json
 
         from connectors.kms import aws_client
-        from infra.local.partner.harness import PARTNER, provision_credentials, standin_config
+        from infra.local.partner.harness import PARTNER, provision_credentials, standin_config, with_partners
         from infra.local.partner.server import start_in_thread
         from jobs.partner_delivery import load_delivery_config
 
@@ -124,8 +124,7 @@ class PartnerRun:
         contract = load_delivery_config(groups).contracts[PARTNER]
         self.standin = standin_config(contract.requests_per_second, contract.burst)
         self.partner = start_in_thread(self.standin)
-        documents = json.loads(properties.read_text())
-        documents.append({"PropertyGroupId": "partners", "PropertyMap": {f"{PARTNER}.base.url": self.partner.url}})
+        documents = with_partners(json.loads(properties.read_text()), {f"{PARTNER}.base.url": self.partner.url})
         self.properties = medistream_home() / "demo_partner_properties.json"
         self.properties.write_text(json.dumps(documents))
         cfg = load_delivery_config(read_property_groups(self.properties))
@@ -228,7 +227,7 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     rows += [(f"routed to {sink}", held(sinks.routed.get(sink, Counter()), keys), sum(keys.values()))
              for sink, keys in sorted(expected["routed"].items())]
     if partner is not None:  # exactly once by business key at the stand-in
-        rows.append(("delivered to clearwater_health (stand-in)", sum(partner["held"].values()),
+        rows.append(("delivered to the partner (stand-in)", sum(partner["held"].values()),
                      sum(partner["wanted"].values())))
     print(f"\nrecords in: {expected['records']}  (exact re-sends for dedup to drop: {expected['resends_dropped']}; "
           f"an 834 member's dependents are records of their own)")

@@ -72,6 +72,7 @@ from schemas.partner_contract import (
 
 log = logging.getLogger("medistream.partner_delivery")
 JOB_NAME = "medistream-partner-delivery"
+FATAL = "\x00fatal:"  # marks a fatal delivery error on the async operator's output (never a dead letter)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 METRICS = ("delivered", "retried", "dead_lettered", "rate_limited", "skipped_acked", "skipped_dead", "busy_waits",
            "lease_lost")
@@ -248,6 +249,16 @@ def make_senders(cfg: DeliveryConfig, index: int, parallelism: int, owner: str,
     return senders
 
 
+def fail_on_fatal(letter: str) -> str:
+    """Pass dead letters on; raise DeliveryFailed (PHI-free) for a fatal marker, failing the task before
+    the next checkpoint barrier, so the record is replayed (it is still IN_FLIGHT in the ledger)."""
+    from connectors.partners.sender import DeliveryFailed
+
+    if letter.startswith(FATAL):
+        raise DeliveryFailed(letter[len(FATAL):])
+    return letter
+
+
 class DeliverFunction(AsyncFunction):  # type: ignore[misc]
     """The AsyncFunction: one PartnerSender per partner in each subtask, sharing one aiohttp session."""
 
@@ -273,14 +284,27 @@ class DeliverFunction(AsyncFunction):  # type: ignore[misc]
         log.info("subtask %d/%d delivering to %s as %s", index, parallelism, ", ".join(self.senders), owner)
 
     async def async_invoke(self, value: Any) -> list[str]:
+        # Never raise from here: PyFlink's async operator writes the whole input record into the
+        # exception it reports. A fatal error becomes a marker that `fail_on_fatal` raises PHI-free.
         import aiohttp
 
+        from connectors.partners.sender import DeliveryFailed
+
         partner, text = value[0], value[1]
-        if self._session is None:  # created on the operator's event loop
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
-        outcome = await self.senders[partner].deliver(self._session, json.loads(text))
+        try:
+            if self._session is None:  # created on the operator's event loop
+                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+            outcome = await self.senders[partner].deliver(self._session, json.loads(text))
+        except DeliveryFailed as err:  # our messages are PHI-free
+            return [f"{FATAL}{err}"]
+        except Exception as err:  # anything else: its type only, the message might quote data
+            return [f"{FATAL}partner {partner}: {type(err).__name__} while delivering"]
         letter = outcome.dead_letter(time.time_ns() // 1_000_000)
         return [letter] if letter else []
+
+    def timeout(self, value: Any) -> list[str]:
+        """PHI-free, unlike the default, which quotes the input record."""
+        return [f"{FATAL}partner {value[0]}: a delivery did not finish within {self.cfg.async_timeout_s} s"]
 
     def close(self) -> None:
         # The operator's event loop is stopped before close(): the session's sockets go with the process.
@@ -332,7 +356,8 @@ def build(env: Any, cfg: DeliveryConfig) -> None:
             .set_transactional_id_prefix(f"{cfg.runtime.job_name}-dead-letters")
             .set_property("transaction.timeout.ms", str(cfg.transaction_timeout_ms))
             .build())
-    delivered.sink_to(sink).uid("dead-letters").name("partner-dead-letters")
+    (delivered.map(fail_on_fatal, output_type=Types.STRING()).uid("fail-on-fatal").name("fail-on-fatal")
+     .sink_to(sink).uid("dead-letters").name("partner-dead-letters"))
 
 
 def main(argv: list[str] | None = None) -> int:

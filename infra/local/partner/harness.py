@@ -50,9 +50,18 @@ def delivery_properties(run_id: str, home: Path, standin_url: str, contracts_dir
         "group.id": f"partner-t{run_id}", "checkpoints.dir": (home / "partner-checkpoints").as_uri(),
         "job.name": f"partner-{run_id}", **(partners or {}),
     }
-    groups.append({"PropertyGroupId": "partners", "PropertyMap": group})
-    path.write_text(json.dumps(groups))
+    path.write_text(json.dumps(with_partners(groups, group)))
     return path
+
+
+def with_partners(documents: list[dict[str, Any]], overrides: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Property documents with `overrides` merged into the `partners` group (added when missing)."""
+    group = next((g for g in documents if g["PropertyGroupId"] == "partners"), None)
+    if group is None:
+        group = {"PropertyGroupId": "partners", "PropertyMap": {}}
+        documents.append(group)
+    group["PropertyMap"].update(overrides)
+    return documents
 
 
 def provision_credentials(secrets_client: Any, contract: Any, config: PartnerConfig) -> None:
