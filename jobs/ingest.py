@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +47,7 @@ from jobs.runtime import (
     initialize_filesystems,
     latest_restore_point,
     prepare_process_environment,
-    savepoint_directory,
-    stop_with_savepoint,
+    run_until_stopped,
 )
 from schemas.contracts import load_contracts
 from udfs.routing import partners, routes_column
@@ -257,18 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s running (restored from %s)", client.get_job_id(), restore or "nothing")
 
-    stop_requested: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_requested.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, _frame: stop_requested.append(signum))
-    while not stop_requested:
-        status = str(client.get_job_status().result())
-        if status in ("FAILED", "CANCELED", "FINISHED"):
-            log.error("job ended on its own with status %s; see the Flink log", status)
-            return 1
-        time.sleep(1)
-    path = stop_with_savepoint(client, savepoint_directory(cfg.checkpoints))
-    log.info("stopped with savepoint %s", path)
-    return 0
+    return run_until_stopped(client, cfg.checkpoints, log)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import argparse
 import json
 import logging
 import math
-import signal
 import sys
 import time
 import uuid
@@ -367,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         initialize_filesystems,
         latest_restore_point,
         prepare_process_environment,
-        savepoint_directory,
-        stop_with_savepoint,
+        run_until_stopped,
     )
 
     parser = argparse.ArgumentParser(prog="python -m jobs.partner_delivery", description=__doc__.split("\n\n")[0])
@@ -397,18 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("job %s delivering to %s (restored from %s; %d reveal grants audited)", client.get_job_id(),
              ", ".join(sorted(cfg.contracts)), restore or "nothing", audited)
 
-    stop_requested: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_requested.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, _frame: stop_requested.append(signum))
-    while not stop_requested:
-        status = str(client.get_job_status().result())
-        if status in ("FAILED", "CANCELED", "FINISHED"):
-            log.error("job ended on its own with status %s; see the Flink log", status)
-            return 1
-        time.sleep(1)
-    path = stop_with_savepoint(client, savepoint_directory(cfg.checkpoints))
-    log.info("stopped with savepoint %s", path)
-    return 0
+    return run_until_stopped(client, cfg.checkpoints, log)
 
 
 if __name__ == "__main__":

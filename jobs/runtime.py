@@ -10,6 +10,7 @@ What this encodes was measured on PyFlink 2.2 (docs/decisions/0001-flink-version
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import sysconfig
@@ -122,3 +123,22 @@ def stop_with_savepoint(client: JobClient, savepoint_dir: str, timeout_s: float 
     canonical = jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
     future = client._j_job_client.stopWithSavepoint(False, savepoint_dir, canonical)
     return str(future.get(int(timeout_s * 1000), jvm.java.util.concurrent.TimeUnit.MILLISECONDS))
+
+
+def run_until_stopped(client: JobClient, checkpoints: CheckpointConfig, log: logging.Logger) -> int:
+    """Watch a running job until SIGTERM/SIGINT (then stop it with a savepoint: 0) or its own end (1)."""
+    import signal
+    import time
+
+    stop_requested: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_requested.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: stop_requested.append(signum))
+    while not stop_requested:
+        status = str(client.get_job_status().result())
+        if status in ("FAILED", "CANCELED", "FINISHED"):
+            log.error("job ended on its own with status %s; see the Flink log", status)
+            return 1
+        time.sleep(1)
+    path = stop_with_savepoint(client, savepoint_directory(checkpoints))
+    log.info("stopped with savepoint %s", path)
+    return 0
