@@ -40,6 +40,7 @@ import logging
 import math
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -296,7 +297,9 @@ class DeliverFunction(AsyncFunction):  # type: ignore[misc]
             outcome = await self.senders[partner].deliver(self._session, json.loads(text))
         except DeliveryFailed as err:  # our messages are PHI-free
             return [f"{FATAL}{err}"]
-        except Exception as err:  # anything else: its type only, the message might quote data
+        except Exception as err:  # anything else: its type and frames only, the message might quote data
+            log.error("partner %s: %s while delivering, at:\n%s", partner, type(err).__name__,
+                      "".join(traceback.format_tb(err.__traceback__)))
             return [f"{FATAL}partner {partner}: {type(err).__name__} while delivering"]
         letter = outcome.dead_letter(time.time_ns() // 1_000_000)
         return [letter] if letter else []
