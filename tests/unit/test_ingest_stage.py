@@ -185,7 +185,12 @@ def test_dead_letters_hold_no_value_of_the_record(stage: IngestStage, generated:
         sealed_record = None if refused.record is None else orjson.dumps(refused.record)
         letter = DeadLetter.from_error(refused.error, g.payload, source, refused.record_id, 0, SEAL, refused.position,
                                        record=sealed_record)
-        body = letter.to_json()
+        # The sealed payload is AES-GCM output under a random nonce, in base64: any 4-letter value turns up
+        # in such text now and then by chance (a name matched once in ~3 CI runs). It is opaque, and it
+        # is checked above by opening it; the search covers every other field.
+        wire = orjson.loads(letter.to_json())
+        wire.pop("protected_payload")
+        body = orjson.dumps(wire).decode()
         record = orjson.loads(g.payload)
         # The content is there, but only sealed: it opens with the dead-letter context and no other.
         assert letter.protected_payload is not None
