@@ -1,0 +1,66 @@
+"""Per-feed API keys, stored hashed in Secrets Manager; a key for feed A never opens feed B.
+
+The secret (`ingest_api.keys.secret`) is a JSON object {feed: ["sha256:<hex>", ...]}: the keys
+themselves are shown once, to the feed's owner, and never stored. A key is `msk_<random>`; its
+digest is SHA-256 over the whole key (keys carry 192 random bits, so no salt or slow hash is
+needed: there is nothing to brute-force). Comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+PREFIX = "msk_"
+
+
+class KeysError(Exception):
+    """The key store is missing or malformed (the service does not start); names the secret, never a key."""
+
+
+def new_key() -> tuple[str, str]:
+    """A new API key and the digest to store for it."""
+    key = PREFIX + secrets.token_urlsafe(24)
+    return key, digest(key)
+
+
+def digest(key: str) -> str:
+    """The stored form of a key."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class FeedKeys:
+    """Digests per feed, checked in constant time per candidate."""
+
+    def __init__(self, digests: Mapping[str, list[str]]) -> None:
+        self._digests = {feed: tuple(d.encode() for d in values) for feed, values in digests.items()}
+
+    def allows(self, feed: str, key: str | None) -> bool:
+        """Whether `key` is one of `feed`'s keys."""
+        if not key or not key.startswith(PREFIX):
+            return False
+        given = digest(key).encode()
+        # Compare against every candidate (no early exit), so timing says nothing about which matched.
+        return sum(hmac.compare_digest(given, d) for d in self._digests.get(feed, ())) > 0
+
+
+def load_keys(secrets_client: Any, secret_id: str) -> FeedKeys:
+    """Read the key digests; KeysError if the secret is missing or not {feed: [digest, ...]}."""
+    try:
+        text = secrets_client.get_secret_value(SecretId=secret_id)["SecretString"]
+    except Exception as err:  # botocore's classes are per service; the code is what matters
+        code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
+        raise KeysError(f"API key secret {secret_id}: cannot be read ({code})") from None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise KeysError(f"API key secret {secret_id}: not JSON") from None
+    if not isinstance(doc, dict) or not all(
+            isinstance(v, list) and all(isinstance(d, str) and d.startswith("sha256:") for d in v)
+            for v in doc.values()):
+        raise KeysError(f"API key secret {secret_id}: must be {{feed: [\"sha256:<hex>\", ...]}}")
+    return FeedKeys(doc)

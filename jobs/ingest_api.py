@@ -1,0 +1,134 @@
+"""`medistream ingest-api`: serve the REST ingestion API, or manage its per-feed API keys.
+
+    medistream ingest-api serve [--properties FILE] [--port N]
+    medistream ingest-api add-key --feed FEED      # prints a new key once; only its digest is stored
+
+Serves on 127.0.0.1 (TLS in production is the load balancer's). Configuration: group `ingest_api`
+(`port`, `keys.secret`, `idempotency.table`, `max.batch`, `body.timeout.s`, `rate`, `burst`, and per
+feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`, AWS endpoint from `phi`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.config import PropertyGroup, default_properties_path, load_phi_config, read_property_groups
+
+log = logging.getLogger("medistream.ingest_api")
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class IngestApiConfig:
+    """The service's settings (names only: key digests live in Secrets Manager)."""
+
+    port: int
+    keys_secret: str
+    idempotency_table: str
+    bootstrap_servers: str
+    contracts_dir: str
+    max_batch: int
+    body_timeout_s: float
+    rate: float
+    burst: int
+    feed_rates: Mapping[str, tuple[float, int]]
+
+
+def load_api_config(groups: Mapping[str, Mapping[str, str]]) -> IngestApiConfig:
+    """Validate the `ingest_api`, `kafka` and `feeds` groups."""
+    api, kafka, feeds = (PropertyGroup(groups, n) for n in ("ingest_api", "kafka", "feeds"))
+    raw = groups.get("ingest_api", {})
+    rate, burst = float(api.str("rate", "200")), api.int("burst", 400)
+    feed_rates = {k.removesuffix(".rate"): (float(v), int(raw.get(k.removesuffix(".rate") + ".burst", burst)))
+                  for k, v in raw.items() if k.endswith(".rate") and k != "rate"}
+    return IngestApiConfig(
+        port=api.int("port", 18090), keys_secret=api.str("keys.secret", "medistream/ingest-api/keys"),
+        idempotency_table=api.str("idempotency.table", "medistream-ingest-idempotency"),
+        bootstrap_servers=kafka.str("bootstrap.servers"), contracts_dir=feeds.str("contracts.dir", ""),
+        max_batch=api.int("max.batch", 1000), body_timeout_s=float(api.str("body.timeout.s", "10")),
+        rate=rate, burst=burst, feed_rates=feed_rates)
+
+
+def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]]) -> tuple[Any, Any]:
+    """(Starlette app, producer) over the configured contracts, key digests and idempotency table."""
+    from connectors.ingest_api.app import ApiSettings, build_app
+    from connectors.ingest_api.keys import load_keys
+    from connectors.ingest_api.producer import KafkaSender
+    from connectors.ingest_api.receipts import Receipts, ensure_receipts_table
+    from connectors.kms import aws_client
+    from schemas.contracts import FEEDS_DIR, load_contracts
+
+    phi = load_phi_config(groups)
+    contracts = load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
+    keys = load_keys(aws_client(phi, "secretsmanager"), cfg.keys_secret)
+    dynamodb = aws_client(phi, "dynamodb")
+    ensure_receipts_table(dynamodb, cfg.idempotency_table)
+    producer = KafkaSender(cfg.bootstrap_servers)
+    settings = ApiSettings(max_batch=cfg.max_batch, body_timeout_s=cfg.body_timeout_s, default_rate=cfg.rate,
+                           default_burst=cfg.burst)
+    app = build_app(contracts, keys, producer, Receipts(dynamodb, cfg.idempotency_table), settings,
+                    dict(cfg.feed_rates))
+    return app, producer
+
+
+def add_key(groups: Mapping[str, Mapping[str, str]], feed: str) -> str:
+    """Create a key for `feed`, store its digest (creating the secret if needed), return the key."""
+    from connectors.ingest_api.keys import new_key
+    from connectors.kms import aws_client
+    from infra.local.partner.provision import put_secret
+
+    cfg = load_api_config(groups)
+    secrets = aws_client(load_phi_config(groups), "secretsmanager")
+    try:
+        doc = json.loads(secrets.get_secret_value(SecretId=cfg.keys_secret)["SecretString"])
+    except secrets.exceptions.ResourceNotFoundException:
+        doc = {}
+    key, digest = new_key()
+    doc.setdefault(feed, []).append(digest)
+    put_secret(secrets, cfg.keys_secret, doc)
+    return key
+
+
+def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (uvicorn's own handling), then flush the producer."""
+    import uvicorn
+
+    cfg = load_api_config(groups)
+    app, producer = build_service(cfg, groups)
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port or cfg.port, access_log=False,
+                                           timeout_keep_alive=5, log_level="info"))
+    try:
+        server.run()
+    finally:
+        left = producer.close()
+        log.info("ingest API stopped; %d messages unacknowledged at shutdown", left)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`serve` or `add-key`."""
+    parser = argparse.ArgumentParser(prog="medistream ingest-api", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("serve", help="serve on 127.0.0.1")
+    run.add_argument("--port", type=int)
+    key = sub.add_parser("add-key", help="create an API key for a feed (printed once)")
+    key.add_argument("--feed", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
+    if args.action == "add-key":
+        print(add_key(groups, args.feed))
+        return 0
+    return serve(groups, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
