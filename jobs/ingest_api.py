@@ -82,7 +82,7 @@ def add_key(groups: Mapping[str, Mapping[str, str]], feed: str) -> str:
     """Create a key for `feed`, store its digest (creating the secret if needed), return the key."""
     from connectors.ingest_api.keys import new_key
     from connectors.kms import aws_client
-    from infra.local.partner.provision import put_secret
+    from connectors.secrets import put_secret
 
     cfg = load_api_config(groups)
     secrets = aws_client(load_phi_config(groups), "secretsmanager")

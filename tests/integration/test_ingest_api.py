@@ -25,7 +25,7 @@ from connectors.ingest_api.producer import KafkaSender
 from connectors.ingest_api.receipts import Receipts, ensure_receipts_table
 from connectors.kafka import create_missing_topics
 from connectors.kms import aws_client
-from infra.local.partner.provision import put_secret
+from connectors.secrets import put_secret
 from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from schemas.contracts import FEEDS_DIR, load_contracts
 
@@ -98,8 +98,8 @@ def api(stack: object, tmp_path: Path) -> Iterator[Api]:
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
     async def main() -> tuple[int, dict[str, Any], dict[str, str]]:
         async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as answer:
-            headers = {name.lower(): value for name, value in answer.headers.items()}
-            return answer.status, await answer.json(content_type=None), headers
+            received = {name.lower(): value for name, value in answer.headers.items()}
+            return answer.status, await answer.json(content_type=None), received
 
     return asyncio.run(main())
 

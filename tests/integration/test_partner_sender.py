@@ -28,6 +28,7 @@ from connectors.partners.sender import (
     Outcome,
     PartnerSender,
 )
+from connectors.secrets import put_secret
 from infra.local.partner.curated import curated_messages
 from infra.local.partner.harness import (
     PARTNER,
@@ -36,7 +37,6 @@ from infra.local.partner.harness import (
     standin_config,
     write_contract,
 )
-from infra.local.partner.provision import put_secret
 from infra.local.partner.rules import PartnerConfig, rejected
 from infra.local.partner.server import PartnerHandle, start_in_thread
 from infra.local.settings import StackSettings
@@ -235,7 +235,8 @@ def test_refused_credentials_fail_the_job_loudly_after_bounded_retries(
                {"client_id": "medistream-local", "client_secret": "not-the-secret"})
     with pytest.raises(DeliveryFailed, match="http_401") as failure:
         run.deliver(run.sender(), messages[:1])
-    assert "not-the-secret" not in str(failure.value) and standin.client_secret not in str(failure.value)
+    secret = standin.client_secret or ""
+    assert secret and "not-the-secret" not in str(failure.value) and secret not in str(failure.value)
     assert run.stats()["deliveries"] == 0
 
 

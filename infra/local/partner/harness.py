@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from infra.local.partner.provision import put_secret
+from connectors.secrets import put_secret
 from infra.local.partner.rules import PartnerConfig
 from schemas.partner_contract import PARTNERS_DIR
 
