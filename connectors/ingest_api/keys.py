@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
+
+from connectors.secrets import read_json_object
 
 PREFIX = "msk_"
 
@@ -50,16 +51,8 @@ class FeedKeys:
 
 def load_keys(secrets_client: Any, secret_id: str) -> FeedKeys:
     """Read the key digests; KeysError if the secret is missing or not {feed: [digest, ...]}."""
-    try:
-        text = secrets_client.get_secret_value(SecretId=secret_id)["SecretString"]
-    except Exception as err:  # botocore's classes are per service; the code is what matters
-        code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
-        raise KeysError(f"API key secret {secret_id}: cannot be read ({code})") from None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise KeysError(f"API key secret {secret_id}: not JSON") from None
-    if not isinstance(doc, dict) or not all(
+    doc = read_json_object(secrets_client, secret_id, f"API key secret {secret_id}", KeysError)
+    if not all(
             isinstance(v, list) and all(isinstance(d, str) and d.startswith("sha256:") for d in v)
             for v in doc.values()):
         raise KeysError(f"API key secret {secret_id}: must be {{feed: [\"sha256:<hex>\", ...]}}")

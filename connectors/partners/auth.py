@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from connectors.secrets import read_json_object
 from schemas.partner_contract import Auth
 
 TOKEN_MARGIN_S = 60.0  # refresh an access token this long before it expires
@@ -40,17 +40,7 @@ class Credentials:
 def load_credentials(secrets_client: Any, auth: Auth, partner: str) -> Credentials:
     """Read and check the partner's secret; AuthError names the partner and secret id, never a value."""
     where = f"partner {partner}: secret {auth.secret_id}"
-    try:
-        text = secrets_client.get_secret_value(SecretId=auth.secret_id)["SecretString"]
-    except Exception as err:  # botocore raises service-specific classes; the code is what matters
-        code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
-        raise AuthError(f"{where}: cannot be read ({code})") from None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise AuthError(f"{where}: is not a JSON object") from None
-    if not isinstance(doc, dict):
-        raise AuthError(f"{where}: is not a JSON object")
+    doc = read_json_object(secrets_client, auth.secret_id, where, AuthError)
     wanted = ("client_id", "client_secret") if auth.type == "oauth2_client_credentials" else ("key",)
     missing = [name for name in wanted if not isinstance(doc.get(name), str) or not doc[name]]
     if missing:
