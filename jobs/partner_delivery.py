@@ -24,8 +24,9 @@ key `d1-<sha256(partner, business key, record_id)>`:
    transactions); a restore or backfill that replays an already-dead record emits its dead letter
    again with the same `dead_letter_id`, so consumers keep the first per id.
 5. The partner's rate limit is divided exactly among the subtasks (udfs.delivery.share), so the
-   partner sees at most `burst + rate x T` requests in any T seconds from this job, less `rate.headroom`.
-   A 429 pauses the partner in that subtask for its Retry-After.
+   partner sees at most `burst + rate x T` requests in any T seconds from this job. The job takes
+   (1 - `rate.headroom`) of the rate and half the burst, leaving the partner's bucket slack for
+   network jitter. A 429 pauses the partner in that subtask for its Retry-After.
 
 Fatal errors (credentials refused after `auth_retries`, a request the partner cannot take at all)
 fail the job: Flink restarts it with exponential back-off, and the log says why. Logs, metrics and
