@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -155,7 +156,7 @@ def build_app(contracts: Mapping[str, Any], keys: FeedKeys, producer: Producer, 
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 128:
             raise Refusal(400, "idempotency_key_must_be_1_to_128_characters")
-        receipt = f"rcpt-{hashlib.sha256(body).hexdigest()[:32]}"
+        receipt = f"rcpt-{uuid.uuid4().hex}"  # per request; with an Idempotency-Key, the claim's own
         if key is not None and receipts is not None:
             claim = await blocking(receipts.claim, feed, key, hashlib.sha256(body).hexdigest())
             if claim.claim is Claim.CONFLICT:
