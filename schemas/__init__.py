@@ -101,3 +101,12 @@ def validator(record_type: str) -> Draft202012Validator:
     return Draft202012Validator(
         load_schema(record_type), format_checker=Draft202012Validator.FORMAT_CHECKER
     )
+
+
+def raise_first_error(checker: Draft202012Validator, document: Any, origin: str, error: type[Exception]) -> None:
+    """Raise `error("<origin>: <path>: <message>")` for the first violation in path order, if there is one."""
+    errors = sorted(checker.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise error(f"{origin}: {where}: {first.message}")

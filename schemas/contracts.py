@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-from schemas import is_readable_version
+from schemas import is_readable_version, raise_first_error
 from udfs.routing import Route, RouteError, parse_routes
 
 FEEDS_DIR = Path(__file__).resolve().parent / "feeds"
@@ -68,11 +68,7 @@ def _contract_validator() -> Draft202012Validator:
 
 def parse_contract(document: Any, origin: str) -> FeedContract:
     """Check one contract document against the contract schema and the semantic rules."""
-    errors = sorted(_contract_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise ContractError(f"{origin}: {where}: {first.message}")
+    raise_first_error(_contract_validator(), document, origin, ContractError)
     doc: dict[str, Any] = document
     fmt = doc["format"]
     options: dict[str, Any] = dict(fmt.get("options") or {})

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-from schemas import leaf_paths
+from schemas import leaf_paths, raise_first_error
 from schemas.phi_access import AccessRules
 
 PARTNERS_DIR = Path(__file__).resolve().parent / "partners"
@@ -119,11 +119,7 @@ def _check_mapping(origin: str, record_type: str, doc: dict[str, Any], allowed: 
 
 def parse_partner_contract(document: Any, origin: str, allowed_reveal_fields: AllowedReveal) -> PartnerContract:
     """Check one contract document against the schema, the canonical paths and the allowed reveal fields."""
-    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise PartnerContractError(f"{origin}: {where}: {first.message}")
+    raise_first_error(_validator(), document, origin, PartnerContractError)
     doc: dict[str, Any] = document
     auth = dict(doc["auth"])
     own = {"hmac": ("algorithm", "header", "timestamp_header"), "oauth2_client_credentials": ("token_url", "scope")}
