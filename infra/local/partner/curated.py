@@ -62,12 +62,11 @@ def curated_messages(n: int, seed: int, phi: PhiConfig, partner: str,
 
 
 def message(accepted: Any, pointer: str) -> dict[str, Any]:
-    """The curated message of an accepted record (the ingest job's partner-topic columns)."""
-    fields = {"record_id": accepted.record_id, "record_type": accepted.record_type, "feed": accepted.feed,
-              "business_key": accepted.keys.business_key, "original_key": accepted.keys.original_key,
-              "sent_at_ms": accepted.sent_at_ms, "ingested_at_ms": int(time.time() * 1000), "source": pointer,
-              "dt": accepted.sent_date, "payload": accepted.payload, "sealed": accepted.sealed}
-    return {name: fields[name] for name, _kind in PARTNER_CURATED_COLUMNS}
+    """The curated message of an accepted record: the ingest operator's row, cut to the partner-topic columns."""
+    from jobs.ingest_operator import ACCEPTED_FIELDS, accepted_row
+
+    row = dict(zip(ACCEPTED_FIELDS, accepted_row(accepted, pointer, int(time.time() * 1000)), strict=True))
+    return {name: row[name] for name, _kind in PARTNER_CURATED_COLUMNS}
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[Mapping[str, Any]], transactional_id: str,
