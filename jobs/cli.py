@@ -66,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 # Commands that own their arguments: everything after the name goes to the module's main().
 PASSTHROUGH = {"chaos": "jobs.chaos", "load-snowflake": "jobs.snowflake_load", "deliver": "jobs.partner_delivery",
-               "ingest-api": "jobs.ingest_api",
+               "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull"}
 
 

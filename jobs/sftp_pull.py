@@ -1,0 +1,202 @@
+"""`medistream sftp-pull`: take new files from partners' own SFTP servers into the landing prefix, once each.
+
+    medistream sftp-pull run [--once] [--feed F ...] [--properties FILE]
+
+`--once` lists every feed, waits `settle.s`, lists again, takes what settled and exits (1 if a feed
+failed); without it, it polls every `interval.s` until SIGTERM/SIGINT, finishing the file in hand.
+Partners who push use Transfer Family, which writes the landing prefix itself; this is for partners
+who host their own servers. Configuration: group `sftp_pull`:
+  feeds                 comma-separated feed names (each contract must list the `landing` door)
+  ledger.table          DynamoDB table of what was taken (created if missing)
+  quarantine.path       s3://bucket/prefix/ for refused files, outside the landing path
+  settle.s, interval.s  a file is taken once unchanged for settle.s; polls every interval.s
+  <feed>.host, <feed>.port, <feed>.dir
+  <feed>.host.key       the server's public host key (OpenSSH line): pinned, nothing else accepted
+  <feed>.secret         Secrets Manager secret: {"username", "private_key" | "password"}
+  <feed>.manifest       `sha256` (each file comes with a `<file>.sha256` sidecar) or `none`
+  <feed>.pgp.secret     Secrets Manager secret {"private_key", "signer_cert"?}: files are OpenPGP messages
+  <feed>.after          `keep` (default) or `delete` landed files on the server
+  <feed>.name.reuse     `quarantine` (default) or `land` a known name that comes back with other content
+Landing path and size limit come from `landing`, the S3 endpoint from `s3`, AWS APIs from `phi`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.iceberg import split_s3_url
+from connectors.landing import DEFAULT_MAX_FILE_BYTES
+from connectors.sftp_pull.puller import Destinations, FeedFailed, FeedPuller, SftpFeed
+from jobs.config import ConfigError, PropertyGroup, default_properties_path, load_phi_config, read_property_groups
+
+log = logging.getLogger("medistream.sftp_pull")
+
+
+@dataclass(frozen=True)
+class SftpPullConfig:
+    """The puller's settings (secret names only; credentials stay in Secrets Manager)."""
+
+    feeds: tuple[SftpFeed, ...]
+    ledger_table: str
+    destinations: Destinations
+    settle_s: float
+    interval_s: float
+    contracts_dir: str
+    s3_endpoint: str
+    s3_region: str
+
+
+def _choice(group: PropertyGroup, key: str, allowed: tuple[str, ...]) -> str:
+    value = group.str(key, allowed[0])
+    if value not in allowed:
+        raise ConfigError(f"property 'sftp_pull.{key}' must be one of {', '.join(allowed)}")
+    return value
+
+
+def load_sftp_config(groups: Mapping[str, Mapping[str, str]]) -> SftpPullConfig:
+    """Validate the `sftp_pull`, `landing`, `s3` and `feeds` groups."""
+    pull, landing, s3, feeds = (PropertyGroup(groups, n) for n in ("sftp_pull", "landing", "s3", "feeds"))
+    names = [f.strip() for f in pull.str("feeds", "").split(",") if f.strip()]
+    specs = []
+    for feed in names:
+        manifest = _choice(pull, f"{feed}.manifest", ("none", "sha256"))
+        specs.append(SftpFeed(
+            feed=feed, host=pull.str(f"{feed}.host"), port=pull.int(f"{feed}.port", 22),
+            directory=pull.str(f"{feed}.dir"), host_key=pull.str(f"{feed}.host.key"),
+            secret=pull.str(f"{feed}.secret"), manifest=manifest == "sha256",
+            pgp_secret=pull.str(f"{feed}.pgp.secret", ""),
+            delete_after=_choice(pull, f"{feed}.after", ("keep", "delete")) == "delete",
+            quarantine_name_reuse=_choice(pull, f"{feed}.name.reuse", ("quarantine", "land")) == "quarantine"))
+    landing_bucket, landing_prefix = split_s3_url(landing.str("path"))
+    q_bucket, q_prefix = split_s3_url(pull.str("quarantine.path", f"s3://{landing_bucket}/quarantine/"))
+    if q_bucket == landing_bucket and q_prefix.startswith(landing_prefix):
+        raise ConfigError("property 'sftp_pull.quarantine.path' must be outside the landing path the job reads")
+    return SftpPullConfig(
+        feeds=tuple(specs), ledger_table=pull.str("ledger.table", "medistream-sftp-ledger"),
+        destinations=Destinations(landing_bucket, landing_prefix, q_bucket, q_prefix,
+                                  landing.int("max.file.bytes", DEFAULT_MAX_FILE_BYTES)),
+        settle_s=float(pull.str("settle.s", "5")), interval_s=float(pull.str("interval.s", "30")),
+        contracts_dir=feeds.str("contracts.dir", ""), s3_endpoint=s3.str("endpoint", ""), s3_region=s3.str("region"))
+
+
+def build_pullers(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]], only: list[str] | None = None,
+                  stop: asyncio.Event | None = None) -> list[FeedPuller]:
+    """One puller per configured feed (or the `only` ones); checks contracts, credentials and keys up front."""
+    import boto3
+
+    from connectors.kms import aws_client
+    from connectors.secrets import read_json_object
+    from connectors.sftp_pull.ledger import FileLedger
+    from connectors.sftp_pull.pgp import PgpKeys
+    from schemas.contracts import FEEDS_DIR, load_contracts
+
+    chosen = [f for f in cfg.feeds if not only or f.feed in only]
+    if only and (unknown := sorted(set(only) - {f.feed for f in cfg.feeds})):
+        raise ConfigError(f"feeds not configured in sftp_pull.feeds: {', '.join(unknown)}")
+    contracts = load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
+    phi = load_phi_config(groups)
+    secrets = aws_client(phi, "secretsmanager")
+    ledger = FileLedger(aws_client(phi, "dynamodb"), cfg.ledger_table)
+    ledger.ensure()
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint or None, region_name=cfg.s3_region)
+    pullers = []
+    for feed in chosen:
+        contract = contracts.get(feed.feed)
+        if contract is None:
+            raise ConfigError(f"feed {feed.feed}: no contract")
+        if "landing" not in contract.sources:
+            raise ConfigError(f"feed {feed.feed}: its contract does not list the landing door")
+        credentials = read_json_object(secrets, feed.secret, f"feed {feed.feed} credentials", ConfigError)
+        if "username" not in credentials or not (credentials.get("private_key") or credentials.get("password")):
+            raise ConfigError(f"feed {feed.feed} credentials: need 'username' and 'private_key' or 'password'")
+        pgp = None
+        if feed.pgp_secret:
+            try:
+                pgp = PgpKeys.from_secret(read_json_object(secrets, feed.pgp_secret, f"feed {feed.feed} PGP keys",
+                                                           ConfigError))
+            except ValueError as err:
+                raise ConfigError(f"feed {feed.feed}: {err}") from None
+        pullers.append(FeedPuller(feed, cfg.destinations, ledger, s3, credentials, pgp, cfg.settle_s, stop))
+    return pullers
+
+
+async def _poll_all(pullers: list[FeedPuller]) -> list[str]:
+    """One poll of every feed, concurrently; the PHI-free failures."""
+    results = await asyncio.gather(*(p.poll() for p in pullers), return_exceptions=True)
+    failures = []
+    for result in results:
+        if isinstance(result, FeedFailed):
+            log.error("%s", result)
+            failures.append(str(result))
+        elif isinstance(result, BaseException):
+            raise result
+    return failures
+
+
+async def run_once(pullers: list[FeedPuller], settle_s: float) -> list[str]:
+    """List, wait for files to settle, take them; the failures of the second (taking) round."""
+    await _poll_all(pullers)
+    await asyncio.sleep(settle_s)
+    return await _poll_all(pullers)
+
+
+async def run_forever(pullers: list[FeedPuller], interval_s: float, stop: asyncio.Event) -> None:
+    """Poll every interval until `stop` is set; a failing feed is retried at the next poll."""
+    while not stop.is_set():
+        await _poll_all(pullers)
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            pass
+
+
+def run(groups: Mapping[str, Mapping[str, str]], once: bool, only: list[str] | None = None) -> int:
+    """Build the pullers and run them; prints a JSON summary per feed at the end."""
+    cfg = load_sftp_config(groups)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        pullers = build_pullers(cfg, groups, only, stop)
+        failures: list[str] = []
+        if once:
+            failures = await run_once(pullers, cfg.settle_s)
+        else:
+            await run_forever(pullers, cfg.interval_s, stop)
+        print(json.dumps({p.feed.feed: p.stats.as_dict() for p in pullers}, indent=2))
+        return 1 if failures else 0
+
+    return asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`run`."""
+    parser = argparse.ArgumentParser(prog="medistream sftp-pull", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
+    sub = parser.add_subparsers(dest="action", required=True)
+    go = sub.add_parser("run", help="pull the configured feeds")
+    go.add_argument("--once", action="store_true", help="one settled pull of every feed, then exit")
+    go.add_argument("--feed", action="append", help="only this feed (repeatable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
+    try:
+        return run(groups, args.once, args.feed)
+    except ConfigError as err:
+        print(f"medistream sftp-pull: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
