@@ -122,11 +122,13 @@ class PageClient:
                     if status == 200:
                         if (response.content_length or 0) > self.policy.max_page_bytes:
                             raise FeedFailed("page_too_large", f"feed {self.feed}")
-                        body = await response.content.read(self.policy.max_page_bytes + 1)
-                        if len(body) > self.policy.max_page_bytes:
-                            raise FeedFailed("page_too_large", f"feed {self.feed}")
+                        body = bytearray()
+                        async for chunk in response.content.iter_chunked(1 << 16):
+                            body += chunk
+                            if len(body) > self.policy.max_page_bytes:
+                                raise FeedFailed("page_too_large", f"feed {self.feed}")
                         try:
-                            return parse_page(body, self.lines)
+                            return parse_page(bytes(body), self.lines)
                         except PageRefused as refused:
                             raise FeedFailed(refused.reason, f"feed {self.feed}: the partner's page was refused "
                                              "(nothing of it was produced)") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local import process
-from infra.local.synthetic import Feed, Generated, generate
+from infra.local.synthetic import Feed, Generated, Mix, generate
 
 MARKER = "infra.local.pull_api"
 CLIENT_ID = "medistream-puller"
@@ -79,7 +79,8 @@ def synthetic_records(feed: str, count: int, seed: int, record_type: str = "clai
                       ) -> list[Generated]:
     """`count` records of a json feed from the project's generator (no exact re-sends: each record is new)."""
     feeds = [Feed(feed, record_type, "kafka", "json")]  # type: ignore[arg-type]
-    return list(generate(count, seed, duplicate_rate=0.0, invalid_rate=invalid_rate, feeds=feeds,
+    mix = Mix(**{kind: float(kind == record_type) for kind in ("claim", "payment", "eligibility")})
+    return list(generate(count, seed, mix=mix, duplicate_rate=0.0, invalid_rate=invalid_rate, feeds=feeds,
                          invalid_kinds=invalid_kinds))
 
 
@@ -134,3 +135,53 @@ def write_pull_properties(path: Path, group: Mapping[str, str], contracts_dir: P
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(documents, indent=2))
     return path
+
+
+def topic_messages(bootstrap: str, topic: str, isolation: str = "read_committed",
+                   timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes]]:
+    """Every message of `topic` as (key, value), read to its end (read_committed: committed ones only)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pull-check-{time.time_ns()}",
+                         "enable.auto.commit": False, "isolation.level": isolation, "enable.partition.eof": True})
+    out: list[tuple[bytes | None, bytes]] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        parts = [p for p in meta.partitions
+                 if consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)[1] > 0]
+        if not parts:
+            return out
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        pending, deadline = set(parts), time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout_s} s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                    continue
+                raise RuntimeError(str(msg.error()))
+            out.append((msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+def write_contracts(folder: Path, run_id: str, rest: Sequence[str] = ("hospital_a_claims",),
+                    without_rest: Sequence[str] = ("insurer_b_payments",)) -> Path:
+    """Run-unique copies (t<run>_<feed>) of shipped contracts; those in `rest` also list the rest door."""
+    import yaml
+
+    from schemas.contracts import FEEDS_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for shipped in (*rest, *without_rest):
+        doc = yaml.safe_load((FEEDS_DIR / f"{shipped}.yaml").read_text())
+        doc["feed"] = f"t{run_id}_{shipped}"
+        if shipped in rest:
+            doc["sources"] = sorted({*doc["sources"], "rest"})
+        (folder / f"{doc['feed']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return folder
