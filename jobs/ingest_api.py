@@ -4,8 +4,8 @@
     medistream ingest-api add-key --feed FEED      # prints a new key once; only its digest is stored
 
 Serves on 127.0.0.1 (TLS in production is the load balancer's). Configuration: group `ingest_api`
-(`port`, `keys.secret`, `idempotency.table`, `max.batch`, `body.timeout.s`, `rate`, `burst`, and per
-feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`, AWS endpoint from `phi`.
+(`port`, `keys.secret`, `idempotency.table`, `max.batch`, `body.timeout.s`, `header.timeout.s`, `rate`,
+`burst`, and per feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`, AWS endpoint from `phi`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.config import PropertyGroup, default_properties_path, load_phi_config, read_property_groups
+from jobs.config import ConfigError, PropertyGroup, default_properties_path, load_phi_config, read_property_groups
 
 log = logging.getLogger("medistream.ingest_api")
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,7 @@ class IngestApiConfig:
     contracts_dir: str
     max_batch: int
     body_timeout_s: float
+    header_timeout_s: float
     rate: float
     burst: int
     feed_rates: Mapping[str, tuple[float, int]]
@@ -53,7 +53,19 @@ def load_api_config(groups: Mapping[str, Mapping[str, str]]) -> IngestApiConfig:
         idempotency_table=api.str("idempotency.table", "medistream-ingest-idempotency"),
         bootstrap_servers=kafka.str("bootstrap.servers"), contracts_dir=feeds.str("contracts.dir", ""),
         max_batch=api.int("max.batch", 1000), body_timeout_s=float(api.str("body.timeout.s", "10")),
+        header_timeout_s=_positive(api.str("header.timeout.s", "5"), "ingest_api.header.timeout.s"),
         rate=rate, burst=burst, feed_rates=feed_rates)
+
+
+def _positive(value: str, key: str) -> float:
+    """A number of seconds > 0, or ConfigError naming the key."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigError(f"property '{key}' must be a number of seconds > 0")
+    return seconds
 
 
 def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]]) -> tuple[Any, Any]:
@@ -100,10 +112,12 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
     """Serve until SIGTERM/SIGINT (uvicorn's own handling), then flush the producer."""
     import uvicorn
 
+    from connectors.ingest_api.server import uvicorn_config
+
     cfg = load_api_config(groups)
     app, producer = build_service(cfg, groups)
-    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port or cfg.port, access_log=False,
-                                           timeout_keep_alive=5, log_level="info"))
+    server = uvicorn.Server(uvicorn_config(app, port or cfg.port, cfg.header_timeout_s, timeout_keep_alive=5,
+                                           log_level="info"))
     try:
         server.run()
     finally:

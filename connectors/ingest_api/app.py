@@ -78,7 +78,7 @@ def _api_key(request: Request) -> str | None:
 
 async def _read_body(request: Request, cap: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise Refusal(413, "body_too_large")
     chunks: list[bytes] = []
     size = 0

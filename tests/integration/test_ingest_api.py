@@ -6,133 +6,23 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
-import yaml
 
-from connectors.ingest_api.app import ApiSettings, build_app
-from connectors.ingest_api.keys import load_keys, new_key
-from connectors.ingest_api.producer import KafkaSender
-from connectors.ingest_api.receipts import Receipts, ensure_receipts_table
-from connectors.kafka import create_missing_topics
-from connectors.kms import aws_client
-from connectors.secrets import put_secret
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
-from schemas.contracts import FEEDS_DIR, load_contracts
+from tests.integration.ingest_api_harness import (  # noqa: F401 - api_fixture provides `api`
+    HEADER_TIMEOUT_S,
+    Api,
+    api_fixture,
+    auth,
+    post,
+    raw_messages,
+    records_url,
+)
 
 pytestmark = pytest.mark.integration
-
-BOOTSTRAP = "127.0.0.1:19092"
-
-
-@dataclass
-class Api:
-    """A running API, its feeds (run-unique names) and their keys."""
-
-    url: str
-    run: str
-    keys: dict[str, str]
-
-    def feed(self, shipped: str) -> str:
-        return f"t{self.run}_{shipped}"
-
-
-def _contracts(folder: Path, run: str) -> Path:
-    """Every shipped contract under a run-unique name, with the rest door; one with a small size cap."""
-    folder.mkdir(parents=True)
-    for path in FEEDS_DIR.glob("*.yaml"):
-        doc = yaml.safe_load(path.read_text())
-        shipped = doc["feed"]
-        doc["feed"] = f"t{run}_{shipped}"
-        if shipped != "insurer_b_payments":  # kept kafka-only: the API must refuse it
-            doc["sources"] = sorted({*doc["sources"], "rest"})
-        if shipped == "county_f_eligibility_csv":
-            doc["limits"] = {"max_unit_bytes": 2048}
-        (folder / f"{doc['feed']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return folder
-
-
-@pytest.fixture
-def api(stack: object, tmp_path: Path) -> Iterator[Api]:
-    run = uuid.uuid4().hex[:8]
-    contracts = load_contracts(_contracts(tmp_path / "feeds", run))
-    phi = load_phi_config(read_property_groups(LOCAL_PROPERTIES))
-    secrets, dynamodb = aws_client(phi, "secretsmanager"), aws_client(phi, "dynamodb")
-    keys = {shipped: new_key() for shipped in ("hospital_a_claims", "county_f_eligibility_csv",
-                                               "clearinghouse_i_837p", "insurer_b_payments")}
-    secret_id = f"medistream/ingest-api/test-{run}"
-    put_secret(secrets, secret_id, {f"t{run}_{f}": [digest] for f, (_key, digest) in keys.items()})
-    table = f"ingest-idem-{run}"
-    ensure_receipts_table(dynamodb, table)
-    create_missing_topics(BOOTSTRAP, [f"raw.t{run}_{f}" for f in keys])
-    producer = KafkaSender(BOOTSTRAP)
-    app = build_app(contracts, load_keys(secrets, secret_id), producer, Receipts(dynamodb, table),
-                    ApiSettings(max_batch=50, body_timeout_s=1.5),
-                    rates={f"t{run}_clearinghouse_i_837p": (0.5, 2)})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, access_log=False, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield Api(f"http://127.0.0.1:{port}", run, {f: key for f, (key, _digest) in keys.items()})
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        producer.close()
-        dynamodb.delete_table(TableName=table)
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
-    async def main() -> tuple[int, dict[str, Any], dict[str, str]]:
-        async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as answer:
-            received = {name.lower(): value for name, value in answer.headers.items()}
-            return answer.status, await answer.json(content_type=None), received
-
-    return asyncio.run(main())
-
-
-def records_url(api: Api, shipped: str) -> str:
-    return f"{api.url}/v1/feeds/{api.feed(shipped)}/records"
-
-
-def auth(api: Api, shipped: str, media: str = "application/json", **extra: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api.keys[shipped]}", "Content-Type": media, **extra}
-
-
-def raw_messages(topic: str, expect: int, wait_s: float = 15) -> list[bytes]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"check-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        values: list[bytes] = []
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and len(values) < expect:
-            message = consumer.poll(0.3)
-            if message is not None and not message.error():
-                values.append(message.value() or b"")
-        time.sleep(1)  # and nothing more than expected arrives
-        while (message := consumer.poll(0.5)) is not None:
-            if not message.error():
-                values.append(message.value() or b"")
-        return values
-    finally:
-        consumer.close()
 
 
 def claim(n: int) -> dict[str, Any]:
@@ -220,8 +110,8 @@ def test_the_feed_rate_limit_answers_429_with_retry_after(api: Api) -> None:
 
 
 def test_a_slow_client_is_cut_off_and_lands_nothing(api: Api) -> None:
-    host, port = api.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
+    host, port = api.host_port
+    with socket.create_connection((host, port), timeout=10) as conn:
         head = (f"POST /v1/feeds/{api.feed('hospital_a_claims')}/records HTTP/1.1\r\nHost: {host}\r\n"
                 f"Authorization: Bearer {api.keys['hospital_a_claims']}\r\nContent-Type: application/json\r\n"
                 "Content-Length: 100\r\n\r\n{")
@@ -251,3 +141,70 @@ def test_openapi_document_and_health(api: Api) -> None:
     feeds = post_op["parameters"][0]["schema"]["enum"]
     assert api.feed("hospital_a_claims") in feeds and api.feed("insurer_b_payments") not in feeds
     assert {"202", "400", "401", "413", "415", "429"} <= set(post_op["responses"])
+
+
+def _request(api: Api, record_id: str) -> bytes:
+    body = json.dumps(claim(0) | {"record_id": record_id}).encode()
+    host, _port = api.host_port
+    return (f"POST /v1/feeds/{api.feed('hospital_a_claims')}/records HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {api.keys['hospital_a_claims']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _read_answer(conn: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body) from a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(rest) < length:
+        rest += conn.recv(4096)
+    return head + b"\r\n\r\n" + rest
+
+
+def _dribble(conn: socket.socket, request: bytes, bound_s: float) -> tuple[bytes, float]:
+    """Send `request` a byte every 0.1 s until the server answers or closes; (what it sent back, seconds taken)."""
+    started = time.monotonic()
+    conn.settimeout(0.1)
+    for byte in request:
+        assert time.monotonic() - started < bound_s, "the server let a dribbling client hold the connection"
+        try:
+            conn.sendall(bytes([byte]))
+            answer = conn.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:  # reset: the server closed on us mid-send
+            return b"", time.monotonic() - started
+        return answer, time.monotonic() - started
+    raise AssertionError("the whole request went through byte by byte")
+
+
+def test_a_client_dribbling_its_headers_is_cut_off_and_lands_nothing(api: Api) -> None:
+    request = _request(api, "dribbled")
+    assert len(request) * 0.1 > 4 * HEADER_TIMEOUT_S  # the head alone would take far longer than the deadline
+    with socket.create_connection(api.host_port, timeout=10) as conn:
+        answer, _seconds = _dribble(conn, request, bound_s=HEADER_TIMEOUT_S + 10)
+    assert answer.startswith(b"HTTP/1.1 408") and b"headers_not_received_in_time" in answer
+    assert raw_messages(f"raw.{api.feed('hospital_a_claims')}", 1, wait_s=1) == []
+    assert post(records_url(api, "hospital_a_claims"), json.dumps(claim(1)).encode(),
+                auth(api, "hospital_a_claims"))[0] == 202  # the server still serves
+
+
+def test_the_header_deadline_applies_to_each_keep_alive_request_from_its_first_byte(api: Api) -> None:
+    with socket.create_connection(api.host_port, timeout=10) as conn:
+        conn.sendall(_request(api, "first"))
+        assert _read_answer(conn).startswith(b"HTTP/1.1 202")
+        time.sleep(HEADER_TIMEOUT_S + 0.5)  # idle, but within timeout_keep_alive (5 s): not a slow head
+        conn.sendall(_request(api, "second"))
+        assert _read_answer(conn).startswith(b"HTTP/1.1 202")
+        answer, _seconds = _dribble(conn, _request(api, "third"), bound_s=HEADER_TIMEOUT_S + 10)
+    assert answer.startswith(b"HTTP/1.1 408")
+    landed = [json.loads(v)["record_id"] for v in raw_messages(f"raw.{api.feed('hospital_a_claims')}", 2)]
+    assert sorted(landed) == ["first", "second"]
+
+
+def test_a_connection_that_sends_nothing_is_closed(api: Api) -> None:
+    with socket.create_connection(api.host_port, timeout=HEADER_TIMEOUT_S + 10) as conn:
+        assert conn.recv(4096) == b""  # closed without an answer: there was no request to answer
