@@ -137,7 +137,7 @@ async def _stats(request: web.Request) -> web.Response:
 
 def build_app(config: PullApiConfig) -> web.Application:
     """The aiohttp application over a fresh, empty state."""
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # appends carry many 4-12 KB records
     app[STATE_KEY] = PullState(config, time.monotonic())
     app.router.add_get("/v1/records", _records)
     app.router.add_post("/oauth2/token", _token)
