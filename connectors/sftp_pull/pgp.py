@@ -47,8 +47,9 @@ def decrypt(keys: PgpKeys, ciphertext: bytes) -> bytes:
 
     try:
         opened = pysequoia.decrypt(ciphertext, decryptor=keys.secret_key.decryptor(), store=certs)
-    except Exception:  # wrong key, corrupt or truncated message, bad signature
-        raise PgpRefused("pgp_decrypt_failed") from None
+    except Exception as err:  # wrong key, corrupt or truncated message, no valid signature
+        unsigned = keys.signer is not None and str(err).startswith("Signature verification failed")
+        raise PgpRefused("pgp_signature_missing" if unsigned else "pgp_decrypt_failed") from None
     if keys.signer is not None and not any(
             sig.certificate == keys.signer.fingerprint for sig in opened.valid_sigs):
         raise PgpRefused("pgp_signature_missing")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +71,7 @@ class _Sftp(asyncssh.SFTPServer):
             yield name
         for hostile in self.config.hostile_names:
             attrs = asyncssh.SFTPAttrs(type=asyncssh.FILEXFER_TYPE_REGULAR, size=10, permissions=0o100644,
-                                       mtime=int(time.time()) - 3600)
+                                       mtime=1_700_000_000)
             yield asyncssh.SFTPName(hostile.encode(), attrs=attrs)
 
 
@@ -82,7 +81,7 @@ async def serve(config: SftpServerConfig) -> asyncssh.SSHAcceptor:
     return await asyncssh.listen(
         LOOPBACK, config.port, server_host_keys=[str(config.host_key)],
         server_factory=lambda: _Server(config, authorized), sftp_factory=lambda chan: _Sftp(chan, config),
-        allow_scp=False, agent_forwarding=False, x11_forwarding=False, port_forwarding=False)
+        allow_scp=False, agent_forwarding=False, x11_forwarding=False)  # forwarding: SSHServer refuses by default
 
 
 @dataclass

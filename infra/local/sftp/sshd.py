@@ -30,7 +30,7 @@ def sshd_binary() -> Path:
         return unpacked
     found = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
     if found is None:
-        raise SshdMissing(f"no sshd at {unpacked} or on PATH; `./medistream test` unpacks Debian's openssh-server there")
+        raise SshdMissing(f"no sshd at {unpacked} or on PATH (`./medistream test` unpacks it there)")
     return Path(found)
 
 
