@@ -93,18 +93,20 @@ def emulator_keys(path: Path) -> Counter[str]:
 
 
 class JobProcesses:
-    """Job processes (ingest, loader, delivery), each in its own process group so a kill takes its children too."""
+    """Job processes (ingest, loader, delivery, SFTP puller), each in its own process group with its children."""
 
     def __init__(self, properties: Path, logs: Path) -> None:
         self.properties, self.logs = properties, logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str) -> None:
-        module = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load", "delivery": "jobs.partner_delivery"}[name]
+    def start(self, name: str, *args: str) -> None:
+        """Start a job (`args` after its --properties), logging to <logs>/<name>.log."""
+        module = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load", "delivery": "jobs.partner_delivery",
+                  "sftp": "jobs.sftp_pull"}[name]
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed argv
-                [sys.executable, "-m", module, "--properties", str(self.properties)], cwd=REPO_ROOT,
+                [sys.executable, "-m", module, "--properties", str(self.properties), *args], cwd=REPO_ROOT,
                 stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
 
     def kill(self, name: str) -> None:
