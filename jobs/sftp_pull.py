@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--feed", action="append", help="only this feed (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO/DEBUG lines can name remote paths
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     try:
         return run(groups, args.once, args.feed)
