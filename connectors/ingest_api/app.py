@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -98,16 +99,24 @@ async def _read_body(request: Request, cap: int, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
-def split_records(fmt: str, options: Mapping[str, Any], body: bytes, max_batch: int) -> list[bytes]:
+def _json_records(body: bytes, ndjson: bool) -> list[Any]:
+    """The records of a JSON body: one document (an object or an array), or one per line for NDJSON."""
+    try:
+        if ndjson:
+            return [orjson.loads(line) for line in body.splitlines() if line.strip()]
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Refusal(400, "malformed_json") from None
+    return doc if isinstance(doc, list) else [doc]
+
+
+def split_records(fmt: str, options: Mapping[str, Any], body: bytes, max_batch: int,
+                  media: str = "application/json") -> list[bytes]:
     """The Kafka messages for a body: one per JSON record (a unit for JSON Lines feeds), else the body whole."""
     if not body.strip():
         raise Refusal(400, "empty_body")
     if fmt == "json":
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Refusal(400, "malformed_json") from None
-        records = doc if isinstance(doc, list) else [doc]
+        records = _json_records(body, media == "application/x-ndjson")
         if not records or not all(isinstance(r, dict) for r in records):
             raise Refusal(400, "json_must_be_an_object_or_an_array_of_objects")
         if len(records) > max_batch:
@@ -152,7 +161,7 @@ def build_app(contracts: Mapping[str, Any], keys: FeedKeys, producer: Producer, 
         if media not in CONTENT_TYPES.get(contract.format, ()):
             raise Refusal(415, "unsupported_content_type")
         body = await _read_body(request, contract.max_unit_bytes, settings.body_timeout_s)
-        messages = split_records(contract.format, contract.options, body, settings.max_batch)
+        messages = split_records(contract.format, contract.options, body, settings.max_batch, media)
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 128:
             raise Refusal(400, "idempotency_key_must_be_1_to_128_characters")
@@ -187,4 +196,16 @@ def build_app(contracts: Mapping[str, Any], keys: FeedKeys, producer: Producer, 
         Route("/v1/feeds/{feed}/records", records, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-    ])
+    ], exception_handlers={HTTPException: _http_error, Exception: _server_error})
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route 404, wrong method 405 with Allow) as JSON reason codes like ours."""
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    return JSONResponse({"error": reason}, exc.status_code, exc.headers)
+
+
+async def _server_error(_request: Request, _exc: Exception) -> Response:
+    """A bug answers a JSON reason code too, never the exception (uvicorn still logs the traceback)."""
+    return JSONResponse({"error": "internal_error"}, 500)

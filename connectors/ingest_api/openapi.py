@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "required": True,
+                                "schema": {"type": "integer", "minimum": 1}}}
+_HEADERS: dict[str, dict[str, Any]] = {
+    "401": {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": "Bearer"}}},
+    "409": _RETRY_AFTER, "429": _RETRY_AFTER, "503": _RETRY_AFTER,
+}
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _REFUSALS = {
     "400": "malformed body (PHI-free reason code)", "401": "missing or wrong API key for this feed",
-    "403": "the feed does not accept the rest door", "404": "unknown feed", "408": "body not received in time",
+    "403": "the feed does not accept the rest door", "404": "unknown feed",
+    "408": "request head or body not received in time",
     "409": "a request with this Idempotency-Key is in progress", "413": "body or batch too large",
     "415": "content type does not suit the feed's format", "422": "Idempotency-Key reused with another body",
     "429": "feed rate limit; see Retry-After", "503": "broker unavailable; retry after Retry-After",
@@ -34,9 +41,13 @@ def openapi_document(contracts: Mapping[str, Any], settings: Any) -> dict[str, A
     responses: dict[str, Any] = {
         "202": {"description": "accepted: produced to raw.<feed>", "content": {"application/json": {"schema": {
             "type": "object", "required": ["receipt_id", "records"],
-            "properties": {"receipt_id": {"type": "string"}, "records": {"type": "integer", "minimum": 1}}}}}},
+            "properties": {"receipt_id": {"type": "string"}, "records": {"type": "integer", "minimum": 1}}}}},
+            "headers": {"Idempotent-Replayed": {"description": "the stored receipt of an earlier request with this "
+                                                              "Idempotency-Key and body; nothing was produced",
+                                                "schema": {"type": "string", "const": "true"}}}},
     }
     responses |= {code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+                  | ({"headers": _HEADERS[code]} if code in _HEADERS else {})
                   for code, text in _REFUSALS.items()}
     return {
         "openapi": "3.1.0",
@@ -55,7 +66,12 @@ def openapi_document(contracts: Mapping[str, Any], settings: Any) -> dict[str, A
                 "requestBody": {"required": True, "content": content},
                 "responses": responses,
             }},
-            "/healthz": {"get": {"operationId": "health", "security": [],
-                                 "responses": {"200": {"description": "serving"}}}},
+            "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {
+                "description": "serving, with the feeds that accept the rest door",
+                "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status", "feeds"], "properties": {
+                        "status": {"const": "ok"}, "feeds": {"type": "array", "items": {"type": "string"}}}}}}}}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {"200": {
+                "description": "this document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         },
     }

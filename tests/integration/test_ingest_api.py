@@ -208,3 +208,24 @@ def test_the_header_deadline_applies_to_each_keep_alive_request_from_its_first_b
 def test_a_connection_that_sends_nothing_is_closed(api: Api) -> None:
     with socket.create_connection(api.host_port, timeout=HEADER_TIMEOUT_S + 10) as conn:
         assert conn.recv(4096) == b""  # closed without an answer: there was no request to answer
+
+
+def test_ndjson_bodies_are_one_record_per_line(api: Api) -> None:
+    body = b"".join(json.dumps(claim(n)).encode() + b"\n" for n in (1, 2, 3))
+    status, answer, _ = post(records_url(api, "hospital_a_claims"), body,
+                             auth(api, "hospital_a_claims", "application/x-ndjson"))
+    assert (status, answer["records"]) == (202, 3)
+    landed = [json.loads(v) for v in raw_messages(f"raw.{api.feed('hospital_a_claims')}", 3)]
+    assert sorted(r["record_id"] for r in landed) == ["api-1", "api-2", "api-3"]
+
+
+def test_unrouted_paths_and_methods_answer_json_reason_codes(api: Api) -> None:
+    async def main() -> list[tuple[int, Any, str | None]]:
+        async with aiohttp.ClientSession() as session:
+            answers = []
+            for method, path in (("GET", "/nope"), ("GET", f"/v1/feeds/{api.feed('hospital_a_claims')}/records")):
+                async with session.request(method, f"{api.url}{path}") as answer:
+                    answers.append((answer.status, await answer.json(), answer.headers.get("allow")))
+            return answers
+
+    assert asyncio.run(main()) == [(404, {"error": "not_found"}, None), (405, {"error": "method_not_allowed"}, "POST")]
