@@ -93,7 +93,7 @@ def emulator_keys(path: Path) -> Counter[str]:
 
 
 class JobProcesses:
-    """Job processes (ingest, loader, delivery, SFTP puller), each in its own process group with its children."""
+    """Job and door processes (ingest, loader, delivery, pullers, API), each in its own process group."""
 
     def __init__(self, properties: Path, logs: Path) -> None:
         self.properties, self.logs = properties, logs
@@ -102,7 +102,7 @@ class JobProcesses:
     def start(self, name: str, *args: str) -> None:
         """Start a job (`args` after its --properties), logging to <logs>/<name>.log."""
         module = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load", "delivery": "jobs.partner_delivery",
-                  "sftp": "jobs.sftp_pull"}[name]
+                  "sftp": "jobs.sftp_pull", "rest_pull": "jobs.rest_pull", "api": "jobs.ingest_api"}[name]
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed argv

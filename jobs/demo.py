@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from jobs.config import IngestConfig, default_properties_path, load_ingest_config, medistream_home, read_property_groups
+from jobs.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, Doors, as_the_api_takes_it, entering
 from jobs.readback import iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +30,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def publish_synthetic(
     cfg: IngestConfig, records: int, seed: int, duplicate_rate: float, invalid_rate: float,
-    ground_truth: Path | None = None,
+    ground_truth: Path | None = None, doors: Doors | None = None,
 ) -> dict[str, Any]:
-    """Publish reference data, then records for every feed contract in its own format; return expected counts."""
+    """Publish reference data, then records for every feed contract in its own format; return expected counts.
+
+    With `doors`, three feeds come through the ingestion API, an SFTP pull and a REST pull instead; the
+    expected counts are then over the records that entered through a door (the API refuses some).
+    """
     from infra.local import synthetic
     from infra.local.ground_truth import expected_outcome
     from infra.local.publish import publish
@@ -49,8 +54,18 @@ def publish_synthetic(
     # A running job keeps the newest version it has seen, so each publication gets a higher number.
     publish_reference(s3, ref_bucket, ref_prefix, seed, version=int(time.time()))
     bucket, prefix = split_s3_url(cfg.landing.path)
-    publish(generated, cfg.kafka.bootstrap_servers, s3, bucket, landing_prefix=prefix, contracts=contracts)
-    return expected_outcome(generated, contracts, seed, linkage_digest(cfg))
+    if doors is None:
+        publish(generated, cfg.kafka.bootstrap_servers, s3, bucket, landing_prefix=prefix, contracts=contracts)
+        return expected_outcome(generated, contracts, seed, linkage_digest(cfg))
+    direct, by_door = doors.route(generated)
+    publish(direct, cfg.kafka.bootstrap_servers, s3, bucket, landing_prefix=prefix, contracts=contracts,
+            partner_folders={SFTP_FEED: doors.sftp_folder})
+    accepted = doors.send(by_door)
+    entered = entering(generated, direct, accepted, by_door[PULL_FEED])
+    return expected_outcome(entered, contracts, seed, linkage_digest(cfg)) | {
+        "doors": {"api_sent": len(by_door[API_FEED]), "api_accepted": len(accepted),
+                  "api_refusable": sum(1 for g in by_door[API_FEED] if as_the_api_takes_it(g) is None),
+                  "pull_offered": len(by_door[PULL_FEED])}}
 
 
 def covered(found: Counter[str], wanted: Counter[str]) -> int:
@@ -160,8 +175,16 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
     print("== starting the local stack (Kafka, S3/KMS API, Iceberg catalog)")
     status = stack.up()
     cfg = load_ingest_config(read_property_groups(default_properties_path()))
-    print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
-    expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03)
+    print(f"== starting the ingest doors: the REST ingestion API ({API_FEED}), an SFTP puller ({SFTP_FEED}) and "
+          f"a REST puller ({PULL_FEED}), with partner servers on loopback")
+    doors = Doors(medistream_home())
+    try:
+        doors.start()
+        print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
+        expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03, doors=doors)
+    except BaseException:
+        doors.stop()
+        raise
     # The sinks may hold earlier runs' rows (the job resumes from its last savepoint): this run's
     # seed gives new record ids, and only those are compared.
     log_path = medistream_home() / "logs" / "ingest.log"
@@ -186,9 +209,13 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
             have = covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"])
             partner_stats = delivery.stats()
             delivered = sum(1 for k in to_partner if k in partner_stats["deliveries_by_business_key"])
+            door_stats = doors.summary()
+            doors_done = (door_stats["sftp_landed"] >= door_stats["sftp_files"]
+                          and door_stats["pull_served"]["records_never_served"] == 0)
             print(f"\r   claims committed to Iceberg: {have}/{want}; delivered to the partner: "
-                  f"{delivered}/{len(to_partner)}  ({time.monotonic() - started:5.0f} s)", end="", flush=True)
-            if have >= want and delivered >= len(to_partner):
+                  f"{delivered}/{len(to_partner)}; SFTP files landed: {door_stats['sftp_landed']}/"
+                  f"{door_stats['sftp_files']}  ({time.monotonic() - started:5.0f} s)", end="", flush=True)
+            if have >= want and delivered >= len(to_partner) and doors_done:
                 break
             if time.monotonic() > deadline:
                 print(f"\nmedistream: timed out after {timeout_s:.0f} s waiting for the sinks", file=sys.stderr)
@@ -200,17 +227,27 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
         print("\n== stopping the jobs with a savepoint")
         code = stop_job(job)
         partner_code = delivery.stop()
+        door_stats = doors.summary()
+        doors.stop()
         sampler.stop()
     sinks = read_sinks(cfg)
     held = Counter({k: partner_stats.get("deliveries_by_business_key", {}).get(k, 0) for k in to_partner})
     partner = {"held": held, "wanted": to_partner, "stop_code": partner_code, "limit": delivery.limit,
                "max_per_1s": partner_stats.get("max_admitted_per_1s", 0),
                "refused_429": partner_stats.get("by_status", {}).get("429", 0)}
-    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, partner)
+    served = door_stats["pull_served"]
+    door_rows = [
+        ("refused at the API door (400)", door_stats["api_answers"].get(400, 0), expected["doors"]["api_refusable"]),
+        ("accepted by the API (202)", door_stats["api_answers"].get(202, 0), expected["doors"]["api_accepted"]),
+        ("SFTP files landed once", door_stats["sftp_landed"], door_stats["sftp_files"]),
+        ("REST pull records served once", served["records"] - served["records_never_served"]
+         - served["records_served_more_than_once"], expected["doors"]["pull_offered"]),
+    ]
+    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, partner, door_rows)
 
 
 def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss: int, elapsed_s: float,
-                  partner: dict[str, Any] | None = None) -> int:
+                  partner: dict[str, Any] | None = None, door_rows: list[tuple[str, int, int]] | None = None) -> int:
     """Print what each sink holds for this run's records; 0 when every count matches exactly."""
 
     def held(found: Counter[str], wanted: Counter[str]) -> int:
@@ -229,6 +266,7 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     if partner is not None:  # exactly once by business key at the stand-in
         rows.append(("delivered to the partner (stand-in)", sum(partner["held"].values()),
                      sum(partner["wanted"].values())))
+    rows += door_rows or []
     print(f"\nrecords in: {expected['records']}  (exact re-sends for dedup to drop: {expected['resends_dropped']}; "
           f"an 834 member's dependents are records of their own)")
     for name, have, want in rows:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from connectors.kafka import create_missing_topics
@@ -51,12 +52,15 @@ def publish(
     contracts: Mapping[str, FeedContract] | None = None,
     now: datetime | None = None,
     flush_timeout_s: float = 60.0,
+    partner_folders: Mapping[str, Path] | None = None,
 ) -> PublishSummary:
     """Send every record once; raise PublishError unless Kafka acknowledged all (acks=all, idempotent).
 
     Kafka records are keyed by record_id. Landing records are grouped per feed into objects of at
     most `records_per_file` lines, each written whole with one put_object, so a reader never sees a
-    partial file. Objects for a feed are written in generation order.
+    partial file. Objects for a feed are written in generation order. Feeds in `partner_folders` are
+    pulled from a partner's SFTP server: their files go to that server's folder instead, written as a
+    partner's client does (a `.part` file, renamed when whole), and the SFTP puller lands them.
     """
     if records_per_file < 1:
         raise ValueError("records_per_file must be >= 1")
@@ -104,7 +108,8 @@ def publish(
             batch = batches.setdefault(g.feed, [])
             batch.append(g.payload)
             if len(batch) >= records_per_file:
-                objects.append(_put(s3_client, landing_bucket, landing_prefix, g.feed, day, batch, contracts))
+                objects.append(_put(s3_client, landing_bucket, landing_prefix, g.feed, day, batch, contracts,
+                                    (partner_folders or {}).get(g.feed)))
                 landing_records[g.feed] = landing_records.get(g.feed, 0) + len(batch)
                 batches[g.feed] = []
         else:
@@ -112,7 +117,8 @@ def publish(
 
     for feed, batch in batches.items():
         if batch:
-            objects.append(_put(s3_client, landing_bucket, landing_prefix, feed, day, batch, contracts))
+            objects.append(_put(s3_client, landing_bucket, landing_prefix, feed, day, batch, contracts,
+                                (partner_folders or {}).get(feed)))
             landing_records[feed] = landing_records.get(feed, 0) + len(batch)
 
     remaining = producer.flush(flush_timeout_s) if producer is not None else 0
@@ -152,11 +158,17 @@ def _produce(producer: Any, topic: str, key: bytes, value: bytes, on_delivery: A
 
 
 def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, payloads: list[bytes],
-         contracts: Mapping[str, FeedContract] | None) -> str:
-    """Write one landed file whole (in the feed's format) and return its key."""
+         contracts: Mapping[str, FeedContract] | None, partner_folder: Path | None = None) -> str:
+    """Write one landed file whole (in the feed's format) and return its key, or its path in `partner_folder`."""
     contract = (contracts or {}).get(feed)
     body = encode_unit(contract, payloads) if contract else json_lines(payloads)
     extension = EXTENSIONS[contract.format] if contract else "jsonl"
+    if partner_folder is not None:
+        final = partner_folder / f"{feed}_{day:%Y%m%d}_{uuid.uuid4().hex[:12]}.{extension}"
+        partial = final.with_name(final.name + ".part")
+        partial.write_bytes(body)
+        partial.rename(final)
+        return str(final)
     key = f"{prefix}{feed}/{day:%Y/%m/%d}/{uuid.uuid4()}.{extension}"
     s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/octet-stream")
     return key

@@ -32,7 +32,7 @@ from schemas.contracts import FEEDS_DIR, load_contracts
 
 BOOTSTRAP = "127.0.0.1:19092"
 HEADER_TIMEOUT_S = 1.5
-KAFKA_ONLY = "insurer_b_payments"  # kept without the rest door: the API must refuse it
+KAFKA_ONLY = "insurer_b_payments"  # its copy loses the rest door: the API must refuse it
 
 
 @dataclass
@@ -61,8 +61,7 @@ def _contracts(folder: Path, run: str) -> Path:
         doc = yaml.safe_load(path.read_text())
         shipped = doc["feed"]
         doc["feed"] = f"t{run}_{shipped}"
-        if shipped != KAFKA_ONLY:
-            doc["sources"] = sorted({*doc["sources"], "rest"})
+        doc["sources"] = ["kafka"] if shipped == KAFKA_ONLY else sorted({*doc["sources"], "rest"})
         if shipped == "county_f_eligibility_csv":
             doc["limits"] = {"max_unit_bytes": 2048}
         (folder / f"{doc['feed']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
