@@ -1,6 +1,7 @@
 """`medistream sftp-pull`: take new files from partners' own SFTP servers into the landing prefix, once each.
 
     medistream sftp-pull run [--once] [--feed F ...] [--properties FILE]
+    medistream sftp-pull release --feed F --sha256 S   # an operator lets a quarantined file land
 
 `--once` lists every feed, waits `settle.s`, lists again, takes what settled and exits (1 if a feed
 failed); without it, it polls every `interval.s` until SIGTERM/SIGINT, finishing the file in hand.
@@ -34,7 +35,14 @@ from pathlib import Path
 
 from connectors.iceberg import split_s3_url
 from connectors.landing import DEFAULT_MAX_FILE_BYTES
-from connectors.sftp_pull.puller import Destinations, FeedFailed, FeedPuller, SftpFeed
+from connectors.sftp_pull.puller import (
+    Destinations,
+    FeedFailed,
+    FeedPuller,
+    ReleaseRefused,
+    SftpFeed,
+    release_quarantined,
+)
 from jobs.config import ConfigError, PropertyGroup, default_properties_path, load_phi_config, read_property_groups
 
 log = logging.getLogger("medistream.sftp_pull")
@@ -179,20 +187,42 @@ def run(groups: Mapping[str, Mapping[str, str]], once: bool, only: list[str] | N
     return asyncio.run(main())
 
 
+def release(groups: Mapping[str, Mapping[str, str]], feed: str, sha256: str) -> str:
+    """Land a quarantined file of `feed` after an operator's review; returns its landed key."""
+    import boto3
+
+    from connectors.kms import aws_client
+    from connectors.sftp_pull.ledger import FileLedger
+
+    cfg = load_sftp_config(groups)
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint or None, region_name=cfg.s3_region)
+    ledger = FileLedger(aws_client(load_phi_config(groups), "dynamodb"), cfg.ledger_table)
+    return release_quarantined(s3, ledger, cfg.destinations, feed, sha256)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`run`."""
+    """`run` or `release`."""
     parser = argparse.ArgumentParser(prog="medistream sftp-pull", description=__doc__.split("\n\n")[0])
     parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
     sub = parser.add_subparsers(dest="action", required=True)
     go = sub.add_parser("run", help="pull the configured feeds")
     go.add_argument("--once", action="store_true", help="one settled pull of every feed, then exit")
     go.add_argument("--feed", action="append", help="only this feed (repeatable)")
+    free = sub.add_parser("release", help="land a quarantined file after review")
+    free.add_argument("--feed", required=True)
+    free.add_argument("--sha256", required=True, help="the file's SHA-256 (its quarantine key)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO/DEBUG lines can name remote paths
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     try:
+        if args.action == "release":
+            print(release(groups, args.feed, args.sha256))
+            return 0
         return run(groups, args.once, args.feed)
+    except ReleaseRefused as err:
+        print(f"medistream sftp-pull: {err}", file=sys.stderr)
+        return 1
     except ConfigError as err:
         print(f"medistream sftp-pull: configuration error: {err}", file=sys.stderr)
         return 2

@@ -54,11 +54,16 @@ def plain_name(name: str) -> str:
     return name[: name.rindex(".")] if is_pgp(name) else name
 
 
-def landed_key(prefix: str, feed: str, sha256: str, name: str) -> str:
+def landing_extension(name: str) -> str:
+    """The extension a landed file keeps: the plain name's, when it is one readers know, else `dat`."""
+    ext = plain_name(name).rsplit(".", 1)[-1].lower() if "." in plain_name(name) else ""
+    return ext if ext in _KEPT_EXTENSIONS else "dat"
+
+
+def landed_key(prefix: str, feed: str, sha256: str, ext: str) -> str:
     """`<prefix><feed>/sftp/<sha256>.<ext>`: content-addressed, so a re-land after a crash writes the same key
     (which the job's file source has already seen or reads once), and the remote name never reaches S3."""
-    ext = plain_name(name).rsplit(".", 1)[-1].lower() if "." in plain_name(name) else ""
-    return f"{prefix}{feed}/sftp/{sha256}.{ext if ext in _KEPT_EXTENSIONS else 'dat'}"
+    return f"{prefix}{feed}/sftp/{sha256}.{ext}"
 
 
 def quarantine_key(prefix: str, feed: str, sha256: str) -> str:

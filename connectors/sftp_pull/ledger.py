@@ -93,10 +93,14 @@ class FileLedger:
         return Claim(False, got["status"]["S"], got["key"]["S"], got["name"]["S"],
                      (int(got["size"]["N"]), int(got["mtime"]["N"])))
 
-    def mark_landed(self, feed: str, sha256: str) -> None:
+    def mark_landed(self, feed: str, sha256: str, key: str | None = None) -> None:
+        """The content is landed (at `key`, when it moved there from quarantine)."""
+        names, values = {"#s": "status"}, {":s": {"S": LANDED}}
+        if key is not None:
+            names["#k"], values[":k"] = "key", {"S": key}
         self.client.update_item(TableName=self.table, Key={"feed": {"S": feed}, "item": {"S": f"file#{sha256}"}},
-                                UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
-                                ExpressionAttributeValues={":s": {"S": LANDED}})
+                                UpdateExpression="SET " + ", ".join(f"{n} = :{n[1:]}" for n in names),
+                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
     def remember(self, feed: str, remote: RemoteFile, sha256: str, outcome: str, reason: str = "") -> None:
         """Record the name's version and outcome; the next listing skips this version."""

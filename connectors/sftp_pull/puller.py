@@ -36,6 +36,7 @@ from connectors.sftp_pull.files import (
     is_manifest,
     is_pgp,
     landed_key,
+    landing_extension,
     name_digest,
     parse_sha256_manifest,
     quarantine_key,
@@ -232,7 +233,7 @@ class FeedPuller:
         return None
 
     async def _land(self, f: RemoteFile, sha256: str, body: Any) -> None:
-        key = landed_key(self.dest.landing_prefix, self.feed.feed, sha256, f.name)
+        key = landed_key(self.dest.landing_prefix, self.feed.feed, sha256, landing_extension(f.name))
         claim = await asyncio.to_thread(self.ledger.claim, self.feed.feed, sha256, LANDING, key, f)
         if not claim.ours and claim.status != LANDING:
             # Handled before: this very file (killed before its name was recorded), or the same content again.
@@ -262,7 +263,8 @@ class FeedPuller:
     def _metadata(self, f: RemoteFile, sha256: str) -> dict[str, str]:
         return {"feed": self.feed.feed, "source": "sftp", "sha256": sha256, "size": str(f.size),
                 "remote-name-digest": name_digest(f.name), "remote-mtime": str(f.mtime),
-                "landed-at": str(int(time.time())), "pgp": str(self.pgp_keys is not None).lower()}
+                "landed-at": str(int(time.time())), "pgp": str(self.pgp_keys is not None).lower(),
+                "ext": landing_extension(f.name)}
 
     def _put(self, bucket: str, key: str, body: Any, metadata: dict[str, str]) -> int:
         """One object, whole or not at all (a single PUT, or a multipart upload completed at the end)."""
@@ -284,3 +286,29 @@ class FeedPuller:
                 await sftp.remove(posixpath.join(self.feed.directory, sidecar.name))
         except asyncssh.SFTPError as err:  # landed and recorded: a file left behind is only skipped next time
             log.warning("feed=%s could not remove a landed file (%s)", self.feed.feed, type(err).__name__)
+
+
+class ReleaseRefused(ValueError):
+    """A quarantined file that cannot be released (PHI-free)."""
+
+
+def release_quarantined(s3: Any, ledger: FileLedger, dest: Destinations, feed: str, sha256: str) -> str:
+    """An operator's decision that a quarantined file may land after all: copy it to its landed key, mark its
+    content LANDED, remove it from quarantine; returns the landed key. Encrypted drops are refused: the
+    quarantine holds them as sent, and the job cannot read ciphertext."""
+    source = quarantine_key(dest.quarantine_prefix, feed, sha256)
+    try:
+        meta = s3.head_object(Bucket=dest.quarantine_bucket, Key=source)["Metadata"]
+    except s3.exceptions.ClientError:
+        raise ReleaseRefused(f"feed {feed}: no quarantined file {sha256[:16]}") from None
+    if meta.get("pgp") == "true":
+        raise ReleaseRefused(f"feed {feed}: {sha256[:16]} is an encrypted drop ({meta.get('reason')}); "
+                             "ask the partner to send it again")
+    key = landed_key(dest.landing_prefix, feed, sha256, meta.get("ext", "dat"))
+    landed = {k: v for k, v in meta.items() if k != "reason"} | {"released-from": meta.get("reason", "")}
+    s3.copy_object(Bucket=dest.landing_bucket, Key=key, CopySource={"Bucket": dest.quarantine_bucket, "Key": source},
+                   Metadata=landed, MetadataDirective="REPLACE")
+    ledger.mark_landed(feed, sha256, key)
+    s3.delete_object(Bucket=dest.quarantine_bucket, Key=source)
+    log.info("feed=%s sha256=%s outcome=RELEASED reason=%s", feed, sha256[:16], meta.get("reason", ""))
+    return key

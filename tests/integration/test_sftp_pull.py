@@ -20,13 +20,13 @@ import pytest
 from connectors.kms import aws_client
 from connectors.sftp_pull.files import name_digest
 from connectors.sftp_pull.ledger import FileLedger
-from connectors.sftp_pull.puller import FeedFailed, FeedPuller
+from connectors.sftp_pull.puller import FeedFailed, FeedPuller, ReleaseRefused
 from infra.local.isolation import isolated_contracts
 from infra.local.sftp.harness import KeyPair, provision_login, sftp_groups
 from infra.local.sftp.server import SftpServerConfig, SftpServerHandle, start_in_thread
 from infra.local.sftp.sshd import host_public_key, start_sshd
 from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
-from jobs.sftp_pull import build_pullers, load_sftp_config
+from jobs.sftp_pull import build_pullers, load_sftp_config, release
 
 pytestmark = pytest.mark.integration
 
@@ -201,9 +201,17 @@ def test_duplicates_and_reused_names(site: Site) -> None:
     assert list(site.quarantined().values()) == ["name_reused_with_other_content"]
     assert len(site.landed()) == 2
 
+    (quarantined,) = site.quarantined()  # the operator reviewed it: it may land
+    released = release(site.groups, site.feed, quarantined.rsplit("/", 1)[1])
+    assert site.quarantined() == {} and site.landed()[released] == _x12(3)
+    ledger = FileLedger(aws_client(load_phi_config(site.groups), "dynamodb"), site.groups["sftp_pull"]["ledger.table"])
+    assert set(ledger.contents(site.feed).values()) == {"LANDED"}
+    with pytest.raises(ReleaseRefused, match="no quarantined file"):
+        release(site.groups, site.feed, quarantined.rsplit("/", 1)[1])
+
     site.drop("day2.835", _x12(4), age_s=4)  # a feed whose names repeat by design lands them
     assert site.poll(rounds=2, **{"name.reuse": "land"}).stats.landed == 1
-    assert len(site.landed()) == 3
+    assert len(site.landed()) == 4
 
 
 def test_hostile_and_unsafe_names_are_refused_unread_and_never_logged(site: Site, caplog: pytest.LogCaptureFixture
@@ -255,6 +263,9 @@ def test_pgp_drops_are_decrypted_and_signatures_required(site: Site) -> None:
                                               "pgp_expected": 1}
     landed = site.landed()
     assert list(landed.values()) == [plain] and next(iter(landed)).endswith(".835")
+    encrypted = next(k for k, reason in site.quarantined().items() if reason == "pgp_signature_missing")
+    with pytest.raises(ReleaseRefused, match="encrypted drop"):
+        release(site.groups, site.feed, encrypted.rsplit("/", 1)[1])
 
 
 def test_wrong_host_key_and_wrong_login_fail_the_feed_and_land_nothing(site: Site) -> None:

@@ -10,6 +10,7 @@ from connectors.sftp_pull.files import (
     Settling,
     in_progress,
     landed_key,
+    landing_extension,
     name_digest,
     parse_sha256_manifest,
     unsafe_name_reason,
@@ -35,10 +36,8 @@ def test_uploads_in_progress_by_client_convention() -> None:
 
 
 def test_landed_keys_are_named_by_content_never_by_the_remote_name() -> None:
-    assert landed_key("feeds/", "f", SHA, "Jane_Doe_claims.csv") == f"feeds/f/sftp/{SHA}.csv"
-    assert landed_key("feeds/", "f", SHA, "remit.835.pgp") == f"feeds/f/sftp/{SHA}.835"
-    assert landed_key("feeds/", "f", SHA, "weird.exe") == f"feeds/f/sftp/{SHA}.dat"
-    assert landed_key("feeds/", "f", SHA, "noext") == f"feeds/f/sftp/{SHA}.dat"
+    assert landed_key("feeds/", "f", SHA, landing_extension("Jane_Doe_claims.csv")) == f"feeds/f/sftp/{SHA}.csv"
+    assert [landing_extension(n) for n in ("remit.835.pgp", "weird.exe", "noext")] == ["835", "dat", "dat"]
     assert len(name_digest("Jane_Doe_claims.csv")) == 16 and "Jane" not in name_digest("Jane_Doe_claims.csv")
 
 
