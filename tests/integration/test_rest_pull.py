@@ -157,13 +157,21 @@ def test_revoked_token_is_replaced_once(pull: Pull) -> None:
     props = pull.properties(page_size=20)
     groups = read_property_groups(props)
 
+    harness.set_faults(pull.api.url, latency_ms=300)  # slow pages: the revocation lands between two of them
+
     async def revoke_midway() -> dict[str, Any]:
         task = asyncio.create_task(run(load_pull_config(groups), groups, once=True))
-        await asyncio.to_thread(harness.revoke_tokens, pull.api.url)  # usually before the first page
+        deadline = time.monotonic() + 30
+        while (await asyncio.to_thread(harness.stats, pull.api.url))["pages_served"] < 1:
+            assert time.monotonic() < deadline, "no page served"
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(harness.revoke_tokens, pull.api.url)
         return await asyncio.wait_for(task, 60)
 
     first = asyncio.run(revoke_midway())["feeds"][pull.feed]
-    assert first["status"] == "caught_up" and first["records"] == 40
+    assert (first["status"], first["records"], first["auth_refreshes"]) == ("caught_up", 40, 1)
+    assert harness.stats(pull.api.url)["by_status"]["401"] == 1
+    harness.set_faults(pull.api.url, latency_ms=0)
     harness.revoke_tokens(pull.api.url)
     pull.seed(10, seed=17)
     assert pull_once(props)["feeds"][pull.feed]["records"] == 10  # a new run fetches a new token

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from infra.local import process
 from infra.local.synthetic import Feed, Generated, Mix, generate
 
@@ -56,7 +58,8 @@ def start_process(home: Path, *, rate: float = 200.0, burst: int = 50, fail_rate
                           env=env)
     deadline = time.monotonic() + timeout_s
     while not url_file.exists():
-        if process.owned_process(pid_file) is None:
+        # Not owned_process(): just after the fork the child's cmdline may not show the marker yet.
+        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
             raise RuntimeError(f"pull stand-in exited while starting:\n{process.tail(home / 'pull_api.out')}")
         if time.monotonic() > deadline:
             process.stop(pid_file)
@@ -159,12 +162,13 @@ def topic_messages(bootstrap: str, topic: str, isolation: str = "read_committed"
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
                     continue
-                raise RuntimeError(str(msg.error()))
-            out.append((msg.key(), msg.value()))
+                raise RuntimeError(str(error))
+            out.append((msg.key(), msg.value() or b""))
     finally:
         consumer.close()
     return out
@@ -181,7 +185,7 @@ def write_contracts(folder: Path, run_id: str, rest: Sequence[str] = ("hospital_
     for shipped in (*rest, *without_rest):
         doc = yaml.safe_load((FEEDS_DIR / f"{shipped}.yaml").read_text())
         doc["feed"] = f"t{run_id}_{shipped}"
-        if shipped in rest:
-            doc["sources"] = sorted({*doc["sources"], "rest"})
+        doors = {*doc["sources"], "rest"} if shipped in rest else set(doc["sources"]) - {"rest"}
+        doc["sources"] = sorted(doors or {"kafka"})
         (folder / f"{doc['feed']}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return folder
