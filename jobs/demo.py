@@ -193,7 +193,8 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
     partner_log = medistream_home() / "logs" / "partner_delivery.log"
     print(f"== running the partner delivery job against the partner stand-in (log: {partner_log})")
     delivery = PartnerRun(partner_log)
-    sampler = RssSampler([job.pid, delivery.job.pid, *(c.pid for c in (status.kafka, status.moto) if c.pid)])
+    sampler = RssSampler([job.pid, delivery.job.pid, *(c.pid for c in (status.kafka, status.moto) if c.pid),
+                          *doors.pids()])
     sampler.start()
     want = sum(expected["claims"].values())
     to_partner = expected["routed"].get("partner:clearwater_health", Counter())
@@ -274,7 +275,7 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     print(f"  archive objects                       {sinks.archive_objects:>7}")
     reasons = Counter(sinks.dead_letter_reasons[k] for k in expected["dead_letters"] if k in sinks.dead_letter_reasons)
     print(f"  dead-letter reasons                   {dict(reasons)}")
-    print(f"  peak RSS (stack + job)                {peak_rss / 2**20:7.0f} MiB")
+    print(f"  peak RSS (stack, jobs, doors)         {peak_rss / 2**20:7.0f} MiB")
     if partner is not None:
         print(f"  partner busiest second / 429s         {partner['max_per_1s']:>7}  (limit {partner['limit']:g}/s; "
               f"429s: {partner['refused_429']})")

@@ -181,6 +181,10 @@ class Doors:
         return sum(1 for digest, record in ledger.names(SFTP_FEED).items()
                    if digest in ours and record.outcome == "LANDED")
 
+    def pids(self) -> list[int]:
+        """The door services' and the pull stand-in's processes (the SFTP server is a thread of the demo)."""
+        return [*(p.pid for p in self.jobs.procs.values()), self.pull_api.pid]
+
     def summary(self) -> dict[str, Any]:
         """Per door: what went in and what came through."""
         from infra.local.pull_api.harness import stats

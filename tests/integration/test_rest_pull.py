@@ -227,3 +227,31 @@ def test_cli_polls_until_sigterm(pull: Pull) -> None:
     once = subprocess.run([sys.executable, "-m", "jobs.cli", "rest-pull", "--properties", str(props), "run", "--once"],
                           cwd=REPO, capture_output=True, timeout=60, check=False)
     assert once.returncode == 0 and json.loads(once.stdout)["feeds"][pull.feed]["records"] == 0
+
+
+def test_a_zombie_pullers_open_transaction_is_aborted_by_fencing(pull: Pull) -> None:
+    from confluent_kafka import Producer
+
+    from connectors.rest_pull.cursors import CursorState, encode_cursor
+
+    seeded = pull.seed(100, seed=21)
+    props = pull.properties(page_size=50)
+    assert pull_once(props)["feeds"][pull.feed]["records"] == 100
+
+    # A puller that was cut off mid-page: its records and cursor are written, its commit never came.
+    zombie = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": f"rest-pull-t{pull.run}.{pull.feed}"})
+    zombie.init_transactions(30)
+    zombie.begin_transaction()
+    zombie.produce(f"raw.{pull.feed}", key=b"zombie", value=b'{"record_id": "zombie"}')
+    key, value = encode_cursor(CursorState(pull.feed, "forged-cursor", page=99, records=1, total=999, digest="x"))
+    zombie.produce(f"pull.cursors.t{pull.run}", key=key, value=value)
+    assert zombie.flush(30) == 0
+
+    later = pull.seed(30, seed=22)
+    third = pull_once(props)["feeds"][pull.feed]  # fences the zombie, then reads the committed cursor
+    assert (third["records"], third["cursor_total"]) == (30, 130)
+    assert canonical(landed(pull.feed)) == canonical(seeded + later)
+    assert (last_cursor(pull.run, pull.feed).page, last_cursor(pull.run, pull.feed).total) == (3, 130)
+    written = harness.topic_messages(BOOTSTRAP, f"raw.{pull.feed}", isolation="read_uncommitted")
+    assert any(k == b"zombie" for k, _v in written)  # it was written, and only its abort hides it
+    del zombie
