@@ -6,6 +6,7 @@ It binds 127.0.0.1 only and keeps every request in memory; nothing is written bu
 """
 
 from infra.local.partner.rules import PartnerConfig, sign
-from infra.local.partner.server import LOOPBACK, PartnerHandle, build_app, running, start_in_thread
+from infra.local.partner.server import PartnerHandle, build_app, running, start_in_thread
+from infra.local.settings import LOOPBACK
 
 __all__ = ["LOOPBACK", "PartnerConfig", "PartnerHandle", "build_app", "running", "sign", "start_in_thread"]

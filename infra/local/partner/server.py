@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infra.local.loopback_http import start_loopback
 from infra.local.partner.rules import (
     PartnerConfig,
     PartnerState,
@@ -38,7 +39,6 @@ from infra.local.partner.rules import (
     validation_error,
 )
 
-LOOPBACK = "127.0.0.1"
 STATE_KEY = web.AppKey("partner_state", PartnerState)
 log = logging.getLogger("medistream.partner")
 
@@ -143,15 +143,6 @@ def build_app(config: PartnerConfig) -> web.Application:
     return app
 
 
-async def _start(config: PartnerConfig) -> tuple[web.AppRunner, str]:
-    # A short shutdown grace: held requests are cancelled on stop instead of delaying it by hold_s.
-    runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, LOOPBACK, config.port).start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 def _log_counts(state: PartnerState) -> None:
     stats = state.stats()
     log.info("stopping: requests=%d deliveries=%d by_status=%s", stats["requests"], stats["deliveries"],
@@ -161,7 +152,7 @@ def _log_counts(state: PartnerState) -> None:
 @asynccontextmanager
 async def running(config: PartnerConfig) -> AsyncIterator[str]:
     """Serve on the current event loop; yield the base URL, stop on exit."""
-    runner, url = await _start(config)
+    runner, url = await start_loopback(build_app(config), config.port)
     try:
         yield url
     finally:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from infra.local.loopback_http import start_loopback
 from infra.local.pull_api.rules import (
     CursorInvalid,
     PullApiConfig,
@@ -35,7 +36,6 @@ from infra.local.pull_api.rules import (
     read_cursor,
 )
 
-LOOPBACK = "127.0.0.1"
 STATE_KEY = web.AppKey("pull_state", PullState)
 log = logging.getLogger("medistream.pull_api")
 
@@ -151,12 +151,9 @@ def build_app(config: PullApiConfig) -> web.Application:
 @asynccontextmanager
 async def running(config: PullApiConfig) -> AsyncIterator[str]:
     """Serve on the current event loop, bound to 127.0.0.1; yield the base URL, stop on exit."""
-    runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, LOOPBACK, config.port).start()
-    host, port = runner.addresses[0][:2]
+    runner, url = await start_loopback(build_app(config), config.port)
     try:
-        yield f"http://{host}:{port}"
+        yield url
     finally:
         stats = runner.app[STATE_KEY].stats()
         log.info("stopping: records=%d pages_served=%d by_status=%s", stats["records"], stats["pages_served"],
