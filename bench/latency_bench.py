@@ -120,7 +120,7 @@ def main() -> None:
     from infra.local import synthetic
     from infra.local.isolation import isolated_config, write_properties
     from infra.local.reference import publish_reference
-    from jobs.chaos import _Jobs
+    from jobs.chaos import JobProcesses
     from jobs.config import medistream_home
     from jobs.readback import iceberg_table, s3_client, split_s3_url
     from jobs.runtime import latest_restore_point
@@ -150,7 +150,7 @@ def main() -> None:
 
     create_missing_topics(cfg.kafka.bootstrap_servers, {f"raw.{g.feed}" for g in records})
     os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
-    jobs = _Jobs(properties, workdir / "logs")
+    jobs = JobProcesses(properties, workdir / "logs")
     jobs.start("ingest")
     jobs.start("loader")
     try:

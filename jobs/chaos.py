@@ -18,6 +18,7 @@ dead letters in their topic, archive and table. It is "0 lost, 0 duplicated" in 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -151,6 +152,13 @@ def _freeze(component: str, seconds: float) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+def _moved_on(checkpoints: Any, before: str | None) -> bool:
+    """The job has completed a checkpoint since `before` was its newest restore point."""
+    from jobs.runtime import latest_restore_point
+
+    return latest_restore_point(checkpoints) != before
+
+
 def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, jobs: JobProcesses) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -239,8 +247,8 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
             event(f"SIGKILL {target} (kill {index + 1}/{len(targets)})")
             jobs.start(target)
             if target == "ingest":
-                _wait(lambda before=before: latest_restore_point(cfg.checkpoints) != before, 300,
-                      "a checkpoint after the restart", jobs)
+                _wait(functools.partial(_moved_on, cfg.checkpoints, before), 300, "a checkpoint after the restart",
+                      jobs)
         event("kills done; waiting for the publisher and for every sink to settle")
         if not published.wait(timeout=plan.settle_timeout_s):
             raise TimeoutError("the publisher did not finish")

@@ -97,7 +97,7 @@ def _archive_files(cfg: IngestConfig, path: str) -> Iterator[tuple[str, list[dic
             body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
             # feed is a partition column: it lives in the path (feed=<name>/dt=<day>/), not in the file.
             feed = next((part[5:] for part in obj["Key"].split("/") if part.startswith("feed=")), "")
-            yield feed, list(fastavro.reader(io.BytesIO(body)))
+            yield feed, [dict(row) for row in fastavro.reader(io.BytesIO(body)) if isinstance(row, dict)]
 
 
 def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], Counter[str], Counter[str], int]:
@@ -155,7 +155,7 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
                 continue
             if message.error():
                 raise RuntimeError(f"reading {topic}: {message.error()}")
-            letters.append(orjson.loads(message.value()))
+            letters.append(orjson.loads(message.value() or b"null"))
         return letters
     finally:
         consumer.close()

@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -224,7 +225,8 @@ def start(settings: StackSettings, java: str) -> psutil.Process:
 def _admin(settings: StackSettings) -> object:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers(), "logger": _quiet})
+    config: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers(), "logger": _quiet}
+    return AdminClient(config)
 
 
 def is_healthy(settings: StackSettings, timeout_s: float = 3.0) -> bool:

@@ -582,7 +582,7 @@ def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int
     idx = rng.below(len(pools.people))
     member = {**pools.people[idx], "ssn": pools.ssns[idx]}
     is_subscriber = rng.random() < 0.7
-    dependents = []
+    dependents: list[dict[str, Any]] = []
     if is_subscriber:
         for rel in rng.pick(((), (), ("01",), ("19",), ("19", "19"), ("01", "19", "19"), ("01", "19", "19", "19"))):
             taken = {member["member_id"], *(d["member_id"] for d in dependents)}

@@ -7,6 +7,7 @@ dates become date ints, absent optional fields become null, so decoding gives th
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
@@ -33,7 +34,7 @@ def encode_container(records: Iterable[Mapping[str, Any]], record_type: str, *, 
     """
     out = io.BytesIO()
     fastavro.writer(out, parsed_schema(record_type), (to_avro(r, record_type) for r in records), codec=codec,
-                    sync_marker=sync_marker)
+                    sync_marker=sync_marker or os.urandom(16))
     return out.getvalue()
 
 
