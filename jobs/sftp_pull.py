@@ -160,6 +160,8 @@ async def run_forever(pullers: list[FeedPuller], interval_s: float, stop: asynci
     """Poll every interval until `stop` is set; a failing feed is retried at the next poll."""
     while not stop.is_set():
         await _poll_all(pullers)
+        for puller in pullers:
+            log.info("feed=%s stats=%s", puller.feed.feed, json.dumps(puller.stats.as_dict(), sort_keys=True))
         try:
             await asyncio.wait_for(stop.wait(), interval_s)
         except TimeoutError:

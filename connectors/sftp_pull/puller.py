@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from connectors.sftp_pull.files import (
     MANIFEST_SUFFIX,
     ManifestError,
@@ -134,6 +136,9 @@ class FeedPuller:
             raise self._failed("no_such_directory", "the feed's directory does not exist on the server") from None
         except asyncssh.SFTPPermissionDenied:
             raise self._failed("permission_denied", "the server denied access to the feed's folder") from None
+        except (BotoCoreError, ClientError) as err:  # S3 or the ledger: the poll stops, the next one redoes its step
+            code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
+            raise self._failed("storage_failed", f"S3 or the ledger failed ({code})") from None
         except (OSError, asyncssh.Error, TimeoutError) as err:
             raise self._failed("connection_failed", f"SFTP connection failed ({type(err).__name__})") from None
 

@@ -302,3 +302,20 @@ def test_a_real_openssh_server(site: Site, tmp_path: Path) -> None:
                          **{"host.key": host_public_key(tmp_path / "sshd")}).stats.landed == 0
     finally:
         sshd.stop()
+
+
+def test_a_storage_failure_fails_the_poll_and_the_next_poll_finishes_the_file(site: Site) -> None:
+    sha = site.drop("a.835", _x12(1))
+    broken = {**site.groups, "landing": {**site.groups["landing"], "path": f"s3://no-such-bucket-t{site.run}/"}}
+    puller = build_pullers(load_sftp_config(broken), broken)[0]
+
+    async def go() -> None:
+        await puller.poll()
+        with pytest.raises(FeedFailed, match="S3 or the ledger failed"):
+            await puller.poll()
+
+    asyncio.run(go())
+    ledger = FileLedger(aws_client(load_phi_config(site.groups), "dynamodb"), site.groups["sftp_pull"]["ledger.table"])
+    assert ledger.contents(site.feed) == {sha: "LANDING"}  # decided, not landed: the next poll resumes it
+    assert site.poll(rounds=2).stats.landed == 1
+    assert ledger.contents(site.feed) == {sha: "LANDED"} and len(site.landed()) == 1
