@@ -255,3 +255,16 @@ def test_a_zombie_pullers_open_transaction_is_aborted_by_fencing(pull: Pull) -> 
     written = harness.topic_messages(BOOTSTRAP, f"raw.{pull.feed}", isolation="read_uncommitted")
     assert any(k == b"zombie" for k, _v in written)  # it was written, and only its abort hides it
     del zombie
+
+
+def test_the_stand_in_does_not_outlive_the_process_that_started_it(tmp_path: Path) -> None:
+    import psutil
+
+    starter = (f"from pathlib import Path; from infra.local.pull_api import harness; "
+               f"print(harness.start_process(Path({str(tmp_path)!r})).pid)")  # exits without stopping it
+    pid = int(subprocess.run([sys.executable, "-c", starter], cwd=REPO, capture_output=True, text=True,
+                             check=True, timeout=60).stdout.strip())
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the stand-in outlived its starter"
+        time.sleep(0.2)

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 
+from infra.local.loopback_http import stop_signal
 from infra.local.partner.rules import PartnerConfig
 from infra.local.partner.server import log, running
 
@@ -54,11 +54,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PartnerConfig, str | None
 
 
 async def serve(config: PartnerConfig) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Serve until SIGTERM or SIGINT, or until the process that started this one is gone."""
+    stop = stop_signal()
     async with running(config) as url:
         log.info("partner stand-in listening on %s", url)
         await stop.wait()

@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 
+from infra.local.loopback_http import stop_signal
 from infra.local.pull_api.rules import PullApiConfig
 from infra.local.pull_api.server import log, running
 
@@ -39,11 +39,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PullApiConfig, str | None
 
 
 async def serve(config: PullApiConfig, url_file: str | None) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Serve until SIGTERM or SIGINT, or until the process that started this one is gone."""
+    stop = stop_signal()
     async with running(config) as url:
         if url_file:
             tmp = Path(url_file + ".tmp")
