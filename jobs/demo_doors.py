@@ -193,12 +193,15 @@ class Doors:
                 "sftp_landed": self.sftp_landed(), "pull_served": stats(self.pull_api.url)}
 
     def stop(self) -> None:
-        """SIGTERM the three services, then stop the partner servers."""
+        """SIGTERM the three services, stop the partner servers, revoke the run's API key."""
+        from jobs.ingest_api import revoke_key
+
         try:
             self.jobs.stop_all()
         finally:
             self.sftp.stop()
             self.pull_api.stop()
+            revoke_key(read_property_groups(self.properties), API_FEED, self.api_key)
 
 
 def entering(generated: Iterable[Generated], direct: Sequence[Generated], accepted: Sequence[Generated],

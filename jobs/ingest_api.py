@@ -2,10 +2,12 @@
 
     medistream ingest-api serve [--properties FILE] [--port N]
     medistream ingest-api add-key --feed FEED      # prints a new key once; only its digest is stored
+    medistream ingest-api revoke-key --feed FEED < key-file   # servers drop it within keys.refresh.s
 
 Serves on 127.0.0.1 (TLS in production is the load balancer's). Configuration: group `ingest_api`
-(`port`, `keys.secret`, `idempotency.table`, `max.batch`, `body.timeout.s`, `header.timeout.s`, `rate`,
-`burst`, and per feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`, AWS endpoint from `phi`.
+(`port`, `keys.secret`, `keys.refresh.s`, `idempotency.table`, `max.batch`, `body.timeout.s`,
+`header.timeout.s`, `rate`, `burst`, and per feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`,
+AWS endpoint from `phi`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class IngestApiConfig:
     max_batch: int
     body_timeout_s: float
     header_timeout_s: float
+    keys_refresh_s: float
     rate: float
     burst: int
     feed_rates: Mapping[str, tuple[float, int]]
@@ -54,6 +57,7 @@ def load_api_config(groups: Mapping[str, Mapping[str, str]]) -> IngestApiConfig:
         bootstrap_servers=kafka.str("bootstrap.servers"), contracts_dir=feeds.str("contracts.dir", ""),
         max_batch=api.int("max.batch", 1000), body_timeout_s=float(api.str("body.timeout.s", "10")),
         header_timeout_s=_positive(api.str("header.timeout.s", "5"), "ingest_api.header.timeout.s"),
+        keys_refresh_s=_positive(api.str("keys.refresh.s", "60"), "ingest_api.keys.refresh.s"),
         rate=rate, burst=burst, feed_rates=feed_rates)
 
 
@@ -71,7 +75,7 @@ def _positive(value: str, key: str) -> float:
 def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]]) -> tuple[Any, Any]:
     """(Starlette app, producer) over the configured contracts, key digests and idempotency table."""
     from connectors.ingest_api.app import ApiSettings, build_app
-    from connectors.ingest_api.keys import load_keys
+    from connectors.ingest_api.keys import RefreshingKeys
     from connectors.ingest_api.producer import KafkaSender
     from connectors.ingest_api.receipts import Receipts, ensure_receipts_table
     from connectors.kms import aws_client
@@ -79,7 +83,7 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]])
 
     phi = load_phi_config(groups)
     contracts = load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
-    keys = load_keys(aws_client(phi, "secretsmanager"), cfg.keys_secret)
+    keys = RefreshingKeys(aws_client(phi, "secretsmanager"), cfg.keys_secret, cfg.keys_refresh_s)
     dynamodb = aws_client(phi, "dynamodb")
     ensure_receipts_table(dynamodb, cfg.idempotency_table)
     producer = KafkaSender(cfg.bootstrap_servers)
@@ -90,9 +94,8 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]])
     return app, producer
 
 
-def add_key(groups: Mapping[str, Mapping[str, str]], feed: str) -> str:
-    """Create a key for `feed`, store its digest (creating the secret if needed), return the key."""
-    from connectors.ingest_api.keys import new_key
+def _edit_keys(groups: Mapping[str, Mapping[str, str]], change: Any) -> Any:
+    """Read the key digests (none yet: {}), apply `change(doc)` and store the result; return what it returned."""
     from connectors.kms import aws_client
     from connectors.secrets import put_secret
 
@@ -102,10 +105,31 @@ def add_key(groups: Mapping[str, Mapping[str, str]], feed: str) -> str:
         doc = json.loads(secrets.get_secret_value(SecretId=cfg.keys_secret)["SecretString"])
     except secrets.exceptions.ResourceNotFoundException:
         doc = {}
-    key, digest = new_key()
-    doc.setdefault(feed, []).append(digest)
+    result = change(doc)
     put_secret(secrets, cfg.keys_secret, doc)
+    return result
+
+
+def add_key(groups: Mapping[str, Mapping[str, str]], feed: str) -> str:
+    """Create a key for `feed`, store its digest (creating the secret if needed), return the key."""
+    from connectors.ingest_api.keys import new_key
+
+    key, digest = new_key()
+    _edit_keys(groups, lambda doc: doc.setdefault(feed, []).append(digest))
     return key
+
+
+def revoke_key(groups: Mapping[str, Mapping[str, str]], feed: str, key: str) -> bool:
+    """Remove `key` from `feed`'s keys; False if it was not one of them. Running servers stop accepting it
+    within `keys.refresh.s`."""
+    from connectors.ingest_api.keys import digest
+
+    def remove(doc: dict[str, list[str]]) -> bool:
+        held = doc.get(feed, [])
+        doc[feed] = [d for d in held if d != digest(key)]
+        return len(doc[feed]) < len(held)
+
+    return bool(_edit_keys(groups, remove))
 
 
 def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> int:
@@ -127,7 +151,7 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`serve` or `add-key`."""
+    """`serve`, `add-key` or `revoke-key`."""
     parser = argparse.ArgumentParser(prog="medistream ingest-api", description=__doc__.split("\n\n")[0])
     parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -135,11 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int)
     key = sub.add_parser("add-key", help="create an API key for a feed (printed once)")
     key.add_argument("--feed", required=True)
+    revoke = sub.add_parser("revoke-key", help="revoke a feed's key, read from standard input (never argv)")
+    revoke.add_argument("--feed", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     if args.action == "add-key":
         print(add_key(groups, args.feed))
+        return 0
+    if args.action == "revoke-key":
+        if not revoke_key(groups, args.feed, sys.stdin.readline().strip()):
+            print(f"medistream ingest-api: that key is not one of feed {args.feed}'s keys", file=sys.stderr)
+            return 1
         return 0
     return serve(groups, args.port)
 

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.ingest_api.keys import FeedKeys
+from connectors.ingest_api.keys import KeyCheck
 from connectors.ingest_api.openapi import openapi_document
 from connectors.ingest_api.receipts import Claim, Receipts
 from udfs.delivery import TokenBucket
@@ -131,7 +131,7 @@ def split_records(fmt: str, options: Mapping[str, Any], body: bytes, max_batch: 
     return [body]
 
 
-def build_app(contracts: Mapping[str, Any], keys: FeedKeys, producer: Producer, receipts: Receipts | None,
+def build_app(contracts: Mapping[str, Any], keys: KeyCheck, producer: Producer, receipts: Receipts | None,
               settings: ApiSettings = ApiSettings(), rates: Mapping[str, tuple[float, int]] | None = None,
               run_blocking: Callable[..., Any] | None = None) -> Starlette:
     """The application over loaded contracts, key digests, a producer and (optionally) the idempotency store."""

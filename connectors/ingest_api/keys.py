@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from connectors.secrets import read_json_object
 
 PREFIX = "msk_"
+log = logging.getLogger("medistream.ingest_api")
+
+
+class KeyCheck(Protocol):
+    """What the app asks of its keys."""
+
+    def allows(self, feed: str, key: str | None) -> bool: ...
 
 
 class KeysError(Exception):
@@ -57,3 +66,30 @@ def load_keys(secrets_client: Any, secret_id: str) -> FeedKeys:
             for v in doc.values()):
         raise KeysError(f"API key secret {secret_id}: must be {{feed: [\"sha256:<hex>\", ...]}}")
     return FeedKeys(doc)
+
+
+class RefreshingKeys:
+    """The feeds' key digests, re-read every `refresh_s` by a daemon thread: a key added or revoked takes
+    effect within that time, without a restart. The first read must succeed (the service does not start
+    without keys); a later failed read keeps the last good digests and is logged by error code."""
+
+    def __init__(self, secrets_client: Any, secret_id: str, refresh_s: float) -> None:
+        self._load = lambda: load_keys(secrets_client, secret_id)
+        self._current = self._load()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, args=(refresh_s,), name="api-keys", daemon=True)
+        self._thread.start()
+
+    def _refresh(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self._current = self._load()
+            except KeysError as err:
+                log.warning("API keys not refreshed, the last good ones stay in force: %s", err)
+
+    def allows(self, feed: str, key: str | None) -> bool:
+        """Whether `key` is one of `feed`'s keys as last read."""
+        return self._current.allows(feed, key)
+
+    def close(self) -> None:
+        self._stop.set()

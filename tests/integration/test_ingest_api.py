@@ -229,3 +229,27 @@ def test_unrouted_paths_and_methods_answer_json_reason_codes(api: Api) -> None:
             return answers
 
     assert asyncio.run(main()) == [(404, {"error": "not_found"}, None), (405, {"error": "method_not_allowed"}, "POST")]
+
+
+def test_keys_added_and_revoked_take_effect_without_a_restart(stack: Any, run_id: str) -> None:
+    from connectors.ingest_api.keys import RefreshingKeys
+    from connectors.kms import aws_client
+    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+    from jobs.ingest_api import add_key, revoke_key
+
+    base = read_property_groups(LOCAL_PROPERTIES)
+    groups = {**base, "ingest_api": {**base["ingest_api"], "keys.secret": f"medistream/ingest-api/t{run_id}"}}
+    feed = f"t{run_id}_hospital_a_claims"
+    first = add_key(groups, feed)
+    keys = RefreshingKeys(aws_client(load_phi_config(groups), "secretsmanager"), groups["ingest_api"]["keys.secret"],
+                          refresh_s=0.2)
+    try:
+        assert keys.allows(feed, first) and not keys.allows(f"t{run_id}_other", first)
+        second = add_key(groups, feed)
+        assert revoke_key(groups, feed, first) and not revoke_key(groups, feed, first)
+        deadline = time.monotonic() + 10
+        while keys.allows(feed, first) or not keys.allows(feed, second):
+            assert time.monotonic() < deadline, "the running key set did not follow the secret"
+            time.sleep(0.1)
+    finally:
+        keys.close()
