@@ -27,6 +27,7 @@ from bench.resources import code_version, machine_info
 from bench.sink_checks import percentiles
 from connectors.kms import aws_client
 from infra.local.pull_api import harness
+from jobs.cli import local_aws_environment
 from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from jobs.rest_pull import pull_until_caught_up
 
@@ -55,7 +56,8 @@ def run_case(records: int, page_size: int, home: Path, payloads: list[bytes]) ->
     run = uuid.uuid4().hex[:8]
     api = harness.start_process(home / f"api-{page_size}", rate=100_000, burst=10_000)
     try:
-        harness.append_records(api.url, payloads[:records])
+        for start in range(0, records, 2_000):  # the stand-in takes appends of up to 64 MiB
+            harness.append_records(api.url, payloads[start:min(start + 2_000, records)])
         secrets = aws_client(load_phi_config(read_property_groups(LOCAL_PROPERTIES)), "secretsmanager")
         secret = f"medistream/bench/rest-pull/{run}"
         harness.provision_credentials(secrets, secret, api)
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--page-sizes", default="100,500")
     args = parser.parse_args(argv)
+    local_aws_environment()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("medistream.rest_pull").setLevel(logging.INFO)
     sizes = [int(s) for s in args.page_sizes.split(",")]
