@@ -7,7 +7,6 @@ timeouts, idempotency keys, signed requests), not any one partner's contract.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -17,6 +16,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from infra.local import oauth
 
 TIMESTAMP_HEADER = "X-Partner-Timestamp"
 SIGNATURE_HEADER = "X-Partner-Signature"
@@ -120,18 +121,8 @@ def auth_failure(config: PartnerConfig, headers: Any, body: bytes, wall_now: flo
 
 def client_credentials_failure(config: PartnerConfig, headers: Any, form: Mapping[str, str]) -> str | None:
     """Why a token request fails (RFC 6749 4.4: Basic auth or form credentials), or None."""
-    if form.get("grant_type") != "client_credentials":
-        return "unsupported_grant_type"
-    client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-    scheme, _, encoded = headers.get("Authorization", "").partition(" ")
-    if scheme == "Basic":
-        try:
-            client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return "invalid_client"
-    ok_id = hmac.compare_digest(client_id.encode(), (config.client_id or "").encode())
-    ok_secret = hmac.compare_digest(secret.encode(), (config.client_secret or "").encode())
-    return None if config.oauth and ok_id and ok_secret else "invalid_client"
+    return oauth.client_credentials_failure(config.client_id if config.oauth else None, config.client_secret,
+                                            headers, form)
 
 
 def validation_error(doc: Any) -> str | None:

@@ -74,12 +74,6 @@ def read_cursor(key: bytes, cursor: str) -> int:
     return int.from_bytes(body[2:], "big")
 
 
-def credentials_ok(config: PullApiConfig, client_id: str, client_secret: str) -> bool:
-    """Whether a token request names this stand-in's client (constant-time comparisons)."""
-    ok_id = hmac.compare_digest(client_id.encode(), config.client_id.encode())
-    return hmac.compare_digest(client_secret.encode(), config.client_secret.encode()) and ok_id
-
-
 class PullState:
     """Records (JSON bytes, append-only), issued tokens, the rate bucket, faults and what was served."""
 

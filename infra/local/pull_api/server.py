@@ -15,8 +15,6 @@ statuses, offsets and counts only.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,11 +25,11 @@ import orjson
 from aiohttp import web
 
 from infra.local.loopback_http import start_loopback
+from infra.local.oauth import client_credentials_failure
 from infra.local.pull_api.rules import (
     CursorInvalid,
     PullApiConfig,
     PullState,
-    credentials_ok,
     issue_cursor,
     read_cursor,
 )
@@ -84,18 +82,10 @@ async def _records(request: web.Request) -> web.Response:
 async def _token(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-    if form.get("grant_type") != "client_credentials":
-        return _error(state, 400, "unsupported_grant_type")
-    client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme == "Basic":
-        try:
-            client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return _error(state, 401, "invalid_client")
-    if not credentials_ok(state.config, client_id, secret):
-        log.info("token refused")
-        return _error(state, 401, "invalid_client")
+    problem = client_credentials_failure(state.config.client_id, state.config.client_secret, request.headers, form)
+    if problem:
+        log.info("token refused reason=%s", problem)
+        return _error(state, 401 if problem == "invalid_client" else 400, problem)
     token = state.issue_token(time.time())
     return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": state.config.token_ttl_s},
                              headers={"Cache-Control": "no-store"})
