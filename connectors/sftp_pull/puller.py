@@ -188,7 +188,7 @@ class FeedPuller:
     async def _take(self, sftp: Any, f: RemoteFile, previous: NameRecord | None, sidecar: RemoteFile | None) -> None:
         path = posixpath.join(self.feed.directory, f.name)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, dir=self.dest.spool_dir) as spool:
-            sha256, count = await self._download(sftp, path, spool)
+            sha256, count = await self._download(sftp, path, spool, f.size)
             after = await sftp.stat(path)
             if count != f.size or (int(after.size or 0), int(after.mtime or 0)) != f.version:
                 self.settling.forget(f.name)  # still being written, or replaced: settle and read again
@@ -210,10 +210,12 @@ class FeedPuller:
         if self.feed.delete_after and reason is None:
             await self._delete(sftp, path, sidecar)
 
-    async def _download(self, sftp: Any, path: str, spool: IO[bytes]) -> tuple[str, int]:
+    async def _download(self, sftp: Any, path: str, spool: IO[bytes], size: int) -> tuple[str, int]:
+        """Read the file into `spool`, hashing it; stops one byte past the listed size (a file still growing
+        is not read without end: the caller sees the count differ and lets it settle again)."""
         digest, count = hashlib.sha256(), 0
         async with sftp.open(path, "rb") as remote:
-            while chunk := await remote.read(READ_BLOCK):
+            while count <= size and (chunk := await remote.read(min(READ_BLOCK, size + 1 - count))):
                 digest.update(chunk)
                 spool.write(chunk)
                 count += len(chunk)
