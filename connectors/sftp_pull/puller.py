@@ -6,7 +6,8 @@ feed's folder, then each settled file in turn:
    it comes; stat it again: a file that changed while read settles again (a partial upload is never
    landed);
 2. verify: the byte count against the listed size, the `<file>.sha256` sidecar where the feed sends
-   one, a name reused for other content, and PGP decryption (and signature) where the feed encrypts;
+   one, a name reused for other content, and PGP decryption (and signature) where the feed encrypts
+   (in a memory-capped child process, its output read up to the size limit: `connectors.sftp_pull.pgp`);
 3. land it with one S3 PUT (an object appears whole or not at all) at a key named by its SHA-256 with
    metadata, or put it in quarantine with its PHI-free reason;
 4. record it in the ledger (`connectors.sftp_pull.ledger`), whose order makes a kill anywhere safe.
@@ -200,7 +201,7 @@ class FeedPuller:
             if reason is None and self.pgp_keys is not None:
                 spool.seek(0)
                 try:
-                    body = await asyncio.to_thread(decrypt, self.pgp_keys, spool.read())
+                    body = await asyncio.to_thread(decrypt, self.pgp_keys, spool.read(), self.dest.max_file_bytes)
                 except PgpRefused as refused:
                     reason = str(refused.args[0])
             if reason is not None:
