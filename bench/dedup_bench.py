@@ -29,7 +29,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -257,11 +256,6 @@ def build_variant(name: str, env: Any, t_env: Any, input_dir: Path) -> None:
     statements.attach_as_datastream()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def _wait_for_counts(rest: Rest, targets: dict[tuple[str, str], int], timeout_s: float) -> None:
     """Poll operator counters every 0.25 s until each (operator, metric) has reached its target.
@@ -293,7 +287,9 @@ def run_child(name: str, input_dir: Path, facts: dict[str, int], workdir: Path, 
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-    port = _free_port()
+    from infra.local.process import free_loopback_port
+
+    port = free_loopback_port()
     checkpoints = CheckpointConfig(directory=(workdir / "checkpoints").as_uri(), interval_ms=interval_ms,
                                    timeout_ms=120_000)
     conf = flink_configuration(checkpoints, RuntimeConfig(parallelism=1, python_execution_mode="thread"),

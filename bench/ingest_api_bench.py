@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from connectors.kafka import create_missing_topics
     from infra.local.isolation import write_properties
     from jobs.config import read_property_groups
-    from jobs.ingest_api import add_key
+    from jobs.ingest_api import add_key, wait_until_serving
     from schemas.contracts import FEEDS_DIR
 
     run = uuid.uuid4().hex[:8]
@@ -111,17 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                             "--port", str(port)], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1/feeds/{feed}/records"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                import urllib.request
+        def check() -> None:
+            if api.poll() is not None:
+                raise RuntimeError(f"the API did not start; see {home}/api.log")
 
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if api.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the API did not start; see {home}/api.log") from None
-                time.sleep(0.5)
+        wait_until_serving(port, check)
         proc = psutil.Process(api.pid)
         results = []
         for name, batch in (("single", 1), (f"batch of {args.batch}", args.batch)):

@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -33,6 +32,7 @@ import orjson
 from infra.local.synthetic import Generated
 from jobs.chaos import JobProcesses
 from jobs.config import default_properties_path, load_phi_config, read_property_groups
+from jobs.ingest_api import wait_until_serving
 
 API_FEED, SFTP_FEED, PULL_FEED = "hospital_a_claims", "insurer_k_835", "insurer_b_payments"
 NOT_IN_A_PAGE = frozenset({"malformed_json"})  # a JSON page cannot hold a record that is not JSON
@@ -57,19 +57,13 @@ def as_the_api_takes_it(g: Generated) -> Generated | None:
     return None
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Doors:
     """The partner servers, the three door services and what went through each."""
 
     def __init__(self, home: Path) -> None:
         from connectors.kms import aws_client
+        from connectors.sftp_pull.ledger import FileLedger
+        from infra.local.process import free_loopback_port
         from infra.local.pull_api.harness import provision_credentials, pull_group, start_process
         from infra.local.sftp.harness import KeyPair, provision_login
         from infra.local.sftp.server import SftpServerConfig, start_in_thread
@@ -90,7 +84,7 @@ class Doors:
         provision_login(secrets, "medistream/demo/sftp-login", "partner", client)
         self.pull_api = start_process(self.home / "pull_api", rate=50, burst=20)
         provision_credentials(secrets, "medistream/demo/pull-api", self.pull_api)
-        self.api_port = _free_port()
+        self.api_port = free_loopback_port()
         self.api_key = add_key(groups, API_FEED)
 
         overrides = {
@@ -108,6 +102,8 @@ class Doors:
         self.properties = self.home / "properties.json"
         self.properties.write_text(json.dumps(documents, indent=2))
         self.jobs = JobProcesses(self.properties, home / "logs")
+        table = read_property_groups(self.properties)["sftp_pull"]["ledger.table"]
+        self.sftp_ledger = FileLedger(aws_client(load_phi_config(groups), "dynamodb"), table)  # the puller's
         self.api_answers: Counter[int] = Counter()
 
     def route(self, generated: Sequence[Generated]) -> tuple[list[Generated], dict[str, list[Generated]]]:
@@ -132,16 +128,7 @@ class Doors:
         self.jobs.start("api", "serve")
         self.jobs.start("sftp", "run")
         self.jobs.start("rest_pull", "run")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/healthz", timeout=2):
-                    return
-            except OSError:
-                self.jobs.check_alive()
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the ingestion API did not answer within 60 s") from None
-                time.sleep(0.3)
+        wait_until_serving(self.api_port, self.jobs.check_alive)
 
     def send(self, doors: dict[str, list[Generated]]) -> list[Generated]:
         """POST the API feed's records, append the pull feed's to the stand-in; the records the API accepted."""
@@ -171,14 +158,10 @@ class Doors:
 
     def sftp_landed(self) -> int:
         """Files the SFTP puller has landed so far (its ledger, this run's files only)."""
-        from connectors.kms import aws_client
         from connectors.sftp_pull.files import name_digest
-        from connectors.sftp_pull.ledger import FileLedger
 
-        groups = read_property_groups(self.properties)
-        ledger = FileLedger(aws_client(load_phi_config(groups), "dynamodb"), groups["sftp_pull"]["ledger.table"])
         ours = {name_digest(p.name) for p in self.sftp_folder.iterdir()}
-        return sum(1 for digest, record in ledger.names(SFTP_FEED).items()
+        return sum(1 for digest, record in self.sftp_ledger.names(SFTP_FEED).items()
                    if digest in ours and record.outcome == "LANDED")
 
     def pids(self) -> list[int]:

@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,26 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
         left = producer.close()
         log.info("ingest API stopped; %d messages unacknowledged at shutdown", left)
     return 0
+
+
+def wait_until_serving(port: int, check: Callable[[], None], timeout_s: float = 60.0) -> None:
+    """Return once the API on 127.0.0.1:`port` answers /healthz. `check` runs between tries and raises if the
+    server's process (or another the caller watches) has exited; RuntimeError when time runs out."""
+    import time
+    import urllib.request
+
+    from connectors.ingest_api.server import LOOPBACK
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/healthz", timeout=2):
+                return
+        except OSError:
+            check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ingestion API did not answer within {timeout_s:.0f} s") from None
+            time.sleep(0.3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,9 +32,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from connectors.iceberg import split_s3_url
 from connectors.landing import DEFAULT_MAX_FILE_BYTES
+from connectors.sftp_pull.ledger import FileLedger
 from connectors.sftp_pull.puller import (
     Destinations,
     FeedFailed,
@@ -95,14 +97,21 @@ def load_sftp_config(groups: Mapping[str, Mapping[str, str]]) -> SftpPullConfig:
         contracts_dir=feeds.str("contracts.dir", ""), s3_endpoint=s3.str("endpoint", ""), s3_region=s3.str("region"))
 
 
-def build_pullers(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]], only: list[str] | None = None,
-                  stop: asyncio.Event | None = None) -> list[FeedPuller]:
-    """One puller per configured feed (or the `only` ones); checks contracts, credentials and keys up front."""
+def _storage(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]]) -> tuple[Any, FileLedger]:
+    """The S3 client and the ledger the pullers and `release` work with."""
     import boto3
 
     from connectors.kms import aws_client
+
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint or None, region_name=cfg.s3_region)
+    return s3, FileLedger(aws_client(load_phi_config(groups), "dynamodb"), cfg.ledger_table)
+
+
+def build_pullers(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]], only: list[str] | None = None,
+                  stop: asyncio.Event | None = None) -> list[FeedPuller]:
+    """One puller per configured feed (or the `only` ones); checks contracts, credentials and keys up front."""
+    from connectors.kms import aws_client
     from connectors.secrets import read_json_object
-    from connectors.sftp_pull.ledger import FileLedger
     from connectors.sftp_pull.pgp import PgpKeys
     from schemas.contracts import FEEDS_DIR, load_contracts
 
@@ -110,11 +119,9 @@ def build_pullers(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]], 
     if only and (unknown := sorted(set(only) - {f.feed for f in cfg.feeds})):
         raise ConfigError(f"feeds not configured in sftp_pull.feeds: {', '.join(unknown)}")
     contracts = load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
-    phi = load_phi_config(groups)
-    secrets = aws_client(phi, "secretsmanager")
-    ledger = FileLedger(aws_client(phi, "dynamodb"), cfg.ledger_table)
+    secrets = aws_client(load_phi_config(groups), "secretsmanager")
+    s3, ledger = _storage(cfg, groups)
     ledger.ensure()
-    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint or None, region_name=cfg.s3_region)
     pullers = []
     for feed in chosen:
         contract = contracts.get(feed.feed)
@@ -191,14 +198,8 @@ def run(groups: Mapping[str, Mapping[str, str]], once: bool, only: list[str] | N
 
 def release(groups: Mapping[str, Mapping[str, str]], feed: str, sha256: str) -> str:
     """Land a quarantined file of `feed` after an operator's review; returns its landed key."""
-    import boto3
-
-    from connectors.kms import aws_client
-    from connectors.sftp_pull.ledger import FileLedger
-
     cfg = load_sftp_config(groups)
-    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint or None, region_name=cfg.s3_region)
-    ledger = FileLedger(aws_client(load_phi_config(groups), "dynamodb"), cfg.ledger_table)
+    s3, ledger = _storage(cfg, groups)
     return release_quarantined(s3, ledger, cfg.destinations, feed, sha256)
 
 

@@ -75,6 +75,17 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def free_loopback_port(attempts: int = 50) -> int:
+    """A port on 127.0.0.1 that nothing holds now (the kernel's pick, re-checked with port_is_free)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if port_is_free(port):
+            return port
+    raise StackError("no free loopback port")
+
+
 def port_accepts(port: int, timeout_s: float = 0.5) -> bool:
     """True if something accepts TCP connections on 127.0.0.1:port."""
     # A connect, unlike a bind, cannot steal the port from a server that is starting up.

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from infra.local.partner import PartnerConfig, PartnerHandle, sign, start_in_thread
 from infra.local.partner.rules import max_in_window, rejected
+from infra.local.process import free_loopback_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -445,14 +445,9 @@ def test_stats_delivered_span_covers_first_to_last_new_delivery(partner: Partner
     assert two["deliveries"] == 2 and two["replays"] == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_process_mode_serves_on_loopback_logs_no_phi_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port, log_file = _free_port(), tmp_path / "partner.log"
+    port, log_file = free_loopback_port(), tmp_path / "partner.log"
     argv = [sys.executable, "-m", "infra.local.partner", "--port", str(port), "--rate", "100", "--burst", "10",
             "--fail-rate", "0", "--latency-ms", "0", "--seed", "1", "--log-file", str(log_file)]
     proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.local.process import port_accepts, port_is_free
+from infra.local.process import free_loopback_port, port_accepts
 from infra.local.settings import LOOPBACK
 from jobs.config import medistream_home
 
@@ -51,18 +51,6 @@ class Sshd:
             self.process.wait(10)
 
 
-def _free_port() -> int:
-    import socket
-
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
-            port = int(sock.getsockname()[1])
-        if port_is_free(port):
-            return port
-    raise RuntimeError("no free loopback port")
-
-
 def start_sshd(workdir: Path, root: Path, client_key: str, timeout_s: float = 15.0) -> Sshd:
     """Start sshd for the current user, SFTP only, starting in `root`; `workdir` holds its key, config and log."""
     binary = sshd_binary()
@@ -72,7 +60,7 @@ def start_sshd(workdir: Path, root: Path, client_key: str, timeout_s: float = 15
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     (workdir / "authorized_keys").write_text(client_key + "\n")
     user = os.environ.get("USER") or __import__("pwd").getpwuid(os.getuid()).pw_name
-    port = _free_port()
+    port = free_loopback_port()
     config = workdir / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}", f"ListenAddress {LOOPBACK}", f"HostKey {host_key}", f"PidFile {workdir / 'sshd.pid'}",
