@@ -17,8 +17,11 @@ class KafkaSender:
     def __init__(self, bootstrap_servers: str, extra: dict[str, Any] | None = None) -> None:
         from confluent_kafka import Producer
 
+        # message.timeout.ms bounds how long a request waits for an unreachable broker (then 503), instead of
+        # librdkafka's default 5 minutes.
         self._producer = Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True,
                                    "acks": "all", "linger.ms": 2, "compression.type": "lz4",
+                                   "message.timeout.ms": 30_000,
                                    "message.max.bytes": 10 * 1024 * 1024, **(extra or {})})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="ingest-api-producer", daemon=True)

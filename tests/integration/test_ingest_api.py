@@ -253,3 +253,24 @@ def test_keys_added_and_revoked_take_effect_without_a_restart(stack: Any, run_id
             time.sleep(0.1)
     finally:
         keys.close()
+
+
+def test_the_service_creates_its_rest_feeds_raw_topics(stack: Any, run_id: str, tmp_path: Any) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from jobs.config import LOCAL_PROPERTIES, read_property_groups
+    from jobs.ingest_api import add_key, build_service, load_api_config
+    from tests.integration.ingest_api_harness import BOOTSTRAP, KAFKA_ONLY, _contracts
+
+    base = read_property_groups(LOCAL_PROPERTIES)
+    groups = {**base, "feeds": {**base["feeds"], "contracts.dir": str(_contracts(tmp_path / "feeds", run_id))},
+              "ingest_api": {**base["ingest_api"], "keys.secret": f"medistream/ingest-api/t{run_id}",
+                             "idempotency.table": f"ingest-idem-t{run_id}"}}
+    add_key(groups, f"t{run_id}_hospital_a_claims")  # the service does not start without its key secret
+    _app, producer = build_service(load_api_config(groups), groups)
+    try:
+        topics = AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(timeout=10).topics
+        ours = {t for t in topics if t.startswith(f"raw.t{run_id}_")}
+        assert f"raw.t{run_id}_hospital_a_claims" in ours and f"raw.t{run_id}_{KAFKA_ONLY}" not in ours
+    finally:
+        producer.close()
