@@ -290,10 +290,50 @@ def test_reason_code_is_raised(code: str) -> None:
     assert code in {raised, *(i.error.reason_code for i in items if i.error)}
 
 
-def test_corrupt_data_after_good_records_yields_them_then_refuses_the_rest() -> None:
-    items, code = outcome(_corrupt_after_good_records(), CONTAINER)
+def test_corrupt_data_after_good_blocks_yields_them_then_refuses_the_rest() -> None:
+    items, code = outcome(_corrupt_after_good_records(), CONTAINER)  # one record per block
     assert code == "avro_corrupt" and [i.position for i in items] == ["record 1", "record 2"]
     assert all(i.record for i in items)
+
+
+SYNC = bytes(range(16))
+
+
+def _blocks(records_per_block: tuple[int, ...]) -> bytes:
+    """A claim container whose blocks hold the given numbers of records, with the sync marker SYNC."""
+    datums = [to_avro(r, "claim") for r in synthetic("claim", sum(records_per_block), small=True)]
+    out = io.BytesIO()
+    writer = fastavro.write.Writer(out, parsed_schema("claim"), sync_marker=SYNC, sync_interval=10**9)
+    start = 0
+    for size in records_per_block:
+        for datum in datums[start:start + size]:
+            writer.write(datum)
+        writer.flush()  # one block per flush
+        start += size
+    return out.getvalue()
+
+
+def _with_sync_broken(data: bytes, block: int) -> bytes:
+    """`data` with the sync marker after block `block` (1-based) changed; the header's own copy is kept."""
+    at = [i for i in range(len(data)) if data.startswith(SYNC, i)][block]  # [0] is the header's
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def test_a_block_is_handed_on_only_after_its_sync_marker_checks() -> None:
+    data = _blocks((2, 3))
+    items, code = outcome(data, CONTAINER)
+    assert code is None and [i.position for i in items] == [f"record {k}" for k in range(1, 6)]
+    items, code = outcome(_with_sync_broken(data, 1), CONTAINER)
+    assert code == "avro_corrupt" and items == []  # block 1's records decoded, but its marker failed
+    items, code = outcome(_with_sync_broken(data, 2), CONTAINER)
+    assert code == "avro_corrupt" and [i.position for i in items] == ["record 1", "record 2"]
+
+
+def test_a_block_that_fails_to_decode_midway_yields_none_of_its_records() -> None:
+    data = bytearray(_blocks((1, 3)))
+    data[-20:-16] = b"\xff\xff\xff\xff"  # inside the last record of block 2
+    items, code = outcome(bytes(data), CONTAINER)
+    assert code == "avro_corrupt" and [i.position for i in items] == ["record 1"]
 
 
 def test_trailing_bytes_after_a_single_object_are_corrupt() -> None:

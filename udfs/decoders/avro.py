@@ -17,9 +17,11 @@ Guarantees:
 - Single-object messages follow the Avro spec: C3 01, the writer's CRC-64-AVRO fingerprint
   (8 bytes, little-endian), then the binary body; bytes after the record are refused.
 - "record N" counts records from 1 in the unit.
-- Corrupt data after some good records: those records have been yielded, then Rejected (avro_corrupt)
-  is raised; the caller dead-letters the rest of the unit by its pointer. Avro has no checksums, so
-  corruption that still decodes is only caught by the JSON Schema check that follows.
+- A container is handed on block by block, and a block only after its sync marker has checked and every
+  record in it has decoded: a corrupt block (a wrong sync marker, a size past the end, bytes that do not
+  decode) yields none of its records. Rejected (avro_corrupt) is raised there, after the records of the
+  good blocks before it; the caller dead-letters the rest of the unit, once, by its pointer. Avro has no
+  checksums, so corruption that still decodes is only caught by the JSON Schema check that follows.
 - Only the "null" codec is allowed unless the feed lists more: fastavro inflates a whole block in
   memory, and deflate expands up to 1000x, so a compressed container bounded by the unit size limit is
   not bounded in memory. Allow "deflate" only for a partner whose files you already trust for size.
@@ -175,9 +177,9 @@ def _container(payload: bytes, opts: AvroOptions) -> Iterator[Item]:
     if payload[:4] != CONTAINER_MAGIC:
         raise Rejected(AVRO_NOT_CONTAINER, "the unit does not start with the container magic Obj 01")
     try:
-        # Reads the header only; data blocks are read as the records are pulled.
-        records = fastavro.reader(io.BytesIO(payload))
-        codec, writer_json = records.metadata.get("avro.codec", "null"), records.metadata["avro.schema"]
+        # Reads the header only; data blocks are read as they are pulled.
+        blocks = fastavro.block_reader(io.BytesIO(payload))
+        codec, writer_json = blocks.metadata.get("avro.codec", "null"), blocks.metadata["avro.schema"]
     except Exception as err:  # any failure here is an unreadable header
         raise Rejected(AVRO_CORRUPT, f"the container header does not decode ({type(err).__name__})") from None
     if codec not in opts.codecs:
@@ -188,18 +190,24 @@ def _container(payload: bytes, opts: AvroOptions) -> Iterator[Item]:
         raise Rejected(*refusal)
     if not canonical:
         # Resolution costs fastavro about twice the decode time, so only a foreign writer pays for it.
-        records = fastavro.reader(io.BytesIO(payload), parsed_schema(opts.record_type))
-    n = 0
+        blocks = fastavro.block_reader(io.BytesIO(payload), parsed_schema(opts.record_type))
+    n = k = 0
     while True:
+        k += 1
         try:
-            datum = next(records)
-        except StopIteration:
+            # fastavro checks a block's sync marker before it hands the block out; its records are all
+            # decoded before the first is yielded, so a block is delivered whole or not at all.
+            block = next(blocks, None)
+            data = list(block) if block is not None else None
+        except Exception as err:  # fastavro raises a dozen unrelated types on hostile bytes
+            raise Rejected(AVRO_CORRUPT, f"block {k} does not decode or its sync marker does not check "
+                           f"({type(err).__name__}); the {n} records of the blocks before it were handed on, "
+                           f"the rest of the unit is refused") from None
+        if data is None:
             return
-        except Exception as err:  # as above; the try holds only the library call
-            raise Rejected(AVRO_CORRUPT, f"record {n + 1} does not decode ({type(err).__name__}); "
-                           f"{n} records before it were yielded, the rest of the unit is refused") from None
-        n += 1
-        yield _item(datum, n)
+        for datum in data:
+            n += 1
+            yield _item(datum, n)
 
 
 @functools.lru_cache(maxsize=64)
