@@ -2,7 +2,8 @@
 
 Per record, in this order (each step is a pure module of udfs/):
 decode (the feed's format) -> map (csv) -> envelope -> standardize -> JSON Schema -> rules -> enrich
--> dedup keys -> protect. Standardization runs before the schema check so the schema can demand the
+-> dedup keys -> protect, with one text-hygiene step (udfs/hygiene.py) between envelope and standardize
+for every format. Standardization runs before the schema check so the schema can demand the
 canonical forms (E.164 phones, ISO dates) while feeds may send local ones; protection runs last, on
 the standardized record, so tokens of one value agree across feeds, and everything after this stage
 (dedup state, sinks, dead letters) sees only protected forms. No Flink here: jobs/ingest_operator.py
@@ -12,6 +13,7 @@ wraps this class in an operator.
 from __future__ import annotations
 
 import importlib
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,12 +23,13 @@ from typing import Any
 import orjson
 from fastjsonschema import JsonSchemaValueException
 
-from schemas import CURRENT_VERSIONS, fast_validator, is_readable_version
+from schemas import CURRENT_VERSIONS, fast_validator, is_readable_version, load_schema
 from schemas.contracts import FeedContract
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.dedup import DedupKeys, dedup_keys
 from udfs.enrich import ReferenceData, enrich
+from udfs.hygiene import clean
 from udfs.mapping import compile_mapping, map_record
 from udfs.phi.errors import PolicyGap, ProtectionError
 from udfs.phi.protect import Protector
@@ -107,9 +110,26 @@ def _rfc3339_utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _record_id(record: Mapping[str, Any]) -> str | None:
+# The canonical record id (a ULID or a UUID) cannot carry a member's data; anything else in its place might.
+_RECORD_ID = re.compile(load_schema("claim")["$defs"]["record_id"]["pattern"])
+_DIGEST_NAMESPACE = "dead_letter.record_id\x1f"
+
+
+def dead_letter_record_id(record: Mapping[str, Any], digest: Callable[[str], str]) -> str | None:
+    """The record id a dead letter may show: the id itself only when it has the canonical form.
+
+    A feed that puts an MRN or an e-mail address in its id field must not see it copied into the
+    dead letters in the clear: any other value becomes "digest:" + a keyed digest (`digest`, the
+    linkage HMAC), which an operator holding the value can recompute but nobody can reverse.
+    """
     value = record.get("record_id")
-    return value if isinstance(value, str) and len(value) <= 64 else None
+    if value is None:
+        return None
+    if isinstance(value, str) and _RECORD_ID.fullmatch(value):
+        return value
+    text = value if isinstance(value, str) else repr(value)  # a number or a structure: its deterministic text
+    text = text.encode("utf-8", "backslashreplace").decode()  # a lone surrogate must not fail the digest
+    return "digest:" + digest(_DIGEST_NAMESPACE + text)
 
 
 class FeedStage:
@@ -154,7 +174,7 @@ class FeedStage:
         if self.fills_envelope:
             record.setdefault("record_id", str(uuid.uuid5(_RECORD_ID_NAMESPACE, f"{source.pointer()}#{position}")))
             record.setdefault("sent_at", _rfc3339_utc(unit_ms))
-        record = standardize(record, contract.record_type, self.std_options)
+        record = standardize(clean(record, contract.record_type), contract.record_type, self.std_options)
         problems = schema_errors(self.validator, record)
         if problems:
             raise Rejected(SCHEMA_VIOLATION, problems)
@@ -230,9 +250,10 @@ class IngestStage:
         try:
             return stage.record(record, source, item.position, unit_ms, self.reference, now)
         except Rejected as err:
-            return Refused(err, item.position, _record_id(record), None, record)
+            error = err
         except ProtectionError:
             raise
         except Exception as err:  # a stage bug: dead-letter the record, name only the exception class
-            return Refused(Rejected(INTERNAL_ERROR, f"{type(err).__name__} in record stages"), item.position,
-                           _record_id(record), None, record)
+            error = Rejected(INTERNAL_ERROR, f"{type(err).__name__} in record stages")
+        return Refused(error, item.position, dead_letter_record_id(record, stage.protector.tokenizer.linkage),
+                       None, record)

@@ -4,7 +4,7 @@ Options (the feed contract's `format.options`): `delimiter` (","), `quotechar` (
 ("utf-8", a UTF-8 byte-order mark is always dropped; "latin-1" and "cp1252" are allowed), `header`
 (true), `columns` (the columns the feed must send: required when `header` is false, and when true the
 header must contain them, in any order and spelling up to case and whitespace), `max_field_bytes`
-(65536) and `formula_cells` ("reject" or "keep").
+(65536).
 
 Guarantees:
 - Parsing is the stdlib `csv` module in strict mode, so quoting follows RFC 4180 and nothing is guessed.
@@ -12,7 +12,7 @@ Guarantees:
   no type conversion; mapping and standardization come later. Without `columns`, every header column
   is kept under its header name.
 - "row N" is the Nth data row: the header and blank lines are not counted.
-- A row of the wrong width, an over-long cell or a formula-like cell is an error Item for that row only.
+- A row of the wrong width or an over-long cell is an error Item for that row only.
 - The whole unit is refused (Rejected) when its bytes are not text in the declared encoding, when it is
   empty, or when the header lacks a required column.
 - A quoting error (an unterminated quote, or characters after a closing quote) ends decoding: the rows
@@ -20,15 +20,9 @@ Guarantees:
   After a broken quote the reader can only guess where the next row starts, and a wrong guess shifts
   cells into other columns silently, so the rest is not decoded at all.
 
-Formula cells: a cell starting with = + - @, a tab or a carriage return (after leading spaces) is
-what spreadsheets execute (CSV/formula injection: DDE commands, HYPERLINK exfiltration) once these
-records are exported and opened by an analyst. No canonical value (ids, codes, names, dates,
-amounts) legitimately starts that way, so by default such a row is an error Item (csv_formula_cell):
-the partner hears about it, and the data is not altered. Escaping with a quote prefix would change what
-the partner sent and hide the incident. Signed numbers and phone numbers ("-12.50", "+1 (206) 555-0123")
-are not formulas: a sign, a digit, then only digits, spaces, dots, parentheses and hyphens cannot call a
-function or reference a cell. Feeds whose free-text columns legitimately start with "=" can set
-`formula_cells: keep`; escaping at export time stays the definitive control there.
+Formula cells (= + - @ at the start) are not judged here: every format's records go through one
+hygiene step (udfs/hygiene.py) that knows each field's text class, so a CSV cell and a JSON, Avro or
+X12 value meet the same rule.
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ import codecs
 import csv
 import functools
 import io
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,15 +50,12 @@ CSV_QUOTING = define(
 )
 CSV_ROW_WIDTH = define("csv_row_width", "decode", "a row has more or fewer fields than the header or columns")
 CSV_FIELD_TOO_LARGE = define("csv_field_too_large", "decode", "a field is longer than the feed's max_field_bytes")
-CSV_FORMULA_CELL = define("csv_formula_cell", "decode", "a cell starts like a spreadsheet formula (= + - @ tab CR)")
 
 # Decode UTF-8 as utf-8-sig: it drops a leading byte-order mark and is otherwise plain strict UTF-8.
 _CODECS = {"utf-8": "utf-8-sig", "utf-8-sig": "utf-8-sig", "iso8859-1": "latin-1", "cp1252": "cp1252"}
 # (codec to measure a cell's size with, most bytes one character can take in it)
 _SIZING = {"utf-8-sig": ("utf-8", 4), "latin-1": ("latin-1", 1), "cp1252": ("cp1252", 1)}
 _UTF8_BOM = codecs.BOM_UTF8
-_FORMULA_START = frozenset("=+-@\t\r")
-_SIGNED_NUMBER = re.compile(r"[+-]\.?[0-9][0-9 ().-]*")
 DEFAULT_MAX_FIELD_BYTES = 65536
 
 
@@ -79,7 +69,6 @@ class CsvOptions:
     header: bool = True
     columns: tuple[str, ...] | None = None
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
-    formula_cells: str = "reject"
 
 
 def normalize_name(name: str) -> str:
@@ -89,7 +78,7 @@ def normalize_name(name: str) -> str:
 
 def check_options(options: Mapping[str, Any]) -> CsvOptions:
     """Validate a feed's CSV options (at start-up); raise ValueError naming the bad key."""
-    known = {"delimiter", "quotechar", "encoding", "header", "columns", "max_field_bytes", "formula_cells"}
+    known = {"delimiter", "quotechar", "encoding", "header", "columns", "max_field_bytes"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"csv options: unknown option(s) {unknown}")
@@ -123,10 +112,7 @@ def check_options(options: Mapping[str, Any]) -> CsvOptions:
     # csv's own limit (characters, process-wide) stays above ours, so ours is the one that speaks first.
     if isinstance(max_field, bool) or not isinstance(max_field, int) or not 0 < max_field <= csv.field_size_limit():
         raise ValueError(f"csv options: max_field_bytes must be an integer in 1..{csv.field_size_limit()}")
-    formula = options.get("formula_cells", "reject")
-    if formula not in ("reject", "keep"):
-        raise ValueError("csv options: formula_cells must be 'reject' or 'keep'")
-    return CsvOptions(delimiter, quotechar, codec, header, columns, max_field, formula)
+    return CsvOptions(delimiter, quotechar, codec, header, columns, max_field)
 
 
 def _checked(options: Mapping[str, Any]) -> CsvOptions:
@@ -249,24 +235,12 @@ def _row_item(row: list[str], n: int, layout: _Layout, opts: CsvOptions) -> Item
     # Below this many characters a cell cannot exceed the byte limit, so most cells are never encoded.
     sizing_codec, widest = _SIZING[opts.codec]
     safe_chars = limit // widest
-    check_formula = opts.formula_cells == "reject"
     record: dict[str, Any] = {}
     for index, key, label in layout.columns:
         cell = row[index]
         if len(cell) > safe_chars and len(cell.encode(sizing_codec)) > limit:
             return Item(position, error=Rejected(
                 CSV_FIELD_TOO_LARGE, f"row {n} {label} is longer than {limit} bytes"))
-        if check_formula and cell and (cell[0] in _FORMULA_START or cell[0] == " ") and _is_formula(cell):
-            return Item(position, error=Rejected(
-                CSV_FORMULA_CELL, f"row {n} {label} starts like a spreadsheet formula"))
         record[key] = cell
     return Item(position, record=record)
 
-
-def _is_formula(cell: str) -> bool:
-    """True if a spreadsheet would evaluate the cell; signed numbers and phone numbers are not formulas."""
-    # Spreadsheets skip leading spaces before deciding whether a cell is a formula.
-    stripped = cell.lstrip(" ")
-    if not stripped or stripped[0] not in _FORMULA_START:
-        return False
-    return not (stripped[0] in "+-" and _SIGNED_NUMBER.fullmatch(stripped))
