@@ -17,6 +17,7 @@ from infra.local import synthetic
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
+from schemas import validator
 from schemas.contracts import load_contracts
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.reasons import REASONS
@@ -27,8 +28,11 @@ NOW = datetime(2026, 11, 22, tzinfo=UTC)
 CONTRACTS = load_contracts()
 
 
+PROTECTORS = static_protectors()
+
+
 def _stage() -> IngestStage:
-    return IngestStage(CONTRACTS, static_protectors(), reference_data(SEED))
+    return IngestStage(CONTRACTS, PROTECTORS, reference_data(SEED))
 
 
 STAGE = _stage()
@@ -59,6 +63,10 @@ def _check(feed: str, payload: bytes) -> list[Accepted | Refused]:
         if isinstance(outcome, Refused):
             assert outcome.error.reason_code in REASONS
             assert outcome.error.reason_code != "internal_error", outcome.error.detail
+        else:  # an accepted record is a valid canonical record, as sealed for the archive
+            contract = CONTRACTS[feed]
+            kept = PROTECTORS[contract.phi_policy].open_record(outcome.sealed, feed, outcome.record_id)
+            assert not list(validator(contract.record_type).iter_errors(kept))
     return outcomes
 
 
