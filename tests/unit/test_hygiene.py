@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import string
 import unicodedata
 
 import pytest
@@ -9,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import RECORD_TYPES, leaf_paths
+from udfs import hygiene
 from udfs.dead_letters import Rejected
 from udfs.hygiene import CLASSES, clean, clean_text, text_classes
 
@@ -149,3 +152,34 @@ def test_any_text_is_cleaned_to_a_safe_form_or_refused_without_quoting_it(value:
     if head[:1] in ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20") and cls == "text":
         assert out.startswith("'") and clean_text(out[1:], cls, "f") == out  # neutralised exactly once
     assert clean_text(out, cls, "f") in (out, "'" + out)  # a second pass changes nothing but a prefix
+
+
+# Mostly plain values (so the fast path is taken), some with a suspect first character or any ASCII.
+ASCII_TEXT = st.tuples(
+    st.sampled_from(["", "", "", "=", "+", "-", "@", " ", "'", '"', "\t", "\x7f"]),
+    st.one_of(st.text(string.ascii_letters + string.digits + " .,-=+@'", max_size=10),
+              st.text(st.characters(max_codepoint=127), max_size=6)),
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(ASCII_TEXT, min_size=1, max_size=8), record_type=st.sampled_from(RECORD_TYPES))
+def test_the_whole_record_fast_path_agrees_with_the_walk(values: list[str], record_type: str) -> None:
+    # clean() skips the walk when the record's JSON shows nothing to look at; it must never skip a change.
+    paths = [*sorted(text_classes(record_type)), "record_id", "feed"]
+    record: dict[str, object] = {}
+    for i, value in enumerate(values):
+        node = record
+        *parents, leaf = paths[i % len(paths)].replace("[]", "").split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})  # type: ignore[assignment]
+        node[leaf] = [value] if paths[i % len(paths)].endswith("[]") else value
+    walked = copy.deepcopy(record)
+    try:
+        hygiene._walk_dict(walked, hygiene.shape(record_type), "")
+    except Rejected as err:
+        with pytest.raises(Rejected) as caught:
+            clean(record, record_type)
+        assert caught.value.reason_code == err.reason_code
+        return
+    assert clean(record, record_type) == walked
