@@ -98,7 +98,8 @@ class _Resolver:
         where = path or "the record"
         w_name, r_name = w["name"].rsplit(".", 1)[-1], r["name"].rsplit(".", 1)[-1]
         if w_name != r_name and w["name"] not in r.get("aliases", ()) and w_name not in r.get("aliases", ()):
-            return f"{where}: writer record {w_name} is not {r_name}"
+            # Only reader names in the text: the writer schema comes with the partner's file (input).
+            return f"{where}: the writer's record is not named {r_name} (nor one of its aliases)"
         key = (id(w), id(r))
         if key not in self.checked:
             self.checked[key] = None
@@ -110,7 +111,7 @@ class _Resolver:
         fields = {f["name"]: f for f in w["fields"]}
         for field in w["fields"]:
             if field["name"] not in {f["name"] for f in r["fields"]} and self._hazard(field["type"]):
-                return f"{where}.{field['name']}: the writer's array items take no bytes (unbounded work)"
+                return f"{where}: a writer field the reader lacks holds array items of no bytes (unbounded work)"
         for field in r["fields"]:
             name = field["name"]
             match = fields.get(name) or next((fields[a] for a in field.get("aliases", ()) if a in fields), None)

@@ -199,7 +199,7 @@ INCOMPATIBLE = {
         "take no bytes"),
     "a skipped extra field of zero-size items": (
         lambda fields: fields.update(pad={"name": "pad", "type": {"type": "map", "values": {
-            "type": "array", "items": "null"}}}), "pad: the writer's array items take no bytes"),
+            "type": "array", "items": "null"}}}), "the record: a writer field the reader lacks holds array items"),
 }
 
 
@@ -221,7 +221,17 @@ def test_a_missing_required_field_is_incompatible_but_a_missing_optional_one_is_
         "claim_id: the writer lacks it and the reader has no default")
     assert schema_problem(drop("notes", "patient"), parsed_schema("claim")) is None
     assert schema_problem(parsed_schema("payment"), parsed_schema("claim")) == (
-        "the record: writer record Payment is not Claim")
+        "the record: the writer's record is not named Claim (nor one of its aliases)")
+
+
+def test_incompatibility_details_never_repeat_the_writer_schema_s_own_names() -> None:
+    # The writer schema arrives in the partner's container header: it is input, like the records.
+    hazard = _claim_schema(lambda fields: fields.update(
+        zq_member_quorvath={"name": "zq_member_quorvath", "type": {"type": "array", "items": "null"}}))
+    renamed = {**load_avsc("claim"), "name": "QuorvathExport"}
+    for writer in (hazard, renamed):
+        problem = schema_problem(fastavro.parse_schema(writer), parsed_schema("claim"))
+        assert problem is not None and "uorvath" not in problem
 
 
 def test_a_listed_writer_that_cannot_be_read_fails_at_start_up(tmp_path: Path) -> None:
