@@ -42,7 +42,7 @@ from infra.local.partner.server import PartnerHandle, start_in_thread
 from infra.local.settings import StackSettings
 from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from jobs.partner_delivery import DeliveryConfig, load_delivery_config, make_senders
-from udfs.delivery import idempotency_key
+from udfs.delivery import BreakerState, idempotency_key
 
 pytestmark = pytest.mark.integration
 
@@ -208,23 +208,33 @@ def test_retries_are_bounded_then_the_record_is_dead_lettered(
 
 def test_an_open_breaker_holds_records_without_spending_their_attempts(
         runs: list[Run], tmp_path: Path, messages: list[dict[str, Any]]) -> None:
+    # A cool-down longer than the test, and the breaker opened by one record whose attempts are
+    # sequential: however slow the machine, exactly 3 requests reach the partner. (Ten records sent at
+    # once had all sent their first request before the third failure came back on a busy machine.)
     run = start(runs, tmp_path, standin_config(400, 40, fail_rate=1.0),
-                circuit_breaker={"failure_threshold": 3, "cooldown_s": 1})
+                circuit_breaker={"failure_threshold": 3, "cooldown_s": 600})
     sender = run.sender()
+    breaker = sender.gate.breaker
 
-    async def main() -> set[asyncio.Task[Outcome]]:
+    async def main() -> tuple[int, set[asyncio.Task[Outcome]]]:
         async with aiohttp.ClientSession() as session:
-            tasks = {asyncio.create_task(sender.deliver(session, m)) for m in messages[:10]}
-            done, pending = await asyncio.wait(tasks, timeout=2.5)
+            tasks = {asyncio.create_task(sender.deliver(session, messages[0]))}
+            for _ in range(600):  # 30 s at most; FAST_RETRY backs off 0.05-0.2 s between attempts
+                if breaker.state is BreakerState.OPEN:
+                    break
+                await asyncio.sleep(0.05)
+            assert breaker.state is BreakerState.OPEN
+            tasks |= {asyncio.create_task(sender.deliver(session, m)) for m in messages[1:10]}
+            done, pending = await asyncio.wait(tasks, timeout=1.5)
+            seen: int = (await asyncio.to_thread(run.stats))["requests"]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            return done
+            return seen, done
 
-    done = asyncio.run(main())
-    assert not done  # nobody was dead-lettered while the partner was down
-    # 3 failures open the breaker; then one probe per 1 s cool-down. Without it: ~10 records x 8 attempts.
-    assert run.stats()["requests"] <= 3 + 3
+    seen, done = asyncio.run(main())
+    assert not done  # nobody was dead-lettered while the partner was down, and nobody gave up
+    assert seen == 3  # the 3 failures that opened it; the 10 held records spent no attempt
 
 
 def test_refused_credentials_fail_the_job_loudly_after_bounded_retries(
