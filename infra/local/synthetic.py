@@ -24,7 +24,7 @@ SCHEMA_VERSION = "1.0"  # must equal the schema_version const in schemas/*.schem
 Transport = Literal["kafka", "landing"]
 Expect = Literal["valid", "invalid"]
 INVALID_KINDS: tuple[str, ...] = (
-    "malformed_json", "not_an_object", "missing_required", "wrong_type", "bad_enum", "bad_format",
+    "malformed_json", "not_an_object", "missing_required", "wrong_type", "bad_enum", "bad_format", "hostile_text",
 )
 DEFAULT_START = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
 _RECENT = 4096  # how far back a duplicate re-send may reach
@@ -219,6 +219,10 @@ _MUTATIONS: dict[str, dict[str, tuple[_Mutation, ...]]] = {
                        ((*_SL0, "units"), str), (("diagnoses",), lambda v: v[0])),
         "bad_enum": ((("frequency_code",), lambda v: "9"), (("subscriber", "gender"), lambda v: "X")),
         # Formats standardization cannot repair (it does fix case, ISO variants and short cents).
+        # Schema-valid text that the hygiene step refuses (udfs/hygiene.py): formulas, controls, bidi.
+        "hostile_text": ((("subscriber", "first_name"), lambda v: "=" + v), (("subscriber", "last_name"),
+                         lambda v: v + "\u202e"), (("billing_provider", "address", "line1"), lambda v: "@" + v),
+                         (("subscriber", "last_name"), lambda v: v[:1] + "\x00" + v[1:])),
         "bad_format": ((("service_date_from",), lambda v: f"{v[:4]}-13-{v[8:10]}"),
                        (("subscriber", "address", "state"), lambda v: v + "X"),
                        (("diagnoses", 0), lambda v: "9" + v[1:]), (("billing_provider", "npi"), lambda v: v[:9]),
@@ -231,6 +235,8 @@ _MUTATIONS: dict[str, dict[str, tuple[_Mutation, ...]]] = {
                        ((*_CL0, "lines", 0, "units"), str)),
         "bad_enum": ((("method",), lambda v: "WIR"),
                      ((*_CL0, "lines", 0, "adjustments", 0, "group_code"), lambda v: "XX")),
+        "hostile_text": ((("payee", "name"), lambda v: "+" + v + "|cmd"), ((*_CL0, "patient", "first_name"),
+                         lambda v: "\u2066" + v), ((*_CL0, "patient", "last_name"), lambda v: v[:1] + "\n" + v[1:])),
         "bad_format": ((("payment_date",), lambda v: f"{v[5:7]}/{v[8:10]}/{v[:4]}"),
                        (("payee", "npi"), lambda v: v[:9]), ((*_CL0, "charge"), lambda v: v + "5")),
     },
@@ -241,6 +247,8 @@ _MUTATIONS: dict[str, dict[str, tuple[_Mutation, ...]]] = {
                        (("member", "ssn"), int), (("dependents",), lambda v: {})),
         "bad_enum": ((("coverage", "maintenance_type_code"), lambda v: "025"),
                      (("plan", "coverage_level"), lambda v: "XYZ"), (("relationship",), lambda v: "99")),
+        "hostile_text": ((("member", "first_name"), lambda v: "-" + v + "+1"), (("member", "last_name"),
+                         lambda v: "\u202d" + v), (("member", "address", "line1"), lambda v: v + "\x1b")),
         "bad_format": ((("member", "address", "state"), lambda v: v + "X"),
                        (("member", "ssn"), lambda v: f"{v[:3]}-{v[3:5]}-{v[5:]}"),
                        (("member", "address", "zip"), lambda v: v[:4])),

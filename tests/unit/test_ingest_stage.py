@@ -33,6 +33,7 @@ EXPECTED_REASONS = {
     "wrong_type": {"schema_violation", "std_bad_date", "std_bad_datetime", "std_bad_money", "std_bad_phone",
                    "std_bad_state", "std_bad_zip", "std_bad_code"},
     "bad_enum": {"schema_violation"},
+    "hostile_text": {"text_formula", "text_bidi_control", "text_control_character"},
     "bad_format": {"schema_violation", "std_bad_date", "std_bad_datetime", "std_bad_money", "std_bad_phone",
                    "std_bad_state", "std_bad_zip", "std_bad_code"},
 }
