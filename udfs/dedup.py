@@ -46,9 +46,11 @@ def business_key_text(record: dict[str, Any], record_type: str) -> str:
     if record_type == "payment":
         return "|".join(("payment", record["payer"]["payer_id"], record["trace_number"]))
     if record_type == "eligibility":
-        coverage = record["coverage"]
-        return "|".join(("eligibility", record["member"]["member_id"], record["plan"]["plan_code"],
-                         coverage["start_date"], coverage.get("end_date", "")))
+        # Plan and dates are situational in an 834 (a termination may carry neither): absent parts are
+        # empty, so a member's plan-less maintenance records share one key and pass as its versions.
+        coverage, plan = record["coverage"], record.get("plan") or {}
+        return "|".join(("eligibility", record["member"]["member_id"], plan.get("plan_code", ""),
+                         coverage.get("start_date", ""), coverage.get("end_date", "")))
     raise ValueError(f"no business key for record type {record_type!r}")
 
 

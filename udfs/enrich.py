@@ -135,6 +135,8 @@ def enrich(record: Mapping[str, Any], record_type: str, reference: ReferenceData
         entry = ref.entries.get(key) if ref is not None and isinstance(key, str) else None
         if ref is not None:
             versions[lookup.dataset] = ref.version
+        if key is None:
+            continue  # nothing to look up (an 834 termination without HD has no plan): not a miss
         if entry is None:
             misses.append(f"{lookup.dataset}:{'.'.join(lookup.key_path)}")
             continue

@@ -60,7 +60,7 @@ def payment_columns(payment: dict[str, Any]) -> dict[str, Any]:
         "payment_id": payment["payment_id"],
         "trace_number": payment.get("trace_number"),
         "payer_id": payment["payer"]["payer_id"],
-        "payee_npi": payment["payee"]["npi"],
+        "payee_npi": payment["payee"].get("npi"),  # a payee may be known by tax id only (835 N103 FI)
         "payment_date": payment["payment_date"],
         "payment_amount": payment["payment_amount"],
         "payment_method": payment.get("method"),

@@ -226,7 +226,9 @@ def _payment_totals(c: _Check) -> None:
         if claim["lines"] and lines_paid - claim_adj != paid:
             c.fail(TOTAL_MISMATCH, ("claims", i, "paid"))
         claims_paid += paid
-    if _money(c.record["payment_amount"]) != claims_paid:
+    # 835 balancing: BPR02 = sum(CLP04) - sum(PLB amounts) (a PLB amount is positive when it reduces).
+    provider = sum((_money(a["amount"]) for a in c.record.get("provider_adjustments", ())), Decimal(0))
+    if _money(c.record["payment_amount"]) != claims_paid - provider:
         c.fail(TOTAL_MISMATCH, ("payment_amount",))
 
 
@@ -246,7 +248,7 @@ def _service_dates(c: _Check) -> None:
 
 def _coverage_dates(c: _Check) -> None:
     coverage = c.record["coverage"]
-    start, end = _day(coverage["start_date"]), _day(coverage.get("end_date"))
+    start, end = _day(coverage.get("start_date")), _day(coverage.get("end_date"))
     if start and end and end < start:
         c.fail(DATE_ORDER, ("coverage", "end_date"))
 

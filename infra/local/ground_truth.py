@@ -33,7 +33,7 @@ def expected_keys(record: dict[str, Any], contract: FeedContract, digest: Digest
     keys = [business_key(record, contract.record_type, digest)]
     if contract.format == "x12" and contract.record_type == "eligibility":
         for dependent in record.get("dependents", []):
-            projected = {"member": {"member_id": dependent["member_id"]}, "plan": record["plan"],
+            projected = {"member": {"member_id": dependent["member_id"]}, "plan": record.get("plan"),
                          "coverage": record["coverage"]}
             keys.append(business_key(projected, "eligibility", digest))
     return keys

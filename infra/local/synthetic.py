@@ -16,11 +16,11 @@ from typing import Any, Literal
 import orjson
 from faker import Faker
 
+from schemas import SCHEMA_VERSION
 from udfs.npi import npi_check_digit
 
 RecordType = Literal["claim", "payment", "eligibility"]
 RECORD_TYPES: tuple[RecordType, ...] = ("claim", "payment", "eligibility")
-SCHEMA_VERSION = "1.0"  # must equal the schema_version const in schemas/*.schema.json
 Transport = Literal["kafka", "landing"]
 Expect = Literal["valid", "invalid"]
 INVALID_KINDS: tuple[str, ...] = (
@@ -241,11 +241,11 @@ _MUTATIONS: dict[str, dict[str, tuple[_Mutation, ...]]] = {
                        (("payee", "npi"), lambda v: v[:9]), ((*_CL0, "charge"), lambda v: v + "5")),
     },
     "eligibility": {
-        "missing_required": ((("member",), None), (("coverage", "start_date"), None),
-                             (("member", "birth_date"), None), (("subscriber_id",), None)),
+        "missing_required": ((("member",), None), (("coverage", "maintenance_type_code"), None),
+                             (("member", "last_name"), None), (("subscriber_id",), None)),
         "wrong_type": ((("member", "birth_date"), lambda v: int(v.replace("-", ""))),
                        (("member", "ssn"), int), (("dependents",), lambda v: {})),
-        "bad_enum": ((("coverage", "maintenance_type_code"), lambda v: "025"),
+        "bad_enum": ((("coverage", "maintenance_type_code"), lambda v: "099"),
                      (("plan", "coverage_level"), lambda v: "XYZ"), (("relationship",), lambda v: "99")),
         "hostile_text": ((("member", "first_name"), lambda v: "-" + v + "+1"), (("member", "last_name"),
                          lambda v: "\u202d" + v), (("member", "address", "line1"), lambda v: v + "\x1b")),

@@ -19,6 +19,7 @@ from fastavro import parse_schema
 from schemas import record_type_file
 
 AVRO_DIR = Path(__file__).resolve().parent
+HISTORY_DIR = AVRO_DIR / "history"
 
 
 def avsc_path(record_type: str) -> Path:
@@ -32,6 +33,19 @@ def load_avsc(record_type: str) -> dict[str, Any]:
     with avsc_path(record_type).open("rb") as fh:
         schema: dict[str, Any] = json.load(fh)
     return schema
+
+
+@functools.cache
+def earlier_versions(record_type: str) -> tuple[dict[str, Any], ...]:
+    """Earlier canonical schemas of `record_type` (history/<record_type>-<version>.avsc), oldest first.
+
+    A producer that writes single-object messages with canonical 1.0 keeps doing so after 1.1 ships:
+    the decoder keeps their fingerprints, and resolves them to the current reader.
+    """
+    record_type_file(record_type, HISTORY_DIR, ".avsc")  # the allow-list check of the name
+    found = sorted(HISTORY_DIR.glob(f"{record_type}-*.avsc"),
+                   key=lambda p: tuple(int(x) for x in p.stem.rsplit("-", 1)[1].split(".")))
+    return tuple(json.loads(p.read_bytes()) for p in found)
 
 
 @functools.cache

@@ -93,7 +93,7 @@ REJECTED = [
     ("payment", "claims.0.paid", 10),
     ("payment", "claims", []),
     ("eligibility", "member.ssn", "912-34-5678"),
-    ("eligibility", "coverage.maintenance_type_code", "025"),
+    ("eligibility", "coverage.maintenance_type_code", "099"),
     ("eligibility", "plan.coverage_level", "XYZ"),
     ("eligibility", "member.gender", "X"),
 ]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from infra.local.encoders.x12 import encode_834, encode_835, encode_837
 from infra.local.synthetic import Feed, Mix, generate
-from schemas import validator
+from schemas import SCHEMA_VERSION, validator
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.decoders.x12 import TRANSACTIONS, decode
@@ -28,7 +28,7 @@ EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read
 IDS = {"sender_id": "MEDISTREAMSYN", "receiver_id": "MEDISTREAMRCV"}
 FEEDS = (Feed("x_claims", "claim", "kafka"), Feed("x_payments", "payment", "kafka"),
          Feed("x_eligibility", "eligibility", "kafka"))
-ENVELOPE = {"record_id": "01JWQTF40J2G47P2NAKF4HRQRG", "feed": "x12_test", "schema_version": "1.0"}
+ENVELOPE = {"record_id": "01JWQTF40J2G47P2NAKF4HRQRG", "feed": "x12_test", "schema_version": SCHEMA_VERSION}
 
 
 def synthetic(record_type: str, n: int, seed: int, size_kb: tuple[float, float] = (1, 3)) -> list[dict[str, Any]]:

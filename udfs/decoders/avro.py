@@ -45,7 +45,7 @@ import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from schemas import RECORD_TYPES
-from schemas.avro import load_avsc, parsed_schema, schema_problem
+from schemas.avro import earlier_versions, load_avsc, parsed_schema, schema_problem
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.reasons import define
@@ -129,8 +129,11 @@ def _writer_table(record_type: str, writer_schemas: tuple[str, ...]) -> dict[byt
     reader = parsed_schema(record_type)
     canonical = _canonical_fingerprint(record_type)
     table: dict[bytes, tuple[Any, Any]] = {}
-    for name in writer_schemas:
-        schema = load_writer_schema(name)
+    # A canonical name stands for every canonical version of its type: producers move on their own time.
+    writers = [(name, schema) for name in writer_schemas
+               for schema in ([*earlier_versions(name), load_avsc(name)] if name in RECORD_TYPES
+                              else [load_writer_schema(name)])]
+    for name, schema in writers:
         parsed = parse_schema(schema)
         problem = schema_problem(parsed, reader)
         if problem:
