@@ -1,7 +1,10 @@
 """837P/837I: each CLM (loop 2300) -> one canonical claim, with the HL parties above it.
 
 Parties come from the HL hierarchy: 20 billing provider (2010AA), 22 subscriber (2010BA) and payer
-(2010BB), 23 patient (2010CA). Where the canonical claim needs what X12 leaves out, the mapping is:
+(2010BB), 23 patient (2010CA). Usage follows the 5010 guides (udfs/decoders/x12_usage.py): NM104
+first names and the subscriber's DMG and N3/N4 are situational (required only when the subscriber
+is the patient, i.e. no 2000C loop follows); what is situational and not sent is left out of the
+record. Where the canonical claim needs what X12 leaves out, the mapping is:
 837P service_date_from/to are the earliest/latest line DTP*472 (the 837P has no claim-level service
 period); 837I lines point at diagnosis 1 (UB-04 lines carry no pointers) and default their date to
 the statement start (DTP*434); a patient's member_id is 2010CA REF*1W, else NM109, else the
@@ -116,18 +119,29 @@ def _item(claim: list[list[str]], context: _Context, kind: str, comp: str, sent_
         return Item(position, error=within(position, err))
 
 
-def _person(p: Party, q: str, loop: str) -> dict[str, Any]:
+def _person(p: Party, q: str, loop: str, demographics: bool) -> dict[str, Any]:
+    """NM1 (NM104 situational) with DMG and N3/N4: required when `demographics`, else read when sent.
+
+    5010 makes the subscriber's DMG and N3/N4 (2010BA) situational: required when the subscriber is
+    the patient. The patient's own (2010CA) are always required.
+    """
     try:
         nm1, dmg = p.get(f"NM1:{q}"), p.get(f"DMG:{q}")
         if nm1 is None:
             raise missing(f"NM1*{q}")
-        if dmg is None:
+        person: dict[str, Any] = {"member_id": el(nm1, 9), "last_name": required(nm1, 3, "NM103")}
+        if el(nm1, 4):
+            person["first_name"] = nm1[4]
+        if dmg is None and demographics:
             raise missing("DMG")
-        if el(dmg, 1) != "D8":
-            raise Rejected(X12_BAD_ELEMENT, "DMG01 is not D8")
-        return {"member_id": el(nm1, 9), "first_name": required(nm1, 4, "NM104"),
-                "last_name": required(nm1, 3, "NM103"), "birth_date": iso_date(el(dmg, 2), "DMG02"),
-                "gender": required(dmg, 3, "DMG03"), "address": address(p.get(f"N3:{q}"), p.get(f"N4:{q}"))}
+        if dmg is not None:
+            if el(dmg, 1) != "D8":
+                raise Rejected(X12_BAD_ELEMENT, "DMG01 is not D8")
+            person["birth_date"], person["gender"] = iso_date(el(dmg, 2), "DMG02"), required(dmg, 3, "DMG03")
+        n3, n4 = p.get(f"N3:{q}"), p.get(f"N4:{q}")
+        if demographics or n3 is not None or n4 is not None:
+            person["address"] = address(n3, n4)
+        return person
     except Rejected as err:
         raise within(loop, err) from None
 
@@ -193,7 +207,7 @@ def _claim(segs: list[list[str]], billing: Party, subscriber: Party, patient: Pa
         raise missing("2010AA NM1*85 or REF*EI")
     if payer is None:
         raise missing("2010BB NM1*PR")
-    sub = _person(subscriber, "IL", "2010BA")
+    sub = _person(subscriber, "IL", "2010BA", demographics=patient is None)
     if not sub["member_id"]:
         raise Rejected(X12_BAD_ELEMENT, "2010BA NM109 is empty")
     relationship = el(subscriber.get("SBR", []), 2)
@@ -228,7 +242,7 @@ def _patient(p: Party, subscriber_id: str) -> dict[str, Any]:
     pat = p.get("PAT")
     if pat is None:
         raise missing("2010CA PAT")
-    person = _person(p, "QC", "2010CA")
+    person = _person(p, "QC", "2010CA", demographics=True)
     ref = p.get("REF:QC:1W")
     person["member_id"] = required(ref, 2, "2010CA REF02") if ref else person["member_id"] or subscriber_id
     person["relationship_code"] = required(pat, 1, "2000C PAT01")
