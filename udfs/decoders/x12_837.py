@@ -210,7 +210,10 @@ def _claim(segs: list[list[str]], billing: Party, subscriber: Party, patient: Pa
     sub = _person(subscriber, "IL", "2010BA", demographics=patient is None)
     if not sub["member_id"]:
         raise Rejected(X12_BAD_ELEMENT, "2010BA NM109 is empty")
-    relationship = el(subscriber.get("SBR", []), 2)
+    sbr = subscriber.get("SBR")
+    if sbr is None:
+        raise missing("2000B SBR")
+    relationship = el(sbr, 2)
     if relationship:
         sub["relationship_code"] = relationship
     try:
