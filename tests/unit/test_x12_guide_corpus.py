@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,4 +161,6 @@ def test_the_usage_table_is_exercised_and_renders() -> None:
     assert set(SAMPLES) <= {_key(u) for u in USAGE}
     assert len(SITUATIONAL) >= 14 and len(REQUIRED) >= 20
     table = coverage_markdown()
-    assert all(f"| {u.loop} | {u.segment} |" in table for u in USAGE)
+    assert all(f"| {u.loop} | `{u.segment}` |" in table for u in USAGE)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert table in readme, "the README's X12 coverage table is coverage_markdown(): paste it again"

@@ -98,8 +98,11 @@ USAGE: tuple[Usage, ...] = (
 
 
 def coverage_markdown() -> str:
-    """The usage table as Markdown, for the README."""
+    """The usage table as Markdown, for the README (rows the 837P and 837I share are written once)."""
+    rows: dict[tuple[str, str, str, str, str], list[str]] = {}
+    for u in USAGE:
+        rows.setdefault((u.loop, u.segment, u.usage, u.condition, u.fills), []).append(u.transaction)
     lines = ["| transaction | loop | segment | usage | when / note | canonical fields |", "|---|---|---|---|---|---|"]
-    lines += [f"| {u.transaction} | {u.loop} | {u.segment} | {'required' if u.usage == 'R' else 'situational'} "
-              f"| {u.condition} | {u.fills} |" for u in USAGE]
+    lines += [f"| {'/'.join(t)} | {loop} | `{segment}` | {'required' if usage == 'R' else 'situational'} "
+              f"| {condition} | {fills} |" for (loop, segment, usage, condition, fills), t in rows.items()]
     return "\n".join(lines)
