@@ -22,18 +22,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from infra.local import synthetic
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
 from jobs.leak_scan import LeakScanner, Needles
 from schemas import validator
 from schemas.contracts import load_contracts
+from tests.unit import feed_samples
 from udfs.dead_letters import DeadLetter
 from udfs.ingest import Accepted, IngestStage
 from udfs.phi.protect import seal_dead_letter
 from udfs.reasons import REASONS
-from udfs.source import SourceRef
 
 SEED = 31
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -46,13 +45,7 @@ _CANONICAL_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9
 
 
 def _record(feed: str, seed: int = SEED) -> dict[str, Any]:
-    contract = CONTRACTS[feed]
-    feeds = synthetic.feeds_from_contracts([contract])
-    mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
-    (generated,) = list(synthetic.generate(1, seed=seed, feeds=feeds, mix=mix, invalid_rate=0.0,
-                                           duplicate_rate=0.0, size_kb=(1, 2)))
-    record: dict[str, Any] = orjson.loads(generated.payload)
-    return record
+    return feed_samples.record(CONTRACTS[feed], seed)
 
 
 def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
@@ -80,15 +73,9 @@ def _encodes(feed: str, record: dict[str, Any]) -> bytes | None:
         return None
 
 
-def _source(feed: str) -> SourceRef:
-    if "kafka" in CONTRACTS[feed].sources:
-        return SourceRef.from_kafka(f"raw.{feed}", 0, 7)
-    return SourceRef.from_file(f"/feeds/{feed}/unit-0001", "s3://landing/feeds/")
-
-
 def _letters(feed: str, unit: bytes) -> tuple[list[Accepted], list[DeadLetter]]:
     """Run the stage on one unit and build each refusal's dead letter exactly as the ingest operator does."""
-    source = _source(feed)
+    source = feed_samples.source(CONTRACTS[feed])
     accepted: list[Accepted] = []
     letters: list[DeadLetter] = []
     for outcome in STAGE.process(unit, source, 1_750_000_000_000, NOW):

@@ -18,15 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.local import synthetic
-from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
 from schemas.contracts import load_contracts
+from tests.unit import feed_samples
 from udfs.dead_letters import Rejected
 from udfs.ingest import IngestStage, Refused, _decoder
 from udfs.reasons import REASONS
-from udfs.source import SourceRef
 
 SEED = 41
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -37,16 +35,7 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 MARKER = st.text("bcdfghjkmnpqrstvwxz", min_size=9, max_size=14).map(lambda s: "Zq" + s)
 
 
-def _valid_unit(feed: str) -> bytes:
-    contract = CONTRACTS[feed]
-    feeds = synthetic.feeds_from_contracts([contract])
-    mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
-    payloads = [g.payload for g in synthetic.generate(3, seed=SEED, feeds=feeds, mix=mix, invalid_rate=0.0,
-                                                      duplicate_rate=0.0, size_kb=(1, 2))]
-    return encode_unit(contract, payloads if "kafka" not in contract.sources else payloads[:1])
-
-
-UNITS = {feed: _valid_unit(feed) for feed in FEEDS}
+UNITS = {feed: feed_samples.valid_unit(CONTRACTS[feed], 3, SEED) for feed in FEEDS}
 
 
 def _marked(feed: str, where: float, marker: str, overwrite: bool) -> bytes:
@@ -54,12 +43,6 @@ def _marked(feed: str, where: float, marker: str, overwrite: bool) -> bytes:
     at = int(len(unit) * where)
     mark = marker.encode()
     return unit[:at] + mark + unit[at + (len(mark) if overwrite else 0):]
-
-
-def _source(feed: str) -> SourceRef:
-    if "kafka" in CONTRACTS[feed].sources:
-        return SourceRef.from_kafka(f"raw.{feed}", 0, 7)
-    return SourceRef.from_file(f"/feeds/{feed}/unit", "s3://landing/feeds/")
 
 
 def _decoded(feed: str, payload: bytes) -> tuple[list[Any], Rejected | None]:
@@ -103,7 +86,8 @@ def test_each_decoder_yields_items_or_reasons_and_never_repeats_input(feed: str,
 @given(where=st.floats(0.0, 1.0), marker=MARKER, overwrite=st.booleans())
 def test_the_stage_never_raises_and_its_refusals_never_repeat_input(feed: str, where: float, marker: str,
                                                                      overwrite: bool) -> None:
-    outcomes = list(STAGE.process(_marked(feed, where, marker, overwrite), _source(feed), 1_750_000_000_000, NOW))
+    unit = _marked(feed, where, marker, overwrite)
+    outcomes = list(STAGE.process(unit, feed_samples.source(CONTRACTS[feed]), 1_750_000_000_000, NOW))
     assert outcomes
     for outcome in outcomes:
         if isinstance(outcome, Refused):

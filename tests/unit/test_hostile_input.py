@@ -13,13 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from infra.local import synthetic
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
 from schemas.contracts import load_contracts
+from tests.unit import feed_samples
 from udfs.ingest import Accepted, IngestStage, Refused
-from udfs.source import SourceRef
 
 SEED = 23
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -51,13 +50,7 @@ HOSTILE: dict[str, str | None] = {  # value -> the refusal's reason code (None: 
 
 
 def _record(feed: str) -> dict[str, Any]:
-    contract = CONTRACTS[feed]
-    feeds = synthetic.feeds_from_contracts([contract])
-    mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
-    (generated,) = list(synthetic.generate(1, seed=SEED, feeds=feeds, mix=mix, invalid_rate=0.0,
-                                           duplicate_rate=0.0, size_kb=(1, 2)))
-    record: dict[str, Any] = orjson.loads(generated.payload)
-    return record
+    return feed_samples.record(CONTRACTS[feed], SEED)
 
 
 def _plant(record: dict[str, Any], path: tuple[str | int, ...], value: str) -> None:
@@ -94,19 +87,13 @@ def _expected(feed: str, value: str) -> str | None:
     return HOSTILE[value]
 
 
-def _source(feed: str) -> SourceRef:
-    if "kafka" in CONTRACTS[feed].sources:
-        return SourceRef.from_kafka(f"raw.{feed}", 0, 7)
-    return SourceRef.from_file(f"/feeds/{feed}/unit", "s3://landing/feeds/")
-
-
 def _outcomes(feed: str, value: str | None) -> list[Accepted | Refused]:
     contract = CONTRACTS[feed]
     record = _record(feed)
     if value is not None:
         _plant(record, NAME_PATH[contract.record_type], value)
     unit = encode_unit(contract, [orjson.dumps(record)])
-    return list(STAGE.process(unit, _source(feed), 1_750_000_000_000, NOW))
+    return list(STAGE.process(unit, feed_samples.source(CONTRACTS[feed]), 1_750_000_000_000, NOW))
 
 
 @pytest.mark.parametrize("feed", sorted(CONTRACTS))
@@ -138,7 +125,7 @@ def test_a_formula_in_free_text_notes_is_neutralised_not_refused(feed: str) -> N
     record = _record(feed)
     record["notes"] = ["=HYPERLINK(\"https//example.invalid/\")", "- follow up in 2 weeks", "ordinary remark"]
     unit = encode_unit(contract, [orjson.dumps(record)])
-    outcomes = list(STAGE.process(unit, _source(feed), 1_750_000_000_000, NOW))
+    outcomes = list(STAGE.process(unit, feed_samples.source(CONTRACTS[feed]), 1_750_000_000_000, NOW))
     (accepted,) = outcomes
     assert isinstance(accepted, Accepted), accepted
     sealed = PROTECTORS[contract.phi_policy].open_record(accepted.sealed, feed, accepted.record_id)

@@ -13,15 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.local import synthetic
-from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
 from schemas import validator
 from schemas.contracts import load_contracts
+from tests.unit import feed_samples
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.reasons import REASONS
-from udfs.source import SourceRef
 
 SEED = 17
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -38,26 +36,11 @@ def _stage() -> IngestStage:
 STAGE = _stage()
 
 
-def _valid_unit(feed: str) -> bytes:
-    contract = CONTRACTS[feed]
-    feeds = synthetic.feeds_from_contracts([contract])
-    mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
-    payloads = [g.payload for g in synthetic.generate(6, seed=SEED, feeds=feeds, mix=mix, invalid_rate=0.0,
-                                                      duplicate_rate=0.0, size_kb=(1, 2))]
-    return encode_unit(contract, payloads if "kafka" not in contract.sources else payloads[:1])
-
-
-VALID_UNITS = {feed: _valid_unit(feed) for feed in CONTRACTS}
-
-
-def _source(feed: str) -> SourceRef:
-    if "kafka" in CONTRACTS[feed].sources:
-        return SourceRef.from_kafka(f"raw.{feed}", 0, 7)
-    return SourceRef.from_file(f"/feeds/{feed}/unit", "s3://landing/feeds/")
+VALID_UNITS = {feed: feed_samples.valid_unit(contract, 6, SEED) for feed, contract in CONTRACTS.items()}
 
 
 def _check(feed: str, payload: bytes) -> list[Accepted | Refused]:
-    outcomes = list(STAGE.process(payload, _source(feed), 1_750_000_000_000, NOW))
+    outcomes = list(STAGE.process(payload, feed_samples.source(CONTRACTS[feed]), 1_750_000_000_000, NOW))
     assert outcomes, "every unit yields at least one outcome (a refusal if nothing else)"
     for outcome in outcomes:
         if isinstance(outcome, Refused):
