@@ -49,8 +49,8 @@ from jobs.runtime import (
     prepare_process_environment,
     run_until_stopped,
 )
-from schemas.contracts import load_contracts
-from udfs.routing import partners, routes_column
+from jobs.topics import curated_routes
+from udfs.routing import routes_column
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -118,19 +118,6 @@ def _insert(table: str, columns: dict[str, str], source: str) -> str:
 
 def _routed(sink: str) -> str:
     return f"POSITION({quote(routes_column([sink]))} IN routes) > 0"
-
-
-def curated_routes(cfg: IngestConfig) -> list[tuple[str, str]]:
-    """(sink, topic) of every curated topic: snowflake, and one per partner any contract routes to."""
-    contracts = load_contracts(cfg.feeds.directory)
-    partner_ids = partners({feed: c.routes for feed, c in contracts.items()})
-    return [("snowflake", cfg.curated.snowflake_topic),
-            *((f"partner:{p}", cfg.curated.partner_topic(p)) for p in partner_ids)]
-
-
-def output_topics(cfg: IngestConfig) -> tuple[str, ...]:
-    """Every topic the job writes: dead letters, then the curated topics."""
-    return (cfg.kafka.dlq_topic, *(topic for _sink, topic in curated_routes(cfg)))
 
 
 def build(

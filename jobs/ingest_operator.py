@@ -103,7 +103,7 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
         """Load contracts (fail the job on a bad one) and the newest reference data."""
         from connectors.kms import KmsDataKeys, aws_client, configured_token_keys
         from connectors.reference import load_reference_sets
-        from jobs.readback import s3_client
+        from connectors.s3 import s3_client
         from schemas.phi_policy import load_policy
         from udfs.phi.protect import Protector
         from udfs.phi.tokens import Tokenizer

@@ -105,7 +105,7 @@ def check_phi_keys(cfg: IngestConfig) -> None:
 def check_ingest_dependencies(cfg: IngestConfig) -> None:
     """All external systems the ingest job needs, in the order a person would check them."""
     check_contracts(cfg.feeds.contracts_dir)
-    from jobs.ingest import output_topics
+    from jobs.topics import output_topics
 
     check_kafka(cfg.kafka.bootstrap_servers, output_topics(cfg))
     os.environ.setdefault("AWS_REGION", cfg.s3.region)

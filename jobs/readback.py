@@ -22,6 +22,7 @@ from connectors.iceberg import (
     S3Config,
     split_s3_url,
 )
+from connectors.s3 import s3_client
 from jobs.config import IngestConfig
 from udfs.dedup import Digest
 
@@ -42,11 +43,6 @@ class SinkCounts:
     routed: dict[str, Counter[str]]
     # Dead-letter ids in each of their three sinks: the topic, the archive and the Iceberg table.
     dead_letter_ids: dict[str, Counter[str]]
-
-
-def s3_client(s3: S3Config) -> Any:
-    """A boto3 S3 client for the configured endpoint (credentials from the environment)."""
-    return boto3.client("s3", endpoint_url=s3.endpoint or None, region_name=s3.region)
 
 
 def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:
@@ -169,7 +165,7 @@ def dead_letter_key(letter: dict[str, Any]) -> str:
 def routed_keys(cfg: IngestConfig) -> dict[str, Counter[str]]:
     """Business keys in every routed sink: the Iceberg table of each record type and every curated topic."""
     from connectors.iceberg import TABLE_FOR_TYPE
-    from jobs.ingest import curated_routes
+    from jobs.topics import curated_routes
 
     routed = {f"iceberg:{kind}": iceberg_column(cfg, table, "business_key") for kind, table in TABLE_FOR_TYPE.items()}
     for sink, topic in curated_routes(cfg):

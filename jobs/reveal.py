@@ -57,7 +57,7 @@ def find_archived(cfg: IngestConfig, feed: str, record_id: str) -> dict[str, Any
     """The committed archive row of a record (record_type, sealed, ...), or None."""
     import fastavro
 
-    from jobs.readback import s3_client
+    from connectors.s3 import s3_client
 
     bucket, prefix = split_s3_url(cfg.archive.path)
     s3 = s3_client(cfg.s3)

@@ -36,16 +36,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.ingest_api.keys import KeyCheck
-from connectors.ingest_api.openapi import openapi_document
+from connectors.ingest_api.openapi import CONTENT_TYPES, openapi_document
 from connectors.ingest_api.receipts import Claim, Receipts
 from udfs.delivery import TokenBucket
-
-CONTENT_TYPES = {
-    "json": ("application/json", "application/x-ndjson"),
-    "csv": ("text/csv",),
-    "x12": ("application/edi-x12", "text/plain"),
-    "avro": ("application/avro", "application/octet-stream"),
-}
 
 
 class Producer(Protocol):

@@ -12,6 +12,13 @@ _HEADERS: dict[str, dict[str, Any]] = {
     "409": _RETRY_AFTER, "429": _RETRY_AFTER, "503": _RETRY_AFTER,
 }
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+# The media types each feed format is accepted as; the app refuses others with 415.
+CONTENT_TYPES = {
+    "json": ("application/json", "application/x-ndjson"),
+    "csv": ("text/csv",),
+    "x12": ("application/edi-x12", "text/plain"),
+    "avro": ("application/avro", "application/octet-stream"),
+}
 _REFUSALS = {
     "400": "malformed body (PHI-free reason code)", "401": "missing or wrong API key for this feed",
     "403": "the feed does not accept the rest door", "404": "unknown feed",
@@ -24,8 +31,6 @@ _REFUSALS = {
 
 def openapi_document(contracts: Mapping[str, Any], settings: Any) -> dict[str, Any]:
     """The document: one path with the REST feeds as an enum, per-format request bodies, every refusal."""
-    from connectors.ingest_api.app import CONTENT_TYPES
-
     feeds = sorted(f for f, c in contracts.items() if "rest" in c.sources)
     formats = {contracts[f].format for f in feeds}
     json_record = {"type": "object", "description": "one canonical record (see schemas/*.schema.json)"}

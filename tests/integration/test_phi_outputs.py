@@ -21,10 +21,10 @@ from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs.demo import covered, start_job, stop_job
-from jobs.ingest import output_topics
 from jobs.leak_scan import LeakScanner, Needles, sha16
 from jobs.readback import linkage_digest, read_sinks, s3_client, split_s3_url
 from jobs.reveal import RevealRequest, find_archived, reveal
+from jobs.topics import output_topics
 from schemas.contracts import FeedContract, load_contracts
 from schemas.phi_policy import load_policy
 from tests.conftest import isolated_config
