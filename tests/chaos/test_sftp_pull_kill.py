@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from connectors.kms import aws_client
 from connectors.sftp_pull.ledger import FileLedger
@@ -53,12 +54,27 @@ def test_a_puller_killed_mid_transfer_loses_no_file_and_lands_none_twice(stack: 
     rng = random.Random(run_id)
     ledger = FileLedger(aws_client(load_phi_config(base), "dynamodb"), groups["sftp_pull"]["ledger.table"])
     try:
+        def landed_count() -> int:
+            try:
+                return sum(1 for status in ledger.contents(feed).values() if status == "LANDED")
+            except ClientError as err:  # the first puller creates the ledger table
+                if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return 0
+                raise
+
         for _ in range(KILLS):
+            before = landed_count()
             jobs.start("sftp", "run")
-            time.sleep(rng.uniform(2.0, 4.0))  # mid-transfer: each file takes about a second
+            # Kill only once this run has landed a file, then part-way into the next (each takes about a
+            # second): a fixed 2-4 s sleep killed a puller still starting up on a busy machine, 4 times over.
+            deadline = time.monotonic() + 90
+            while landed_count() == before and time.monotonic() < deadline:
+                jobs.check_alive()
+                time.sleep(0.1)
+            time.sleep(rng.uniform(0.1, 0.9))
             jobs.check_alive()
             jobs.kill("sftp")
-        landed_before_end = sum(1 for status in ledger.contents(feed).values() if status == "LANDED")
+        landed_before_end = landed_count()
         jobs.start("sftp", "run", "--once")
         assert jobs.procs["sftp"].wait(timeout=120) == 0
     finally:
