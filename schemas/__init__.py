@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 RECORD_TYPES: tuple[str, ...] = ("claim", "payment", "eligibility")
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 # The newest canonical version of each record type this code reads. Evolution rules
 # (docs/schema-evolution.md): a minor version only adds optional fields or widens a rule, so a reader
 # of 1.n reads every 1.m with m <= n; anything else is a new major version, which readers refuse.

@@ -42,22 +42,22 @@ SPECS: dict[str, Spec] = {
         "rendering_provider": {"npi": ID, "name": NAME},
         "subscriber": PERSON, "patient": PERSON, "diagnoses": Each(ICD10),
         "service_lines": Each({
-            "procedure_code": CODE, "modifiers": Each(CODE), "charge": MONEY, "service_date": DATE,
-            "place_of_service": CODE2,
+            "procedure_code": CODE, "revenue_code": CODE, "modifiers": Each(CODE), "charge": MONEY,
+            "service_date": DATE, "place_of_service": CODE2,
         }),
         "total_charge": MONEY, "service_date_from": DATE, "service_date_to": DATE,
         "place_of_service": CODE2, "notes": NOTES,
     },
     "payment": {
         "sent_at": DATETIME, "payment_id": ID, "trace_number": ID, "payer": PAYER,
-        "payee": {"npi": ID, "name": NAME}, "payment_date": DATE, "payment_amount": MONEY,
+        "payee": {"npi": ID, "tax_id": ID, "name": NAME}, "payment_date": DATE, "payment_amount": MONEY,
         "method": CODE,
         "claims": Each({
             "claim_id": ID, "status_code": CODE,
             "patient": {"member_id": ID, "first_name": NAME, "last_name": NAME},
             "charge": MONEY, "paid": MONEY, "patient_responsibility": MONEY, "adjustments": ADJUSTMENTS,
             "lines": Each({
-                "procedure_code": CODE, "modifiers": Each(CODE), "charge": MONEY, "paid": MONEY,
+                "procedure_code": CODE, "revenue_code": CODE, "modifiers": Each(CODE), "charge": MONEY, "paid": MONEY,
                 "service_date": DATE, "adjustments": ADJUSTMENTS,
             }),
         }),

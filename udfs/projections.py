@@ -27,7 +27,8 @@ ELIGIBILITY_COLUMNS: tuple[str, ...] = (
     "coverage_level", "coverage_start", "coverage_end", "maintenance_type_code", "dependent_count",
 )
 INT_COLUMNS = frozenset({"diagnosis_count", "service_line_count", "paid_claim_count", "dependent_count"})
-LINE_FIELDS: tuple[str, ...] = ("line_number", "procedure_code", "modifiers", "units", "charge", "service_date")
+LINE_FIELDS: tuple[str, ...] = ("line_number", "procedure_code", "revenue_code", "modifiers", "units", "charge",
+                                "service_date")
 
 
 def claim_columns(claim: dict[str, Any]) -> dict[str, Any]:

@@ -82,7 +82,10 @@ REJECTED = [
     ("claim", "subscriber.address.zip", "1234"),
     ("claim", "subscriber.birth_date", "2024-02-30"),  # well-shaped, not a date: needs the format checker
     ("claim", "sent_at", "2025-06-02T08:00:00"),  # no offset
-    ("claim", "frequency_code", "2"),
+    ("claim", "frequency_code", "6"),  # retired from the NUBC list
+    ("claim", "service_lines.0.procedure_code", _DELETE),  # a line needs a procedure or a revenue code
+    ("claim", "service_lines.0.revenue_code", "450"),
+    ("payment", "claims.0.status_code", "24"),
     ("claim", "billing_provider.npi", "123456789"),
     ("claim", "subscriber.shoe_size", "9"),  # nested objects are closed too
     ("claim", "claim_id", _DELETE),

@@ -229,6 +229,7 @@ def claim_projection(r: dict[str, Any], kind: str) -> dict[str, Any]:
         for x in lines:
             x["diagnosis_pointers"] = [1]
             x.pop("place_of_service", None)
+            x.setdefault("revenue_code", "0510")  # SV201 is required; the encoder's placeholder
     return out
 
 

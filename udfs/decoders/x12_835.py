@@ -6,7 +6,8 @@ A line's number is its SVC's position within the claim. Amounts must balance as 
 SVC02 - line CAS = SVC03, CLP03 - claim and line CAS = CLP04, sum(CLP04) - PLB = BPR02.
 Usage follows the 5010 guide (udfs/decoders/x12_usage.py): the payee is identified by NPI (N103 XX)
 or tax id (N103 FI; REF*TJ adds it beside an NPI); SVC loops are situational (a claim-level payment
-has none); the patient's NM109 and NM104 are situational; PLB adjustments become
+has none); SVC01 is a procedure (HC) or an institutional revenue code (NU), SVC04 a revenue code beside a
+procedure; the patient's NM109 and NM104 are situational; PLB adjustments become
 `provider_adjustments`; BPR04 may be ACH, CHK, BOP, FWT or NON (no payment).
 """
 
@@ -176,6 +177,7 @@ def _line(line: Loop, k: int, comp: str, claim_start: list[str] | None) -> tuple
     procedure = el(svc, 1).split(comp)
     if len(procedure) < 2 or not procedure[1]:
         raise Rejected(X12_BAD_ELEMENT, "SVC01 has no procedure code")
+    codes = _service_codes(procedure, el(svc, 4))
     charge, paid = money(el(svc, 2), "SVC02"), money(el(svc, 3), "SVC03")
     adjustments, adjusted = _adjustments(line["CAS"])
     if charge - adjusted != paid:
@@ -184,10 +186,17 @@ def _line(line: Loop, k: int, comp: str, claim_start: list[str] | None) -> tuple
     if dtm is None:
         raise missing("DTM*472")
     return {
-        "line_number": k, "procedure_code": procedure[1], "modifiers": [m for m in procedure[2:6] if m],
+        "line_number": k, **codes, "modifiers": [m for m in procedure[2:6] if m],
         "units": count(el(svc, 5), "SVC05", default=1), "charge": money_text(charge),
         "paid": money_text(paid), "service_date": iso_date(el(dtm, 2), "DTM02"), "adjustments": adjustments,
     }, adjusted
+
+
+def _service_codes(procedure: list[str], svc04: str) -> dict[str, str]:
+    """SVC01 qualifier NU: an institutional revenue code; any other: a procedure, with SVC04's revenue code if sent."""
+    if procedure[0] == "NU":
+        return {"revenue_code": procedure[1]}
+    return {"procedure_code": procedure[1], **({"revenue_code": svc04} if svc04 else {})}
 
 
 def _patient(nm1: list[str]) -> dict[str, str]:

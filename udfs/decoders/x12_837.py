@@ -6,8 +6,8 @@ first names and the subscriber's DMG and N3/N4 are situational (required only wh
 is the patient, i.e. no 2000C loop follows); what is situational and not sent is left out of the
 record. Where the canonical claim needs what X12 leaves out, the mapping is:
 837P service_date_from/to are the earliest/latest line DTP*472 (the 837P has no claim-level service
-period); 837I lines point at diagnosis 1 (UB-04 lines carry no pointers) and default their date to
-the statement start (DTP*434); a patient's member_id is 2010CA REF*1W, else NM109, else the
+period); 837I lines point at diagnosis 1 (UB-04 lines carry no pointers), default their date to
+the statement start (DTP*434) and carry SV201 as revenue_code, SV202's procedure only when sent; a patient's member_id is 2010CA REF*1W, else NM109, else the
 subscriber's (5010 gives a patient in loop 2000C no id of its own).
 """
 
@@ -292,13 +292,19 @@ def _line_fields(line: dict[str, list[str]], kind: str, comp: str, statement: tu
     if len(sv) < 8:  # X12 drops trailing empty elements; pad once instead of bounds-checking each read
         sv = sv + [""] * (8 - len(sv))
     procedure = sv[proc_at].split(comp)
-    if len(procedure) < 2 or not procedure[1]:
+    out: dict[str, Any] = {"line_number": count(el(line["LX"], 1), "LX01")}
+    if kind == "I":
+        # SV201 revenue code is required; SV202 is situational (outpatient lines when a procedure code
+        # exists; inpatient lines carry the revenue code alone), so it is read only when sent.
+        out["revenue_code"] = required(sv, 1, "SV201")
+    if len(procedure) >= 2 and procedure[1]:
+        out["procedure_code"] = procedure[1]
+    elif kind == "P" or sv[proc_at]:
         raise Rejected(X12_BAD_ELEMENT, f"{_LABELS[kind][0]} has no procedure code")
-    out: dict[str, Any] = {
-        "line_number": count(el(line["LX"], 1), "LX01"), "procedure_code": procedure[1],
+    out.update({
         "modifiers": [m for m in procedure[2:6] if m] if len(procedure) > 2 else [], "diagnosis_pointers": [1],
         "units": count(sv[units_at], _LABELS[kind][2]), "charge": money_text(money(sv[charge_at], _LABELS[kind][1])),
-    }
+    })
     if kind == "P":
         pointers = _pointers(sv[7], comp)
         if pointers is None:

@@ -175,14 +175,14 @@ def _claim_837(c: dict[str, Any], kind: str, hl: int) -> list[str]:
         last, first = _person_name(c["rendering_provider"]["name"])
         out.append(seg("NM1", "82", "1", last, first, "", "", "", "XX", c["rendering_provider"]["npi"]))
     for line in c["service_lines"]:
-        proc = ("HC", line["procedure_code"], *line["modifiers"])
+        proc = ("HC", line["procedure_code"], *line["modifiers"]) if "procedure_code" in line else ""
         out.append(seg("LX", str(line["line_number"])))
         if kind == "P":
             out.append(seg("SV1", proc, line["charge"], "UN", str(line["units"]), line.get("place_of_service", ""),
                            "", tuple(str(p) for p in line["diagnosis_pointers"])))
         else:
-            # The revenue code is not canonical; 0510 (clinic) is a neutral placeholder.
-            out.append(seg("SV2", "0510", proc, line["charge"], "UN", str(line["units"])))
+            # SV201 is required: a line without a canonical revenue code gets 0510 (clinic), a neutral placeholder.
+            out.append(seg("SV2", line.get("revenue_code", "0510"), proc, line["charge"], "UN", str(line["units"])))
         out.append(seg("DTP", "472", "D8", _d8(line["service_date"])))
         # Line item control number: what an 835 SVC loop's REF*6R echoes back to match the line.
         out.append(seg("REF", "6R", f"{c['claim_id']}-{line['line_number']}"))
@@ -233,8 +233,12 @@ def _payment_835(p: dict[str, Any]) -> list[str]:
         out += _cas(c["adjustments"])
         out.append(seg("NM1", "QC", "1", pt["last_name"], pt["first_name"], "", "", "", "MI", pt["member_id"]))
         for line in c["lines"]:
-            out.append(seg("SVC", ("HC", line["procedure_code"], *line["modifiers"]), line["charge"],
-                           line["paid"], "", str(line["units"])))
+            # SVC01 is a procedure (HC) or, for an institutional line without one, the revenue code (NU);
+            # SVC04 carries a revenue code beside a procedure.
+            svc01 = (("HC", line["procedure_code"], *line["modifiers"]) if "procedure_code" in line
+                     else ("NU", line["revenue_code"]))
+            svc04 = line.get("revenue_code", "") if "procedure_code" in line else ""
+            out.append(seg("SVC", svc01, line["charge"], line["paid"], svc04, str(line["units"])))
             out.append(seg("DTM", "472", _d8(line["service_date"])))
             out += _cas(line["adjustments"])
             out.append(seg("REF", "6R", f"{c['claim_id']}-{line['line_number']}"))  # the 837's line control number
