@@ -21,7 +21,7 @@ from infra.local.static_keys import static_protectors
 from schemas.contracts import load_contracts
 from tests.corpus.x12.make_guide_corpus import HERE, VARIANTS
 from udfs.decoders.x12 import decode
-from udfs.decoders.x12_usage import USAGE, Usage, coverage_markdown
+from udfs.decoders.x12_usage import ELEMENTS, USAGE, ElementUsage, Usage, coverage_markdown, element_markdown
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.source import SourceRef
 
@@ -97,6 +97,22 @@ def test_guide_records_carry_what_the_guide_shape_sends() -> None:
     added = records("guide_834_add.edi")
     assert added[1]["member"]["address"] == added[0]["member"]["address"]  # a dependent takes the household's
     assert added[0]["dependents"][0]["member_id"] == "ZQM100200301"
+    (ssn_billed,) = records("guide_837p_billing_ssn.edi")
+    assert ssn_billed["billing_provider"]["tax_id"] == "910000001"
+    (inpatient,) = records("guide_837i_inpatient_interim.edi")
+    assert inpatient["frequency_code"] == "2"
+    lines = inpatient["service_lines"]
+    assert [(x.get("revenue_code"), x.get("procedure_code"), x["service_date"]) for x in lines] == [
+        ("0120", None, "2025-05-03"), ("0250", None, "2025-05-03"), ("0636", "J1885", "2025-05-03")]
+    (remit,) = records("guide_835_institutional_revenue_lines.edi")
+    assert [(x.get("revenue_code"), x.get("procedure_code")) for x in remit["claims"][0]["lines"]] == [
+        ("0120", None), ("0450", "99283")]
+    (by_n104,) = records("guide_835_payer_id_n104.edi")
+    assert by_n104["payer"]["payer_id"] == "EVM01"
+    audit = records("guide_834_audit.edi")
+    assert [r["coverage"]["maintenance_type_code"] for r in audit] == ["030", "030"]
+    step = records("guide_834_stepchild_dependent.edi")
+    assert (step[1]["relationship"], step[0]["dependents"][0]["relationship"]) == ("17", "17")
 
 
 # --- the usage table, enforced ------------------------------------------------------------------
@@ -154,6 +170,67 @@ def test_a_required_segment_may_not_be_absent(usage: Usage) -> None:
     _, without = _dropped(usage)
     refused = [reason for _, reason in without if reason is not None]
     assert refused and all(r.startswith("x12_") for r in refused), refused
+
+
+# Element rows: the guide-shaped interchange and the tagged segment each is tested on (None: not sampled,
+# e.g. SV105, which the samples do not send).
+_S, _R, _Y = ("guide_837p_subscriber_is_patient.edi", "guide_835_institutional_revenue_lines.edi",
+              "guide_835_payer_id_n104.edi")
+ELEMENT_SAMPLES: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("837P", "2000B", "SBR02"): (_S, "SBR"), ("837P", "2010BA", "NM104"): (_P, "NM1*IL"),
+    ("837P", "2010CA", "NM104"): (_P, "NM1*QC"), ("837P", "2300", "CLM01"): (_P, "CLM"),
+    ("837P", "2300", "CLM05"): (_P, "CLM"),
+    ("837I", "2010BA", "NM104"): (_I, "NM1*IL"), ("837I", "2010CA", "NM104"): (_I, "NM1*QC"),
+    ("837I", "2300", "CLM01"): (_I, "CLM"), ("837I", "2300", "CLM05"): (_I, "CLM"),
+    ("837I", "2400", "SV201"): (_I, "SV2"), ("837I", "2400", "SV202"): (_I, "SV2"),
+    ("835", "1000A", "N104"): (_Y, "N1*PR"), ("835", "2100", "NM104"): (_N, "NM1*QC"),
+    ("835", "2100", "NM109"): (_N, "NM1*QC"), ("835", "2100", "CLP05"): (_N, "CLP"),
+    ("835", "2110", "SVC01"): (_N, "SVC"), ("835", "2110", "SVC04"): (_R, "SVC#2"),
+    ("835", "2110", "SVC05"): (_N, "SVC"),
+    ("834", "2000", "INS02"): (_A, "INS"), ("834", "2100A", "NM104"): (_A, "NM1*IL"),
+    ("834", "2300", "HD04"): (_A, "HD"), ("834", "2300", "HD05"): (_A, "HD"),
+}
+
+
+def _element_key(u: ElementUsage) -> tuple[str, str, str]:
+    return (u.transaction, u.loop, u.element)
+
+
+def _blanked(usage: ElementUsage) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
+    sample, key = ELEMENT_SAMPLES[_element_key(usage)]
+    variant = VARIANTS[sample]
+    assert usage.transaction == variant.transaction
+    whole = variant.build(())
+    without = variant.build({(usage.loop, key, str(int(usage.element[-2:])))})
+    assert without != whole, "the sample sends the element"
+    return _outcomes(_stage(variant.transaction, whole)), _outcomes(_stage(variant.transaction, without))
+
+
+S_ELEMENTS = [u for u in ELEMENTS if u.usage == "S" and _element_key(u) in ELEMENT_SAMPLES]
+R_ELEMENTS = [u for u in ELEMENTS if u.usage == "R" and _element_key(u) in ELEMENT_SAMPLES]
+
+
+@pytest.mark.parametrize("usage", S_ELEMENTS, ids=[" ".join(_element_key(u)) for u in S_ELEMENTS])
+def test_a_situational_element_may_be_empty(usage: ElementUsage) -> None:
+    with_it, without = _blanked(usage)
+    assert all(reason is None for _, reason in with_it)
+    assert without == with_it
+
+
+@pytest.mark.parametrize("usage", R_ELEMENTS, ids=[" ".join(_element_key(u)) for u in R_ELEMENTS])
+def test_a_required_element_may_not_be_empty(usage: ElementUsage) -> None:
+    _, without = _blanked(usage)
+    refused = [reason for _, reason in without if reason is not None]
+    assert refused and all(r.startswith("x12_") for r in refused), refused
+
+
+def test_the_element_table_names_segments_the_usage_table_holds() -> None:
+    segments = {(u.transaction, u.loop, u.segment) for u in USAGE}
+    assert all((u.transaction, u.loop, u.segment) in segments for u in ELEMENTS)
+    assert set(ELEMENT_SAMPLES) <= {_element_key(u) for u in ELEMENTS}
+    assert len(S_ELEMENTS) >= 12 and len(R_ELEMENTS) >= 7
+    table = element_markdown()
+    assert all(f"| {u.loop} | `{u.element}` |" in table for u in ELEMENTS)
 
 
 def test_the_usage_table_is_exercised_and_renders() -> None:

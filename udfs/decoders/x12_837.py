@@ -7,8 +7,9 @@ is the patient, i.e. no 2000C loop follows); what is situational and not sent is
 record. Where the canonical claim needs what X12 leaves out, the mapping is:
 837P service_date_from/to are the earliest/latest line DTP*472 (the 837P has no claim-level service
 period); 837I lines point at diagnosis 1 (UB-04 lines carry no pointers), default their date to
-the statement start (DTP*434) and carry SV201 as revenue_code, SV202's procedure only when sent; a patient's member_id is 2010CA REF*1W, else NM109, else the
-subscriber's (5010 gives a patient in loop 2000C no id of its own).
+the statement start (DTP*434) and carry SV201 as revenue_code, SV202's procedure only when sent;
+a patient's member_id is 2010CA REF*1W, else NM109, else the subscriber's (5010 gives a patient in
+loop 2000C no id of its own).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ One row per (transaction, loop, segment): R (required by the implementation guid
 canonical record where noted) or S (situational: the guide's condition), and the canonical fields
 it fills. The decoders follow it; tests/unit/test_x12_guide_corpus.py holds them to it (a
 situational segment dropped from a guide-shaped interchange still gives an accepted record, a
-required one a refusal), and the README's X12 coverage table is `coverage_markdown()`.
+required one a refusal), and the README's X12 coverage table is `coverage_markdown()`. ELEMENTS
+does the same one level down, for elements whose usage differs from their segment's (SV202, NM104,
+CLP05, HD04, ...): blanked one at a time, a situational element still gives an accepted record, a
+required one a refusal; `element_markdown()` renders it.
 Segments a decoder does not read (PRV, CL1, AMT, QTY, K3, ...) are skipped wherever they stand.
 """
 
@@ -87,6 +90,69 @@ _834: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ElementUsage:
+    """One element's usage inside a segment the table above lists (R or S, and when)."""
+
+    transaction: str
+    loop: str
+    segment: str  # the segment's key in USAGE ("NM1*IL", "SV2")
+    element: str  # "SV202"
+    usage: str  # "R" or "S"
+    condition: str
+    fills: str
+
+
+# Elements whose usage differs from their segment's, or that decide the canonical record's shape.
+_837_ELEMENTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("2000B", "SBR", "SBR02", "S", "18 when the subscriber is the patient; not sent otherwise",
+     "subscriber.relationship_code"),
+    ("2010BA", "NM1*IL", "NM104", "S", "when the person has a first name", "subscriber.first_name"),
+    ("2010CA", "NM1*QC", "NM104", "S", "when the person has a first name", "patient.first_name"),
+    ("2300", "CLM", "CLM01", "R", "1-38 characters of the basic and extended sets", "claim_id"),
+    ("2300", "CLM", "CLM05", "R", "place : B (837P) or A (837I) : frequency 1, 7, 8 (837I also 0, 2-5)",
+     "place_of_service, frequency_code"),
+)
+_837P_ELEMENTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("2400", "SV1", "SV105", "S", "when the line's place of service differs from the claim's",
+     "service_lines[].place_of_service"),
+)
+_837I_ELEMENTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("2400", "SV2", "SV201", "R", "NUBC revenue code", "service_lines[].revenue_code"),
+    ("2400", "SV2", "SV202", "S", "outpatient lines when a procedure code exists; inpatient lines only for drugs "
+     "(HCPCS) or HIPPS", "service_lines[].procedure_code, .modifiers"),
+)
+_835_ELEMENTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("1000A", "N1*PR", "N104", "S", "payer id (N103 XV) when no REF*2U is sent", "payer.payer_id"),
+    ("2100", "NM1*QC", "NM104", "S", "when the patient has a first name", "claims[].patient.first_name"),
+    ("2100", "NM1*QC", "NM109", "S", "when the patient's member id is known", "claims[].patient.member_id"),
+    ("2100", "CLP", "CLP05", "S", "when the patient owes something (0.00 when absent)",
+     "claims[].patient_responsibility"),
+    ("2110", "SVC", "SVC01", "R", "HC procedure, or NU revenue code alone (institutional)",
+     "claims[].lines[].procedure_code or .revenue_code"),
+    ("2110", "SVC", "SVC04", "S", "revenue code beside a procedure in SVC01", "claims[].lines[].revenue_code"),
+    ("2110", "SVC", "SVC05", "S", "units when not 1", "claims[].lines[].units"),
+)
+_834_ELEMENTS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("2000", "INS", "INS02", "R", "18 self, or the dependent's relationship (01, 03-17, 19, 23-26, 31, 38, 53, 60, "
+     "D2, G8, G9)", "relationship"),
+    ("2100A", "NM1*IL", "NM104", "S", "when the member has a first name", "member.first_name"),
+    ("2300", "HD+DTP*348", "HD04", "S", "plan coverage description, when the sponsor sends one", "plan.plan_code"),
+    ("2300", "HD+DTP*348", "HD05", "S", "coverage level, when the sponsor sends one", "plan.coverage_level"),
+)
+
+
+def _element_rows(transaction: str, rows: tuple[tuple[str, str, str, str, str, str], ...]
+                  ) -> tuple[ElementUsage, ...]:
+    return tuple(ElementUsage(transaction, *row) for row in rows)
+
+
+ELEMENTS: tuple[ElementUsage, ...] = (
+    *_element_rows("837P", _837_ELEMENTS + _837P_ELEMENTS), *_element_rows("837I", _837_ELEMENTS + _837I_ELEMENTS),
+    *_element_rows("835", _835_ELEMENTS), *_element_rows("834", _834_ELEMENTS),
+)
+
+
 def _rows(transaction: str, rows: tuple[tuple[str, str, str, str, str], ...]) -> tuple[Usage, ...]:
     return tuple(Usage(transaction, *row) for row in rows)
 
@@ -105,4 +171,15 @@ def coverage_markdown() -> str:
     lines = ["| transaction | loop | segment | usage | when / note | canonical fields |", "|---|---|---|---|---|---|"]
     lines += [f"| {'/'.join(t)} | {loop} | `{segment}` | {'required' if usage == 'R' else 'situational'} "
               f"| {condition} | {fills} |" for (loop, segment, usage, condition, fills), t in rows.items()]
+    return "\n".join(lines)
+
+
+def element_markdown() -> str:
+    """The element usage table as Markdown (rows the 837P and 837I share are written once)."""
+    rows: dict[tuple[str, str, str, str, str, str], list[str]] = {}
+    for u in ELEMENTS:
+        rows.setdefault((u.loop, u.segment, u.element, u.usage, u.condition, u.fills), []).append(u.transaction)
+    lines = ["| transaction | loop | element | usage | when / note | canonical fields |", "|---|---|---|---|---|---|"]
+    lines += [f"| {'/'.join(t)} | {loop} | `{element}` | {'required' if usage == 'R' else 'situational'} "
+              f"| {condition} | {fills} |" for (loop, _, element, usage, condition, fills), t in rows.items()]
     return "\n".join(lines)

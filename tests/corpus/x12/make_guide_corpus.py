@@ -3,8 +3,9 @@
 Written for this project from the guides' loop structure (837P 005010X222A1, 837I 005010X223A2,
 835 005010X221A1, 834 005010X220A1), not copied from anyone's samples; every person is made up.
 Each body is a list of tagged segments `(loop, key, elements)`, so a test can drop one segment by
-its loop and key (`build(name, drop={("2010BA", "DMG")})`) and see what the decoder makes of the
-shape without it (tests/unit/test_x12_guide_corpus.py, driven by udfs/decoders/x12_usage.py).
+its loop and key (`build(name, drop={("2010BA", "DMG")})`), or blank one element of it by its
+position (`drop={("2400", "SV2", "2")}`), and see what the decoder makes of the shape without it
+(tests/unit/test_x12_guide_corpus.py, driven by udfs/decoders/x12_usage.py).
 
 Run `python -m tests.corpus.x12.make_guide_corpus` to (re)write the `guide_*.edi` files; the test
 checks the files on disk are exactly what this module builds.
@@ -21,6 +22,7 @@ from udfs.npi import npi_check_digit
 HERE = Path(__file__).resolve().parent
 Element = str | tuple[str, ...]  # a tuple is a composite
 Tagged = tuple[str, str, tuple[Element, ...]]  # (loop, key, elements with the segment id first)
+Drop = tuple[str, ...]  # (loop, key): leave the segment out; (loop, key, "n"): send its element n empty
 
 
 def _npi(body: str) -> str:
@@ -53,13 +55,21 @@ def _text(elements: tuple[Element, ...], d: Delimiters) -> str:
     return d.element.join(parts) + d.terminator + d.line_break
 
 
+def _blank(elements: tuple[Element, ...], positions: set[int]) -> tuple[Element, ...]:
+    return tuple("" if k in positions else e for k, e in enumerate(elements))
+
+
 def interchange(transaction: str, groups: list[list[list[Tagged]]], d: Delimiters = Delimiters(),
-                drop: Iterable[tuple[str, str]] = ()) -> bytes:
+                drop: Iterable[Drop] = ()) -> bytes:
     """An ISA..IEA interchange: groups of transaction sets, each set a list of tagged body segments."""
     st01, version, functional = {
         "837P": ("837", "005010X222A1", "HC"), "837I": ("837", "005010X223A2", "HC"),
         "835": ("835", "005010X221A1", "HP"), "834": ("834", "005010X220A1", "BE")}[transaction]
-    dropped = set(drop)
+    dropped = {(x[0], x[1]) for x in drop if len(x) == 2}
+    blanks: dict[tuple[str, str], set[int]] = {}
+    for x in drop:
+        if len(x) == 3:
+            blanks.setdefault((x[0], x[1]), set()).add(int(x[2]))
     e, r, c = d.element, d.repetition, d.component
     out = [f"ISA{e}00{e}{' ' * 10}{e}00{e}{' ' * 10}{e}ZZ{e}{'MSGUIDESEND':<15}{e}ZZ{e}{'MSGUIDERECV':<15}"
            f"{e}250602{e}0800{e}{r}{e}00501{e}000000901{e}0{e}T{e}{c}{d.terminator}{d.line_break}"]
@@ -69,7 +79,8 @@ def interchange(transaction: str, groups: list[list[list[Tagged]]], d: Delimiter
                              version), d))
         for s, body in enumerate(sets, 1):
             number = f"{g:02d}{s:02d}"
-            kept = [elements for loop, key, elements in body if (loop, key) not in dropped]
+            kept = [_blank(elements, blanks.get((loop, key), set())) for loop, key, elements in body
+                    if (loop, key) not in dropped]
             out.append(_text(seg("ST", st01, number, version), d))
             out += [_text(elements, d) for elements in kept]
             out.append(_text(seg("SE", str(len(kept) + 2), number), d))
@@ -80,7 +91,7 @@ def interchange(transaction: str, groups: list[list[list[Tagged]]], d: Delimiter
 
 # --- 837 ---------------------------------------------------------------------------------------------
 
-def _837_header(kind: str) -> list[Tagged]:
+def _837_header(kind: str, billing_id: str = "EI") -> list[Tagged]:
     return [
         ("header", "BHT", seg("BHT", "0019", "00", "GUIDE1", "20250602", "0800", "CH")),
         ("1000A", "NM1*41", seg("NM1", "41", "2", "GUIDE CLEARING", "", "", "", "", "46", "MSGUIDESEND")),
@@ -90,7 +101,7 @@ def _837_header(kind: str) -> list[Tagged]:
         ("2010AA", "NM1*85", seg("NM1", "85", "2", "NORTHWIND FAMILY CLINIC", "", "", "", "", "XX", BILLING_NPI)),
         ("2010AA", "N3", seg("N3", "400 HARBOR WAY")),
         ("2010AA", "N4", seg("N4", "SEATTLE", "WA", "981011234")),
-        ("2010AA", "REF*EI", seg("REF", "EI", "910000001")),
+        ("2010AA", "REF*EI", seg("REF", billing_id, "910000001")),
     ]
 
 
@@ -118,10 +129,10 @@ _PATIENT: list[Tagged] = [
 
 
 def claim_837p(pcn: str = "PCN-2025-0001", dependent: bool = True, hi: tuple[Element, ...] = (
-        ("ABK", "E119"), ("ABF", "I10"))) -> list[Tagged]:
+        ("ABK", "E119"), ("ABF", "I10")), billing_id: str = "EI") -> list[Tagged]:
     """An 837P claim: the patient a dependent (2000C) unless `dependent` is False."""
     return [
-        *_837_header("P"), *_837_subscriber(self_pay=not dependent), *(_PATIENT if dependent else []),
+        *_837_header("P", billing_id), *_837_subscriber(self_pay=not dependent), *(_PATIENT if dependent else []),
         ("2300", "CLM", seg("CLM", pcn, "135.00", "", "", ("11", "B", "1"), "Y", "A", "Y", "Y")),
         ("2300", "NTE", seg("NTE", "ADD", "FOLLOW UP IN TWO WEEKS")),
         ("2300", "HI", seg("HI", *hi)),
@@ -147,9 +158,26 @@ def claim_837i() -> list[Tagged]:
     ]
 
 
+def claim_837i_inpatient() -> list[Tagged]:
+    """An inpatient interim bill (type of bill 112): revenue-code lines without SV202, no line dates."""
+    return [
+        *_837_header("I"), *_837_subscriber(self_pay=False), *_PATIENT,
+        ("2300", "CLM", seg("CLM", "INPT-2025-0007", "3120.00", "", "", ("11", "A", "2"), "", "A", "Y", "Y")),
+        ("2300", "DTP*434", seg("DTP", "434", "RD8", "20250503-20250505")),
+        ("2300", "HI", seg("HI", ("ABK", "J189"), ("ABF", "E119"))),
+        ("2400", "LX", seg("LX", "1")),
+        ("2400", "SV2", seg("SV2", "0120", "", "2400.00", "DA", "2", "1200.00")),  # room and board: SV206 rate
+        ("2400", "LX#2", seg("LX", "2")),
+        ("2400", "SV2#2", seg("SV2", "0250", "", "320.00", "UN", "4")),  # pharmacy
+        ("2400", "LX#3", seg("LX", "3")),
+        ("2400", "SV2#3", seg("SV2", "0636", ("HC", "J1885"), "400.00", "UN", "2")),  # drug: HCPCS sent
+    ]
+
+
 # --- 835 ---------------------------------------------------------------------------------------------
 
-def payment_835(payee: str = "XX", lines: bool = True, plb: bool = False, method: str = "ACH") -> list[Tagged]:
+def payment_835(payee: str = "XX", lines: bool = True, plb: bool = False, method: str = "ACH",
+                payer_ref: bool = True) -> list[Tagged]:
     """One remittance: payee by NPI (XX, with REF*TJ) or tax id (FI); line- or claim-level; optional PLB.
 
     Charges 135.00: paid 120.00 with 15.00 patient responsibility (line- or claim-level CAS), or, for
@@ -162,8 +190,8 @@ def payment_835(payee: str = "XX", lines: bool = True, plb: bool = False, method
         ("header", "BPR", seg("BPR", "H" if denied else "I", total, "C", method, "" if denied else "CCP",
                               "", "", "", "", "", "", "", "", "", "", "20250610")),
         ("header", "TRN", seg("TRN", "1", "EFT77001", "1910000002")),
-        ("1000A", "N1*PR", seg("N1", "PR", "EVERGREEN MUTUAL")),
-        ("1000A", "REF*2U", seg("REF", "2U", "EVM01")),
+        ("1000A", "N1*PR", seg("N1", "PR", "EVERGREEN MUTUAL", *(() if payer_ref else ("XV", "EVM01")))),
+        *([("1000A", "REF*2U", seg("REF", "2U", "EVM01"))] if payer_ref else []),
         ("1000B", "N1*PE", seg("N1", "PE", "NORTHWIND FAMILY CLINIC",
                                *(("XX", PAYEE_NPI) if payee == "XX" else (payee, "910000001")))),
     ]
@@ -193,6 +221,27 @@ def payment_835(payee: str = "XX", lines: bool = True, plb: bool = False, method
     return body
 
 
+def institutional_835() -> list[Tagged]:
+    """An institutional remittance: one line by revenue code alone (SVC01 NU), one by procedure with SVC04."""
+    return [
+        ("header", "BPR", seg("BPR", "I", "2100.00", "C", "CHK", "", "", "", "", "", "", "", "", "", "", "",
+                              "20250612")),
+        ("header", "TRN", seg("TRN", "1", "CHK900123", "1910000002")),
+        ("1000A", "N1*PR", seg("N1", "PR", "EVERGREEN MUTUAL")),
+        ("1000A", "REF*2U", seg("REF", "2U", "EVM01")),
+        ("1000B", "N1*PE", seg("N1", "PE", "HARBOR GENERAL HOSPITAL", "XX", PAYEE_NPI)),
+        ("2000", "LX", seg("LX", "1")),
+        ("2100", "CLP", seg("CLP", "INPT-2025-0007", "1", "2720.00", "2100.00", "120.00", "13", "EVM9911")),
+        ("2100", "NM1*QC", seg("NM1", "QC", "1", "QUILLFEATHER", "MILO", "", "", "", "MI", "ZQM100200300")),
+        ("2100", "DTM*232", seg("DTM", "232", "20250503")),
+        ("2110", "SVC", seg("SVC", ("NU", "0120"), "2400.00", "1900.00", "", "2")),
+        ("2110", "CAS", seg("CAS", "CO", "45", "380.00")),
+        ("2110", "CAS*PR", seg("CAS", "PR", "1", "120.00")),
+        ("2110", "SVC#2", seg("SVC", ("HC", "99283"), "320.00", "200.00", "0450", "1")),
+        ("2110", "CAS#2", seg("CAS", "CO", "45", "120.00")),
+    ]
+
+
 # --- 834 ---------------------------------------------------------------------------------------------
 
 def _834_header() -> list[Tagged]:
@@ -204,10 +253,11 @@ def _834_header() -> list[Tagged]:
     ]
 
 
-_REASONS = {"021": "28", "001": "25", "025": "41", "024": "07"}  # INS04 maintenance reason per INS03
+_REASONS = {"021": "28", "001": "25", "025": "41", "024": "07", "030": "XN"}  # INS04 maintenance reason per INS03
 
 
-def member_834(maintenance: str = "021", full: bool = True, dependent: bool = True) -> list[Tagged]:
+def member_834(maintenance: str = "021", full: bool = True, dependent: bool = True, relationship: str = "19"
+               ) -> list[Tagged]:
     """A subscriber (and a dependent): `full` sends DMG, N3/N4, PER and the HD loop; else only what is required."""
     body = _834_header()
     body += [
@@ -231,7 +281,7 @@ def member_834(maintenance: str = "021", full: bool = True, dependent: bool = Tr
         ]
     if dependent:
         body += [
-            ("2000#2", "INS", seg("INS", "N", "19", maintenance, _REASONS[maintenance], "A")),
+            ("2000#2", "INS", seg("INS", "N", relationship, maintenance, _REASONS[maintenance], "A")),
             ("2000#2", "REF*0F", seg("REF", "0F", "ZQS500600")),
             ("2000#2", "REF*ZZ", seg("REF", "ZZ", "ZQM100200301")),
             ("2100A#2", "NM1*IL", seg("NM1", "IL", "1", "QUILLFEATHER", "MILO")),
@@ -261,12 +311,12 @@ class Variant:
 
     transaction: str
     note: str
-    build: Callable[[Iterable[tuple[str, str]]], bytes]
+    build: Callable[[Iterable[Drop]], bytes]
     items: tuple[tuple[str, str | None], ...]
 
 
 def _one(transaction: str, body: Callable[[], list[Tagged]], d: Delimiters = Delimiters()
-         ) -> Callable[[Iterable[tuple[str, str]]], bytes]:
+         ) -> Callable[[Iterable[Drop]], bytes]:
     return lambda drop: interchange(transaction, [[body()]], d, drop)
 
 
@@ -324,6 +374,29 @@ VARIANTS: dict[str, Variant] = {
     "guide_834_reinstatement.edi": Variant(
         "834", "reinstatement (025) with full details", _one("834", lambda: member_834("025")),
         (("ST 0101 INS 1", None), ("ST 0101 INS 2", None))),
+    "guide_837p_billing_ssn.edi": Variant(
+        "837P", "billing provider identified by REF*SY (a sole proprietor's SSN) instead of REF*EI",
+        _one("837P", lambda: claim_837p(billing_id="SY")), (("ST 0101 CLM 1", None),)),
+    "guide_837i_inpatient_interim.edi": Variant(
+        "837I", "inpatient interim bill (frequency 2): revenue-code lines without SV202, one drug line with HCPCS",
+        _one("837I", claim_837i_inpatient), (("ST 0101 CLM 1", None),)),
+    "guide_835_institutional_revenue_lines.edi": Variant(
+        "835", "institutional remittance: SVC01 NU (revenue code alone) and SVC04 beside a procedure; check",
+        _one("835", institutional_835), (("ST 0101", None),)),
+    "guide_835_payer_id_n104.edi": Variant(
+        "835", "payer identified by 1000A N103 XV / N104, no REF*2U", _one("835", lambda: payment_835(payer_ref=False)),
+        (("ST 0101", None),)),
+    "guide_834_audit.edi": Variant(
+        "834", "audit or compare (030) with full details", _one("834", lambda: member_834("030")),
+        (("ST 0101 INS 1", None), ("ST 0101 INS 2", None))),
+    "guide_834_stepchild_dependent.edi": Variant(
+        "834", "a change (001) adding nothing but a stepchild's loop (INS02 17), no DMG/N3/N4 for the subscriber",
+        _one("834", lambda: member_834("001", full=False, relationship="17")),
+        (("ST 0101 INS 1", None), ("ST 0101 INS 2", None))),
+    "guide_bad_837i_line_without_revenue_code.edi": Variant(
+        "837I", "SV201 empty: the revenue code is required on every institutional line",
+        lambda drop: interchange("837I", [[claim_837i()]], Delimiters(), {("2400", "SV2", "1"), *drop}),
+        (("ST 0101 CLM 1", "x12_bad_element"),)),
     "guide_bad_837p_icd9.edi": Variant(
         "837P", "ICD-9 diagnoses (BK/BF): the canonical claim is ICD-10, refused with a reason",
         _one("837P", lambda: claim_837p(hi=(("BK", "25000"),))), (("ST 0101 CLM 1", "x12_bad_element"),)),
