@@ -145,13 +145,20 @@ def _key(u: Usage) -> tuple[str, str, str]:
 
 
 def _dropped(usage: Usage) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
-    sample = SAMPLES[_key(usage)]
+    return _with_and_without(usage.transaction, SAMPLES[_key(usage)],
+                             {(usage.loop, key) for key in usage.segment.split("+")})
+
+
+Outcomes = list[tuple[str, str | None]]
+
+
+def _with_and_without(transaction: str, sample: str, drop: set[Any]) -> tuple[Outcomes, Outcomes]:
+    """The stage's outcomes for a guide-shaped sample as built, and with `drop` left out of it."""
     variant = VARIANTS[sample]
-    assert usage.transaction == variant.transaction
-    whole = variant.build(())
-    without = variant.build({(usage.loop, key) for key in usage.segment.split("+")})
-    assert len(without) < len(whole), "the sample holds the segment"
-    return _outcomes(_stage(variant.transaction, whole)), _outcomes(_stage(variant.transaction, without))
+    assert transaction == variant.transaction
+    whole, without = variant.build(()), variant.build(drop)
+    assert len(without) < len(whole), "the sample sends what is dropped"
+    return _outcomes(_stage(transaction, whole)), _outcomes(_stage(transaction, without))
 
 
 SITUATIONAL = [u for u in USAGE if u.usage == "S" and _key(u) in SAMPLES]
@@ -198,12 +205,7 @@ def _element_key(u: ElementUsage) -> tuple[str, str, str]:
 
 def _blanked(usage: ElementUsage) -> tuple[list[tuple[str, str | None]], list[tuple[str, str | None]]]:
     sample, key = ELEMENT_SAMPLES[_element_key(usage)]
-    variant = VARIANTS[sample]
-    assert usage.transaction == variant.transaction
-    whole = variant.build(())
-    without = variant.build({(usage.loop, key, str(int(usage.element[-2:])))})
-    assert without != whole, "the sample sends the element"
-    return _outcomes(_stage(variant.transaction, whole)), _outcomes(_stage(variant.transaction, without))
+    return _with_and_without(usage.transaction, sample, {(usage.loop, key, str(int(usage.element[-2:])))})
 
 
 S_ELEMENTS = [u for u in ELEMENTS if u.usage == "S" and _element_key(u) in ELEMENT_SAMPLES]
