@@ -80,10 +80,11 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]])
     from connectors.ingest_api.receipts import Receipts, ensure_receipts_table
     from connectors.kafka import create_missing_topics
     from connectors.kms import aws_client
-    from schemas.contracts import FEEDS_DIR, load_contracts
+    from schemas.contracts import FEEDS_DIR
+    from udfs.contract_checks import load_feed_contracts
 
     phi = load_phi_config(groups)
-    contracts = load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
+    contracts = load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
     # The broker does not create topics on first use: a rest feed's raw topic must exist before its first
     # record (the REST puller does the same for its feeds).
     create_missing_topics(cfg.bootstrap_servers, [f"raw.{f}" for f, c in contracts.items() if "rest" in c.sources])

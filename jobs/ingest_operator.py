@@ -25,7 +25,8 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from connectors.iceberg import S3Config
 from connectors.kms import PhiConfig
-from schemas.contracts import FEEDS_DIR, load_contracts
+from schemas.contracts import FEEDS_DIR
+from udfs.contract_checks import load_feed_contracts
 from udfs.dead_letters import DeadLetter
 from udfs.enrich import ReferenceData, parse_reference
 from udfs.ingest import Accepted, IngestStage, Refused
@@ -114,7 +115,7 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
             log.addHandler(handler)
             log.setLevel(logging.INFO)
-        contracts = load_contracts(Path(self.contracts_dir) if self.contracts_dir else FEEDS_DIR)
+        contracts = load_feed_contracts(Path(self.contracts_dir) if self.contracts_dir else FEEDS_DIR)
         client = None if self.reference_path.startswith("file://") else s3_client(self.s3)
         self.reference.update_all(load_reference_sets(client, self.reference_path))
         log.info("ingest operator: %d feed contracts, reference %s", len(contracts), self.reference.versions())

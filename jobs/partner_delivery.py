@@ -136,7 +136,9 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
     kafka, curated, chk = (PropertyGroup(groups, n) for n in ("kafka", "curated", "checkpoints"))
     partners, s3 = PropertyGroup(groups, "partners"), PropertyGroup(groups, "s3")
     directory = Path(partners.str("contracts.dir", "") or PARTNERS_DIR)
-    contracts = load_granted_partner_contracts(load_access(), directory)
+    from udfs.contract_checks import check_partner_contracts
+
+    contracts = check_partner_contracts(load_granted_partner_contracts(load_access(), directory))
     for contract in contracts.values():
         if contract.batch_size != 1:
             raise ConfigError(f"{contract.origin}: batch_size {contract.batch_size}: batched partner APIs are not "

@@ -75,10 +75,11 @@ def check_catalog_uri(uri: str) -> None:
 
 def check_contracts(contracts_dir: str) -> int:
     """Every feed contract loads and passes its checks; returns how many there are."""
-    from schemas.contracts import FEEDS_DIR, ContractError, load_contracts
+    from schemas.contracts import FEEDS_DIR, ContractError
+    from udfs.contract_checks import load_feed_contracts
 
     try:
-        return len(load_contracts(Path(contracts_dir) if contracts_dir else FEEDS_DIR))
+        return len(load_feed_contracts(Path(contracts_dir) if contracts_dir else FEEDS_DIR))
     except ContractError as err:
         raise ConfigError(f"feed contract invalid: {err}") from None
 
@@ -86,11 +87,11 @@ def check_contracts(contracts_dir: str) -> int:
 def check_phi_keys(cfg: IngestConfig) -> None:
     """The token keys open and every data domain's CMK is usable, before any record is read."""
     from connectors.kms import KmsDataKeys, aws_client, configured_token_keys
-    from schemas.contracts import load_contracts
     from schemas.phi_policy import DEAD_LETTER_DOMAIN, load_policy
+    from udfs.contract_checks import load_feed_contracts
     from udfs.phi.errors import ProtectionError
 
-    contracts = load_contracts(cfg.feeds.directory)
+    contracts = load_feed_contracts(cfg.feeds.directory)
     domains = {DEAD_LETTER_DOMAIN} | {d for c in contracts.values() for d in load_policy(c.phi_policy).domains.values()}
     kms = aws_client(cfg.phi, "kms")
     try:

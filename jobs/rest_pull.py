@@ -136,13 +136,14 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
     from connectors.rest_pull.client import PageClient
     from connectors.rest_pull.cursors import ensure_cursor_topic, read_cursors
     from connectors.rest_pull.puller import FeedPuller
-    from schemas.contracts import FEEDS_DIR, load_contracts
+    from schemas.contracts import FEEDS_DIR
     from schemas.partner_contract import Auth
+    from udfs.contract_checks import load_feed_contracts
 
     feeds = [f for f in cfg.feeds if only is None or f.name == only]
     if only is not None and not feeds:
         raise ConfigError(f"--feed {only}: not in 'rest_pull.feeds'")
-    lines = check_contracts(cfg, load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR))
+    lines = check_contracts(cfg, load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR))
     stop = stop or asyncio.Event()
     secrets = aws_client(load_phi_config(groups), "secretsmanager")
     ensure_cursor_topic(cfg.bootstrap_servers, cfg.cursor_topic)

@@ -113,12 +113,13 @@ def build_pullers(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]], 
     from connectors.kms import aws_client
     from connectors.secrets import read_json_object
     from connectors.sftp_pull.pgp import PgpKeys
-    from schemas.contracts import FEEDS_DIR, load_contracts
+    from schemas.contracts import FEEDS_DIR
+    from udfs.contract_checks import load_feed_contracts
 
     chosen = [f for f in cfg.feeds if not only or f.feed in only]
     if only and (unknown := sorted(set(only) - {f.feed for f in cfg.feeds})):
         raise ConfigError(f"feeds not configured in sftp_pull.feeds: {', '.join(unknown)}")
-    contracts = load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
+    contracts = load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
     secrets = aws_client(load_phi_config(groups), "secretsmanager")
     s3, ledger = _storage(cfg, groups)
     ledger.ensure()

@@ -4,13 +4,17 @@ A contract is the one place a feed is defined (source doors, format and its opti
 canonical schema version, field mapping, standardization, enrichment miss policy, PHI policy,
 routes). Adding a feed is adding a file: everything downstream reads these objects. Every problem
 is reported at start-up with the file and the key, never at the first record.
+
+This module checks a contract's shape: its JSON Schema, the schema version, the X12 transaction,
+the PHI policy and the routes. The options a stage reads (a decoder's format options, a CSV
+mapping, standardization) are checked by the code that reads them: jobs load contracts through
+udfs.contract_checks.load_feed_contracts, which runs both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +25,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from schemas import is_readable_version, raise_first_error
-from udfs.routing import Route, RouteError, parse_routes
+from schemas.routes import Route, RouteError, parse_routes
 
 FEEDS_DIR = Path(__file__).resolve().parent / "feeds"
 CONTRACT_SCHEMA = Path(__file__).resolve().parent / "feed_contract.schema.json"
@@ -79,12 +83,6 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
     if fmt["type"] == "csv":
         if not mapping:
             raise ContractError(f"{origin}: mapping: a csv feed needs a mapping from columns to canonical paths")
-        from udfs.mapping import check_mapping  # the same checker the decoder stage relies on
-
-        try:
-            check_mapping(mapping)
-        except ValueError as err:
-            raise ContractError(f"{origin}: mapping: {err}") from None
     elif mapping:
         raise ContractError(f"{origin}: mapping: only csv feeds are mapped; {fmt['type']} decodes to canonical")
     if fmt["type"] == "x12":
@@ -109,18 +107,8 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
         description=doc.get("description", ""),
         origin=origin,
     )
-    # Each decoder owns the check of its options (unknown keys, types, values), and standardization
-    # of its own: one check per format, run here so a bad contract stops the job before submission.
     from schemas.phi_policy import load_policy
-    from udfs.standardize import StandardizeOptions
 
-    decoder = importlib.import_module(f"udfs.decoders.{contract.format}")
-    for where, check in (("format/options", lambda: decoder.check_options(contract.decoder_options)),
-                         ("standardize", lambda: StandardizeOptions.from_contract(contract.standardize))):
-        try:
-            check()
-        except ValueError as err:
-            raise ContractError(f"{origin}: {where}: {err}") from None
     try:
         policy = load_policy(contract.phi_policy)
     except ValueError as err:

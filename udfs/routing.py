@@ -1,84 +1,23 @@
-"""Routing: which sinks receive a record, from its feed contract and the record's own attributes.
+"""Routing: which sinks receive a record, from its feed contract's routes (schemas/routes.py).
 
-A contract lists routes; a route is a sink name, optionally with conditions on fields of the record:
-
-    routes:
-      - iceberg
-      - archive
-      - snowflake
-      - to: partner:acme_health
-        when: {payer.payer_id: ["87255", "44307"]}   # every condition must hold; a list means "one of"
-
-Conditions are evaluated on the *protected* record, so only fields the feed's PHI policy leaves in
-clear can be conditions (checked when the contract loads): a token or a ciphertext never equals a
-value written in a contract. The archive receives every accepted record whatever the routes say
-(retention is not optional), so a contract must list it.
-
-A record whose conditions cannot be decided (a condition field absent or not a scalar) is refused
-with `route_unresolved` rather than guessed either way: skipping could lose a partner delivery,
-sending could disclose a record to a partner that should not have it.
+Conditions are evaluated on the *protected* record (the contract loader allows only fields the PHI
+policy leaves in clear). A record whose conditions cannot be decided (a condition field absent or
+not a scalar) is refused with `route_unresolved` rather than guessed either way: skipping could lose
+a partner delivery, sending could disclose a record to a partner that should not have it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from schemas.routes import Route
 from udfs.dead_letters import Rejected
 from udfs.reasons import define
 
 ROUTE_UNRESOLVED = define("route_unresolved", "routing",
                           "a routing condition's field is missing or not a single value, so the sinks are unknown",
                           alert=True)
-
-ARCHIVE = "archive"
-SINKS = ("iceberg", ARCHIVE, "snowflake")
-_PARTNER = re.compile(r"^partner:([a-z0-9_]+)$")
-
-
-class RouteError(ValueError):
-    """A contract's routes are invalid; the message names the route."""
-
-
-@dataclass(frozen=True)
-class Route:
-    """One sink and the conditions (field path -> allowed values) a record must meet to reach it."""
-
-    sink: str
-    when: tuple[tuple[str, frozenset[str]], ...] = ()
-
-    @property
-    def partner(self) -> str | None:
-        """The partner id of a `partner:<id>` route, else None."""
-        match = _PARTNER.match(self.sink)
-        return match.group(1) if match else None
-
-
-def parse_routes(entries: Iterable[Any], clear_paths: frozenset[str]) -> tuple[Route, ...]:
-    """Routes from a contract's `routes` list; `clear_paths` are the fields a condition may test."""
-    routes: list[Route] = []
-    for index, entry in enumerate(entries):
-        sink, when = (entry, {}) if isinstance(entry, str) else (entry.get("to"), entry.get("when") or {})
-        if sink not in SINKS and not (isinstance(sink, str) and _PARTNER.match(sink)):
-            raise RouteError(f"routes[{index}]: unknown sink {sink!r} (one of {', '.join(SINKS)} or partner:<id>)")
-        conditions = []
-        for path, values in sorted(when.items()):
-            if path not in clear_paths:
-                raise RouteError(f"routes[{index}]: condition field {path!r} is not a field the PHI policy "
-                                 "leaves in clear, so it cannot be compared")
-            allowed = values if isinstance(values, list) else [values]
-            conditions.append((path, frozenset(str(v) for v in allowed)))
-        if sink == ARCHIVE and conditions:
-            raise RouteError(f"routes[{index}]: the archive keeps every record; it takes no conditions")
-        routes.append(Route(sink, tuple(conditions)))
-    sinks = [r.sink for r in routes]
-    if ARCHIVE not in sinks:
-        raise RouteError("routes: every feed is archived (7-year retention); list `archive`")
-    if len(set(sinks)) != len(sinks):
-        raise RouteError("routes: a sink is listed twice; put alternatives into one route's `when` lists")
-    return tuple(routes)
 
 
 def _value(record: Mapping[str, Any], path: str) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from schemas.contracts import FEEDS_DIR, ContractError, load_contract, load_contracts, parse_contract
+from udfs.contract_checks import check_contract, load_feed_contracts
 
 
 def base(**overrides: Any) -> dict[str, Any]:
@@ -49,14 +50,14 @@ def test_shipped_contracts_cover_every_format_record_type_and_door() -> None:
 ])
 def test_a_bad_contract_names_the_key(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ContractError, match=message) as err:
-        parse_contract(base(**change), "unit_feed.yaml")
+        check_contract(parse_contract(base(**change), "unit_feed.yaml"))
     assert str(err.value).startswith("unit_feed.yaml: ")
 
 
 def test_a_bad_csv_mapping_is_refused_at_load() -> None:
     doc = base(record_type="eligibility", format={"type": "csv"}, mapping={"member..first_name": "First"})
     with pytest.raises(ContractError, match="mapping"):
-        parse_contract(doc, "unit_feed.yaml")
+        check_contract(parse_contract(doc, "unit_feed.yaml"))
 
 
 def test_file_name_must_be_the_feed_name(tmp_path: Path) -> None:
@@ -72,6 +73,15 @@ def test_invalid_yaml_and_empty_directory_are_errors(tmp_path: Path) -> None:
     (tmp_path / "unit_feed.yaml").write_text("feed: [unclosed")
     with pytest.raises(ContractError, match="not valid YAML"):
         load_contracts(tmp_path)
+
+
+def test_option_checks_run_where_jobs_load_contracts(tmp_path: Path) -> None:
+    # The shape loads (schemas/), the options do not (udfs/): a job's loader refuses the file at start-up.
+    (tmp_path / "unit_feed.yaml").write_text(yaml.safe_dump(base(format={"type": "json", "options": {"lines": "yes"}})))
+    assert set(load_contracts(tmp_path)) == {"unit_feed"}
+    with pytest.raises(ContractError, match="unit_feed.yaml: format/options"):
+        load_feed_contracts(tmp_path)
+    assert load_feed_contracts() == load_contracts()
 
 
 def test_every_shipped_contract_file_is_named_for_its_feed() -> None:

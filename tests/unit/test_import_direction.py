@@ -25,11 +25,6 @@ KNOWN_UPWARD = {
     ("infra.local.partner.curated", "jobs.ingest_operator"),
     ("infra.local.pull_api.harness", "jobs.config"),
     ("infra.local.sftp.sshd", "jobs.config"),
-    # The contract loaders run the record logic's option checks: they move to udfs (issue 17).
-    ("schemas.contracts", "udfs.mapping"),
-    ("schemas.contracts", "udfs.routing"),
-    ("schemas.contracts", "udfs.standardize"),
-    ("schemas.partner_contract", "udfs.delivery"),
 }
 KNOWN_CYCLES = {
     # The CLI, the demo and the chaos harness through infra.local.moto_server -> jobs (issue 17).

@@ -16,6 +16,7 @@ from schemas.partner_contract import (
     load_partner_contracts,
     parse_partner_contract,
 )
+from udfs.contract_checks import check_partner_contracts
 from udfs.delivery import RetryPolicy
 
 ALLOWED = {"claim": ["subscriber.member_id", "patient.birth_date", "patient.member_id"]}
@@ -83,7 +84,8 @@ def test_hmac_auth_gets_its_defaults() -> None:
 ])
 def test_bad_contracts_name_the_file_and_key(path: str, value: Any, message: str) -> None:
     with pytest.raises(PartnerContractError) as err:
-        parse_partner_contract(changed(path, value), "clearwater_health.yaml", ALLOWED)
+        contract = parse_partner_contract(changed(path, value), "clearwater_health.yaml", ALLOWED)
+        check_partner_contracts({contract.partner: contract})  # the retry options, as the delivery job loads them
     assert str(err.value).startswith("clearwater_health.yaml: ")
     assert message in str(err.value)
 

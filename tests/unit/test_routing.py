@@ -13,7 +13,8 @@ from schemas.contracts import ContractError
 from tests.unit.test_ingest_stage import contract, reference
 from udfs.dead_letters import Rejected
 from udfs.ingest import Accepted, IngestStage, Refused
-from udfs.routing import Route, RouteError, parse_routes, partners, resolve, routes_column
+from schemas.routes import Route, RouteError, parse_routes
+from udfs.routing import partners, resolve, routes_column
 from udfs.source import SourceRef
 
 CLEAR = frozenset({"claim_kind", "payer.payer_id", "frequency_code"})
