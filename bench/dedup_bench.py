@@ -280,7 +280,7 @@ def run_child(name: str, input_dir: Path, facts: dict[str, int], workdir: Path, 
     """Build and run one variant, checkpoint once all rows are through, then cancel; return its figures."""
     from bench.resources import TreeSampler
     from connectors.iceberg import S3Config
-    from jobs.config import CheckpointConfig, RuntimeConfig
+    from connectors.properties import CheckpointConfig, RuntimeConfig
     from jobs.runtime import flink_configuration, prepare_process_environment
 
     prepare_process_environment()
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variants {unknown}" if unknown else "--records >= 100 and --repeat >= 1")
 
     from bench.resources import code_version, machine_info
-    from jobs.config import LOCAL_PROPERTIES, load_ingest_config, medistream_home, read_property_groups
+    from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, medistream_home, read_property_groups
 
     interval_ms = args.checkpoint_interval_ms or load_ingest_config(
         read_property_groups(LOCAL_PROPERTIES)).checkpoints.interval_ms

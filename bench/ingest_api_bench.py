@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from connectors.kafka import create_missing_topics
+    from connectors.properties import read_property_groups
     from infra.local.isolation import write_properties
-    from jobs.config import read_property_groups
     from jobs.ingest_api import add_key, wait_until_serving
     from schemas.contracts import FEEDS_DIR
 

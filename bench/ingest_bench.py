@@ -310,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.resources import code_version, machine_info
     from bench.sink_checks import delete_s3_prefix
+    from connectors.properties import default_properties_path, load_ingest_config, medistream_home, read_property_groups
     from infra.local import stack
     from infra.local.ground_truth import expected_outcome
     from infra.local.reference import publish_reference
-    from jobs.config import default_properties_path, load_ingest_config, medistream_home, read_property_groups
     from jobs.readback import linkage_digest, s3_client, split_s3_url
 
     run_id = uuid.uuid4().hex[:8]

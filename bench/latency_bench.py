@@ -114,14 +114,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.resources import machine_info
-    from jobs.cli import local_aws_environment
+    from connectors.properties import local_aws_environment
 
     local_aws_environment()
+    from connectors.properties import medistream_home
     from infra.local import synthetic
     from infra.local.isolation import isolated_config, write_properties
     from infra.local.reference import publish_reference
     from jobs.chaos import JobProcesses
-    from jobs.config import medistream_home
     from jobs.readback import iceberg_table, s3_client, split_s3_url
     from jobs.runtime import latest_restore_point
     from schemas.contracts import load_contracts

@@ -29,8 +29,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.cli import local_aws_environment
-from jobs.config import default_properties_path, load_ingest_config, read_property_groups
+from connectors.properties import (
+    default_properties_path,
+    load_ingest_config,
+    local_aws_environment,
+    read_property_groups,
+)
 from notebooks.lake import open_catalog
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -80,6 +80,7 @@ def _phase(name: str, pool: list[dict[str, Any]], limit: float, records: int, of
            workdir: Path) -> dict[str, Any]:
     from connectors.kafka import create_missing_topics
     from connectors.kms import aws_client
+    from connectors.properties import read_property_groups
     from infra.local.partner.curated import produce
     from infra.local.partner.harness import (
         PARTNER,
@@ -90,7 +91,6 @@ def _phase(name: str, pool: list[dict[str, Any]], limit: float, records: int, of
     )
     from infra.local.partner.server import start_in_thread
     from jobs.chaos import JobProcesses
-    from jobs.config import read_property_groups
     from jobs.partner_delivery import load_delivery_config
 
     burst = max(2, int(limit // 5))
@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                        ("AWS_REGION", "us-east-1")):
         os.environ.setdefault(key, value)
+    from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from infra.local.partner.curated import curated_messages
     from infra.local.partner.harness import PARTNER
-    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 
     workdir = Path(os.environ.get("MEDISTREAM_HOME", ".local")).resolve() / "bench-partner"
     pool = list(curated_messages(POOL, 23, load_phi_config(read_property_groups(LOCAL_PROPERTIES)), PARTNER))

@@ -97,10 +97,9 @@ def cpu_costs(records: int) -> dict[str, Any]:
 def kms_calls(records: int, rate_per_s: float) -> dict[str, Any]:
     """KMS calls over `records` protected records with the job's cache bounds, on the local KMS API."""
     from connectors.kms import KmsDataKeys, aws_client
+    from connectors.properties import LOCAL_PROPERTIES, load_phi_config, local_aws_environment, read_property_groups
     from infra.local import synthetic
     from infra.local.static_keys import static_token_keys
-    from jobs.cli import local_aws_environment
-    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from schemas.phi_policy import load_policy
     from udfs.phi.envelope import DataKeyCache
     from udfs.phi.protect import Protector

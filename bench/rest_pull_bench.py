@@ -26,9 +26,8 @@ from typing import Any
 from bench.resources import code_version, machine_info
 from bench.sink_checks import percentiles
 from connectors.kms import aws_client
+from connectors.properties import LOCAL_PROPERTIES, load_phi_config, local_aws_environment, read_property_groups
 from infra.local.pull_api import harness
-from jobs.cli import local_aws_environment
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from jobs.rest_pull import pull_until_caught_up
 
 RESULTS = Path(__file__).resolve().parent / "results"

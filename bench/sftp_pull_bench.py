@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     import boto3
 
     from connectors.kms import aws_client
-    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+    from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 
     base = read_property_groups(LOCAL_PROPERTIES)
     secrets = aws_client(load_phi_config(base), "secretsmanager")

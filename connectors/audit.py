@@ -35,7 +35,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from connectors.dynamodb import ensure_table
+from connectors.properties import ConfigError
 
 GENESIS = "0" * 64
 DECISIONS = ("grant", "deny")
@@ -277,3 +278,33 @@ class AuditLog:
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyResult:
         """Check the whole stored chain (and, if given, that it still holds the anchored (seq, hash))."""
         return verify_chain(self.entries(), anchor)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The audit chain and the DynamoDB endpoint (empty: AWS itself) and region."""
+
+    audit: AuditConfig
+    endpoint: str
+    region: str
+
+
+def load_audit_settings(groups: Mapping[str, Mapping[str, str]]) -> AuditSettings:
+    """The `audit` group (all optional) with the endpoint and region falling back to the `s3` group."""
+    audit, s3 = groups.get("audit", {}), groups.get("s3", {})
+    region = audit.get("region") or s3.get("region")
+    if not region:
+        raise ConfigError("property 'audit.region' (or 's3.region') is required")
+    return AuditSettings(
+        AuditConfig(table=audit.get("table") or DEFAULT_TABLE, chain=audit.get("chain") or DEFAULT_CHAIN),
+        endpoint=audit.get("endpoint", s3.get("endpoint", "")),
+        region=region,
+    )
+
+
+def open_audit_log(cfg: AuditSettings) -> AuditLog:
+    """An AuditLog on the configured table (credentials from the environment or the role)."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=cfg.endpoint or None, region_name=cfg.region)
+    return AuditLog(client, cfg.audit.table, cfg.audit.chain)

@@ -17,46 +17,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, TextIO
 
 import orjson
 
-from connectors.audit import DEFAULT_CHAIN, DEFAULT_TABLE, AuditConfig, AuditLog
-from jobs.config import ConfigError, default_properties_path, read_property_groups
+from connectors.audit import AuditLog, load_audit_settings, open_audit_log
+from connectors.properties import default_properties_path, read_property_groups
 
 _ANCHOR = re.compile(r"(\d+):([0-9a-f]{64})")
-
-
-@dataclass(frozen=True)
-class AuditCliConfig:
-    """The audit chain to read and the DynamoDB endpoint (empty: AWS itself) and region."""
-
-    audit: AuditConfig
-    endpoint: str
-    region: str
-
-
-def load_config(groups: Mapping[str, Mapping[str, str]]) -> AuditCliConfig:
-    """The `audit` group (all optional) with the endpoint and region falling back to the `s3` group."""
-    audit, s3 = groups.get("audit", {}), groups.get("s3", {})
-    region = audit.get("region") or s3.get("region")
-    if not region:
-        raise ConfigError("property 'audit.region' (or 's3.region') is required")
-    return AuditCliConfig(
-        AuditConfig(table=audit.get("table") or DEFAULT_TABLE, chain=audit.get("chain") or DEFAULT_CHAIN),
-        endpoint=audit.get("endpoint", s3.get("endpoint", "")),
-        region=region,
-    )
-
-
-def audit_log(cfg: AuditCliConfig) -> AuditLog:
-    """An AuditLog on the configured table (credentials from the environment or the role)."""
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=cfg.endpoint or None, region_name=cfg.region)
-    return AuditLog(client, cfg.audit.table, cfg.audit.chain)
 
 
 def parse_anchor(text: str) -> tuple[int, str]:
@@ -111,14 +80,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one audit sub-command; a log that cannot be read prints one line to stderr and returns 2."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from jobs.cli import local_aws_environment
+    from connectors.properties import local_aws_environment
 
     local_aws_environment()
-    cfg = load_config(read_property_groups(default_properties_path()))
+    cfg = load_audit_settings(read_property_groups(default_properties_path()))
     command = {"verify": _verify, "list": _list, "head": _head}[args.audit_command]
     where = f"DynamoDB table {cfg.audit.table} at {cfg.endpoint or 'AWS'} ({cfg.region})"
     try:
-        return command(audit_log(cfg), args, out or sys.stdout)
+        return command(open_audit_log(cfg), args, out or sys.stdout)
     except ClientError as err:
         error = err.response.get("Error", {})
         message = (f"{where} does not exist" if error.get("Code") == "ResourceNotFoundException"

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.config import REPO_ROOT, medistream_home
+from connectors.properties import REPO_ROOT, medistream_home
 
 CHECK_EVERY_S = 3.0
 

@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
+from connectors.properties import (
+    ConfigError,
+    default_properties_path,
+    load_ingest_config,
+    local_aws_environment,
+    read_property_groups,
+)
 from infra.local.process import StackError
 from jobs import audit_cli as audit_command
 from jobs import dlq as dlq_command
 from jobs import keys_cli as keys_command
 from jobs import reveal as reveal_command
-from jobs.config import ConfigError, default_properties_path, load_ingest_config, read_property_groups
-
-
-def local_aws_environment() -> None:
-    """The local S3 API accepts any key; set placeholders so AWS SDKs do not go looking for real ones."""
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_REGION", "us-east-1")
 
 
 def _stack(args: argparse.Namespace) -> int:

@@ -21,7 +21,13 @@ from typing import Any
 
 import psutil
 
-from jobs.config import IngestConfig, default_properties_path, load_ingest_config, medistream_home, read_property_groups
+from connectors.properties import (
+    IngestConfig,
+    default_properties_path,
+    load_ingest_config,
+    medistream_home,
+    read_property_groups,
+)
 from jobs.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, Doors, as_the_api_takes_it, entering
 from jobs.readback import iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
 

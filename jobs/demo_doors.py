@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 
+from connectors.properties import default_properties_path, load_phi_config, read_property_groups
 from infra.local.synthetic import Generated
 from jobs.chaos import JobProcesses
-from jobs.config import default_properties_path, load_phi_config, read_property_groups
 from jobs.ingest_api import wait_until_serving
 
 API_FEED, SFTP_FEED, PULL_FEED = "hospital_a_claims", "insurer_k_835", "insurer_b_payments"

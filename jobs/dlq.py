@@ -41,7 +41,7 @@ from typing import Any, TextIO
 import orjson
 
 from connectors.iceberg import S3Config
-from jobs.config import default_properties_path, load_ingest_config, read_property_groups
+from connectors.properties import default_properties_path, load_ingest_config, read_property_groups
 
 LEDGER_TOPIC = "medistream.dlq.replays"
 REPLAY_HEADER = "medistream-replay-of"
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
     from confluent_kafka import KafkaException
 
-    from jobs.cli import local_aws_environment
+    from connectors.properties import local_aws_environment
 
     local_aws_environment()
     cfg = load_config(read_property_groups(default_properties_path()))

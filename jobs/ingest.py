@@ -31,17 +31,17 @@ from connectors.kafka import (
     create_raw_source,
 )
 from connectors.landing import create_landing_source
-from connectors.reference import create_reference_stream
-from connectors.sql import quote
-from jobs import preflight
-from jobs.config import (
+from connectors.properties import (
     DEFAULT_JOB_NAME,
     IngestConfig,
     default_properties_path,
     load_ingest_config,
     read_property_groups,
 )
-from jobs.ingest_operator import ACCEPTED_FIELDS, ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
+from connectors.reference import create_reference_stream
+from connectors.sql import quote
+from jobs import preflight
+from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
     flink_configuration,
     initialize_filesystems,
@@ -50,7 +50,9 @@ from jobs.runtime import (
     run_until_stopped,
 )
 from jobs.topics import curated_routes
+from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, ICEBERG_COLUMNS
 from udfs.routing import routes_column
+from udfs.rows import ACCEPTED_FIELDS
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -68,47 +70,6 @@ class JobOutputs:
     archive_table: str
     dead_letter_table: str
     curated_topics: tuple[str, ...]
-
-
-_ROW_TAIL = {
-    "business_key": "business_key", "original_key": "original_key", "sent_at": "TO_TIMESTAMP_LTZ(sent_at_ms, 3)",
-    "sent_date": "CAST(dt AS DATE)", "source": "source", "ingested_at": "TO_TIMESTAMP_LTZ(ingested_at_ms, 3)",
-}
-_ENRICHED = {"payer_name": "payer_name", "payer_line_of_business": "payer_line_of_business",
-             "enrichment_misses": "enrichment_misses"}
-# Iceberg column -> SQL expression over the deduplicated rows, per table.
-_ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
-    "claims": {
-        "record_id": "record_id", "feed": "feed", "claim_id": "claim_id", "frequency_code": "frequency_code",
-        "payer_id": "payer_id", "billing_npi": "billing_npi", "rendering_npi": "rendering_npi",
-        "service_date_from": "CAST(service_date_from AS DATE)", "service_date_to": "CAST(service_date_to AS DATE)",
-        "place_of_service": "place_of_service", "primary_diagnosis": "primary_diagnosis",
-        "diagnosis_count": "diagnosis_count", "service_line_count": "service_line_count",
-        "total_charge": "CAST(total_charge AS DECIMAL(14, 2))", "claim_kind": "claim_kind", **_ENRICHED,
-        "billing_provider_taxonomy": "billing_provider_taxonomy", **_ROW_TAIL,
-    },
-    "claim_lines": {
-        "record_id": "record_id", "feed": "feed", "claim_id": "claim_id",
-        "line_number": "CAST(JSON_VALUE(line, '$.line_number') AS INT)",
-        "procedure_code": "JSON_VALUE(line, '$.procedure_code')", "modifiers": "JSON_VALUE(line, '$.modifiers')",
-        "units": "CAST(JSON_VALUE(line, '$.units') AS DECIMAL(12, 3))",
-        "charge": "CAST(JSON_VALUE(line, '$.charge') AS DECIMAL(14, 2))",
-        "service_date": "CAST(JSON_VALUE(line, '$.service_date') AS DATE)", **_ROW_TAIL,
-    },
-    "payments": {
-        "record_id": "record_id", "feed": "feed", "payment_id": "payment_id", "trace_number": "trace_number",
-        "payer_id": "payer_id", "payee_npi": "payee_npi", "payment_date": "CAST(payment_date AS DATE)",
-        "payment_amount": "CAST(payment_amount AS DECIMAL(14, 2))", "payment_method": "payment_method",
-        "paid_claim_count": "paid_claim_count", **_ENRICHED, **_ROW_TAIL,
-    },
-    "eligibility": {
-        "record_id": "record_id", "feed": "feed", "member_token": "member_token", "person_token": "person_token",
-        "subscriber_token": "subscriber_token", "relationship": "relationship", "plan_code": "plan_code",
-        "group_number": "group_number", "coverage_level": "coverage_level",
-        "coverage_start": "CAST(coverage_start AS DATE)", "coverage_end": "CAST(coverage_end AS DATE)",
-        "maintenance_type_code": "maintenance_type_code", "dependent_count": "dependent_count", **_ROW_TAIL,
-    },
-}
 
 
 def _insert(table: str, columns: dict[str, str], source: str) -> str:
@@ -176,17 +137,14 @@ def build(
     statements.add_insert_sql(f"INSERT INTO {dead_letter_archive} SELECT dead_letter_id, reason, body, feed, dt "
                               "FROM dead_letter_rows")
     statements.add_insert_sql(f"INSERT INTO {dlq_table} SELECT dead_letter_id, body FROM dead_letter_rows")
-    statements.add_insert_sql(_insert(tables["dead_letters"], {
-        "dead_letter_id": "dead_letter_id", "feed": "feed", "stage": "stage", "reason": "reason",
-        "category": "category", "source": "source", "dead_at": "TO_TIMESTAMP_LTZ(dead_at_ms, 3)",
-        "dt": "CAST(dt AS DATE)"}, "dead_letter_rows"))
+    statements.add_insert_sql(_insert(tables["dead_letters"], DEAD_LETTER_COLUMNS, "dead_letter_rows"))
 
     to_iceberg = _routed("iceberg")
     for record_type, name in TABLE_FOR_TYPE.items():
-        statements.add_insert_sql(_insert(tables[name], _ICEBERG_COLUMNS[name],
+        statements.add_insert_sql(_insert(tables[name], ICEBERG_COLUMNS[name],
                                           f"deduped WHERE record_type = '{record_type}' AND {to_iceberg}"))
     statements.add_insert_sql(_insert(
-        tables["claim_lines"], _ICEBERG_COLUMNS["claim_lines"],
+        tables["claim_lines"], ICEBERG_COLUMNS["claim_lines"],
         f"""deduped CROSS JOIN UNNEST(JSON_QUERY(service_lines, '$' RETURNING ARRAY<STRING>)) AS l(line)
             WHERE record_type = 'claim' AND {to_iceberg}"""))
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ConfigError, PropertyGroup, default_properties_path, load_phi_config, read_property_groups
+from connectors.properties import (
+    ConfigError,
+    PropertyGroup,
+    default_properties_path,
+    load_phi_config,
+    read_property_groups,
+)
 
 log = logging.getLogger("medistream.ingest_api")
 

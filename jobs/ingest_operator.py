@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,59 +28,29 @@ from schemas.contracts import FEEDS_DIR
 from udfs.contract_checks import load_feed_contracts
 from udfs.dead_letters import DeadLetter
 from udfs.enrich import ReferenceData, parse_reference
-from udfs.ingest import Accepted, IngestStage, Refused
+from udfs.ingest import IngestStage, Refused
 from udfs.phi.envelope import DataKeyCache
 from udfs.phi.protect import seal_dead_letter
-from udfs.projections import INT_COLUMNS, TABLE_COLUMNS
 from udfs.reasons import reason
-from udfs.routing import routes_column
+from udfs.rows import (
+    ACCEPTED_FIELDS,
+    DEAD_LETTER_FIELDS,
+    INT_FIELDS,
+    LONG_FIELDS,
+    accepted_values,
+    dead_letter_values,
+)
 from udfs.source import SourceRef
 
 log = logging.getLogger("medistream.ingest")
 
-ACCEPTED_FIELDS = [
-    "record_id", "record_type", "feed", "position", "source", "sent_at_ms", "dt", "ingested_at_ms",
-    "dedup_key", "business_key", "original_key", "routes", "enrichment", "payer_name", "payer_line_of_business",
-    "billing_provider_taxonomy", "enrichment_misses", "payload", "sealed",
-    # Every record type's table columns ride along (null for the other types) so one dedup serves every sink.
-    *TABLE_COLUMNS,
-]
 ACCEPTED_TYPE = Types.ROW_NAMED(
     ACCEPTED_FIELDS,
-    [Types.LONG() if f in ("sent_at_ms", "ingested_at_ms") else Types.INT() if f in INT_COLUMNS else Types.STRING()
-     for f in ACCEPTED_FIELDS],
+    [Types.LONG() if f in LONG_FIELDS else Types.INT() if f in INT_FIELDS else Types.STRING() for f in ACCEPTED_FIELDS],
 )
-DEAD_LETTER_FIELDS = ["dead_letter_id", "body", "feed", "stage", "reason", "category", "source", "dead_at_ms", "dt"]
 DEAD_LETTERS = OutputTag("dead-letters", Types.ROW_NAMED(
     DEAD_LETTER_FIELDS, [Types.LONG() if f == "dead_at_ms" else Types.STRING() for f in DEAD_LETTER_FIELDS]))
 REFERENCE_STATE = MapStateDescriptor("reference-data", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-
-
-def accepted_row(accepted: Accepted, pointer: str, now_ms: int) -> Row:
-    """The main-output row of an accepted record."""
-    values = accepted.enrichment["values"]
-    fields = {
-        "record_id": accepted.record_id, "record_type": accepted.record_type, "feed": accepted.feed,
-        "position": accepted.position, "source": pointer, "sent_at_ms": accepted.sent_at_ms,
-        "dt": accepted.sent_date, "ingested_at_ms": now_ms, "dedup_key": accepted.keys.dedup_key,
-        "business_key": accepted.keys.business_key, "original_key": accepted.keys.original_key,
-        "routes": routes_column(accepted.routes),
-        "enrichment": orjson.dumps(accepted.enrichment).decode(),
-        "payer_name": values.get("payer", {}).get("name"),
-        "payer_line_of_business": values.get("payer", {}).get("line_of_business"),
-        "billing_provider_taxonomy": values.get("billing_provider", {}).get("taxonomy"),
-        "enrichment_misses": ",".join(accepted.enrichment["misses"]) or None,
-        "payload": accepted.payload,
-        "sealed": accepted.sealed,
-    }
-    return Row(*(fields[f] if f in fields else accepted.columns.get(f) for f in ACCEPTED_FIELDS))
-
-
-def dead_letter_row(letter: DeadLetter, pointer: str) -> Row:
-    """The side-output row of a dead letter: its wire form plus the PHI-free columns its sinks partition by."""
-    day = datetime.fromtimestamp(letter.failed_at_ms / 1000, UTC).date().isoformat()
-    return Row(letter.dead_letter_id, letter.to_json(), letter.feed, letter.stage, letter.reason_code,
-               reason(letter.reason_code).category, pointer, letter.failed_at_ms, day)
 
 
 class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
@@ -160,10 +129,10 @@ class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
                 self._count("reason", outcome.error.reason_code, "deadLetters")
                 if reason(outcome.error.reason_code).alert:
                     self._count("feed", source.feed, "alerts")
-                yield DEAD_LETTERS, dead_letter_row(letter, pointer)
+                yield DEAD_LETTERS, Row(*dead_letter_values(letter, pointer))
             else:
                 self._count("feed", source.feed, "accepted")
-                yield accepted_row(outcome, pointer, now_ms)
+                yield Row(*accepted_values(outcome, pointer, now_ms))
 
     def _seal(self, feed: str, dead_letter_id: str, data: bytes) -> str:
         return seal_dead_letter(self.keys, feed, dead_letter_id, data)

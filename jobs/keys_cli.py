@@ -35,13 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one key operation and audit it (the audit write comes first: no record, no operation)."""
-    from jobs.audit_cli import audit_log
-    from jobs.audit_cli import load_config as load_audit_config
-    from jobs.config import default_properties_path, load_phi_config, read_property_groups
+    from connectors.audit import load_audit_settings, open_audit_log
+    from connectors.properties import default_properties_path, load_phi_config, read_property_groups
 
     groups = read_property_groups(default_properties_path())
     phi = load_phi_config(groups)
-    kms, audit = aws_client(phi, "kms"), audit_log(load_audit_config(groups))
+    kms, audit = aws_client(phi, "kms"), open_audit_log(load_audit_settings(groups))
     command = args.keys_command
     target = {"rotate-tokens": phi.token_secret, "rotate-domain": getattr(args, "domain", ""),
               "shred": getattr(args, "key_arn", "")}[command]

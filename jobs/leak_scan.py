@@ -640,9 +640,13 @@ def drain(findings: Iterable[Finding]) -> None:
 
 
 def _s3_client(properties: str | None) -> Any:
+    from connectors.properties import (
+        default_properties_path,
+        load_ingest_config,
+        local_aws_environment,
+        read_property_groups,
+    )
     from connectors.s3 import s3_client
-    from jobs.cli import local_aws_environment
-    from jobs.config import default_properties_path, load_ingest_config, read_property_groups
 
     local_aws_environment()
     cfg = load_ingest_config(read_property_groups(Path(properties) if properties else default_properties_path()))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from connectors.iceberg_maintenance import MaintenanceConfig, TableMaintainer, TableReport
-from jobs.config import (
+from connectors.properties import (
     CheckpointConfig,
     ConfigError,
     IngestConfig,
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     cfg, maintenance = load_ingest_config(groups), load_maintenance_config(groups)
     if urlsplit(cfg.s3.endpoint).hostname in ("127.0.0.1", "localhost"):
-        from jobs.cli import local_aws_environment
+        from connectors.properties import local_aws_environment
 
         local_aws_environment()  # the local S3 API takes any key; AWS SDKs still want one
     if args.interval is not None:

@@ -53,7 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pyflink.datastream import AsyncFunction
 
 from connectors.kms import PhiConfig
-from jobs.config import (
+from connectors.properties import (
     CheckpointConfig,
     ConfigError,
     PropertyGroup,
@@ -182,15 +182,13 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
 
 def audit_reveal_grants(cfg: DeliveryConfig, groups: Mapping[str, Mapping[str, str]]) -> int:
     """Write one audit event per partner and record type whose fields the job will re-identify; returns the count."""
-    from connectors.audit import AuditEvent
-    from jobs.audit_cli import audit_log
-    from jobs.audit_cli import load_config as load_audit_config
+    from connectors.audit import AuditEvent, load_audit_settings, open_audit_log
 
     events = [(contract, record_type, mapping.reveal) for contract in cfg.contracts.values()
               for record_type, mapping in sorted(contract.payload.items()) if mapping.reveal]
     if not events:
         return 0
-    audit = audit_log(load_audit_config(groups))
+    audit = open_audit_log(load_audit_settings(groups))
     for contract, record_type, fields in events:
         audit.append(AuditEvent(
             actor=cfg.runtime.job_name, role=partner_role(contract.partner), purpose=PARTNER_PURPOSE,

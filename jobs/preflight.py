@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from connectors.kafka import create_missing_topics
-from jobs.config import ConfigError, IngestConfig
+from connectors.properties import ConfigError, IngestConfig
 
 _TIMEOUT_S = 10.0
 

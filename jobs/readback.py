@@ -22,8 +22,8 @@ from connectors.iceberg import (
     S3Config,
     split_s3_url,
 )
+from connectors.properties import IngestConfig
 from connectors.s3 import s3_client
-from jobs.config import IngestConfig
 from udfs.dedup import Digest
 
 

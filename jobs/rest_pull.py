@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from connectors.properties import (
+    ConfigError,
+    PropertyGroup,
+    default_properties_path,
+    load_phi_config,
+    read_property_groups,
+)
 from connectors.rest_pull.client import FeedFailed, RetryPolicy
-from jobs.config import ConfigError, PropertyGroup, default_properties_path, load_phi_config, read_property_groups
 
 log = logging.getLogger("medistream.rest_pull")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from connectors.audit import AuditEvent, AuditLog
 from connectors.iceberg import split_s3_url
 from connectors.kms import KmsDataKeys, aws_client
-from jobs.config import IngestConfig
+from connectors.properties import IngestConfig
 from schemas.phi_access import AccessRules, load_access
 from udfs.phi.envelope import DataKeyCache, unseal
 from udfs.phi.errors import ProtectionError
@@ -112,16 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one reveal; exit 0 granted, 3 denied, 4 not found, 2 when keys or the audit log fail."""
-    from jobs.audit_cli import audit_log
-    from jobs.audit_cli import load_config as load_audit_config
-    from jobs.config import default_properties_path, load_ingest_config, read_property_groups
+    from connectors.audit import load_audit_settings, open_audit_log
+    from connectors.properties import default_properties_path, load_ingest_config, read_property_groups
 
     out = out or sys.stdout
     groups = read_property_groups(default_properties_path())
     cfg = load_ingest_config(groups)
     request = RevealRequest(args.actor, args.role, args.purpose, args.feed, args.record_id, tuple(args.fields))
     try:
-        result = reveal(cfg, audit_log(load_audit_config(groups)), request)
+        result = reveal(cfg, open_audit_log(load_audit_settings(groups)), request)
     except ProtectionError as err:
         print(f"medistream reveal: {err}", file=sys.stderr)
         return EXIT_FAILED

@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.config import (
+from connectors.properties import (
     CheckpointConfig,
     ConfigError,
     RuntimeConfig,

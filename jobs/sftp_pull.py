@@ -36,6 +36,13 @@ from typing import Any
 
 from connectors.iceberg import split_s3_url
 from connectors.landing import DEFAULT_MAX_FILE_BYTES
+from connectors.properties import (
+    ConfigError,
+    PropertyGroup,
+    default_properties_path,
+    load_phi_config,
+    read_property_groups,
+)
 from connectors.sftp_pull.ledger import FileLedger
 from connectors.sftp_pull.puller import (
     Destinations,
@@ -45,7 +52,6 @@ from connectors.sftp_pull.puller import (
     SftpFeed,
     release_quarantined,
 )
-from jobs.config import ConfigError, PropertyGroup, default_properties_path, load_phi_config, read_property_groups
 
 log = logging.getLogger("medistream.sftp_pull")
 

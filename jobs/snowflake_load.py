@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from connectors.properties import ConfigError, PropertyGroup, default_properties_path, read_property_groups
 from connectors.snowflake.channel import (
     Channel,
     ChannelFactory,
@@ -43,7 +44,6 @@ from connectors.snowflake.channel import (
 from connectors.snowflake.config import EMULATOR, MODES, SNOWPIPE, SnowflakeConfig, SnowpipeConfig
 from connectors.snowflake.factory import create_channel_factory
 from connectors.snowflake.rows import record_row
-from jobs.config import ConfigError, PropertyGroup, default_properties_path, read_property_groups
 
 log = logging.getLogger("medistream.snowflake_load")
 T = TypeVar("T")

@@ -6,7 +6,7 @@ importing the job graph.
 
 from __future__ import annotations
 
-from jobs.config import IngestConfig
+from connectors.properties import IngestConfig
 from schemas.contracts import load_contracts
 from udfs.routing import partners
 

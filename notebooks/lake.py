@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobs.config import LOCAL_PROPERTIES, PropertyGroup, read_property_groups
+from connectors.properties import LOCAL_PROPERTIES, PropertyGroup, read_property_groups
 
 DEFAULT_TABLES = {name: name for name in ("claims", "claim_lines", "payments", "eligibility", "dead_letters")}
 TABLES_ENV = "MEDISTREAM_NOTEBOOK_TABLES"

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from connectors.properties import local_aws_environment
 from infra.local import stack as local_stack
 from infra.local.isolation import isolated_config, isolated_contracts  # noqa: F401 - re-exported to tests
 from infra.local.settings import StackSettings
-from jobs.cli import local_aws_environment
 
 # Placeholders for the local S3 API (moto accepts any key); never real credentials.
 local_aws_environment()

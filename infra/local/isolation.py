@@ -14,7 +14,7 @@ from typing import Any
 
 def isolated_config(run_id: str, home: Path) -> Any:
     """The local config with every topic, prefix, table and checkpoint dir unique to one run."""
-    from jobs.config import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
+    from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
 
     cfg = load_ingest_config(read_property_groups(LOCAL_PROPERTIES))
     return dataclasses.replace(
@@ -52,7 +52,7 @@ def isolated_contracts(run_id: str, home: Path) -> Path:
 
 def write_properties(run_id: str, home: Path) -> Path:
     """The local properties file with every resource unique to this run."""
-    from jobs.config import LOCAL_PROPERTIES
+    from connectors.properties import LOCAL_PROPERTIES
 
     groups = json.loads(LOCAL_PROPERTIES.read_text())
     cfg = isolated_config(run_id, home)

@@ -100,14 +100,13 @@ def ensure_archive_key(settings: StackSettings) -> str:
 
 def ensure_phi_keys(settings: StackSettings) -> None:
     """One CMK per data domain, the token-keys secret and the audit table, named as the local properties say."""
-    from connectors.audit import ensure_audit_table
+    from connectors.audit import ensure_audit_table, load_audit_settings
     from connectors.kms import ensure_domain_keys, ensure_token_secret
-    from jobs.audit_cli import load_config as load_audit_config
-    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+    from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from schemas.phi_policy import key_domains
 
     groups = read_property_groups(LOCAL_PROPERTIES)
-    phi, audit_table = load_phi_config(groups), load_audit_config(groups).audit.table
+    phi, audit_table = load_phi_config(groups), load_audit_settings(groups).audit.table
     kms = client(settings, "kms")
     ensure_domain_keys(kms, phi.alias_prefix, key_domains())
     ensure_token_secret(client(settings, "secretsmanager"), kms, phi.alias_prefix, phi.token_secret)

@@ -18,6 +18,7 @@ import pytest
 from connectors.kafka import create_missing_topics
 from connectors.kms import aws_client
 from connectors.partners.ledger import ACKED, DEAD
+from connectors.properties import read_property_groups
 from infra.local.partner.curated import curated_messages, produce
 from infra.local.partner.harness import (
     PARTNER,
@@ -29,7 +30,6 @@ from infra.local.partner.harness import (
 from infra.local.partner.rules import rejected
 from infra.local.partner.server import start_in_thread
 from jobs.chaos import JobProcesses
-from jobs.config import read_property_groups
 from jobs.partner_delivery import load_delivery_config
 from udfs.delivery import idempotency_key
 

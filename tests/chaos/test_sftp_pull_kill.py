@@ -16,12 +16,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from connectors.kms import aws_client
+from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from connectors.sftp_pull.ledger import FileLedger
 from infra.local.isolation import isolated_contracts
 from infra.local.sftp.harness import KeyPair, as_properties, provision_login, sftp_groups
 from infra.local.sftp.server import SftpServerConfig, start_in_thread
 from jobs.chaos import JobProcesses
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill]
 

@@ -25,10 +25,11 @@ def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: No
     from pyflink.datastream import StreamExecutionEnvironment
 
     from connectors.iceberg import S3Config
+    from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from connectors.reference import ReferenceConfig, create_reference_stream
-    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
-    from jobs.ingest_operator import ACCEPTED_FIELDS, ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
+    from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
     from jobs.runtime import DEPENDENCIES_JAR
+    from udfs.rows import ACCEPTED_FIELDS
 
     contracts = tmp_path / "feeds"
     contracts.mkdir()

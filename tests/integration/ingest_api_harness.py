@@ -26,8 +26,8 @@ from connectors.ingest_api.receipts import Receipts, ensure_receipts_table
 from connectors.ingest_api.server import uvicorn_config
 from connectors.kafka import create_missing_topics
 from connectors.kms import aws_client
+from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from connectors.secrets import put_secret
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from schemas.contracts import FEEDS_DIR, load_contracts
 
 BOOTSTRAP = "127.0.0.1:19092"

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from connectors.audit import GENESIS, AuditAppendFailed, AuditError, AuditEvent, AuditLog, ensure_audit_table
+from connectors.properties import LOCAL_PROPERTIES
 from infra.local import moto_server
 from infra.local.settings import StackSettings
 from jobs import audit_cli
-from jobs.config import LOCAL_PROPERTIES
 
 pytestmark = pytest.mark.integration
 

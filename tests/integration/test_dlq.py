@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from connectors.kafka import create_missing_topics
+from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
 from jobs.cli import main
-from jobs.config import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
 from jobs.dlq import REPLAY_HEADER
 from jobs.readback import s3_client
 from udfs.dead_letters import DeadLetter

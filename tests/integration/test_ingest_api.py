@@ -234,7 +234,7 @@ def test_unrouted_paths_and_methods_answer_json_reason_codes(api: Api) -> None:
 def test_keys_added_and_revoked_take_effect_without_a_restart(stack: Any, run_id: str) -> None:
     from connectors.ingest_api.keys import RefreshingKeys
     from connectors.kms import aws_client
-    from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+    from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from jobs.ingest_api import add_key, revoke_key
 
     base = read_property_groups(LOCAL_PROPERTIES)
@@ -258,7 +258,7 @@ def test_keys_added_and_revoked_take_effect_without_a_restart(stack: Any, run_id
 def test_the_service_creates_its_rest_feeds_raw_topics(stack: Any, run_id: str, tmp_path: Any) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from jobs.config import LOCAL_PROPERTIES, read_property_groups
+    from connectors.properties import LOCAL_PROPERTIES, read_property_groups
     from jobs.ingest_api import add_key, build_service, load_api_config
     from tests.integration.ingest_api_harness import BOOTSTRAP, KAFKA_ONLY, _contracts
 

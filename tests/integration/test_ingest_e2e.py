@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from connectors.properties import ConfigError
 from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs import preflight
-from jobs.config import ConfigError
 from jobs.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 
 from connectors.iceberg_maintenance import MaintenanceConfig
+from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
 from infra.local.settings import StackSettings
-from jobs.config import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
 from notebooks.lake import open_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]

@@ -28,6 +28,7 @@ from connectors.partners.sender import (
     Outcome,
     PartnerSender,
 )
+from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from connectors.secrets import put_secret
 from infra.local.partner.curated import curated_messages
 from infra.local.partner.harness import (
@@ -40,7 +41,6 @@ from infra.local.partner.harness import (
 from infra.local.partner.rules import PartnerConfig, rejected
 from infra.local.partner.server import PartnerHandle, start_in_thread
 from infra.local.settings import StackSettings
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from jobs.partner_delivery import DeliveryConfig, load_delivery_config, make_senders
 from udfs.delivery import BreakerState, idempotency_key
 

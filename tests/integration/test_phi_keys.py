@@ -16,7 +16,7 @@ from connectors.kms import (
     rotate_token_key,
     shred_key,
 )
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
+from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from udfs.phi.envelope import DataKeyCache, seal, unseal
 from udfs.phi.errors import KeyRevoked, KeyUnavailable, Tampered, UnknownKeyVersion, WrongContext
 from udfs.phi.tokens import Tokenizer

@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from connectors.kms import aws_client
+from connectors.properties import LOCAL_PROPERTIES, ConfigError, load_phi_config, read_property_groups
 from connectors.rest_pull.cursors import decode_cursor
 from connectors.secrets import put_secret
 from infra.local.pull_api import harness
-from jobs.config import LOCAL_PROPERTIES, ConfigError, load_phi_config, read_property_groups
 from jobs.rest_pull import load_pull_config, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

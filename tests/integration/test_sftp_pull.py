@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from connectors.kms import aws_client
+from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from connectors.sftp_pull.files import name_digest
 from connectors.sftp_pull.ledger import FileLedger
 from connectors.sftp_pull.puller import FeedFailed, FeedPuller, ReleaseRefused
@@ -25,7 +26,6 @@ from infra.local.isolation import isolated_contracts
 from infra.local.sftp.harness import KeyPair, provision_login, sftp_groups
 from infra.local.sftp.server import SftpServerConfig, SftpServerHandle, start_in_thread
 from infra.local.sftp.sshd import host_public_key, start_sshd
-from jobs.config import LOCAL_PROPERTIES, load_phi_config, read_property_groups
 from jobs.sftp_pull import build_pullers, load_sftp_config, release
 
 pytestmark = pytest.mark.integration

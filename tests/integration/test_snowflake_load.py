@@ -24,10 +24,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from connectors.properties import LOCAL_PROPERTIES
 from connectors.snowflake.auth import fetch_private_key, secrets_client
 from connectors.snowflake.channel import Fatal
 from infra.local.settings import StackSettings
-from jobs.config import LOCAL_PROPERTIES
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill]

@@ -18,10 +18,11 @@ from connectors.audit import (
     VerifyResult,
     chain_hash,
     format_at,
+    load_audit_settings,
     next_entry,
     verify_chain,
 )
-from jobs.audit_cli import add_arguments, load_config, parse_anchor
+from jobs.audit_cli import add_arguments, parse_anchor
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 EVENT = AuditEvent(actor="dr.lee", role="clinician", purpose="treatment", action="reveal", decision="grant",
@@ -213,14 +214,14 @@ def test_paths_may_index_lists() -> None:
 # Command line (pure parts) ------------------------------------------------------------------------
 
 def test_cli_config_defaults_and_fallbacks() -> None:
-    cfg = load_config({"s3": {"endpoint": "http://127.0.0.1:15000", "region": "us-east-1"}})
+    cfg = load_audit_settings({"s3": {"endpoint": "http://127.0.0.1:15000", "region": "us-east-1"}})
     assert (cfg.audit.table, cfg.audit.chain, cfg.endpoint, cfg.region) == (
         "medistream-audit", "medistream", "http://127.0.0.1:15000", "us-east-1")
-    cfg = load_config({"s3": {"endpoint": "http://x", "region": "us-east-1"},
+    cfg = load_audit_settings({"s3": {"endpoint": "http://x", "region": "us-east-1"},
                        "audit": {"table": "t", "chain": "c", "endpoint": "", "region": "eu-west-1"}})
     assert (cfg.audit.table, cfg.audit.chain, cfg.endpoint, cfg.region) == ("t", "c", "", "eu-west-1")
     with pytest.raises(ValueError, match=r"audit\.region"):
-        load_config({})
+        load_audit_settings({})
 
 
 def test_cli_arguments() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import LOCAL_PROPERTIES, ConfigError, load_ingest_config, read_property_groups
+from connectors.properties import LOCAL_PROPERTIES, ConfigError, load_ingest_config, read_property_groups
 
 
 def groups() -> dict[str, dict[str, str]]:

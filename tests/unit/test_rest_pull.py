@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from connectors.properties import ConfigError
 from connectors.rest_pull.cursors import CursorState, CursorStoreError, decode_cursor, encode_cursor
 from connectors.rest_pull.page import PageRefused, page_digest, parse_page
 from infra.local.pull_api.rules import CursorInvalid, issue_cursor, read_cursor
-from jobs.config import ConfigError
 from jobs.rest_pull import load_pull_config
 
 PHI_LIKE = "Jane Q Public 1970-01-01"

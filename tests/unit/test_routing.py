@@ -10,10 +10,10 @@ import pytest
 from infra.local.static_keys import static_protectors
 from infra.local.synthetic import generate
 from schemas.contracts import ContractError
+from schemas.routes import Route, RouteError, parse_routes
 from tests.unit.test_ingest_stage import contract, reference
 from udfs.dead_letters import Rejected
 from udfs.ingest import Accepted, IngestStage, Refused
-from schemas.routes import Route, RouteError, parse_routes
 from udfs.routing import partners, resolve, routes_column
 from udfs.source import SourceRef
 

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import KafkaError
 from snowflake.ingest.streaming import StreamingIngestError, StreamingIngestErrorCode
 
+from connectors.properties import LOCAL_PROPERTIES, ConfigError, read_property_groups
 from connectors.snowflake.auth import Secret
 from connectors.snowflake.channel import (
     ChannelInvalidated,
@@ -32,7 +33,6 @@ from connectors.snowflake.emulator import LocalChannelEmulator
 from connectors.snowflake.factory import create_channel_factory
 from connectors.snowflake.rows import COLUMNS, MalformedRecord, record_row
 from connectors.snowflake.sdk import SnowpipeChannelFactory, map_sdk_error
-from jobs.config import LOCAL_PROPERTIES, ConfigError, read_property_groups
 from jobs.snowflake_load import RetryPolicy, kafka_error, load_snowflake_config
 
 PHI = "Jane Q Public 1970-01-01"

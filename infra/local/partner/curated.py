@@ -63,9 +63,9 @@ def curated_messages(n: int, seed: int, phi: PhiConfig, partner: str,
 
 def message(accepted: Any, pointer: str) -> dict[str, Any]:
     """The curated message of an accepted record: the ingest operator's row, cut to the partner-topic columns."""
-    from jobs.ingest_operator import ACCEPTED_FIELDS, accepted_row
+    from udfs.rows import ACCEPTED_FIELDS, accepted_values
 
-    row = dict(zip(ACCEPTED_FIELDS, accepted_row(accepted, pointer, int(time.time() * 1000)), strict=True))
+    row = dict(zip(ACCEPTED_FIELDS, accepted_values(accepted, pointer, int(time.time() * 1000)), strict=True))
     return {name: row[name] for name, _kind in PARTNER_CURATED_COLUMNS}
 
 

@@ -127,7 +127,7 @@ def pull_group(run_id: str, feeds: Mapping[str, str], url: str, page_size: int =
 def write_pull_properties(path: Path, group: Mapping[str, str], contracts_dir: Path,
                           base: Path | None = None) -> Path:
     """The local properties file (or `base`) with the `rest_pull` group replaced and a feed contracts folder."""
-    from jobs.config import LOCAL_PROPERTIES
+    from connectors.properties import LOCAL_PROPERTIES
 
     documents = json.loads((base or LOCAL_PROPERTIES).read_text())
     documents = [g for g in documents if g["PropertyGroupId"] != "rest_pull"]

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.properties import medistream_home
 from infra.local.process import free_loopback_port, port_accepts
 from infra.local.settings import LOOPBACK
-from jobs.config import medistream_home
 
 
 class SshdMissing(RuntimeError):

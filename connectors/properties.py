@@ -1,5 +1,8 @@
 """Runtime configuration: MSF property groups turned into frozen, validated dataclasses.
 
+Below every job, tool and the local stack (all read the same properties), above the connectors whose
+configs it builds.
+
 Managed Flink hands a job its properties in /etc/flink/application_properties.json; locally the
 same file format lives in conf/application_properties.json. This is the only place that reads
 them, so a bad or missing key fails at start-up with a message that names it.
@@ -36,6 +39,13 @@ class ConfigError(ValueError):
 def medistream_home() -> Path:
     """Folder that holds all local state (stack data, checkpoints, logs)."""
     return Path(os.environ.get("MEDISTREAM_HOME", REPO_ROOT / ".local"))
+
+
+def local_aws_environment() -> None:
+    """The local S3 API accepts any key; set placeholders so AWS SDKs do not go looking for real ones."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_REGION", "us-east-1")
 
 
 @dataclass(frozen=True)
