@@ -78,7 +78,7 @@ def generate_claims(n: int, size_kb: int, feed: str) -> list[Any]:
 def read_reference(cfg: Any) -> Any:
     """The reference data under cfg.reference.path, loaded as the ingest operator loads it at open()."""
     from connectors.reference import load_reference_sets
-    from jobs.readback import s3_client
+    from tools.readback import s3_client
     from udfs.enrich import ReferenceData
 
     reference = ReferenceData()
@@ -183,7 +183,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
     from bench.resources import TreeSampler
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, percentiles
     from jobs import ingest, preflight
-    from jobs.readback import s3_client, split_s3_url
+    from tools.readback import s3_client, split_s3_url
 
     topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
     preflight.check_kafka(cfg.kafka.bootstrap_servers, (topic,))
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra.local import stack
     from infra.local.ground_truth import expected_outcome
     from infra.local.reference import publish_reference
-    from jobs.readback import linkage_digest, s3_client, split_s3_url
+    from tools.readback import linkage_digest, s3_client, split_s3_url
 
     run_id = uuid.uuid4().hex[:8]
     workdir = medistream_home() / "bench" / run_id

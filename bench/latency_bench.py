@@ -121,10 +121,10 @@ def main() -> None:
     from infra.local import synthetic
     from infra.local.isolation import isolated_config, write_properties
     from infra.local.reference import publish_reference
-    from jobs.chaos import JobProcesses
-    from jobs.readback import iceberg_table, s3_client, split_s3_url
     from jobs.runtime import latest_restore_point
     from schemas.contracts import load_contracts
+    from tools.job_processes import JobProcesses
+    from tools.readback import iceberg_table, s3_client, split_s3_url
 
     run_id = uuid.uuid4().hex[:8]
     workdir = medistream_home().resolve() / "bench" / f"latency-{run_id}"

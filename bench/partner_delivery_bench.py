@@ -90,8 +90,8 @@ def _phase(name: str, pool: list[dict[str, Any]], limit: float, records: int, of
         write_contract,
     )
     from infra.local.partner.server import start_in_thread
-    from jobs.chaos import JobProcesses
     from jobs.partner_delivery import load_delivery_config
+    from tools.job_processes import JobProcesses
 
     burst = max(2, int(limit // 5))
     standin = standin_config(limit, burst)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from connectors.properties import IngestConfig
-from jobs.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client, split_s3_url
+from tools.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client, split_s3_url
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,11 @@ def expected_keys(record: dict[str, Any], contract: FeedContract, digest: Digest
 
 def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, FeedContract], seed: int,
                      digest: Digest) -> dict[str, Any]:
-    """Counters keyed like jobs.readback.SinkCounts: claims and archived by business key, dead letters by id.
+    """Counters keyed like tools.readback.SinkCounts: claims and archived by business key, dead letters by id.
 
     `routed` holds business keys per routed sink ("iceberg:<record type>", "snowflake", "partner:<id>"),
     resolved from the contracts' routes as the job does. `digest` is the job's keyed business-key
-    digest (jobs.readback.linkage_digest).
+    digest (tools.readback.linkage_digest).
     """
     reference = reference_data(seed)
     claims: Counter[str] = Counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.chaos import ChaosPlan, run_chaos
+from tools.checks.chaos import ChaosPlan, run_chaos
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill, pytest.mark.chaos]
 

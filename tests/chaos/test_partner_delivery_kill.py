@@ -29,8 +29,8 @@ from infra.local.partner.harness import (
 )
 from infra.local.partner.rules import rejected
 from infra.local.partner.server import start_in_thread
-from jobs.chaos import JobProcesses
 from jobs.partner_delivery import load_delivery_config
+from tools.job_processes import JobProcesses
 from udfs.delivery import idempotency_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill, pytest.mark.flink]

@@ -23,7 +23,7 @@ def test_sigkill_mid_run_neither_skips_nor_repeats(stack: object, tmp_path: Path
     try:
         seeded = env.seed(400, seed=21)
         props = env.properties(page_size=10, **{"interval.s": "1"})  # 40 pages, ~5 s of pulling undisturbed
-        argv = [sys.executable, "-m", "jobs.cli", "rest-pull", "--properties", str(props), "run"]
+        argv = [sys.executable, "-m", "tools.cli", "rest-pull", "--properties", str(props), "run"]
         log = (tmp_path / "puller.log").open("ab")
         kills = []
         for round_no in range(3):

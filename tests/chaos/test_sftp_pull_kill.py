@@ -21,7 +21,7 @@ from connectors.sftp_pull.ledger import FileLedger
 from infra.local.isolation import isolated_contracts
 from infra.local.sftp.harness import KeyPair, as_properties, provision_login, sftp_groups
 from infra.local.sftp.server import SftpServerConfig, start_in_thread
-from jobs.chaos import JobProcesses
+from tools.job_processes import JobProcesses
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill]
 

@@ -18,7 +18,7 @@ from connectors.audit import GENESIS, AuditAppendFailed, AuditError, AuditEvent,
 from connectors.properties import LOCAL_PROPERTIES
 from infra.local import moto_server
 from infra.local.settings import StackSettings
-from jobs import audit_cli
+from tools import audit as audit_cli
 
 pytestmark = pytest.mark.integration
 

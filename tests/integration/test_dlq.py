@@ -22,9 +22,9 @@ import pytest
 
 from connectors.kafka import create_missing_topics
 from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
-from jobs.cli import main
-from jobs.dlq import REPLAY_HEADER
-from jobs.readback import s3_client
+from tools.cli import main
+from tools.dlq_units import REPLAY_HEADER
+from tools.readback import s3_client
 from udfs.dead_letters import DeadLetter
 
 pytestmark = pytest.mark.integration
@@ -336,7 +336,7 @@ def test_file_replay_target_is_not_written_twice_when_the_ledger_lost_it(
 def test_broker_down_is_one_line_and_exit_1(tmp_path: Path) -> None:
     properties = write_properties(tmp_path / "p.json", dlq_topic="dlq.none", ledger_topic="replays.none",
                                   landing="s3://medistream-landing/none/", bootstrap="127.0.0.1:1")
-    runs = [subprocess.Popen([sys.executable, "-m", "jobs.cli", "dlq", *argv], stdout=subprocess.PIPE,
+    runs = [subprocess.Popen([sys.executable, "-m", "tools.cli", "dlq", *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
                              env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)})
             for argv in (["list"], ["show", "abc"], ["replay", "--feed", "x"])]  # concurrently: each waits 10 s

@@ -14,10 +14,10 @@ from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs import preflight
-from jobs.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 from tests.integration.conftest import write_properties
+from tools.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 SEED = 23

@@ -15,12 +15,12 @@ from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
-from jobs.demo import covered, start_job, stop_job
-from jobs.readback import iceberg_claim_ids, linkage_digest, read_sinks, s3_client
 from jobs.runtime import latest_restore_point
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 from tests.integration.conftest import wait_for, write_properties
+from tools.job_processes import start_job, stop_job
+from tools.readback import covered, iceberg_claim_ids, linkage_digest, read_sinks, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill]
 

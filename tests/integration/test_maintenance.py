@@ -103,7 +103,7 @@ def test_maintenance_compacts_expires_and_removes_only_old_orphans(
     stack: StackSettings, flink_process_env: None, run_id: str, tmp_path: Path
 ) -> None:
     from jobs.maintenance import create_maintainer, run_pass
-    from jobs.readback import s3_client
+    from tools.readback import s3_client
 
     properties = stack_properties(stack, tmp_path, {"namespace": f"maint_t{run_id}"})
     cfg = load_ingest_config(read_property_groups(properties))

@@ -20,15 +20,15 @@ from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
-from jobs.demo import covered, start_job, stop_job
-from jobs.leak_scan import LeakScanner, Needles, sha16
-from jobs.readback import linkage_digest, read_sinks, s3_client, split_s3_url
-from jobs.reveal import RevealRequest, find_archived, reveal
 from jobs.topics import output_topics
 from schemas.contracts import FeedContract, load_contracts
 from schemas.phi_policy import load_policy
 from tests.conftest import isolated_config
 from tests.integration.conftest import wait_for, write_properties
+from tools.checks.leak_scan import LeakScanner, Needles, sha16
+from tools.job_processes import start_job, stop_job
+from tools.readback import covered, linkage_digest, read_sinks, s3_client, split_s3_url
+from tools.reveal import RevealRequest, find_archived, reveal
 
 pytestmark = [pytest.mark.integration]
 SEED = 47

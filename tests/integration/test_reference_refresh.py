@@ -13,11 +13,11 @@ import pytest
 from infra.local import synthetic
 from infra.local.publish import publish
 from infra.local.reference import publish_reference, unknown_payer
-from jobs.demo import start_job, stop_job
-from jobs.readback import committed_dead_letters, iceberg_claim_ids, s3_client
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 from tests.integration.conftest import wait_for, write_properties
+from tools.job_processes import start_job, stop_job
+from tools.readback import committed_dead_letters, iceberg_claim_ids, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 SEED = 41

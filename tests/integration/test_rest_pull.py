@@ -204,7 +204,7 @@ def test_malformed_page_stops_feed_nothing_half_landed(pull: Pull, caplog: pytes
 def test_cli_polls_until_sigterm(pull: Pull) -> None:
     seeded = pull.seed(50, seed=19)
     props = pull.properties(page_size=20, **{"interval.s": "0.5"})
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "rest-pull", "--properties", str(props), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "rest-pull", "--properties", str(props), "run"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 40
@@ -224,7 +224,7 @@ def test_cli_polls_until_sigterm(pull: Pull) -> None:
     assert proc.returncode == 0
     assert json.loads(out)["feeds"][pull.feed]["cursor_total"] == 80
     assert canonical(landed(pull.feed)) == canonical(seeded + later)
-    once = subprocess.run([sys.executable, "-m", "jobs.cli", "rest-pull", "--properties", str(props), "run", "--once"],
+    once = subprocess.run([sys.executable, "-m", "tools.cli", "rest-pull", "--properties", str(props), "run", "--once"],
                           cwd=REPO, capture_output=True, timeout=60, check=False)
     assert once.returncode == 0 and json.loads(once.stdout)["feeds"][pull.feed]["records"] == 0
 

@@ -22,7 +22,7 @@ from connectors.audit import (
     next_entry,
     verify_chain,
 )
-from jobs.audit_cli import add_arguments, parse_anchor
+from tools.audit import add_arguments, parse_anchor
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 EVENT = AuditEvent(actor="dr.lee", role="clinician", purpose="treatment", action="reveal", decision="grant",

@@ -3,7 +3,7 @@
 Two ways in. First, per feed (every format the contracts use), a record whose every field the
 format can carry holds a PHI-shaped value (e-mail addresses, MRNs, the record id too), refused at
 each stage a record can be refused at; every dead letter is built as the job builds it and scanned
-with the PHI leak scanner (jobs/leak_scan.py) for every planted value and every original PHI value.
+with the PHI leak scanner (tools/checks/leak_scan.py) for every planted value and every original PHI value.
 Second, a Hypothesis property: random hostile values planted at random fields never reach a reason,
 a position, a record id or a source pointer, and every outcome is a valid canonical record or a dead
 letter with a defined reason code.
@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
-from jobs.leak_scan import LeakScanner, Needles
 from schemas import validator
 from schemas.contracts import load_contracts
 from tests.unit import feed_samples
+from tools.checks.leak_scan import LeakScanner, Needles
 from udfs.dead_letters import DeadLetter
 from udfs.ingest import Accepted, IngestStage
 from udfs.phi.protect import seal_dead_letter

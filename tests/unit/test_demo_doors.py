@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from infra.local.synthetic import Feed, Mix, generate
-from jobs.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, as_the_api_takes_it, entering
+from tools.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, as_the_api_takes_it, entering
 
 FEEDS = (Feed(API_FEED, "claim", "kafka"), Feed(PULL_FEED, "payment", "kafka"),
          Feed(SFTP_FEED, "payment", "landing", "x12"), Feed("other", "eligibility", "kafka"))

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from jobs.cli import parser
-from jobs.dlq import (
+from tools.cli import parser
+from tools.dlq_replay import latest_ledger, replay_target
+from tools.dlq_units import (
     DlqError,
     format_table,
     group_by_unit,
@@ -15,7 +16,6 @@ from jobs.dlq import (
     select,
     unit_pointer,
 )
-from jobs.dlq_replay import latest_ledger, replay_target
 
 LANDING = "s3://medistream-landing/feeds/"
 
@@ -140,7 +140,7 @@ def test_dlq_arguments() -> None:
 @pytest.mark.parametrize("argv", [["dlq", "replay"], ["dlq", "replay", "abc", "--feed", "claims"],
                                   ["dlq", "replay", "abc", "--reason", "malformed_json"]])
 def test_replay_needs_ids_or_a_feed_not_both(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from jobs.cli import main
+    from tools.cli import main
 
     assert main(argv) == 1  # refused before any broker is contacted
     err = capsys.readouterr().err

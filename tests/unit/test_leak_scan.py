@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.leak_scan import Finding, LeakScanner, Needles, main
+from tools.checks.leak_scan import Finding, LeakScanner, Needles, main
 
 NAME = "Maria Gonzalez"
 MEMBER_ID = "MBR8830127"

@@ -1,6 +1,6 @@
 """Authorized re-identification: decide whether a role may see fields for a purpose, and pick them out.
 
-The decision is pure and deny-by-default (schemas/access/reidentification.yaml). Callers (jobs/reveal.py) write
+The decision is pure and deny-by-default (schemas/access/reidentification.yaml). Callers (tools/reveal.py) write
 every decision, granted or denied, to the audit log *before* any value is shown, and show nothing
 when the audit write fails. Tokens are HMACs and cannot be reversed; a tokened field is re-identified
 through the sealed copy of the record that holds it, so there is no token vault holding PHI twice.

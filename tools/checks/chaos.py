@@ -1,7 +1,7 @@
 """Chaos run: SIGKILL the ingest job and the Snowflake loader at random moments while records flow,
 freeze the broker and the S3 API for a while, then compare every sink with the generator's ground truth.
 
-    python -m jobs.chaos [--records N] [--kills K] [--outages O] [--seed S]   (or `medistream chaos`)
+    python -m tools.checks.chaos [--records N] [--kills K] [--outages O] [--seed S]   (or `medistream chaos`)
 
 Everything runs against the local stack on loopback under run-unique names, and stops by itself:
 the kills, the outages and every wait are bounded. A killed job is restarted the way an operator
@@ -24,7 +24,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.properties import REPO_ROOT, medistream_home
+from connectors.properties import medistream_home
+from tools.job_processes import JobProcesses
 
 CHECK_EVERY_S = 3.0
 
@@ -79,57 +79,12 @@ class ChaosReport:
         return "\n".join(lines)
 
 
-def compare(expected: Counter[str], held: Counter[str]) -> dict[str, int]:
-    """Expected vs held counts of one sink, by key."""
-    return {"expected": sum(expected.values()), "held": sum(held.values()),
-            "lost": sum((expected - held).values()), "duplicated": sum((held - expected).values())}
-
-
 def emulator_keys(path: Path) -> Counter[str]:
     """Business keys of the rows the Snowflake channel emulator committed (plain SQL on its file)."""
     if not path.exists():
         return Counter()
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
         return Counter(key for (key,) in db.execute("SELECT BUSINESS_KEY FROM RECORDS"))
-
-
-class JobProcesses:
-    """Job and door processes (ingest, loader, delivery, pullers, API), each in its own process group."""
-
-    def __init__(self, properties: Path, logs: Path) -> None:
-        self.properties, self.logs = properties, logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> None:
-        """Start a job (`args` after its --properties), logging to <logs>/<name>.log."""
-        module = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load", "delivery": "jobs.partner_delivery",
-                  "sftp": "jobs.sftp_pull", "rest_pull": "jobs.rest_pull", "api": "jobs.ingest_api"}[name]
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed argv
-                [sys.executable, "-m", module, "--properties", str(self.properties), *args], cwd=REPO_ROOT,
-                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
-
-    def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"the {name} job exited on its own ({proc.returncode}); see {self.logs}/{name}.log")
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name in list(self.procs):
-            try:
-                self.procs[name].wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.kill(name)
 
 
 def _pid_of(component: str) -> int:
@@ -175,10 +130,9 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
     from infra.local.isolation import isolated_config, write_properties
     from infra.local.publish import publish
     from infra.local.reference import publish_reference
-    from jobs.demo import covered
-    from jobs.readback import iceberg_column, linkage_digest, read_sinks, s3_client, split_s3_url
     from jobs.runtime import latest_restore_point
     from schemas.contracts import load_contracts
+    from tools.readback import compare, covered, iceberg_column, linkage_digest, read_sinks, s3_client, split_s3_url
 
     started = time.monotonic()
     rng = random.Random(plan.seed)  # noqa: S311 - reproducible chaos, not crypto

@@ -204,3 +204,14 @@ def linkage_digest(cfg: IngestConfig) -> Digest:
     from udfs.phi.tokens import Tokenizer
 
     return Tokenizer(configured_token_keys(cfg.phi)).linkage
+
+
+def covered(found: Counter[str], wanted: Counter[str]) -> int:
+    """How many of the wanted records are present (a duplicate is not counted twice)."""
+    return sum(min(found[k], v) for k, v in wanted.items())
+
+
+def compare(expected: Counter[str], held: Counter[str]) -> dict[str, int]:
+    """Expected vs held counts of one sink, by key."""
+    return {"expected": sum(expected.values()), "held": sum(held.values()),
+            "lost": sum((expected - held).values()), "duplicated": sum((held - expected).values())}

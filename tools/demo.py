@@ -10,28 +10,24 @@ a savepoint (SIGTERM) and reads everything back.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from connectors.properties import (
+    REPO_ROOT,
     IngestConfig,
     default_properties_path,
     load_ingest_config,
     medistream_home,
     read_property_groups,
 )
-from jobs.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, Doors, as_the_api_takes_it, entering
-from jobs.readback import iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tools.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, Doors, as_the_api_takes_it, entering
+from tools.job_processes import RssSampler, start_job, stop_job
+from tools.readback import covered, iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
 
 
 def publish_synthetic(
@@ -72,61 +68,6 @@ def publish_synthetic(
         "doors": {"api_sent": len(by_door[API_FEED]), "api_accepted": len(accepted),
                   "api_refusable": sum(1 for g in by_door[API_FEED] if as_the_api_takes_it(g) is None),
                   "pull_offered": len(by_door[PULL_FEED])}}
-
-
-def covered(found: Counter[str], wanted: Counter[str]) -> int:
-    """How many of the wanted records are present (a duplicate is not counted twice)."""
-    return sum(min(found[k], v) for k, v in wanted.items())
-
-
-class RssSampler(threading.Thread):
-    """Peak resident memory of a set of process trees, sampled every 0.5 s."""
-
-    def __init__(self, pids: list[int]) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.peak_bytes, self._stop = list(pids), 0, threading.Event()
-
-    def run(self) -> None:
-        """Sample until stopped."""
-        while not self._stop.wait(0.5):
-            total = 0
-            for pid in self.pids:
-                try:
-                    root = psutil.Process(pid)
-                    total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                except psutil.Error:
-                    continue
-            self.peak_bytes = max(self.peak_bytes, total)
-
-    def stop(self) -> None:
-        """Stop sampling."""
-        self._stop.set()
-
-
-def start_job(log_path: Path, properties: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start the ingest job as a child process in its own process group, logging to a file.
-
-    It resumes from the newest checkpoint or savepoint, as an operator's restart would. Its own
-    group lets a crash test SIGKILL the job together with its JVM.
-    """
-    argv = [sys.executable, "-m", "jobs.ingest"] + (["--properties", str(properties)] if properties else [])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env=os.environ.copy(), start_new_session=True)
-
-
-def stop_job(job: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int:
-    """Ask the job to stop with a savepoint; kill it if it does not within the timeout."""
-    if job.poll() is None:
-        job.send_signal(signal.SIGTERM)
-        try:
-            return job.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            job.wait()
-            return -9
-    return job.returncode
 
 
 class PartnerRun:

@@ -16,10 +16,10 @@ from connectors.properties import (
     read_property_groups,
 )
 from infra.local.process import StackError
-from jobs import audit_cli as audit_command
-from jobs import dlq as dlq_command
-from jobs import keys_cli as keys_command
-from jobs import reveal as reveal_command
+from tools import audit as audit_command
+from tools import dlq as dlq_command
+from tools import keys as keys_command
+from tools import reveal as reveal_command
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from jobs.demo import publish_synthetic
+    from tools.demo import publish_synthetic
 
     cfg = load_ingest_config(read_property_groups(default_properties_path()))
     summary = publish_synthetic(cfg, args.records, args.seed, args.duplicate_rate, args.invalid_rate,
@@ -57,14 +57,14 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from jobs.demo import run_demo
+    from tools.demo import run_demo
 
     return run_demo(args.records, args.seed if args.seed is not None else int(time.time()), args.timeout)
 
 
 # Commands that own their arguments: everything after the name goes to the module's main().
-PASSTHROUGH = {"chaos": "jobs.chaos", "load-snowflake": "jobs.snowflake_load", "deliver": "jobs.partner_delivery",
-               "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
+PASSTHROUGH = {"chaos": "tools.checks.chaos", "load-snowflake": "jobs.snowflake_load",
+               "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull"}
 
 

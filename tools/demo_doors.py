@@ -31,8 +31,8 @@ import orjson
 
 from connectors.properties import default_properties_path, load_phi_config, read_property_groups
 from infra.local.synthetic import Generated
-from jobs.chaos import JobProcesses
 from jobs.ingest_api import wait_until_serving
+from tools.job_processes import JobProcesses
 
 API_FEED, SFTP_FEED, PULL_FEED = "hospital_a_claims", "insurer_k_835", "insurer_b_payments"
 NOT_IN_A_PAGE = frozenset({"malformed_json"})  # a JSON page cannot hold a record that is not JSON

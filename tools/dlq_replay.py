@@ -1,6 +1,6 @@
 """Replaying dead letters' source units: the ledger, the Kafka and S3 re-injection, idempotency.
 
-See jobs/dlq.py for the guarantees; this module does the writing (`medistream dlq replay`).
+See tools/dlq.py for the guarantees; this module does the writing (`medistream dlq replay`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from connectors.iceberg import split_s3_url as split_s3
-from jobs.dlq import (
+from tools.dlq_units import (
     NOT_REPLAYABLE,
     REPLAY_FOLDER,
     REPLAY_HEADER,

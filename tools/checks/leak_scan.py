@@ -592,7 +592,7 @@ def _s3_target(value: str) -> tuple[str, str]:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    cli = argparse.ArgumentParser(prog="python -m jobs.leak_scan", description=__doc__.split("\n\n")[0])
+    cli = argparse.ArgumentParser(prog="python -m tools.checks.leak_scan", description=__doc__.split("\n\n")[0])
     cli.add_argument("--needles", required=True, help="JSON file: every string in it is a PHI value")
     cli.add_argument("--s3", action="append", default=[], type=_s3_target, metavar="BUCKET[/PREFIX]")
     cli.add_argument("--kafka-bootstrap", metavar="HOST:PORT")
