@@ -13,3 +13,9 @@ def quote(value: str) -> str:
 def with_clause(options: Mapping[str, str]) -> str:
     """WITH ('k'='v', ...) from a mapping."""
     return "WITH (" + ", ".join(f"{quote(k)}={quote(v)}" for k, v in options.items()) + ")"
+
+
+def insert_select(table: str, columns: Mapping[str, str], source: str) -> str:
+    """INSERT INTO `table` (its columns, in order) SELECT each column's expression FROM `source` (a view + WHERE)."""
+    return (f"INSERT INTO {table} ({', '.join(f'`{c}`' for c in columns)}) "
+            f"SELECT {', '.join(columns.values())} FROM {source}")

@@ -21,15 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.archive import create_archive_sink, create_dead_letter_archive
-from connectors.iceberg import TABLE_FOR_TYPE, create_tables
-from connectors.kafka import (
-    CURATED_COLUMNS,
-    PARTNER_CURATED_COLUMNS,
-    create_curated_sink,
-    create_dead_letter_sink,
-    create_raw_source,
-)
+from connectors.kafka import create_raw_source
 from connectors.landing import create_landing_source
 from connectors.properties import (
     DEFAULT_JOB_NAME,
@@ -39,7 +31,8 @@ from connectors.properties import (
     read_property_groups,
 )
 from connectors.reference import create_reference_stream
-from connectors.sql import quote
+from connectors.registry import wire_sinks
+from connectors.sinks import RouteContext
 from jobs import preflight
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
@@ -49,9 +42,7 @@ from jobs.runtime import (
     prepare_process_environment,
     run_until_stopped,
 )
-from jobs.topics import curated_routes
-from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, ICEBERG_COLUMNS
-from udfs.routing import routes_column
+from jobs.topics import partner_ids
 from udfs.rows import ACCEPTED_FIELDS
 
 if TYPE_CHECKING:
@@ -64,21 +55,9 @@ log = logging.getLogger("medistream.ingest")
 
 @dataclass(frozen=True)
 class JobOutputs:
-    """Names of the tables the job writes, for callers that read the results back."""
+    """What the job writes, by sink label (`archive`, `iceberg:claims`, `partner:<id>`, ...): table or topic."""
 
-    iceberg_tables: dict[str, str]
-    archive_table: str
-    dead_letter_table: str
-    curated_topics: tuple[str, ...]
-
-
-def _insert(table: str, columns: dict[str, str], source: str) -> str:
-    return (f"INSERT INTO {table} ({', '.join(f'`{c}`' for c in columns)}) "
-            f"SELECT {', '.join(columns.values())} FROM {source}")
-
-
-def _routed(sink: str) -> str:
-    return f"POSITION({quote(routes_column([sink]))} IN routes) > 0"
+    written: dict[str, str]
 
 
 def build(
@@ -111,10 +90,6 @@ def build(
         .name("ingest")
     )
 
-    tables = create_tables(t_env, cfg.iceberg, cfg.s3)
-    archive_table = create_archive_sink(t_env, cfg.archive)
-    dead_letter_archive = create_dead_letter_archive(t_env, cfg.archive)
-    dlq_table = create_dead_letter_sink(t_env, cfg.kafka, job_name)
     with_time = Schema.new_builder().column_by_expression("proc_time", "PROCTIME()").build()
     t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted, with_time))
     t_env.create_temporary_view("dead_letter_rows", t_env.from_data_stream(accepted.get_side_output(DEAD_LETTERS)))
@@ -128,39 +103,16 @@ def build(
             WHERE rn = 1"""
     ))
 
+    # Every sink by its route name (connectors/registry.py): the archive and the dead-letter outputs take
+    # everything, the others the rows their contract routes to them.
+    ctx = RouteContext(t_env, cfg, job_name, partners=tuple(partner_ids(cfg)), rows="deduped",
+                       refusals="dead_letter_rows")
+    written = wire_sinks(ctx)
     statements = t_env.create_statement_set()
-    # The archive keeps every accepted record and every dead letter, whatever the routes say.
-    statements.add_insert_sql(
-        f"""INSERT INTO {archive_table} SELECT record_id, record_type, sent_at_ms, source, `position`,
-              business_key, original_key, enrichment, payload, sealed, feed, dt FROM deduped"""
-    )
-    statements.add_insert_sql(f"INSERT INTO {dead_letter_archive} SELECT dead_letter_id, reason, body, feed, dt "
-                              "FROM dead_letter_rows")
-    statements.add_insert_sql(f"INSERT INTO {dlq_table} SELECT dead_letter_id, body FROM dead_letter_rows")
-    statements.add_insert_sql(_insert(tables["dead_letters"], DEAD_LETTER_COLUMNS, "dead_letter_rows"))
-
-    to_iceberg = _routed("iceberg")
-    for record_type, name in TABLE_FOR_TYPE.items():
-        statements.add_insert_sql(_insert(tables[name], ICEBERG_COLUMNS[name],
-                                          f"deduped WHERE record_type = '{record_type}' AND {to_iceberg}"))
-    statements.add_insert_sql(_insert(
-        tables["claim_lines"], ICEBERG_COLUMNS["claim_lines"],
-        f"""deduped CROSS JOIN UNNEST(JSON_QUERY(service_lines, '$' RETURNING ARRAY<STRING>)) AS l(line)
-            WHERE record_type = 'claim' AND {to_iceberg}"""))
-
-    # Curated hand-off topics (transactional): Snowflake keyed by record id, partners by business key so
-    # one claim's versions stay in order on one partition.
-    curated = curated_routes(cfg)
-    for index, (sink, topic) in enumerate(curated):
-        key, columns = ("record_id", CURATED_COLUMNS) if sink == "snowflake" else ("business_key",
-                                                                                  PARTNER_CURATED_COLUMNS)
-        table = create_curated_sink(t_env, cfg.kafka, f"curated_{index}", topic, "message_key",
-                                    f"{job_name}-curated-{sink.replace(':', '-')}", columns)  # id stable per topic
-        value = ", ".join(f"`{name}`" for name, _kind in columns)
-        statements.add_insert_sql(f"INSERT INTO {table} SELECT {key}, {value} FROM deduped WHERE {_routed(sink)}")
+    for statement in ctx.statements:
+        statements.add_insert_sql(statement)
     statements.attach_as_datastream()
-    return JobOutputs(iceberg_tables=tables, archive_table=archive_table, dead_letter_table=dlq_table,
-                      curated_topics=tuple(topic for _sink, topic in curated))
+    return JobOutputs(written)
 
 
 def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[Any, Any]:

@@ -11,12 +11,16 @@ from schemas.contracts import load_contracts
 from udfs.routing import partners
 
 
+def partner_ids(cfg: IngestConfig) -> list[str]:
+    """Every partner id any feed contract routes to, sorted: one curated topic each."""
+    contracts = load_contracts(cfg.feeds.directory)
+    return partners({feed: c.routes for feed, c in contracts.items()})
+
+
 def curated_routes(cfg: IngestConfig) -> list[tuple[str, str]]:
     """(sink, topic) of every curated topic: snowflake, and one per partner any contract routes to."""
-    contracts = load_contracts(cfg.feeds.directory)
-    partner_ids = partners({feed: c.routes for feed, c in contracts.items()})
     return [("snowflake", cfg.curated.snowflake_topic),
-            *((f"partner:{p}", cfg.curated.partner_topic(p)) for p in partner_ids)]
+            *((f"partner:{p}", cfg.curated.partner_topic(p)) for p in partner_ids(cfg))]
 
 
 def output_topics(cfg: IngestConfig) -> tuple[str, ...]:

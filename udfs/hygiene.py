@@ -68,7 +68,7 @@ _BIDI_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2
 _FORMULA_CHARS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
 # Skipped before looking for a formula character: what spreadsheets and CSV readers drop or unquote.
 _LEADING = " \t\r\n\"'\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02\uff07"
-_SIGNED_NUMBER = re.compile(r"[+\-\uff0b\uff0d]\.?[0-9][0-9 ().\-]*")
+SIGNED_NUMBER = re.compile(r"[+\-\uff0b\uff0d]\.?[0-9][0-9 ().\-]*")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ASCII_CONTROL_BUT_TAB_LF = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SUSPECT_FIRST = frozenset(_LEADING) | _FORMULA_CHARS  # an ASCII string starting otherwise needs no formula check
@@ -267,7 +267,7 @@ def _unicode(value: str, cls: str) -> str:
 
 def _formula(value: str, cls: str) -> str:
     head = value.lstrip(_LEADING)
-    if not head or head[0] not in _FORMULA_CHARS or _SIGNED_NUMBER.fullmatch(head):
+    if not head or head[0] not in _FORMULA_CHARS or SIGNED_NUMBER.fullmatch(head):
         return value
     if cls == "text":
         return "'" + value

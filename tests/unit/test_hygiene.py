@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemas import RECORD_TYPES, leaf_paths
 from udfs import hygiene
 from udfs.dead_letters import Rejected
-from udfs.hygiene import CLASSES, clean, clean_text, text_classes
+from udfs.hygiene import CLASSES, SIGNED_NUMBER, clean, clean_text, text_classes
 
 FORMULAS = ["=1+1", "+cmd|' /C calc'!A0", "-1+cmd|' /C calc'!A0", "@SUM(A1)", "  =HYPERLINK(x)", "-", "+",
             "- Apt 3", "=", "-2+3*A1", "'=1+1", '"=1+1"', "\u201c=1+1", "\uff1dSUM(A1)", "\uff20x", "' @x"]
@@ -149,7 +149,8 @@ def test_any_text_is_cleaned_to_a_safe_form_or_refused_without_quoting_it(value:
     assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\t\n" for c in out)
     assert cls == "text" or not any(c in "\t\n" for c in out)
     head = out.lstrip(" \t\r\n\"'\u2018\u2019\u201c\u201d\uff02\uff07")
-    if head[:1] in ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20") and cls == "text":
+    signed_number = SIGNED_NUMBER.fullmatch(head) is not None  # "-0", "+1 206 555 0123": no function call
+    if head[:1] in ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20") and cls == "text" and not signed_number:
         assert out.startswith("'") and clean_text(out[1:], cls, "f") == out  # neutralised exactly once
     assert clean_text(out, cls, "f") in (out, "'" + out)  # a second pass changes nothing but a prefix
 

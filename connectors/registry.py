@@ -1,0 +1,87 @@
+"""Sinks and doors by the names the feed contracts use, with the guarantee each one gives.
+
+SINKS maps a route name (schemas/routes.py; `partner` stands for every `partner:<id>`) to the
+builder that wires it into the ingest job; `dead_letters` is the one sink no contract names: every
+refusal reaches it. DOORS maps a contract source name (`sources:` in a feed contract) to the doors
+records come in through. The ingest job wires its outputs only through SINKS (the builders are in
+connectors/sinks.py); tests/contract/ runs one suite over every entry of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connectors.sinks import RouteContext, wire_archive, wire_dead_letters, wire_partners, wire_snowflake, wire_tables
+
+
+@dataclass(frozen=True)
+class Sink:
+    """A route's sink: its builder, the job that makes records visible there, and its promises."""
+
+    build: Callable[[RouteContext], dict[str, str]]  # adds its INSERTs to ctx; returns {label: table or topic}
+    visible_via: str  # the job whose commit makes a record visible to its readers
+    guarantee: str
+    ordered_by: str | None = None  # records with one value of this key arrive in order; None: no order promised
+
+
+@dataclass(frozen=True)
+class Door:
+    """A way records come in: the job that runs it and what it promises."""
+
+    name: str
+    job: str  # the entry-point module (`python -m <job>`)
+    guarantee: str
+
+
+SINKS: dict[str, Sink] = {
+    "archive": Sink(
+        wire_archive, "jobs.ingest",
+        "every accepted record once, whatever the routes say; Avro part files are committed when the "
+        "checkpoint that holds them completes (7-year retention)"),
+    "dead_letters": Sink(
+        wire_dead_letters, "jobs.ingest",
+        "every refusal once, PHI-free: on the dead-letter topic (transactional), in the dead-letter archive and "
+        "the Iceberg dead_letters table, each committed with the checkpoint"),
+    "iceberg": Sink(
+        wire_tables, "jobs.ingest",
+        "one snapshot per checkpoint: rows are visible exactly once, after the checkpoint that holds them completes"),
+    "snowflake": Sink(
+        wire_snowflake, "jobs.snowflake_load",
+        "curated.snowflake is written in one Kafka transaction per checkpoint; the loader appends each record "
+        "once, its channel's offset token committed with the rows"),
+    "partner": Sink(
+        wire_partners, "jobs.partner_delivery",
+        "curated.partner.<id> is keyed by business key; the delivery job sends each record once per partner "
+        "with an idempotency key and records the outcome in its ledger", ordered_by="business_key"),
+}
+
+DOORS: dict[str, tuple[Door, ...]] = {
+    "kafka": (Door("raw_topics", "jobs.ingest",
+                   "raw.<feed> read read_committed; offsets live in checkpoints, so a restore reads each message "
+                   "once"),),
+    "landing": (Door("landing_files", "jobs.ingest",
+                     "each file under <landing>/<feed>/ is read once; the files seen live in checkpoints"),
+                Door("sftp_pull", "jobs.sftp_pull",
+                     "each settled remote file lands once, whole, under its content digest; a ledger in DynamoDB "
+                     "skips it on the next listing, and a puller killed anywhere redoes at most its current step")),
+    "rest": (Door("ingest_api", "jobs.ingest_api",
+                  "202 only after the unit is on raw.<feed>; an Idempotency-Key is claimed before producing, so "
+                  "a retry with it lands nothing new"),
+             Door("rest_pull", "jobs.rest_pull",
+                  "each page and its cursor commit in one Kafka transaction: a restart resumes after the last "
+                  "committed page")),
+}
+
+
+def route_kind(route: str) -> str:
+    """The SINKS key of a contract route: `partner:<id>` -> `partner`, others as they are."""
+    return "partner" if route.startswith("partner:") else route
+
+
+def wire_sinks(ctx: RouteContext) -> dict[str, str]:
+    """Wire every sink into ctx.statements; return {label: table or topic} of everything written."""
+    written: dict[str, str] = {}
+    for sink in SINKS.values():
+        written.update(sink.build(ctx))
+    return written

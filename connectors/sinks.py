@@ -1,0 +1,105 @@
+"""How each sink is wired into the ingest job: Flink SQL from the deduplicated rows to the sink's tables.
+
+One builder per route name (connectors/registry.py maps the names to them), each adding its INSERT
+statements to a RouteContext and returning what it writes. The archive and the dead-letter outputs
+take everything; the other sinks take the rows their feed's contract routes to them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from connectors.archive import create_archive_sink, create_dead_letter_archive
+from connectors.iceberg import TABLE_FOR_TYPE, create_tables
+from connectors.kafka import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, create_curated_sink, create_dead_letter_sink
+from connectors.sql import insert_select, quote
+from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, ICEBERG_COLUMNS
+from udfs.routing import routes_column
+
+if TYPE_CHECKING:
+    from connectors.properties import IngestConfig
+
+
+@dataclass
+class RouteContext:
+    """What a sink builder wires from: the table environment, the job's config, the rows and the routes in use."""
+
+    t_env: Any
+    cfg: IngestConfig
+    job_name: str
+    partners: tuple[str, ...]  # every partner id a contract routes to: one curated topic each
+    rows: str = "deduped"  # the view of accepted, deduplicated rows
+    refusals: str = "dead_letter_rows"  # the view of dead letters
+    statements: list[str] = field(default_factory=list)
+
+    def routed(self, route: str) -> str:
+        """SQL predicate: the row's contract routes it to `route`."""
+        return f"POSITION({quote(routes_column([route]))} IN routes) > 0"
+
+    @functools.cached_property
+    def iceberg_tables(self) -> dict[str, str]:
+        """The Iceberg tables, created (or checked) once per job graph; {name: full name}."""
+        return create_tables(self.t_env, self.cfg.iceberg, self.cfg.s3)
+
+
+def wire_archive(ctx: RouteContext) -> dict[str, str]:
+    """The `archive` route: every accepted row, whatever its routes say (retention is not optional)."""
+    table = create_archive_sink(ctx.t_env, ctx.cfg.archive)
+    ctx.statements.append(
+        f"""INSERT INTO {table} SELECT record_id, record_type, sent_at_ms, source, `position`,
+              business_key, original_key, enrichment, payload, sealed, feed, dt FROM {ctx.rows}""")
+    return {"archive": table}
+
+
+def wire_dead_letters(ctx: RouteContext) -> dict[str, str]:
+    """Every dead letter to the dead-letter archive, the dead-letter topic and the Iceberg dead_letters table."""
+    archive = create_dead_letter_archive(ctx.t_env, ctx.cfg.archive)
+    topic_table = create_dead_letter_sink(ctx.t_env, ctx.cfg.kafka, ctx.job_name)
+    ctx.statements += [
+        f"INSERT INTO {archive} SELECT dead_letter_id, reason, body, feed, dt FROM {ctx.refusals}",
+        f"INSERT INTO {topic_table} SELECT dead_letter_id, body FROM {ctx.refusals}",
+        insert_select(ctx.iceberg_tables["dead_letters"], DEAD_LETTER_COLUMNS, ctx.refusals),
+    ]
+    return {"dead_letters:archive": archive, "dead_letters:topic": ctx.cfg.kafka.dlq_topic,
+            "dead_letters:iceberg": ctx.iceberg_tables["dead_letters"]}
+
+
+def wire_tables(ctx: RouteContext) -> dict[str, str]:
+    """The `iceberg` route: one table per record type and the claims' service lines, rows the contract routes here."""
+    tables, routed = ctx.iceberg_tables, ctx.routed("iceberg")
+    for record_type, name in TABLE_FOR_TYPE.items():
+        ctx.statements.append(insert_select(tables[name], ICEBERG_COLUMNS[name],
+                                            f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
+    ctx.statements.append(insert_select(
+        tables["claim_lines"], ICEBERG_COLUMNS["claim_lines"],
+        f"""{ctx.rows} CROSS JOIN UNNEST(JSON_QUERY(service_lines, '$' RETURNING ARRAY<STRING>)) AS l(line)
+            WHERE record_type = 'claim' AND {routed}"""))
+    return {f"iceberg:{name}": tables[name] for name in (*TABLE_FOR_TYPE.values(), "claim_lines")}
+
+
+def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: str,
+                  columns: tuple[tuple[str, str], ...]) -> None:
+    # The transactional id is stable per topic: a restore finds the transactions it must abort or commit.
+    table = create_curated_sink(ctx.t_env, ctx.cfg.kafka, f"curated_{index}", topic, "message_key",
+                                f"{ctx.job_name}-curated-{route.replace(':', '-')}", columns)
+    value = ", ".join(f"`{name}`" for name, _kind in columns)
+    ctx.statements.append(f"INSERT INTO {table} SELECT {key}, {value} FROM {ctx.rows} WHERE {ctx.routed(route)}")
+
+
+def wire_snowflake(ctx: RouteContext) -> dict[str, str]:
+    """The `snowflake` route: curated.snowflake keyed by record id, for the Snowflake loader."""
+    topic = ctx.cfg.curated.snowflake_topic
+    _wire_curated(ctx, 0, "snowflake", topic, "record_id", CURATED_COLUMNS)
+    return {"snowflake": topic}
+
+
+def wire_partners(ctx: RouteContext) -> dict[str, str]:
+    """Each `partner:<id>` route: its curated topic keyed by business key, so one claim's versions stay in order."""
+    written = {}
+    for index, partner in enumerate(ctx.partners, start=1):
+        route, topic = f"partner:{partner}", ctx.cfg.curated.partner_topic(partner)
+        _wire_curated(ctx, index, route, topic, "business_key", PARTNER_CURATED_COLUMNS)
+        written[route] = topic
+    return written
