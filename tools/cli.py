@@ -65,7 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
 # Commands that own their arguments: everything after the name goes to the module's main().
 PASSTHROUGH = {"chaos": "tools.checks.chaos", "load-snowflake": "jobs.snowflake_load",
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
-               "rest-pull": "jobs.rest_pull"}
+               "rest-pull": "jobs.rest_pull", "package": "tools.package"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     keys_command.add_arguments(keys)
     sub.add_parser("chaos", help="SIGKILL the jobs and freeze the stack while records flow; check every sink "
                    "(`medistream chaos --help`)")
+    sub.add_parser("package", help="build the Managed Flink zip of the current commit, reproducibly "
+                   "(`medistream package --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "
                    "(`medistream load-snowflake --help`)")
     return root
