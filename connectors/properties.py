@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
 MANAGED_PROPERTIES = Path("/etc/flink/application_properties.json")
 DEFAULT_JOB_NAME = "medistream-ingest"
+DEPLOYMENTS = ("embedded", "cluster")
 _PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
@@ -59,12 +60,16 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Operator parallelism and the Python execution mode."""
+    """Operator parallelism, the Python execution mode, and where the job runs."""
 
     parallelism: int
     python_execution_mode: str
     # Names the Flink job and prefixes its Kafka transactional ids: unique per concurrently running job.
     job_name: str = DEFAULT_JOB_NAME
+    # "embedded": the job brings its own mini-cluster and sets every Flink setting in code.
+    # "cluster": a Flink cluster runs it (Managed Flink, or `medistream cluster`); the cluster owns its
+    # settings and the job sets in code only what Managed Flink 2.2 allows (jobs/runtime.py).
+    deployment: str = "embedded"
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
     mode = runtime.str("python.execution-mode", "thread")
     if mode not in ("thread", "process"):
         raise ConfigError("property 'runtime.python.execution-mode' must be thread or process")
+    deployment = load_deployment(groups)
     return IngestConfig(
         kafka=KafkaConfig(
             bootstrap_servers=kafka.str("bootstrap.servers"),
@@ -206,12 +212,20 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             timeout_ms=chk.int("timeout.ms", 120_000),
         ),
         runtime=RuntimeConfig(parallelism=runtime.int("parallelism", 1), python_execution_mode=mode,
-                              job_name=runtime.str("job.name", DEFAULT_JOB_NAME)),
+                              job_name=runtime.str("job.name", DEFAULT_JOB_NAME), deployment=deployment),
         reference=ReferenceConfig(path=reference.str("path"),
                                   monitor_interval=reference.str("monitor.interval", "30 s")),
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
         phi=load_phi_config(groups),
     )
+
+
+def load_deployment(groups: Mapping[str, Mapping[str, str]]) -> str:
+    """`runtime.deployment`: embedded (default: the job's own mini-cluster) or cluster."""
+    deployment = groups.get("runtime", {}).get("deployment", "embedded")
+    if deployment not in DEPLOYMENTS:
+        raise ConfigError(f"property 'runtime.deployment' must be one of {', '.join(DEPLOYMENTS)}")
+    return deployment
 
 
 def load_phi_config(groups: Mapping[str, Mapping[str, str]]) -> PhiConfig:

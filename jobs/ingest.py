@@ -38,9 +38,9 @@ from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, I
 from jobs.runtime import (
     flink_configuration,
     initialize_filesystems,
-    latest_restore_point,
     prepare_process_environment,
-    run_until_stopped,
+    restore_point,
+    run_submitted,
 )
 from jobs.topics import partner_ids
 from udfs.rows import ACCEPTED_FIELDS
@@ -117,13 +117,14 @@ def build(
 
 def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[Any, Any]:
     """A streaming environment (mini-cluster locally) and its table environment."""
-    prepare_process_environment()
+    prepare_process_environment(cfg.runtime)
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
     conf = flink_configuration(cfg.checkpoints, cfg.runtime, cfg.s3, restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    initialize_filesystems(conf)
+    if cfg.runtime.deployment == "embedded":
+        initialize_filesystems(conf)
     t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
     t_env.get_config().set("pipeline.name", JOB_NAME)
     return env, t_env
@@ -145,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     cfg = load_ingest_config(groups)
     preflight.check_ingest_dependencies(cfg)
-    restore = None if args.fresh else args.restore or latest_restore_point(cfg.checkpoints)
+    restore = restore_point(cfg.runtime, cfg.checkpoints, args.restore, args.fresh)
     env, t_env = create_environments(cfg, restore)
     build(env, t_env, cfg, job_name=cfg.runtime.job_name)
     client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s running (restored from %s)", client.get_job_id(), restore or "nothing")
 
-    return run_until_stopped(client, cfg.checkpoints, log)
+    return run_submitted(client, cfg.runtime, cfg.checkpoints, log)
 
 
 if __name__ == "__main__":

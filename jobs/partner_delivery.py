@@ -60,6 +60,7 @@ from connectors.properties import (
     RuntimeConfig,
     S3Config,
     default_properties_path,
+    load_deployment,
     load_phi_config,
     read_property_groups,
 )
@@ -176,7 +177,8 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
                                      interval_ms=chk.int("interval.ms", 10_000),
                                      timeout_ms=chk.int("timeout.ms", 120_000)),
         runtime=RuntimeConfig(parallelism=parallelism, python_execution_mode="process",
-                              job_name=partners.str("job.name", JOB_NAME)),
+                              job_name=partners.str("job.name", JOB_NAME),
+                              deployment=load_deployment(groups)),
     )
 
 
@@ -368,9 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.runtime import (
         flink_configuration,
         initialize_filesystems,
-        latest_restore_point,
         prepare_process_environment,
-        run_until_stopped,
+        restore_point,
+        run_submitted,
     )
 
     parser = argparse.ArgumentParser(prog="python -m jobs.partner_delivery", description=__doc__.split("\n\n")[0])
@@ -384,22 +386,24 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_delivery_config(groups)
     preflight(cfg)
     audited = audit_reveal_grants(cfg, groups)
-    restore = None if args.fresh else args.restore or latest_restore_point(cfg.checkpoints)
-    prepare_process_environment()
+    restore = restore_point(cfg.runtime, cfg.checkpoints, args.restore, args.fresh)
+    prepare_process_environment(cfg.runtime)
     from pyflink.datastream import StreamExecutionEnvironment
 
-    conf = flink_configuration(cfg.checkpoints, cfg.runtime, cfg.s3, restore)
     # Each Python bundle ends by waiting for every in-flight delivery (that is what makes a checkpoint
-    # exact); 1 s bundles (Flink's default) left the rate limit unused for part of every second.
-    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
+    # exact); 1 s bundles (Flink's default) left the rate limit unused for part of every second. Managed
+    # Flink takes no python.fn-execution key from code: on a cluster it is the cluster's setting.
+    conf = flink_configuration(cfg.checkpoints, cfg.runtime, cfg.s3, restore,
+                               cluster_extra={"python.fn-execution.bundle.time": str(cfg.bundle_time_ms)})
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    initialize_filesystems(conf)
+    if cfg.runtime.deployment == "embedded":
+        initialize_filesystems(conf)
     build(env, cfg)
     client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s delivering to %s (restored from %s; %d reveal grants audited)", client.get_job_id(),
              ", ".join(sorted(cfg.contracts)), restore or "nothing", audited)
 
-    return run_until_stopped(client, cfg.checkpoints, log)
+    return run_submitted(client, cfg.runtime, cfg.checkpoints, log)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import sysconfig
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,8 +34,14 @@ LIB_DIR = REPO_ROOT / "lib"
 DEPENDENCIES_JAR = LIB_DIR / "pyflink-dependencies.jar"
 
 
-def prepare_process_environment() -> None:
-    """Set the variables the PyFlink gateway reads; call before the first pyflink JVM starts."""
+def prepare_process_environment(runtime: RuntimeConfig | None = None) -> None:
+    """Set the variables the PyFlink gateway reads; call before the first pyflink JVM starts.
+
+    On a cluster there is nothing to prepare: the cluster holds the jars and plugins and runs the
+    Python workers (Managed Flink from the zip's run options).
+    """
+    if runtime is not None and runtime.deployment == "cluster":
+        return
     if not DEPENDENCIES_JAR.exists():
         raise ConfigError(f"{DEPENDENCIES_JAR} is missing: run ./medistream setup (mvn package) first")
     import pyflink
@@ -47,19 +54,38 @@ def prepare_process_environment() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
 
 
-def flink_configuration(
-    checkpoints: CheckpointConfig, runtime: RuntimeConfig, s3: S3Config, restore_from: str | None
-) -> Configuration:
-    """Cluster and job configuration: exactly-once checkpoints, bounded restarts, S3 access."""
-    from pyflink.common import Configuration
+# What a job may set in code on Managed Flink 2.2, which throws at start on any other key ("Programmatic
+# Flink configuration properties", AWS documentation, read 2026-12-04; decision 0016). Everything else
+# is the cluster's: Managed Flink's application configuration, or `medistream cluster`'s config.yaml.
+MANAGED_CODE_KEYS = frozenset({
+    "execution.runtime-mode", "pipeline.auto-generate-uids", "pipeline.auto-watermark-interval",
+    "pipeline.cached-files", "pipeline.classpaths", "pipeline.closure-cleaner-level", "pipeline.force-avro",
+    "pipeline.force-kryo", "pipeline.generic-types", "pipeline.global-job-parameters", "pipeline.jars",
+    "pipeline.jobvertex-parallelism-overrides", "pipeline.max-parallelism", "pipeline.name", "pipeline.object-reuse",
+    "pipeline.operator-chaining.chain-operators-with-different-max-parallelism", "pipeline.operator-chaining.enabled",
+    "pipeline.serialization-config", "pipeline.vertex-description-mode", "pipeline.vertex-name-include-index-prefix",
+    "pipeline.watermark-alignment.allow-unaligned-source-splits",
+    "execution.checkpointing.interval-during-backlog", "execution.checkpointing.unaligned",
+    "python.execution-mode", "python.operator-chaining.enabled", "python.job-options",
+    "python.internal.archives-key-map", "python.internal.files-key-map", "python.internal.requirements-file-key",
+})
+# The page also lists Table API/SQL keys; the copy read here was cut before them. These two, which the
+# ingest job sets, are the ones to confirm on the first Managed Flink start (decision 0016).
+MANAGED_TABLE_KEYS_TO_CONFIRM = frozenset({"table.exec.state.ttl", "table.exec.source.idle-timeout"})
 
-    home = medistream_home()
-    tmp = home / "tmp"
+
+def job_settings(runtime: RuntimeConfig) -> dict[str, str]:
+    """What every job sets in code, wherever it runs: keys Managed Flink allows."""
+    return {"python.execution-mode": runtime.python_execution_mode, "pipeline.name": runtime.job_name}
+
+
+def embedded_cluster_settings(checkpoints: CheckpointConfig, runtime: RuntimeConfig, s3: S3Config,
+                              restore_from: str | None) -> dict[str, str]:
+    """What a cluster owns, set in code only when the job brings its own mini-cluster (`embedded`)."""
+    tmp = medistream_home() / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    conf = Configuration()
     settings = {
         "pipeline.jars": DEPENDENCIES_JAR.as_uri(),
-        "python.execution-mode": runtime.python_execution_mode,
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "parallelism.default": str(runtime.parallelism),
@@ -85,6 +111,35 @@ def flink_configuration(
         settings |= {"s3.endpoint": s3.endpoint, "s3.path.style.access": str(s3.path_style_access).lower()}
     if restore_from:
         settings["execution.savepoint.path"] = restore_from
+    return settings
+
+
+def check_managed_keys(keys: Iterable[str]) -> None:
+    """ConfigError naming every key Managed Flink would refuse to take from code."""
+    refused = sorted(set(keys) - MANAGED_CODE_KEYS - MANAGED_TABLE_KEYS_TO_CONFIRM)
+    if refused:
+        raise ConfigError(f"a job on a cluster may not set {', '.join(refused)} in code (Managed Flink refuses "
+                          "them): they belong in the cluster's configuration")
+
+
+def flink_configuration(
+    checkpoints: CheckpointConfig, runtime: RuntimeConfig, s3: S3Config, restore_from: str | None,
+    extra: Mapping[str, str] | None = None, cluster_extra: Mapping[str, str] | None = None,
+) -> Configuration:
+    """The configuration a job sets in code: its own keys, plus the cluster's when it runs embedded.
+
+    `extra` are job keys (checked against Managed Flink's list on a cluster); `cluster_extra` are the
+    cluster's, applied only embedded (on a cluster they go in its configuration instead).
+    """
+    from pyflink.common import Configuration
+
+    settings = job_settings(runtime) | dict(extra or {})
+    if runtime.deployment == "cluster":
+        check_managed_keys(settings)
+    else:
+        settings = embedded_cluster_settings(checkpoints, runtime, s3, restore_from) | dict(cluster_extra or {}) \
+            | settings
+    conf = Configuration()
     for key, value in settings.items():
         conf.set_string(key, value)
     return conf
@@ -123,6 +178,24 @@ def stop_with_savepoint(client: JobClient, savepoint_dir: str, timeout_s: float 
     canonical = jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
     future = client._j_job_client.stopWithSavepoint(False, savepoint_dir, canonical)
     return str(future.get(int(timeout_s * 1000), jvm.java.util.concurrent.TimeUnit.MILLISECONDS))
+
+
+def restore_point(runtime: RuntimeConfig, checkpoints: CheckpointConfig, asked: str | None, fresh: bool) -> str | None:
+    """Where an embedded job resumes from: the one asked for, else the newest on disk. On a cluster the
+    cluster restores (Managed Flink from its snapshots, `flink run -s` locally): never from code."""
+    if runtime.deployment == "cluster" or fresh:
+        return None
+    return asked or latest_restore_point(checkpoints)
+
+
+def run_submitted(client: JobClient, runtime: RuntimeConfig, checkpoints: CheckpointConfig,
+                  log: logging.Logger) -> int:
+    """Embedded: watch the job until SIGTERM (stop with savepoint). On a cluster: the job is submitted,
+    the cluster runs, restarts and stops it; the entry point returns."""
+    if runtime.deployment == "cluster":
+        log.info("job %s submitted to the cluster", client.get_job_id())
+        return 0
+    return run_until_stopped(client, checkpoints, log)
 
 
 def run_until_stopped(client: JobClient, checkpoints: CheckpointConfig, log: logging.Logger) -> int:

@@ -39,8 +39,10 @@ from connectors.properties import REPO_ROOT, medistream_home
 
 CODE_PACKAGES = ("schemas", "udfs", "connectors", "jobs")
 # The Flink jobs a Managed Flink application runs (the doors and the Snowflake loader are services).
-ENTRY_POINTS = {"ingest": "jobs.ingest", "partner_delivery": "jobs.partner_delivery",
-                "maintenance": "jobs.maintenance"}
+# (Iceberg maintenance is not one: it drives Iceberg's actions from its own JVM on a schedule.)
+ENTRY_POINTS = {"ingest": "jobs.ingest", "partner_delivery": "jobs.partner_delivery"}
+RUN_OPTIONS_GROUP = "kinesis.analytics.flink.run.options"
+ENVIRONMENTS_DIR = REPO_ROOT / "conf" / "environments"
 JAR = "lib/pyflink-dependencies.jar"
 SITE = "site-packages"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -281,6 +283,24 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
     return path
 
 
+def application_properties(environment: str, job: str, manifest: Mapping[str, object]) -> list[dict[str, object]]:
+    """One application's runtime property groups: conf/ with the environment's overlay and the job's run options."""
+    base = json.loads((REPO_ROOT / "conf" / "application_properties.json").read_text())
+    overlay_path = ENVIRONMENTS_DIR / f"{environment}.json"
+    if not overlay_path.exists():
+        known = sorted(p.stem for p in ENVIRONMENTS_DIR.glob("*.json"))
+        raise PackageError(f"no environment {environment!r} under conf/environments/ (one of {known})")
+    groups: dict[str, dict[str, str]] = {g["PropertyGroupId"]: dict(g["PropertyMap"]) for g in base}
+    for group, keys in json.loads(overlay_path.read_text()).items():
+        if group.startswith("_"):
+            continue
+        merged = groups.setdefault(group, {}) | keys
+        groups[group] = {k: str(v) for k, v in merged.items() if v is not None}
+    run_options: Mapping[str, Mapping[str, str]] = manifest["run_options"]  # type: ignore[assignment]
+    groups[RUN_OPTIONS_GROUP] = dict(run_options[job])
+    return [{"PropertyGroupId": name, "PropertyMap": keys} for name, keys in sorted(groups.items())]
+
+
 def verify(path: Path) -> dict[str, object]:
     """The manifest of a zip whose contents match it exactly; PackageError naming the first difference."""
     try:
@@ -312,11 +332,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default="3.12", help="the runtime's Python (Managed Flink 2.2: 3.12)")
     parser.add_argument("--out", default=str(REPO_ROOT / "dist"), help="output folder (default: dist/)")
     parser.add_argument("--commit", default="HEAD", help="the commit to package (default: HEAD)")
+    parser.add_argument("--environment", action="append", default=[], metavar="ENV",
+                        help="also write each job's runtime properties for conf/environments/ENV.json "
+                             "(default: local-cluster)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    written = []
     try:
         path = build(Target(args.python), Path(args.out), args.commit)
         manifest = verify(path)
+        for environment in args.environment or ["local-cluster"]:
+            for job in ENTRY_POINTS:
+                target = path.with_name(f"{path.stem}.{environment}.{job}.properties.json")
+                target.write_text(json.dumps(application_properties(environment, job, manifest), indent=1) + "\n")
+                written.append(str(target))
     except PackageError as err:
         print(f"medistream package: {err}", file=sys.stderr)
         return 2
@@ -326,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"zip": str(path), "bytes": path.stat().st_size,
                       "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                       "files": len(manifest["files"]), "target": manifest["target"],  # type: ignore[arg-type]
+                      "properties": written,
                       "build_s": round(time.perf_counter() - started, 1)}, indent=2))
     return 0
 

@@ -112,3 +112,18 @@ def test_the_jar_is_rewritten_the_same_whatever_order_and_times_maven_gave_it(tm
     first, second = jar(names, (2026, 12, 4, 1, 2, 3)), jar(list(reversed(names)), (2025, 1, 1, 0, 0, 0))
     assert first != second and normalized_jar(first) == normalized_jar(second)
     assert zipfile.ZipFile(io.BytesIO(normalized_jar(first))).namelist()[0] == "META-INF/MANIFEST.MF"
+
+
+def test_each_application_gets_its_properties_with_run_options_for_the_environment(
+        built: tuple[Path, Path], tmp_path: Path) -> None:
+    from connectors.properties import load_ingest_config, read_property_groups
+    from tools.package import RUN_OPTIONS_GROUP, application_properties
+
+    manifest = verify(built[0])
+    path = tmp_path / "ingest.json"
+    path.write_text(json.dumps(application_properties("local-cluster", "ingest", manifest)))
+    groups = read_property_groups(path)
+    assert groups[RUN_OPTIONS_GROUP] == {"python": "run_ingest.py", "jarfile": JAR, "pyFiles": f"{SITE}/"}
+    assert load_ingest_config(groups).runtime.deployment == "cluster"
+    with pytest.raises(PackageError, match="no environment 'mars'"):
+        application_properties("mars", "ingest", manifest)
