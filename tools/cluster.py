@@ -78,8 +78,11 @@ def write_conf_dir(settings: ClusterSettings, s3: S3Config) -> None:
 def process_environment(settings: ClusterSettings) -> dict[str, str]:
     """The environment of every cluster process and of `flink run`: our conf, plugins, class path, logs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLINK_", "PYFLINK_"))}
-    env.pop("PYTHONPATH", None)  # jobs bring their code (-pyfs, the zip); the source tree is not on the path
     env |= {
+        # Jobs bring their own code (-pyfs, the zip); the source tree is not on the path. The interpreter's
+        # site-packages is, for the thread-mode interpreter embedded in the TaskManager JVM: it does not
+        # find a virtualenv's packages (pemja, pyflink) by itself.
+        "PYTHONPATH": site_packages(settings.python_executable),
         "FLINK_CONF_DIR": str(settings.conf_dir),
         "FLINK_PLUGINS_DIR": str(settings.plugins_dir),
         "FLINK_LOG_DIR": str(settings.log_dir),
@@ -93,6 +96,13 @@ def process_environment(settings: ClusterSettings) -> dict[str, str]:
         "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
     }
     return env
+
+
+def site_packages(python: str) -> str:
+    """The purelib folder of an interpreter (its virtualenv's site-packages)."""
+    found = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: S603
+                           capture_output=True, text=True, timeout=30, check=True)
+    return found.stdout.strip()
 
 
 def _start(settings: ClusterSettings, name: str) -> psutil.Process:

@@ -1,8 +1,9 @@
 """A tiny PyFlink DataStream job for the cluster tests, submitted with `python -m tools.cluster submit`.
 
 Self-contained (the cluster's workers do not see the source tree). Modes:
-- `finite <out_dir> <n>`: 0..n-1 from a collection, mapped to "<i>:<i*i>" at the submitted parallelism,
-  into part files under out_dir (streaming mode: the files are committed by the final checkpoint);
+- `finite <out_dir> <n> [process|thread]`: 0..n-1 from a collection, mapped to "<i>:<i*i>" at the
+  submitted parallelism by Python in that execution mode, into part files under out_dir (streaming
+  mode: the files are committed by the final checkpoint);
 - `streaming`: an endless, slowed number sequence keyed into a running count (RocksDB state), so
   checkpoints carry keyed state; the cluster's checkpoint defaults apply;
 - `fail <message>`: a map that raises ValueError(message) on its first record, with no restarts.
@@ -19,8 +20,10 @@ from pyflink.datastream.connectors.file_system import FileSink
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
 
-def finite(out_dir: str, n: int) -> None:
-    env = StreamExecutionEnvironment.get_execution_environment()
+def finite(out_dir: str, n: int, mode: str) -> None:
+    conf = Configuration()
+    conf.set_string("python.execution-mode", mode)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
     numbers = env.from_collection(list(range(n)), type_info=Types.LONG())
     lines = numbers.map(lambda i: f"{i}:{i * i}", output_type=Types.STRING())
     lines.sink_to(FileSink.for_row_format(out_dir, Encoder.simple_string_encoder()).build())
@@ -57,7 +60,7 @@ def fail(message: str) -> None:
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "finite":
-        finite(sys.argv[2], int(sys.argv[3]))
+        finite(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "process")
     elif mode == "streaming":
         streaming()
     else:

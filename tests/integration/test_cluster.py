@@ -85,9 +85,11 @@ def test_up_starts_one_jobmanager_and_two_taskmanagers_with_four_slots(running: 
         name: {**p, "rss_mib": again["processes"][name]["rss_mib"]} for name, p in found["processes"].items()}
 
 
-def test_a_job_at_parallelism_two_finishes_with_complete_output(running: ClusterSettings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_a_job_at_parallelism_two_finishes_with_complete_output(running: ClusterSettings, tmp_path: Path,
+                                                                mode: str) -> None:
     out = tmp_path / "out"
-    job = submit(running, "finite", str(out), "2000")
+    job = submit(running, "finite", str(out), "2000", mode)
     assert cluster_status.wait_for_job(running, job, {"FINISHED"}, 180) == "FINISHED"
     vertices = cluster_status.rest_get(running, f"/jobs/{job}")["vertices"]
     assert max(v["parallelism"] for v in vertices) == 2
