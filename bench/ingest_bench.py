@@ -315,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     from infra.local.ground_truth import expected_outcome
     from infra.local.reference import publish_reference
     from infra.local.static_keys import static_token_keys
-    from udfs.phi.tokens import Tokenizer
     from tools.readback import linkage_digest, s3_client, split_s3_url
+    from udfs.phi.tokens import Tokenizer
 
     run_id = uuid.uuid4().hex[:8]
     workdir = medistream_home() / "bench" / run_id

@@ -29,7 +29,7 @@ def test_every_module_and_package_is_on_the_map() -> None:
         top = folder.split("/", 1)[0]
         named = _named(rows[top])
         for path in sorted((ROOT / folder).iterdir()):
-            if path.name.startswith((".", "__")) or path.name == "results" and top == "bench":
+            if path.name.startswith((".", "__")) or (path.name == "results" and top == "bench"):
                 continue
             is_package = path.is_dir() and (path / "__init__.py").exists()
             if (path.suffix == ".py" and path.stem not in named and path.name not in named) or (
