@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import io
 import json
+import platform
 import subprocess
 import sys
 import time
@@ -71,7 +72,11 @@ class Target:
 
 
 def _marker_env(target: Target, extra: str = "") -> dict[str, str]:
-    return {"python_version": target.python, "python_full_version": f"{target.python}.0", "sys_platform": "linux",
+    # The installed patch release when it is the target's (markers such as `python_full_version < "3.11.3"`
+    # must agree with what pip installed here), else the target's first.
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    full = platform.python_version() if here == target.python else f"{target.python}.0"
+    return {"python_version": target.python, "python_full_version": full, "sys_platform": "linux",
             "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
             "platform_python_implementation": "CPython", "os_name": "posix", "extra": extra}
 
@@ -283,14 +288,17 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
     return path
 
 
-def application_properties(environment: str, job: str, manifest: Mapping[str, object]) -> list[dict[str, object]]:
-    """One application's runtime property groups: conf/ with the environment's overlay and the job's run options."""
-    base = json.loads((REPO_ROOT / "conf" / "application_properties.json").read_text())
+def application_properties(environment: str, job: str, manifest: Mapping[str, object],
+                           base: Mapping[str, Mapping[str, str]] | None = None) -> list[dict[str, object]]:
+    """One application's runtime property groups: conf/ (or `base`) with the environment's overlay and run options."""
+    if base is None:
+        base_doc = json.loads((REPO_ROOT / "conf" / "application_properties.json").read_text())
+        base = {g["PropertyGroupId"]: g["PropertyMap"] for g in base_doc}
     overlay_path = ENVIRONMENTS_DIR / f"{environment}.json"
     if not overlay_path.exists():
         known = sorted(p.stem for p in ENVIRONMENTS_DIR.glob("*.json"))
         raise PackageError(f"no environment {environment!r} under conf/environments/ (one of {known})")
-    groups: dict[str, dict[str, str]] = {g["PropertyGroupId"]: dict(g["PropertyMap"]) for g in base}
+    groups: dict[str, dict[str, str]] = {name: dict(keys) for name, keys in base.items()}
     for group, keys in json.loads(overlay_path.read_text()).items():
         if group.startswith("_"):
             continue
