@@ -65,7 +65,8 @@ def _demo(args: argparse.Namespace) -> int:
 # Commands that own their arguments: everything after the name goes to the module's main().
 PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-snowflake": "jobs.snowflake_load",
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
-               "rest-pull": "jobs.rest_pull", "package": "tools.package"}
+               "rest-pull": "jobs.rest_pull", "package": "tools.package",
+               "deploy": "tools.deploy"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -111,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
                    "(`medistream chaos --help`)")
     sub.add_parser("package", help="build the Managed Flink zip of the current commit, reproducibly "
                    "(`medistream package --help`)")
+    sub.add_parser("deploy", help="run the zip on the local cluster as Managed Flink would; stop with savepoint "
+                   "(`medistream deploy --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "
                    "submit (`medistream cluster --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "

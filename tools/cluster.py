@@ -11,6 +11,7 @@ with whatever is left of its session (Python workers). Configuration: tools/clus
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -88,7 +89,10 @@ def process_environment(settings: ClusterSettings) -> dict[str, str]:
         "FLINK_LOG_DIR": str(settings.log_dir),
         "FLINK_PID_DIR": str(settings.run_dir),
         # Flink's HadoopUtils and java.sql.DriverManager live on the system class path (jobs/runtime.py).
-        "HADOOP_CLASSPATH": str(SYSTEM_JARS / "*"),
+        # So does flink-python (the wheel keeps it in opt/): thread mode's pemja loads libpython once per
+        # JVM, and from a job's own class loader a job's second attempt on a TaskManager failed with
+        # "java.lang.NoSuchFieldException: loadedLibraryNames" (pemja.utils.CommonUtils.loadLibrary).
+        "HADOOP_CLASSPATH": os.pathsep.join([str(SYSTEM_JARS / "*"), *map(str, flink_python_jars())]),
         "TMPDIR": str(settings.tmp_dir),
         # The local S3 API takes any key; placeholders keep the SDK from looking for real ones.
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
@@ -96,6 +100,11 @@ def process_environment(settings: ClusterSettings) -> dict[str, str]:
         "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
     }
     return env
+
+
+def flink_python_jars() -> list[Path]:
+    """The distribution's flink-python jar (opt/), for the cluster's system class path."""
+    return sorted((flink_home() / "opt").glob("flink-python-*.jar"))
 
 
 def site_packages(python: str) -> str:
@@ -234,16 +243,20 @@ def status(settings: ClusterSettings | None = None) -> dict[str, Any]:
 
 
 def submit(settings: ClusterSettings, py: Path, pyfiles: list[str], jarfiles: list[str], parallelism: int,
-           args: list[str] | None = None, timeout_s: float = 300.0) -> str:
-    """Submit a PyFlink job with the distribution's `flink run -py` (detached); returns its job id."""
+           args: list[str] | None = None, timeout_s: float = 300.0, flink_options: list[str] | None = None,
+           env: dict[str, str] | None = None) -> str:
+    """Submit a PyFlink job with the distribution's `flink run -py` (detached); returns its job id.
+
+    `flink_options` go to `flink run` before the job (e.g. -pyexec, --fromSavepoint), `args` to the job.
+    """
     argv = ["bash", str(flink_home() / "bin" / "flink"), "run", "--detached", "-p", str(parallelism),
-            "-py", str(py)]
+            *(flink_options or []), "-py", str(py)]
     if pyfiles:
         argv += ["-pyfs", ",".join(pyfiles)]
     for jar in jarfiles:
         argv += ["--jarfile", jar]
     argv += args or []
-    result = subprocess.run(argv, env=process_environment(settings), capture_output=True, text=True,  # noqa: S603
+    result = subprocess.run(argv, env=process_environment(settings) | (env or {}), capture_output=True, text=True,  # noqa: S603
                             timeout=timeout_s, cwd=py.parent, check=False)
     found = re.search(r"JobID ([0-9a-f]{32})", result.stdout + result.stderr)
     if result.returncode != 0 or not found:
@@ -255,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m tools.cluster up|down|status|submit ...` (the first three are `medistream cluster`)."""
     root = argparse.ArgumentParser(prog="medistream cluster", description=__doc__.split("\n", 1)[0])
     sub = root.add_subparsers(dest="action", required=True)
-    for action in ("up", "down", "status"):
+    starting = sub.add_parser("up")
+    starting.add_argument("--python", help="interpreter of the Python workers (default: $MEDISTREAM_FLINK_PYTHON, "
+                          "else this one); `medistream deploy` needs its runtime's")
+    for action in ("down", "status"):
         sub.add_parser(action)
     run = sub.add_parser("submit", help="submit a PyFlink job (flink run -py, detached); prints its job id")
     run.add_argument("--py", required=True, type=Path)
@@ -265,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="after --: arguments of the job")
     args = root.parse_args(argv)
     settings = ClusterSettings.from_env()
+    if getattr(args, "python", None):
+        settings = dataclasses.replace(settings, python_executable=str(Path(args.python).absolute()))
     try:
         if args.action == "up":
             result: Any = up(settings)

@@ -19,6 +19,9 @@ ENV_REST_PORT = "MEDISTREAM_FLINK_REST_PORT"
 ENV_RPC_PORT = "MEDISTREAM_FLINK_RPC_PORT"
 ENV_BLOB_PORT = "MEDISTREAM_FLINK_BLOB_PORT"
 ENV_CHECKPOINTS = "MEDISTREAM_FLINK_CHECKPOINTS"
+# The interpreter of the cluster's Python workers (and its site-packages on every process's PYTHONPATH):
+# the project's venv by default, the Managed-Flink-like runtime for deployed zips (tools/deploy.py).
+ENV_PYTHON = "MEDISTREAM_FLINK_PYTHON"
 
 LIB_DIR = REPO_ROOT / "lib"
 # Our S3 filesystem plugin (jobs/runtime.py loads the same folder) and the system class path jars.
@@ -76,6 +79,8 @@ class ClusterSettings:
                     values[attr] = int(raw)
                 except ValueError:
                     raise SettingsError(f"{var}={raw!r} is not an integer port") from None
+        if env.get(ENV_PYTHON):
+            values["python_executable"] = env[ENV_PYTHON]
         if env.get(ENV_CHECKPOINTS):
             values["checkpoints_uri"] = env[ENV_CHECKPOINTS].rstrip("/")
         return cls(**(values | overrides))  # type: ignore[arg-type]
@@ -166,6 +171,9 @@ def flink_config(settings: ClusterSettings, s3: S3Config, prometheus_port: int |
         "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
         "restart-strategy.exponential-delay.attempts-before-reset-backoff": "5",
         "s3.path.style.access": str(s3.path_style_access).lower(),
+        # pemja (inside flink-python, on the system class path: tools/cluster.py) from the parent class
+        # loader only, as org.apache.flink.* already is: its native library is loaded once per JVM.
+        "classloader.parent-first-patterns.additional": "pemja.",
         "python.executable": settings.python_executable,
         "python.client.executable": settings.python_executable,
         "io.tmp.dirs": str(settings.tmp_dir),

@@ -1,0 +1,303 @@
+"""`medistream deploy --target local dist/<zip>`: run the Managed Flink zip the way Managed Flink runs it.
+
+    ./medistream deploy --target local dist/medistream-<v>-py3.12.zip [--job ingest] [--savepoint PATH]
+    ./medistream deploy --target local --stop ingest          # stop with savepoint, print its path
+
+The zip is checked first (`tools.package.verify`: its contents match its manifest, the jar is there; its
+target Python is the runtime's), then unpacked fresh to $MEDISTREAM_HOME/deploy/<zip stem>/ and each
+job submitted to `medistream cluster` with the run options of its manifest (`python`, `jarfile`,
+`pyFiles`), its generated runtime properties (written into the unpacked folder, passed as
+`--properties`) and the cluster's parallelism (2). Nothing of the source tree or of the project's
+virtualenv is used: the client and the Python workers run an "MSF-like runtime", a virtualenv of the
+zip's target Python holding only what Managed Flink provides (apache-flink), under
+$MEDISTREAM_HOME/runtime/py<version>; the cluster must run its workers with it
+(`medistream cluster up --python <runtime>`), since a TaskManager's PYTHONPATH is its interpreter's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connectors.properties import medistream_home, read_property_groups
+from infra.local.process import StackError
+from tools import cluster, cluster_status
+from tools.cluster_config import ClusterSettings
+from tools.package import ENTRY_POINTS, PackageError, application_properties, verify
+
+# The runtime `--target local` stands in for: Managed Flink 2.2 runs Python 3.12 and provides PyFlink
+# (decision 0016); the patch release is the one the project pins, the jars are the cluster's.
+RUNTIME_PYTHON = "3.12"
+RUNTIME_PACKAGES = ("apache-flink==2.2.1",)
+ENVIRONMENT = "local-cluster"
+CODE_DIR = "application-code"
+STEM = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
+class DeployError(RuntimeError):
+    """The zip or the cluster cannot take this deployment; the message says why."""
+
+
+def find_python(version: str) -> Path:
+    """An interpreter of that version: python<version> on PATH, else pyenv's; DeployError if none."""
+    found = shutil.which(f"python{version}")
+    candidates = [Path(found)] if found else []
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), reverse=True)
+    for candidate in candidates:
+        probe = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],  # noqa: S603
+                               capture_output=True, text=True, timeout=30, check=False)
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    raise DeployError(f"no Python {version} on this machine (python{version} on PATH or under pyenv): install it, "
+                      f"e.g. `pyenv install {version}`")
+
+
+def runtime_dir(version: str = RUNTIME_PYTHON) -> Path:
+    """Where the MSF-like runtime of one Python version lives."""
+    return medistream_home() / "runtime" / f"py{version}"
+
+
+def ensure_runtime(version: str = RUNTIME_PYTHON) -> Path:
+    """The python of a virtualenv holding only RUNTIME_PACKAGES for `version`; created once, then reused."""
+    folder = runtime_dir(version)
+    marker = folder / "medistream-runtime.json"
+    wanted = {"python": version, "packages": list(RUNTIME_PACKAGES)}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return folder / "bin" / "python"
+    base = find_python(version)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run([str(base), "-m", "venv", str(partial)], check=True, timeout=300)  # noqa: S603
+    done = subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "--quiet",  # noqa: S603
+                           "--disable-pip-version-check", *RUNTIME_PACKAGES],
+                          capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode:
+        raise DeployError(f"could not install {' '.join(RUNTIME_PACKAGES)} for Python {version}: "
+                          f"{done.stderr.strip()[-600:]}")
+    (partial / "medistream-runtime.json").write_text(json.dumps(wanted))
+    shutil.rmtree(folder, ignore_errors=True)
+    # A virtualenv finds its prefix from pyvenv.cfg beside bin/python, so it survives the rename.
+    partial.rename(folder)
+    return folder / "bin" / "python"
+
+
+def check_zip(path: Path, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
+    """The manifest of a zip this runtime can run; DeployError naming what is wrong otherwise."""
+    try:
+        manifest = verify(path)
+    except PackageError as err:
+        raise DeployError(str(err)) from None
+    target: Mapping[str, str] = manifest["target"]  # type: ignore[assignment]
+    if target.get("python") != runtime_python:
+        raise DeployError(f"{path.name} is built for Python {target.get('python')}, the runtime runs Python "
+                          f"{runtime_python}: rebuild it with `medistream package --python {runtime_python}`")
+    return manifest
+
+
+def unpack(path: Path) -> Path:
+    """Unpack the zip, fresh, to $MEDISTREAM_HOME/deploy/<zip stem>/ (what Managed Flink's application root is)."""
+    if not STEM.match(path.stem):
+        raise DeployError(f"{path.name}: unexpected characters in the zip's name")
+    root = medistream_home() / "deploy" / path.stem
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            # verify() matched every name against the manifest; still, nothing may land outside the folder.
+            target = (partial / info.filename).resolve()
+            if not target.is_relative_to(partial.resolve()):
+                raise DeployError(f"{path.name}: entry {info.filename!r} points outside the application folder")
+            archive.extract(info, partial)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                target.chmod(mode)
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
+    return root
+
+
+def application_code(root: Path) -> Path:
+    """The zip's own packages (schemas/, udfs/, ...) in one folder, so Flink ships them to the Python workers.
+
+    Flink puts a pyFiles folder itself on the workers' PYTHONPATH, and nothing of the application root:
+    the run option `pyFiles: site-packages/` alone leaves `import jobs` failing on the TaskManagers
+    (ModuleNotFoundError: No module named 'jobs'). The folder is added beside the run options.
+    """
+    code = root / CODE_DIR
+    code.mkdir()
+    for package in sorted(p for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        shutil.copytree(package, code / package.name)
+    return code
+
+
+def job_properties(job: str, manifest: Mapping[str, Any], base: Path | None) -> list[dict[str, Any]]:
+    """The application's property groups: `base` (default conf/) + the local-cluster overlay + run options."""
+    groups = application_properties(ENVIRONMENT, job, manifest,
+                                    base=read_property_groups(base) if base is not None else None)
+    # ${MEDISTREAM_HOME} means this machine's home, not the unpacked application's folder.
+    home = str(medistream_home())
+    return [{"PropertyGroupId": g["PropertyGroupId"],
+             "PropertyMap": {k: v.replace("${MEDISTREAM_HOME}", home) for k, v in g["PropertyMap"].items()}}
+            for g in groups]
+
+
+def cluster_python(settings: ClusterSettings) -> str | None:
+    """The python.executable the running cluster was started with (its generated config.yaml)."""
+    conf = settings.conf_dir / "config.yaml"
+    if not conf.exists():
+        return None
+    return (yaml.safe_load(conf.read_text()) or {}).get("python.executable")
+
+
+def check_cluster(settings: ClusterSettings, python: Path) -> None:
+    """The cluster is up with every process, and runs its Python workers with the runtime's interpreter."""
+    alive = cluster.running(settings)
+    if any(proc is None for proc in alive.values()):
+        down = sorted(name for name, proc in alive.items() if proc is None)
+        raise DeployError(f"the local cluster is not up ({', '.join(down)} not running): run "
+                          f"`medistream cluster up --python {python}`")
+    configured = cluster_python(settings)
+    if configured != str(python):
+        raise DeployError(f"the local cluster runs Python workers with {configured}, not the runtime {python}: "
+                          f"restart it with `medistream cluster down && medistream cluster up --python {python}`")
+
+
+def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSettings | None = None,
+           base_properties: Path | None = None, savepoint: str | None = None, parallelism: int | None = None,
+           runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
+    """Check, unpack and submit the zip's jobs; {job: job id} plus where and how long."""
+    started = time.monotonic()
+    settings = settings or ClusterSettings.from_env()
+    unknown = sorted(set(jobs) - set(ENTRY_POINTS))
+    if unknown:
+        raise DeployError(f"no job {unknown[0]!r} in the zip (one of {sorted(ENTRY_POINTS)})")
+    manifest = check_zip(path, runtime_python)
+    python = ensure_runtime(runtime_python)
+    check_cluster(settings, python)
+    # The client's environment too: its PYTHONPATH is the runtime's site-packages, not the project venv's.
+    settings = dataclasses.replace(settings, python_executable=str(python))
+    root = unpack(path)
+    code = application_code(root)
+    run_options: Mapping[str, Mapping[str, str]] = manifest["run_options"]
+    submitted = {}
+    for job in jobs:
+        options = run_options[job]
+        properties = root / f"application_properties.{job}.json"
+        properties.write_text(json.dumps(job_properties(job, manifest, base_properties), indent=1) + "\n")
+        flink_options = ["-pyexec", str(python), "-pyclientexec", str(python)]
+        if savepoint:
+            flink_options += ["--fromSavepoint", savepoint]
+        pyfiles = [str(root / entry.rstrip("/")) for entry in options["pyFiles"].split(",") if entry]
+        job_id = cluster.submit(settings, root / options["python"], [*pyfiles, str(code)],
+                                [str(root / options["jarfile"])], parallelism or 2,
+                                ["--properties", str(properties)], flink_options=flink_options,
+                                env={"MEDISTREAM_HOME": str(medistream_home())})
+        submitted[job] = job_id
+        record_deployment(job, job_id, path)
+    return {"jobs": submitted, "application": str(root), "runtime": str(python),
+            "deploy_s": round(time.monotonic() - started, 1)}
+
+
+def registry() -> Path:
+    """The last job id deployed per job name, for `--stop <job>`."""
+    return medistream_home() / "deploy" / "deployed.json"
+
+
+def record_deployment(job: str, job_id: str, path: Path) -> None:
+    """Remember the job id of the latest deployment of `job`."""
+    known = json.loads(registry().read_text()) if registry().exists() else {}
+    known[job] = {"job_id": job_id, "zip": path.name}
+    registry().write_text(json.dumps(known, indent=1) + "\n")
+
+
+def resolve_job(name_or_id: str) -> str:
+    """A job id as given, or the one last deployed under that job name."""
+    if re.fullmatch(r"[0-9a-f]{32}", name_or_id):
+        return name_or_id
+    known = json.loads(registry().read_text()) if registry().exists() else {}
+    if name_or_id not in known:
+        raise DeployError(f"no deployed job {name_or_id!r} (deployed: {sorted(known)}); give a job id instead")
+    return str(known[name_or_id]["job_id"])
+
+
+def _rest_post(settings: ClusterSettings, path: str, body: Mapping[str, Any]) -> Any:
+    request = urllib.request.Request(settings.rest_url() + path, data=json.dumps(body).encode(),  # noqa: S310
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback REST
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        raise DeployError(f"POST {path}: HTTP {err.code} {err.read().decode(errors='replace')[:300]}") from None
+    except OSError as err:
+        raise DeployError(f"the cluster's REST API at {settings.rest_url()} does not answer: {err}") from None
+
+
+def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: float = 180.0) -> dict[str, Any]:
+    """Stop a job with a savepoint through the REST API; the savepoint's path."""
+    settings = settings or ClusterSettings.from_env()
+    job_id = resolve_job(name_or_id)
+    trigger = _rest_post(settings, f"/jobs/{job_id}/stop", {"drain": False, "formatType": "CANONICAL"})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = cluster_status.rest_get(settings, f"/jobs/{job_id}/savepoints/{trigger['request-id']}") or {}
+        if found.get("status", {}).get("id") == "COMPLETED":
+            operation = found.get("operation", {})
+            if "location" not in operation:
+                raise DeployError(f"stop-with-savepoint of {job_id} failed: "
+                                  f"{cluster_status.root_cause(str(operation.get('failure-cause', operation)))}")
+            state = cluster_status.wait_for_job(settings, job_id, {"FINISHED"}, 60)
+            return {"job_id": job_id, "savepoint": operation["location"], "state": state}
+        time.sleep(1)
+    raise DeployError(f"stop-with-savepoint of {job_id} did not complete within {timeout_s:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`medistream deploy --target local ZIP [--job J] [--savepoint P]` or `--stop JOB`; JSON on stdout."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stop"]:
+        argv = ["--target", "local", "--stop", *argv[1:]]
+    parser = argparse.ArgumentParser(prog="medistream deploy", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--target", choices=["local"], required=True, help="where to run it: the local cluster")
+    parser.add_argument("zip", nargs="?", type=Path, help="the zip `medistream package` built")
+    parser.add_argument("--job", action="append", choices=sorted(ENTRY_POINTS), help="job to run (default: ingest)")
+    parser.add_argument("--savepoint", help="start from this savepoint (s3://...)")
+    parser.add_argument("--properties", type=Path, help="base properties instead of conf/application_properties.json")
+    parser.add_argument("-p", "--parallelism", type=int, default=None, help="default: the cluster's (2)")
+    parser.add_argument("--stop", metavar="JOB", help="stop a deployed job (name or id) with a savepoint")
+    args = parser.parse_args(argv)
+    try:
+        if args.stop:
+            result = stop(args.stop)
+        elif args.zip is None:
+            parser.error("give the zip to deploy, or --stop JOB")
+        else:
+            result = deploy(args.zip, args.job or ["ingest"], base_properties=args.properties,
+                            savepoint=args.savepoint, parallelism=args.parallelism)
+    except DeployError as err:
+        print(f"medistream deploy: {err}", file=sys.stderr)
+        return 2
+    except StackError as err:  # flink run's own output: several lines, the cause among them
+        print(f"medistream deploy: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
