@@ -29,7 +29,8 @@ from tests.integration.test_phi_outputs import phi_values, with_canary_names
 from tools.checks.leak_scan import Needles
 from tools.job_processes import JobProcesses
 
-BATCH, BATCHES_PER_WAVE, MAX_BATCH, SHIPPED = 10, 15, 50, "hospital_a_claims"
+BATCH, BATCHES_PER_WAVE, MAX_BATCH, SHIPPED = 10, 30, 50, "hospital_a_claims"
+PAUSE_S = 0.05  # a client's pace between batches: a wave takes longer than the kill's delay
 
 
 def free_port() -> int:
@@ -108,6 +109,7 @@ class ApiRun(Run):
         def client() -> None:
             for n in range(wave * BATCHES_PER_WAVE, (wave + 1) * BATCHES_PER_WAVE):
                 self._post_until_accepted(n)
+                time.sleep(PAUSE_S)
 
         for thread in self.clients:
             thread.join(self.done_bound_s)

@@ -124,10 +124,10 @@ class Run(ABC):
                 self._offer_next()
             time.sleep(self.kill_delay_s(kill))
             self.check_alive()
-            at_kill = self.progress()
+            offering = self.offering()
             self.kill()
-            self.kills_mid_flight += 0 < at_kill and (at_kill < self.visible_when_offered(self.offered)
-                                                      or self.offering())
+            at_kill = self.progress()  # read once the process is dead: what it committed, not a moment before
+            self.kills_mid_flight += 0 < at_kill and (at_kill < self.visible_when_offered(self.offered) or offering)
             self.start()
         while self.offered < self.waves:
             self._offer_next()

@@ -55,7 +55,7 @@ class SnowflakeRun(Run):
         self.loader: subprocess.Popen[bytes] | None = None
         self.idle_run: tuple[int, int] = (-1, -1)  # (exit code, rows loaded) of the --until-idle run after the stop
         self.refused_run: tuple[int, str] = (-1, "")  # (exit code, log) of the loader over a malformed record
-        self.producer = Producer({"bootstrap.servers": self.stack.bootstrap_servers(),
+        self.producer: Any = Producer({"bootstrap.servers": self.stack.bootstrap_servers(),
                                   "transactional.id": f"sf-contract-{run_id}", "linger.ms": 5})
 
     def setup(self) -> None:
@@ -166,7 +166,9 @@ class SnowflakeRun(Run):
     def close(self) -> None:
         for thread in self.producers:
             thread.join(60)
-        self.producer.flush(10)
+        if self.producer is not None:
+            self.producer.flush(10)
+            self.producer = None  # its threads go with it, before the stack does
         if self.loader is not None and self.loader.poll() is None:
             self.kill()
 
