@@ -103,6 +103,8 @@ def check_zip(path: Path, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any
         manifest = verify(path)
     except PackageError as err:
         raise DeployError(str(err)) from None
+    except (OSError, zipfile.BadZipFile) as err:  # a damaged entry, found while hashing it
+        raise DeployError(f"{path}: not a readable zip ({err})") from None
     target: Mapping[str, str] = manifest["target"]  # type: ignore[assignment]
     if target.get("python") != runtime_python:
         raise DeployError(f"{path.name} is built for Python {target.get('python')}, the runtime runs Python "

@@ -1,0 +1,300 @@
+"""`medistream deploy --target local` on the packaged zip: refusals, exact sinks, a TaskManager kill, a savepoint.
+
+One zip built from HEAD for the module (tools.package.build into tmp), one cluster of its own (tmp
+folder, free loopback ports, a run-unique S3 prefix) whose Python workers are the Python 3.12 runtime
+that holds only apache-flink. The ingest job runs from the unpacked zip at parallelism 2 on the
+generator's data with run-unique topics, prefixes and tables; every sink is read back by key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psutil
+import pytest
+
+from connectors.properties import medistream_home
+from infra.local import process, synthetic
+from infra.local.ground_truth import expected_outcome
+from infra.local.isolation import isolated_config, write_properties
+from infra.local.publish import publish
+from infra.local.reference import publish_reference
+from infra.local.settings import StackSettings
+from schemas.contracts import load_contracts
+from tools import cluster, cluster_status, deploy
+from tools.cluster_config import ClusterSettings
+from tools.package import Target, build
+from tools.readback import compare, covered, linkage_digest, read_sinks, s3_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.kill, pytest.mark.timeout(1500)]
+
+SEED = 47
+FIRST, WAVES, PER_WAVE, AFTER_SAVEPOINT = 400, 5, 120, 240
+RUN = os.urandom(4).hex()
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(Target("3.12"), tmp_path_factory.mktemp("dist"))
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _refused(zip_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    unpacked = medistream_home() / "deploy" / zip_path.stem
+    # The zip is judged before the runtime, the cluster or the unpacking: its error names the zip.
+    assert deploy.main(["--target", "local", str(zip_path)]) == 2
+    assert not unpacked.exists()
+    return _error_line(capsys)
+
+
+def test_a_tampered_zip_or_one_without_its_jar_is_refused_before_submission(
+        packaged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tampered, jarless = tmp_path / "tampered-py3.12.zip", tmp_path / "jarless-py3.12.zip"
+    with zipfile.ZipFile(packaged) as src, zipfile.ZipFile(tampered, "w") as bad, \
+            zipfile.ZipFile(jarless, "w") as nojar:
+        for info in src.infolist():
+            data = src.read(info)
+            bad.writestr(copy.copy(info), data + b"\n# changed" if info.filename == "udfs/ingest.py" else data)
+            if info.filename != "lib/pyflink-dependencies.jar":
+                nojar.writestr(copy.copy(info), data)
+    assert "udfs/ingest.py does not match its SHA-256" in _refused(tampered, capsys)
+    assert "lib/pyflink-dependencies.jar" in _refused(jarless, capsys)
+
+
+def test_a_zip_built_for_python_3_11_is_refused_before_submission(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = build(Target("3.11"), tmp_path)
+    line = _refused(other, capsys)
+    assert "built for Python 3.11, the runtime runs Python 3.12" in line
+
+
+# The cluster and one run of the ingest job across the rest of the module ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def runtime_python() -> Path:
+    return deploy.ensure_runtime()
+
+
+@pytest.fixture(scope="module")
+def settings(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory,
+             runtime_python: Path) -> Iterator[ClusterSettings]:
+    ports: set[int] = set()
+    while len(ports) < 3:
+        ports.add(process.free_loopback_port())
+    rest, rpc, blob = sorted(ports)
+    found = ClusterSettings(home=tmp_path_factory.mktemp("cluster"), rest_port=rest, rpc_port=rpc, blob_port=blob,
+                            checkpoints_uri=f"s3://{stack.warehouse_bucket}/deploy-test-{RUN}",
+                            checkpoint_interval="3 s", python_executable=str(runtime_python))
+    try:
+        cluster.up(found)
+        yield found
+    finally:
+        for job in (cluster_status.rest_get(found, "/jobs") or {}).get("jobs", []):
+            if job["status"] not in ("FINISHED", "FAILED", "CANCELED"):
+                _cancel(found, job["id"])
+        cluster.down(found, term_timeout_s=15)
+        s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint(), region_name=stack.region,
+                          aws_access_key_id=stack.access_key_id, aws_secret_access_key=stack.secret_access_key)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.warehouse_bucket,
+                                                                  Prefix=f"deploy-test-{RUN}/"):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=stack.warehouse_bucket, Key=item["Key"])
+
+
+def _cancel(settings: ClusterSettings, job_id: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"{settings.rest_url()}/jobs/{job_id}?mode=cancel", method="PATCH")  # noqa: S310
+    try:
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback REST
+    except OSError:
+        pass
+
+
+class Run:
+    """One run of the ingest job from the zip: its data, config and what was measured."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.cfg = isolated_config(RUN, home)
+        self.properties = write_properties(RUN, home)
+        self.contracts = load_contracts(Path(self.cfg.feeds.contracts_dir))
+        feeds = synthetic.feeds_from_contracts(self.contracts.values())
+        total = FIRST + WAVES * PER_WAVE + AFTER_SAVEPOINT
+        self.generated = list(synthetic.generate(total, seed=SEED, feeds=feeds, mix=synthetic.Mix(0.8, 0.2, 0.0),
+                                                 duplicate_rate=0.02, invalid_rate=0.04))
+        self.s3 = s3_client(self.cfg.s3)
+        self.job_id = ""
+        self.figures: dict[str, Any] = {}
+        self.peak_rss_mib: dict[str, int] = {}
+
+    def publish(self, start: int, stop: int) -> None:
+        publish(self.generated[start:stop], self.cfg.kafka.bootstrap_servers, self.s3, "medistream-landing",
+                landing_prefix=f"t{RUN}/", contracts=self.contracts)
+
+    def expected(self, upto: int) -> dict[str, Any]:
+        return expected_outcome(self.generated[:upto], self.contracts, SEED, linkage_digest(self.cfg))
+
+    def wait_exact(self, upto: int, timeout_s: float) -> float:
+        """Seconds until every expected claim, archived record and dead letter is there."""
+        expected, start = self.expected(upto), time.monotonic()
+        want = {"claims": sum(expected["claims"].values()), "archived": sum(expected["archived"].values()),
+                "dead": sum(expected["dead_letters"].values())}
+        while True:
+            sinks = read_sinks(self.cfg)
+            have = {"claims": covered(sinks.iceberg_claim_keys, expected["claims"]),
+                    "archived": covered(sinks.archived_keys, expected["archived"]),
+                    "dead": covered(sinks.dead_letters, expected["dead_letters"])}
+            if have == want:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout_s:
+                raise AssertionError(f"after {timeout_s:.0f} s: {have} of {want}")
+            time.sleep(2)
+
+    def assert_exact(self, upto: int) -> dict[str, dict[str, int]]:
+        """Every sink holds exactly the expected keys: 0 lost, 0 duplicated, nothing else."""
+        expected, sinks = self.expected(upto), read_sinks(self.cfg)
+        found = {"iceberg claims": compare(expected["claims"], sinks.iceberg_claim_keys),
+                 "archive": compare(expected["archived"], sinks.archived_keys),
+                 "dead letters": compare(expected["dead_letters"], sinks.dead_letters)}
+        for sink, keys in expected["routed"].items():
+            found[sink] = compare(keys, sinks.routed.get(sink, Counter()))
+        for where, ids in sinks.dead_letter_ids.items():
+            found[f"dead letters ({where})"] = compare(Counter(sinks.dead_letter_ids["topic"]), ids)
+        wrong = {sink: c for sink, c in found.items() if c["lost"] or c["duplicated"] or c["expected"] != c["held"]}
+        assert not wrong, wrong
+        assert sinks.iceberg_claim_keys == expected["claims"] and sinks.archived_keys == expected["archived"]
+        return found
+
+
+@pytest.fixture(scope="module")
+def run(settings: ClusterSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    found = Run(tmp_path_factory.mktemp("run"))
+    publish_reference(found.s3, "medistream-reference", f"t{RUN}/", SEED, version=1)
+    sampling = threading.Event()
+
+    def sample_rss() -> None:
+        while not sampling.wait(1.0):
+            for name, proc in cluster.running(settings).items():
+                try:
+                    mib = round(sum(p.memory_info().rss for p in (proc, *proc.children(recursive=True))) / 2**20) \
+                        if proc else 0
+                except psutil.Error:
+                    continue
+                found.peak_rss_mib[name] = max(found.peak_rss_mib.get(name, 0), mib)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    yield found
+    sampling.set()
+    sampler.join(timeout=5)
+    out = medistream_home() / "bench" / "deploy-last.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**found.figures, "peak_rss_mib": found.peak_rss_mib}, indent=1) + "\n")
+
+
+def _job_running(settings: ClusterSettings, job_id: str, timeout_s: float) -> float:
+    """Seconds until every vertex of the job is RUNNING."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        found = cluster_status.rest_get(settings, f"/jobs/{job_id}") or {}
+        if found.get("state") in ("FAILED", "FINISHED", "CANCELED"):
+            raise AssertionError(f"job {job_id} is {found['state']}: {cluster.status(settings)['jobs']}")
+        vertices = found.get("vertices", [])
+        if vertices and all(v["status"] == "RUNNING" for v in vertices):
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} not running after {timeout_s:.0f}s: {cluster.status(settings)['jobs']}")
+
+
+def _checkpoints(settings: ClusterSettings, job_id: str) -> dict[str, Any]:
+    return cluster_status.rest_get(settings, f"/jobs/{job_id}/checkpoints") or {}
+
+
+def test_deployed_zip_at_parallelism_two_fills_every_sink_exactly_and_survives_a_taskmanager_kill(
+        packaged: Path, settings: ClusterSettings, run: Run) -> None:
+    run.publish(0, FIRST)
+    result = deploy.deploy(packaged, ["ingest"], settings=settings, base_properties=run.properties)
+    run.job_id = result["jobs"]["ingest"]
+    assert Path(result["runtime"]).is_relative_to(deploy.runtime_dir())
+    info = cluster_status.rest_get(settings, f"/jobs/{run.job_id}") or {}
+    parallelism = {v["name"].split(" ")[0]: v["parallelism"] for v in info["vertices"]}
+    # The Python operator and the Kafka source run at 2; single-writer parts (committers) at 1 by design.
+    assert parallelism["ingest"] == 2 and max(parallelism.values()) == 2, parallelism
+    running_s = _job_running(settings, run.job_id, 180)
+    exact_s = run.wait_exact(FIRST, 300)
+    time.sleep(4)  # one more checkpoint: nothing arrives twice after it
+    first = run.assert_exact(FIRST)
+    run.figures |= {"deploy_s": result["deploy_s"], "job_running_after_deploy_s": round(running_s, 1),
+                    "first_records": FIRST, "exact_after_running_s": round(exact_s, 1),
+                    "records_per_s_p2": round(FIRST / exact_s, 1), "first_counts": first}
+
+    # Waves keep arriving while one TaskManager is SIGKILLed; `cluster up` starts a replacement.
+    def waves() -> None:
+        for wave in range(WAVES):
+            run.publish(FIRST + wave * PER_WAVE, FIRST + (wave + 1) * PER_WAVE)
+            time.sleep(2.5)
+
+    publisher = threading.Thread(target=waves, daemon=True)
+    publisher.start()
+    time.sleep(4)
+    completed_before = _checkpoints(settings, run.job_id)["counts"]["completed"]
+    victim = cluster.running(settings)["tm1"]
+    assert victim is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.wait(timeout=30)  # gone (and reaped, it is our child) before `up` looks for it
+    assert publisher.is_alive(), "the kill must land while records are still arriving"
+    topped = cluster.up(settings)
+    assert topped["started"] == ["tm1"]
+    publisher.join(timeout=120)
+    upto = FIRST + WAVES * PER_WAVE
+    run.wait_exact(upto, 400)
+    restored = _checkpoints(settings, run.job_id)["latest"]["restored"]
+    assert restored is not None and restored["is_savepoint"] is False and completed_before > 0
+    time.sleep(4)
+    run.figures |= {"taskmanager_kill": {"exact_after_kill_s": round(time.monotonic() - killed_at, 1),
+                                         "restored_from": restored["external_path"],
+                                         "counts": run.assert_exact(upto)}}
+
+
+def test_stop_with_savepoint_and_a_restart_of_the_zip_from_it_lose_and_duplicate_nothing(
+        packaged: Path, settings: ClusterSettings, run: Run, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run.job_id, "runs after the deployment test"
+    monkeypatch.setenv("MEDISTREAM_FLINK_REST_PORT", str(settings.rest_port))
+    assert deploy.main(["--target", "local", "--stop", run.job_id]) == 0
+    stopped = json.loads(capsys.readouterr().out)
+    assert stopped["state"] == "FINISHED" and stopped["savepoint"].startswith(settings.checkpoints_uri)
+    upto = FIRST + WAVES * PER_WAVE
+    run.publish(upto, upto + AFTER_SAVEPOINT)  # arrives while no job runs
+    result = deploy.deploy(packaged, ["ingest"], settings=settings, base_properties=run.properties,
+                           savepoint=stopped["savepoint"])
+    job = result["jobs"]["ingest"]
+    _job_running(settings, job, 180)
+    restored = _checkpoints(settings, job)["latest"]["restored"]
+    assert restored is not None and restored["is_savepoint"] is True
+    run.wait_exact(upto + AFTER_SAVEPOINT, 300)
+    time.sleep(4)
+    counts = run.assert_exact(upto + AFTER_SAVEPOINT)
+    run.figures |= {"savepoint": {"path": stopped["savepoint"], "redeploy_s": result["deploy_s"], "counts": counts}}
+    assert deploy.stop(job, settings)["state"] == "FINISHED"
+    shutil.rmtree(medistream_home() / "deploy" / packaged.stem, ignore_errors=True)
