@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -35,7 +37,7 @@ from tools.readback import (
     s3_client,
 )
 
-SEED, PER_WAVE = 31, 130
+SEED, PER_WAVE, CHUNK, CHUNK_PAUSE_S = 31, 130, 26, 1.0
 
 
 class IngestRun(Run):
@@ -55,6 +57,7 @@ class IngestRun(Run):
         self.jobs = JobProcesses(self.properties, home / "logs")
         self.s3 = s3_client(self.cfg.s3)
         self.restored_from: str | None = None
+        self.publishers: list[threading.Thread] = []
 
     @cached_property
     def outcome(self) -> dict[str, Any]:
@@ -70,9 +73,21 @@ class IngestRun(Run):
         publish_reference(self.s3, "medistream-reference", f"t{self.run_id}/", SEED, version=1)
 
     def offer(self, wave: int) -> None:
-        publish(self.generated[wave * PER_WAVE:(wave + 1) * PER_WAVE], self.cfg.kafka.bootstrap_servers, self.s3,
-                "medistream-landing", landing_prefix=f"t{self.run_id}/", records_per_file=40,
-                contracts=self.contracts)
+        """Publish the wave in chunks while the job runs, as records keep arriving (a kill lands among them)."""
+        def publish_chunks() -> None:
+            for start in range(wave * PER_WAVE, (wave + 1) * PER_WAVE, CHUNK):
+                publish(self.generated[start:min(start + CHUNK, (wave + 1) * PER_WAVE)],
+                        self.cfg.kafka.bootstrap_servers, self.s3, "medistream-landing",
+                        landing_prefix=f"t{self.run_id}/", records_per_file=40, contracts=self.contracts)
+                time.sleep(CHUNK_PAUSE_S)
+
+        for thread in self.publishers:
+            thread.join(120)
+        self.publishers.append(threading.Thread(target=publish_chunks, daemon=True))
+        self.publishers[-1].start()
+
+    def offering(self) -> bool:
+        return any(t.is_alive() for t in self.publishers)
 
     def start(self) -> None:
         self.restored_from = self.restored_from or latest_restore_point(self.cfg.checkpoints)
@@ -87,7 +102,7 @@ class IngestRun(Run):
                    "a first completed checkpoint with rows in the archive", self.check_alive)
 
     def kill_delay_s(self, kill: int) -> float:
-        return 4.0  # the wave just published is being read; some records processed, not yet checkpointed
+        return 2.5  # the wave is still arriving; some records processed, not yet checkpointed
 
     def kill(self) -> None:
         self.jobs.kill("ingest")
@@ -114,6 +129,8 @@ class IngestRun(Run):
         return sum(outcome["archived"].values())
 
     def done(self) -> bool:
+        if self.offering():
+            return False
         sinks = read_sinks(self.cfg)
         wanted = [(sinks.archived_keys, self.outcome["archived"]), (sinks.dead_letters, self.outcome["dead_letters"]),
                   *((sinks.routed.get(name, Counter()), keys) for name, keys in self.outcome["routed"].items())]
@@ -123,6 +140,8 @@ class IngestRun(Run):
         self.jobs.check_alive()
 
     def close(self) -> None:
+        for thread in self.publishers:
+            thread.join(120)
         self.jobs.stop_all()
 
     @cached_property
