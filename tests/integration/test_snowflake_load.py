@@ -1,25 +1,16 @@
-"""The Snowflake loader against the real local Kafka broker and moto server.
-
-Records are produced transactionally (one transaction aborted) while the loader runs; it is
-SIGKILLed repeatedly mid-load and restarted, then drained with --until-idle. Every committed record
-must be in the emulator exactly once and no aborted record at all. Bounded: loopback only, a few
-thousand records, every wait has a deadline.
-"""
+"""The Snowflake loader against the real local Kafka broker and moto server: its key from Secrets Manager, and
+the helpers (topic, properties, loader process, emulator count, curated records) of its contract run, where it
+is SIGKILLed mid-load with aborted transactions in the stream (tests/contract/snowflake_run.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,14 +19,11 @@ from connectors.properties import LOCAL_PROPERTIES
 from connectors.snowflake.auth import fetch_private_key, secrets_client
 from connectors.snowflake.channel import Fatal
 from infra.local.settings import StackSettings
-from tests.integration.conftest import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.kill]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTITIONS, TRANSACTIONS, PER_TRANSACTION = 3, 14, 600
-ABORTED_TRANSACTIONS = (4, 9)
-KILLS = 4
+PARTITIONS = 3
 
 
 def make_topic(stack: StackSettings, topic: str) -> None:
@@ -50,27 +38,6 @@ def curated_value(record_id: str, n: int) -> bytes:
         "ingested_at_ms": 1_700_000_001_000 + n, "source": "kafka:raw.acme_837", "dt": "2026-11-02",
         "payload": json.dumps({"member_id": f"tok:{n:08x}", "amount": n}),
     }).encode()
-
-
-def produce(stack: StackSettings, topic: str, run_id: str, committed: set[str], aborted: set[str]) -> None:
-    """Transactions of PER_TRANSACTION records spread over the partitions, with pauses; some aborted."""
-    producer = Producer({"bootstrap.servers": stack.bootstrap_servers(), "transactional.id": f"sf-test-{run_id}",
-                         "linger.ms": 5})
-    producer.init_transactions(30)
-    for t in range(TRANSACTIONS):
-        producer.begin_transaction()
-        ids = [f"{run_id}-{t}-{i}" for i in range(PER_TRANSACTION)]
-        for i, record_id in enumerate(ids):
-            producer.produce(topic, key=record_id.encode(), value=curated_value(record_id, t * PER_TRANSACTION + i),
-                             partition=i % PARTITIONS)
-        if t in ABORTED_TRANSACTIONS:
-            producer.flush(30)  # the aborted records really are in the log, behind an abort marker
-            producer.abort_transaction(30)
-            aborted.update(ids)
-        else:
-            producer.commit_transaction(30)
-            committed.update(ids)
-        time.sleep(0.4)
 
 
 def write_properties(stack: StackSettings, tmp_path: Path, run_id: str, topic: str) -> Path:
@@ -104,62 +71,6 @@ def loaded_count(path: Path) -> int:
             return int(conn.execute("SELECT COUNT(*) FROM RECORDS").fetchone()[0])
     except sqlite3.OperationalError:
         return 0  # the loader is still creating the schema
-
-
-def test_sigkill_mid_load_loses_and_duplicates_nothing(stack: StackSettings, run_id: str, tmp_path: Path) -> None:
-    topic = f"curated.snowflake.t{run_id}"
-    make_topic(stack, topic)
-    properties = write_properties(stack, tmp_path, run_id, topic)
-    emulator, log = tmp_path / "emulator.sqlite", tmp_path / "loader.log"
-    committed: set[str] = set()
-    aborted: set[str] = set()
-    producer = threading.Thread(target=produce, args=(stack, topic, run_id, committed, aborted), daemon=True)
-    producer.start()
-    expected_total = (TRANSACTIONS - len(ABORTED_TRANSACTIONS)) * PER_TRANSACTION
-
-    kills_mid_load = 0
-    loader = start_loader(properties, log)
-    try:
-        for kill in range(KILLS):
-            floor = loaded_count(emulator)
-            wait_for(lambda floor=floor: loaded_count(emulator) > floor, 60, f"progress before kill {kill + 1}")
-            time.sleep(0.3 + 0.2 * kill)
-            at_kill = loaded_count(emulator)
-            os.killpg(loader.pid, signal.SIGKILL)
-            assert loader.wait(10) == -signal.SIGKILL
-            kills_mid_load += 0 < at_kill < expected_total
-            loader = start_loader(properties, log)
-        # A graceful stop too: SIGTERM finishes the batch, closes the channels, exits 0.
-        wait_for(lambda: log.read_text().count("assigned partitions") > KILLS, 60, "the restarted loader to resume")
-        loader.send_signal(signal.SIGTERM)
-        assert loader.wait(30) == 0, log.read_text()[-3000:]
-        producer.join(120)
-        assert not producer.is_alive()
-        drain = start_loader(properties, log, "--until-idle", "4")
-        assert drain.wait(120) == 0, log.read_text()[-3000:]
-    finally:
-        for proc in (loader, locals().get("drain")):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    assert kills_mid_load >= 3, f"only {kills_mid_load} kills landed mid-load; the test proved too little"
-    with sqlite3.connect(emulator) as conn:
-        ids = [r for (r,) in conn.execute("SELECT RECORD_ID FROM RECORDS")]
-        positions = conn.execute("SELECT COUNT(*), COUNT(DISTINCT KAFKA_PARTITION || ':' || KAFKA_OFFSET) "
-                                 "FROM RECORDS").fetchone()
-        tokens = dict(conn.execute("SELECT CHANNEL_NAME, OFFSET_TOKEN FROM CHANNELS"))
-        tops = dict(conn.execute("SELECT CHANNEL_NAME, MAX(KAFKA_OFFSET) FROM RECORDS GROUP BY CHANNEL_NAME"))
-        payload_ok = conn.execute("SELECT COUNT(*) FROM RECORDS WHERE json_valid(PAYLOAD)").fetchone()[0]
-    assert len(committed) == expected_total
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} records loaded twice"
-    assert set(ids) == committed, f"missing {len(committed - set(ids))}, unexpected {len(set(ids) - committed)}"
-    assert not set(ids) & aborted
-    assert positions[0] == positions[1] == expected_total
-    assert payload_ok == expected_total
-    assert {name: int(token) for name, token in tokens.items()} == tops
-    assert set(tokens) == {f"medistream-{topic}-{p}" for p in range(PARTITIONS)}
-    text = log.read_text()
-    assert "tok:" not in text and "bk-" not in text, "the loader logged record content"
 
 
 def test_private_key_is_fetched_from_secrets_manager(stack: StackSettings, run_id: str) -> None:

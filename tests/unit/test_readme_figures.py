@@ -31,7 +31,7 @@ SETTINGS = (
     "98 % of the rate",
     "up to 32 MiB",
     "above 32 MiB",
-    "12 files of 1 MiB",
+    "15 files of 1 MiB",
     "at 120 ms per page with 5 % 503s",
     "5 % 503s, 3 % held responses and 5 % deterministic 422s",
 )
