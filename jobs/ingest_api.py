@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -153,11 +154,20 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
     app, producer = build_service(cfg, groups)
     server = uvicorn.Server(uvicorn_config(app, port or cfg.port, cfg.header_timeout_s, timeout_keep_alive=5,
                                            log_level="info"))
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then restores the handlers it found and raises the
+    # signal again: with the default handler that kills the process before the producer is flushed.
+    # Ours records it, so the shutdown ends here, with the producer closed and exit code 0.
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda sig, _frame: received.append(sig))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
     finally:
         left = producer.close()
-        log.info("ingest API stopped; %d messages unacknowledged at shutdown", left)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("ingest API stopped (signal %s); %d messages unacknowledged at shutdown",
+                 ",".join(str(s) for s in received) or "none", left)
     return 0
 
 

@@ -45,7 +45,6 @@ from tools.package import ENTRY_POINTS, PackageError, application_properties, ve
 RUNTIME_PYTHON = "3.12"
 RUNTIME_PACKAGES = ("apache-flink==2.2.1",)
 ENVIRONMENT = "local-cluster"
-CODE_DIR = "application-code"
 STEM = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
@@ -134,20 +133,6 @@ def unpack(path: Path) -> Path:
     return root
 
 
-def application_code(root: Path) -> Path:
-    """The zip's own packages (schemas/, udfs/, ...) in one folder, so Flink ships them to the Python workers.
-
-    Flink puts a pyFiles folder itself on the workers' PYTHONPATH, and nothing of the application root:
-    the run option `pyFiles: site-packages/` alone leaves `import jobs` failing on the TaskManagers
-    (ModuleNotFoundError: No module named 'jobs'). The folder is added beside the run options.
-    """
-    code = root / CODE_DIR
-    code.mkdir()
-    for package in sorted(p for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
-        shutil.copytree(package, code / package.name)
-    return code
-
-
 def job_properties(job: str, manifest: Mapping[str, Any], base: Path | None) -> list[dict[str, Any]]:
     """The application's property groups: `base` (default conf/) + the local-cluster overlay + run options."""
     groups = application_properties(ENVIRONMENT, job, manifest,
@@ -195,7 +180,6 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
     # The client's environment too: its PYTHONPATH is the runtime's site-packages, not the project venv's.
     settings = dataclasses.replace(settings, python_executable=str(python))
     root = unpack(path)
-    code = application_code(root)
     run_options: Mapping[str, Mapping[str, str]] = manifest["run_options"]
     submitted = {}
     for job in jobs:
@@ -206,7 +190,7 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
         if savepoint:
             flink_options += ["--fromSavepoint", savepoint]
         pyfiles = [str(root / entry.rstrip("/")) for entry in options["pyFiles"].split(",") if entry]
-        job_id = cluster.submit(settings, root / options["python"], [*pyfiles, str(code)],
+        job_id = cluster.submit(settings, root / options["python"], pyfiles,
                                 [str(root / options["jarfile"])], parallelism or 2,
                                 ["--properties", str(properties)], flink_options=flink_options,
                                 env={"MEDISTREAM_HOME": str(medistream_home())})

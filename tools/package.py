@@ -5,8 +5,8 @@
 dist/medistream-<version>+g<commit>.zip holds, at its root (the application root MSF unpacks):
 - `run_<job>.py`: one entry point per Flink job (the `python` run option), which first checks the
   runtime against the manifest (Python version, glibc) and fails with a clear message if it differs;
-- `schemas/`, `udfs/`, `connectors/`, `jobs/`: the project code, read from the commit (not the working
-  tree: nothing uncommitted, no `.local/`, no tests, tools or secrets);
+- `application-code/` (a `pyFiles` folder): `schemas/`, `udfs/`, `connectors/`, `jobs/`, read from the
+  commit (not the working tree: nothing uncommitted, no `.local/`, no tests, tools or secrets);
 - `site-packages/` (the `pyFiles` run option): the third-party packages the jobs need, unpacked from
   wheels for the target CPython and Linux x86_64, minus everything the runtime's PyFlink brings
   (MSF provides PyFlink and its dependencies and installs nothing else);
@@ -46,6 +46,10 @@ RUN_OPTIONS_GROUP = "kinesis.analytics.flink.run.options"
 ENVIRONMENTS_DIR = REPO_ROOT / "conf" / "environments"
 JAR = "lib/pyflink-dependencies.jar"
 SITE = "site-packages"
+# Flink ships each pyFiles folder to the Python workers and puts it on their path, and nothing of the
+# zip's root: the project's packages go in a folder of their own (measured on the local cluster:
+# ModuleNotFoundError: No module named 'jobs' on the TaskManagers with the code at the root).
+CODE = "application-code"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Platform tags a wheel may carry for Linux x86_64, newest glibc first (manylinux_2_28 is the oldest
 # glibc our lock can use: confluent-kafka and cryptography ship nothing older; decision 0016).
@@ -218,6 +222,8 @@ libc = (os.confstr("CS_GNU_LIBC_VERSION") or "glibc 0.0").split()[-1]
 if tuple(map(int, libc.split(".")[:2])) < tuple(map(int, want["glibc"].split("."))):
     sys.exit(f"medistream: the bundled packages need glibc {{want['glibc']}}, the runtime has {{libc}}")
 
+# The driver finds the project's packages as the workers do (they get the pyFiles folders).
+sys.path[:0] = [str(Path(__file__).resolve().parent / "{CODE}"), str(Path(__file__).resolve().parent / "{SITE}")]
 from {module} import main  # noqa: E402 - after the runtime check
 
 sys.exit(main(sys.argv[1:]))
@@ -260,12 +266,13 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
     wheels = fetch_wheels(bundle, target, medistream_home() / "wheelhouse" / f"{target.abi}-{target.platform}")
     files: dict[str, tuple[bytes, bool]] = {}
     for name, data, executable in code_entries(sha):
-        files[name] = (data, executable)
+        files[f"{CODE}/{name}"] = (data, executable)
     for wheel in wheels:
         for name, data, executable in wheel_entries(wheel):
             files[name] = (data, executable)
     files[JAR] = (_normalized_jar_cached(jar_path.read_bytes()), False)
-    run_options = {job: {"python": f"run_{job}.py", "jarfile": JAR, "pyFiles": f"{SITE}/"} for job in ENTRY_POINTS}
+    run_options = {job: {"python": f"run_{job}.py", "jarfile": JAR, "pyFiles": f"{CODE}/,{SITE}/"}
+                   for job in ENTRY_POINTS}
     for job, module in ENTRY_POINTS.items():
         files[f"run_{job}.py"] = (entry_script(job, module), False)
     manifest = {

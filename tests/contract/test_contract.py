@@ -26,9 +26,6 @@ DEFECTS = {
     ("order", "partner"):
         "jobs.partner_delivery delivers through a rebalance into AsyncDataStream.unordered_wait: versions of one "
         "business key in flight together (or one retried after a 503) reach the partner out of offered order",
-    ("clean_shutdown", "ingest_api"):
-        "uvicorn (0.29+) re-raises the SIGTERM it captured once the server has shut down, so `jobs.ingest_api "
-        "serve` dies by the signal (exit -15) before its `finally` closes the Kafka producer",
 }
 
 

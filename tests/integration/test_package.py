@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.package import ENTRY_POINTS, JAR, SITE, PackageError, Target, build, bundle_set, required_glibc, verify
+from tools.package import CODE, ENTRY_POINTS, JAR, SITE, PackageError, Target, build, bundle_set, required_glibc, verify
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +43,14 @@ def test_the_zip_holds_exactly_its_manifest_and_the_run_options_point_into_it(bu
     assert manifest["target"] == {"python": "3.12", "platform": "linux_x86_64", "glibc": "2.28", "flink": "2.2"}
     for job, options in manifest["run_options"].items():  # type: ignore[attr-defined]
         assert job in ENTRY_POINTS and options["python"] in names and options["jarfile"] == JAR in names
-        assert any(n.startswith(options["pyFiles"]) for n in names)
+        assert all(any(n.startswith(folder) for n in names) for folder in options["pyFiles"].split(","))
 
 
 def test_nothing_local_secret_or_runtime_provided_is_inside(built: tuple[Path, Path]) -> None:
     names = zipfile.ZipFile(built[0]).namelist()
     tops = {n.split("/", 1)[0] for n in names}
-    assert tops == {"MANIFEST.json", "schemas", "udfs", "connectors", "jobs", "lib", SITE,
-                    *(f"run_{job}.py" for job in ENTRY_POINTS)}
+    assert tops == {"MANIFEST.json", CODE, "lib", SITE, *(f"run_{job}.py" for job in ENTRY_POINTS)}
+    assert {n.split("/")[1] for n in names if n.startswith(CODE + "/")} == {"schemas", "udfs", "connectors", "jobs"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # Key files: none of ours; of the bundled packages only botocore's public CA bundle.
     assert [n for n in names if re.search(r"\.(pem|key|p8|p12|jks)$", n)] == ["site-packages/botocore/cacert.pem"]
@@ -66,8 +66,8 @@ def test_a_tampered_or_incomplete_zip_is_refused(built: tuple[Path, Path], tmp_p
     with zipfile.ZipFile(built[0]) as src, zipfile.ZipFile(tampered, "w") as dst:
         for info in src.infolist():
             data = src.read(info)
-            dst.writestr(info, data + b"\n# changed" if info.filename == "jobs/ingest.py" else data)
-    with pytest.raises(PackageError, match="jobs/ingest.py does not match its SHA-256"):
+            dst.writestr(info, data + b"\n# changed" if info.filename == f"{CODE}/jobs/ingest.py" else data)
+    with pytest.raises(PackageError, match="application-code/jobs/ingest.py does not match its SHA-256"):
         verify(tampered)
     no_jar = tmp_path / "no_jar.zip"
     with zipfile.ZipFile(built[0]) as src, zipfile.ZipFile(no_jar, "w") as dst:
@@ -123,7 +123,7 @@ def test_each_application_gets_its_properties_with_run_options_for_the_environme
     path = tmp_path / "ingest.json"
     path.write_text(json.dumps(application_properties("local-cluster", "ingest", manifest)))
     groups = read_property_groups(path)
-    assert groups[RUN_OPTIONS_GROUP] == {"python": "run_ingest.py", "jarfile": JAR, "pyFiles": f"{SITE}/"}
+    assert groups[RUN_OPTIONS_GROUP] == {"python": "run_ingest.py", "jarfile": JAR, "pyFiles": f"{CODE}/,{SITE}/"}
     assert load_ingest_config(groups).runtime.deployment == "cluster"
     with pytest.raises(PackageError, match="no environment 'mars'"):
         application_properties("mars", "ingest", manifest)
