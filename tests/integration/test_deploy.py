@@ -71,7 +71,8 @@ def test_a_tampered_zip_or_one_without_its_jar_is_refused_before_submission(
             zipfile.ZipFile(jarless, "w") as nojar:
         for info in src.infolist():
             data = src.read(info)
-            bad.writestr(copy.copy(info), data + b"\n# changed" if info.filename == "application-code/udfs/ingest.py" else data)
+            changed = info.filename == "application-code/udfs/ingest.py"
+            bad.writestr(copy.copy(info), data + b"\n# changed" if changed else data)
             if info.filename != "lib/pyflink-dependencies.jar":
                 nojar.writestr(copy.copy(info), data)
     assert "application-code/udfs/ingest.py does not match its SHA-256" in _refused(tampered, capsys)
