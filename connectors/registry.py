@@ -53,7 +53,8 @@ SINKS: dict[str, Sink] = {
     "partner": Sink(
         wire_partners, "jobs.partner_delivery",
         "curated.partner.<id> is keyed by business key; the delivery job sends each record once per partner "
-        "with an idempotency key and records the outcome in its ledger", ordered_by="business_key"),
+        "with an idempotency key, one key's versions one at a time in topic order, and records the outcome in "
+        "its ledger", ordered_by="business_key"),
 }
 
 DOORS: dict[str, tuple[Door, ...]] = {

@@ -3,7 +3,8 @@
     python -m jobs.partner_delivery [--properties FILE] [--restore DIR | --fresh]
 
 A process-mode PyFlink job (Python async I/O runs only in process mode): one Kafka source per
-partner topic `curated.partner.<id>` (read_committed), rebalanced over the subtasks, into an
+partner topic `curated.partner.<id>` (read_committed), spread over the subtasks by partner and business
+key (one key's versions in one subtask, sent one at a time in topic order), into an
 `AsyncDataStream.unordered_wait` whose `AsyncFunction` runs `connectors.partners.sender.PartnerSender`
 on aiohttp. Dead letters go to the partner dead-letter topic through an exactly-once Kafka sink.
 The ingest job is never back-pressured by a slow partner: it only writes the topic.
@@ -217,6 +218,11 @@ def _tagged(partner: str, value: str) -> tuple[str, str]:
     return partner, value
 
 
+def delivery_key(tagged: tuple[str, str]) -> str:
+    """Partner and business key of a tagged curated record: one key's versions go to one subtask, in order."""
+    return f"{tagged[0]}\x00{json.loads(tagged[1])['business_key']}"
+
+
 def make_senders(cfg: DeliveryConfig, index: int, parallelism: int, owner: str,
                  executor: ThreadPoolExecutor) -> dict[str, Any]:
     """One PartnerSender per partner for subtask `index` of `parallelism`: its rate and concurrency shares."""
@@ -320,7 +326,7 @@ class DeliverFunction(AsyncFunction):  # type: ignore[misc]
 
 
 def build(env: Any, cfg: DeliveryConfig) -> None:
-    """Sources per partner -> union -> rebalance -> async delivery -> exactly-once dead-letter sink."""
+    """Sources per partner -> union -> by partner and business key -> async delivery -> exactly-once dead letters."""
     from pyflink.common import Time, Types, WatermarkStrategy
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream import AsyncDataStream
@@ -350,8 +356,15 @@ def build(env: Any, cfg: DeliveryConfig) -> None:
                   .map(lambda v, p=partner: _tagged(p, v), output_type=tagged_type).uid(f"tag-{partner}"))
         streams.append(stream)
     merged = streams[0].union(*streams[1:]) if len(streams) > 1 else streams[0]
+    # By key, not round robin: a business key's versions reach the partner in the order the topic holds them
+    # (the sender takes one key's records one at a time); other keys still go out concurrently.
+    # (PyFlink's async operator on a keyed stream hands the function (key, value) rows, and partition_custom
+    # fails in process mode with "partition number should be a positive value, got -1": so key_by, then
+    # a plain map, whose subtask feeds the async operator of the same index.)
+    by_key = (merged.key_by(delivery_key, key_type=Types.STRING())
+              .map(lambda tagged: tagged, output_type=tagged_type).uid("by-partner-and-key").name("by-key"))
     delivered = AsyncDataStream.unordered_wait(
-        merged.rebalance(), DeliverFunction(cfg), Time.seconds(cfg.async_timeout_s), cfg.capacity, Types.STRING(),
+        by_key, DeliverFunction(cfg), Time.seconds(cfg.async_timeout_s), cfg.capacity, Types.STRING(),
     ).uid("deliver").name("deliver-to-partners")
     sink = (KafkaSink.builder()
             .set_bootstrap_servers(cfg.bootstrap_servers)

@@ -4,7 +4,8 @@
 (jobs/partner_delivery.py) only wraps it in an AsyncFunction, and tests drive it directly against
 the partner stand-in and the ledger on the local DynamoDB API.
 
-Per record:
+Per record, after the records of the same business key that came before it in this subtask (the job
+routes one key to one subtask, so one key's versions reach the partner in the order they were written):
 1. `ledger.begin` (conditional write): SKIP_ACKED -> nothing is sent; SKIP_DEAD -> the dead letter is
    emitted again (same id); BUSY -> another worker holds a live lease: wait for it to run out and ask
    again; SEND -> this worker holds the lease for one attempt.
@@ -28,12 +29,13 @@ body: PHI-free by construction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -163,6 +165,34 @@ class _Gate:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
 
+class KeyOrder:
+    """Turns per key: the records of one key are handled one at a time, in the order they asked.
+
+    asyncio.Lock wakes its waiters first in, first out, and a record asks for its turn before its
+    first await, so the order is the order `deliver` was called in: the order the subtask read them.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: Counter[str] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        """Hold `key` until the block ends; forget it once nobody waits for it."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key], self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class PartnerSender:
     """One partner's delivery protocol in one subtask; all methods run on one event loop."""
 
@@ -179,6 +209,7 @@ class PartnerSender:
         self.tokens = (OAuthTokens(token_url or contract.auth.token_url or "", contract.auth.scope, credentials,
                                    contract.timeout_s) if contract.auth.type == "oauth2_client_credentials" else None)
         self._timeout = aiohttp.ClientTimeout(total=contract.timeout_s)
+        self.order = KeyOrder()
 
     async def _blocking(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -231,7 +262,11 @@ class PartnerSender:
                        **extra)
 
     async def deliver(self, session: aiohttp.ClientSession, message: Mapping[str, Any]) -> Outcome:
-        """Deliver one curated record (its JSON as a dict) to this partner; see the module docstring."""
+        """Deliver one curated record (its JSON as a dict) to this partner, after the earlier ones of its key."""
+        async with self.order.turn(str(message["business_key"])):
+            return await self._deliver(session, message)
+
+    async def _deliver(self, session: aiohttp.ClientSession, message: Mapping[str, Any]) -> Outcome:
         partner, lease_s = self.contract.partner, self.contract.lease_s
         key = idempotency_key(partner, message["business_key"], record_version(message))
         if message.get("record_type") not in self.contract.payload:
