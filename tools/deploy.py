@@ -77,23 +77,44 @@ def ensure_runtime(version: str = RUNTIME_PYTHON) -> Path:
     folder = runtime_dir(version)
     marker = folder / "medistream-runtime.json"
     wanted = {"python": version, "packages": list(RUNTIME_PACKAGES)}
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
+    if marker.exists() and json.loads(marker.read_text()) == wanted and _runtime_complete(folder / "bin" / "python"):
         return folder / "bin" / "python"
     base = find_python(version)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    subprocess.run([str(base), "-m", "venv", str(partial)], check=True, timeout=300)  # noqa: S603
+    subprocess.run([str(base), "-m", "venv", str(partial)], check=True, timeout=300, env=_clean_env())  # noqa: S603
     done = subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "--quiet",  # noqa: S603
                            "--disable-pip-version-check", *RUNTIME_PACKAGES],
-                          capture_output=True, text=True, timeout=1800, check=False)
-    if done.returncode:
+                          capture_output=True, text=True, timeout=1800, check=False, env=_clean_env())
+    if done.returncode or not _runtime_complete(partial / "bin" / "python"):
         raise DeployError(f"could not install {' '.join(RUNTIME_PACKAGES)} for Python {version}: "
-                          f"{done.stderr.strip()[-600:]}")
+                          f"{done.stderr.strip()[-600:] or 'installed, but PyFlink does not import'}")
     (partial / "medistream-runtime.json").write_text(json.dumps(wanted))
     shutil.rmtree(folder, ignore_errors=True)
     # A virtualenv finds its prefix from pyvenv.cfg beside bin/python, so it survives the rename.
     partial.rename(folder)
     return folder / "bin" / "python"
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what points Python at other packages.
+
+    A PYTHONPATH naming the project's 3.11 venv (the jobs set one for their own workers) made pip in
+    the runtime see apache-flink as installed and install nothing, leaving a runtime without PyFlink's
+    dependencies ("No module named 'dateutil'" at submission).
+    """
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_TARGET", "PIP_PREFIX")}
+
+
+def _runtime_complete(python: Path) -> bool:
+    """Whether the runtime imports PyFlink and its dependencies from its own site-packages."""
+    if not python.exists():
+        return False
+    probe = ("import dateutil, pyflink, sys; "
+             "assert 'site-packages' in pyflink.__file__ and sys.prefix != sys.base_prefix")
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, timeout=120, check=False,  # noqa: S603
+                          env=_clean_env())
+    return done.returncode == 0
 
 
 def check_zip(path: Path, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
