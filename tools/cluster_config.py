@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.properties import S3Config, medistream_home
-from infra.local.settings import LOOPBACK, REPO_ROOT, SettingsError
+from infra.local.settings import LOOPBACK, REPO_ROOT, SettingsError, check_ports, ports_from_env
 
 ENV_REST_PORT = "MEDISTREAM_FLINK_REST_PORT"
 ENV_RPC_PORT = "MEDISTREAM_FLINK_RPC_PORT"
@@ -56,12 +56,7 @@ class ClusterSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
-        ports = {"rest_port": self.rest_port, "rpc_port": self.rpc_port, "blob_port": self.blob_port}
-        for name, port in ports.items():
-            if not 1 <= port <= 65535:
-                raise SettingsError(f"{name}={port} is not a TCP port (1-65535)")
-        if len(set(ports.values())) != len(ports):
-            raise SettingsError(f"cluster ports must be distinct, got {ports}")
+        check_ports({"rest_port": self.rest_port, "rpc_port": self.rpc_port, "blob_port": self.blob_port}, "cluster")
         if not self.checkpoints_uri.startswith("s3://"):
             raise SettingsError(f"checkpoints_uri={self.checkpoints_uri!r} must be an s3:// location")
         if self.taskmanagers < 1 or self.slots_per_taskmanager < 1:
@@ -71,14 +66,8 @@ class ClusterSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterSettings:
         """Defaults plus MEDISTREAM_FLINK_* environment overrides (and explicit ones, for tests)."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for var, attr in ((ENV_REST_PORT, "rest_port"), (ENV_RPC_PORT, "rpc_port"), (ENV_BLOB_PORT, "blob_port")):
-            raw = env.get(var)
-            if raw:
-                try:
-                    values[attr] = int(raw)
-                except ValueError:
-                    raise SettingsError(f"{var}={raw!r} is not an integer port") from None
+        values: dict[str, object] = dict(ports_from_env(env, {
+            ENV_REST_PORT: "rest_port", ENV_RPC_PORT: "rpc_port", ENV_BLOB_PORT: "blob_port"}))
         if env.get(ENV_PYTHON):
             values["python_executable"] = env[ENV_PYTHON]
         if env.get(ENV_CHECKPOINTS):

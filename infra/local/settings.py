@@ -24,6 +24,28 @@ def _default_home() -> Path:
     return REPO_ROOT / ".local"
 
 
+def check_ports(ports: Mapping[str, int], owner: str) -> None:
+    """SettingsError unless every port is a TCP port and no two are the same (`owner`: stack, cluster)."""
+    for name, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise SettingsError(f"{name}={port} is not a TCP port (1-65535)")
+    if len(set(ports.values())) != len(ports):
+        raise SettingsError(f"{owner} ports must be distinct, got {dict(ports)}")
+
+
+def ports_from_env(env: Mapping[str, str], variables: Mapping[str, str]) -> dict[str, int]:
+    """{attribute: port} of the environment variables (variable -> attribute) that are set."""
+    ports = {}
+    for var, attr in variables.items():
+        raw = env.get(var)
+        if raw:
+            try:
+                ports[attr] = int(raw)
+            except ValueError:
+                raise SettingsError(f"{var}={raw!r} is not an integer port") from None
+    return ports
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Where the local stack keeps its state and how to reach it; all servers bind to loopback."""
@@ -47,16 +69,8 @@ class StackSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
-        ports = {
-            "kafka_port": self.kafka_port,
-            "kafka_controller_port": self.kafka_controller_port,
-            "moto_port": self.moto_port,
-        }
-        for name, port in ports.items():
-            if not 1 <= port <= 65535:
-                raise SettingsError(f"{name}={port} is not a TCP port (1-65535)")
-        if len(set(ports.values())) != len(ports):
-            raise SettingsError(f"stack ports must be distinct, got {ports}")
+        check_ports({"kafka_port": self.kafka_port, "kafka_controller_port": self.kafka_controller_port,
+                     "moto_port": self.moto_port}, "stack")
         if not self.archive_kms_alias.startswith("alias/"):
             raise SettingsError(
                 f"archive_kms_alias={self.archive_kms_alias!r} must start with 'alias/'"
@@ -70,20 +84,11 @@ class StackSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackSettings:
         """Build settings from defaults plus MEDISTREAM_* environment overrides."""
         env = os.environ if env is None else env
-        overrides: dict[str, object] = {}
+        overrides: dict[str, object] = dict(ports_from_env(env, {
+            ENV_KAFKA_PORT: "kafka_port", ENV_KAFKA_CONTROLLER_PORT: "kafka_controller_port",
+            ENV_MOTO_PORT: "moto_port"}))
         if env.get(ENV_HOME):
             overrides["home"] = Path(env[ENV_HOME])
-        for var, attr in (
-            (ENV_KAFKA_PORT, "kafka_port"),
-            (ENV_KAFKA_CONTROLLER_PORT, "kafka_controller_port"),
-            (ENV_MOTO_PORT, "moto_port"),
-        ):
-            raw = env.get(var)
-            if raw:
-                try:
-                    overrides[attr] = int(raw)
-                except ValueError:
-                    raise SettingsError(f"{var}={raw!r} is not an integer port") from None
         return cls(**overrides)  # type: ignore[arg-type]
 
     # Endpoints -----------------------------------------------------------------------------
