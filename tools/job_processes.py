@@ -44,6 +44,16 @@ class JobProcesses:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def stop(self, name: str, timeout_s: float) -> int:
+        """SIGTERM one job (it stops with a savepoint) and return its exit code; -9 if it had to be killed."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # a stop that hangs: reported by the exit code
+            self.kill(name)
+            return -9
+
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:

@@ -7,9 +7,7 @@ carry synthetic PHI values, and a replayed batch lands nothing."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -127,13 +125,7 @@ class ApiRun(Run):
         self.jobs.kill("api")
 
     def stop(self, timeout_s: float) -> int:
-        proc = self.jobs.procs["api"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.jobs.kill("api")
-            return -9
+        return self.jobs.stop("api", timeout_s)
 
     @cached_property
     def topic(self) -> str:

@@ -4,8 +4,6 @@ the archive, dead-letter and Iceberg sinks, the Kafka door (raw topics) and the 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -108,13 +106,7 @@ class IngestRun(Run):
         self.jobs.kill("ingest")
 
     def stop(self, timeout_s: float) -> int:
-        proc = self.jobs.procs["ingest"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:  # a stop that hangs: reported by the exit code
-            self.jobs.kill("ingest")
-            return -9
+        return self.jobs.stop("ingest", timeout_s)
 
     def progress(self) -> int:
         from tools.readback import archived_ids

@@ -6,8 +6,6 @@ Per-key order is read from the ledger: each acknowledgement keeps the stand-in's
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -168,13 +166,7 @@ class PartnerRun(Run):
         self.jobs.kill("delivery")
 
     def stop(self, timeout_s: float) -> int:
-        proc = self.jobs.procs["delivery"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.jobs.kill("delivery")
-            return -9
+        return self.jobs.stop("delivery", timeout_s)
 
     def wanted(self) -> Counter[str]:
         """Deliveries the partner must see, per business key (versions count)."""

@@ -4,7 +4,6 @@ malformed: a `--once` run refuses it, lands nothing of it and logs none of its r
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -62,13 +61,7 @@ class RestPullRun(Run):
         self.jobs.kill("rest_pull")
 
     def stop(self, timeout_s: float) -> int:
-        proc = self.jobs.procs["rest_pull"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.jobs.kill("rest_pull")
-            return -9
+        return self.jobs.stop("rest_pull", timeout_s)
 
     def progress(self) -> int:
         return len(landed(self.env.feed))

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -111,13 +109,7 @@ class SftpRun(Run):
         self.jobs.kill("sftp")
 
     def stop(self, timeout_s: float) -> int:
-        proc = self.jobs.procs["sftp"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.jobs.kill("sftp")
-            return -9
+        return self.jobs.stop("sftp", timeout_s)
 
     def progress(self) -> int:
         return self.landed_count()
