@@ -86,17 +86,24 @@ def read_reference(cfg: Any) -> Any:
     return reference
 
 
-def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], reference: Any,
-              expected_keys: Counter[str]) -> dict[str, Any]:
-    """IngestStage(contracts, protectors, reference).process over every payload in a plain loop, each call timed."""
+def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], reference: Any) -> dict[str, Any]:
+    """IngestStage(contracts, protectors, reference).process over every payload in a plain loop, each call timed.
+
+    Verified means: nothing refused, and the accepted business keys are exactly those the ground truth
+    expects, digested under the linkage key of the protector the loop itself ran with (its digests are
+    under the static keys, not the stack's), so the expectation cannot drift from the keys in use.
+    """
     from bench.resources import TreeSampler
     from bench.sink_checks import percentiles
+    from infra.local.ground_truth import expected_outcome
     from infra.local.static_keys import static_protectors
     from udfs.ingest import Accepted, IngestStage
     from udfs.source import SourceRef
 
     # Static keys: the bare loop measures CPU; with KMS the data key is cached the same way.
     stage = IngestStage(contracts, static_protectors(), reference)
+    feed = topic.removeprefix("raw.")
+    expected_keys = expected_outcome(records, contracts, SEED, stage.feeds[feed].protector.tokenizer.linkage)["claims"]
     unit_ms = int(time.time() * 1000)  # the Kafka timestamp; a JSON feed's records carry their own sent_at
     calls_us: list[float] = []
     outcomes: list[Any] = []
@@ -119,6 +126,7 @@ def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], referen
         "cpu_us_per_record": sampler.usage.cpu_s / n * 1e6, "mean_call_us": sum(calls_us) / n,
         "peak_rss_mib": sampler.usage.peak_rss_bytes / 2**20, "latency_kind": "per call, µs",
         "latency": percentiles(calls_us), "reference_versions": reference.versions(),
+        "keys_missing": (expected_keys - accepted).total(), "keys_unexpected": (accepted - expected_keys).total(),
         "ok": refused == 0 and accepted == expected_keys,
     }
 
@@ -314,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra.local import stack
     from infra.local.ground_truth import expected_outcome
     from infra.local.reference import publish_reference
-    from infra.local.static_keys import static_token_keys
     from tools.readback import linkage_digest, s3_client, split_s3_url
-    from udfs.phi.tokens import Tokenizer
 
     run_id = uuid.uuid4().hex[:8]
     workdir = medistream_home() / "bench" / run_id
@@ -340,14 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         data = {kb: generate_claims(args.records, kb, feed_name(kb, run_id)) for kb in args.sizes}
         digest = linkage_digest(base)
         expected = {kb: expected_outcome(data[kb], contracts, SEED, digest) for kb in args.sizes}
-        # The bare loop protects with static keys, so its business-key digests are under the static linkage key.
-        static_digest = Tokenizer(static_token_keys()).linkage
         for kb in args.sizes:  # all bare loops first, before a JVM exists to share the cores with
-            runs.append({"size_kb": kb, **bare_loop(data[kb], f"raw.{feed_name(kb, run_id)}", contracts, reference,
-                                                    expected_outcome(data[kb], contracts, SEED,
-                                                                     static_digest)["claims"])})
-            print(f"{kb} KB bare loop: {runs[-1]['records_per_s']:,.0f} records/s, verified: {runs[-1]['ok']}",
-                  flush=True)
+            loop = bare_loop(data[kb], f"raw.{feed_name(kb, run_id)}", contracts, reference)
+            runs.append({"size_kb": kb, **loop})
+            print(f"{kb} KB bare loop: {loop['records_per_s']:,.0f} records/s, "
+                  f"{loop['records_per_cpu_s']:,.0f} per CPU-second, verified: {'yes' if loop['ok'] else 'NO'} "
+                  f"(refused {loop['refused']}, keys missing {loop['keys_missing']}, "
+                  f"unexpected {loop['keys_unexpected']})", flush=True)
         for kb in args.sizes:
             cfg = configs[kb]
             try:
