@@ -422,13 +422,136 @@ def _compile(spec: Spec) -> _Step:
     return obj
 
 
-_STEPS: dict[str, _Step] = {record_type: _compile(spec) for record_type, spec in SPECS.items()}
+# The spec interpreted closure by closure: the reference the generated walk below must agree with
+# (tests/unit/test_standardize_generated.py runs both on generated and broken records).
+REFERENCE_STEPS: dict[str, _Step] = {record_type: _compile(spec) for record_type, spec in SPECS.items()}
+
+
+# --- the generated walk ------------------------------------------------------------------------
+#
+# The same walk as _compile's closures, written out once per record type as straight-line Python:
+# one function per object spec, leaves inlined, no call or try block for a kind that cannot fail,
+# and a value already in canonical form (an ISO date, "12.50") kept after the cheapest check that
+# proves it canonical. Field order, failure order and paths are the closures' own.
+
+_NEVER_FAIL = {  # kind -> inline expression of the normalized value (v is a str here)
+    CODE: "v.strip().upper()", ID: "v.strip()", LOWER_CODE: "v.strip().lower()", NAME: '" ".join(v.split())',
+}
+_CALL_NEVER_FAIL = (CODE2, CODE3, ICD10)  # the normalizer is called, but raises nothing
+# Already canonical, so the normalizer would return an equal string: money with no leading zero and at
+# most 64 characters (_MAX_TEXT), an ISO date that names a real day (date.fromisoformat checks that).
+_CANONICAL_MONEY = re.compile(r"(?:0|[1-9][0-9]{0,59})\.[0-9]{2}")
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "_Bad": _Bad, "_KINDS": _KINDS, "_date_fromisoformat": date.fromisoformat,
+            "_iso_date": _ISO_DATE.fullmatch, "_canonical_money": _CANONICAL_MONEY.fullmatch,
+        }
+        self.functions: list[str] = []
+        self.count = 0
+
+    def leaf(self, kind: str, target: str, where: str, pad: str) -> list[str]:
+        """Lines normalizing `v` into `target`; a failure is recorded at the path expression `where`."""
+        if kind == KEEP:
+            return []
+        if kind in _NEVER_FAIL:
+            return [f"{pad}if isinstance(v, str):\n{pad}    {target} = {_NEVER_FAIL[kind]}\n"]
+        fn = f"_KINDS[{kind!r}]"
+        if kind in _CALL_NEVER_FAIL:
+            return [f"{pad}{target} = {fn}(v, options)\n"]
+        fast = {
+            DATE: "v.__class__ is str and len(v) == 10 and _iso_date(v)",
+            MONEY: "v.__class__ is str and _canonical_money(v)",
+            SIGNED_MONEY: "v.__class__ is str and _canonical_money(v)",
+        }.get(kind)
+        lines = []
+        inner = pad
+        if fast:
+            lines.append(f"{pad}if {fast}:\n")
+            if kind == DATE:  # canonical form, but is it a real day? (2024-02-30 is not)
+                lines.append(f"{pad}    try:\n{pad}        _date_fromisoformat(v)\n"
+                             f"{pad}    except ValueError:\n{pad}        failures.append(({BAD_DATE!r}, {where}))\n")
+            else:
+                lines.append(f"{pad}    pass\n")
+            lines.append(f"{pad}else:\n")
+            inner = pad + "    "
+        lines.append(f"{inner}try:\n{inner}    {target} = {fn}(v, options)\n"
+                     f"{inner}except _Bad as bad:\n{inner}    failures.append((bad.code, {where}))\n")
+        return lines
+
+    def value(self, spec: Spec, target: str, path: str, key: str, pad: str) -> list[str]:
+        """Lines standardizing `v` (the value at `path` + `key`) into `target`."""
+        where = f"({path}) + ({key},)" if path != "()" else f"({key},)"
+        if isinstance(spec, str):
+            return self.leaf(spec, target, where, pad)
+        if isinstance(spec, Each):
+            self.count += 1
+            n = self.count
+            if spec.item == KEEP:
+                return [f"{pad}if isinstance(v, list):\n{pad}    {target} = list(v)\n"]
+            lines = [f"{pad}if isinstance(v, list):\n", f"{pad}    _p{n} = {where}\n", f"{pad}    _l{n} = []\n",
+                     f"{pad}    for _i{n}, v in enumerate(v):\n"]
+            if isinstance(spec.item, str):
+                lines.append(f"{pad}        _o{n} = v\n")
+                lines += self.leaf(spec.item, f"_o{n}", f"_p{n} + (_i{n},)", pad + "        ")
+                lines.append(f"{pad}        _l{n}.append(_o{n})\n")
+            elif isinstance(spec.item, Each):
+                raise ValueError("a list of lists has no canonical field")
+            else:
+                obj = self.object(spec.item)
+                lines.append(f"{pad}        _l{n}.append({obj}(v, _p{n} + (_i{n},), options, failures) "
+                             f"if isinstance(v, dict) else v)\n")
+            lines.append(f"{pad}    {target} = _l{n}\n")
+            return lines
+        obj = self.object(spec)
+        return [f"{pad}if isinstance(v, dict):\n{pad}    {target} = {obj}(v, {where}, options, failures)\n"]
+
+    def object(self, spec: Mapping[str, Spec]) -> str:
+        """A function `name(value, path, options, failures) -> dict` for an object spec (value is a dict)."""
+        self.count += 1
+        name = f"_obj{self.count}"
+        lines = [f"def {name}(value, path, options, failures):\n", "    out = dict(value)\n"]
+        for field_name, sub in spec.items():
+            lines.append(f"    if {field_name!r} in out:\n        v = out[{field_name!r}]\n")
+            lines += self.value(sub, f"out[{field_name!r}]", "path", repr(field_name), "        ")
+        lines.append("    return out\n")
+        self.functions.append("".join(lines))
+        return name
+
+    def build(self, spec: Spec) -> Callable[[dict[str, Any], StandardizeOptions, _Failures], Any]:
+        if not isinstance(spec, Mapping):
+            raise ValueError("a record spec is an object")
+        top = self.object(spec)
+        exec(compile("\n".join(self.functions), "<standardize>", "exec"), self.namespace)  # noqa: S102 - generated here
+        walk = self.namespace[top]
+
+        def run(record: dict[str, Any], options: StandardizeOptions, failures: _Failures) -> Any:
+            return walk(record, (), options, failures) if isinstance(record, dict) else record
+        return run
+
+
+_WALKS = {record_type: _Generator().build(spec) for record_type, spec in SPECS.items()}
 
 
 def standardize(record: dict[str, Any], record_type: str,
                 options: StandardizeOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """Return a canonical copy of `record`, or raise Rejected naming every field it cannot read."""
-    step = _STEPS.get(record_type)
+    walk = _WALKS.get(record_type)
+    if walk is None:
+        raise Rejected(UNKNOWN_RECORD_TYPE, "record_type is missing or not supported")
+    failures: _Failures = []
+    out: dict[str, Any] = walk(record, options, failures)
+    if failures:
+        raise Rejected(failures[0][0], describe_failures(failures))
+    return out
+
+
+def standardize_reference(record: dict[str, Any], record_type: str,
+                          options: StandardizeOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """standardize by the spec's closures (REFERENCE_STEPS): the behaviour the generated walk must keep."""
+    step = REFERENCE_STEPS.get(record_type)
     if step is None:
         raise Rejected(UNKNOWN_RECORD_TYPE, "record_type is missing or not supported")
     failures: _Failures = []

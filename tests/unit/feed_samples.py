@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import random
 from typing import Any
 
 import orjson
@@ -38,3 +40,59 @@ def source(contract: FeedContract) -> SourceRef:
     if "kafka" in contract.sources:
         return SourceRef.from_kafka(f"raw.{contract.feed}", 0, 7)
     return SourceRef.from_file(f"/feeds/{contract.feed}/unit-0001", "s3://landing/feeds/")
+
+
+# Values a broken feed might put anywhere: wrong types, empty and overlong text, near misses of patterns.
+ODD_VALUES: tuple[Any, ...] = (None, True, 0, 1, -1, 1.0, 1.5, "", " ", "x" * 90, [], {}, ["A1"], {"a": 1},
+                               "2024-02-30", "2024-13-01", "12.345", "+1", "AB\n", "1234\n", "99", " 12.50 ",
+                               "007.00", "-0.00", "1,234.5", "02/30/2024", "2024-01-01T25:00:00Z", "e119", " tx ")
+
+
+def decoded_records(record_type: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """Generated records of one type as decoded JSON objects, invalid kinds included (unparseable ones left out)."""
+    mix = synthetic.Mix(**{t: float(t == record_type) for t in ("claim", "payment", "eligibility")})
+    out = []
+    for g in synthetic.generate(n, seed=seed, mix=mix, invalid_rate=0.3, duplicate_rate=0.0, size_kb=(1, 6)):
+        try:
+            record = orjson.loads(g.payload)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            found += _paths(sub, (*path, key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            found += _paths(sub, (*path, i))
+    return found
+
+
+def mutate(record: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A copy of `record` with one seeded change: a key gone or added, a list emptied or overfilled, a value off."""
+    out = copy.deepcopy(record)
+    path = rng.choice(_paths(out)[1:])
+    parent = out
+    for part in path[:-1]:
+        parent = parent[part]
+    last = path[-1]
+    value = parent[last]
+    move = rng.randrange(7)
+    if move == 0 and isinstance(parent, dict):
+        del parent[last]
+    elif move == 1 and isinstance(value, dict):
+        value["unknown_field"] = "x"
+    elif move == 2 and isinstance(value, list):
+        value.extend(value[:1] * 60 if value else [])
+    elif move == 3 and isinstance(value, list):
+        value.clear()
+    elif move == 4 and isinstance(value, str):
+        parent[last] = rng.choice((value + "\n", value + "X", value[:-1], value.lower(), " " + value, value * 3))
+    else:
+        parent[last] = rng.choice(ODD_VALUES)
+    return out
