@@ -107,6 +107,40 @@ def _select(record: dict[str, Any], patterns: tuple[tuple[str, ...], ...]) -> _S
     return found
 
 
+_SELECTORS: dict[tuple[tuple[str, ...], ...], Callable[[Any], _Selected]] = {}
+
+
+def _selector(patterns: tuple[tuple[str, ...], ...]) -> Callable[[Any], _Selected]:
+    """_select for fixed patterns, generated once as nested ifs and loops (no frontier lists per part).
+
+    Same fields, same order (pattern by pattern, array items by index), same paths: the rules see
+    no difference (tests/unit/test_rules.py compares it with _select).
+    """
+    select = _SELECTORS.get(patterns)
+    if select is not None:
+        return select
+    lines = ["def select(n0):\n", "    found = []\n"]
+    for parts in patterns:
+        pad, path = "    ", []
+        for k, part in enumerate(parts):
+            if part == "*":
+                lines.append(f"{pad}if isinstance(n{k}, list):\n{pad}    for i{k}, n{k + 1} in enumerate(n{k}):\n")
+                pad += "        "
+                path.append(f"i{k}")
+            else:
+                lines.append(f"{pad}if isinstance(n{k}, dict) and {part!r} in n{k}:\n"
+                             f"{pad}    n{k + 1} = n{k}[{part!r}]\n")
+                pad += "    "
+                path.append(repr(part))
+        lines.append(f"{pad}found.append((({', '.join(path)},), n{len(parts)}))\n")
+    lines.append("    return found\n")
+    namespace: dict[str, Any] = {}
+    exec(compile("".join(lines), "<rules selector>", "exec"), namespace)  # noqa: S102 - generated from constants
+    select = namespace["select"]
+    _SELECTORS[patterns] = select
+    return select
+
+
 def _day(value: Any) -> date | None:
     try:
         return date.fromisoformat(value)
@@ -142,21 +176,31 @@ class _Check:
         self.record, self.record_type, self.now = record, record_type, now
         self.failures: list[tuple[str, Path]] = []
         self._memo: dict[int, _Selected] = {}
+        self._days: dict[int, list[tuple[Path, date]]] = {}
+        self._instants: list[tuple[Path, datetime]] | None = None
 
     def values(self, fields: _Fields) -> _Selected:
         """(path, value) of the record's fields in `fields`."""
         key = id(fields)  # the field groups are module constants
-        if key not in self._memo:
-            self._memo[key] = _select(self.record, fields.get(self.record_type, ()))
-        return self._memo[key]
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = _selector(fields.get(self.record_type, ()))(self.record)
+        return found
 
     def days(self, fields: _Fields) -> list[tuple[Path, date]]:
         """(path, day) of the fields in `fields` that are real days; _calendar reports the others."""
-        return [(path, day) for path, value in self.values(fields) if (day := _day(value))]
+        key = id(fields)
+        found = self._days.get(key)
+        if found is None:  # parsed once per record: several rules read the same dates
+            found = self._days[key] = [(path, day) for path, value in self.values(fields) if (day := _day(value))]
+        return found
 
     def instants(self) -> list[tuple[Path, datetime]]:
         """(path, instant) of the record's date-times that are real instants."""
-        return [(path, moment) for path, value in self.values(INSTANT_FIELDS) if (moment := _instant(value))]
+        if self._instants is None:
+            self._instants = [(path, moment) for path, value in self.values(INSTANT_FIELDS)
+                              if (moment := _instant(value))]
+        return self._instants
 
     def fail(self, code: str, path: Path) -> None:
         """Record one failing rule at one JSON path."""

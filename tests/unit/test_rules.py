@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import random
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 
 from infra.local.synthetic import generate
 from schemas import RECORD_TYPES, fast_validator, load_schema
+from tests.unit.feed_samples import decoded_records, mutate
+from udfs import rules
 from udfs.dead_letters import Rejected
 from udfs.reasons import REASONS
 from udfs.rules import RULES, validate
@@ -371,3 +374,18 @@ def test_validate_never_raises_anything_but_rejected(record_type: str, data: st.
         validate(record, record_type, now=NOW + timedelta(days=data.draw(st.integers(-400, 400))))
     except Rejected as err:
         assert_phi_free(err.detail)
+
+
+def test_generated_selectors_pick_what_select_picks() -> None:
+    """The rules read fields through generated selectors (rules._selector): same values, paths and order as _select."""
+    groups = [value for name, value in vars(rules).items() if name.endswith("_FIELDS")]
+    rng = random.Random(29)
+    compared = 0
+    for record_type in RECORD_TYPES:
+        for record in decoded_records(record_type, 30, 29):
+            for candidate in (record, *(mutate(record, rng) for _ in range(10))):
+                for fields in groups:
+                    patterns = fields.get(record_type, ())
+                    assert rules._selector(patterns)(candidate) == rules._select(candidate, patterns)
+                    compared += bool(patterns)
+    assert compared > 0
