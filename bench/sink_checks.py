@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from connectors.properties import IngestConfig
-from tools.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client, split_s3_url
+from tools.private_cluster import delete_prefix
+from tools.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client
 
 
 @dataclass(frozen=True)
@@ -87,17 +88,7 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
 
 def delete_s3_prefix(cfg: IngestConfig, url: str) -> int:
     """Delete every object under an s3://bucket/prefix/ URL; return how many were deleted."""
-    bucket, prefix = split_s3_url(url)
-    if not prefix.strip("/"):
-        raise ValueError(f"refusing to delete a whole bucket: {url}")
-    s3 = s3_client(cfg.s3)
-    deleted = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-            deleted += len(keys)
-    return deleted
+    return delete_prefix(s3_client(cfg.s3), url)
 
 
 def drop_tables(cfg: IngestConfig) -> int:

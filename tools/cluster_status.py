@@ -113,3 +113,21 @@ def wait_for_job(settings: ClusterSettings, job_id: str, states: set[str], timeo
             return str(state)
         time.sleep(1)
     return state
+
+
+class JobNotRunning(RuntimeError):
+    """A job ended, or did not get every vertex RUNNING in time; the message holds the cluster's jobs."""
+
+
+def wait_running(settings: ClusterSettings, job_id: str, timeout_s: float, poll_s: float = 0.5) -> float:
+    """Seconds until every vertex of the job is RUNNING; JobNotRunning if it ends or times out first."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        found = rest_get(settings, f"/jobs/{job_id}") or {}
+        if found.get("state") in ("FAILED", "FINISHED", "CANCELED"):
+            raise JobNotRunning(f"job {job_id} is {found['state']}: {cluster_view(settings)['jobs']}")
+        vertices = found.get("vertices", [])
+        if vertices and all(v["status"] == "RUNNING" for v in vertices):
+            return time.monotonic() - start
+        time.sleep(poll_s)
+    raise JobNotRunning(f"job {job_id} not running after {timeout_s:.0f}s: {cluster_view(settings)['jobs']}")

@@ -215,3 +215,20 @@ def compare(expected: Counter[str], held: Counter[str]) -> dict[str, int]:
     """Expected vs held counts of one sink, by key."""
     return {"expected": sum(expected.values()), "held": sum(held.values()),
             "lost": sum((expected - held).values()), "duplicated": sum((held - expected).values())}
+
+
+def compare_sinks(expected: dict[str, Any], sinks: SinkCounts) -> dict[str, dict[str, int]]:
+    """compare() for every sink against expected_outcome(); archived and table dead letters against the topic's."""
+    found = {"iceberg claims": compare(expected["claims"], sinks.iceberg_claim_keys),
+             "archive": compare(expected["archived"], sinks.archived_keys),
+             "dead letters": compare(expected["dead_letters"], sinks.dead_letters)}
+    for sink, keys in expected["routed"].items():
+        found[sink] = compare(keys, sinks.routed.get(sink, Counter()))
+    for where, ids in sinks.dead_letter_ids.items():
+        found[f"dead letters ({where})"] = compare(Counter(sinks.dead_letter_ids["topic"]), ids)
+    return found
+
+
+def inexact(found: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The sinks of compare_sinks() that lost or duplicated a record, or hold another count than expected."""
+    return {sink: c for sink, c in found.items() if c["lost"] or c["duplicated"] or c["expected"] != c["held"]}
