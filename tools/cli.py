@@ -59,7 +59,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     from tools.demo import run_demo
 
-    return run_demo(args.records, args.seed if args.seed is not None else int(time.time()), args.timeout)
+    return run_demo(args.records, args.seed if args.seed is not None else int(time.time()), args.timeout,
+                    on_cluster=args.cluster)
 
 
 # Commands that own their arguments: everything after the name goes to the module's main().
@@ -95,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--records", type=int, default=5000)
     demo.add_argument("--seed", type=int, help="generator seed (default: a new one per run)")
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every record")
+    demo.add_argument("--cluster", action="store_true",
+                      help="run the jobs from the packaged zip on the local Flink cluster (medistream cluster)")
     demo.set_defaults(func=_demo)
 
     dlq = sub.add_parser("dlq", help="list, show or replay committed dead letters (never a payload)")

@@ -19,15 +19,20 @@ from typing import Any
 
 from connectors.properties import (
     REPO_ROOT,
+    CheckpointConfig,
     IngestConfig,
     default_properties_path,
     load_ingest_config,
     medistream_home,
     read_property_groups,
 )
+from jobs.runtime import latest_restore_point, savepoint_directory
+from tools.cluster_config import ClusterSettings
 from tools.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, Doors, as_the_api_takes_it, entering
 from tools.job_processes import RssSampler, start_job, stop_job
 from tools.readback import covered, iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
+
+DEMO_JOBS = ("ingest", "partner_delivery")
 
 
 def publish_synthetic(
@@ -70,58 +75,129 @@ def publish_synthetic(
                   "pull_offered": len(by_door[PULL_FEED])}}
 
 
-class PartnerRun:
-    """The partner stand-in and the delivery job of one demo run."""
+class EmbeddedJobs:
+    """The ingest and partner delivery jobs, each its own process with its own embedded mini-cluster."""
 
-    def __init__(self, log_path: Path) -> None:
-        import json
+    where = "on the embedded mini-cluster"
 
-        from connectors.kms import aws_client
-        from infra.local.partner.harness import PARTNER, provision_credentials, standin_config, with_partners
-        from infra.local.partner.server import start_in_thread
-        from jobs.partner_delivery import load_delivery_config
+    def __init__(self, properties: Path) -> None:
+        self.properties = properties
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = {job: medistream_home() / "logs" / f"{job}.log" for job in DEMO_JOBS}
 
-        properties = default_properties_path()
-        groups = read_property_groups(properties)
-        contract = load_delivery_config(groups).contracts[PARTNER]
-        self.standin = standin_config(contract.requests_per_second, contract.burst)
-        self.partner = start_in_thread(self.standin)
-        documents = with_partners(json.loads(properties.read_text()), {f"{PARTNER}.base.url": self.partner.url})
-        self.properties = medistream_home() / "demo_partner_properties.json"
-        self.properties.write_text(json.dumps(documents))
-        cfg = load_delivery_config(read_property_groups(self.properties))
-        provision_credentials(aws_client(cfg.phi, "secretsmanager"), contract, self.standin)
-        self.limit = contract.requests_per_second
+    def start(self) -> None:
+        """Start both jobs; each resumes from its newest checkpoint or savepoint."""
+        self.processes["ingest"] = start_job(self.logs["ingest"], self.properties)
         argv = [sys.executable, "-m", "jobs.partner_delivery", "--properties", str(self.properties)]
-        with log_path.open("ab") as log:
-            self.job = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                        env=os.environ.copy(), start_new_session=True)
+        with self.logs["partner_delivery"].open("ab") as log:
+            self.processes["partner_delivery"] = subprocess.Popen(
+                argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                start_new_session=True)
 
-    def stats(self) -> dict[str, Any]:
-        """The stand-in's counts (deliveries per business key, statuses, busiest second)."""
-        import json
-        import urllib.request
+    def failure(self) -> str | None:
+        """Why a job is no longer running, if one is not."""
+        for job, proc in self.processes.items():
+            if proc.poll() is not None:
+                return f"the {job} job exited early ({proc.returncode}); see {self.logs[job]}"
+        return None
 
-        with urllib.request.urlopen(self.partner.url + "/v1/_stats", timeout=30) as answer:  # noqa: S310 - loopback
-            stats: dict[str, Any] = json.loads(answer.read())
-        return stats
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.processes.values()]
 
     def stop(self) -> int:
-        """Stop the delivery job with a savepoint, then the stand-in."""
+        """Stop both with a savepoint (SIGTERM); the first non-zero exit code, else 0."""
+        codes = [stop_job(proc) for proc in self.processes.values()]
+        return next((code for code in codes if code), 0)
+
+
+class ClusterJobs:
+    """Both jobs from the packaged zip on `medistream cluster`, the way Managed Flink runs them.
+
+    One savepoint lineage with the embedded demo: each job resumes from the newest savepoint or
+    checkpoint in its local folder and is stopped with a savepoint into the same folder, so embedded
+    and cluster runs can follow one another without reading a record twice.
+    """
+
+    where = "on the local Flink cluster, from the packaged zip (parallelism 2)"
+
+    def __init__(self, properties: Path, checkpoints: dict[str, CheckpointConfig]) -> None:
+        self.properties, self.checkpoints = properties, checkpoints
+        self.settings = ClusterSettings.from_env()
+        self.job_ids: dict[str, str] = {}
+        self.started_cluster: list[str] = []
+
+    def start(self) -> None:
+        """Package, start the cluster (if it is not up) with the Python 3.12 runtime, deploy both jobs."""
+        from tools import cluster, deploy
+        from tools.package import Target, build
+
+        print("== packaging the Managed Flink zip")
+        zip_path = build(Target(deploy.RUNTIME_PYTHON), REPO_ROOT / "dist")
+        python = deploy.ensure_runtime()
+        self.settings = ClusterSettings.from_env(python_executable=str(python))
+        print(f"== starting the local Flink cluster unless it is up ({self.settings.rest_url()})")
+        self.started_cluster = cluster.up(self.settings).get("started", [])
+        savepoints = {job: Path(found).as_uri() for job, chk in self.checkpoints.items()
+                      if (found := latest_restore_point(chk))}
+        print(f"== deploying {zip_path.name}: {', '.join(DEMO_JOBS)} (resuming from "
+              f"{', '.join(f'{j}: {Path(p).name}' for j, p in savepoints.items()) or 'nothing'})")
+        self.job_ids = deploy.deploy(zip_path, DEMO_JOBS, settings=self.settings, base_properties=self.properties,
+                                     savepoints=savepoints)["jobs"]
+
+    def failure(self) -> str | None:
+        """Why a job is no longer running, with its root cause, if one is not."""
+        from tools import cluster_status
+
+        for job, job_id in self.job_ids.items():
+            state = (cluster_status.rest_get(self.settings, f"/jobs/{job_id}") or {}).get("state")
+            if state in ("FAILED", "CANCELED", "FINISHED"):
+                cause = (cluster_status.job_exceptions(self.settings, job_id) or {}).get("root_cause", "")
+                return f"the {job} job is {state} on the cluster: {cause or 'see medistream cluster status'}"
+        return None
+
+    def pids(self) -> list[int]:
+        from tools import cluster
+
+        return [proc.pid for proc in cluster.running(self.settings).values() if proc is not None]
+
+    def stop(self) -> int:
+        """Stop both with a savepoint into their local savepoint folders; take down a cluster started here."""
+        from tools import cluster, deploy
+
+        code = 0
         try:
-            return stop_job(self.job)
+            for job, job_id in self.job_ids.items():
+                try:
+                    where = savepoint_directory(self.checkpoints[job])
+                    stopped = deploy.stop(job_id, self.settings, target_directory=where)
+                    code = code or (0 if stopped["state"] == "FINISHED" else 1)
+                except deploy.DeployError as err:
+                    print(f"medistream: {err}", file=sys.stderr)
+                    code = 1
         finally:
-            self.partner.stop()
+            if len(self.started_cluster) == len(self.settings.processes()):
+                cluster.down(self.settings)
+        return code
 
 
-def run_demo(records: int, seed: int, timeout_s: float) -> int:
-    """The first README command after set-up; returns the process exit code."""
+def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False) -> int:
+    """The first README command after set-up (`on_cluster`: the jobs from the zip on the local cluster);
+    returns the process exit code."""
     from infra.local import stack
+    from infra.local.partner.harness import ShippedPartner
+    from jobs.partner_delivery import load_delivery_config
 
     started = time.monotonic()
     print("== starting the local stack (Kafka, S3/KMS API, Iceberg catalog)")
     status = stack.up()
-    cfg = load_ingest_config(read_property_groups(default_properties_path()))
+    # One properties file for both jobs: the shipped ones, with the partner stand-in's URL.
+    properties = medistream_home() / "demo_properties.json"
+    properties.write_text(default_properties_path().read_text())
+    partner = ShippedPartner(properties)
+    groups = read_property_groups(properties)
+    cfg = load_ingest_config(groups)
+    checkpoints = {"ingest": cfg.checkpoints, "partner_delivery": load_delivery_config(groups).checkpoints}
+    jobs: EmbeddedJobs | ClusterJobs = ClusterJobs(properties, checkpoints) if on_cluster else EmbeddedJobs(properties)
     print(f"== starting the ingest doors: the REST ingestion API ({API_FEED}), an SFTP puller ({SFTP_FEED}) and "
           f"a REST puller ({PULL_FEED}), with partner servers on loopback")
     doors = Doors(medistream_home())
@@ -129,19 +205,16 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
         doors.start()
         print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
         expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03, doors=doors)
+        # The sinks may hold earlier runs' rows (the jobs resume from their last savepoint): this run's
+        # seed gives new record ids, and only those are compared.
+        print(f"== running the ingest and partner delivery jobs {jobs.where}; deliveries go to the partner "
+              f"stand-in at {partner.url} (logs: {medistream_home() / 'logs'})")
+        jobs.start()
     except BaseException:
         doors.stop()
+        partner.stop()
         raise
-    # The sinks may hold earlier runs' rows (the job resumes from its last savepoint): this run's
-    # seed gives new record ids, and only those are compared.
-    log_path = medistream_home() / "logs" / "ingest.log"
-    print(f"== running the ingest job on the embedded mini-cluster (log: {log_path})")
-    job = start_job(log_path)
-    partner_log = medistream_home() / "logs" / "partner_delivery.log"
-    print(f"== running the partner delivery job against the partner stand-in (log: {partner_log})")
-    delivery = PartnerRun(partner_log)
-    sampler = RssSampler([job.pid, delivery.job.pid, *(c.pid for c in (status.kafka, status.moto) if c.pid),
-                          *doors.pids()])
+    sampler = RssSampler([*jobs.pids(), *(c.pid for c in (status.kafka, status.moto) if c.pid), *doors.pids()])
     sampler.start()
     want = sum(expected["claims"].values())
     to_partner = expected["routed"].get("partner:clearwater_health", Counter())
@@ -149,13 +222,12 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            for name, process, path in (("ingest", job, log_path), ("delivery", delivery.job, partner_log)):
-                if process.poll() is not None:
-                    print(f"\nmedistream: the {name} job exited early ({process.returncode}); see {path}",
-                          file=sys.stderr)
-                    return 1
+            failure = jobs.failure()
+            if failure:
+                print(f"\nmedistream: {failure}", file=sys.stderr)
+                return 1
             have = covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"])
-            partner_stats = delivery.stats()
+            partner_stats = partner.stats()
             delivered = sum(1 for k in to_partner if k in partner_stats["deliveries_by_business_key"])
             door_stats = doors.summary()
             doors_done = (door_stats["sftp_landed"] >= door_stats["sftp_files"]
@@ -173,14 +245,15 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
         time.sleep(cfg.checkpoints.interval_ms / 1000 * 2)
     finally:
         print("\n== stopping the jobs with a savepoint")
-        code = stop_job(job)
-        partner_code = delivery.stop()
+        code = jobs.stop()
+        partner_stats = partner.stats()  # after the stop: a retry in flight at the end is counted too
+        partner.stop()
         door_stats = doors.summary()
         doors.stop()
         sampler.stop()
     sinks = read_sinks(cfg)
-    held = Counter({k: partner_stats.get("deliveries_by_business_key", {}).get(k, 0) for k in to_partner})
-    partner = {"held": held, "wanted": to_partner, "stop_code": partner_code, "limit": delivery.limit,
+    held = Counter({k: partner_stats["deliveries_by_business_key"].get(k, 0) for k in to_partner})
+    summary = {"held": held, "wanted": to_partner, "limit": partner.limit,
                "max_per_1s": partner_stats.get("max_admitted_per_1s", 0),
                "refused_429": partner_stats.get("by_status", {}).get("429", 0)}
     served = door_stats["pull_served"]
@@ -191,7 +264,7 @@ def run_demo(records: int, seed: int, timeout_s: float) -> int:
         ("REST pull records served once", served["records"] - served["records_never_served"]
          - served["records_served_more_than_once"], expected["doors"]["pull_offered"]),
     ]
-    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, partner, door_rows)
+    return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, summary, door_rows)
 
 
 def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss: int, elapsed_s: float,
@@ -226,7 +299,6 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     if partner is not None:
         print(f"  partner busiest second / 429s         {partner['max_per_1s']:>7}  (limit {partner['limit']:g}/s; "
               f"429s: {partner['refused_429']})")
-        stop_code = stop_code or partner["stop_code"]
     print(f"  jobs stopped with savepoint           {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
     print(f"  elapsed                               {elapsed_s:7.0f} s")
     ok = stop_code == 0 and all(have == want for _, have, want in rows)

@@ -1,6 +1,7 @@
 """`medistream deploy --target local dist/<zip>`: run the Managed Flink zip the way Managed Flink runs it.
 
-    ./medistream deploy --target local dist/medistream-<v>-py3.12.zip [--job ingest] [--savepoint PATH]
+    ./medistream deploy --target local dist/medistream-<v>-py3.12.zip [--job ingest] [--job partner_delivery]
+    ./medistream deploy --target local dist/<zip> --job ingest --savepoint s3://...   # one job from its savepoint
     ./medistream deploy --target local --stop ingest          # stop with savepoint, print its path
 
 The zip is checked first (`tools.package.verify`: its contents match its manifest, the jar is there; its
@@ -187,14 +188,19 @@ def check_cluster(settings: ClusterSettings, python: Path) -> None:
 
 
 def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSettings | None = None,
-           base_properties: Path | None = None, savepoint: str | None = None, parallelism: int | None = None,
-           runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
-    """Check, unpack and submit the zip's jobs; {job: job id} plus where and how long."""
+           base_properties: Path | None = None, savepoints: Mapping[str, str] | None = None,
+           parallelism: int | None = None, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
+    """Check, unpack and submit the zip's jobs, each from its savepoint if given; {job: job id} plus where
+    and how long."""
     started = time.monotonic()
     settings = settings or ClusterSettings.from_env()
-    unknown = sorted(set(jobs) - set(ENTRY_POINTS))
+    savepoints = dict(savepoints or {})
+    unknown = sorted((set(jobs) | set(savepoints)) - set(ENTRY_POINTS))
     if unknown:
         raise DeployError(f"no job {unknown[0]!r} in the zip (one of {sorted(ENTRY_POINTS)})")
+    stray = sorted(set(savepoints) - set(jobs))
+    if stray:
+        raise DeployError(f"a savepoint is given for {stray[0]!r}, which is not among the jobs to deploy")
     manifest = check_zip(path, runtime_python)
     python = ensure_runtime(runtime_python)
     check_cluster(settings, python)
@@ -208,8 +214,8 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
         properties = root / f"application_properties.{job}.json"
         properties.write_text(json.dumps(job_properties(job, manifest, base_properties), indent=1) + "\n")
         flink_options = ["-pyexec", str(python), "-pyclientexec", str(python)]
-        if savepoint:
-            flink_options += ["--fromSavepoint", savepoint]
+        if job in savepoints:
+            flink_options += ["--fromSavepoint", savepoints[job]]
         pyfiles = [str(root / entry.rstrip("/")) for entry in options["pyFiles"].split(",") if entry]
         job_id = cluster.submit(settings, root / options["python"], pyfiles,
                                 [str(root / options["jarfile"])], parallelism or 2,
@@ -255,11 +261,16 @@ def _rest_post(settings: ClusterSettings, path: str, body: Mapping[str, Any]) ->
         raise DeployError(f"the cluster's REST API at {settings.rest_url()} does not answer: {err}") from None
 
 
-def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: float = 180.0) -> dict[str, Any]:
-    """Stop a job with a savepoint through the REST API; the savepoint's path."""
+def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: float = 180.0,
+         target_directory: str | None = None) -> dict[str, Any]:
+    """Stop a job with a savepoint through the REST API (into the cluster's savepoint folder unless
+    `target_directory` says otherwise); the savepoint's path."""
     settings = settings or ClusterSettings.from_env()
     job_id = resolve_job(name_or_id)
-    trigger = _rest_post(settings, f"/jobs/{job_id}/stop", {"drain": False, "formatType": "CANONICAL"})
+    body: dict[str, Any] = {"drain": False, "formatType": "CANONICAL"}
+    if target_directory:
+        body["targetDirectory"] = target_directory
+    trigger = _rest_post(settings, f"/jobs/{job_id}/stop", body)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = cluster_status.rest_get(settings, f"/jobs/{job_id}/savepoints/{trigger['request-id']}") or {}
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=["local"], required=True, help="where to run it: the local cluster")
     parser.add_argument("zip", nargs="?", type=Path, help="the zip `medistream package` built")
     parser.add_argument("--job", action="append", choices=sorted(ENTRY_POINTS), help="job to run (default: ingest)")
-    parser.add_argument("--savepoint", help="start from this savepoint (s3://...)")
+    parser.add_argument("--savepoint", help="start the (one) job from this savepoint (s3://...)")
     parser.add_argument("--properties", type=Path, help="base properties instead of conf/application_properties.json")
     parser.add_argument("-p", "--parallelism", type=int, default=None, help="default: the cluster's (2)")
     parser.add_argument("--stop", metavar="JOB", help="stop a deployed job (name or id) with a savepoint")
@@ -294,8 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.zip is None:
             parser.error("give the zip to deploy, or --stop JOB")
         else:
-            result = deploy(args.zip, args.job or ["ingest"], base_properties=args.properties,
-                            savepoint=args.savepoint, parallelism=args.parallelism)
+            jobs = args.job or ["ingest"]
+            if args.savepoint and len(jobs) != 1:
+                parser.error("--savepoint restores one job: give exactly one --job with it")
+            result = deploy(args.zip, jobs, base_properties=args.properties,
+                            savepoints={jobs[0]: args.savepoint} if args.savepoint else None,
+                            parallelism=args.parallelism)
     except DeployError as err:
         print(f"medistream deploy: {err}", file=sys.stderr)
         return 2

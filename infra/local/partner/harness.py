@@ -68,3 +68,41 @@ def provision_credentials(secrets_client: Any, contract: Any, config: PartnerCon
     """Store the stand-in's client credentials where the contract's auth.secret_id says."""
     put_secret(secrets_client, contract.auth.secret_id,
                {"client_id": config.client_id or "", "client_secret": config.client_secret or ""})
+
+
+class ShippedPartner:
+    """The stand-in for the shipped clearwater_health contract, at that contract's rate limit, with its
+    OAuth2 credentials in the local Secrets Manager and its URL in the `partners` group of `properties`
+    (rewritten in place, with `group` merged in). What the demo and the packaged-zip tests deliver to."""
+
+    def __init__(self, properties: Path, group: Mapping[str, str] | None = None) -> None:
+        from connectors.kms import aws_client
+        from connectors.properties import read_property_groups
+        from infra.local.partner.server import start_in_thread
+        from jobs.partner_delivery import load_delivery_config
+
+        contract = load_delivery_config(read_property_groups(properties)).contracts[PARTNER]
+        self.limit = contract.requests_per_second
+        self.standin = standin_config(contract.requests_per_second, contract.burst)
+        self.server = start_in_thread(self.standin)
+        self.url: str = self.server.url
+        documents = with_partners(json.loads(properties.read_text()),
+                                  {f"{PARTNER}.base.url": self.url, **(group or {})})
+        properties.write_text(json.dumps(documents))
+        cfg = load_delivery_config(read_property_groups(properties))
+        provision_credentials(aws_client(cfg.phi, "secretsmanager"), contract, self.standin)
+
+    def stats(self) -> dict[str, Any]:
+        """The stand-in's counts (deliveries per business key, statuses, busiest second)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/v1/_stats", timeout=30) as answer:  # noqa: S310 - loopback
+            stats: dict[str, Any] = json.loads(answer.read())
+        return stats
+
+    def deliveries(self) -> dict[str, int]:
+        """Deliveries the stand-in accepted, per business key."""
+        return dict(self.stats()["deliveries_by_business_key"])
+
+    def stop(self) -> None:
+        self.server.stop()
