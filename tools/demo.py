@@ -9,11 +9,14 @@ a savepoint (SIGTERM) and reads everything back.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,42 @@ def publish_synthetic(
         "doors": {"api_sent": len(by_door[API_FEED]), "api_accepted": len(accepted),
                   "api_refusable": sum(1 for g in by_door[API_FEED] if as_the_api_takes_it(g) is None),
                   "pull_offered": len(by_door[PULL_FEED])}}
+
+
+class ShippedPartner:
+    """The stand-in for the shipped clearwater_health contract, at that contract's rate limit, with its
+    OAuth2 credentials in the local Secrets Manager and its URL in the `partners` group of `properties`
+    (rewritten in place, with `group` merged in). What the demo and the packaged-zip tests deliver to."""
+
+    def __init__(self, properties: Path, group: Mapping[str, str] | None = None) -> None:
+        from connectors.kms import aws_client
+        from infra.local.partner.harness import PARTNER, provision_credentials, standin_config, with_partners
+        from infra.local.partner.server import start_in_thread
+        from jobs.partner_delivery import load_delivery_config
+
+        contract = load_delivery_config(read_property_groups(properties)).contracts[PARTNER]
+        self.limit = contract.requests_per_second
+        self.standin = standin_config(contract.requests_per_second, contract.burst)
+        self.server = start_in_thread(self.standin)
+        self.url: str = self.server.url
+        documents = with_partners(json.loads(properties.read_text()),
+                                  {f"{PARTNER}.base.url": self.url, **(group or {})})
+        properties.write_text(json.dumps(documents))
+        cfg = load_delivery_config(read_property_groups(properties))
+        provision_credentials(aws_client(cfg.phi, "secretsmanager"), contract, self.standin)
+
+    def stats(self) -> dict[str, Any]:
+        """The stand-in's counts (deliveries per business key, statuses, busiest second)."""
+        with urllib.request.urlopen(self.url + "/v1/_stats", timeout=30) as answer:  # noqa: S310 - loopback
+            stats: dict[str, Any] = json.loads(answer.read())
+        return stats
+
+    def deliveries(self) -> dict[str, int]:
+        """Deliveries the stand-in accepted, per business key."""
+        return dict(self.stats()["deliveries_by_business_key"])
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 class EmbeddedJobs:
@@ -184,7 +223,6 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     """The first README command after set-up (`on_cluster`: the jobs from the zip on the local cluster);
     returns the process exit code."""
     from infra.local import stack
-    from infra.local.partner.harness import ShippedPartner
     from jobs.partner_delivery import load_delivery_config
 
     started = time.monotonic()

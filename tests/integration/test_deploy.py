@@ -30,13 +30,14 @@ from connectors.properties import medistream_home
 from infra.local import process, synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.isolation import isolated_config, write_properties
-from infra.local.partner.harness import PARTNER, ShippedPartner
+from infra.local.partner.harness import PARTNER
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
 from tools import cluster, cluster_status, deploy
 from tools.cluster_config import ClusterSettings
+from tools.demo import ShippedPartner
 from tools.package import Target, build
 from tools.readback import compare, covered, linkage_digest, read_sinks, s3_client
 
