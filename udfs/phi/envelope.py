@@ -80,11 +80,12 @@ def unb64(text: str) -> bytes:
 class ActiveKey:
     """The data key currently encrypting for one domain, with its use count."""
 
-    __slots__ = ("aead", "born", "key", "prefix", "uses")
+    __slots__ = ("aead", "born", "edk", "key", "prefix", "uses")
 
     def __init__(self, key: DataKey, born: float) -> None:
         self.key, self.aead, self.born, self.uses = key, AESGCM(key.plaintext), born, 0
         self.prefix = f"{FIELD_PREFIX}{key.key_id}."
+        self.edk = b64(key.encrypted)  # written into every record header and sealed copy: encoded once
 
 
 class DataKeyCache:
@@ -175,7 +176,7 @@ def seal(cache: DataKeyCache, domain: str, data: bytes, context: Mapping[str, st
     body = active.aead.encrypt(nonce, data, _context_aad(context))
     return orjson.dumps({
         "v": SEALED_VERSION, "domain": domain, "cmk": active.key.cmk, "kid": active.key.key_id,
-        "edk": b64(active.key.encrypted), "ctx": dict(context), "ct": b64(nonce + body),
+        "edk": active.edk, "ctx": dict(context), "ct": b64(nonce + body),
     }).decode()
 
 

@@ -25,7 +25,6 @@ from schemas.phi_policy import DEAD_LETTER_DOMAIN, DerivedToken, FieldRule, PhiP
 from udfs.phi.envelope import (
     ActiveKey,
     DataKeyCache,
-    b64,
     decrypt_field,
     encrypt_field,
     field_aad,
@@ -128,7 +127,7 @@ class Protector:
         header: dict[str, Any] = {"policy": self.policy.name, "token_key": self.tokenizer.keys.current}
         if ctx.active is not None:
             key = ctx.active.key
-            header |= {"domain": domain, "cmk": key.cmk, "kid": key.key_id, "edk": b64(key.encrypted)}
+            header |= {"domain": domain, "cmk": key.cmk, "kid": key.key_id, "edk": ctx.active.edk}
         out[HEADER] = header
         sealed = seal(self.keys, domain, canonical, record_context(ctx.feed, ctx.record_id))
         return Protected(out, sealed)

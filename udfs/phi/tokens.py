@@ -9,7 +9,7 @@ joins across a rotation go through re-identification or a re-token backfill, doc
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -35,9 +35,13 @@ class TokenKeys:
             raise UnknownKeyVersion(f"current token key version {self.current} is not among the loaded versions")
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _token(prefix: str, key: bytes, namespace: str, value: str) -> str:
     mac = hmac.digest(key, namespace.encode() + _SEP + value.encode("utf-8"), "sha256")
-    return prefix + base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()
+    # base64url of 16 bytes without its "==" padding, as base64.urlsafe_b64encode(...).rstrip(b"=") gives it.
+    return prefix + binascii.b2a_base64(mac[:16], newline=False)[:22].translate(_URLSAFE).decode()
 
 
 class Tokenizer:
