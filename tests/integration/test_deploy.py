@@ -22,12 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import psutil
 import pytest
 
 from connectors.properties import medistream_home
-from infra.local import process, synthetic
+from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.isolation import isolated_config, write_properties
 from infra.local.partner.harness import PARTNER
@@ -39,7 +37,8 @@ from tools import cluster, cluster_status, deploy
 from tools.cluster_config import ClusterSettings
 from tools.demo import ShippedPartner
 from tools.package import Target, build
-from tools.readback import compare, covered, linkage_digest, read_sinks, s3_client
+from tools.private_cluster import ClusterSampler, private_cluster
+from tools.readback import compare, compare_sinks, covered, inexact, linkage_digest, read_sinks, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.kill, pytest.mark.timeout(1500)]
 
@@ -101,37 +100,9 @@ def runtime_python() -> Path:
 @pytest.fixture(scope="module")
 def settings(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory,
              runtime_python: Path) -> Iterator[ClusterSettings]:
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(process.free_loopback_port())
-    rest, rpc, blob = sorted(ports)
-    found = ClusterSettings(home=tmp_path_factory.mktemp("cluster"), rest_port=rest, rpc_port=rpc, blob_port=blob,
-                            checkpoints_uri=f"s3://{stack.warehouse_bucket}/deploy-test-{RUN}",
-                            checkpoint_interval="3 s", python_executable=str(runtime_python))
-    try:
-        cluster.up(found)
+    with private_cluster(tmp_path_factory.mktemp("cluster"), f"s3://{stack.warehouse_bucket}/deploy-test-{RUN}",
+                         str(runtime_python), checkpoint_interval="3 s") as found:
         yield found
-    finally:
-        for job in (cluster_status.rest_get(found, "/jobs") or {}).get("jobs", []):
-            if job["status"] not in ("FINISHED", "FAILED", "CANCELED"):
-                _cancel(found, job["id"])
-        cluster.down(found, term_timeout_s=15)
-        s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint(), region_name=stack.region,
-                          aws_access_key_id=stack.access_key_id, aws_secret_access_key=stack.secret_access_key)
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.warehouse_bucket,
-                                                                  Prefix=f"deploy-test-{RUN}/"):
-            for item in page.get("Contents", []):
-                s3.delete_object(Bucket=stack.warehouse_bucket, Key=item["Key"])
-
-
-def _cancel(settings: ClusterSettings, job_id: str) -> None:
-    import urllib.request
-
-    request = urllib.request.Request(f"{settings.rest_url()}/jobs/{job_id}?mode=cancel", method="PATCH")  # noqa: S310
-    try:
-        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback REST
-    except OSError:
-        pass
 
 
 class Run:
@@ -152,7 +123,6 @@ class Run:
             "job.name": f"partner-{RUN}"})
         self.job_ids: dict[str, str] = {}
         self.figures: dict[str, Any] = {}
-        self.peak_rss_mib: dict[str, int] = {}
 
     def publish(self, start: int, stop: int) -> None:
         publish(self.generated[start:stop], self.cfg.kafka.bootstrap_servers, self.s3, "medistream-landing",
@@ -185,18 +155,11 @@ class Run:
     def assert_exact(self, upto: int) -> dict[str, dict[str, int]]:
         """Every sink holds exactly the expected keys: 0 lost, 0 duplicated, nothing else."""
         expected, sinks = self.expected(upto), read_sinks(self.cfg)
-        found = {"iceberg claims": compare(expected["claims"], sinks.iceberg_claim_keys),
-                 "archive": compare(expected["archived"], sinks.archived_keys),
-                 "dead letters": compare(expected["dead_letters"], sinks.dead_letters)}
-        for sink, keys in expected["routed"].items():
-            found[sink] = compare(keys, sinks.routed.get(sink, Counter()))
-        for where, ids in sinks.dead_letter_ids.items():
-            found[f"dead letters ({where})"] = compare(Counter(sinks.dead_letter_ids["topic"]), ids)
+        found = compare_sinks(expected, sinks)
         # Exactly once at the partner itself, by business key (the stand-in counts accepted deliveries).
         found["partner stand-in"] = compare(expected["routed"][f"partner:{PARTNER}"],
                                             Counter(self.partner.deliveries()))
-        wrong = {sink: c for sink, c in found.items() if c["lost"] or c["duplicated"] or c["expected"] != c["held"]}
-        assert not wrong, wrong
+        assert not inexact(found), inexact(found)
         assert sinks.iceberg_claim_keys == expected["claims"] and sinks.archived_keys == expected["archived"]
         return found
 
@@ -205,43 +168,14 @@ class Run:
 def run(settings: ClusterSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     found = Run(tmp_path_factory.mktemp("run"))
     publish_reference(found.s3, "medistream-reference", f"t{RUN}/", SEED, version=1)
-    sampling = threading.Event()
-
-    def sample_rss() -> None:
-        while not sampling.wait(1.0):
-            for name, proc in cluster.running(settings).items():
-                try:
-                    mib = round(sum(p.memory_info().rss for p in (proc, *proc.children(recursive=True))) / 2**20) \
-                        if proc else 0
-                except psutil.Error:
-                    continue
-                found.peak_rss_mib[name] = max(found.peak_rss_mib.get(name, 0), mib)
-
-    sampler = threading.Thread(target=sample_rss, daemon=True)
-    sampler.start()
     try:
-        yield found
+        with ClusterSampler.of(settings) as sampler:
+            yield found
     finally:
         found.partner.stop()
-    sampling.set()
-    sampler.join(timeout=5)
     out = medistream_home() / "bench" / "deploy-last.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**found.figures, "peak_rss_mib": found.peak_rss_mib}, indent=1) + "\n")
-
-
-def _job_running(settings: ClusterSettings, job_id: str, timeout_s: float) -> float:
-    """Seconds until every vertex of the job is RUNNING."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        found = cluster_status.rest_get(settings, f"/jobs/{job_id}") or {}
-        if found.get("state") in ("FAILED", "FINISHED", "CANCELED"):
-            raise AssertionError(f"job {job_id} is {found['state']}: {cluster.status(settings)['jobs']}")
-        vertices = found.get("vertices", [])
-        if vertices and all(v["status"] == "RUNNING" for v in vertices):
-            return time.monotonic() - start
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} not running after {timeout_s:.0f}s: {cluster.status(settings)['jobs']}")
+    out.write_text(json.dumps({**found.figures, "peak_rss_mib": sampler.peak_rss_mib}, indent=1) + "\n")
 
 
 def _checkpoints(settings: ClusterSettings, job_id: str) -> dict[str, Any]:
@@ -260,7 +194,7 @@ def test_deployed_zip_at_parallelism_two_fills_every_sink_exactly_and_survives_a
         parallelism = {v["name"]: v["parallelism"] for v in info["vertices"]}
         # The Python operators and the Kafka sources run at 2; single-writer parts (committers) at 1 by design.
         assert max(parallelism.values()) == 2, (job, parallelism)
-        running_s = max(running_s, _job_running(settings, job_id, 180))
+        running_s = max(running_s, cluster_status.wait_running(settings, job_id, 180))
     exact_s = run.wait_exact(FIRST, 300)
     time.sleep(4)  # one more checkpoint: nothing arrives twice after it
     first = run.assert_exact(FIRST)
@@ -315,7 +249,7 @@ def test_stop_with_savepoint_and_a_restart_of_the_zip_from_it_lose_and_duplicate
     run.publish(upto, upto + AFTER_SAVEPOINT)  # arrives while no job runs
     result = deploy.deploy(packaged, JOBS, settings=settings, base_properties=run.properties, savepoints=savepoints)
     for job_id in result["jobs"].values():
-        _job_running(settings, job_id, 180)
+        cluster_status.wait_running(settings, job_id, 180)
         restored = _checkpoints(settings, job_id)["latest"]["restored"]
         assert restored is not None and restored["is_savepoint"] is True
     run.wait_exact(upto + AFTER_SAVEPOINT, 300)
