@@ -239,9 +239,16 @@ class _Compiler:
                 inner = pad if declared == "object" else pad + "    "
                 if declared != "object":
                     out.append(f"{pad}if isinstance({v}, dict):\n{inner}pass\n")
+                required = set(node.get("required", ())) if declared == "object" else set()
                 for name, sub in value.items():
                     self.count += 1
                     field = f"_f{self.count}"
+                    if name in required:  # the head already checked it is there
+                        body = self.statements(sub, field, inner)
+                        if body:
+                            out.append(f"{inner}{field} = {v}[{name!r}]\n")
+                            out += body
+                        continue
                     body = self.statements(sub, field, inner + "    ")
                     if body:
                         out.append(f"{inner}{field} = {v}.get({name!r}, _MISSING)\n"
@@ -267,8 +274,15 @@ class _Compiler:
                     raise Unsupported(f"{key} without if")  # draft-07 ignores it; say so rather than guess
             else:
                 raise Unsupported(f"keyword {key!r}")
+        condition = " and ".join(checks)
+        if declared == "integer" and set(node) - _ANNOTATIONS <= {"type", "minimum", "maximum"}:
+            # A plain int in range passes every check above; anything else takes the exact expression.
+            low, high = node.get("minimum"), node.get("maximum")
+            bounds = "".join((f" and {v} >= {low!r}" if low is not None else "",
+                              f" and {v} <= {high!r}" if high is not None else ""))
+            condition = f"(type({v}) is int{bounds}) or ({condition})"
         # Type and leaf checks first: the structural lines below may assume nothing, but failing early is cheaper.
-        head = [f"{pad}if not ({' and '.join(checks)}): return False\n"] if checks else []
+        head = [f"{pad}if not ({condition}): return False\n"] if checks else []
         return head + out
 
     def build(self, schema: Mapping[str, Any]) -> Callable[[Any], bool]:
