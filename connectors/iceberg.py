@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.sql import with_clause
 
@@ -103,16 +103,24 @@ class SinkSchemaMismatch(RuntimeError):
     """An existing table's columns differ from what the job writes; the message names table and column."""
 
 
+# The catalogs the jobs know: the local default keeps table pointers in a SQLite file (a JDBC `uri`);
+# production keeps them in the Glue Data Catalog, which needs no uri (the account and region name it).
+JDBC_CATALOG = "org.apache.iceberg.jdbc.JdbcCatalog"
+GLUE_CATALOG = "org.apache.iceberg.aws.glue.GlueCatalog"
+CATALOG_IMPLS = (JDBC_CATALOG, GLUE_CATALOG)
+
+
 @dataclass(frozen=True)
 class IcebergConfig:
     """Iceberg catalog and the suffix of every table name (empty in production; run-unique in tests)."""
 
     catalog_name: str
-    catalog_impl: str
-    uri: str
+    catalog_impl: str  # one of CATALOG_IMPLS
+    uri: str  # the JDBC catalog's database; empty for Glue
     warehouse: str
     namespace: str
     table_suffix: str = ""
+    glue_endpoint: str = ""  # the local AWS API only; empty: AWS Glue in the client region
 
     def table(self, name: str) -> str:
         """The table's name in the namespace."""
@@ -122,6 +130,11 @@ class IcebergConfig:
     def claims_table(self) -> str:
         """The claims table's name (readers use it most)."""
         return self.table("claims")
+
+    @property
+    def is_glue(self) -> bool:
+        """True when the tables live in the Glue Data Catalog."""
+        return self.catalog_impl == GLUE_CATALOG
 
 
 @dataclass(frozen=True)
@@ -144,14 +157,47 @@ def catalog_options(cfg: IcebergConfig, s3: S3Config) -> dict[str, str]:
     options = {
         "type": "iceberg",
         "catalog-impl": cfg.catalog_impl,
-        "uri": cfg.uri,
         "warehouse": cfg.warehouse,
         "io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
         "client.region": s3.region,
     }
+    if cfg.is_glue:
+        # Every checkpoint commits: archiving each replaced table version in Glue would add 8,640 a day
+        # per table at a 10 s interval, against Glue's quota of versions per table; Iceberg's own
+        # metadata log keeps the history.
+        options["glue.skip-archive"] = "true"
+        if cfg.glue_endpoint:
+            options["glue.endpoint"] = cfg.glue_endpoint
+    else:
+        options["uri"] = cfg.uri
     if s3.endpoint:
         options |= {"s3.endpoint": s3.endpoint, "s3.path-style-access": str(s3.path_style_access).lower()}
     return options
+
+
+def pyiceberg_catalog(cfg: IcebergConfig, s3: S3Config) -> Any:
+    """The same catalog opened with pyiceberg, for readers (read-back, notebooks, tests)."""
+    import boto3
+
+    properties = {"s3.region": s3.region, "warehouse": cfg.warehouse}
+    if s3.endpoint:
+        properties["s3.endpoint"] = s3.endpoint
+    credentials = boto3.session.Session().get_credentials()
+    if credentials is not None:
+        # pyarrow's S3 filesystem takes keys only as properties, not from boto3's chain.
+        properties |= {"s3.access-key-id": credentials.access_key, "s3.secret-access-key": credentials.secret_key}
+        if credentials.token:
+            properties["s3.session-token"] = credentials.token
+    if cfg.is_glue:
+        from pyiceberg.catalog.glue import GlueCatalog
+
+        glue = {"glue.region": s3.region} | ({"glue.endpoint": cfg.glue_endpoint} if cfg.glue_endpoint else {})
+        return GlueCatalog(cfg.catalog_name, **properties, **glue)
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    if not cfg.uri.startswith("jdbc:sqlite:"):
+        raise NotImplementedError(f"readers open the SQLite JDBC catalog or Glue, not {cfg.uri}")
+    return SqlCatalog(cfg.catalog_name, uri="sqlite:///" + cfg.uri.removeprefix("jdbc:sqlite:"), **properties)
 
 
 def _normalized(type_text: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.archive import ArchiveConfig
-from connectors.iceberg import IcebergConfig, S3Config
+from connectors.iceberg import CATALOG_IMPLS, JDBC_CATALOG, IcebergConfig, S3Config
 from connectors.kafka import CuratedConfig, KafkaConfig
 from connectors.kms import PhiConfig
 from connectors.landing import DEFAULT_MAX_FILE_BYTES, LandingConfig
@@ -30,7 +30,8 @@ LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
 MANAGED_PROPERTIES = Path("/etc/flink/application_properties.json")
 DEFAULT_JOB_NAME = "medistream-ingest"
 DEPLOYMENTS = ("embedded", "cluster")
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+# A ${NAME} token in a property value: resolved here from the environment, or earlier by `medistream package`.
+PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
 class ConfigError(ValueError):
@@ -143,7 +144,7 @@ def _resolve(value: str, where: str) -> str:
             raise ConfigError(f"property '{where}' refers to unset environment variable {name}")
         return os.environ[name]
 
-    return _PLACEHOLDER.sub(sub, value)
+    return PLACEHOLDER.sub(sub, value)
 
 
 def read_property_groups(path: Path) -> dict[str, dict[str, str]]:
@@ -173,9 +174,9 @@ def default_properties_path() -> Path:
 
 def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
     """Validate the property groups the ingest job needs."""
-    kafka, s3, landing, ice, archive, chk, runtime, reference, feeds, curated = (
-        PropertyGroup(groups, name) for name in ("kafka", "s3", "landing", "iceberg", "archive", "checkpoints",
-                                                 "runtime", "reference", "feeds", "curated"))
+    kafka, landing, archive, chk, runtime, reference, feeds, curated = (
+        PropertyGroup(groups, name) for name in ("kafka", "landing", "archive", "checkpoints", "runtime",
+                                                 "reference", "feeds", "curated"))
     mode = runtime.str("python.execution-mode", "thread")
     if mode not in ("thread", "process"):
         raise ConfigError("property 'runtime.python.execution-mode' must be thread or process")
@@ -188,21 +189,10 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             group_id=kafka.str("group.id", "medistream-ingest"),
             transaction_timeout_ms=kafka.int("transaction.timeout.ms", 600_000),
         ),
-        s3=S3Config(
-            endpoint=s3.str("endpoint", ""),
-            region=s3.str("region"),
-            path_style_access=s3.bool("path.style.access", False),
-        ),
+        s3=load_s3_config(groups),
         landing=LandingConfig(path=landing.str("path"), monitor_interval=landing.str("monitor.interval", "5 s"),
                               max_file_bytes=landing.int("max.file.bytes", DEFAULT_MAX_FILE_BYTES)),
-        iceberg=IcebergConfig(
-            catalog_name=ice.str("catalog.name", "lake"),
-            catalog_impl=ice.str("catalog-impl"),
-            uri=ice.str("uri"),
-            warehouse=ice.str("warehouse"),
-            namespace=ice.str("namespace"),
-            table_suffix=ice.str("table.suffix", ""),
-        ),
+        iceberg=load_iceberg_config(groups),
         archive=ArchiveConfig(path=archive.str("path"), dead_letters_path=archive.str("dead.letters.path")),
         curated=CuratedConfig(snowflake_topic=curated.str("snowflake.topic"),
                               partner_topic_prefix=curated.str("partner.topic.prefix", "curated.partner.")),
@@ -217,6 +207,38 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
                                   monitor_interval=reference.str("monitor.interval", "30 s")),
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
         phi=load_phi_config(groups),
+    )
+
+
+def load_s3_config(groups: Mapping[str, Mapping[str, str]]) -> S3Config:
+    """The `s3` group: the S3 API endpoint (empty: AWS) and region."""
+    s3 = PropertyGroup(groups, "s3")
+    return S3Config(endpoint=s3.str("endpoint", ""), region=s3.str("region"),
+                    path_style_access=s3.bool("path.style.access", False))
+
+
+def load_iceberg_config(groups: Mapping[str, Mapping[str, str]]) -> IcebergConfig:
+    """The `iceberg` group: the JDBC catalog (needs `uri`) or the Glue Data Catalog (no `uri`)."""
+    ice = PropertyGroup(groups, "iceberg")
+    impl = ice.str("catalog-impl")
+    if impl not in CATALOG_IMPLS:
+        raise ConfigError(f"property 'iceberg.catalog-impl' is {impl!r}; the jobs know {', '.join(CATALOG_IMPLS)}")
+    jdbc = impl == JDBC_CATALOG
+    uri, glue_endpoint = ice.str("uri", ""), ice.str("glue.endpoint", "")
+    if jdbc and not uri:
+        raise ConfigError("missing property 'iceberg.uri' (the JDBC catalog's database)")
+    if not jdbc and uri:
+        raise ConfigError("property 'iceberg.uri' is for the JDBC catalog; the Glue catalog takes none: remove it")
+    if jdbc and glue_endpoint:
+        raise ConfigError("property 'iceberg.glue.endpoint' is for the Glue catalog; catalog-impl is the JDBC one")
+    return IcebergConfig(
+        catalog_name=ice.str("catalog.name", "lake"),
+        catalog_impl=impl,
+        uri=uri,
+        warehouse=ice.str("warehouse"),
+        namespace=ice.str("namespace"),
+        table_suffix=ice.str("table.suffix", ""),
+        glue_endpoint=glue_endpoint,
     )
 
 

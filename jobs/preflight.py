@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from connectors.iceberg import IcebergConfig
 from connectors.kafka import create_missing_topics
 from connectors.properties import ConfigError, IngestConfig
 
@@ -65,12 +66,27 @@ def mark_source_prefix(endpoint: str, region: str, path: str) -> None:
     s3.put_object(Bucket=url.netloc, Key=key, Body=b"")
 
 
-def check_catalog_uri(uri: str) -> None:
-    """A SQLite JDBC catalog's folder exists (the file itself is created on first use)."""
-    if uri.startswith("jdbc:sqlite:"):
-        folder = Path(uri.removeprefix("jdbc:sqlite:")).parent
+def check_catalog(ice: IcebergConfig, region: str) -> None:
+    """The catalog is there: a SQLite JDBC catalog's folder exists (the file is created on first use);
+    the Glue Data Catalog answers for the namespace's database (which the job creates if missing)."""
+    if ice.is_glue:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        glue = boto3.client("glue", endpoint_url=ice.glue_endpoint or None, region_name=region,
+                            config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+        try:
+            glue.get_database(Name=ice.namespace)
+        except glue.exceptions.EntityNotFoundException:
+            return
+        except (ClientError, BotoCoreError) as err:
+            raise ConfigError(f"Glue Data Catalog (iceberg.catalog-impl) not usable for database {ice.namespace} at "
+                              f"{ice.glue_endpoint or 'AWS'}: {type(err).__name__}") from None
+    elif ice.uri.startswith("jdbc:sqlite:"):
+        folder = Path(ice.uri.removeprefix("jdbc:sqlite:")).parent
         if not folder.is_dir():
-            raise ConfigError(f"iceberg.uri={uri}: folder {folder} does not exist (is the stack up?)")
+            raise ConfigError(f"iceberg.uri={ice.uri}: folder {folder} does not exist (is the stack up?)")
 
 
 def check_contracts(contracts_dir: str) -> int:
@@ -119,5 +135,5 @@ def check_ingest_dependencies(cfg: IngestConfig) -> None:
     })
     for path in (cfg.landing.path, cfg.reference.path):
         mark_source_prefix(cfg.s3.endpoint, cfg.s3.region, path)
-    check_catalog_uri(cfg.iceberg.uri)
+    check_catalog(cfg.iceberg, cfg.s3.region)
     check_phi_keys(cfg)

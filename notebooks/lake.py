@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from connectors.properties import LOCAL_PROPERTIES, PropertyGroup, read_property_groups
+from connectors.iceberg import pyiceberg_catalog
+from connectors.properties import LOCAL_PROPERTIES, load_iceberg_config, load_s3_config, read_property_groups
 
 DEFAULT_TABLES = {name: name for name in ("claims", "claim_lines", "payments", "eligibility", "dead_letters")}
 TABLES_ENV = "MEDISTREAM_NOTEBOOK_TABLES"
@@ -36,24 +37,10 @@ def table_names() -> dict[str, str]:
 
 
 def open_catalog(path: Path) -> tuple[Any, str]:
-    """(pyiceberg catalog, namespace) for the catalog configured in the properties file."""
-    import boto3
-    from pyiceberg.catalog.sql import SqlCatalog
-
+    """(pyiceberg catalog, namespace) for the catalog configured in the properties file (JDBC or Glue)."""
     groups = read_property_groups(path)
-    ice, s3 = PropertyGroup(groups, "iceberg"), PropertyGroup(groups, "s3")
-    uri = ice.str("uri")
-    if not uri.startswith("jdbc:sqlite:"):
-        raise NotImplementedError(f"notebooks read the local SQLite JDBC catalog only, not {uri}")
-    properties = {"s3.region": s3.str("region")}
-    if s3.str("endpoint", ""):
-        properties["s3.endpoint"] = s3.str("endpoint")
-    credentials = boto3.session.Session().get_credentials()
-    if credentials is not None:
-        properties |= {"s3.access-key-id": credentials.access_key, "s3.secret-access-key": credentials.secret_key}
-    catalog = SqlCatalog(ice.str("catalog.name", "lake"), uri="sqlite:///" + uri.removeprefix("jdbc:sqlite:"),
-                         warehouse=ice.str("warehouse"), **properties)
-    return catalog, ice.str("namespace")
+    ice = load_iceberg_config(groups)
+    return pyiceberg_catalog(ice, load_s3_config(groups)), ice.namespace
 
 
 def read_tables(catalog: Any, namespace: str, tables: Mapping[str, str]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from connectors.properties import REPO_ROOT, medistream_home
+from connectors.properties import PLACEHOLDER, REPO_ROOT, medistream_home
 
 CODE_PACKAGES = ("schemas", "udfs", "connectors", "jobs")
 # The Flink jobs a Managed Flink application runs (the doors and the Snowflake loader are services).
@@ -296,8 +296,14 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
 
 
 def application_properties(environment: str, job: str, manifest: Mapping[str, object],
-                           base: Mapping[str, Mapping[str, str]] | None = None) -> list[dict[str, object]]:
-    """One application's runtime property groups: conf/ (or `base`) with the environment's overlay and run options."""
+                           base: Mapping[str, Mapping[str, str]] | None = None,
+                           values: Mapping[str, str] | None = None) -> list[dict[str, object]]:
+    """One application's runtime property groups: conf/ (or `base`) with the environment's overlay and run options.
+
+    `${NAME}` tokens take `values` (facts known at deploy time: account, region, brokers). A token left
+    over is refused unless the overlay lists it in `_runtime_tokens` (resolved where the job runs:
+    MEDISTREAM_HOME on this machine); Managed Flink has no environment to resolve one from.
+    """
     if base is None:
         base_doc = json.loads((REPO_ROOT / "conf" / "application_properties.json").read_text())
         base = {g["PropertyGroupId"]: g["PropertyMap"] for g in base_doc}
@@ -305,15 +311,39 @@ def application_properties(environment: str, job: str, manifest: Mapping[str, ob
     if not overlay_path.exists():
         known = sorted(p.stem for p in ENVIRONMENTS_DIR.glob("*.json"))
         raise PackageError(f"no environment {environment!r} under conf/environments/ (one of {known})")
+    overlay = json.loads(overlay_path.read_text())
     groups: dict[str, dict[str, str]] = {name: dict(keys) for name, keys in base.items()}
-    for group, keys in json.loads(overlay_path.read_text()).items():
+    for group, keys in overlay.items():
         if group.startswith("_"):
+            continue
+        if keys is None:  # a group this environment's applications do not read
+            groups.pop(group, None)
             continue
         merged = groups.setdefault(group, {}) | keys
         groups[group] = {k: str(v) for k, v in merged.items() if v is not None}
+    given = dict(values or {})
+    groups = {name: {k: PLACEHOLDER.sub(lambda m: given.get(m.group(1), m.group(0)), v) for k, v in keys.items()}
+              for name, keys in groups.items()}
+    left = sorted({(token, f"{name}.{key}") for name, keys in groups.items() for key, value in keys.items()
+                   for token in PLACEHOLDER.findall(value) if token not in overlay.get("_runtime_tokens", [])})
+    if left:
+        tokens = sorted({token for token, _where in left})
+        raise PackageError(f"conf/environments/{environment}.json needs {', '.join(tokens)} (first in {left[0][1]}): "
+                           f"pass {' '.join(f'--value {t}=...' for t in tokens)}")
     run_options: Mapping[str, Mapping[str, str]] = manifest["run_options"]  # type: ignore[assignment]
     groups[RUN_OPTIONS_GROUP] = dict(run_options[job])
     return [{"PropertyGroupId": name, "PropertyMap": keys} for name, keys in sorted(groups.items())]
+
+
+def parse_values(pairs: Iterable[str]) -> dict[str, str]:
+    """`NAME=VALUE` arguments -> {NAME: VALUE}; PackageError on a malformed one."""
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not PLACEHOLDER.fullmatch(f"${{{name}}}") or not value:
+            raise PackageError(f"--value {pair!r}: expected NAME=VALUE, NAME in capitals (AWS_REGION=eu-west-1)")
+        values[name] = value
+    return values
 
 
 def verify(path: Path) -> dict[str, object]:
@@ -350,16 +380,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--environment", action="append", default=[], metavar="ENV",
                         help="also write each job's runtime properties for conf/environments/ENV.json "
                              "(default: local-cluster)")
+    parser.add_argument("--value", action="append", default=[], metavar="NAME=VALUE",
+                        help="a deploy-time value for the environment's ${NAME} tokens (account, region, brokers)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     written = []
     try:
+        values = parse_values(args.value)
         path = build(Target(args.python), Path(args.out), args.commit)
         manifest = verify(path)
         for environment in args.environment or ["local-cluster"]:
             for job in ENTRY_POINTS:
                 target = path.with_name(f"{path.stem}.{environment}.{job}.properties.json")
-                target.write_text(json.dumps(application_properties(environment, job, manifest), indent=1) + "\n")
+                groups = application_properties(environment, job, manifest, values=values)
+                target.write_text(json.dumps(groups, indent=1) + "\n")
                 written.append(str(target))
     except PackageError as err:
         print(f"medistream package: {err}", file=sys.stderr)

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import orjson
 
 from connectors.iceberg import (
     IcebergConfig,
     S3Config,
+    pyiceberg_catalog,
     split_s3_url,
 )
 from connectors.properties import IngestConfig
@@ -46,21 +46,8 @@ class SinkCounts:
 
 
 def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:
-    """Load an Iceberg table with pyiceberg from the same catalog the job writes."""
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    if not ice.uri.startswith("jdbc:sqlite:"):
-        raise NotImplementedError("readback supports the local SQLite JDBC catalog only")
-    session = boto3.session.Session()
-    credentials = session.get_credentials()
-    properties = {"s3.region": s3.region}
-    if s3.endpoint:
-        properties["s3.endpoint"] = s3.endpoint
-    if credentials is not None:
-        properties |= {"s3.access-key-id": credentials.access_key, "s3.secret-access-key": credentials.secret_key}
-    catalog = SqlCatalog(ice.catalog_name, uri="sqlite:///" + ice.uri.removeprefix("jdbc:sqlite:"),
-                         warehouse=ice.warehouse, **properties)
-    return catalog.load_table(f"{ice.namespace}.{table}")
+    """Load an Iceberg table with pyiceberg from the same catalog the job writes (JDBC or Glue)."""
+    return pyiceberg_catalog(ice, s3).load_table(f"{ice.namespace}.{table}")
 
 
 def iceberg_column(cfg: IngestConfig, name: str, column: str) -> Counter[str]:

@@ -63,3 +63,40 @@ def test_unreadable_files_are_reported(tmp_path: Path) -> None:
     wrong.write_text(json.dumps({"kafka": {}}))
     with pytest.raises(ConfigError, match="list of property groups"):
         read_property_groups(wrong)
+
+
+GLUE = "org.apache.iceberg.aws.glue.GlueCatalog"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"catalog-impl": "org.apache.iceberg.hive.HiveCatalog"}, "'iceberg.catalog-impl' is 'org.apache.iceberg.hive"
+                                                                   ".HiveCatalog'; the jobs know"),
+        ({"catalog-impl": GLUE}, "'iceberg.uri' is for the JDBC catalog; the Glue catalog takes none"),
+        ({"uri": None}, "missing property 'iceberg.uri'"),
+        ({"glue.endpoint": "http://127.0.0.1:15000"}, "'iceberg.glue.endpoint' is for the Glue catalog"),
+    ],
+)
+def test_incomplete_or_unknown_catalogs_are_named(changes: dict[str, str | None], message: str) -> None:
+    bad = copy.deepcopy(groups())
+    for key, value in changes.items():
+        if value is None:
+            del bad["iceberg"][key]
+        else:
+            bad["iceberg"][key] = value
+    with pytest.raises(ConfigError, match=message):
+        load_ingest_config(bad)
+
+
+def test_the_glue_catalog_needs_no_uri_and_takes_the_local_endpoint_only_when_given() -> None:
+    from connectors.iceberg import catalog_options
+
+    glue = copy.deepcopy(groups())
+    del glue["iceberg"]["uri"]
+    glue["iceberg"] |= {"catalog-impl": GLUE, "glue.endpoint": "http://127.0.0.1:15000"}
+    cfg = load_ingest_config(glue)
+    options = catalog_options(cfg.iceberg, cfg.s3)
+    assert options["glue.endpoint"] == "http://127.0.0.1:15000" and "uri" not in options
+    assert options["io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO" and options["client.region"] == "us-east-1"
+    assert options["glue.skip-archive"] == "true"
