@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -137,7 +137,6 @@ class Protector:
         plan = node.plan
         for key, value in obj.items():
             step, target = plan.get(key, (-1, None))  # target: a FieldRule or a _Node, as the step says
-            target = cast(Any, target)
             if step == _COPY:
                 out[key] = value
             elif step == _APPLY:
