@@ -197,7 +197,7 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         curated=CuratedConfig(snowflake_topic=curated.str("snowflake.topic"),
                               partner_topic_prefix=curated.str("partner.topic.prefix", "curated.partner.")),
         checkpoints=CheckpointConfig(
-            directory=chk.str("dir"),
+            directory=checkpoint_dir(chk, deployment),
             interval_ms=chk.int("interval.ms", 10_000),
             timeout_ms=chk.int("timeout.ms", 120_000),
         ),
@@ -240,6 +240,12 @@ def load_iceberg_config(groups: Mapping[str, Mapping[str, str]]) -> IcebergConfi
         table_suffix=ice.str("table.suffix", ""),
         glue_endpoint=glue_endpoint,
     )
+
+
+def checkpoint_dir(chk: PropertyGroup, deployment: str) -> str:
+    """`checkpoints.dir`: where an embedded job keeps checkpoints and savepoints. On a cluster the cluster
+    keeps them (Managed Flink its snapshots), so there it may be absent: ""."""
+    return chk.str("dir") if deployment == "embedded" else chk.str("dir", "")
 
 
 def load_deployment(groups: Mapping[str, Mapping[str, str]]) -> str:

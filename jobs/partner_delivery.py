@@ -60,6 +60,7 @@ from connectors.properties import (
     PropertyGroup,
     RuntimeConfig,
     S3Config,
+    checkpoint_dir,
     default_properties_path,
     load_deployment,
     load_phi_config,
@@ -158,7 +159,9 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
         if contract.burst < parallelism:
             raise ConfigError(f"{contract.origin}: burst {contract.burst} is below the job's parallelism "
                               f"{parallelism}: every subtask needs at least one token")
-    default_dir = chk.str("dir").rstrip("/") + "-partner-delivery"
+    deployment = load_deployment(groups)
+    shared_dir = checkpoint_dir(chk, deployment)
+    default_dir = shared_dir.rstrip("/") + "-partner-delivery" if shared_dir else ""
     return DeliveryConfig(
         bootstrap_servers=kafka.str("bootstrap.servers"),
         topic_prefix=curated.str("partner.topic.prefix", "curated.partner."),
@@ -179,7 +182,7 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
                                      timeout_ms=chk.int("timeout.ms", 120_000)),
         runtime=RuntimeConfig(parallelism=parallelism, python_execution_mode="process",
                               job_name=partners.str("job.name", JOB_NAME),
-                              deployment=load_deployment(groups)),
+                              deployment=deployment),
     )
 
 

@@ -100,3 +100,18 @@ def test_the_glue_catalog_needs_no_uri_and_takes_the_local_endpoint_only_when_gi
     assert options["glue.endpoint"] == "http://127.0.0.1:15000" and "uri" not in options
     assert options["io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO" and options["client.region"] == "us-east-1"
     assert options["glue.skip-archive"] == "true"
+
+
+def test_checkpoints_dir_is_needed_embedded_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from jobs.partner_delivery import load_delivery_config
+
+    monkeypatch.setenv("MEDISTREAM_HOME", str(tmp_path))
+    without = copy.deepcopy(groups())
+    del without["checkpoints"]["dir"]
+    with pytest.raises(ConfigError, match="missing property 'checkpoints.dir'"):
+        load_ingest_config(without)
+    without["runtime"]["deployment"] = "cluster"  # the cluster keeps checkpoints: nothing to name
+    assert load_ingest_config(without).checkpoints.directory == ""
+    assert load_delivery_config(without).checkpoints.directory == ""
+    embedded = load_delivery_config(groups()).checkpoints.directory
+    assert embedded == f"file://{tmp_path}/checkpoints-partner-delivery"
