@@ -53,4 +53,5 @@ def create_landing_source(env: StreamExecutionEnvironment, cfg: LandingConfig, n
         builder = builder.monitor_continuously(_duration(cfg.monitor_interval))
     else:
         builder = builder.process_static_file_set()
-    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name)
+    # The source's state (files seen, splits) must map back after a rescale or an upgrade: a fixed uid.
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name).uid(name)

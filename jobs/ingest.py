@@ -15,6 +15,7 @@ transactions). Run: `python -m jobs.ingest [--restore PATH]`; SIGTERM/SIGINT sto
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from connectors.sinks import RouteContext
 from jobs import preflight
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
+    STABLE_UID_TABLE_KEYS,
     flink_configuration,
     initialize_filesystems,
+    operator_ids,
     prepare_process_environment,
     restore_point,
     run_submitted,
@@ -87,6 +90,7 @@ def build(
     accepted = (
         t_env.to_data_stream(unified).connect(reference)
         .process(operator, output_type=ACCEPTED_TYPE)
+        .uid("ingest")
         .name("ingest")
     )
 
@@ -127,6 +131,13 @@ def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[An
         initialize_filesystems(conf)
     t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
     t_env.get_config().set("pipeline.name", JOB_NAME)
+    # Operator ids that do not depend on parallelism (decision 0020): without a uid an operator's id
+    # follows operator chaining, which follows parallelism, and a savepoint then does not restore at
+    # another parallelism (a rescale, Managed Flink's autoscaling). Every SQL operator gets a uid from
+    # its plan node, and the Iceberg sinks are the SinkV2 ones, whose writer and committer take theirs
+    # from the sink's (the older sink's committer has none to give).
+    for key, value in STABLE_UID_TABLE_KEYS.items():
+        t_env.get_config().set(key, value)
     return env, t_env
 
 
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restore", help="checkpoint or savepoint directory to resume from "
                         "(default: the newest one under the configured directories)")
     parser.add_argument("--fresh", action="store_true", help="start without restoring any state")
+    parser.add_argument("--operator-ids", action="store_true",
+                        help="build the job, print its operator ids (what a savepoint keys state by) as JSON, exit")
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -149,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     restore = restore_point(cfg.runtime, cfg.checkpoints, args.restore, args.fresh)
     env, t_env = create_environments(cfg, restore)
     build(env, t_env, cfg, job_name=cfg.runtime.job_name)
+    if args.operator_ids:
+        print(json.dumps(operator_ids(env), indent=1, sort_keys=True))
+        return 0
     client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s running (restored from %s)", client.get_job_id(), restore or "nothing")
 

@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.properties import (
     CheckpointConfig,
@@ -28,6 +28,7 @@ from connectors.properties import (
 
 if TYPE_CHECKING:
     from pyflink.common import Configuration, JobClient
+    from pyflink.datastream import StreamExecutionEnvironment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIB_DIR = REPO_ROOT / "lib"
@@ -72,6 +73,26 @@ MANAGED_CODE_KEYS = frozenset({
 # The page also lists Table API/SQL keys; the copy read here was cut before them. These two, which the
 # ingest job sets, are the ones to confirm on the first Managed Flink start (decision 0016).
 MANAGED_TABLE_KEYS_TO_CONFIRM = frozenset({"table.exec.state.ttl", "table.exec.source.idle-timeout"})
+
+
+# Table keys a job sets for operator ids that survive a change of parallelism (decision 0020); to
+# confirm on the first Managed Flink start like the two above.
+STABLE_UID_TABLE_KEYS = {"table.exec.uid.generation": "ALWAYS", "table.exec.iceberg.use-v2-sink": "true"}
+
+
+def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
+    """The job built on `env` as a savepoint sees it: {operator id: its vertex's name} under "operators",
+    and the operators that have no uid of their own (their id follows the graph's shape) under "without_uid".
+
+    Reads the stream graph without clearing it, so the job can still be executed after.
+    """
+    graph = env._j_stream_execution_environment.getStreamGraph(False)
+    without = sorted(str(node.getOperatorName()) for node in graph.getStreamNodes().toArray()
+                     if node.getTransformationUID() is None)
+    operators = {pair.getGeneratedOperatorID().toHexString(): str(vertex.getName())
+                 for vertex in graph.getJobGraph().getVerticesSortedTopologicallyFromSources()
+                 for pair in vertex.getOperatorIDs()}
+    return {"operators": operators, "without_uid": without}
 
 
 def job_settings(runtime: RuntimeConfig) -> dict[str, str]:
