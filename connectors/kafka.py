@@ -5,11 +5,16 @@ last completed checkpoint. The dead-letter and curated sinks write in Kafka tran
 when the checkpoint holding them completes: a read_committed consumer sees each record exactly once,
 at a stable partition and offset (what the Snowflake loader's offset tokens and the partner
 delivery's ledger build on).
+
+Every Kafka client, JVM or Python, gets its connection settings from one function per side:
+`jvm_client_properties` (Flink's Kafka tables, sources and sinks) and `client_config` (confluent-kafka).
+`KafkaAuth` says how they authenticate: `plaintext` (the local stack) or `msk-iam` (Amazon MSK's IAM
+listener: TLS, SASL AWS_MSK_IAM on the JVM, SASL OAUTHBEARER with a locally presigned token in Python).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +26,23 @@ if TYPE_CHECKING:
 RAW_TABLE = "raw_kafka"
 DLQ_TABLE = "dead_letters"
 
+PLAINTEXT, MSK_IAM = "plaintext", "msk-iam"
+SECURITY_MODES = (PLAINTEXT, MSK_IAM)
+# aws-msk-iam-auth's classes, as named to the Kafka client inside lib/pyflink-dependencies.jar (pom.xml relocates
+# their Kafka interfaces to the connector's shaded client; decision 0018).
+MSK_IAM_LOGIN_MODULE = "software.amazon.msk.auth.iam.IAMLoginModule"
+MSK_IAM_CALLBACK_HANDLER = "software.amazon.msk.auth.iam.IAMClientCallbackHandler"
+
+
+@dataclass(frozen=True)
+class KafkaAuth:
+    """How clients authenticate to the brokers: `plaintext` (no TLS, no SASL) or `msk-iam` (IAM, in `region`)."""
+
+    security: str = PLAINTEXT
+    region: str = ""  # msk-iam: the region the Python clients' tokens are signed for
+
+
+PLAINTEXT_AUTH = KafkaAuth()
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,63 @@ class KafkaConfig:
     transaction_timeout_ms: int
     # Bounded: read up to the offsets current at start, then finish (tests and benchmarks).
     bounded: bool = False
+    auth: KafkaAuth = PLAINTEXT_AUTH
+
+
+def jvm_client_properties(bootstrap_servers: str, auth: KafkaAuth) -> dict[str, str]:
+    """The Kafka client properties of every JVM client (Flink table, KafkaSource, KafkaSink): brokers and auth.
+
+    msk-iam: TLS with the JVM's trust store (MSK's certificates chain to public roots) and the AWS_MSK_IAM
+    mechanism, signing with the default AWS credentials chain (the application's role on Managed Flink).
+    """
+    properties = {"bootstrap.servers": bootstrap_servers}
+    if auth.security == MSK_IAM:
+        properties |= {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "AWS_MSK_IAM",
+            "sasl.jaas.config": f"{MSK_IAM_LOGIN_MODULE} required;",
+            "sasl.client.callback.handler.class": MSK_IAM_CALLBACK_HANDLER,
+        }
+    elif auth.security != PLAINTEXT:
+        raise ValueError(f"unknown Kafka security mode {auth.security!r}")
+    return properties
+
+
+def apply_client_properties(builder: Any, bootstrap_servers: str, auth: KafkaAuth) -> Any:
+    """Set `jvm_client_properties` on a PyFlink KafkaSource or KafkaSink builder; returns the builder."""
+    for key, value in jvm_client_properties(bootstrap_servers, auth).items():
+        builder.set_property(key, value)
+    return builder
+
+
+def _table_client_options(cfg: KafkaConfig) -> dict[str, str]:
+    return {f"properties.{key}": value for key, value in jvm_client_properties(cfg.bootstrap_servers, cfg.auth).items()}
+
+
+def msk_iam_token_callback(region: str) -> Callable[[Any], tuple[str, float]]:
+    """confluent-kafka's `oauth_cb` for MSK IAM: a token presigned locally (no network call) from the default
+    AWS credentials chain, and its expiry in seconds since the epoch (the signer gives milliseconds)."""
+
+    def oauth_cb(_config: Any) -> tuple[str, float]:
+        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+        token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+        return token, expiry_ms / 1000
+
+    return oauth_cb
+
+
+def client_config(bootstrap_servers: str, auth: KafkaAuth, **settings: Any) -> dict[str, Any]:
+    """The configuration of every confluent-kafka client (admin, producer, consumer): brokers, auth, `settings`."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers}
+    if auth.security == MSK_IAM:
+        if not auth.region:
+            raise ValueError("Kafka security msk-iam needs the region its tokens are signed for")
+        config |= {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
+                   "oauth_cb": msk_iam_token_callback(auth.region)}
+    elif auth.security != PLAINTEXT:
+        raise ValueError(f"unknown Kafka security mode {auth.security!r}")
+    return config | settings
 
 
 @dataclass(frozen=True)
@@ -59,12 +138,12 @@ CURATED_COLUMNS: tuple[tuple[str, str], ...] = (
 PARTNER_CURATED_COLUMNS: tuple[tuple[str, str], ...] = (*CURATED_COLUMNS, ("sealed", "STRING"))
 
 
-def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
-    """Register the raw topics (by pattern) as a table of bytes with topic/partition/offset."""
+def raw_source_options(cfg: KafkaConfig) -> dict[str, str]:
+    """The raw source table's connector options."""
     options = {
         "connector": "kafka",
         "topic-pattern": cfg.raw_topic_pattern,
-        "properties.bootstrap.servers": cfg.bootstrap_servers,
+        **_table_client_options(cfg),
         "properties.group.id": cfg.group_id,
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "group-offsets",
@@ -74,6 +153,11 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
     }
     if cfg.bounded:
         options["scan.bounded.mode"] = "latest-offset"
+    return options
+
+
+def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
+    """Register the raw topics (by pattern) as a table of bytes with topic/partition/offset."""
     t_env.execute_sql(
         f"""CREATE TEMPORARY TABLE {RAW_TABLE} (
               payload BYTES,
@@ -81,17 +165,17 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
               `partition` INT NOT NULL METADATA VIRTUAL,
               `offset` BIGINT NOT NULL METADATA VIRTUAL,
               `timestamp` TIMESTAMP_LTZ(3) NOT NULL METADATA VIRTUAL
-            ) {with_clause(options)}"""
+            ) {with_clause(raw_source_options(cfg))}"""
     )
     return RAW_TABLE
 
 
-def create_dead_letter_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, job_name: str) -> str:
-    """Register the dead-letter topic as an exactly-once (transactional) sink keyed by dead-letter id."""
-    options = {
+def dead_letter_sink_options(cfg: KafkaConfig, job_name: str) -> dict[str, str]:
+    """The dead-letter sink table's connector options."""
+    return {
         "connector": "kafka",
         "topic": cfg.dlq_topic,
-        "properties.bootstrap.servers": cfg.bootstrap_servers,
+        **_table_client_options(cfg),
         "properties.transaction.timeout.ms": str(cfg.transaction_timeout_ms),
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{job_name}-dlq",
@@ -100,23 +184,25 @@ def create_dead_letter_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, job
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
     }
+
+
+def create_dead_letter_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, job_name: str) -> str:
+    """Register the dead-letter topic as an exactly-once (transactional) sink keyed by dead-letter id."""
     t_env.execute_sql(
         f"""CREATE TEMPORARY TABLE {DLQ_TABLE} (
               dead_letter_id STRING,
               body STRING
-            ) {with_clause(options)}"""
+            ) {with_clause(dead_letter_sink_options(cfg, job_name))}"""
     )
     return DLQ_TABLE
 
 
-def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str, key: str,
-                        transactional_id_prefix: str,
-                        value_columns: tuple[tuple[str, str], ...] = CURATED_COLUMNS) -> str:
-    """Register one curated topic as an exactly-once sink: key `key` (raw), value the curated JSON."""
-    options = {
+def curated_sink_options(cfg: KafkaConfig, topic: str, transactional_id_prefix: str) -> dict[str, str]:
+    """A curated sink table's connector options."""
+    return {
         "connector": "kafka",
         "topic": topic,
-        "properties.bootstrap.servers": cfg.bootstrap_servers,
+        **_table_client_options(cfg),
         "properties.transaction.timeout.ms": str(cfg.transaction_timeout_ms),
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": transactional_id_prefix,
@@ -125,6 +211,13 @@ def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: 
         "value.format": "json",
         "value.fields-include": "EXCEPT_KEY",
     }
+
+
+def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str, key: str,
+                        transactional_id_prefix: str,
+                        value_columns: tuple[tuple[str, str], ...] = CURATED_COLUMNS) -> str:
+    """Register one curated topic as an exactly-once sink: key `key` (raw), value the curated JSON."""
+    options = curated_sink_options(cfg, topic, transactional_id_prefix)
     columns = ", ".join(f"`{name}` {kind}" for name, kind in (("message_key", "STRING"), *value_columns))
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) {with_clause(options)}")
     return table
@@ -137,6 +230,7 @@ def create_missing_topics(
     replication: int = 1,
     timeout_s: float = 30.0,
     admin_config: Mapping[str, Any] | None = None,
+    auth: KafkaAuth = PLAINTEXT_AUTH,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
@@ -146,7 +240,7 @@ def create_missing_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(admin_config or {})})
+    admin = AdminClient(client_config(bootstrap_servers, auth, **(admin_config or {})))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from connectors.archive import ArchiveConfig
 from connectors.iceberg import CATALOG_IMPLS, JDBC_CATALOG, IcebergConfig, S3Config
-from connectors.kafka import CuratedConfig, KafkaConfig
+from connectors.kafka import MSK_IAM, SECURITY_MODES, CuratedConfig, KafkaAuth, KafkaConfig
 from connectors.kms import PhiConfig
 from connectors.landing import DEFAULT_MAX_FILE_BYTES, LandingConfig
 from connectors.reference import ReferenceConfig
@@ -188,6 +188,7 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
             dlq_topic=kafka.str("dlq.topic"),
             group_id=kafka.str("group.id", "medistream-ingest"),
             transaction_timeout_ms=kafka.int("transaction.timeout.ms", 600_000),
+            auth=load_kafka_auth(groups),
         ),
         s3=load_s3_config(groups),
         landing=LandingConfig(path=landing.str("path"), monitor_interval=landing.str("monitor.interval", "5 s"),
@@ -208,6 +209,17 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
         phi=load_phi_config(groups),
     )
+
+
+def load_kafka_auth(groups: Mapping[str, Mapping[str, str]]) -> KafkaAuth:
+    """`kafka.security`: plaintext (the default: the local stack) or msk-iam (Amazon MSK's IAM listener), whose
+    Python clients sign their tokens for the `s3` group's region (the application's region)."""
+    security = PropertyGroup(groups, "kafka").str("security", "plaintext")
+    if security not in SECURITY_MODES:
+        raise ConfigError(f"property 'kafka.security' is {security!r}; the jobs know {', '.join(SECURITY_MODES)}")
+    if security != MSK_IAM:
+        return KafkaAuth(security)
+    return KafkaAuth(security, PropertyGroup(groups, "s3").str("region"))
 
 
 def load_s3_config(groups: Mapping[str, Mapping[str, str]]) -> S3Config:

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth
 from connectors.properties import (
     ConfigError,
     PropertyGroup,
     default_properties_path,
+    load_kafka_auth,
     load_phi_config,
     read_property_groups,
 )
@@ -49,6 +51,7 @@ class IngestApiConfig:
     rate: float
     burst: int
     feed_rates: Mapping[str, tuple[float, int]]
+    kafka_auth: KafkaAuth = PLAINTEXT_AUTH
 
 
 def load_api_config(groups: Mapping[str, Mapping[str, str]]) -> IngestApiConfig:
@@ -65,7 +68,7 @@ def load_api_config(groups: Mapping[str, Mapping[str, str]]) -> IngestApiConfig:
         max_batch=api.int("max.batch", 1000), body_timeout_s=float(api.str("body.timeout.s", "10")),
         header_timeout_s=_positive(api.str("header.timeout.s", "5"), "ingest_api.header.timeout.s"),
         keys_refresh_s=_positive(api.str("keys.refresh.s", "60"), "ingest_api.keys.refresh.s"),
-        rate=rate, burst=burst, feed_rates=feed_rates)
+        rate=rate, burst=burst, feed_rates=feed_rates, kafka_auth=load_kafka_auth(groups))
 
 
 def _positive(value: str, key: str) -> float:
@@ -94,11 +97,12 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]])
     contracts = load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
     # The broker does not create topics on first use: a rest feed's raw topic must exist before its first
     # record (the REST puller does the same for its feeds).
-    create_missing_topics(cfg.bootstrap_servers, [f"raw.{f}" for f, c in contracts.items() if "rest" in c.sources])
+    create_missing_topics(cfg.bootstrap_servers, [f"raw.{f}" for f, c in contracts.items() if "rest" in c.sources],
+                          auth=cfg.kafka_auth)
     keys = RefreshingKeys(aws_client(phi, "secretsmanager"), cfg.keys_secret, cfg.keys_refresh_s)
     dynamodb = aws_client(phi, "dynamodb")
     ensure_receipts_table(dynamodb, cfg.idempotency_table)
-    producer = KafkaSender(cfg.bootstrap_servers)
+    producer = KafkaSender(cfg.bootstrap_servers, auth=cfg.kafka_auth)
     settings = ApiSettings(max_batch=cfg.max_batch, body_timeout_s=cfg.body_timeout_s, default_rate=cfg.rate,
                            default_burst=cfg.burst)
     app = build_app(contracts, keys, producer, Receipts(dynamodb, cfg.idempotency_table), settings,

@@ -11,21 +11,22 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from connectors.iceberg import IcebergConfig
-from connectors.kafka import create_missing_topics
+from connectors.kafka import PLAINTEXT, PLAINTEXT_AUTH, KafkaAuth, create_missing_topics
 from connectors.properties import ConfigError, IngestConfig
 
 _TIMEOUT_S = 10.0
 
 
-def check_kafka(bootstrap_servers: str, ensure_topics: tuple[str, ...]) -> None:
-    """The broker answers and the topics the job writes exist (created if missing)."""
+def check_kafka(bootstrap_servers: str, ensure_topics: tuple[str, ...], auth: KafkaAuth = PLAINTEXT_AUTH) -> None:
+    """The broker answers (authenticating as `auth` says) and the topics the job writes exist (created if missing)."""
     from confluent_kafka import KafkaException
 
     try:
         create_missing_topics(bootstrap_servers, ensure_topics, timeout_s=_TIMEOUT_S,
-                              admin_config={"socket.timeout.ms": 5000})
+                              admin_config={"socket.timeout.ms": 5000}, auth=auth)
     except ConnectionError:
-        raise ConfigError(f"Kafka broker unreachable at kafka.bootstrap.servers={bootstrap_servers}") from None
+        how = "" if auth.security == PLAINTEXT else f" with kafka.security={auth.security}"
+        raise ConfigError(f"Kafka broker unreachable at kafka.bootstrap.servers={bootstrap_servers}{how}") from None
     except KafkaException as err:
         raise ConfigError(f"cannot create Kafka topics {list(ensure_topics)}: {err}") from None
 
@@ -124,7 +125,7 @@ def check_ingest_dependencies(cfg: IngestConfig) -> None:
     check_contracts(cfg.feeds.contracts_dir)
     from jobs.topics import output_topics
 
-    check_kafka(cfg.kafka.bootstrap_servers, output_topics(cfg))
+    check_kafka(cfg.kafka.bootstrap_servers, output_topics(cfg), cfg.kafka.auth)
     os.environ.setdefault("AWS_REGION", cfg.s3.region)
     check_buckets(cfg.s3.endpoint, cfg.s3.region, {
         "landing.path": cfg.landing.path,

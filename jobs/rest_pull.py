@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth
 from connectors.properties import (
     ConfigError,
     PropertyGroup,
     default_properties_path,
+    load_kafka_auth,
     load_phi_config,
     read_property_groups,
 )
@@ -65,6 +67,7 @@ class PullConfig:
     bootstrap_servers: str
     contracts_dir: str
     policy: RetryPolicy
+    kafka_auth: KafkaAuth = PLAINTEXT_AUTH
 
 
 def _http_url(key: str, value: str) -> str:
@@ -111,7 +114,7 @@ def load_pull_config(groups: Mapping[str, Mapping[str, str]]) -> PullConfig:
                          retry_after_max_s=number("retry.after.max.s", "30"))
     return PullConfig(tuple(feeds), number("interval.s", "60"), pull.str("cursor.topic", "medistream.pull.cursors"),
                       pull.str("transactional.id.prefix", "medistream-rest-pull"), kafka.str("bootstrap.servers"),
-                      feeds_group.str("contracts.dir", ""), policy)
+                      feeds_group.str("contracts.dir", ""), policy, load_kafka_auth(groups))
 
 
 def check_contracts(cfg: PullConfig, contracts: Mapping[str, Any]) -> dict[str, bool]:
@@ -152,8 +155,8 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
     lines = check_contracts(cfg, load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR))
     stop = stop or asyncio.Event()
     secrets = aws_client(load_phi_config(groups), "secretsmanager")
-    ensure_cursor_topic(cfg.bootstrap_servers, cfg.cursor_topic)
-    create_missing_topics(cfg.bootstrap_servers, [f.raw_topic for f in feeds])
+    ensure_cursor_topic(cfg.bootstrap_servers, cfg.cursor_topic, auth=cfg.kafka_auth)
+    create_missing_topics(cfg.bootstrap_servers, [f.raw_topic for f in feeds], auth=cfg.kafka_auth)
 
     def credentials(feed: PullFeed) -> Any:
         auth = Auth(type="oauth2_client_credentials", secret_id=feed.secret, token_url=feed.token_url)
@@ -165,7 +168,7 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
         client = PageClient(feed.name, feed.url, feed.token_url, feed.page_size, credentials(feed), cfg.policy,
                             lines[feed.name], stop)
         puller = FeedPuller(client, cfg.bootstrap_servers, feed.raw_topic, cfg.cursor_topic,
-                            f"{cfg.transactional_id_prefix}.{feed.name}")
+                            f"{cfg.transactional_id_prefix}.{feed.name}", auth=cfg.kafka_auth)
         try:
             await asyncio.to_thread(puller.open)  # fences a crashed instance first ...
             pullers[feed.name] = puller
@@ -173,7 +176,7 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
             failed[feed.name] = err.reason
             log.error("feed %s failed: %s", feed.name, err)
     # ... so that no transaction it left open holds the cursor read back.
-    cursors = await asyncio.to_thread(read_cursors, cfg.bootstrap_servers, cfg.cursor_topic)
+    cursors = await asyncio.to_thread(read_cursors, cfg.bootstrap_servers, cfg.cursor_topic, auth=cfg.kafka_auth)
     for name, puller in pullers.items():
         puller.resume(cursors.get(name))
         log.info("feed %s: resuming after page %d (%d records so far)", name, puller.state.page, puller.state.total)

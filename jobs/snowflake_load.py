@@ -30,7 +30,14 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from connectors.properties import ConfigError, PropertyGroup, default_properties_path, read_property_groups
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.properties import (
+    ConfigError,
+    PropertyGroup,
+    default_properties_path,
+    load_kafka_auth,
+    read_property_groups,
+)
 from connectors.snowflake.channel import (
     Channel,
     ChannelFactory,
@@ -86,6 +93,7 @@ class LoaderConfig:
     poll_timeout_s: float
     retry: RetryPolicy
     snowflake: SnowflakeConfig
+    kafka_auth: KafkaAuth = PLAINTEXT_AUTH
 
 
 class LoadFailed(Exception):
@@ -147,6 +155,7 @@ def load_snowflake_config(groups: Mapping[str, Mapping[str, str]]) -> LoaderConf
             emulator_path=sf.str("emulator.path") if mode == EMULATOR else "",
             emulator_max_rows_per_append=max_per_append, snowpipe=snowpipe,
         ),
+        kafka_auth=load_kafka_auth(groups),
     )
 
 
@@ -169,14 +178,14 @@ class _Loader:
         self.callback_error: SnowflakeError | None = None
         self.brokers_suspect = False
         settings: dict[str, Any] = {
-            "bootstrap.servers": cfg.bootstrap_servers, "group.id": cfg.group_id,
+            "group.id": cfg.group_id,
             "isolation.level": "read_committed", "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": cfg.session_timeout_ms,
             "error_cb": self._on_error,
         }
         if cfg.group_instance_id:
             settings["group.instance.id"] = cfg.group_instance_id
-        self.consumer = Consumer(settings)
+        self.consumer = Consumer(client_config(cfg.bootstrap_servers, cfg.kafka_auth, **settings))
         self.consumer.subscribe([cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
 

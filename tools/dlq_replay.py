@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from connectors.iceberg import split_s3_url as split_s3
+from connectors.kafka import client_config
 from tools.dlq_units import (
     NOT_REPLAYABLE,
     REPLAY_FOLDER,
@@ -52,11 +53,12 @@ def ensure_ledger_topic(cfg: DlqConfig) -> None:
 
     from connectors.kafka import create_missing_topics
 
-    if create_missing_topics(cfg.bootstrap_servers, [cfg.ledger_topic], partitions=1, timeout_s=cfg.timeout_s):
+    if create_missing_topics(cfg.bootstrap_servers, [cfg.ledger_topic], partitions=1, timeout_s=cfg.timeout_s,
+                             auth=cfg.kafka_auth):
         # create_missing_topics takes no topic configs: compaction is set right after creation.
         entry = ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
         resource = ConfigResource(ResourceType.TOPIC, cfg.ledger_topic, incremental_configs=[entry])
-        admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers})
+        admin = AdminClient(client_config(cfg.bootstrap_servers, cfg.kafka_auth))
         for future in admin.incremental_alter_configs([resource]).values():
             future.result(timeout=cfg.timeout_s)
 
@@ -125,10 +127,10 @@ class _Replayer:
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
         if self._consumer is None:
-            self._consumer = Consumer({
-                "bootstrap.servers": self.cfg.bootstrap_servers, "group.id": "medistream-dlq-replay",
-                "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error",
-            })
+            self._consumer = Consumer(client_config(self.cfg.bootstrap_servers, self.cfg.kafka_auth, **{
+                "group.id": "medistream-dlq-replay", "isolation.level": "read_committed", "enable.auto.commit": False,
+                "auto.offset.reset": "error",
+            }))
         consumer, timeout = self._consumer, self.cfg.timeout_s
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None or partition not in meta.partitions:
@@ -185,9 +187,9 @@ class _Replayer:
 
         if self._producer is None:
             # One transactional id per ledger: a second concurrent replay fences the first.
-            self._producer = Producer({"bootstrap.servers": self.cfg.bootstrap_servers, "acks": "all",
-                                       "enable.idempotence": True,
-                                       "transactional.id": f"medistream-dlq-replay.{self.cfg.ledger_topic}"})
+            self._producer = Producer(client_config(self.cfg.bootstrap_servers, self.cfg.kafka_auth, **{
+                "acks": "all", "enable.idempotence": True,
+                "transactional.id": f"medistream-dlq-replay.{self.cfg.ledger_topic}"}))
             self._producer.init_transactions(self.cfg.timeout_s)
         return self._producer
 

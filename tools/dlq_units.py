@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.iceberg import S3Config
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
 from connectors.properties import load_ingest_config
 
 LEDGER_TOPIC = "medistream.dlq.replays"
@@ -36,13 +37,15 @@ class DlqConfig:
     landing_path: str
     s3: S3Config
     timeout_s: float = 10.0
+    kafka_auth: KafkaAuth = PLAINTEXT_AUTH
 
 
 def load_config(groups: Mapping[str, Mapping[str, str]]) -> DlqConfig:
     """The job's config plus the optional `kafka.dlq.replays.topic`."""
     cfg = load_ingest_config(groups)
     ledger = groups["kafka"].get("dlq.replays.topic") or LEDGER_TOPIC
-    return DlqConfig(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, ledger, cfg.landing.path, cfg.s3)
+    return DlqConfig(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, ledger, cfg.landing.path, cfg.s3,
+                     kafka_auth=cfg.kafka.auth)
 
 
 # Pure parts ---------------------------------------------------------------------------------------
@@ -138,7 +141,8 @@ def check_broker(cfg: DlqConfig) -> set[str]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers, "socket.timeout.ms": 5000, "log_level": 0})
+    admin = AdminClient(client_config(cfg.bootstrap_servers, cfg.kafka_auth, **{"socket.timeout.ms": 5000,
+                                                                                 "log_level": 0}))
     try:
         return set(admin.list_topics(timeout=cfg.timeout_s).topics)
     except KafkaException:
@@ -149,7 +153,7 @@ def _read_topic(cfg: DlqConfig, topic: str) -> list[dict[str, Any]]:
     from tools.readback import committed_dead_letters
 
     try:
-        return committed_dead_letters(cfg.bootstrap_servers, topic, timeout_s=3 * cfg.timeout_s)
+        return committed_dead_letters(cfg.bootstrap_servers, topic, timeout_s=3 * cfg.timeout_s, auth=cfg.kafka_auth)
     except (TimeoutError, RuntimeError) as err:
         raise DlqError(str(err)) from None
 

@@ -22,6 +22,7 @@ from connectors.iceberg import (
     pyiceberg_catalog,
     split_s3_url,
 )
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
 from connectors.properties import IngestConfig
 from connectors.s3 import s3_client
 from udfs.dedup import Digest
@@ -104,14 +105,15 @@ def archived_dead_letter_ids(cfg: IngestConfig) -> Counter[str]:
                    for r in records)
 
 
-def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 30.0,
+                           auth: KafkaAuth = PLAINTEXT_AUTH) -> list[dict[str, Any]]:
     """Every committed message on the dead-letter topic (or any JSON topic), from the beginning to its end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers, "group.id": "medistream-readback",
-        "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(client_config(bootstrap_servers, auth, **{
+        "group.id": "medistream-readback", "isolation.level": "read_committed", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }))
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if metadata is None or not metadata.partitions:

@@ -6,6 +6,8 @@ import asyncio
 import threading
 from typing import Any
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+
 
 class ProduceFailed(Exception):
     """Kafka did not acknowledge a message (PHI-free: the error code only)."""
@@ -14,15 +16,15 @@ class ProduceFailed(Exception):
 class KafkaSender:
     """confluent_kafka Producer with enable.idempotence; a daemon thread serves its delivery callbacks."""
 
-    def __init__(self, bootstrap_servers: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, bootstrap_servers: str, extra: dict[str, Any] | None = None,
+                 auth: KafkaAuth = PLAINTEXT_AUTH) -> None:
         from confluent_kafka import Producer
 
         # message.timeout.ms bounds how long a request waits for an unreachable broker (then 503), instead of
         # librdkafka's default 5 minutes.
-        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True,
-                                   "acks": "all", "linger.ms": 2, "compression.type": "lz4",
-                                   "message.timeout.ms": 30_000,
-                                   "message.max.bytes": 10 * 1024 * 1024, **(extra or {})})
+        self._producer = Producer(client_config(bootstrap_servers, auth, **{
+            "enable.idempotence": True, "acks": "all", "linger.ms": 2, "compression.type": "lz4",
+            "message.timeout.ms": 30_000, "message.max.bytes": 10 * 1024 * 1024, **(extra or {})}))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="ingest-api-producer", daemon=True)
         self._thread.start()

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+
 CURSOR_VERSION = 1
 
 
@@ -64,12 +66,12 @@ def decode_cursor(key: bytes | None, value: bytes | None) -> CursorState:
                        float(doc.get("committed_at", 0.0)))
 
 
-def ensure_cursor_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> None:
+def ensure_cursor_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, auth: KafkaAuth = PLAINTEXT_AUTH) -> None:
     """Create the cursor topic (1 partition, compacted) unless it exists; refuse one that is not compacted."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, auth))
     try:
         exists = topic in admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
@@ -92,7 +94,8 @@ def ensure_cursor_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> 
                                "(a deleted cursor would restart its feed from the beginning)")
 
 
-def read_cursors(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[str, CursorState]:
+def read_cursors(bootstrap: str, topic: str, timeout_s: float = 60.0,
+                 auth: KafkaAuth = PLAINTEXT_AUTH) -> dict[str, CursorState]:
     """Every feed's last committed cursor: the topic read with isolation.level=read_committed to its end.
 
     Call it after the feeds' transactional producers are initialised: that aborts any transaction a
@@ -100,9 +103,9 @@ def read_cursors(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[st
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rest-pull-cursors-{time.time_ns()}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+    consumer = Consumer(client_config(bootstrap, auth, **{
+        "group.id": f"rest-pull-cursors-{time.time_ns()}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "enable.partition.eof": True, "auto.offset.reset": "earliest"}))
     states: dict[str, CursorState] = {}
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
 from connectors.rest_pull.client import FeedFailed, PageClient, Stopped
 from connectors.rest_pull.cursors import CursorState, encode_cursor
 from connectors.rest_pull.page import Page
@@ -53,14 +54,14 @@ class FeedPuller:
     """Pulls one feed from its cursor until caught up, one transaction per page."""
 
     def __init__(self, client: PageClient, bootstrap: str, raw_topic: str, cursor_topic: str, transactional_id: str,
-                 transaction_timeout_ms: int = 60_000) -> None:
+                 transaction_timeout_ms: int = 60_000, auth: KafkaAuth = PLAINTEXT_AUTH) -> None:
         self.client, self.raw_topic, self.cursor_topic = client, raw_topic, cursor_topic
         self.feed = client.feed
         self.state = CursorState(self.feed)
         self.metrics = FeedMetrics()
-        self._config = {"bootstrap.servers": bootstrap, "transactional.id": transactional_id,
-                        "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                        "transaction.timeout.ms": transaction_timeout_ms}
+        self._config = client_config(bootstrap, auth, **{
+            "transactional.id": transactional_id, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "transaction.timeout.ms": transaction_timeout_ms})
         self._producer: Any = None
 
     def open(self, timeout_s: float = 30.0) -> None:

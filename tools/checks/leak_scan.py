@@ -45,6 +45,8 @@ from typing import Any, Literal
 
 import orjson
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+
 Form = Literal["exact", "lower", "stripped"]
 MIN_LENGTH = 4
 # The start boundary is a consumed non-alphanumeric character, not a look-behind: the regex then
@@ -343,20 +345,20 @@ class LeakScanner:
                 yield from self._recorded(self._object(where, body, ""))
 
     def scan_kafka(self, bootstrap: str, topics: Iterable[str] | None = None, exclude: str = r"raw\..*",
-                   timeout_s: float = 60.0) -> Iterator[Finding]:
+                   timeout_s: float = 60.0, auth: KafkaAuth = PLAINTEXT_AUTH) -> Iterator[Finding]:
         """Every message (aborted transactions included) of the topics, or of all non-internal, non-excluded ones."""
         from confluent_kafka import Consumer
         from confluent_kafka.admin import AdminClient
 
         skip = re.compile(exclude)
         if topics is None:
-            listed = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout_s).topics
+            listed = AdminClient(client_config(bootstrap, auth)).list_topics(timeout=timeout_s).topics
             topics = sorted(t for t in listed if not t.startswith("__") and not skip.fullmatch(t))
         topics = list(topics)
-        consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": "medistream-leak-scan", "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_uncommitted",
-        })
+        consumer = Consumer(client_config(bootstrap, auth, **{
+            "group.id": "medistream-leak-scan", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_uncommitted",
+        }))
         counts = self._report.scanned["kafka"]
         try:
             for topic in topics:
