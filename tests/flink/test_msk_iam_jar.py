@@ -106,3 +106,23 @@ def test_the_iam_sasl_client_signs_a_payload_offline(jvm: tuple[Any, Any]) -> No
     assert re.fullmatch(r"[0-9a-f]{64}", payload["x-amz-signature"])
     assert SECRET not in json.dumps(payload)
     assert payload["user-agent"].startswith("aws-msk-iam-auth/2.4.0/aws-sdk-java/")
+
+
+def test_datastream_kafka_source_and_sink_carry_the_msk_iam_properties(jvm: tuple[Any, Any]) -> None:
+    """`apply_client_properties` on PyFlink's builders: the built Java source's and sink's client properties."""
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink, KafkaSource
+
+    from connectors.kafka import apply_client_properties
+
+    auth, brokers = KafkaAuth(MSK_IAM, "eu-west-1"), PROPERTIES["bootstrap.servers"]
+    source = (apply_client_properties(KafkaSource.builder(), brokers, auth).set_topics("t").set_group_id("g")
+              .set_value_only_deserializer(SimpleStringSchema()).build())
+    assert dict(source.get_java_function().getConfiguration().toMap()).items() >= PROPERTIES.items()
+    sink = (apply_client_properties(KafkaSink.builder(), brokers, auth)
+            .set_record_serializer(KafkaRecordSerializationSchema.builder().set_topic("d")
+                                   .set_value_serialization_schema(SimpleStringSchema()).build()).build())
+    j_sink = sink.get_java_function()
+    config = j_sink.getClass().getDeclaredField("kafkaProducerConfig")
+    config.setAccessible(True)
+    assert dict(config.get(j_sink)).items() >= PROPERTIES.items()
