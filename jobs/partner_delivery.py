@@ -53,6 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pyflink.datastream import AsyncFunction
 
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, apply_client_properties
 from connectors.kms import PhiConfig
 from connectors.properties import (
     CheckpointConfig,
@@ -63,6 +64,7 @@ from connectors.properties import (
     checkpoint_dir,
     default_properties_path,
     load_deployment,
+    load_kafka_auth,
     load_phi_config,
     read_property_groups,
 )
@@ -102,6 +104,7 @@ class DeliveryConfig:
     s3: S3Config
     checkpoints: CheckpointConfig
     runtime: RuntimeConfig
+    kafka_auth: KafkaAuth = PLAINTEXT_AUTH  # plaintext locally, IAM on Amazon MSK (decision 0018)
 
     def topic(self, partner: str) -> str:
         """The curated topic a partner's records arrive on."""
@@ -183,6 +186,7 @@ def load_delivery_config(groups: Mapping[str, Mapping[str, str]]) -> DeliveryCon
         runtime=RuntimeConfig(parallelism=parallelism, python_execution_mode="process",
                               job_name=partners.str("job.name", JOB_NAME),
                               deployment=deployment),
+        kafka_auth=load_kafka_auth(groups),
     )
 
 
@@ -214,7 +218,8 @@ def preflight(cfg: DeliveryConfig) -> None:
     secrets = aws_client(cfg.phi, "secretsmanager")
     for partner, contract in cfg.contracts.items():
         load_credentials(secrets, contract.auth, partner)
-    create_missing_topics(cfg.bootstrap_servers, [*(cfg.topic(p) for p in cfg.contracts), cfg.dlq_topic])
+    create_missing_topics(cfg.bootstrap_servers, [*(cfg.topic(p) for p in cfg.contracts), cfg.dlq_topic],
+                          auth=cfg.kafka_auth)
 
 
 def _tagged(partner: str, value: str) -> tuple[str, str]:
@@ -345,8 +350,7 @@ def build(env: Any, cfg: DeliveryConfig) -> None:
     tagged_type = Types.TUPLE([Types.STRING(), Types.STRING()])
     streams = []
     for partner in sorted(cfg.contracts):
-        source = (KafkaSource.builder()
-                  .set_bootstrap_servers(cfg.bootstrap_servers)
+        source = (apply_client_properties(KafkaSource.builder(), cfg.bootstrap_servers, cfg.kafka_auth)
                   .set_topics(cfg.topic(partner))
                   .set_group_id(cfg.group_id)
                   .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
@@ -369,8 +373,7 @@ def build(env: Any, cfg: DeliveryConfig) -> None:
     delivered = AsyncDataStream.unordered_wait(
         by_key, DeliverFunction(cfg), Time.seconds(cfg.async_timeout_s), cfg.capacity, Types.STRING(),
     ).uid("deliver").name("deliver-to-partners")
-    sink = (KafkaSink.builder()
-            .set_bootstrap_servers(cfg.bootstrap_servers)
+    sink = (apply_client_properties(KafkaSink.builder(), cfg.bootstrap_servers, cfg.kafka_auth)
             .set_record_serializer(KafkaRecordSerializationSchema.builder().set_topic(cfg.dlq_topic)
                                    .set_value_serialization_schema(SimpleStringSchema()).build())
             .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
@@ -384,17 +387,20 @@ def build(env: Any, cfg: DeliveryConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Load config, check dependencies, build, run until stopped; SIGTERM -> stop with savepoint."""
     from jobs.runtime import (
+        add_operator_ids_option,
         flink_configuration,
         initialize_filesystems,
         prepare_process_environment,
         restore_point,
         run_submitted,
+        write_operator_ids,
     )
 
     parser = argparse.ArgumentParser(prog="python -m jobs.partner_delivery", description=__doc__.split("\n\n")[0])
     parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
     parser.add_argument("--restore", help="checkpoint or savepoint to resume from (default: the newest one)")
     parser.add_argument("--fresh", action="store_true", help="start without restoring any state")
+    add_operator_ids_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -415,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.runtime.deployment == "embedded":
         initialize_filesystems(conf)
     build(env, cfg)
+    if args.operator_ids:
+        return write_operator_ids(env, args.operator_ids)
     client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s delivering to %s (restored from %s; %d reveal grants audited)", client.get_job_id(),
              ", ".join(sorted(cfg.contracts)), restore or "nothing", audited)

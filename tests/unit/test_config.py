@@ -115,3 +115,13 @@ def test_checkpoints_dir_is_needed_embedded_only(monkeypatch: pytest.MonkeyPatch
     assert load_delivery_config(without).checkpoints.directory == ""
     embedded = load_delivery_config(groups()).checkpoints.directory
     assert embedded == f"file://{tmp_path}/checkpoints-partner-delivery"
+
+
+def test_the_partner_delivery_job_takes_the_kafka_auth_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from jobs.partner_delivery import load_delivery_config
+
+    monkeypatch.setenv("MEDISTREAM_HOME", str(tmp_path))
+    assert load_delivery_config(groups()).kafka_auth.security == "plaintext"
+    iam = copy.deepcopy(groups())
+    iam["kafka"]["security"] = "msk-iam"
+    assert load_delivery_config(iam).kafka_auth.security == "msk-iam"
