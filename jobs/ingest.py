@@ -15,7 +15,6 @@ transactions). Run: `python -m jobs.ingest [--restore PATH]`; SIGTERM/SIGINT sto
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -38,12 +37,13 @@ from jobs import preflight
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
     STABLE_UID_TABLE_KEYS,
+    add_operator_ids_option,
     flink_configuration,
     initialize_filesystems,
-    operator_ids,
     prepare_process_environment,
     restore_point,
     run_submitted,
+    write_operator_ids,
 )
 from jobs.topics import partner_ids
 from udfs.rows import ACCEPTED_FIELDS
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restore", help="checkpoint or savepoint directory to resume from "
                         "(default: the newest one under the configured directories)")
     parser.add_argument("--fresh", action="store_true", help="start without restoring any state")
-    parser.add_argument("--operator-ids", action="store_true",
-                        help="build the job, print its operator ids (what a savepoint keys state by) as JSON, exit")
+    add_operator_ids_option(parser)
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -163,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     env, t_env = create_environments(cfg, restore)
     build(env, t_env, cfg, job_name=cfg.runtime.job_name)
     if args.operator_ids:
-        print(json.dumps(operator_ids(env), indent=1, sort_keys=True))
-        return 0
+        return write_operator_ids(env, args.operator_ids)
     client = env.execute_async(cfg.runtime.job_name)
     log.info("job %s running (restored from %s)", client.get_job_id(), restore or "nothing")
 

@@ -95,6 +95,25 @@ def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
     return {"operators": operators, "without_uid": without}
 
 
+def add_operator_ids_option(parser: Any) -> None:
+    """`--operator-ids [FILE]`: build the job, write its operator ids as JSON (stdout: -), do not run it."""
+    parser.add_argument("--operator-ids", nargs="?", const="-", metavar="FILE",
+                        help="build the job, write its operator ids (what a savepoint keys state by) as JSON "
+                             "to FILE (default: stdout) and exit without running it")
+
+
+def write_operator_ids(env: StreamExecutionEnvironment, where: str) -> int:
+    """Write operator_ids(env) to `where` (a path, or - for stdout); the entry point's exit code (0)."""
+    import json
+
+    text = json.dumps(operator_ids(env), indent=1, sort_keys=True)
+    if where == "-":
+        print(text)
+    else:
+        Path(where).write_text(text + "\n")
+    return 0
+
+
 def job_settings(runtime: RuntimeConfig) -> dict[str, str]:
     """What every job sets in code, wherever it runs: keys Managed Flink allows."""
     return {"python.execution-mode": runtime.python_execution_mode, "pipeline.name": runtime.job_name}

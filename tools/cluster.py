@@ -242,13 +242,12 @@ def status(settings: ClusterSettings | None = None) -> dict[str, Any]:
             **cluster_status.cluster_view(settings)}
 
 
-def submit(settings: ClusterSettings, py: Path, pyfiles: list[str], jarfiles: list[str], parallelism: int,
-           args: list[str] | None = None, timeout_s: float = 300.0, flink_options: list[str] | None = None,
-           env: dict[str, str] | None = None) -> str:
-    """Submit a PyFlink job with the distribution's `flink run -py` (detached); returns its job id.
-
-    `flink_options` go to `flink run` before the job (e.g. -pyexec, --fromSavepoint), `args` to the job.
-    """
+def flink_run(settings: ClusterSettings, py: Path, pyfiles: list[str], jarfiles: list[str], parallelism: int,
+              args: list[str] | None = None, timeout_s: float = 300.0, flink_options: list[str] | None = None,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a PyFlink program with the distribution's `flink run -py` (detached): the client side of a
+    submission, with the cluster's configuration, jars and Python. `flink_options` go to `flink run`
+    before the program (e.g. -pyexec, --fromSavepoint), `args` to the program."""
     argv = ["bash", str(flink_home() / "bin" / "flink"), "run", "--detached", "-p", str(parallelism),
             *(flink_options or []), "-py", str(py)]
     if pyfiles:
@@ -256,8 +255,15 @@ def submit(settings: ClusterSettings, py: Path, pyfiles: list[str], jarfiles: li
     for jar in jarfiles:
         argv += ["--jarfile", jar]
     argv += args or []
-    result = subprocess.run(argv, env=process_environment(settings) | (env or {}), capture_output=True, text=True,  # noqa: S603
-                            timeout=timeout_s, cwd=py.parent, check=False)
+    return subprocess.run(argv, env=process_environment(settings) | (env or {}), capture_output=True, text=True,  # noqa: S603
+                          timeout=timeout_s, cwd=py.parent, check=False)
+
+
+def submit(settings: ClusterSettings, py: Path, pyfiles: list[str], jarfiles: list[str], parallelism: int,
+           args: list[str] | None = None, timeout_s: float = 300.0, flink_options: list[str] | None = None,
+           env: dict[str, str] | None = None) -> str:
+    """Submit a PyFlink job (flink_run); returns its job id, StackError with flink's output if none."""
+    result = flink_run(settings, py, pyfiles, jarfiles, parallelism, args, timeout_s, flink_options, env)
     found = re.search(r"JobID ([0-9a-f]{32})", result.stdout + result.stderr)
     if result.returncode != 0 or not found:
         raise StackError(f"flink run exited {result.returncode}:\n{(result.stdout + result.stderr)[-3000:]}")

@@ -133,11 +133,12 @@ def check_zip(path: Path, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any
     return manifest
 
 
-def unpack(path: Path) -> Path:
-    """Unpack the zip, fresh, to $MEDISTREAM_HOME/deploy/<zip stem>/ (what Managed Flink's application root is)."""
+def unpack(path: Path, purpose: str = "") -> Path:
+    """Unpack the zip, fresh, to $MEDISTREAM_HOME/deploy/<zip stem>[.<purpose>]/ (what Managed Flink's
+    application root is)."""
     if not STEM.match(path.stem):
         raise DeployError(f"{path.name}: unexpected characters in the zip's name")
-    root = medistream_home() / "deploy" / path.stem
+    root = medistream_home() / "deploy" / (f"{path.stem}.{purpose}" if purpose else path.stem)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     with zipfile.ZipFile(path) as archive:
@@ -207,24 +208,54 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
     # The client's environment too: its PYTHONPATH is the runtime's site-packages, not the project venv's.
     settings = dataclasses.replace(settings, python_executable=str(python))
     root = unpack(path)
-    run_options: Mapping[str, Mapping[str, str]] = manifest["run_options"]
     submitted = {}
     for job in jobs:
-        options = run_options[job]
-        properties = root / f"application_properties.{job}.json"
-        properties.write_text(json.dumps(job_properties(job, manifest, base_properties), indent=1) + "\n")
-        flink_options = ["-pyexec", str(python), "-pyclientexec", str(python)]
-        if job in savepoints:
-            flink_options += ["--fromSavepoint", savepoints[job]]
-        pyfiles = [str(root / entry.rstrip("/")) for entry in options["pyFiles"].split(",") if entry]
-        job_id = cluster.submit(settings, root / options["python"], pyfiles,
-                                [str(root / options["jarfile"])], parallelism or 2,
-                                ["--properties", str(properties)], flink_options=flink_options,
+        job_id = cluster.submit(settings, *client_program(root, manifest, job, python, base_properties),
+                                parallelism or 2, flink_options=["-pyexec", str(python), "-pyclientexec", str(python)]
+                                + (["--fromSavepoint", savepoints[job]] if job in savepoints else []),
                                 env={"MEDISTREAM_HOME": str(medistream_home())})
         submitted[job] = job_id
         record_deployment(job, job_id, path)
     return {"jobs": submitted, "application": str(root), "runtime": str(python),
             "deploy_s": round(time.monotonic() - started, 1)}
+
+
+def client_program(root: Path, manifest: Mapping[str, Any], job: str, python: Path, base_properties: Path | None,
+                   extra_args: Sequence[str] = ()) -> tuple[Path, list[str], list[str], list[str]]:
+    """What `flink run` takes for one job of an unpacked zip: its entry script, pyFiles and jar (the run
+    options of its manifest), and its arguments (its generated properties, written beside it)."""
+    options: Mapping[str, str] = manifest["run_options"][job]
+    properties = root / f"application_properties.{job}.json"
+    properties.write_text(json.dumps(job_properties(job, manifest, base_properties), indent=1) + "\n")
+    pyfiles = [str(root / entry.rstrip("/")) for entry in options["pyFiles"].split(",") if entry]
+    return (root / options["python"], pyfiles, [str(root / options["jarfile"])],
+            ["--properties", str(properties), *extra_args])
+
+
+def operator_ids(path: Path, job: str, settings: ClusterSettings | None = None, base_properties: Path | None = None,
+                 runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
+    """The operator ids of a job of the zip, as the cluster would run it: its client built by `flink run`
+    with the runtime and the zip's jar, asked for its ids (`--operator-ids FILE`) instead of a submission.
+    No cluster needs to be up: the client contacts the JobManager only to submit."""
+    manifest = check_zip(path, runtime_python)
+    if job not in manifest["run_options"]:
+        raise DeployError(f"no job {job!r} in {path.name}")
+    python = ensure_runtime(runtime_python)
+    settings = dataclasses.replace(settings or ClusterSettings.from_env(), python_executable=str(python))
+    if not (settings.conf_dir / "config.yaml").exists():
+        cluster.write_conf_dir(settings, cluster.s3_config())
+    root = unpack(path, "describe")
+    out = root / f"operator-ids.{job}.json"
+    result = cluster.flink_run(settings, *client_program(root, manifest, job, python, base_properties,
+                                                          ["--operator-ids", str(out)]),
+                               1, flink_options=["-pyexec", str(python), "-pyclientexec", str(python)],
+                               env={"MEDISTREAM_HOME": str(medistream_home())})
+    if not out.exists():
+        raise DeployError(f"building {job} of {path.name} for its operator ids failed (flink run exited "
+                          f"{result.returncode}): {cluster_status.root_cause(result.stdout + result.stderr)}")
+    found: dict[str, Any] = json.loads(out.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    return found
 
 
 def registry() -> Path:
