@@ -190,9 +190,10 @@ def check_cluster(settings: ClusterSettings, python: Path) -> None:
 
 def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSettings | None = None,
            base_properties: Path | None = None, savepoints: Mapping[str, str] | None = None,
-           parallelism: int | None = None, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
+           parallelism: int | None = None, runtime_python: str = RUNTIME_PYTHON,
+           allow_non_restored_state: bool = False) -> dict[str, Any]:
     """Check, unpack and submit the zip's jobs, each from its savepoint if given; {job: job id} plus where
-    and how long."""
+    and how long. `allow_non_restored_state` drops savepoint state the new job graph has no place for."""
     started = time.monotonic()
     settings = settings or ClusterSettings.from_env()
     savepoints = dict(savepoints or {})
@@ -210,14 +211,22 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
     root = unpack(path)
     submitted = {}
     for job in jobs:
-        job_id = cluster.submit(settings, *client_program(root, manifest, job, python, base_properties),
-                                parallelism or 2, flink_options=["-pyexec", str(python), "-pyclientexec", str(python)]
-                                + (["--fromSavepoint", savepoints[job]] if job in savepoints else []),
+        py, pyfiles, jars, args = client_program(root, manifest, job, python, base_properties)
+        restore = ["--fromSavepoint", savepoints[job]] if job in savepoints else []
+        if restore and allow_non_restored_state:
+            restore.append("--allowNonRestoredState")
+        job_id = cluster.submit(settings, py, pyfiles, jars, parallelism or 2, args,
+                                flink_options=runtime_options(python) + restore,
                                 env={"MEDISTREAM_HOME": str(medistream_home())})
         submitted[job] = job_id
         record_deployment(job, job_id, path)
     return {"jobs": submitted, "application": str(root), "runtime": str(python),
             "deploy_s": round(time.monotonic() - started, 1)}
+
+
+def runtime_options(python: Path) -> list[str]:
+    """`flink run` options that run the entry script and the Python workers with the runtime."""
+    return ["-pyexec", str(python), "-pyclientexec", str(python)]
 
 
 def client_program(root: Path, manifest: Mapping[str, Any], job: str, python: Path, base_properties: Path | None,
@@ -246,9 +255,9 @@ def operator_ids(path: Path, job: str, settings: ClusterSettings | None = None, 
         cluster.write_conf_dir(settings, cluster.s3_config())
     root = unpack(path, "describe")
     out = root / f"operator-ids.{job}.json"
-    result = cluster.flink_run(settings, *client_program(root, manifest, job, python, base_properties,
-                                                          ["--operator-ids", str(out)]),
-                               1, flink_options=["-pyexec", str(python), "-pyclientexec", str(python)],
+    py, pyfiles, jars, args = client_program(root, manifest, job, python, base_properties,
+                                             ["--operator-ids", str(out)])
+    result = cluster.flink_run(settings, py, pyfiles, jars, 1, args, flink_options=runtime_options(python),
                                env={"MEDISTREAM_HOME": str(medistream_home())})
     if not out.exists():
         raise DeployError(f"building {job} of {path.name} for its operator ids failed (flink run exited "
@@ -266,7 +275,7 @@ def registry() -> Path:
 def record_deployment(job: str, job_id: str, path: Path) -> None:
     """Remember the job id of the latest deployment of `job`."""
     known = json.loads(registry().read_text()) if registry().exists() else {}
-    known[job] = {"job_id": job_id, "zip": path.name}
+    known[job] = {"job_id": job_id, "zip": str(path.resolve())}
     registry().write_text(json.dumps(known, indent=1) + "\n")
 
 

@@ -1,0 +1,165 @@
+"""`medistream jobs` on the local Flink cluster: its REST API, and `medistream deploy` for starts.
+
+A job is known by name through the last deployment of it ($MEDISTREAM_HOME/deploy/deployed.json), as
+`deploy --stop` knows it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tools import cluster_status, deploy
+from tools.cluster_config import ClusterSettings
+from tools.job_control import JOBS, JobControlError, JobStatus
+
+
+class LocalClusterBackend:
+    """The jobs deployed on `medistream cluster`."""
+
+    target = "local"
+
+    def __init__(self, settings: ClusterSettings | None = None) -> None:
+        self.settings = settings or ClusterSettings.from_env()
+
+    def _deployed(self, job: str) -> dict[str, str] | None:
+        known = json.loads(deploy.registry().read_text()) if deploy.registry().exists() else {}
+        found: dict[str, str] | None = known.get(job)
+        return found
+
+    def _job_id(self, job: str) -> str:
+        deployed = self._deployed(job)
+        if deployed is None:
+            raise JobControlError(f"{job} has never been deployed on the local cluster: deploy it first "
+                                  f"(medistream deploy --target local ZIP --job {job})")
+        return deployed["job_id"]
+
+    def _get(self, path: str) -> Any:
+        found = cluster_status.rest_get(self.settings, path, timeout_s=10)
+        if found is None:
+            raise JobControlError(f"the cluster's REST API at {self.settings.rest_url()} does not answer {path}: "
+                                  "is `medistream cluster up` running?")
+        return found
+
+    def list(self) -> list[JobStatus]:
+        return [self.status(job) if self._deployed(job) else JobStatus(job, None, "NOT_DEPLOYED") for job in JOBS]
+
+    def status(self, job: str) -> JobStatus:
+        job_id = self._job_id(job)
+        info = self._get(f"/jobs/{job_id}")
+        checkpoints = cluster_status.rest_get(self.settings, f"/jobs/{job_id}/checkpoints") or {}
+        latest = checkpoints.get("latest") or {}
+        completed = latest.get("completed") or {}
+        last_checkpoint = None
+        if completed:
+            last_checkpoint = {"id": completed.get("id"), "path": completed.get("external_path"),
+                               "age_s": round(time.time() - completed.get("latest_ack_timestamp", 0) / 1000, 1),
+                               "size_bytes": completed.get("checkpointed_size", completed.get("state_size")),
+                               "duration_ms": completed.get("end_to_end_duration")}
+        savepoint = (latest.get("savepoint") or {}).get("external_path") or \
+            ((latest.get("restored") or {}).get("external_path") if (latest.get("restored") or {}).get(
+                "is_savepoint") else None)
+        records, lag = {}, {}
+        for vertex in info.get("vertices", []):
+            metrics = vertex.get("metrics", {})
+            records[vertex["name"][:120]] = {"in": int(metrics.get("read-records", 0)),
+                                             "out": int(metrics.get("write-records", 0))}
+            pending = self._pending_records(job_id, vertex["id"])
+            if pending is not None:
+                lag[vertex["name"][:120]] = pending
+        restarts = self._job_metric(job_id, "numRestarts")
+        deployed = self._deployed(job) or {}
+        return JobStatus(job=job, job_id=job_id, state=info.get("state", "UNKNOWN"),
+                         uptime_s=round(info.get("duration", 0) / 1000, 1), last_checkpoint=last_checkpoint,
+                         last_savepoint=savepoint, restarts=restarts, records=records, source_lag=lag,
+                         version=Path(deployed.get("zip", "")).name or None)
+
+    def _job_metric(self, job_id: str, name: str) -> int | None:
+        found = cluster_status.rest_get(self.settings, f"/jobs/{job_id}/metrics?get={name}") or []
+        values = [int(float(m["value"])) for m in found if m.get("id") == name and m.get("value") not in (None, "")]
+        return values[0] if values else None
+
+    def _pending_records(self, job_id: str, vertex_id: str) -> int | None:
+        """Records the vertex's sources have not read yet (the Kafka source's pendingRecords), summed."""
+        names = [m["id"] for m in cluster_status.rest_get(
+            self.settings, f"/jobs/{job_id}/vertices/{vertex_id}/metrics") or [] if m["id"].endswith("pendingRecords")]
+        if not names:
+            return None
+        found = cluster_status.rest_get(
+            self.settings, f"/jobs/{job_id}/vertices/{vertex_id}/metrics?get={','.join(names)}") or []
+        return sum(int(float(m["value"])) for m in found if m.get("value") not in (None, ""))
+
+    def savepoint(self, job: str) -> str:
+        job_id = self._job_id(job)
+        trigger = self._post(f"/jobs/{job_id}/savepoints", {"cancel-job": False, "formatType": "CANONICAL"})
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            found = self._get(f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
+            if found.get("status", {}).get("id") == "COMPLETED":
+                operation = found.get("operation", {})
+                if "location" not in operation:
+                    cause = cluster_status.root_cause(str(operation.get("failure-cause", operation)))
+                    raise JobControlError(f"savepoint of {job} failed: {cause}")
+                return str(operation["location"])
+            time.sleep(1)
+        raise JobControlError(f"the savepoint of {job} did not complete within 180 s")
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(self.settings.rest_url() + path, data=json.dumps(body).encode(),  # noqa: S310
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback REST
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            raise JobControlError(f"POST {path}: HTTP {err.code} {err.read().decode(errors='replace')[:300]}") from None
+        except OSError as err:
+            raise JobControlError(f"the cluster's REST API at {self.settings.rest_url()} does not answer: {err}") \
+                from None
+
+    def stop(self, job: str) -> str:
+        try:
+            return str(deploy.stop(self._job_id(job), self.settings)["savepoint"])
+        except deploy.DeployError as err:
+            raise JobControlError(str(err)) from None
+
+    def start(self, job: str, zip_path: Path | None, savepoint: str | None, allow_non_restored_state: bool
+              ) -> JobStatus:
+        if zip_path is None:
+            deployed = self._deployed(job)
+            if deployed is None:
+                raise JobControlError(f"{job} has never been deployed: give --zip")
+            zip_path = Path(deployed["zip"])
+        try:
+            deploy.deploy(zip_path, [job], settings=self.settings, savepoints={job: savepoint} if savepoint else None,
+                          allow_non_restored_state=allow_non_restored_state)
+        except deploy.DeployError as err:
+            raise JobControlError(str(err)) from None
+        cluster_status.wait_running(self.settings, self._job_id(job), 300)
+        return self.status(job)
+
+    def held_state(self, job: str, savepoint: str) -> dict[str, int] | None:
+        from connectors.properties import local_aws_environment
+        from jobs.runtime import prepare_process_environment
+        from tools.cluster import s3_config
+        from tools.readback import s3_client
+        from tools.savepoints import SavepointError, metadata_bytes, operator_states
+
+        local_aws_environment()
+        prepare_process_environment()
+        try:
+            return operator_states(metadata_bytes(savepoint, s3_client(s3_config())), savepoint)
+        except SavepointError as err:
+            raise JobControlError(str(err)) from None
+
+    def running_operator_ids(self, job: str) -> set[str] | None:
+        return None  # savepoints are readable here: held_state is exact
+
+    def operator_ids(self, job: str, zip_path: Path) -> set[str]:
+        try:
+            return set(deploy.operator_ids(zip_path, job, self.settings)["operators"])
+        except deploy.DeployError as err:
+            raise JobControlError(str(err)) from None

@@ -1,0 +1,220 @@
+"""`medistream jobs`: one operator interface over two back ends, the local Flink cluster and Managed Flink.
+
+    medistream jobs --actor NAME --role ROLE --reason TEXT [--target local|managed-flink] COMMAND
+      list                                   every job: state, uptime, last checkpoint and savepoint
+      status JOB                             one job in full (restarts, checkpoints, records in/out, lag)
+      savepoint JOB                          a savepoint; the job keeps running
+      stop JOB                               stop with a savepoint; prints its path
+      start JOB --zip Z [--savepoint P | --fresh] [--allow-non-restored-state]
+      upgrade JOB --zip Z [--allow-non-restored-state]
+
+Every command is checked against schemas/access/operations.yaml for ROLE and written to the audit log
+first (who, role, reason, what, savepoint): a refused command is audited as a denial and changes
+nothing. `upgrade` takes a savepoint of the running job, checks that the new version's job graph has a
+place for every operator's state in it (the zip's operator ids, as the cluster's client builds them),
+and only then stops the job with a savepoint and starts the new version from it; a savepoint the new
+version cannot restore is refused before anything stops, naming the operators and their state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from connectors.audit import AuditEvent, load_audit_settings, open_audit_log
+from connectors.properties import default_properties_path, read_property_groups
+from schemas.operations_access import load_operations_access
+from tools.package import ENTRY_POINTS
+from tools.savepoints import unrestorable
+
+JOBS = tuple(sorted(ENTRY_POINTS))
+PURPOSE = "pipeline_operations"
+
+
+class JobControlError(RuntimeError):
+    """A refused or failed operator command; the message says why and what (if anything) changed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    """What an operator sees of one job on a back end."""
+
+    job: str
+    job_id: str | None  # the Flink job id, or the Managed Flink application's name
+    state: str  # Flink's job state (RUNNING, FINISHED, ...) or the application's status (READY, RUNNING, ...)
+    uptime_s: float | None = None
+    last_checkpoint: dict[str, Any] | None = None  # age_s, size_bytes, duration_ms, path
+    last_savepoint: str | None = None
+    restarts: int | None = None
+    records: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # vertex -> {in, out}
+    source_lag: dict[str, int] = dataclasses.field(default_factory=dict)  # source -> records behind
+    version: str | None = None  # the zip the job runs, or the application's version id
+
+
+class Backend(Protocol):
+    """Where the jobs run. Every method names the job by its name (ingest, partner_delivery)."""
+
+    target: str
+
+    def list(self) -> list[JobStatus]: ...
+
+    def status(self, job: str) -> JobStatus: ...
+
+    def savepoint(self, job: str) -> str:
+        """Take a savepoint (snapshot) of the running job, which keeps running; its path (name)."""
+        ...
+
+    def stop(self, job: str) -> str:
+        """Stop the job with a final savepoint; its path (name)."""
+        ...
+
+    def start(self, job: str, zip_path: Path | None, savepoint: str | None, allow_non_restored_state: bool
+              ) -> JobStatus:
+        """Start the job (from `zip_path`, or the version it last ran) from `savepoint`, or without state."""
+        ...
+
+    def held_state(self, job: str, savepoint: str) -> dict[str, int] | None:
+        """{operator id: bytes} a savepoint holds, or None when the back end cannot read it (Managed Flink)."""
+        ...
+
+    def running_operator_ids(self, job: str) -> set[str] | None:
+        """The operator ids of the version that runs now, when the back end knows it (else None)."""
+        ...
+
+    def operator_ids(self, job: str, zip_path: Path) -> set[str]:
+        """The operator ids of `job` in `zip_path`, as its client builds the job graph."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    """Who runs a command, in which role, and why (all three are audited)."""
+
+    actor: str
+    role: str
+    reason: str
+
+
+def authorize(operator: Operator, action: str, job: str | None, what: str, audit: Any = None) -> None:
+    """Audit the command (the write comes first: no record, no action); JobControlError when the role may not."""
+    allowed = load_operations_access().allows(operator.role, action)
+    log = audit or open_audit_log(load_audit_settings(read_property_groups(default_properties_path())))
+    log.append(AuditEvent(actor=operator.actor, role=operator.role, purpose=PURPOSE, action=f"job_{action}",
+                          decision="grant" if allowed else "deny", feed=None, record_id=None, fields=(),
+                          reason=f"{what}{f' ({job})' if job else ''}: {operator.reason}"))
+    if not allowed:
+        raise JobControlError(f"role {operator.role!r} may not {action} jobs (schemas/access/operations.yaml); "
+                              "the refusal is audited and nothing changed")
+
+
+def upgrade(backend: Backend, job: str, zip_path: Path, allow_non_restored_state: bool) -> dict[str, Any]:
+    """Check that `zip_path`'s version of `job` can restore the running job's state, then switch to it.
+
+    The check runs against a fresh savepoint of the running job (the job keeps running) when the back
+    end can read savepoints, else against the running version's operator ids. A refusal stops nothing.
+    """
+    new_ids = backend.operator_ids(job, zip_path)
+    probe = backend.savepoint(job)
+    held = backend.held_state(job, probe)
+    if held is None:
+        running = backend.running_operator_ids(job)
+        if running is None:
+            raise JobControlError(f"cannot tell whether {zip_path.name} restores {job}'s state (no readable "
+                                  "savepoint, no known running version); nothing was stopped")
+        held = {op: -1 for op in running}
+    lost = unrestorable(held, new_ids)
+    if lost and not allow_non_restored_state:
+        shown = ", ".join(f"{op} ({size} bytes)" if size >= 0 else op for op, size in list(lost.items())[:5])
+        raise JobControlError(
+            f"{zip_path.name} cannot restore {job}'s savepoint {probe}: {len(lost)} operator(s) hold state the "
+            f"new job graph has no place for: {shown}. Nothing was stopped. Give every stateful operator a "
+            "fixed uid, or pass --allow-non-restored-state to drop that state (decision 0020)")
+    final = backend.stop(job)
+    started = backend.start(job, zip_path, final, allow_non_restored_state)
+    return {"job": job, "checked_against": probe, "dropped_state": sorted(lost), "savepoint": final,
+            "status": dataclasses.asdict(started)}
+
+
+def backend_for(target: str) -> Backend:
+    """The back end of a --target."""
+    if target == "local":
+        from tools.job_backend_cluster import LocalClusterBackend
+
+        return LocalClusterBackend()
+    from tools.job_backend_msf import ManagedFlinkBackend
+
+    return ManagedFlinkBackend.from_env()
+
+
+def run(args: argparse.Namespace, backend: Backend | None = None, audit: Any = None) -> dict[str, Any]:
+    """Authorize, audit and run one command; its JSON-friendly result."""
+    operator = Operator(args.actor, args.role, args.reason)
+    job: str = getattr(args, "job", "")
+    zip_path: Path | None = getattr(args, "zip", None)
+    what = {"start": f"start from {getattr(args, 'savepoint', None) or 'no savepoint'}",
+            "upgrade": f"upgrade to {zip_path.name if zip_path else '?'}"}.get(args.command, args.command)
+    authorize(operator, args.command, job or None, f"{what} on {args.target}", audit)
+    backend = backend or backend_for(args.target)
+    if args.command == "list":
+        return {"target": backend.target, "jobs": [dataclasses.asdict(s) for s in backend.list()]}
+    if args.command == "status":
+        return dataclasses.asdict(backend.status(job))
+    if args.command == "savepoint":
+        return {"job": job, "savepoint": backend.savepoint(job)}
+    if args.command == "stop":
+        return {"job": job, "savepoint": backend.stop(job)}
+    if args.command == "start":
+        savepoint = None if args.fresh else args.savepoint
+        return dataclasses.asdict(backend.start(job, zip_path, savepoint, args.allow_non_restored_state))
+    if zip_path is None:
+        raise JobControlError("upgrade needs --zip")
+    return upgrade(backend, job, zip_path, args.allow_non_restored_state)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `medistream jobs` arguments."""
+    root = argparse.ArgumentParser(prog="medistream jobs", description=__doc__.split("\n", 1)[0])
+    root.add_argument("--actor", required=True, help="who runs the command (audited)")
+    root.add_argument("--role", required=True, help="a role of schemas/access/operations.yaml")
+    root.add_argument("--reason", required=True, help="why (audited; no PHI)")
+    root.add_argument("--target", choices=["local", "managed-flink"], default="local")
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("list")
+    for name in ("status", "savepoint", "stop"):
+        sub.add_parser(name).add_argument("job", choices=JOBS)
+    start = sub.add_parser("start")
+    start.add_argument("job", choices=JOBS)
+    start.add_argument("--zip", type=Path, help="the zip to run (default: the version the job last ran)")
+    restore = start.add_mutually_exclusive_group()
+    restore.add_argument("--savepoint", help="savepoint (or retained checkpoint) to start from")
+    restore.add_argument("--fresh", action="store_true", help="start without state")
+    start.add_argument("--allow-non-restored-state", action="store_true")
+    up = sub.add_parser("upgrade")
+    up.add_argument("job", choices=JOBS)
+    up.add_argument("--zip", type=Path, required=True)
+    up.add_argument("--allow-non-restored-state", action="store_true",
+                    help="restore even if some operators' state has no place in the new version (it is dropped)")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0 with JSON on stdout; 2 with one line on stderr when refused or failed."""
+    args = parser().parse_args(argv)
+    if args.command == "start" and not (args.savepoint or args.fresh):
+        parser().error("start needs --savepoint P or --fresh (a job never starts from an implicit state)")
+    try:
+        result = run(args)
+    except JobControlError as err:
+        print(f"medistream jobs: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
