@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -130,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `medistream` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in PASSTHROUGH:
-        local_aws_environment()
+        # The local stack's placeholder credentials, except for Managed Flink itself (no stand-in
+        # endpoint): there the caller's own AWS credentials must win.
+        if not (argv[0] == "jobs" and "managed-flink" in argv and not os.environ.get("MEDISTREAM_MSF_ENDPOINT")):
+            local_aws_environment()
         return int(importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:]))
     args = parser().parse_args(argv)
     local_aws_environment()

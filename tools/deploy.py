@@ -162,9 +162,12 @@ def job_properties(job: str, manifest: Mapping[str, Any], base: Path | None) -> 
                                     base=read_property_groups(base) if base is not None else None)
     # ${MEDISTREAM_HOME} means this machine's home, not the unpacked application's folder.
     home = str(medistream_home())
-    return [{"PropertyGroupId": g["PropertyGroupId"],
-             "PropertyMap": {k: v.replace("${MEDISTREAM_HOME}", home) for k, v in g["PropertyMap"].items()}}
-            for g in groups]
+    resolved = []
+    for group in groups:
+        values: Mapping[str, str] = group["PropertyMap"]  # type: ignore[assignment]  # str -> str by construction
+        resolved.append({"PropertyGroupId": group["PropertyGroupId"],
+                         "PropertyMap": {k: v.replace("${MEDISTREAM_HOME}", home) for k, v in values.items()}})
+    return resolved
 
 
 def cluster_python(settings: ClusterSettings) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from tools import cluster_status, deploy
 from tools.cluster_config import ClusterSettings
-from tools.job_control import JOBS, JobControlError, JobStatus
+from tools.job_interface import JOBS, JobControlError, JobStatus
 
 
 class LocalClusterBackend:

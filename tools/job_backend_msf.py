@@ -48,7 +48,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.properties import ConfigError, default_properties_path, read_property_groups
-from tools.job_control import JOBS, JobControlError, JobStatus
+from tools.job_interface import JOBS, JobControlError, JobStatus
 
 ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")  # part of an application and a bucket name
 PLACEHOLDER_KEY = "testing"  # connectors.properties.local_aws_environment's access key id

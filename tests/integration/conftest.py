@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +21,11 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def runtime_python() -> Path:
+    """The Managed-Flink-like Python 3.12 runtime (only apache-flink) the packaged zip runs on."""
+    from tools.deploy import ensure_runtime
+
+    return ensure_runtime()

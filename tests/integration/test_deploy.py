@@ -93,11 +93,6 @@ def test_a_zip_built_for_python_3_11_is_refused_before_submission(
 
 
 @pytest.fixture(scope="module")
-def runtime_python() -> Path:
-    return deploy.ensure_runtime()
-
-
-@pytest.fixture(scope="module")
 def settings(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory,
              runtime_python: Path) -> Iterator[ClusterSettings]:
     with private_cluster(tmp_path_factory.mktemp("cluster"), f"s3://{stack.warehouse_bucket}/deploy-test-{RUN}",

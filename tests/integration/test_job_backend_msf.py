@@ -27,7 +27,8 @@ from infra.local.managed_flink import Delays, InMemoryRunner, ManagedFlinkHandle
 from infra.local.process import free_loopback_port
 from infra.local.settings import StackSettings
 from tools.job_backend_msf import ManagedFlinkBackend, MsfSettings
-from tools.job_control import JobControlError, main, upgrade
+from tools.job_control import main, upgrade
+from tools.job_interface import JobControlError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tools.job_backend_msf import MsfSettings
-from tools.job_control import JobControlError
+from tools.job_interface import JobControlError
 
 LOCAL_S3 = {"endpoint": "http://127.0.0.1:15000", "region": "eu-west-1", "path.style.access": "true"}
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tools.job_control import JobControlError, JobStatus, main, parser, run, upgrade
+from tools.job_control import main, parser, run, upgrade
+from tools.job_interface import JobControlError, JobStatus
 
 
 class Recorder:

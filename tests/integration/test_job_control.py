@@ -1,0 +1,132 @@
+"""`medistream jobs` on the local cluster, on the packaged zip: status, a refused upgrade that stops nothing, an
+upgrade through a savepoint that loses and duplicates nothing, a role without the right refused.
+
+One zip built from HEAD, one cluster of its own (tools.private_cluster), the ingest job deployed from the zip
+with run-unique names; the audit log is the run's own chain in the local audit table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.audit import event_of, load_audit_settings, open_audit_log
+from connectors.properties import read_property_groups
+from infra.local import synthetic
+from infra.local.ground_truth import expected_outcome
+from infra.local.isolation import isolated_config, write_properties
+from infra.local.publish import publish
+from infra.local.reference import publish_reference
+from infra.local.settings import StackSettings
+from schemas.contracts import load_contracts
+from tools import cluster_status, deploy, job_control
+from tools.cluster_config import ClusterSettings
+from tools.job_backend_cluster import LocalClusterBackend
+from tools.package import Target, build
+from tools.private_cluster import private_cluster
+from tools.readback import compare_sinks, covered, inexact, linkage_digest, read_sinks, s3_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
+RUN, SEED, BEFORE, AFTER = os.urandom(4).hex(), 53, 300, 200
+OPERATOR = ["--actor", "olu", "--role", "operator", "--reason", "change CHG-7"]
+
+
+@pytest.fixture(scope="module")
+def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtime_python: Path
+          ) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("jobs")
+    zip_path = build(Target("3.12"), tmp_path_factory.mktemp("dist"))
+    properties = write_properties(RUN, home)
+    groups = json.loads(properties.read_text())
+    for group in groups:  # the run's own audit chain
+        if group["PropertyGroupId"] == "audit":
+            group["PropertyMap"]["chain"] = f"jobs-test-{RUN}"
+    properties.write_text(json.dumps(groups))
+    with private_cluster(tmp_path_factory.mktemp("cluster"), f"s3://{stack.warehouse_bucket}/jobs-test-{RUN}",
+                         str(runtime_python), checkpoint_interval="3 s") as settings:
+        yield {"zip": zip_path, "properties": properties, "settings": settings, "home": home}
+
+
+def _jobs(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+          *argv: str) -> tuple[int, Any]:
+    settings: ClusterSettings = setup["settings"]
+    monkeypatch.setenv("MEDISTREAM_FLINK_REST_PORT", str(settings.rest_port))
+    monkeypatch.setenv("MEDISTREAM_PROPERTIES", str(setup["properties"]))
+    code = job_control.main(list(argv))
+    out = capsys.readouterr()
+    return code, (json.loads(out.out) if code == 0 else out.err.strip())
+
+
+def _wait_exact(cfg: Any, generated: list[Any], contracts: Any, timeout_s: float) -> dict[str, Any]:
+    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
+    want = sum(expected["claims"].values())
+    deadline = time.monotonic() + timeout_s
+    while covered(read_sinks(cfg).iceberg_claim_keys, expected["claims"]) < want:
+        assert time.monotonic() < deadline, "claims did not all reach Iceberg"
+        time.sleep(2)
+    time.sleep(4)  # one more checkpoint for the archive and dead letters of the same records
+    return expected
+
+
+def test_status_refused_upgrade_and_an_upgrade_through_a_savepoint(
+        setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    settings: ClusterSettings = setup["settings"]
+    cfg = isolated_config(RUN, setup["home"])
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
+    feeds = synthetic.feeds_from_contracts(contracts.values())
+    generated = list(synthetic.generate(BEFORE + AFTER, seed=SEED, feeds=feeds, mix=synthetic.Mix(0.8, 0.2, 0.0),
+                                        duplicate_rate=0.02, invalid_rate=0.04))
+    s3 = s3_client(cfg.s3)
+    publish_reference(s3, "medistream-reference", f"t{RUN}/", SEED, version=1)
+    publish(generated[:BEFORE], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
+            contracts=contracts)
+    first = deploy.deploy(setup["zip"], ["ingest"], settings=settings, base_properties=setup["properties"])
+    cluster_status.wait_running(settings, first["jobs"]["ingest"], 240)
+    _wait_exact(cfg, generated[:BEFORE], contracts, 300)
+
+    code, status = _jobs(setup, monkeypatch, capsys, *OPERATOR, "status", "ingest")
+    assert code == 0 and status["state"] == "RUNNING" and status["job_id"] == first["jobs"]["ingest"]
+    assert status["last_checkpoint"]["size_bytes"] > 0 and status["restarts"] == 0
+    assert sum(v["out"] for v in status["records"].values()) > 0 and status["version"] == setup["zip"].name
+
+    # A "new version" whose graph is the partner delivery job's: the ingest job's state has no place in it.
+    backend = LocalClusterBackend(settings)
+    partner_ids = backend.operator_ids("partner_delivery", setup["zip"])
+    monkeypatch.setattr(LocalClusterBackend, "operator_ids", lambda self, job, zip_path: partner_ids)
+    code, refusal = _jobs(setup, monkeypatch, capsys, *OPERATOR, "upgrade", "ingest", "--zip", str(setup["zip"]))
+    assert code == 2 and "cannot restore ingest's savepoint" in refusal and "Nothing was stopped" in refusal
+    assert backend.status("ingest").job_id == first["jobs"]["ingest"]  # the same job runs on
+    assert backend.status("ingest").state == "RUNNING"
+    monkeypatch.undo()
+
+    # The same zip again (an upgrade with an unchanged graph): stopped with a savepoint, started from it.
+    code, upgraded = _jobs(setup, monkeypatch, capsys, *OPERATOR, "upgrade", "ingest", "--zip", str(setup["zip"]))
+    assert code == 0 and upgraded["dropped_state"] == [], upgraded
+    second = upgraded["status"]["job_id"]
+    assert second != first["jobs"]["ingest"] and upgraded["status"]["state"] == "RUNNING"
+    restored = (cluster_status.rest_get(settings, f"/jobs/{second}/checkpoints") or {})["latest"]["restored"]
+    assert restored["is_savepoint"] is True and restored["external_path"] == upgraded["savepoint"]
+    publish(generated[BEFORE:], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
+            contracts=contracts)
+    expected = _wait_exact(cfg, generated, contracts, 300)
+    found = compare_sinks(expected, read_sinks(cfg))
+    assert not inexact(found), inexact(found)  # across the upgrade: 0 lost, 0 duplicated in every sink
+
+    code, refused = _jobs(setup, monkeypatch, capsys, "--actor", "dana", "--role", "analyst", "--reason", "look",
+                          "stop", "ingest")
+    assert code == 2 and "role 'analyst' may not stop" in refused
+    assert backend.status("ingest").state == "RUNNING"
+    groups = read_property_groups(setup["properties"])
+    events = [event_of(e) for e in open_audit_log(load_audit_settings(groups)).entries()]
+    assert [(e.actor, e.action, e.decision) for e in events] == [
+        ("olu", "job_status", "grant"), ("olu", "job_upgrade", "grant"), ("olu", "job_upgrade", "grant"),
+        ("dana", "job_stop", "deny")]
+    assert all("CHG-7" in e.reason for e in events[:3])
+    assert deploy.stop(second, settings)["state"] == "FINISHED"
