@@ -84,9 +84,10 @@ def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
     """The job built on `env` as a savepoint sees it: {operator id: its vertex's name} under "operators",
     and the operators that have no uid of their own (their id follows the graph's shape) under "without_uid".
 
-    Reads the stream graph without clearing it, so the job can still be executed after.
+    The graph is generated the way execution generates it (PyFlink's Python operator configuration and
+    chaining first: they fuse Python operators, which changes the ids), without clearing it.
     """
-    graph = env._j_stream_execution_environment.getStreamGraph(False)
+    graph = env._generate_stream_graph(clear_transformations=False)
     without = sorted(str(node.getOperatorName()) for node in graph.getStreamNodes().toArray()
                      if node.getTransformationUID() is None)
     operators = {pair.getGeneratedOperatorID().toHexString(): str(vertex.getName())

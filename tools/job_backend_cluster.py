@@ -142,16 +142,25 @@ class LocalClusterBackend:
         return self.status(job)
 
     def held_state(self, job: str, savepoint: str) -> dict[str, int] | None:
+        from pyflink.common import Configuration
+
         from connectors.properties import local_aws_environment
-        from jobs.runtime import prepare_process_environment
+        from jobs.runtime import initialize_filesystems, prepare_process_environment
         from tools.cluster import s3_config
         from tools.readback import s3_client
         from tools.savepoints import SavepointError, metadata_bytes, operator_states
 
         local_aws_environment()
         prepare_process_environment()
+        s3 = s3_config()
+        # Flink resolves the savepoint's own path through its file systems: load the S3 one, as the cluster does.
+        conf = Configuration()
+        if s3.endpoint:
+            conf.set_string("s3.endpoint", s3.endpoint)
+            conf.set_string("s3.path.style.access", str(s3.path_style_access).lower())
+        initialize_filesystems(conf)
         try:
-            return operator_states(metadata_bytes(savepoint, s3_client(s3_config())), savepoint)
+            return operator_states(metadata_bytes(savepoint, s3_client(s3)), savepoint)
         except SavepointError as err:
             raise JobControlError(str(err)) from None
 

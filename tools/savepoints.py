@@ -48,8 +48,10 @@ def operator_states(metadata: bytes, pointer: str) -> dict[str, int]:
     loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
     try:
         loaded = jvm.org.apache.flink.runtime.checkpoint.Checkpoints.loadCheckpointMetadata(stream, loader, pointer)
-    except Exception as err:  # py4j's Java exception: name the savepoint, keep the first line only
-        raise SavepointError(f"{pointer}: not a savepoint Flink can read ({str(err).splitlines()[0][:200]})") from None
+    except Exception as err:  # py4j's Java exception: name the savepoint and the Java exception's line
+        lines = str(err).splitlines()
+        cause = next((line[2:] for line in lines if line.startswith(": ")), lines[0] if lines else repr(err))
+        raise SavepointError(f"{pointer}: not a savepoint Flink can read ({cause[:300]})") from None
     held: dict[str, int] = {}
     for state in loaded.getOperatorStates().toArray():
         if state.getNumberCollectedStates() > 0 or state.getCoordinatorState() is not None:
