@@ -222,7 +222,7 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
                                 flink_options=runtime_options(python) + restore,
                                 env={"MEDISTREAM_HOME": str(medistream_home())})
         submitted[job] = job_id
-        record_deployment(job, job_id, path)
+        record_deployment(job, job_id, path, base_properties)
     return {"jobs": submitted, "application": str(root), "runtime": str(python),
             "deploy_s": round(time.monotonic() - started, 1)}
 
@@ -245,7 +245,7 @@ def client_program(root: Path, manifest: Mapping[str, Any], job: str, python: Pa
 
 
 def operator_ids(path: Path, job: str, settings: ClusterSettings | None = None, base_properties: Path | None = None,
-                 runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
+                 runtime_python: str = RUNTIME_PYTHON, parallelism: int = 2) -> dict[str, Any]:
     """The operator ids of a job of the zip, as the cluster would run it: its client built by `flink run`
     with the runtime and the zip's jar, asked for its ids (`--operator-ids FILE`) instead of a submission.
     No cluster needs to be up: the client contacts the JobManager only to submit."""
@@ -260,7 +260,7 @@ def operator_ids(path: Path, job: str, settings: ClusterSettings | None = None, 
     out = root / f"operator-ids.{job}.json"
     py, pyfiles, jars, args = client_program(root, manifest, job, python, base_properties,
                                              ["--operator-ids", str(out)])
-    result = cluster.flink_run(settings, py, pyfiles, jars, 1, args, flink_options=runtime_options(python),
+    result = cluster.flink_run(settings, py, pyfiles, jars, parallelism, args, flink_options=runtime_options(python),
                                env={"MEDISTREAM_HOME": str(medistream_home())})
     if not out.exists():
         raise DeployError(f"building {job} of {path.name} for its operator ids failed (flink run exited "
@@ -275,10 +275,12 @@ def registry() -> Path:
     return medistream_home() / "deploy" / "deployed.json"
 
 
-def record_deployment(job: str, job_id: str, path: Path) -> None:
-    """Remember the job id of the latest deployment of `job`."""
+def record_deployment(job: str, job_id: str, path: Path, base_properties: Path | None = None) -> None:
+    """Remember the latest deployment of `job`: its job id, zip and base properties (a restart or an upgrade
+    runs with the same ones: table names, for one, are part of some operators' ids)."""
     known = json.loads(registry().read_text()) if registry().exists() else {}
-    known[job] = {"job_id": job_id, "zip": str(path.resolve())}
+    known[job] = {"job_id": job_id, "zip": str(path.resolve()),
+                  "properties": str(base_properties.resolve()) if base_properties else None}
     registry().write_text(json.dumps(known, indent=1) + "\n")
 
 

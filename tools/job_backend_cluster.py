@@ -31,6 +31,11 @@ class LocalClusterBackend:
         found: dict[str, str] | None = known.get(job)
         return found
 
+    def _properties(self, job: str) -> Path | None:
+        """The base properties the job was last deployed with (None: conf/'s)."""
+        recorded = (self._deployed(job) or {}).get("properties")
+        return Path(recorded) if recorded else None
+
     def _job_id(self, job: str) -> str:
         deployed = self._deployed(job)
         if deployed is None:
@@ -134,7 +139,8 @@ class LocalClusterBackend:
                 raise JobControlError(f"{job} has never been deployed: give --zip")
             zip_path = Path(deployed["zip"])
         try:
-            deploy.deploy(zip_path, [job], settings=self.settings, savepoints={job: savepoint} if savepoint else None,
+            deploy.deploy(zip_path, [job], settings=self.settings, base_properties=self._properties(job),
+                          savepoints={job: savepoint} if savepoint else None,
                           allow_non_restored_state=allow_non_restored_state)
         except deploy.DeployError as err:
             raise JobControlError(str(err)) from None
@@ -169,6 +175,6 @@ class LocalClusterBackend:
 
     def operator_ids(self, job: str, zip_path: Path) -> set[str]:
         try:
-            return set(deploy.operator_ids(zip_path, job, self.settings)["operators"])
+            return set(deploy.operator_ids(zip_path, job, self.settings, self._properties(job))["operators"])
         except deploy.DeployError as err:
             raise JobControlError(str(err)) from None
