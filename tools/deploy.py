@@ -294,7 +294,8 @@ def resolve_job(name_or_id: str) -> str:
     return str(known[name_or_id]["job_id"])
 
 
-def _rest_post(settings: ClusterSettings, path: str, body: Mapping[str, Any]) -> Any:
+def rest_post(settings: ClusterSettings, path: str, body: Mapping[str, Any]) -> Any:
+    """POST JSON to the cluster's REST API; DeployError naming the path and the answer."""
     request = urllib.request.Request(settings.rest_url() + path, data=json.dumps(body).encode(),  # noqa: S310
                                      headers={"Content-Type": "application/json"}, method="POST")
     try:
@@ -315,7 +316,7 @@ def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: fl
     body: dict[str, Any] = {"drain": False, "formatType": "CANONICAL"}
     if target_directory:
         body["targetDirectory"] = target_directory
-    trigger = _rest_post(settings, f"/jobs/{job_id}/stop", body)
+    trigger = rest_post(settings, f"/jobs/{job_id}/stop", body)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = cluster_status.rest_get(settings, f"/jobs/{job_id}/savepoints/{trigger['request-id']}") or {}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +112,10 @@ class LocalClusterBackend:
         raise JobControlError(f"the savepoint of {job} did not complete within 180 s")
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(self.settings.rest_url() + path, data=json.dumps(body).encode(),  # noqa: S310
-                                         headers={"Content-Type": "application/json"}, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback REST
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            raise JobControlError(f"POST {path}: HTTP {err.code} {err.read().decode(errors='replace')[:300]}") from None
-        except OSError as err:
-            raise JobControlError(f"the cluster's REST API at {self.settings.rest_url()} does not answer: {err}") \
-                from None
+            return deploy.rest_post(self.settings, path, body)
+        except deploy.DeployError as err:
+            raise JobControlError(str(err)) from None
 
     def stop(self, job: str) -> str:
         try:
