@@ -125,10 +125,11 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     assert all("CHG-7" in e.reason for e in events[:2])
 
 
-@pytest.mark.xfail(strict=True, reason="found 2026-12-04: after `jobs upgrade` restores the job from the final "
-                   "savepoint (checked: restored, RUNNING, checkpoints complete), records published afterwards do not "
-                   "reach Iceberg within 300 s and the checkpointed state size stays constant; the savepoint restart "
-                   "of tests/integration/test_deploy.py does not show it. Cause not yet known (issue 20)")
+# Intermittent (issue 20, open): it passed once and failed once on 2026-12-04. In the failed run the upgraded job was
+# restored from the final savepoint, RUNNING, completing checkpoints, yet records published afterwards did not reach
+# Iceberg within 300 s and its checkpointed state size stayed constant. Not strict until the cause is found.
+@pytest.mark.xfail(strict=False, reason="intermittent: after `jobs upgrade`, new records once did not reach Iceberg "
+                   "within 300 s (issue 20, cause not yet known)")
 def test_an_upgrade_through_a_savepoint_loses_and_duplicates_nothing(
         setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert setup.get("first"), "runs after the status and refusal test"
