@@ -128,6 +128,7 @@ def test_checkpoints_go_to_s3_and_a_killed_taskmanager_is_replaced_and_restored_
                   if process.read_pid(cluster.pid_file(running, name)).marker in hosts)  # type: ignore[union-attr]
     victim_pid = process.read_pid(cluster.pid_file(running, victim)).pid  # type: ignore[union-attr]
     os.kill(victim_pid, signal.SIGKILL)
+    psutil.Process(victim_pid).wait(timeout=30)  # gone (and reaped: it is our child) before `up` looks for it
     result = cluster.up(running)
     assert result["started"] == [victim]
     assert result["processes"][victim]["pid"] != victim_pid and len(result["taskmanagers"]) == 2
