@@ -316,19 +316,28 @@ def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: fl
     body: dict[str, Any] = {"drain": False, "formatType": "CANONICAL"}
     if target_directory:
         body["targetDirectory"] = target_directory
-    trigger = rest_post(settings, f"/jobs/{job_id}/stop", body)
+    location = savepoint(settings, job_id, "stop", body, timeout_s)
+    state = cluster_status.wait_for_job(settings, job_id, {"FINISHED"}, 60)
+    return {"job_id": job_id, "savepoint": location, "state": state}
+
+
+def savepoint(settings: ClusterSettings, job_id: str, how: str, body: Mapping[str, Any], timeout_s: float = 180.0
+              ) -> str:
+    """Trigger a savepoint through the REST API (`how`: "savepoints", the job runs on; "stop", it stops after)
+    and wait for it; its path, DeployError with Flink's root cause if it fails."""
+    what = "stop-with-savepoint" if how == "stop" else "savepoint"
+    trigger = rest_post(settings, f"/jobs/{job_id}/{how}", body)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = cluster_status.rest_get(settings, f"/jobs/{job_id}/savepoints/{trigger['request-id']}") or {}
         if found.get("status", {}).get("id") == "COMPLETED":
             operation = found.get("operation", {})
             if "location" not in operation:
-                raise DeployError(f"stop-with-savepoint of {job_id} failed: "
+                raise DeployError(f"{what} of {job_id} failed: "
                                   f"{cluster_status.root_cause(str(operation.get('failure-cause', operation)))}")
-            state = cluster_status.wait_for_job(settings, job_id, {"FINISHED"}, 60)
-            return {"job_id": job_id, "savepoint": operation["location"], "state": state}
+            return str(operation["location"])
         time.sleep(1)
-    raise DeployError(f"stop-with-savepoint of {job_id} did not complete within {timeout_s:.0f}s")
+    raise DeployError(f"{what} of {job_id} did not complete within {timeout_s:.0f}s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,23 +97,9 @@ class LocalClusterBackend:
         return sum(int(float(m["value"])) for m in found if m.get("value") not in (None, ""))
 
     def savepoint(self, job: str) -> str:
-        job_id = self._job_id(job)
-        trigger = self._post(f"/jobs/{job_id}/savepoints", {"cancel-job": False, "formatType": "CANONICAL"})
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            found = self._get(f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
-            if found.get("status", {}).get("id") == "COMPLETED":
-                operation = found.get("operation", {})
-                if "location" not in operation:
-                    cause = cluster_status.root_cause(str(operation.get("failure-cause", operation)))
-                    raise JobControlError(f"savepoint of {job} failed: {cause}")
-                return str(operation["location"])
-            time.sleep(1)
-        raise JobControlError(f"the savepoint of {job} did not complete within 180 s")
-
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
         try:
-            return deploy.rest_post(self.settings, path, body)
+            return deploy.savepoint(self.settings, self._job_id(job), "savepoints",
+                                    {"cancel-job": False, "formatType": "CANONICAL"})
         except deploy.DeployError as err:
             raise JobControlError(str(err)) from None
 
