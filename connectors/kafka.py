@@ -164,7 +164,8 @@ def create_raw_source(t_env: StreamTableEnvironment, cfg: KafkaConfig) -> str:
               topic STRING NOT NULL METADATA VIRTUAL,
               `partition` INT NOT NULL METADATA VIRTUAL,
               `offset` BIGINT NOT NULL METADATA VIRTUAL,
-              `timestamp` TIMESTAMP_LTZ(3) NOT NULL METADATA VIRTUAL
+              `timestamp` TIMESTAMP_LTZ(3) NOT NULL METADATA VIRTUAL,
+              headers MAP<STRING, BYTES> METADATA VIRTUAL
             ) {with_clause(raw_source_options(cfg))}"""
     )
     return RAW_TABLE

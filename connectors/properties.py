@@ -38,6 +38,24 @@ class ConfigError(ValueError):
     """A property is missing or invalid; the message names the group and key."""
 
 
+# Flink's duration units (org.apache.flink.util.TimeUtils), in milliseconds.
+_DURATION_UNITS = {
+    **dict.fromkeys(("d", "day", "days"), 86_400_000), **dict.fromkeys(("h", "hour", "hours"), 3_600_000),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), 60_000),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1_000),
+    **dict.fromkeys(("ms", "milli", "millis", "millisecond", "milliseconds"), 1),
+}
+_DURATION = re.compile(r"\s*(\d+)\s*([a-z]*)\s*")
+
+
+def duration_ms(text: str) -> int:
+    """A Flink duration ("30 d", "12 h", "1 min", "500 ms", "2s"; no unit: ms) in milliseconds, as Flink reads it."""
+    match = _DURATION.fullmatch(text.lower())
+    if match is None or match.group(2) not in ("", *_DURATION_UNITS):
+        raise ConfigError(f"{text!r} is not a Flink duration (e.g. '30 d', '12 h', '1 min', '500 ms')")
+    return int(match.group(1)) * _DURATION_UNITS.get(match.group(2), 1)
+
+
 def medistream_home() -> Path:
     """Folder that holds all local state (stack data, checkpoints, logs)."""
     return Path(os.environ.get("MEDISTREAM_HOME", REPO_ROOT / ".local"))

@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyflink.datastream.functions import KeyedProcessFunction
+
 from connectors.kafka import create_raw_source
 from connectors.landing import create_landing_source
 from connectors.properties import (
     DEFAULT_JOB_NAME,
     IngestConfig,
     default_properties_path,
+    duration_ms,
     load_ingest_config,
     read_property_groups,
 )
@@ -47,6 +50,7 @@ from jobs.runtime import (
 )
 from jobs.topics import partner_ids
 from udfs.rows import ACCEPTED_FIELDS
+from udfs.source import BACKFILL_PATH_PATTERN, ORIGIN_HEADER, ORIGIN_PATTERN
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -63,6 +67,26 @@ class JobOutputs:
     written: dict[str, str]
 
 
+class FirstPerKey(KeyedProcessFunction):  # type: ignore[misc]
+    """Pass the first row of each key and drop the others, remembering a key for `ttl_ms` (processing time)."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self.ttl_ms = ttl_ms
+
+    def open(self, ctx: Any) -> None:
+        from pyflink.common import Time, Types
+        from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+
+        seen = ValueStateDescriptor("seen", Types.BOOLEAN())
+        seen.enable_time_to_live(StateTtlConfig.new_builder(Time.milliseconds(self.ttl_ms)).build())
+        self.seen = ctx.get_state(seen)
+
+    def process_element(self, value: Any, ctx: Any) -> Any:
+        if not self.seen.value():
+            self.seen.update(True)
+            yield value
+
+
 def build(
     env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig, job_name: str = JOB_NAME
 ) -> JobOutputs:
@@ -71,19 +95,48 @@ def build(
     `job_name` prefixes the Kafka sinks' transactional ids: two jobs that share it would abort each
     other's open transactions on start-up, so concurrent runs need distinct names.
     """
+    from pyflink.common import Types
     from pyflink.table import Schema
 
     raw = create_raw_source(t_env, cfg.kafka)
     t_env.create_temporary_view("landing_files", t_env.from_data_stream(create_landing_source(env, cfg.landing)))
     # One stream of units: a Kafka message or a whole landed file, with a time for records that carry none.
+    # A unit re-read by a backfill (tools/backfill.py) keeps the identity of the unit it copies: its topic,
+    # partition and offset (header `medistream-origin`, honoured only within the same topic and partition,
+    # for an earlier offset) or its file path and time (`<feed>/backfill/<run>/<modified ms>/<original key>`,
+    # only for the same feed). So its records get the same record ids and dead-letter ids as the first time,
+    # and the dedup stages below drop what was already delivered.
+    t_env.create_temporary_view("raw_units", t_env.sql_query(
+        f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
+                   DECODE(headers['{ORIGIN_HEADER}'], 'UTF-8') AS origin FROM {raw}"""))
+    t_env.create_temporary_view("raw_origins", t_env.sql_query(
+        f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
+                   CASE WHEN REGEXP(origin, '{ORIGIN_PATTERN}')
+                         AND REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 1) = topic
+                         AND CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 2) AS INT) = `partition`
+                         AND CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) < `offset`
+                        THEN CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) END AS origin_offset
+            FROM raw_units"""))
+    t_env.create_temporary_view("landing_origins", t_env.sql_query(
+        f"""SELECT payload, path, modified_ms,
+                   CASE WHEN REGEXP(path, '{BACKFILL_PATH_PATTERN}')
+                         AND POSITION(CONCAT(REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 2), '/')
+                                      IN REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 4)) = 1
+                        THEN CONCAT(REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 1),
+                                    REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 4)) END AS origin_path,
+                   CAST(REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 3) AS BIGINT) AS origin_ms
+            FROM landing_files"""))
     unified = t_env.sql_query(
-        f"""SELECT payload, topic, `partition`, `offset`, CAST(NULL AS STRING) AS path,
+        """SELECT payload, topic, `partition`, COALESCE(origin_offset, `offset`) AS `offset`,
+                   CAST(NULL AS STRING) AS path,
                    -- Epoch seconds: format and parse in the same session time zone, so the zone cancels out.
                    UNIX_TIMESTAMP(DATE_FORMAT(`timestamp`, 'yyyy-MM-dd HH:mm:ss'), 'yyyy-MM-dd HH:mm:ss') * 1000
-                     AS unit_ms FROM {raw}
+                     AS unit_ms FROM raw_origins
             UNION ALL
-            SELECT payload, CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT), path, modified_ms
-            FROM landing_files"""
+            SELECT payload, CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT),
+                   COALESCE(origin_path, path),
+                   CASE WHEN origin_path IS NULL THEN modified_ms ELSE origin_ms END
+            FROM landing_origins"""
     )
     reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
     operator = IngestOperator(cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3, cfg.phi)
@@ -96,7 +149,16 @@ def build(
 
     with_time = Schema.new_builder().column_by_expression("proc_time", "PROCTIME()").build()
     t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted, with_time))
-    t_env.create_temporary_view("dead_letter_rows", t_env.from_data_stream(accepted.get_side_output(DEAD_LETTERS)))
+    # Dead letters once per id (decision 0024): an id is the unit, the position in it and the refused content,
+    # so the same id again is the same unit read again (a backfill's copy), never another record. A DataStream
+    # operator with its own uid, not SQL: a new SQL operator renumbers every plan node after it, and with them
+    # the uids of the sinks' state, so a savepoint of the previous version would not restore into this one.
+    letters = accepted.get_side_output(DEAD_LETTERS)
+    once = (letters.key_by(lambda row: row[0], key_type=Types.STRING())
+            .process(FirstPerKey(duration_ms(cfg.feeds.dedup_ttl)), output_type=letters.get_type())
+            .uid("dead-letters-once")
+            .name("dead-letters-once"))
+    t_env.create_temporary_view("dead_letter_rows", t_env.from_data_stream(once))
     # Dedup in the JVM (docs/decisions/0004-dedup-state.md): keep the first record per dedup key
     # (business key + content hash) for the TTL; Flink plans this as its Deduplicate operator,
     # which keeps one flag per key.

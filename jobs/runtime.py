@@ -82,7 +82,8 @@ STABLE_UID_TABLE_KEYS = {"table.exec.uid.generation": "ALWAYS", "table.exec.iceb
 
 def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
     """The job built on `env` as a savepoint sees it: {operator id: its vertex's name} under "operators",
-    and the operators that have no uid of their own (their id follows the graph's shape) under "without_uid".
+    the operators that have no uid of their own (their id follows the graph's shape) under "without_uid", and
+    every uid with its operator's name under "uids" (what to compare when an upgrade would drop state).
 
     The graph is generated the way execution generates it (PyFlink's Python operator configuration and
     chaining first: they fuse Python operators, which changes the ids), without clearing it.
@@ -90,10 +91,12 @@ def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
     graph = env._generate_stream_graph(clear_transformations=False)
     without = sorted(str(node.getOperatorName()) for node in graph.getStreamNodes().toArray()
                      if node.getTransformationUID() is None)
+    uids = {str(node.getTransformationUID()): str(node.getOperatorName())
+            for node in graph.getStreamNodes().toArray() if node.getTransformationUID() is not None}
     operators = {pair.getGeneratedOperatorID().toHexString(): str(vertex.getName())
                  for vertex in graph.getJobGraph().getVerticesSortedTopologicallyFromSources()
                  for pair in vertex.getOperatorIDs()}
-    return {"operators": operators, "without_uid": without}
+    return {"operators": operators, "without_uid": without, "uids": uids}
 
 
 def add_operator_ids_option(parser: Any) -> None:

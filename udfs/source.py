@@ -7,6 +7,26 @@ from urllib.parse import urlparse
 
 RAW_TOPIC_PREFIX = "raw."
 UNKNOWN_FEED = "unknown"
+# A unit copied by a backfill keeps the identity of the unit it copies (jobs/ingest.py reads these):
+# - a Kafka message carries the original's `topic/partition@offset` in this header;
+ORIGIN_HEADER = "medistream-origin"
+ORIGIN_PATTERN = "^(raw[.][^/]+)/([0-9]+)@([0-9]+)$"  # groups: topic, partition, offset
+# - a file is copied to <landing>/<feed>/backfill/<run>/<original modified ms>/<original key under landing>.
+BACKFILL_FOLDER = "backfill"
+BACKFILL_PATH_PATTERN = "^(.*?/)([^/]+)/backfill/[^/]+/([0-9]+)/(.+)$"  # groups: root, feed, modified ms, key
+
+
+def origin_header(topic: str, partition: int, offset: int) -> str:
+    """The `medistream-origin` header value of a copy of the message at topic/partition@offset."""
+    return f"{topic}/{partition}@{offset}"
+
+
+def backfill_key(landing_key: str, feed: str, run: str, modified_ms: int, original_key: str) -> str:
+    """Where a backfill copies a landed file: under its feed's backfill folder, naming the original's time and key.
+
+    `landing_key` is the landing root's key prefix (ends with "/"); `original_key` is relative to it.
+    """
+    return f"{landing_key}{feed}/{BACKFILL_FOLDER}/{run}/{modified_ms}/{original_key}"
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,15 @@ def expected_keys(record: dict[str, Any], contract: FeedContract, digest: Digest
 
 
 def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, FeedContract], seed: int,
-                     digest: Digest) -> dict[str, Any]:
+                     digest: Digest, *, all_payers: bool = False) -> dict[str, Any]:
     """Counters keyed like tools.readback.SinkCounts: claims and archived by business key, dead letters by id.
 
     `routed` holds business keys per routed sink ("iceberg:<record type>", "snowflake", "partner:<id>"),
     resolved from the contracts' routes as the job does. `digest` is the job's keyed business-key
-    digest (tools.readback.linkage_digest).
+    digest (tools.readback.linkage_digest). `all_payers`: with the reference data that knows every payer
+    (infra.local.reference, version 2 with all_payers), as after a refresh and a backfill.
     """
-    reference = reference_data(seed)
+    reference = reference_data(seed, all_payers=all_payers)
     claims: Counter[str] = Counter()
     archived: Counter[str] = Counter()
     dead: Counter[str] = Counter()

@@ -1,5 +1,6 @@
-"""`medistream jobs` on the local cluster, on the packaged zip: status, a refused upgrade that stops nothing, an
-upgrade through a savepoint that loses and duplicates nothing, a role without the right refused.
+"""`medistream jobs` and `medistream backfill` on the local cluster, on the packaged zip: status, a refused upgrade
+that stops nothing, an upgrade through a savepoint that loses and duplicates nothing, a role without the right
+refused, a backfill of an already delivered range that delivers only what was missing.
 
 One zip built from HEAD, one cluster of its own (tools.private_cluster), the ingest job deployed from the zip
 with run-unique names; the audit log is the run's own chain in the local audit table.
@@ -11,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
-from tools import cluster_status, deploy, job_control
+from tools import backfill, cluster_status, deploy, job_control
 from tools.cluster_config import ClusterSettings
 from tools.job_backend_cluster import LocalClusterBackend
 from tools.package import Target, build
@@ -90,6 +92,7 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
         setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     settings: ClusterSettings = setup["settings"]
     cfg, contracts, generated, s3 = _run_data(setup)
+    setup["t0"] = time.time() - 1  # before the first record: where the backfill's range starts
     publish_reference(s3, "medistream-reference", f"t{RUN}/", SEED, version=1)
     publish(generated[:BEFORE], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
             contracts=contracts)
@@ -147,4 +150,63 @@ def test_an_upgrade_through_a_savepoint_loses_and_duplicates_nothing(
     expected = _wait_exact(cfg, generated, contracts, 300)
     found = compare_sinks(expected, read_sinks(cfg))
     assert not inexact(found), inexact(found)  # across the upgrade: 0 lost, 0 duplicated in every sink
-    assert deploy.stop(second, settings)["state"] == "FINISHED"
+    setup["second"] = second
+
+
+def test_a_backfill_of_a_delivered_range_delivers_only_what_was_missing(
+        setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Claims of a payer the reference data lacked were dead-lettered; the directory is fixed; a backfill of the
+    whole range (every feed, every unit already read once) delivers exactly those claims, once, and nothing else."""
+    assert setup.get("second"), "runs after the upgrade test"
+    settings: ClusterSettings = setup["settings"]
+    cfg, contracts, generated, s3 = _run_data(setup)
+    digest = linkage_digest(cfg)
+    before, repaired = (expected_outcome(generated, contracts, SEED, digest, all_payers=flag) for flag in (False, True))
+    gap = sum(repaired["claims"].values()) - sum(before["claims"].values())
+    assert gap > 0  # enrichment misses the backfill can repair
+    publish_reference(s3, "medistream-reference", f"t{RUN}/", SEED, version=2, all_payers=True)
+    time.sleep(15)  # the reference source's monitor interval, a few times over: the job holds version 2
+
+    end = time.time()
+    summaries = []
+    for feed in sorted(contracts):
+        code, summary = _backfill(setup, monkeypatch, capsys, "--feed", feed, "--from", _iso(setup["t0"]),
+                                  "--to", _iso(end), "--rate", "500")
+        assert code == 0, summary
+        summaries.append(summary)
+    copied = sum(s["messages"] + s["files"] for s in summaries)
+    assert copied > 0 and sum(s["skipped_copies"] for s in summaries) == 0
+
+    # Repaired claims reach every sink once; what was delivered stays once; refused again stays one dead letter.
+    expected = {**repaired, "dead_letters": before["dead_letters"]}
+    want = sum(repaired["claims"].values())
+    deadline = time.monotonic() + 300
+    while covered(read_sinks(cfg).iceberg_claim_keys, repaired["claims"]) < want:
+        assert time.monotonic() < deadline, "the repaired claims did not reach Iceberg"
+        time.sleep(2)
+    time.sleep(8)  # a few more checkpoints: the job has read every copy, and dropped what it must
+    found = compare_sinks(expected, read_sinks(cfg))
+    assert not inexact(found), inexact(found)
+
+    # A second backfill of the same range changes nothing.
+    code, again = _backfill(setup, monkeypatch, capsys, "--feed", sorted(contracts)[0], "--from",
+                            _iso(setup["t0"]), "--to", _iso(end))
+    assert code == 0 and again["messages"] + again["files"] > 0
+    time.sleep(10)
+    assert not inexact(compare_sinks(expected, read_sinks(cfg)))
+    events = [event_of(e) for e in open_audit_log(load_audit_settings(read_property_groups(setup["properties"])))
+              .entries()]
+    backfills = [e for e in events if e.action == "job_backfill"]
+    assert len(backfills) == 2 * (len(contracts) + 1) and all(e.actor == "olu" for e in backfills)
+    assert deploy.stop(setup["second"], settings)["state"] == "FINISHED"
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _backfill(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+              *argv: str) -> tuple[int, Any]:
+    code = backfill.main([*OPERATOR, "--properties", str(setup["properties"]), *argv])
+    out = capsys.readouterr()
+    return code, (json.loads(out.out) if code == 0 else out.err.strip())
