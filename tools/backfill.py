@@ -235,26 +235,33 @@ class Backfill:
             consumer.unassign()
 
     def messages(self, consumer: Any, partition: int, start: int, end: int) -> Iterator[Any]:
-        """The committed messages of one partition in [start, end), in order."""
-        from confluent_kafka import TopicPartition
+        """The committed messages of one partition in [start, end), in order.
+
+        Offsets are not all messages: transaction markers and aborted messages take offsets a read_committed
+        consumer never sees, so the read ends at `end` or at the partition's end, whichever comes first.
+        """
+        from confluent_kafka import KafkaError, TopicPartition
 
         consumer.assign([TopicPartition(self.topic, partition, start)])
         try:
             deadline = time.monotonic() + self.timeout_s
-            position = start
-            while position < end:
+            while True:
                 message = consumer.poll(1.0)
                 if message is None:
+                    if consumer.position([TopicPartition(self.topic, partition)])[0].offset >= end:
+                        return
                     if time.monotonic() > deadline:
                         raise BackfillError(f"reading {self.topic}/{partition}: nothing for {self.timeout_s:.0f} s "
-                                            f"at offset {position} (an open transaction?)")
+                                            f"before offset {end} (an open transaction?)")
                     continue
                 if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        return
                     raise BackfillError(f"reading {self.topic}/{partition}: {message.error()}")
                 deadline = time.monotonic() + self.timeout_s
-                position = message.offset() + 1
-                if message.offset() < end:
-                    yield message
+                if message.offset() >= end:
+                    return
+                yield message
         finally:
             consumer.unassign()
 
@@ -264,7 +271,7 @@ class Backfill:
 
         consumer = Consumer(client_config(self.cfg.kafka.bootstrap_servers, self.cfg.kafka.auth, **{
             "group.id": f"medistream-backfill-{self.rng.feed}", "isolation.level": "read_committed",
-            "enable.auto.commit": False, "auto.offset.reset": "error"}))
+            "enable.auto.commit": False, "auto.offset.reset": "error", "enable.partition.eof": True}))
         producer: Any = None
         try:
             ranges = self.offsets(consumer)

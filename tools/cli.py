@@ -68,7 +68,7 @@ def _demo(args: argparse.Namespace) -> int:
 PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-snowflake": "jobs.snowflake_load",
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull", "package": "tools.package",
-               "deploy": "tools.deploy", "jobs": "tools.job_control"}
+               "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,6 +120,8 @@ def parser() -> argparse.ArgumentParser:
                    "(`medistream deploy --help`)")
     sub.add_parser("jobs", help="operate the jobs on the local cluster or Managed Flink: list, status, savepoint, "
                    "stop, start, upgrade; audited, by role (`medistream jobs --help`)")
+    sub.add_parser("backfill", help="re-read a past range of one feed through the running ingest job; nothing is "
+                   "delivered twice; audited, by role (`medistream backfill --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "
                    "submit (`medistream cluster --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "
