@@ -21,6 +21,13 @@ Guarantee (together with the partner honouring the idempotency key):
   is still the latest and recording it is right. If another owner took over, `LeaseLost` is raised
   and the new owner records the outcome of its own (same-key) send.
 
+Replay (`reopen`, decision 0023): the one code path that changes a DEAD item. It removes the state
+(and lease, reason, status) in one conditional write, keeping the attempts and recording replay_of,
+replays and replayed_at_ms, so the next `begin` answers SEND and the record is sent with the SAME
+idempotency key. It never touches an ACKED item (delivered: sending again could only duplicate) nor an
+IN_FLIGHT one (being sent now). Asked again by the same replay (a crash after the write), it answers
+ALREADY and changes nothing.
+
 Owner ids must be unique per worker incarnation (e.g. "<job id>/<subtask>/<attempt>/<uuid>"): an
 owner that calls `begin` again while its own lease is live gets SEND at once (its retry), so a
 restored task reusing a dead incarnation's id would skip the wait, and a zombie sharing it could not
@@ -62,6 +69,17 @@ class Verdict(enum.Enum):
     SKIP_ACKED = "skip_acked"  # the partner has it: never send again
     SKIP_DEAD = "skip_dead"  # dead-lettered earlier: do not send
     BUSY = "busy"  # another owner holds a live lease: come back after `lease_expires_ms`
+
+
+class Reopen(enum.Enum):
+    """What `reopen` did to a dead-lettered key."""
+
+    REOPENED = "reopened"  # was DEAD; now without state: the next `begin` answers SEND
+    ALREADY = "already"  # this same replay reopened it before (and nobody began it since)
+    PENDING = "pending"  # another replay reopened it; the delivery job has not begun it yet
+    ACKED = "acked"  # delivered: never reopened
+    IN_FLIGHT = "in_flight"  # being sent now: not dead
+    MISSING = "missing"  # no item: this ledger never saw the key
 
 
 @dataclass(frozen=True)
@@ -217,6 +235,45 @@ class DeliveryLedger:
             values[":perr"] = {"S": partner_error}
             update += ", partner_error = :perr"
         return self._finish(partner, key, owner, update + " REMOVE lease_expires_ms", values)
+
+    def reopen(self, partner: str, key: str, replay_id: str) -> Reopen:
+        """DEAD -> no state (next `begin` sends, same key), recording the replay; idempotent per replay_id.
+
+        `replay_id` names one replay of one dead letter (e.g. "<dead letter id>#<attempt>"): a second
+        call with it finds the item already reopened by it and answers ALREADY, changing nothing.
+        """
+        _nonempty(partner=partner, key=key, replay_id=replay_id)
+        try:
+            self._client.update_item(
+                TableName=self.table, Key=self._key(partner, key),
+                UpdateExpression="SET replay_of = :rid, replayed_at_ms = :now, updated_at_ms = :now, "
+                                 "replays = if_not_exists(replays, :zero) + :one "
+                                 "REMOVE #st, lease_owner, lease_expires_ms, dead_reason, response_status, "
+                                 "partner_error",
+                ConditionExpression="#st = :dead",
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues={":dead": {"S": DEAD}, ":rid": {"S": replay_id},
+                                           ":now": {"N": str(self._clock_ms())}, ":zero": {"N": "0"},
+                                           ":one": {"N": "1"}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return Reopen.REOPENED
+        except self._client.exceptions.ConditionalCheckFailedException as err:
+            item = getattr(err, "response", {}).get("Item")
+            if item is None:
+                item = self._get(partner, key)
+        if not item:
+            return Reopen.MISSING
+        state = _str(item, "state")
+        if state == ACKED:
+            return Reopen.ACKED
+        if state == IN_FLIGHT:
+            return Reopen.IN_FLIGHT
+        if state is None and _str(item, "replay_of") == replay_id:
+            return Reopen.ALREADY
+        if state is None and _str(item, "replay_of"):
+            return Reopen.PENDING
+        return Reopen.MISSING  # an item without state that no replay made: not a key this ledger began
 
     def _get(self, partner: str, key: str) -> dict[str, Any] | None:
         out = self._client.get_item(TableName=self.table, Key=self._key(partner, key), ConsistentRead=True)

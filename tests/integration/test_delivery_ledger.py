@@ -16,6 +16,7 @@ from connectors.partners.ledger import (
     DeliveryLedger,
     LeaseLost,
     LedgerError,
+    Reopen,
     Verdict,
     ensure_ledger_table,
 )
@@ -192,3 +193,47 @@ def test_a_table_with_another_key_is_refused(stack: StackSettings) -> None:
             ensure_ledger_table(client, name)
     finally:
         client.delete_table(TableName=name)
+
+
+def test_reopen_turns_only_a_dead_key_into_a_send_of_the_same_key_once_per_replay(
+        stack: StackSettings, table: str) -> None:
+    clock = Clock()
+    led = ledger(stack, table, clock)
+    assert led.reopen(PARTNER, key(), "p1#1") is Reopen.MISSING  # never begun: nothing to reopen
+    assert led.get(PARTNER, key()) is None
+    led.begin(PARTNER, key(), "worker-a", lease_s=30)
+    assert led.reopen(PARTNER, key(), "p1#1") is Reopen.IN_FLIGHT  # being sent: not dead, untouched
+    assert led.dead(PARTNER, key(), "worker-a", "http_422", 422, "member_not_found")
+    before = led.get(PARTNER, key())
+
+    clock.now += 5_000
+    assert led.reopen(PARTNER, key(), "p1#1") is Reopen.REOPENED
+    item = led.get(PARTNER, key())
+    assert item is not None and "state" not in item and "dead_reason" not in item and "response_status" not in item
+    assert (item["replay_of"], item["replays"], item["replayed_at_ms"], item["attempts"]) == (
+        "p1#1", 1, clock.now, before["attempts"] if before else None)
+    # The same replay again (a crash after the write): nothing changes. Another replay: pending.
+    assert led.reopen(PARTNER, key(), "p1#1") is Reopen.ALREADY
+    assert led.reopen(PARTNER, key(), "p1#2") is Reopen.PENDING
+    assert led.get(PARTNER, key()) == item
+
+    # The delivery job's next begin sends it, under the same key, as attempt 2; then it is delivered.
+    again = led.begin(PARTNER, key(), "worker-b", lease_s=30)
+    assert (again.verdict, again.attempts) == (Verdict.SEND, 2)
+    assert led.reopen(PARTNER, key(), "p1#1") is Reopen.IN_FLIGHT
+    assert led.ack(PARTNER, key(), "worker-b", AckResponse(201, "cw-1"))
+    assert led.reopen(PARTNER, key(), "p1#1") is Reopen.ACKED  # delivered: a replay never resets it
+    assert led.reopen(PARTNER, key(), "p1#3") is Reopen.ACKED
+    stored = led.get(PARTNER, key())
+    assert stored is not None and stored["state"] == ACKED and stored["replay_of"] == "p1#1"
+    assert led.begin(PARTNER, key(), "worker-c", lease_s=30).verdict is Verdict.SKIP_ACKED
+
+    # Dead again after a replay: the next replay reopens it again and counts it.
+    led.begin(PARTNER, key(2), "worker-a", lease_s=30)
+    led.dead(PARTNER, key(2), "worker-a", "retries_exhausted_http_503", 503)
+    assert led.reopen(PARTNER, key(2), "p2#1") is Reopen.REOPENED
+    led.begin(PARTNER, key(2), "worker-b", lease_s=30)
+    led.dead(PARTNER, key(2), "worker-b", "retries_exhausted_http_503", 503)
+    assert led.reopen(PARTNER, key(2), "p2#2") is Reopen.REOPENED
+    second = led.get(PARTNER, key(2))
+    assert second is not None and (second["replays"], second["replay_of"]) == (2, "p2#2")
