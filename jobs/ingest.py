@@ -36,6 +36,7 @@ from connectors.properties import (
 from connectors.reference import create_reference_stream
 from connectors.registry import wire_sinks
 from connectors.sinks import RouteContext
+from fresh_imports import FreshImports
 from jobs import preflight
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
@@ -67,7 +68,7 @@ class JobOutputs:
     written: dict[str, str]
 
 
-class FirstPerKey(KeyedProcessFunction):  # type: ignore[misc]
+class FirstPerKey(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
     """Pass the first row of each key and drop the others, remembering a key for `ttl_ms` (processing time)."""
 
     def __init__(self, ttl_ms: int) -> None:
@@ -78,7 +79,10 @@ class FirstPerKey(KeyedProcessFunction):  # type: ignore[misc]
         from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
         seen = ValueStateDescriptor("seen", Types.BOOLEAN())
-        seen.enable_time_to_live(StateTtlConfig.new_builder(Time.milliseconds(self.ttl_ms)).build())
+        # Expired keys go in RocksDB's compactions. The periodic compaction time is given so that PyFlink does not
+        # build its default (a java.time.Duration, through a Py4J gateway a TaskManager does not have).
+        ttl = Time.milliseconds(self.ttl_ms)
+        seen.enable_time_to_live(StateTtlConfig.new_builder(ttl).cleanup_in_rocksdb_compact_filter(1000, ttl).build())
         self.seen = ctx.get_state(seen)
 
     def process_element(self, value: Any, ctx: Any) -> Any:

@@ -24,6 +24,7 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from connectors.iceberg import S3Config
 from connectors.kms import PhiConfig
+from fresh_imports import FreshImports
 from schemas.contracts import FEEDS_DIR
 from udfs.contract_checks import load_feed_contracts
 from udfs.dead_letters import DeadLetter
@@ -53,7 +54,7 @@ DEAD_LETTERS = OutputTag("dead-letters", Types.ROW_NAMED(
 REFERENCE_STATE = MapStateDescriptor("reference-data", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 
 
-class IngestOperator(BroadcastProcessFunction):  # type: ignore[misc]
+class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[misc]
     """Decode and check one raw unit: Row(payload, topic, partition, offset, path, unit_ms)."""
 
     def __init__(self, landing_root: str, contracts_dir: str, reference_path: str, s3: S3Config,

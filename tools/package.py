@@ -38,7 +38,7 @@ from pathlib import Path
 
 from connectors.properties import PLACEHOLDER, REPO_ROOT, medistream_home
 
-CODE_PACKAGES = ("schemas", "udfs", "connectors", "jobs")
+CODE_PACKAGES = ("schemas", "udfs", "connectors", "jobs", "fresh_imports.py")
 # The Flink jobs a Managed Flink application runs (the doors and the Snowflake loader are services).
 # (Iceberg maintenance is not one: it drives Iceberg's actions from its own JVM on a schedule.)
 ENTRY_POINTS = {"ingest": "jobs.ingest", "partner_delivery": "jobs.partner_delivery"}
