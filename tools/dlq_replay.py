@@ -218,12 +218,22 @@ class _Replayer:
 
 
 def replay_units(cfg: DlqConfig, units: Sequence[Unit], *, force: bool, dry_run: bool) -> list[Outcome]:
-    """Replay each unit once (skipping those in the ledger unless force); dry_run writes nothing."""
+    """Replay each unit once (skipping those in the ledger unless force); dry_run writes nothing.
+
+    Units of kind "partner" (partner dead letters) go through tools/dlq_partner.py, in topic order.
+    """
     ledger = latest_ledger(_read_topic(cfg, cfg.ledger_topic))
     if not dry_run and units:
         ensure_ledger_topic(cfg)
     replayer = _Replayer(cfg, dry_run)
     outcomes = []
+    partner = None
+    to_partners = [u for u in units if u.kind == "partner" and (force or u.pointer not in ledger)]
+    if to_partners:  # partner dead letters (tools/dlq_partner.py): found on their curated topic first, read-only
+        from tools.dlq_partner import PartnerReplay
+
+        partner = PartnerReplay(cfg, to_partners, replayer._record, dry_run)
+        units = partner.ordered(units)
     try:
         for unit in units:
             previous = ledger.get(unit.pointer)
@@ -233,6 +243,8 @@ def replay_units(cfg: DlqConfig, units: Sequence[Unit], *, force: bool, dry_run:
             elif unit.kind in ("kafka", "file"):
                 attempt = int(previous.get("attempt", 1)) + 1 if previous else 1
                 outcomes.append(replayer.kafka(unit, attempt) if unit.kind == "kafka" else replayer.file(unit, attempt))
+            elif unit.kind == "partner" and partner is not None:
+                outcomes.append(Outcome(unit, *partner.replay(unit, attempt)))
             else:
                 outcomes.append(Outcome(unit, NOT_REPLAYABLE, "the dead letter has no complete source pointer"))
     finally:

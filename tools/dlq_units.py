@@ -14,9 +14,13 @@ from typing import Any
 
 from connectors.iceberg import S3Config
 from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
-from connectors.properties import load_ingest_config
+from connectors.kms import PhiConfig
+from connectors.partners.ledger import DEFAULT_TABLE as DELIVERY_LEDGER_TABLE
+from connectors.properties import load_ingest_config, load_phi_config
 
 LEDGER_TOPIC = "medistream.dlq.replays"
+PARTNER_DLQ_TOPIC = "medistream.dlq.partner"  # jobs/partner_delivery.py's default `partners.dlq.topic`
+PARTNER_ID_PREFIX = "p"  # partner dead-letter ids are "p" + 32 hex; the ingest job's are 32 hex
 REPLAY_HEADER = "medistream-replay-of"
 REPLAY_FOLDER = "replay"
 REPLAYED, WOULD_REPLAY, SKIPPED, NOT_REPLAYABLE = "replayed", "would replay", "skipped", "not replayable"
@@ -38,14 +42,28 @@ class DlqConfig:
     s3: S3Config
     timeout_s: float = 10.0
     kafka_auth: KafkaAuth = PLAINTEXT_AUTH
+    # The partner delivery job's side (tools/dlq_partner.py): its dead letters, curated topics, ledger.
+    partner_dlq_topic: str = PARTNER_DLQ_TOPIC
+    partner_topic_prefix: str = "curated.partner."
+    delivery_ledger_table: str = DELIVERY_LEDGER_TABLE
+    phi: PhiConfig | None = None  # the DynamoDB endpoint and region of the delivery ledger
+
+    def partner_topic(self, partner: str) -> str:
+        """The curated topic a partner's records arrive on."""
+        return f"{self.partner_topic_prefix}{partner}"
 
 
 def load_config(groups: Mapping[str, Mapping[str, str]]) -> DlqConfig:
-    """The job's config plus the optional `kafka.dlq.replays.topic`."""
+    """The ingest job's config plus `kafka.dlq.replays.topic` and the partner delivery job's settings."""
     cfg = load_ingest_config(groups)
     ledger = groups["kafka"].get("dlq.replays.topic") or LEDGER_TOPIC
+    partners = groups.get("partners", {})
     return DlqConfig(cfg.kafka.bootstrap_servers, cfg.kafka.dlq_topic, ledger, cfg.landing.path, cfg.s3,
-                     kafka_auth=cfg.kafka.auth)
+                     kafka_auth=cfg.kafka.auth,
+                     partner_dlq_topic=partners.get("dlq.topic") or PARTNER_DLQ_TOPIC,
+                     partner_topic_prefix=cfg.curated.partner_topic_prefix,
+                     delivery_ledger_table=partners.get("ledger.table") or DELIVERY_LEDGER_TABLE,
+                     phi=load_phi_config(groups))
 
 
 # Pure parts ---------------------------------------------------------------------------------------
@@ -158,8 +176,18 @@ def _read_topic(cfg: DlqConfig, topic: str) -> list[dict[str, Any]]:
         raise DlqError(str(err)) from None
 
 
-def read_dead_letters(cfg: DlqConfig) -> list[dict[str, Any]]:
-    """Committed dead letters, one per id, newest last."""
+def is_partner_id(dead_letter_id: str) -> bool:
+    """Whether an id names a partner delivery dead letter (else an ingest one)."""
+    return dead_letter_id.startswith(PARTNER_ID_PREFIX)
+
+
+def read_dead_letters(cfg: DlqConfig, partner: bool = False) -> list[dict[str, Any]]:
+    """Committed dead letters of the ingest job (or of the partner delivery job), one per id, newest last.
+
+    The partner job emits a dead letter again, with the same id, each time it re-reads a dead record
+    (a restore, a backfill): the newest copy is kept.
+    """
     check_broker(cfg)
-    unique = {letter["dead_letter_id"]: letter for letter in _read_topic(cfg, cfg.dlq_topic)}
-    return sorted(unique.values(), key=lambda x: x.get("failed_at_ms") or 0)
+    topic, at = (cfg.partner_dlq_topic, "dead_at_ms") if partner else (cfg.dlq_topic, "failed_at_ms")
+    unique = {letter["dead_letter_id"]: letter for letter in _read_topic(cfg, topic)}
+    return sorted(unique.values(), key=lambda x: x.get(at) or 0)
