@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +32,35 @@ class TreeUsage:
     peak_child_rss_bytes: int = 0  # descendants only: the JVM, without this process's generated data
     samples: int = 0
     processes: set[int] = field(default_factory=set)
+    # CPU seconds per thread name in the JVM children (Linux keeps 15 characters of a name; digits as #),
+    # when the sampler was asked for them: where the JVM side's time goes (JIT, task threads, Kafka clients).
+    jvm_threads: dict[str, float] = field(default_factory=dict)
+
+
+def thread_group(name: str) -> str:
+    """A JVM thread's name as a group: numbers as #, so a pool's or a subtask's threads add up."""
+    return re.sub(r"[0-9]+", "#", name)
+
+
+def _thread_cpu(pid: int) -> dict[tuple[int, str], float]:
+    """{(thread id, name): CPU seconds} of every thread of `pid`, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[tuple[int, str], float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                name = fh.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the thread ended between listing and reading
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[(int(tid), name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
 
 
 class TreeSampler:
@@ -38,11 +68,15 @@ class TreeSampler:
 
     CPU is the difference of each process's cumulative CPU time between the window's start (0 for a
     process born inside it) and its last sample; a process that dies between samples loses at most
-    one interval of CPU, which is why the window ends with a final sample.
+    one interval of CPU, which is why the window ends with a final sample. With `jvm_threads`, the
+    same per thread of the JVM children, every third sample (a thread that ends loses up to that).
     """
 
-    def __init__(self, interval_s: float = 0.2) -> None:
+    def __init__(self, interval_s: float = 0.2, jvm_threads: bool = False) -> None:
         self.interval_s = interval_s
+        self.jvm_threads = jvm_threads
+        self._thread_start: dict[tuple[int, int, str], float] = {}
+        self._thread_last: dict[tuple[int, int, str], float] = {}
         self.usage = TreeUsage()
         self._root = psutil.Process()
         self._start_cpu: dict[int, float] = {}
@@ -66,6 +100,14 @@ class TreeSampler:
             except psutil.Error:  # exited between listing and reading
                 continue
             cpu = times.user + times.system
+            # Threads every third sample: reading every thread's stat costs this process CPU, which is measured too.
+            if (self.jvm_threads and (baseline or self.usage.samples % 3 == 0) and proc.pid != self._root.pid
+                    and _is_java(proc)):
+                for (tid, name), thread_cpu in _thread_cpu(proc.pid).items():
+                    key = (proc.pid, tid, name)
+                    if baseline:
+                        self._thread_start[key] = thread_cpu
+                    self._thread_last[key] = thread_cpu
             rss += mem
             child_rss += mem if proc.pid != self._root.pid else 0
             if baseline:
@@ -93,6 +135,18 @@ class TreeSampler:
         self._thread.join()
         self._sample()
         self.usage.cpu_s = sum(self._last_cpu[pid] - self._start_cpu[pid] for pid in self._last_cpu)
+        groups: dict[str, float] = {}
+        for key, cpu in self._thread_last.items():
+            group = thread_group(key[2])
+            groups[group] = groups.get(group, 0.0) + cpu - self._thread_start.get(key, 0.0)
+        self.usage.jvm_threads = dict(sorted(groups.items(), key=lambda item: -item[1]))
+
+
+def _is_java(proc: psutil.Process) -> bool:
+    try:
+        return proc.name() == "java"
+    except psutil.Error:
+        return False
 
 
 def _cpu_model() -> str:
