@@ -74,7 +74,7 @@ def wire_tables(ctx: RouteContext) -> dict[str, str]:
                                             f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
     ctx.statements.append(insert_select(
         tables["claim_lines"], ICEBERG_COLUMNS["claim_lines"],
-        f"""{ctx.rows} CROSS JOIN UNNEST(JSON_QUERY(service_lines, '$' RETURNING ARRAY<STRING>)) AS l(line)
+        f"""{ctx.rows} CROSS JOIN UNNEST(service_lines) AS l(line)
             WHERE record_type = 'claim' AND {routed}"""))
     return {f"iceberg:{name}": tables[name] for name in (*TABLE_FOR_TYPE.values(), "claim_lines")}
 

@@ -38,6 +38,7 @@ from udfs.rows import (
     DEAD_LETTER_FIELDS,
     INT_FIELDS,
     LONG_FIELDS,
+    TEXT_ARRAYS_FIELDS,
     accepted_values,
     dead_letter_values,
 )
@@ -47,7 +48,9 @@ log = logging.getLogger("medistream.ingest")
 
 ACCEPTED_TYPE = Types.ROW_NAMED(
     ACCEPTED_FIELDS,
-    [Types.LONG() if f in LONG_FIELDS else Types.INT() if f in INT_FIELDS else Types.STRING() for f in ACCEPTED_FIELDS],
+    [Types.LONG() if f in LONG_FIELDS else Types.INT() if f in INT_FIELDS
+     else Types.OBJECT_ARRAY(Types.BASIC_ARRAY(Types.STRING())) if f in TEXT_ARRAYS_FIELDS else Types.STRING()
+     for f in ACCEPTED_FIELDS],
 )
 DEAD_LETTERS = OutputTag("dead-letters", Types.ROW_NAMED(
     DEAD_LETTER_FIELDS, [Types.LONG() if f == "dead_at_ms" else Types.STRING() for f in DEAD_LETTER_FIELDS]))

@@ -6,6 +6,14 @@ builds one INSERT per table from these, in this column order.
 
 from __future__ import annotations
 
+from udfs.projections import CLAIM_LINE_FIELDS
+
+
+def _line(field: str) -> str:
+    """A claim line's text for `field`: `line` is one element of a claim row's `service_lines` (1-based in SQL)."""
+    return f"line[{CLAIM_LINE_FIELDS.index(field) + 1}]"
+
+
 ROW_TAIL = {
     "business_key": "business_key", "original_key": "original_key", "sent_at": "TO_TIMESTAMP_LTZ(sent_at_ms, 3)",
     "sent_date": "CAST(dt AS DATE)", "source": "source", "ingested_at": "TO_TIMESTAMP_LTZ(ingested_at_ms, 3)",
@@ -25,11 +33,11 @@ ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
     },
     "claim_lines": {
         "record_id": "record_id", "feed": "feed", "claim_id": "claim_id",
-        "line_number": "CAST(JSON_VALUE(line, '$.line_number') AS INT)",
-        "procedure_code": "JSON_VALUE(line, '$.procedure_code')", "modifiers": "JSON_VALUE(line, '$.modifiers')",
-        "units": "CAST(JSON_VALUE(line, '$.units') AS DECIMAL(12, 3))",
-        "charge": "CAST(JSON_VALUE(line, '$.charge') AS DECIMAL(14, 2))",
-        "service_date": "CAST(JSON_VALUE(line, '$.service_date') AS DATE)", **ROW_TAIL,
+        "line_number": f"CAST({_line('line_number')} AS INT)",
+        "procedure_code": _line("procedure_code"), "modifiers": _line("modifiers"),
+        "units": f"CAST({_line('units')} AS DECIMAL(12, 3))",
+        "charge": f"CAST({_line('charge')} AS DECIMAL(14, 2))",
+        "service_date": f"CAST({_line('service_date')} AS DATE)", **ROW_TAIL,
     },
     "payments": {
         "record_id": "record_id", "feed": "feed", "payment_id": "payment_id", "trace_number": "trace_number",

@@ -8,6 +8,7 @@ Money stays a decimal string (the table casts it exactly); dates stay ISO string
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -27,8 +28,33 @@ ELIGIBILITY_COLUMNS: tuple[str, ...] = (
     "coverage_level", "coverage_start", "coverage_end", "maintenance_type_code", "dependent_count",
 )
 INT_COLUMNS = frozenset({"diagnosis_count", "service_line_count", "paid_claim_count", "dependent_count"})
-LINE_FIELDS: tuple[str, ...] = ("line_number", "procedure_code", "revenue_code", "modifiers", "units", "charge",
-                                "service_date")
+# The claim_lines table's own columns, in the order a claim row carries each line (`service_lines`): one array
+# of texts per line, which the job's SQL unnests and casts (udfs/iceberg_columns.py, connectors/sinks.py).
+CLAIM_LINE_FIELDS: tuple[str, ...] = ("line_number", "procedure_code", "modifiers", "units", "charge", "service_date")
+
+
+def json_value_text(value: Any) -> str | None:
+    """The text Flink SQL's JSON_VALUE gives for `value` written as JSON by orjson: how line values read before.
+
+    Lines crossed to the JVM as one JSON array that SQL parsed again per line and field (JSON_QUERY, then
+    JSON_VALUE); they now cross as texts, and these are the same texts: a string as it is, a number as Java's
+    BigDecimal prints the JSON number (`2.0`, `1E+16`), a boolean as `true`/`false`, null, NaN and objects as NULL.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = orjson.dumps(value).decode()  # NaN and infinities are written as null
+        return None if text == "null" else str(Decimal(text))  # Decimal prints as BigDecimal.toString does
+    return None  # JSON_VALUE of an object or array is NULL
+
+
+def claim_line_texts(line: dict[str, Any]) -> list[str | None]:
+    """One service line's claim_lines texts, in CLAIM_LINE_FIELDS order."""
+    return [json_value_text(",".join(line[f]) if f == "modifiers" else line.get(f)) for f in CLAIM_LINE_FIELDS]
 
 
 def claim_columns(claim: dict[str, Any]) -> dict[str, Any]:
@@ -48,10 +74,9 @@ def claim_columns(claim: dict[str, Any]) -> dict[str, Any]:
         "service_line_count": len(claim["service_lines"]),
         "total_charge": claim["total_charge"],
         "claim_kind": claim.get("claim_kind", "professional"),
-        # One small JSON array the SQL side unnests into claim_lines (cheaper than re-parsing the payload).
-        "service_lines": orjson.dumps(
-            [{f: (",".join(line[f]) if f == "modifiers" else line.get(f)) for f in LINE_FIELDS}
-             for line in claim["service_lines"]]).decode(),
+        # Per line its claim_lines columns as texts (CLAIM_LINE_FIELDS), which the SQL side unnests and casts: no
+        # JSON to parse again per line and field in the JVM (decision 0022).
+        "service_lines": [claim_line_texts(line) for line in claim["service_lines"]],
     }
 
 

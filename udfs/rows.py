@@ -24,9 +24,11 @@ ACCEPTED_FIELDS = [
     # Every record type's table columns ride along (null for the other types) so one dedup serves every sink.
     *TABLE_COLUMNS,
 ]
-# The accepted fields that are not strings: epoch milliseconds (BIGINT) and counts (INT).
+# The accepted fields that are not strings: epoch milliseconds (BIGINT), counts (INT) and a claim's lines, an array
+# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS).
 LONG_FIELDS = frozenset({"sent_at_ms", "ingested_at_ms"})
 INT_FIELDS = INT_COLUMNS
+TEXT_ARRAYS_FIELDS = frozenset({"service_lines"})
 DEAD_LETTER_FIELDS = ["dead_letter_id", "body", "feed", "stage", "reason", "category", "source", "dead_at_ms", "dt"]
 
 
@@ -47,7 +49,14 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
         "payload": accepted.payload,
         "sealed": accepted.sealed,
     }
-    return tuple(fields[f] if f in fields else accepted.columns.get(f) for f in ACCEPTED_FIELDS)
+    return tuple(fields[f] if f in fields else _column(accepted.columns, f) for f in ACCEPTED_FIELDS)
+
+
+def _column(columns: dict[str, Any], name: str) -> Any:
+    # PyFlink's thread-mode array converter cannot write a null array (it calls tuple(None)): a row of another
+    # record type carries no lines as an empty array. Only claim rows are unnested (connectors/sinks.py).
+    value = columns.get(name)
+    return [] if value is None and name in TEXT_ARRAYS_FIELDS else value
 
 
 def dead_letter_values(letter: DeadLetter, pointer: str) -> tuple[Any, ...]:

@@ -104,9 +104,27 @@ def test_claim_rows_carry_table_columns_exact_money_and_enrichment(stage: Ingest
     assert isinstance(accepted, Accepted)
     assert accepted.columns["total_charge"] == orjson.loads(claim.payload)["total_charge"]
     assert isinstance(accepted.columns["total_charge"], str)
-    lines = orjson.loads(accepted.columns["service_lines"])
-    assert [line["line_number"] for line in lines] == list(range(1, accepted.columns["service_line_count"] + 1))
+    lines = accepted.columns["service_lines"]  # texts per line, in CLAIM_LINE_FIELDS order
+    assert [line[0] for line in lines] == [str(n) for n in range(1, accepted.columns["service_line_count"] + 1)]
+    assert [line[4] for line in lines] == [line["charge"] for line in orjson.loads(claim.payload)["service_lines"]]
     assert accepted.enrichment["versions"] == {"payer_directory": 1, "providers": 1}
+
+
+def test_operator_rows_carry_claim_lines_as_texts_and_no_null_array(stage: IngestStage, generated: list) -> None:
+    """Each accepted record's row: a claim's lines as texts; other types an empty array (PyFlink writes no null one)."""
+    from udfs.rows import ACCEPTED_FIELDS, accepted_values
+
+    at = ACCEPTED_FIELDS.index("service_lines")
+    for record_type in ("claim", "payment", "eligibility"):
+        g = next(g for g in generated if g.expect == "valid" and g.record_type == record_type)
+        accepted = one(stage, g.payload, source_for(g))
+        assert isinstance(accepted, Accepted)
+        lines = accepted_values(accepted, "pointer", 0)[at]
+        if record_type == "claim":
+            assert lines == accepted.columns["service_lines"] and lines
+            assert all(len(line) == 6 and all(v is None or isinstance(v, str) for v in line) for line in lines)
+        else:
+            assert lines == []
 
 
 @pytest.mark.parametrize("kind", INVALID_KINDS)
