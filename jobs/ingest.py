@@ -79,10 +79,12 @@ class FirstPerKey(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
         seen = ValueStateDescriptor("seen", Types.BOOLEAN())
-        # Expired keys go in RocksDB's compactions. The periodic compaction time is given so that PyFlink does not
-        # build its default (a java.time.Duration, through a Py4J gateway a TaskManager does not have).
+        # Expired keys go in RocksDB's compactions, named here with their periodic compaction time: PyFlink's
+        # default background cleanup builds that time as a java.time.Duration through a Py4J gateway, which a
+        # TaskManager does not have (measured: the task failed at open on the cluster).
         ttl = Time.milliseconds(self.ttl_ms)
-        seen.enable_time_to_live(StateTtlConfig.new_builder(ttl).cleanup_in_rocksdb_compact_filter(1000, ttl).build())
+        seen.enable_time_to_live(StateTtlConfig.new_builder(ttl).disable_cleanup_in_background()
+                                 .cleanup_in_rocksdb_compact_filter(1000, ttl).build())
         self.seen = ctx.get_state(seen)
 
     def process_element(self, value: Any, ctx: Any) -> Any:
