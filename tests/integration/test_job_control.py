@@ -8,8 +8,10 @@ with run-unique names; the audit log is the run's own chain in the local audit t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from connectors.audit import event_of, load_audit_settings, open_audit_log
-from connectors.properties import read_property_groups
+from connectors.properties import REPO_ROOT, read_property_groups
 from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.isolation import isolated_config, write_properties
@@ -37,6 +39,9 @@ from tools.readback import compare_sinks, covered, inexact, linkage_digest, read
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 RUN, SEED, BEFORE, AFTER = os.urandom(4).hex(), 53, 300, 200
+# Version N, the release before the dead-letter dedup and backfills (N+1, HEAD, adds a stateful operator to the
+# ingest job, decision 0024): the upgrade test restores N's savepoint into N+1.
+PREVIOUS_RELEASE = "1c85d160fd4ce1ef9dc7cfc8c28d2649470a64fc"
 OPERATOR = ["--actor", "olu", "--role", "operator", "--reason", "change CHG-7"]
 
 
@@ -44,6 +49,10 @@ OPERATOR = ["--actor", "olu", "--role", "operator", "--reason", "change CHG-7"]
 def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtime_python: Path
           ) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("jobs")
+    if subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], cwd=REPO_ROOT,
+                      capture_output=True, check=False).returncode:
+        pytest.skip(f"version N ({PREVIOUS_RELEASE[:12]}) is not in this clone's history (a shallow clone?)")
+    previous = build(Target("3.12"), tmp_path_factory.mktemp("dist-n"), commit=PREVIOUS_RELEASE)
     zip_path = build(Target("3.12"), tmp_path_factory.mktemp("dist"))
     properties = write_properties(RUN, home)
     groups = json.loads(properties.read_text())
@@ -53,7 +62,7 @@ def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtim
     properties.write_text(json.dumps(groups))
     with private_cluster(tmp_path_factory.mktemp("cluster"), f"s3://{stack.warehouse_bucket}/jobs-test-{RUN}",
                          str(runtime_python), checkpoint_interval="3 s") as settings:
-        yield {"zip": zip_path, "properties": properties, "settings": settings, "home": home}
+        yield {"previous": previous, "zip": zip_path, "properties": properties, "settings": settings, "home": home}
 
 
 def _jobs(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -68,13 +77,17 @@ def _jobs(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 
 def _run_data(setup: dict[str, Any]) -> tuple[Any, Any, list[Any], Any]:
-    """The run's config, contracts, generated records (first BEFORE, then AFTER) and S3 client."""
+    """The run's config, contracts, generated records and S3 client. The records: BEFORE of them, then AFTER, then
+    exact re-sends of the first BEFORE's accepted records (sent after the upgrade: the dedup must remember)."""
     cfg = isolated_config(RUN, setup["home"])
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     feeds = synthetic.feeds_from_contracts(contracts.values())
     generated = list(synthetic.generate(BEFORE + AFTER, seed=SEED, feeds=feeds, mix=synthetic.Mix(0.8, 0.2, 0.0),
                                         duplicate_rate=0.02, invalid_rate=0.04))
-    return cfg, contracts, generated, s3_client(cfg.s3)
+    digest = linkage_digest(cfg)
+    resent = [dataclasses.replace(g, is_duplicate=True) for g in generated[:BEFORE]
+              if not g.is_duplicate and not expected_outcome([g], contracts, SEED, digest)["dead_letters"]]
+    return cfg, contracts, generated + resent, s3_client(cfg.s3)
 
 
 def _wait_exact(cfg: Any, generated: list[Any], contracts: Any, timeout_s: float) -> dict[str, Any]:
@@ -96,14 +109,14 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     publish_reference(s3, "medistream-reference", f"t{RUN}/", SEED, version=1)
     publish(generated[:BEFORE], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
             contracts=contracts)
-    first = deploy.deploy(setup["zip"], ["ingest"], settings=settings, base_properties=setup["properties"])
+    first = deploy.deploy(setup["previous"], ["ingest"], settings=settings, base_properties=setup["properties"])
     cluster_status.wait_running(settings, first["jobs"]["ingest"], 240)
     _wait_exact(cfg, generated[:BEFORE], contracts, 300)
 
     code, status = _jobs(setup, monkeypatch, capsys, *OPERATOR, "status", "ingest")
     assert code == 0 and status["state"] == "RUNNING" and status["job_id"] == first["jobs"]["ingest"]
     assert status["last_checkpoint"]["size_bytes"] > 0 and status["restarts"] == 0
-    assert sum(v["out"] for v in status["records"].values()) > 0 and status["version"] == setup["zip"].name
+    assert sum(v["out"] for v in status["records"].values()) > 0 and status["version"] == setup["previous"].name
 
     # A "new version" whose job graph has none of the running job's operators (what a rewrite without fixed
     # uids would be): the state read from a fresh savepoint has no place in it.
@@ -128,25 +141,24 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     assert all("CHG-7" in e.reason for e in events[:2])
 
 
-# Intermittent (issue 20, open): it passed once and failed once on 2026-12-04. In the failed run the upgraded job was
-# restored from the final savepoint, RUNNING, completing checkpoints, yet records published afterwards did not reach
-# Iceberg within 300 s and its checkpointed state size stayed constant. Not strict until the cause is found.
-@pytest.mark.xfail(strict=False, reason="intermittent: after `jobs upgrade`, new records once did not reach Iceberg "
-                   "within 300 s (issue 20, cause not yet known)")
-def test_an_upgrade_through_a_savepoint_loses_and_duplicates_nothing(
+def test_an_upgrade_from_n_to_n_plus_one_through_a_savepoint_keeps_the_dedup_memory(
         setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     assert setup.get("first"), "runs after the status and refusal test"
     settings: ClusterSettings = setup["settings"]
     cfg, contracts, generated, s3 = _run_data(setup)
-    # The same zip again (an upgrade with an unchanged graph): stopped with a savepoint, started from it.
+    # Version N+1: one more stateful operator (the dead-letter dedup), every other uid kept. Stopped with a
+    # savepoint, started from it, no state dropped.
     code, upgraded = _jobs(setup, monkeypatch, capsys, *OPERATOR, "upgrade", "ingest", "--zip", str(setup["zip"]))
     assert code == 0 and upgraded["dropped_state"] == [], upgraded
+    assert upgraded["status"]["version"] == setup["zip"].name != setup["previous"].name
     second = upgraded["status"]["job_id"]
     assert second != setup["first"] and upgraded["status"]["state"] == "RUNNING"
     restored = (cluster_status.rest_get(settings, f"/jobs/{second}/checkpoints") or {})["latest"]["restored"]
     assert restored["is_savepoint"] is True and restored["external_path"] == upgraded["savepoint"]
+    # AFTER new records, and exact re-sends of records N delivered: N+1 drops them from N's dedup memory.
     publish(generated[BEFORE:], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
             contracts=contracts)
+    assert sum(g.is_duplicate for g in generated[BEFORE + AFTER:]) > 100
     expected = _wait_exact(cfg, generated, contracts, 300)
     found = compare_sinks(expected, read_sinks(cfg))
     assert not inexact(found), inexact(found)  # across the upgrade: 0 lost, 0 duplicated in every sink
