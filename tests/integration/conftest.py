@@ -24,6 +24,15 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no
 
 
 @pytest.fixture(scope="session")
+def packaged_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Managed Flink zip of HEAD (Python 3.12), built once for every test that runs or inspects it (read-only:
+    a test that alters a zip writes its own copy)."""
+    from tools.package import Target, build
+
+    return build(Target("3.12"), tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
 def runtime_python() -> Path:
     """The Managed-Flink-like Python 3.12 runtime (only apache-flink) the packaged zip runs on."""
     from tools.deploy import ensure_runtime

@@ -49,8 +49,8 @@ JOBS = ("ingest", "partner_delivery")
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(Target("3.12"), tmp_path_factory.mktemp("dist"))
+def packaged(packaged_zip: Path) -> Path:
+    return packaged_zip
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:

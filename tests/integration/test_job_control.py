@@ -46,14 +46,14 @@ OPERATOR = ["--actor", "olu", "--role", "operator", "--reason", "change CHG-7"]
 
 
 @pytest.fixture(scope="module")
-def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtime_python: Path
+def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtime_python: Path, packaged_zip: Path
           ) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("jobs")
     if subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], cwd=REPO_ROOT,
                       capture_output=True, check=False).returncode:
         pytest.skip(f"version N ({PREVIOUS_RELEASE[:12]}) is not in this clone's history (a shallow clone?)")
     previous = build(Target("3.12"), tmp_path_factory.mktemp("dist-n"), commit=PREVIOUS_RELEASE)
-    zip_path = build(Target("3.12"), tmp_path_factory.mktemp("dist"))
+    zip_path = packaged_zip
     properties = write_properties(RUN, home)
     groups = json.loads(properties.read_text())
     for group in groups:  # the run's own audit chain

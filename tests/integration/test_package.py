@@ -22,10 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    first = build(Target("3.12"), tmp_path_factory.mktemp("dist1"))
-    second = build(Target("3.12"), tmp_path_factory.mktemp("dist2"))
-    return first, second
+def built(packaged_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The session's build of HEAD and a second one of the same commit."""
+    return packaged_zip, build(Target("3.12"), tmp_path_factory.mktemp("dist2"))
 
 
 def _sha(path: Path) -> str:
