@@ -240,11 +240,14 @@ def replay_units(cfg: DlqConfig, units: Sequence[Unit], *, force: bool, dry_run:
             if previous and not force:
                 outcomes.append(Outcome(unit, SKIPPED, f"already replayed at {_when(previous.get('replayed_at_ms'))}"
                                                        f" -> {previous.get('target')}; --force replays again"))
-            elif unit.kind in ("kafka", "file"):
+            elif unit.kind in ("kafka", "file", "partner"):
                 attempt = int(previous.get("attempt", 1)) + 1 if previous else 1
-                outcomes.append(replayer.kafka(unit, attempt) if unit.kind == "kafka" else replayer.file(unit, attempt))
-            elif unit.kind == "partner" and partner is not None:
-                outcomes.append(Outcome(unit, *partner.replay(unit, attempt)))
+                if unit.kind == "partner" and partner is not None:
+                    outcomes.append(Outcome(unit, *partner.replay(unit, attempt)))
+                elif unit.kind == "kafka":
+                    outcomes.append(replayer.kafka(unit, attempt))
+                else:
+                    outcomes.append(replayer.file(unit, attempt))
             else:
                 outcomes.append(Outcome(unit, NOT_REPLAYABLE, "the dead letter has no complete source pointer"))
     finally:
