@@ -122,6 +122,8 @@ def _replay(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
     try:
         letters = _select(cfg, partner, args.ids, args.partner, args.feed, args.reason)
     except DlqError as err:
+        if not str(err).startswith("no dead letter"):
+            raise
         raise DlqError(f"{err}: nothing was replayed, nothing changed") from None
     units: list[Unit]
     if partner:

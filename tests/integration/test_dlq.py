@@ -49,6 +49,8 @@ def write_properties(path: Path, *, dlq_topic: str, ledger_topic: str, landing: 
                                      "dlq.replays.topic": ledger_topic}
         if group["PropertyGroupId"] == "landing":
             group["PropertyMap"]["path"] = landing
+        if group["PropertyGroupId"] == "audit":  # replays are audited: on this test's own chain
+            group["PropertyMap"]["chain"] = f"dlq-test-{dlq_topic}"
     path.write_text(json.dumps(groups))
     return path
 
@@ -204,8 +206,11 @@ def world(stack: object, run_id: str, tmp_path: Path, monkeypatch: pytest.Monkey
                  file_body, units, letters, aborted.dead_letter_id)
 
 
+OPERATOR = ("--actor", "test-operator", "--role", "operator", "--why", "contract fixed")
+
+
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["dlq", *argv])
+    code = main(["dlq", *argv, *(OPERATOR if argv[0] == "replay" else ())])
     out, err = capsys.readouterr()
     assert SECRET.decode() not in out + err
     assert code == 1 or err == ""  # no client log noise around a normal run
@@ -304,6 +309,15 @@ def test_replay_each_unit_once_then_ledger_skips_then_force(world: World, capsys
     objects = replay_objects(world)
     assert len(objects) == 2 and any(key.split("/")[-2].endswith("-2") for key in objects)
 
+    # Every replay was audited before it wrote, and again with its result.
+    from connectors.audit import event_of, load_audit_settings, open_audit_log
+
+    log = open_audit_log(load_audit_settings(read_property_groups(world.properties)))
+    events = [event_of(e) for e in log.entries()]
+    assert log.verify().ok and {(e.action, e.decision, e.role) for e in events} == {("job_replay", "grant", "operator")}
+    assert events[0].reason == ("dlq replay of 5 unit(s) from 6 ingest dead letter(s) [dry run]: contract fixed")
+    assert "done: 2 replayed, 0 skipped, 3 not replayable" in events[5].reason
+
     # The ledger: compacted, newest entry per unit says attempt 2.
     from confluent_kafka.admin import ConfigResource, ResourceType
 
@@ -339,7 +353,7 @@ def test_broker_down_is_one_line_and_exit_1(tmp_path: Path) -> None:
     runs = [subprocess.Popen([sys.executable, "-m", "tools.cli", "dlq", *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
                              env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)})
-            for argv in (["list"], ["show", "abc"], ["replay", "--feed", "x"])]  # concurrently: each waits 10 s
+            for argv in (["list"], ["show", "abc"], ["replay", "--feed", "x", *OPERATOR])]  # at once: 10 s each
     for run in runs:
         out, err = run.communicate(timeout=120)
         assert (run.returncode, out) == (1, ""), err
