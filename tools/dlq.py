@@ -56,6 +56,7 @@ from tools.dlq_units import (
     WOULD_REPLAY,
     DlqConfig,
     DlqError,
+    Letter,
     Unit,
     format_table,
     group_by_unit,
@@ -94,7 +95,7 @@ def _show(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _select(cfg: DlqConfig, partner: bool, ids: list[str], partner_name: str | None, feed: str | None,
-            reason: str | None) -> list[dict[str, object]]:
+            reason: str | None) -> list[Letter]:
     topic = cfg.partner_dlq_topic if partner else cfg.dlq_topic
     try:
         if not partner:

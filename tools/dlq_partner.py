@@ -200,8 +200,10 @@ def scan_curated(cfg: DlqConfig, topic: str, units: Sequence[Unit]) -> Scan:
             except orjson.JSONDecodeError:
                 continue  # not a curated record: the delivery job would fail on it too, not ours to judge here
             if isinstance(doc, dict):
-                scan.add(Found(message.partition(), message.offset(), message.key(), message.value() or b"",
-                               tuple(message.headers() or ())), doc)
+                pairs: Any = message.headers() or []  # a list of (name, bytes) from a consumer
+                headers = tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in pairs)
+                scan.add(Found(message.partition() or 0, message.offset() or 0, message.key(),
+                               message.value() or b"", headers), doc)
         return scan
     finally:
         consumer.close()
