@@ -322,3 +322,57 @@ def test_a_record_dropped_by_retention_is_not_replayable_and_its_ledger_item_sta
     for o in dead:
         item = world.ledger.get(PARTNER, o.idempotency_key)
         assert item is not None and item["state"] == DEAD and "replay_of" not in item
+
+
+def test_the_running_delivery_job_delivers_each_replayed_dead_letter_once(
+        world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same story with `jobs.partner_delivery` itself running on the mini-cluster throughout: the partner is
+    fixed in place (same URL, a stand-in that never saw a key), and the job picks up the replayed records."""
+    from urllib.parse import urlsplit
+
+    from tests.contract.base import wait_until
+    from tools.job_processes import JobProcesses
+
+    refused = {m["business_key"] for m in world.messages if rejected(world.standin, m["business_key"])}
+    keys = {m["business_key"]: key_of(m) for m in world.messages}
+    expected_ids = sorted("p" + keys[bk].removeprefix("d1-") for bk in refused)
+
+    def dead_letter_ids() -> list[str]:
+        return sorted(json.loads(m.value())["dead_letter_id"] for m in read_topic(world.cfg.bootstrap_servers,
+                                                                                    world.cfg.dlq_topic))
+
+    jobs = JobProcesses(world.properties, tmp_path / "logs")
+    jobs.start("delivery")
+    try:
+        wanted = {bk: 1 for bk in keys if bk not in refused}
+        wait_until(lambda: world.stats()["deliveries_by_business_key"] == wanted and dead_letter_ids() == expected_ids,
+                   240, "the job to deliver the accepted keys and dead-letter the refused ones", jobs.check_alive)
+
+        # The partner fixes its lookup: same address, now refusing nothing (and knowing no key or token).
+        assert world.partner is not None
+        port = urlsplit(world.partner.url).port
+        world.partner.stop()
+        world.standin = PartnerConfig(port=port or 0, rate=400, burst=40, client_id=world.standin.client_id,
+                                      client_secret=world.standin.client_secret)
+        world.partner = start_in_thread(world.standin)
+        time.sleep(3)
+        assert world.stats()["deliveries"] == 0  # dead keys stay dead until replayed
+
+        code, out, err = cli(capsys, "replay", "--partner", PARTNER, "--role", "operator", *OPERATOR)
+        assert (code, err) == (0, "") and out.splitlines()[-1].endswith(
+            f"{len(refused)} replayed, 0 skipped, 0 not replayable")
+        fixed = {bk: 1 for bk in refused}
+        wait_until(lambda: world.stats()["deliveries_by_business_key"] == fixed, 120,
+                   "the job to deliver the replayed records", jobs.check_alive)
+        time.sleep(5)  # anything more it would send, it would send now
+        stats = world.stats()
+        assert stats["deliveries_by_business_key"] == fixed and stats["replays"] == 0
+        assert set(stats["by_status"]) <= {"201", "401"}  # 401: the job's token was the old partner's, refreshed
+        assert dead_letter_ids() == expected_ids  # nothing died again
+        for bk in refused:
+            item = world.ledger.get(PARTNER, keys[bk])
+            assert item is not None and (item["state"], item["replays"]) == (ACKED, 1)
+            assert item["replay_of"] == f"p{keys[bk].removeprefix('d1-')}#1"
+        jobs.check_alive()
+    finally:
+        jobs.stop_all()
