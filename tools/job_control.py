@@ -61,6 +61,11 @@ def upgrade(backend: Backend, job: str, zip_path: Path, allow_non_restored_state
 
     The check runs against a fresh savepoint of the running job (the job keeps running) when the back
     end can read savepoints, else against the running version's operator ids. A refusal stops nothing.
+    An operator the savepoint lists with no bytes of state (a stateless operator without a uid whose id
+    moved, e.g. PyFlink's conversion map after a new operator next to it) has nothing to restore: it is
+    skipped (Flink is told to allow non-restored state for it), after the final savepoint confirms it is
+    still empty; were it not, the running version is started again from that savepoint and the upgrade
+    refused.
     """
     new_ids = backend.operator_ids(job, zip_path)
     probe = backend.savepoint(job)
@@ -72,16 +77,29 @@ def upgrade(backend: Backend, job: str, zip_path: Path, allow_non_restored_state
                                   "savepoint, no known running version); nothing was stopped")
         held = {op: -1 for op in running}
     lost = unrestorable(held, new_ids)
-    if lost and not allow_non_restored_state:
-        shown = ", ".join(f"{op} ({size} bytes)" if size >= 0 else op for op, size in list(lost.items())[:5])
-        raise JobControlError(
-            f"{zip_path.name} cannot restore {job}'s savepoint {probe}: {len(lost)} operator(s) hold state the "
-            f"new job graph has no place for: {shown}. Nothing was stopped. Give every stateful operator a "
-            "fixed uid, or pass --allow-non-restored-state to drop that state (decision 0020)")
+    holding = {op: size for op, size in lost.items() if size != 0}  # -1: unknown, counted as holding
+    if holding and not allow_non_restored_state:
+        raise JobControlError(_cannot_restore(zip_path, job, probe, holding) + " Nothing was stopped. Give every "
+                              "stateful operator a fixed uid, or pass --allow-non-restored-state to drop that "
+                              "state (decision 0020)")
     final = backend.stop(job)
-    started = backend.start(job, zip_path, final, allow_non_restored_state)
-    return {"job": job, "checked_against": probe, "dropped_state": sorted(lost), "savepoint": final,
+    final_held = backend.held_state(job, final) if lost and not allow_non_restored_state else None
+    if final_held is not None:
+        grown = {op: size for op, size in unrestorable(final_held, new_ids).items() if size != 0}
+        if grown:
+            backend.start(job, None, final, False)  # the version that ran, from its own final savepoint
+            raise JobControlError(_cannot_restore(zip_path, job, final, grown) + " The previous version was "
+                                  f"started again from {final}")
+    started = backend.start(job, zip_path, final, allow_non_restored_state or bool(lost))
+    return {"job": job, "checked_against": probe, "dropped_state": sorted(holding),
+            "skipped_empty": sorted(op for op in lost if op not in holding), "savepoint": final,
             "status": dataclasses.asdict(started)}
+
+
+def _cannot_restore(zip_path: Path, job: str, savepoint: str, lost: dict[str, int]) -> str:
+    shown = ", ".join(f"{op} ({size} bytes)" if size >= 0 else op for op, size in list(lost.items())[:5])
+    return (f"{zip_path.name} cannot restore {job}'s savepoint {savepoint}: {len(lost)} operator(s) hold state "
+            f"the new job graph has no place for: {shown}.")
 
 
 def backend_for(target: str) -> Backend:

@@ -85,6 +85,25 @@ def test_dropping_state_takes_the_flag_and_is_reported() -> None:
     assert result["dropped_state"] == [B] and backend.calls[-1][-1] is True
 
 
+def test_operators_listed_without_bytes_are_skipped_once_the_final_savepoint_confirms_it() -> None:
+    """A stateless operator without a uid whose id moved (PyFlink's conversion map) holds 0 bytes: nothing to lose."""
+    backend = Recorder(held={A: 120, B: 0}, new_ids={A, C})
+    result = upgrade(backend, "ingest", NEW, allow_non_restored_state=False)
+    assert result["dropped_state"] == [] and result["skipped_empty"] == [B]
+    assert backend.calls[-1] == ("start", "ingest", NEW, "s3://b/savepoint-2", True)
+
+
+def test_an_empty_operator_that_holds_state_at_the_final_savepoint_puts_the_running_version_back() -> None:
+    class Growing(Recorder):
+        def held_state(self, job: str, savepoint: str) -> dict[str, int] | None:
+            return {A: 120, B: 0} if savepoint.endswith("-1") else {A: 130, B: 64}
+
+    backend = Growing(held=None, new_ids={A, C})
+    with pytest.raises(JobControlError, match=rf"{B} \(64 bytes\).*previous version was started again"):
+        upgrade(backend, "ingest", NEW, allow_non_restored_state=False)
+    assert backend.calls[-1] == ("start", "ingest", None, "s3://b/savepoint-2", False)
+
+
 def test_without_a_readable_savepoint_the_running_versions_ids_decide() -> None:
     refused = Recorder(held=None, new_ids={A}, running={A, B})
     with pytest.raises(JobControlError, match="Nothing was stopped"):
