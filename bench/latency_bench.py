@@ -103,6 +103,16 @@ def emulator_visible(path: Path) -> dict[str, int]:
         return dict(db.execute("SELECT RECORD_ID, LOADED_AT_MS FROM RECORDS"))
 
 
+def isolated_run(name: str) -> tuple[str, Path, Any, Path]:
+    """A run of its own: its id, its folder (.local/bench/<name>-<id>), its isolated config and properties file."""
+    from connectors.properties import medistream_home
+    from infra.local.isolation import isolated_config, write_properties
+
+    run_id = uuid.uuid4().hex[:8]
+    workdir = medistream_home().resolve() / "bench" / f"{name}-{run_id}"
+    return run_id, workdir, isolated_config(run_id, workdir), write_properties(run_id, workdir)
+
+
 def main() -> None:
     """Run the latency benchmark once and record its result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -117,19 +127,14 @@ def main() -> None:
     from connectors.properties import local_aws_environment
 
     local_aws_environment()
-    from connectors.properties import medistream_home
     from infra.local import synthetic
-    from infra.local.isolation import isolated_config, write_properties
     from infra.local.reference import publish_reference
     from jobs.runtime import latest_restore_point
     from schemas.contracts import load_contracts
     from tools.job_processes import JobProcesses
     from tools.readback import iceberg_table, s3_client, split_s3_url
 
-    run_id = uuid.uuid4().hex[:8]
-    workdir = medistream_home().resolve() / "bench" / f"latency-{run_id}"
-    cfg = isolated_config(run_id, workdir)
-    properties = write_properties(run_id, workdir)
+    _run_id, workdir, cfg, properties = isolated_run("latency")
     groups = json.loads(properties.read_text())
     for group in groups:
         if group["PropertyGroupId"] == "checkpoints":
