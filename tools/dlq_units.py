@@ -16,7 +16,7 @@ from connectors.iceberg import S3Config
 from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
 from connectors.kms import PhiConfig
 from connectors.partners.ledger import DEFAULT_TABLE as DELIVERY_LEDGER_TABLE
-from connectors.properties import load_ingest_config, load_phi_config
+from connectors.properties import load_ingest_config
 
 LEDGER_TOPIC = "medistream.dlq.replays"
 PARTNER_DLQ_TOPIC = "medistream.dlq.partner"  # jobs/partner_delivery.py's default `partners.dlq.topic`
@@ -63,7 +63,7 @@ def load_config(groups: Mapping[str, Mapping[str, str]]) -> DlqConfig:
                      partner_dlq_topic=partners.get("dlq.topic") or PARTNER_DLQ_TOPIC,
                      partner_topic_prefix=cfg.curated.partner_topic_prefix,
                      delivery_ledger_table=partners.get("ledger.table") or DELIVERY_LEDGER_TABLE,
-                     phi=load_phi_config(groups))
+                     phi=cfg.phi)
 
 
 # Pure parts ---------------------------------------------------------------------------------------
