@@ -80,9 +80,10 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
 class World:
     """One run: curated topic, delivery ledger, partner dead-letter topic, replay ledger, audit chain, stand-in."""
 
-    def __init__(self, run_id: str, home: Path, messages: list[dict[str, Any]], standin: PartnerConfig) -> None:
+    def __init__(self, run_id: str, home: Path, messages: list[dict[str, Any]], standin: PartnerConfig,
+                 **contract: Any) -> None:
         self.run_id, self.home, self.messages = run_id, home, messages
-        self.contracts = write_contract(home / "partners", retry=FAST_RETRY)
+        self.contracts = write_contract(home / "partners", **({"retry": FAST_RETRY} | contract))
         self.executor = ThreadPoolExecutor(8)
         self.partner: PartnerHandle | None = None
         self.use(standin)
@@ -294,6 +295,33 @@ def test_replay_redelivers_exactly_the_dead_lettered_keys_once_under_the_same_ke
         ("grant", "operator", f"{what} [--force]"), ("grant", "operator", f"{what} [--force] done")]
     assert events[4].reason == f"{what} done: {len(refused)} replayed, 0 skipped, 0 not replayable: " \
                                "partner fixed its member lookup"
+
+
+def test_after_an_outage_every_record_whose_retries_ran_out_is_delivered_once_by_the_replay(
+        stack: object, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    generated = curated_messages(8, 29, load_phi_config(read_property_groups(LOCAL_PROPERTIES)), PARTNER)
+    messages = [{k: v.decode() if isinstance(v, bytes) else v for k, v in m.items()} for m in generated]
+    # The partner answers 503 to everything; the breaker never opens, so each record spends its 3 attempts.
+    world = World(run_id, tmp_path, messages, standin_config(400, 40, fail_rate=1.0),
+                  circuit_breaker={"failure_threshold": 1000, "cooldown_s": 1})
+    monkeypatch.setenv("MEDISTREAM_PROPERTIES", str(world.properties))
+    try:
+        outcomes = world.run_delivery()
+        assert {(o.result, o.reason, o.attempts) for o in outcomes} == {(DEAD_LETTER, "retries_exhausted_http_503", 3)}
+        assert world.stats()["by_status"] == {"503": 3 * len(messages)} and world.stats()["deliveries"] == 0
+        world.use(standin_config(400, 40))
+        code, out, _ = cli(capsys, "replay", "--partner", PARTNER, "--reason", "retries_exhausted_http_503",
+                           "--role", "operator", *OPERATOR)
+        assert code == 0 and out.splitlines()[-1].endswith(f"{len(messages)} replayed, 0 skipped, 0 not replayable")
+        delivered = world.run_delivery()
+        assert sorted(o.idempotency_key for o in delivered if o.result == DELIVERED) == sorted(
+            o.idempotency_key for o in outcomes)
+        assert {o.attempts for o in delivered if o.result == DELIVERED} == {4}  # the ledger keeps the count
+        assert world.stats()["deliveries_by_business_key"] == {m["business_key"]: 1 for m in messages}
+        assert world.stats()["requests"] == len(messages)
+    finally:
+        world.close()
 
 
 def test_a_record_dropped_by_retention_is_not_replayable_and_its_ledger_item_stays_dead(
