@@ -57,7 +57,7 @@ def test_a_function_unpickled_after_its_folder_was_replaced_imports_from_the_new
     second = _dist(tmp_path, "2")
     sys.path.insert(0, str(second))  # the next attempt's folder
 
-    restored = pickle.loads(data)
+    restored = pickle.loads(data)  # noqa: S301 - bytes this test pickled itself, as Flink unpickles its own
     assert restored.setting == {"ttl_ms": 5}
     assert restored.lazily() == "2"  # imported from the current folder, not the deleted one
     assert str(second) in sys.modules[PACKAGE].__file__
