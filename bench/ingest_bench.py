@@ -247,7 +247,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
 
 
 def clean_up(cfg: Any) -> dict[str, int]:
-    """Remove the run's table, archive and landing prefixes, and its Kafka topics."""
+    """Remove the run's table, archive and landing prefixes, and its Kafka topics (raw, dead letters, curated)."""
     from confluent_kafka.admin import AdminClient
 
     from bench.sink_checks import delete_s3_prefix, drop_tables
@@ -257,7 +257,10 @@ def clean_up(cfg: Any) -> dict[str, int]:
                "landing_objects": delete_s3_prefix(cfg, cfg.landing.path)}
     topic = cfg.kafka.raw_topic_pattern.replace("\\", "")
     admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "log_level": 4})
-    for future in admin.delete_topics([topic, cfg.kafka.dlq_topic], operation_timeout=30).values():
+    # The curated topics too: left behind, a 100,000-record run's curated copies took ~6 GB of the broker's disk.
+    curated = [name for name in admin.list_topics(timeout=30).topics
+               if name == cfg.curated.snowflake_topic or name.startswith(cfg.curated.partner_topic_prefix)]
+    for future in admin.delete_topics([topic, cfg.kafka.dlq_topic, *curated], operation_timeout=30).values():
         future.result(timeout=30)
     return removed
 
