@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,29 @@ def runtime_python() -> Path:
     from tools.deploy import ensure_runtime
 
     return ensure_runtime()
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every committed message of a topic, all partitions, from the beginning to the current end."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p, (low, high) in ends.items() if high > low]
+        if not assigned:
+            return []
+        consumer.assign(assigned)
+        messages: list[Any] = []
+        deadline = time.monotonic() + 30
+        while any(tp.offset < ends[tp.partition][1] for tp in consumer.position(assigned)):
+            assert time.monotonic() < deadline, f"{topic} stopped short of its end"
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert not message.error(), message.error()
+                messages.append(message)
+        return sorted(messages, key=lambda m: (m.partition(), m.offset()))
+    finally:
+        consumer.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.audit import event_of, load_audit_settings, open_audit_log
@@ -20,6 +20,7 @@ from infra.local import synthetic
 from infra.local.isolation import isolated_config, write_properties
 from infra.local.publish import publish
 from schemas.contracts import load_contracts
+from tests.integration.conftest import read_topic
 from tools import backfill
 from tools.backfill import LOCK_TABLE, FeedLease, ensure_lock_table, iso
 from tools.readback import s3_client
@@ -65,28 +66,6 @@ def _run(feed_run: dict[str, Any], capsys: pytest.CaptureFixture[str], feed: str
     return code, (json.loads(out.out) if code == 0 else out.err.strip())
 
 
-def _messages(cfg: Any, topic: str) -> list[Any]:
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "backfill-test-reader",
-                         "isolation.level": "read_committed", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        read: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(ends[p] > 0 for p in ends) and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                continue
-            read.append(message)
-            if all(not ends[p] or any(m.partition() == p and m.offset() >= ends[p] - 1 for m in read) for p in ends):
-                break
-        return read
-    finally:
-        consumer.close()
-
-
 def _ids(messages: list[Any]) -> set[tuple[int, int]]:
     return {(m.partition(), m.offset()) for m in messages}
 
@@ -100,16 +79,16 @@ def _backfill_keys(cfg: Any, feed: str) -> list[str]:
 def test_a_backfill_copies_each_unit_once_naming_its_original(
         feed_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     cfg, kafka_feed, file_feed = feed_run["cfg"], feed_run["kafka_feed"], feed_run["file_feed"]
-    originals = _messages(cfg, f"raw.{kafka_feed}")
+    originals = read_topic(cfg.kafka.bootstrap_servers, f"raw.{kafka_feed}")
     assert originals
 
     code, dry = _run(feed_run, capsys, kafka_feed, "--dry-run")
     assert code == 0 and dry["messages"] == len(originals)
-    assert _ids(_messages(cfg, f"raw.{kafka_feed}")) == _ids(originals)  # nothing written
+    assert _ids(read_topic(cfg.kafka.bootstrap_servers, f"raw.{kafka_feed}")) == _ids(originals)  # nothing written
 
     code, done = _run(feed_run, capsys, kafka_feed, "--rate", "1000")
     assert code == 0 and done["messages"] == len(originals) and done["files"] == 0
-    after = _messages(cfg, f"raw.{kafka_feed}")
+    after = read_topic(cfg.kafka.bootstrap_servers, f"raw.{kafka_feed}")
     copies = [m for m in after if any(name == ORIGIN_HEADER for name, _ in m.headers() or [])]
     assert len(copies) == len(originals)
     by_origin = {dict(m.headers())[ORIGIN_HEADER].decode(): m for m in copies}
@@ -137,7 +116,7 @@ def test_a_backfill_copies_each_unit_once_naming_its_original(
 
 def test_refusals_change_nothing(feed_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     cfg, feed = feed_run["cfg"], feed_run["kafka_feed"]
-    originals = _messages(cfg, f"raw.{feed}")
+    originals = read_topic(cfg.kafka.bootstrap_servers, f"raw.{feed}")
 
     code, refused = _run(feed_run, capsys, feed, operator=["--actor", "dana", "--role", "analyst", "--reason", "x"])
     assert code == 2 and "role 'analyst' may not backfill" in refused
@@ -166,7 +145,8 @@ def test_refusals_change_nothing(feed_run: dict[str, Any], capsys: pytest.Captur
     code, refused = _run(feed_run, capsys, feed)
     assert code == 2 and "no longer holds" in refused and "Backfill from" in refused
 
-    assert _ids(_messages(cfg, topic)) == _ids(originals) - {(partition, first)}  # nothing written
+    after = read_topic(cfg.kafka.bootstrap_servers, topic)
+    assert _ids(after) == _ids(originals) - {(partition, first)}  # nothing written
     events = [event_of(e) for e in open_audit_log(load_audit_settings(read_property_groups(
         feed_run["properties"]))).entries()]
     assert [(e.actor, e.decision) for e in events] == [("dana", "deny"), ("olu", "grant"), ("olu", "grant"),

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 
 from connectors.kafka import create_missing_topics
 from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
+from tests.integration.conftest import read_topic
 from tools.cli import main
 from tools.dlq_units import REPLAY_HEADER
 from tools.readback import s3_client
@@ -84,35 +84,9 @@ def write_dead_letters(topic: str, letters: list[DeadLetter], *, abort: bool = F
         producer.commit_transaction(30)
 
 
-def read_topic(topic: str) -> list[Any]:
-    """Every committed message of a topic, all partitions, from the beginning to the current end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "test-dlq-read", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
-        assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p, (low, high) in ends.items() if high > low]
-        if not assigned:
-            return []
-        consumer.assign(assigned)
-        messages: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(tp.offset < ends[tp.partition][1] for tp in consumer.position(assigned)):
-            assert time.monotonic() < deadline, f"{topic} stopped short of its end"
-            message = consumer.poll(0.5)
-            if message is not None:
-                assert not message.error(), message.error()
-                messages.append(message)
-        return messages
-    finally:
-        consumer.close()
-
-
 def replayed_messages(topic: str) -> list[Any]:
     """Messages on a raw topic that carry the replay header."""
-    return [m for m in read_topic(topic) if any(k == REPLAY_HEADER for k, _ in (m.headers() or []))]
+    return [m for m in read_topic(BOOTSTRAP, topic) if any(k == REPLAY_HEADER for k, _ in (m.headers() or []))]
 
 
 @dataclass
@@ -257,7 +231,7 @@ def test_list_filters_and_show(world: World, capsys: pytest.CaptureFixture[str])
 
 def test_replay_each_unit_once_then_ledger_skips_then_force(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     ids = {name: x.dead_letter_id for name, x in world.letters.items()}
-    raw_before = len(read_topic(world.raw_topic))
+    raw_before = len(read_topic(BOOTSTRAP, world.raw_topic))
 
     # Dry run: the same verdicts, nothing written.
     code, out, _ = cli(capsys, "replay", "--feed", world.raw_feed, "--dry-run")
@@ -267,7 +241,7 @@ def test_replay_each_unit_once_then_ledger_skips_then_force(world: World, capsys
                                              "not replayable"]
     code, out, _ = cli(capsys, "replay", ids["row2"], ids["row5"], "--dry-run")
     assert code == 0 and "1 unit(s) from 2 dead letter(s): 1 would be replayed" in out
-    assert len(read_topic(world.raw_topic)) == raw_before and replay_objects(world) == []
+    assert len(read_topic(BOOTSTRAP, world.raw_topic)) == raw_before and replay_objects(world) == []
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
@@ -323,7 +297,7 @@ def test_replay_each_unit_once_then_ledger_skips_then_force(world: World, capsys
 
     (future,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, world.ledger_topic)]).values()
     assert future.result(timeout=10)["cleanup.policy"].value == "compact"
-    entries = {m.key().decode(): orjson.loads(m.value()) for m in read_topic(world.ledger_topic)}
+    entries = {m.key().decode(): orjson.loads(m.value()) for m in read_topic(BOOTSTRAP, world.ledger_topic)}
     assert {k: v["attempt"] for k, v in entries.items()} == {
         f"kafka:{world.raw_topic}/0@2": 2, f"kafka:{world.raw_topic}/1@0": 2,
         f"file:s3://{LANDING_BUCKET}/{world.file_key}": 2,

@@ -42,6 +42,7 @@ from infra.local.partner.harness import (
 from infra.local.partner.rules import PartnerConfig, rejected
 from infra.local.partner.server import PartnerHandle, start_in_thread
 from jobs.partner_delivery import DeliveryConfig, load_delivery_config, make_senders
+from tests.integration.conftest import read_topic
 from tools.cli import main
 from tools.dlq_units import REPLAY_HEADER
 
@@ -49,32 +50,6 @@ pytestmark = pytest.mark.integration
 
 FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2, "max_retry_after_s": 5, "auth_retries": 1}
 OPERATOR = ["--actor", "test-operator", "--why", "partner fixed its member lookup"]
-
-
-def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every committed message of a topic, all partitions, from the beginning to the current end."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
-        assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p, (low, high) in ends.items() if high > low]
-        if not assigned:
-            return []
-        consumer.assign(assigned)
-        messages: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(tp.offset < ends[tp.partition][1] for tp in consumer.position(assigned)):
-            assert time.monotonic() < deadline, f"{topic} stopped short of its end"
-            message = consumer.poll(0.5)
-            if message is not None:
-                assert not message.error(), message.error()
-                messages.append(message)
-        return sorted(messages, key=lambda m: (m.partition(), m.offset()))
-    finally:
-        consumer.close()
 
 
 class World:
