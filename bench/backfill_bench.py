@@ -69,7 +69,12 @@ def main() -> None:
     from tools.job_processes import JobProcesses
     from tools.readback import iceberg_claim_ids, iceberg_table, s3_client, split_s3_url
 
-    _run_id, workdir, cfg, properties = isolated_run("backfill")
+    run_id, workdir, cfg, properties = isolated_run("backfill")
+    documents = orjson.loads(properties.read_bytes())
+    for group in documents:  # the run's own audit chain, not the local stack's shared one
+        if group["PropertyGroupId"] == "audit":
+            group["PropertyMap"]["chain"] = f"bench-backfill-{run_id}"
+    properties.write_bytes(orjson.dumps(documents))
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     feeds = [f for f in synthetic.feeds_from_contracts(contracts.values())
              if f.transport == "kafka" and contracts[f.name].format == "json"]
