@@ -44,7 +44,7 @@ def _tables(cfg: KafkaConfig) -> dict[str, dict[str, str]]:
 
 
 def test_plaintext_tables_are_exactly_as_before() -> None:
-    """The options the ingest job's three Kafka tables had before auth existed, key for key and in order."""
+    """The options the ingest job's three Kafka tables had before auth existed (and the curated batching), in order."""
     tables = _tables(_config(PLAINTEXT_AUTH))
     assert list(tables["raw"].items()) == [
         ("connector", "kafka"), ("topic-pattern", r"raw\..*"), ("properties.bootstrap.servers", BROKERS),
@@ -60,7 +60,8 @@ def test_plaintext_tables_are_exactly_as_before() -> None:
         ("connector", "kafka"), ("topic", "curated.snowflake"), ("properties.bootstrap.servers", BROKERS),
         ("properties.transaction.timeout.ms", "600000"), ("sink.delivery-guarantee", "exactly-once"),
         ("sink.transactional-id-prefix", "medistream-ingest-curated"), ("key.format", "raw"),
-        ("key.fields", "message_key"), ("value.format", "json"), ("value.fields-include", "EXCEPT_KEY")]
+        ("key.fields", "message_key"), ("value.format", "json"), ("value.fields-include", "EXCEPT_KEY"),
+        ("properties.batch.size", "524288"), ("properties.linger.ms", "50")]  # batching: decision 0022
 
 
 def test_msk_iam_adds_the_iam_settings_to_every_table_and_changes_nothing_else() -> None:
