@@ -92,7 +92,7 @@ def main() -> None:
     create_missing_topics(cfg.kafka.bootstrap_servers, topics)
     by_type = {"claim": "claims", "payment": "payments", "eligibility": "eligibility"}
     kinds = {g.record_type for g in records}
-    tables = [iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table(by_type[kind])) for kind in kinds]
+    tables: list[Any] = []  # loaded once the job has created them
 
     def wait_rows(count: int, what: str, timeout_s: float = 900) -> None:
         deadline = time.monotonic() + timeout_s
@@ -113,6 +113,7 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("no first checkpoint within 300 s")
             time.sleep(1)
+        tables.extend(iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table(by_type[kind])) for kind in kinds)
         start_ms = int(time.time() * 1000) - 1000
         paced_produce(history, cfg.kafka.bootstrap_servers, 2000.0)
         wait_rows(len(history), "the history")
