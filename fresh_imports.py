@@ -64,4 +64,11 @@ class FreshImports:
     def __reduce__(self) -> tuple[Any, tuple[str, str, bytes]]:
         import cloudpickle
 
-        return rebuild, (type(self).__module__, type(self).__qualname__, cloudpickle.dumps(self.__dict__))
+        module = type(self).__module__
+        if module == "__main__":  # `python -m jobs.ingest`: the worker imports it by its real name
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            if spec is None:
+                raise TypeError(f"{type(self).__qualname__} is defined in a script run by path: it cannot be "
+                                "imported by a task; run it with `python -m`")
+            module = spec.name
+        return rebuild, (module, type(self).__qualname__, cloudpickle.dumps(self.__dict__))

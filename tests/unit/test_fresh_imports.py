@@ -76,3 +76,22 @@ def test_without_the_refresh_the_stale_package_cannot_import_what_it_had_not_yet
     with pytest.raises(ModuleNotFoundError):
         __import__(f"{PACKAGE}.later")
     assert PACKAGE in refresh() and __import__(f"{PACKAGE}.later", fromlist=["VERSION"]).VERSION == "2"
+
+
+def test_a_function_of_a_module_run_with_python_m_is_rebuilt_from_its_real_name(
+        tmp_path: Path, isolated_imports: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m jobs.ingest` makes jobs/ingest.py `__main__`; a task's `__main__` is another module."""
+    import importlib.machinery
+    import types
+
+    sys.path.insert(0, str(_dist(tmp_path, "1")))
+    from medistream_fresh_probe.probe import Probe
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.machinery.ModuleSpec(f"{PACKAGE}.probe", None)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(Probe, "__module__", "__main__")
+    data = pickle.dumps(Probe({"ttl_ms": 7}))
+    monkeypatch.setattr(Probe, "__module__", f"{PACKAGE}.probe")
+    restored = pickle.loads(data)  # noqa: S301 - bytes this test pickled itself
+    assert type(restored).__module__ == f"{PACKAGE}.probe" and restored.setting == {"ttl_ms": 7}
