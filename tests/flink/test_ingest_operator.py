@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import orjson
@@ -47,6 +48,9 @@ def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: No
     rows = [(g.payload, f"raw.{g.feed}", 0, i, None, 0) for i, g in enumerate(generated)]
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
+    # The job's own interpreter, as every job sets it (jobs/runtime.py); unset, thread mode asks `python` on the
+    # PATH where libpython is, and that answer depended on which test had started the gateway first.
+    conf.set_string("python.executable", sys.executable)
     conf.set_string("pipeline.jars", DEPENDENCIES_JAR.as_uri())
     conf.set_string("pipeline.classpaths", DEPENDENCIES_JAR.as_uri())
     env = StreamExecutionEnvironment.get_execution_environment(conf)

@@ -24,6 +24,10 @@ from jobs.runtime import (
 CHECKPOINTS = CheckpointConfig("file:///tmp/x", 5000, 60000)
 S3 = S3Config(endpoint="http://127.0.0.1:1", region="us-east-1", path_style_access=True)
 
+# Building a configuration starts PyFlink's gateway JVM; its environment must be the jobs' (PYTHONPATH with the
+# project and site-packages), or a Flink test later in the same session runs Python workers without them.
+pytestmark = pytest.mark.usefixtures("flink_process_env")
+
 
 def _keys(runtime: RuntimeConfig, **kw: dict[str, str]) -> dict[str, str]:
     conf = flink_configuration(CHECKPOINTS, runtime, S3, "file:///tmp/sp", **kw)
