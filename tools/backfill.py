@@ -275,7 +275,7 @@ class Backfill:
         producer: Any = None
         try:
             ranges = self.offsets(consumer)
-            self.counts.partitions = {str(p): [s, e] for p, s, e in ((p, *r) for p, r in ranges.items())}
+            self.counts.partitions = {str(p): [start, end] for p, (start, end) in ranges.items()}
             self.progress(f"{self.topic}: {sum(e - s for s, e in ranges.values())} offsets in range over "
                           f"{len(ranges)} partition(s)")
             if self.dry_run:
