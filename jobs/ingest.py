@@ -79,12 +79,13 @@ class FirstPerKey(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
         seen = ValueStateDescriptor("seen", Types.BOOLEAN())
-        # Expired keys go in RocksDB's compactions, named here with their periodic compaction time: PyFlink's
-        # default background cleanup builds that time as a java.time.Duration through a Py4J gateway, which a
-        # TaskManager does not have (measured: the task failed at open on the cluster).
+        # Expired keys go in RocksDB's compactions (a cluster) or a few per access (the embedded heap backend),
+        # both named here: PyFlink's default background cleanup builds a java.time.Duration through a Py4J
+        # gateway, which a TaskManager does not have (measured: the task failed at open on the cluster).
         ttl = Time.milliseconds(self.ttl_ms)
         seen.enable_time_to_live(StateTtlConfig.new_builder(ttl).disable_cleanup_in_background()
-                                 .cleanup_in_rocksdb_compact_filter(1000, ttl).build())
+                                 .cleanup_in_rocksdb_compact_filter(1000, ttl).cleanup_incrementally(10, False)
+                                 .build())
         self.seen = ctx.get_state(seen)
 
     def process_element(self, value: Any, ctx: Any) -> Any:
