@@ -49,7 +49,9 @@ def test_nothing_local_secret_or_runtime_provided_is_inside(built: tuple[Path, P
     names = zipfile.ZipFile(built[0]).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"MANIFEST.json", CODE, "lib", SITE, *(f"run_{job}.py" for job in ENTRY_POINTS)}
-    assert {n.split("/")[1] for n in names if n.startswith(CODE + "/")} == {"schemas", "udfs", "connectors", "jobs"}
+    # Our packages, and the top-level module thread-mode functions are unpickled through (fresh_imports.py).
+    assert {n.split("/")[1] for n in names if n.startswith(CODE + "/")} == {
+        "schemas", "udfs", "connectors", "jobs", "fresh_imports.py"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # Key files: none of ours; of the bundled packages only botocore's public CA bundle.
     assert [n for n in names if re.search(r"\.(pem|key|p8|p12|jks)$", n)] == ["site-packages/botocore/cacert.pem"]
