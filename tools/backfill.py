@@ -46,6 +46,7 @@ from connectors.properties import (
     read_property_groups,
 )
 from schemas.contracts import FEEDS_DIR, load_contracts
+from tools.dlq_units import iso
 from tools.job_control import Operator, authorize
 from tools.job_interface import JobControlError
 from udfs.source import BACKFILL_FOLDER, ORIGIN_HEADER, RAW_TOPIC_PREFIX, backfill_key, origin_header
@@ -70,11 +71,6 @@ class Range:
     def describe(self) -> str:
         """The range as the operator wrote it, in UTC."""
         return f"{self.feed} [{iso(self.start_ms)}, {iso(self.end_ms)})"
-
-
-def iso(ms: int) -> str:
-    """Epoch milliseconds as an ISO 8601 UTC time."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> int:

@@ -134,8 +134,13 @@ def select(letters: Sequence[Letter], ids: Sequence[str], feed: str | None, reas
     return [by_id[i] for i in dict.fromkeys(ids)]
 
 
+def iso(ms: int) -> str:
+    """Epoch milliseconds as an ISO 8601 UTC time to the second (2026-12-04T10:00:00Z)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _when(ms: object) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(ms, int) else "?"
+    return iso(ms) if isinstance(ms, int) else "?"
 
 
 def format_table(letters: Sequence[Letter]) -> list[str]:

@@ -14,7 +14,6 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +218,7 @@ def test_a_backfill_of_a_delivered_range_delivers_only_what_was_missing(
 
 
 def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return backfill.iso(int(epoch_s * 1000))
 
 
 def _backfill(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
