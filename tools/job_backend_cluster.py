@@ -79,7 +79,8 @@ class LocalClusterBackend:
         return JobStatus(job=job, job_id=job_id, state=info.get("state", "UNKNOWN"),
                          uptime_s=round(info.get("duration", 0) / 1000, 1), last_checkpoint=last_checkpoint,
                          last_savepoint=savepoint, restarts=restarts, records=records, source_lag=lag,
-                         version=Path(deployed.get("zip", "")).name or None)
+                         version=Path(deployed.get("zip", "")).name or None,
+                         checkpoints_failing=checkpoint_trouble(checkpoints))
 
     def _job_metric(self, job_id: str, name: str) -> int | None:
         found = cluster_status.rest_get(self.settings, f"/jobs/{job_id}/metrics?get={name}") or []
@@ -96,16 +97,28 @@ class LocalClusterBackend:
             self.settings, f"/jobs/{job_id}/vertices/{vertex_id}/metrics?get={','.join(names)}") or []
         return sum(int(float(m["value"])) for m in found if m.get("value") not in (None, ""))
 
+    def _refuse_while_checkpoints_fail(self, job: str, job_id: str, what: str) -> None:
+        """A savepoint goes the way of the job's checkpoints: while they fail, refuse at once, changing nothing."""
+        trouble = checkpoint_trouble(cluster_status.rest_get(self.settings, f"/jobs/{job_id}/checkpoints") or {})
+        if trouble:
+            raise JobControlError(f"{what} of {job} refused: {trouble}. A savepoint would fail the same way; the job "
+                                  "runs on, unchanged. Fix the cause (`medistream jobs status` and the JobManager's "
+                                  "log name it) and ask again once a checkpoint completes")
+
     def savepoint(self, job: str) -> str:
+        job_id = self._job_id(job)
+        self._refuse_while_checkpoints_fail(job, job_id, "the savepoint")
         try:
-            return deploy.savepoint(self.settings, self._job_id(job), "savepoints",
+            return deploy.savepoint(self.settings, job_id, "savepoints",
                                     {"cancel-job": False, "formatType": "CANONICAL"})
         except deploy.DeployError as err:
             raise JobControlError(str(err)) from None
 
     def stop(self, job: str) -> str:
+        job_id = self._job_id(job)
+        self._refuse_while_checkpoints_fail(job, job_id, "stop-with-savepoint")
         try:
-            return str(deploy.stop(self._job_id(job), self.settings)["savepoint"])
+            return str(deploy.stop(job_id, self.settings)["savepoint"])
         except deploy.DeployError as err:
             raise JobControlError(str(err)) from None
 
@@ -156,3 +169,22 @@ class LocalClusterBackend:
             return set(deploy.operator_ids(zip_path, job, self.settings, self._properties(job))["operators"])
         except deploy.DeployError as err:
             raise JobControlError(str(err)) from None
+
+
+def checkpoint_trouble(checkpoints: dict[str, Any], now_ms: int | None = None) -> str | None:
+    """Why a job's checkpoints are failing, from its REST `/checkpoints` statistics; None while they succeed.
+
+    Failing means the newest checkpoint attempt that ended, ended failed: a failure younger than the
+    last completed checkpoint (or with none completed since the job started).
+    """
+    latest = checkpoints.get("latest") or {}
+    failed, completed = latest.get("failed") or {}, latest.get("completed") or {}
+    if not failed or int(failed.get("id", -1)) < int(completed.get("id", -1)):
+        return None
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    age = f"{max(0, now_ms - int(failed.get('failure_timestamp', now_ms))) / 1000:.0f} s ago"
+    cause = cluster_status.root_cause(str(failed.get("failure_message") or "no cause recorded"))[:300]
+    total = (checkpoints.get("counts") or {}).get("failed")
+    since = (f"the last completed was #{completed['id']}" if completed else "none has completed since the job started")
+    return (f"its checkpoints are failing (#{failed.get('id')} failed {age}: {cause}; {total} failed in all; "
+            f"{since})")

@@ -29,6 +29,7 @@ class JobStatus:
     records: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # vertex -> {in, out}
     source_lag: dict[str, int] = dataclasses.field(default_factory=dict)  # source -> records behind
     version: str | None = None  # the zip the job runs, or the application's version id
+    checkpoints_failing: str | None = None  # why, while the newest checkpoint attempt failed (savepoints would too)
 
 
 class Backend(Protocol):

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from tools import cluster_status, deploy
+from tools.cluster_config import ClusterSettings
+from tools.job_backend_cluster import LocalClusterBackend, checkpoint_trouble
 from tools.job_control import main, parser, run, upgrade
 from tools.job_interface import JobControlError, JobStatus
 
@@ -130,3 +133,43 @@ def test_start_never_restores_implicitly(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["--actor", "olu", "--role", "operator", "--reason", "x", "start", "ingest"])
     assert "needs --savepoint P or --fresh" in capsys.readouterr().err
+
+
+# The REST API's checkpoint statistics (GET /jobs/:id/checkpoints), as Flink 2.2 shapes them.
+FAILED = {"id": 12, "status": "FAILED", "trigger_timestamp": 99_000, "failure_timestamp": 100_000,
+          "failure_message": "java.io.IOException: upload failed\nCaused by: java.net.ConnectException: "
+                             "Connection refused"}
+COMPLETED = {"id": 11, "status": "COMPLETED", "latest_ack_timestamp": 90_000, "external_path": "s3://b/chk-11"}
+
+
+@pytest.mark.parametrize(("latest", "failing"), [
+    ({"completed": COMPLETED, "failed": None}, False),
+    ({"completed": {**COMPLETED, "id": 13}, "failed": FAILED}, False),  # completed since: healthy again
+    ({"completed": COMPLETED, "failed": FAILED}, True),
+    ({"completed": None, "failed": FAILED}, True),
+    ({}, False),
+])
+def test_checkpoints_are_failing_when_the_newest_attempt_that_ended_failed(latest: dict[str, Any],
+                                                                           failing: bool) -> None:
+    trouble = checkpoint_trouble({"counts": {"failed": 3}, "latest": latest}, now_ms=108_000)
+    assert (trouble is not None) is failing
+    if failing:
+        assert trouble is not None
+        assert "#12 failed 8 s ago: java.net.ConnectException: Connection refused; 3 failed in all" in trouble
+
+
+def test_stop_and_savepoint_are_refused_while_checkpoints_fail_and_nothing_is_asked_of_the_cluster(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    backend = LocalClusterBackend(ClusterSettings(home=tmp_path))
+    monkeypatch.setattr(backend, "_job_id", lambda job: "j1")
+    answers = {"/jobs/j1/checkpoints": {"counts": {"failed": 1}, "latest": {"completed": COMPLETED, "failed": FAILED}}}
+    monkeypatch.setattr(cluster_status, "rest_get", lambda settings, path, timeout_s=5: answers[path])
+    triggered: list[str] = []
+    monkeypatch.setattr(deploy, "stop", lambda *a, **k: triggered.append("stop"))
+    monkeypatch.setattr(deploy, "savepoint", lambda *a, **k: triggered.append("savepoint"))
+    with pytest.raises(JobControlError, match=r"stop-with-savepoint of ingest refused: its checkpoints are failing "
+                                              r".*the job runs on, unchanged"):
+        backend.stop("ingest")
+    with pytest.raises(JobControlError, match="the savepoint of ingest refused"):
+        backend.savepoint("ingest")
+    assert triggered == []
