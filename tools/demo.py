@@ -9,6 +9,7 @@ a savepoint (SIGTERM) and reads everything back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors.properties import (
     REPO_ROOT,
@@ -81,9 +83,14 @@ def publish_synthetic(
 class ShippedPartner:
     """The stand-in for the shipped clearwater_health contract, at that contract's rate limit, with its
     OAuth2 credentials in the local Secrets Manager and its URL in the `partners` group of `properties`
-    (rewritten in place, with `group` merged in). What the demo and the packaged-zip tests deliver to."""
+    (rewritten in place, with `group` merged in). What the demo and the packaged-zip tests deliver to.
 
-    def __init__(self, properties: Path, group: Mapping[str, str] | None = None) -> None:
+    `faults` are the stand-in's (PartnerConfig: reject_fraction, fail_rate, ...). `down()` is an outage
+    (nothing listens on its port); `up(**faults)` serves again on the same port, as a new instance that
+    remembers no delivery, so a re-send of a delivered key shows as a second delivery in `deliveries()`,
+    which counts across every instance."""
+
+    def __init__(self, properties: Path, group: Mapping[str, str] | None = None, **faults: Any) -> None:
         from connectors.kms import aws_client
         from infra.local.partner.harness import PARTNER, provision_credentials, standin_config, with_partners
         from infra.local.partner.server import start_in_thread
@@ -91,9 +98,11 @@ class ShippedPartner:
 
         contract = load_delivery_config(read_property_groups(properties)).contracts[PARTNER]
         self.limit = contract.requests_per_second
-        self.standin = standin_config(contract.requests_per_second, contract.burst)
-        self.server = start_in_thread(self.standin)
+        self.standin = standin_config(contract.requests_per_second, contract.burst, **faults)
+        self.server: Any = start_in_thread(self.standin)
         self.url: str = self.server.url
+        self.standin = dataclasses.replace(self.standin, port=urlsplit(self.url).port or 0)
+        self.earlier: Counter[str] = Counter()  # deliveries accepted by instances since stopped
         documents = with_partners(json.loads(properties.read_text()),
                                   {f"{PARTNER}.base.url": self.url, **(group or {})})
         properties.write_text(json.dumps(documents))
@@ -101,17 +110,36 @@ class ShippedPartner:
         provision_credentials(aws_client(cfg.phi, "secretsmanager"), contract, self.standin)
 
     def stats(self) -> dict[str, Any]:
-        """The stand-in's counts (deliveries per business key, statuses, busiest second)."""
+        """The serving instance's counts (deliveries per business key, statuses, busiest second)."""
         with urllib.request.urlopen(self.url + "/v1/_stats", timeout=30) as answer:  # noqa: S310 - loopback
             stats: dict[str, Any] = json.loads(answer.read())
         return stats
 
     def deliveries(self) -> dict[str, int]:
-        """Deliveries the stand-in accepted, per business key."""
-        return dict(self.stats()["deliveries_by_business_key"])
+        """Deliveries accepted per business key, by every instance so far."""
+        serving = Counter(self.stats()["deliveries_by_business_key"]) if self.server else Counter()
+        return dict(self.earlier + serving)
+
+    def down(self) -> None:
+        """An outage: the instance stops (its deliveries kept in `earlier`); requests are refused until `up`."""
+        if self.server is not None:
+            self.earlier += Counter(self.stats()["deliveries_by_business_key"])
+            self.server.stop()
+            self.server = None
+
+    def up(self, **faults: Any) -> None:
+        """Serve again on the same port and credentials, with `faults` (none given: the same as before)."""
+        from infra.local.partner.server import start_in_thread
+
+        self.down()
+        if faults:
+            self.standin = dataclasses.replace(self.standin, **faults)
+        self.server = start_in_thread(self.standin)
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 class EmbeddedJobs:

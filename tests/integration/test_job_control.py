@@ -1,9 +1,12 @@
-"""`medistream jobs` and `medistream backfill` on the local cluster, on the packaged zip: status, a refused upgrade
-that stops nothing, an upgrade through a savepoint that loses and duplicates nothing, a role without the right
-refused, a backfill of an already delivered range that delivers only what was missing.
+"""The operator workflows end to end on the local cluster, on the packaged zips: `medistream jobs` status, a
+refused upgrade that stops nothing, an upgrade from version N to N+1 through a savepoint that loses and duplicates
+nothing, a role without the right refused, a partner outage ridden out, a backfill of an already delivered range
+that delivers only what was missing, the partner's dead letters replayed once it is fixed; every sink exact.
 
-One zip built from HEAD, one cluster of its own (tools.private_cluster), the ingest job deployed from the zip
-with run-unique names; the audit log is the run's own chain in the local audit table.
+One zip built from HEAD, one from version N, one cluster of its own (tools.private_cluster); the ingest job
+(N, then N+1) and the partner delivery job (HEAD) deployed from the zips with run-unique names, delivering to
+the partner stand-in of the shipped contract, which refuses a fifth of the business keys (422) until it is
+fixed; the audit log is the run's own chain in the local audit table.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +28,16 @@ from connectors.properties import REPO_ROOT, read_property_groups
 from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
 from infra.local.isolation import isolated_config, write_properties
+from infra.local.partner.harness import PARTNER
+from infra.local.partner.rules import rejected
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
 from tools import backfill, cluster_status, deploy, job_control
+from tools.cli import main as medistream
 from tools.cluster_config import ClusterSettings
+from tools.demo import ShippedPartner
 from tools.job_backend_cluster import LocalClusterBackend
 from tools.package import Target, build
 from tools.private_cluster import private_cluster
@@ -42,6 +50,7 @@ RUN, SEED, BEFORE, AFTER = os.urandom(4).hex(), 53, 300, 200
 # ingest job, decision 0024): the upgrade test restores N's savepoint into N+1.
 PREVIOUS_RELEASE = "1c85d160fd4ce1ef9dc7cfc8c28d2649470a64fc"
 OPERATOR = ["--actor", "olu", "--role", "operator", "--reason", "change CHG-7"]
+REFUSED = 0.2  # of the business keys, by the partner until it is fixed (422: dead-lettered at once)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +64,22 @@ def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtim
     zip_path = packaged_zip
     properties = write_properties(RUN, home)
     groups = json.loads(properties.read_text())
-    for group in groups:  # the run's own audit chain
+    for group in groups:  # the run's own audit chain and dead-letter replay ledger
         if group["PropertyGroupId"] == "audit":
             group["PropertyMap"]["chain"] = f"jobs-test-{RUN}"
+        if group["PropertyGroupId"] == "kafka":
+            group["PropertyMap"]["dlq.replays.topic"] = f"replays.t{RUN}"
     properties.write_text(json.dumps(groups))
-    with private_cluster(tmp_path_factory.mktemp("cluster"), f"s3://{stack.warehouse_bucket}/jobs-test-{RUN}",
-                         str(runtime_python), checkpoint_interval="3 s") as settings:
-        yield {"previous": previous, "zip": zip_path, "properties": properties, "settings": settings, "home": home}
+    partner = ShippedPartner(properties, {"ledger.table": f"ledger-t{RUN}", "group.id": f"partner-t{RUN}",
+                                          "dlq.topic": f"dlq.partner.t{RUN}", "job.name": f"partner-{RUN}"},
+                             reject_fraction=REFUSED)
+    try:
+        with private_cluster(tmp_path_factory.mktemp("cluster"), f"s3://{stack.warehouse_bucket}/jobs-test-{RUN}",
+                             str(runtime_python), checkpoint_interval="3 s") as settings:
+            yield {"previous": previous, "zip": zip_path, "properties": properties, "settings": settings,
+                   "home": home, "partner": partner}
+    finally:
+        partner.stop()
 
 
 def _jobs(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -89,8 +107,10 @@ def _run_data(setup: dict[str, Any]) -> tuple[Any, Any, list[Any], Any]:
     return cfg, contracts, generated + resent, s3_client(cfg.s3)
 
 
-def _wait_exact(cfg: Any, generated: list[Any], contracts: Any, timeout_s: float) -> dict[str, Any]:
-    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
+def _wait_exact(cfg: Any, generated: list[Any], contracts: Any, timeout_s: float, **repaired: bool
+                ) -> dict[str, Any]:
+    """Wait until every expected claim is in Iceberg and every expected partner delivery made; the expectation."""
+    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg), **repaired)
     want = sum(expected["claims"].values())
     deadline = time.monotonic() + timeout_s
     while covered(read_sinks(cfg).iceberg_claim_keys, expected["claims"]) < want:
@@ -98,6 +118,23 @@ def _wait_exact(cfg: Any, generated: list[Any], contracts: Any, timeout_s: float
         time.sleep(2)
     time.sleep(4)  # one more checkpoint for the archive and dead letters of the same records
     return expected
+
+
+def _partner_expected(setup: dict[str, Any], expected: dict[str, Any]) -> Counter[str]:
+    """What the partner accepts of what is routed to it while it still refuses REFUSED of the keys."""
+    standin = setup["partner"].standin
+    return Counter({k: n for k, n in expected["routed"][f"partner:{PARTNER}"].items() if not rejected(standin, k)})
+
+
+def _wait_partner(setup: dict[str, Any], want: Counter[str], timeout_s: float) -> Counter[str]:
+    """Wait until the partner holds every wanted delivery (then two more checkpoints for any duplicate); what it
+    holds, by business key, across every stand-in instance."""
+    deadline = time.monotonic() + timeout_s
+    while covered(Counter(setup["partner"].deliveries()), want) < sum(want.values()):
+        assert time.monotonic() < deadline, "the partner did not get every delivery"
+        time.sleep(2)
+    time.sleep(6)
+    return Counter(setup["partner"].deliveries())
 
 
 def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
@@ -109,8 +146,13 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     publish(generated[:BEFORE], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
             contracts=contracts)
     first = deploy.deploy(setup["previous"], ["ingest"], settings=settings, base_properties=setup["properties"])
+    delivery = deploy.deploy(setup["zip"], ["partner_delivery"], settings=settings,
+                             base_properties=setup["properties"])["jobs"]["partner_delivery"]
     cluster_status.wait_running(settings, first["jobs"]["ingest"], 240)
-    _wait_exact(cfg, generated[:BEFORE], contracts, 300)
+    cluster_status.wait_running(settings, delivery, 240)
+    setup["delivery"] = delivery
+    expected = _wait_exact(cfg, generated[:BEFORE], contracts, 300)
+    assert _wait_partner(setup, _partner_expected(setup, expected), 300) == _partner_expected(setup, expected)
 
     code, status = _jobs(setup, monkeypatch, capsys, *OPERATOR, "status", "ingest")
     assert code == 0 and status["state"] == "RUNNING" and status["job_id"] == first["jobs"]["ingest"]
@@ -134,7 +176,9 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     assert code == 2 and "role 'analyst' may not stop" in refused
     assert backend.status("ingest").state == "RUNNING"
     groups = read_property_groups(setup["properties"])
-    events = [event_of(e) for e in open_audit_log(load_audit_settings(groups)).entries()]
+    # The operator commands' events (the delivery job writes its own, `partner_reveal_grant`, at start).
+    events = [e for e in map(event_of, open_audit_log(load_audit_settings(groups)).entries())
+              if e.action.startswith("job_")]
     assert [(e.actor, e.action, e.decision) for e in events] == [
         ("olu", "job_status", "grant"), ("olu", "job_upgrade", "grant"), ("dana", "job_stop", "deny")]
     assert all("CHG-7" in e.reason for e in events[:2])
@@ -154,13 +198,20 @@ def test_an_upgrade_from_n_to_n_plus_one_through_a_savepoint_keeps_the_dedup_mem
     assert second != setup["first"] and upgraded["status"]["state"] == "RUNNING"
     restored = (cluster_status.rest_get(settings, f"/jobs/{second}/checkpoints") or {})["latest"]["restored"]
     assert restored["is_savepoint"] is True and restored["external_path"] == upgraded["savepoint"]
-    # AFTER new records, and exact re-sends of records N delivered: N+1 drops them from N's dedup memory.
+    # AFTER new records, and exact re-sends of records N delivered: N+1 drops them from N's dedup memory. They
+    # reach the partner through an outage: nothing listens on its port for 20 s while they are routed to it.
+    partner: ShippedPartner = setup["partner"]
+    partner.down()
     publish(generated[BEFORE:], cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{RUN}/",
             contracts=contracts)
     assert sum(g.is_duplicate for g in generated[BEFORE + AFTER:]) > 100
+    time.sleep(20)
+    partner.up()
     expected = _wait_exact(cfg, generated, contracts, 300)
     found = compare_sinks(expected, read_sinks(cfg))
     assert not inexact(found), inexact(found)  # across the upgrade: 0 lost, 0 duplicated in every sink
+    # The outage cost retries and held records (the circuit breaker), never a delivery or a dead letter more.
+    assert _wait_partner(setup, _partner_expected(setup, expected), 300) == _partner_expected(setup, expected)
     setup["second"] = second
 
 
@@ -215,6 +266,38 @@ def test_a_backfill_of_a_delivered_range_delivers_only_what_was_missing(
     backfills = [e for e in events if e.action == "job_backfill"]
     assert len(backfills) == 2 * (len(contracts) + 1) and all(e.actor == "olu" for e in backfills)
     assert deploy.stop(setup["second"], settings)["state"] == "FINISHED"
+    setup["repaired"] = repaired
+
+
+def test_the_partners_dead_letters_replayed_once_it_is_fixed_reach_it_once(
+        setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every business key the partner refused (422) was dead-lettered; the partner is fixed; `dlq replay` sends
+    exactly those keys again, through the running delivery job, under their idempotency keys: afterwards the
+    partner holds each routed key once, across the upgrade, the outage and the backfill."""
+    assert setup.get("repaired"), "runs after the backfill test"
+    repaired, partner = setup["repaired"], setup["partner"]
+    routed: Counter[str] = Counter(repaired["routed"][f"partner:{PARTNER}"])
+    held = _wait_partner(setup, _partner_expected(setup, repaired), 300)
+    refused = {k for k in routed if rejected(partner.standin, k)}
+    assert held == routed - Counter({k: routed[k] for k in refused}) and refused
+
+    monkeypatch.setenv("MEDISTREAM_PROPERTIES", str(setup["properties"]))
+    code = medistream(["dlq", "list", "--partner"])
+    listed = capsys.readouterr().out.splitlines()
+    assert code == 0 and listed[-1].startswith(f"{len(refused)} dead letter(s)")
+    partner.up(reject_fraction=0.0)  # fixed
+    code = medistream(["dlq", "replay", "--partner", PARTNER, "--role", "operator", "--actor", "olu",
+                       "--why", "partner fixed its validation"])
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert code == 0 and summary.startswith(f"{len(refused)} unit(s) from {len(refused)} dead letter(s): "
+                                            f"{len(refused)} replayed, 0 skipped"), summary
+    assert _wait_partner(setup, routed, 300) == routed  # each routed key once: 0 lost, 0 duplicated
+    code = medistream(["dlq", "replay", "--partner", PARTNER, "--role", "operator", "--actor", "olu",
+                       "--why", "again"])
+    assert code == 0 and "0 replayed" in capsys.readouterr().out.splitlines()[-1]
+    time.sleep(6)
+    assert Counter(partner.deliveries()) == routed
+    assert deploy.stop(setup["delivery"], setup["settings"])["state"] == "FINISHED"
 
 
 def _iso(epoch_s: float) -> str:
