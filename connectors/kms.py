@@ -73,15 +73,20 @@ class KmsDataKeys:
     def __init__(self, kms: Any, alias_prefix: str) -> None:
         self.kms, self.alias_prefix = kms, alias_prefix
         self.calls: Counter[str] = Counter()
+        self.errors = 0  # calls that failed or found the key unusable (the KMS-errors alert)
+
+    def _failed(self, err: Exception, what: str) -> Exception:
+        self.errors += 1
+        return _failure(err, what) if isinstance(err, ClientError | BotoCoreError) else err
 
     def _check_enabled(self, key_id: str, what: str) -> str:
         self.calls["DescribeKey"] += 1
         try:
             meta = self.kms.describe_key(KeyId=key_id)["KeyMetadata"]
         except (ClientError, BotoCoreError) as err:
-            raise _failure(err, what) from None
+            raise self._failed(err, what) from None
         if meta.get("KeyState") != _USABLE:
-            raise KeyRevoked(f"{what}: the key is {meta.get('KeyState', 'unusable').lower()}")
+            raise self._failed(KeyRevoked(f"{what}: the key is {meta.get('KeyState', 'unusable').lower()}"), what)
         return str(meta["Arn"])
 
     def generate(self, domain: str) -> DataKey:
@@ -92,7 +97,7 @@ class KmsDataKeys:
         try:
             out = self.kms.generate_data_key(KeyId=alias, KeySpec="AES_256", EncryptionContext=_context(domain))
         except (ClientError, BotoCoreError) as err:
-            raise _failure(err, f"data key for domain {domain}") from None
+            raise self._failed(err, f"data key for domain {domain}") from None
         return DataKey(domain, str(out["KeyId"]), bytes(out["CiphertextBlob"]), bytes(out["Plaintext"]))
 
     def decrypt(self, domain: str, encrypted: bytes, cmk: str) -> DataKey:
@@ -102,7 +107,7 @@ class KmsDataKeys:
         try:
             out = self.kms.decrypt(CiphertextBlob=encrypted, KeyId=cmk, EncryptionContext=_context(domain))
         except (ClientError, BotoCoreError) as err:
-            raise _failure(err, f"data key of domain {domain}") from None
+            raise self._failed(err, f"data key of domain {domain}") from None
         return DataKey(domain, cmk, encrypted, bytes(out["Plaintext"]))
 
 

@@ -82,7 +82,8 @@ def _positive(value: str, key: str) -> float:
     return seconds
 
 
-def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]]) -> tuple[Any, Any]:
+def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]],
+                  metrics: Any = None) -> tuple[Any, Any]:
     """(Starlette app, producer) over the configured contracts, key digests and idempotency table."""
     from connectors.ingest_api.app import ApiSettings, build_app
     from connectors.ingest_api.keys import RefreshingKeys
@@ -106,7 +107,7 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]])
     settings = ApiSettings(max_batch=cfg.max_batch, body_timeout_s=cfg.body_timeout_s, default_rate=cfg.rate,
                            default_burst=cfg.burst)
     app = build_app(contracts, keys, producer, Receipts(dynamodb, cfg.idempotency_table), settings,
-                    dict(cfg.feed_rates))
+                    dict(cfg.feed_rates), metrics=metrics)
     return app, producer
 
 
@@ -153,9 +154,12 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
     import uvicorn
 
     from connectors.ingest_api.server import uvicorn_config
+    from connectors.metrics.doors import DoorMetrics
 
     cfg = load_api_config(groups)
-    app, producer = build_service(cfg, groups)
+    metrics = DoorMetrics("ingest_api")
+    app, producer = build_service(cfg, groups, metrics)
+    metrics.serve()
     server = uvicorn.Server(uvicorn_config(app, port or cfg.port, cfg.header_timeout_s, timeout_keep_alive=5,
                                            log_level="info"))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then restores the handlers it found and raises the
@@ -168,6 +172,7 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
         server.run()
     finally:
         left = producer.close()
+        metrics.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("ingest API stopped (signal %s); %d messages unacknowledged at shutdown",

@@ -24,6 +24,15 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from connectors.iceberg import S3Config
 from connectors.kms import PhiConfig
+from connectors.metrics.flink_counters import (
+    N_ACCEPTED,
+    N_CORRECTIONS,
+    N_DEAD,
+    N_IN,
+    N_PHI_FIELDS,
+    N_UNITS,
+    FlinkCounters,
+)
 from fresh_imports import FreshImports
 from schemas.contracts import FEEDS_DIR
 from udfs.contract_checks import load_feed_contracts
@@ -71,7 +80,6 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
         self.keys: DataKeyCache
         self.reference = ReferenceData()
         self._state_read = False
-        self._counters: dict[str, Any] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         """Load contracts (fail the job on a bad one) and the newest reference data."""
@@ -100,14 +108,26 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
                       for name in {c.phi_policy for c in contracts.values()}}
         log.info("ingest operator: PHI policies %s, token key v%d", sorted(protectors), tokenizer.keys.current)
         self.stage = IngestStage(contracts, protectors, self.reference)
-        self._metrics = runtime_context.get_metrics_group()
+        # Counted in Python, handed to Flink once a second (connectors/metrics/flink_counters.py).
+        # Labels are contract feed names ("unknown" for any other topic or folder) and reason codes.
+        self._protector_of = {feed: protectors[c.phi_policy] for feed, c in contracts.items()}
+        self._metrics = FlinkCounters(runtime_context.get_metrics_group().add_group("medistream"))
+        self._kms = self.keys.source
+
+    def close(self) -> None:
+        """Hand the last counts to Flink."""
+        if hasattr(self, "_metrics"):
+            self._kms_totals()
+            self._metrics.flush()
+
+    def _kms_totals(self) -> None:
+        calls = getattr(self._kms, "calls", None)
+        if calls is not None:
+            self._metrics.set_total("kmsCalls", sum(calls.values()))
+            self._metrics.set_total("kmsErrors", getattr(self._kms, "errors", 0))
 
     def _count(self, group: str, name: str, counter: str) -> None:
-        # Labels are feed names and reason codes only: never a value from a record.
-        key = f"{group}/{name}/{counter}"
-        if key not in self._counters:
-            self._counters[key] = self._metrics.add_group(group, name).counter(counter)
-        self._counters[key].inc()
+        self._metrics.inc(counter, ((group, name),))
 
     def process_element(self, value: Row, ctx: BroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
         """Emit every accepted record of the unit, and a dead letter for every refusal."""
@@ -124,19 +144,33 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
         payload = bytes(payload) if payload is not None else None
         now_ms = int(time.time() * 1000)
         pointer = source.pointer()
+        protector = self._protector_of.get(source.feed)
+        feed = source.feed if protector is not None else "unknown"
+        counts = self._metrics.row("feed", feed)
+        counts[N_UNITS] += 1
+        fields = protector.fields if protector is not None else 0
         for outcome in self.stage.process(payload, source, unit_ms):
+            counts[N_IN] += 1
             if isinstance(outcome, Refused):
                 letter = DeadLetter.from_error(
                     outcome.error, payload, source, outcome.record_id, now_ms, self._seal, outcome.position,
                     outcome.raw_sha256, None if outcome.record is None else orjson.dumps(outcome.record))
-                self._count("feed", source.feed, "deadLetters")
-                self._count("reason", outcome.error.reason_code, "deadLetters")
-                if reason(outcome.error.reason_code).alert:
-                    self._count("feed", source.feed, "alerts")
+                counts[N_DEAD] += 1
+                code = outcome.error.reason_code
+                self._metrics.inc("deadLetters", (("feed", feed), ("reason", code)))
+                if reason(code).alert:
+                    self._metrics.inc("alertDeadLetters", (("feed", feed), ("reason", code)))
                 yield DEAD_LETTERS, Row(*dead_letter_values(letter, pointer))
             else:
-                self._count("feed", source.feed, "accepted")
+                counts[N_ACCEPTED] += 1
+                if outcome.keys.original_key is not None:
+                    counts[N_CORRECTIONS] += 1
                 yield Row(*accepted_values(outcome, pointer, now_ms))
+        if protector is not None:
+            counts[N_PHI_FIELDS] += protector.fields - fields
+        if now_ms >= self._metrics.due_ms:
+            self._kms_totals()
+            self._metrics.maybe_flush(now_ms)
 
     def _seal(self, feed: str, dead_letter_id: str, data: bytes) -> str:
         return seal_dead_letter(self.keys, feed, dead_letter_id, data)

@@ -80,6 +80,7 @@ log = logging.getLogger("medistream.partner_delivery")
 JOB_NAME = "medistream-partner-delivery"
 FATAL = "\x00fatal:"  # marks a fatal delivery error on the async operator's output (never a dead letter)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CIRCUIT_LEVELS = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 METRICS = ("delivered", "retried", "dead_lettered", "rate_limited", "skipped_acked", "skipped_dead", "busy_waits",
            "lease_lost")
 
@@ -298,6 +299,8 @@ class DeliverFunction(AsyncFunction):  # type: ignore[misc]
                 metrics.gauge(name, lambda s=sender.stats, n=name: s.counts[n])
             metrics.gauge("latency_p50_ms", lambda s=sender.stats: s.percentile_ms(0.50))
             metrics.gauge("latency_p95_ms", lambda s=sender.stats: s.percentile_ms(0.95))
+            # 0 closed, 1 half-open (probing), 2 open: the partner-circuit alert reads it (ops/alerts.yaml).
+            metrics.gauge("circuit_state", lambda b=sender.gate.breaker: CIRCUIT_LEVELS[b.state.name])
         log.info("subtask %d/%d delivering to %s as %s", index, parallelism, ", ".join(self.senders), owner)
 
     async def async_invoke(self, value: Any) -> list[str]:

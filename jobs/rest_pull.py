@@ -134,6 +134,10 @@ def check_contracts(cfg: PullConfig, contracts: Mapping[str, Any]) -> dict[str, 
     return lines
 
 
+# FeedMetrics counts the metrics carry (connectors/metrics/doors.py); `records` is the feed moving.
+METRIC_COUNTS = ("pages", "records", "empty_polls", "retries", "rate_limited", "auth_refreshes", "aborted_transactions")
+
+
 async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once: bool, only: str | None = None,
               stop: asyncio.Event | None = None) -> dict[str, Any]:
     """Pull the configured feeds (or `only`); return the summary {feeds: {feed: metrics}, failed: [...]}."""
@@ -141,6 +145,7 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
 
     from connectors.kafka import create_missing_topics
     from connectors.kms import aws_client
+    from connectors.metrics.doors import DoorMetrics
     from connectors.partners.auth import AuthError, load_credentials
     from connectors.rest_pull.client import PageClient
     from connectors.rest_pull.cursors import ensure_cursor_topic, read_cursors
@@ -181,10 +186,14 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
         puller.resume(cursors.get(name))
         log.info("feed %s: resuming after page %d (%d records so far)", name, puller.state.page, puller.state.total)
 
+    metrics = DoorMetrics("rest_pull", [f.name for f in feeds])
+    metrics.serve()
+
     async def one_feed(puller: FeedPuller, session: aiohttp.ClientSession) -> None:
         try:
             while not stop.is_set():
                 await puller.pull(session, stop)
+                metrics.publish(puller.feed, puller.metrics.as_dict(), METRIC_COUNTS, "records")
                 if once or stop.is_set():
                     break
                 try:
@@ -194,6 +203,7 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
         except (FeedFailed, AuthError) as err:
             reason = err.reason if isinstance(err, FeedFailed) else "auth_refused"
             failed[puller.feed], puller.metrics.status, puller.metrics.reason = reason, "failed", reason
+            metrics.publish(puller.feed, {"failed": {reason: 1}}, ("failed",), "")
             log.error("feed %s failed: %s", puller.feed, err)
 
     try:
@@ -202,6 +212,7 @@ async def run(cfg: PullConfig, groups: Mapping[str, Mapping[str, str]], *, once:
     finally:
         for puller in pullers.values():
             puller.close()
+        metrics.close()
     per_feed: dict[str, dict[str, Any]] = {name: p.metrics.as_dict() for name, p in pullers.items()}
     for name, reason in failed.items():
         per_feed.setdefault(name, {"status": "failed", "reason": reason})

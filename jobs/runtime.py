@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connectors.metrics.flink_reporter import plugin_dir, reporter_config
 from connectors.properties import (
     CheckpointConfig,
     ConfigError,
@@ -50,7 +51,9 @@ def prepare_process_environment(runtime: RuntimeConfig | None = None) -> None:
     site_packages = sysconfig.get_paths()["purelib"]
     os.environ.setdefault("FLINK_HOME", str(Path(pyflink.__file__).parent))
     os.environ["FLINK_PLUGINS_DIR"] = str(LIB_DIR / "plugins")
-    os.environ["HADOOP_CLASSPATH"] = str(LIB_DIR / "system" / "*")
+    # The mini-cluster finds metric reporters on the class path only (no plugin manager for them): the
+    # Prometheus reporter on loopback (connectors/metrics/flink_reporter.py) goes there, beside Hadoop.
+    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join((str(LIB_DIR / "system" / "*"), str(plugin_dir() / "*")))
     paths = [str(REPO_ROOT), site_packages, os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
 
@@ -186,6 +189,8 @@ def embedded_cluster_settings(checkpoints: CheckpointConfig, runtime: RuntimeCon
         "rest.bind-address": "127.0.0.1",
         "rest.address": "127.0.0.1",
         "table.exec.source.idle-timeout": "5 s",
+        # Metrics on 127.0.0.1 for the local Prometheus (decision 0027); Managed Flink publishes its own.
+        **reporter_config(),
     }
     if s3.endpoint:
         settings |= {"s3.endpoint": s3.endpoint, "s3.path.style.access": str(s3.path_style_access).lower()}

@@ -150,9 +150,17 @@ def build_pullers(cfg: SftpPullConfig, groups: Mapping[str, Mapping[str, str]], 
     return pullers
 
 
-async def _poll_all(pullers: list[FeedPuller]) -> list[str]:
+# FeedStats counts the metrics carry (connectors/metrics/doors.py); `landed` is the feed moving.
+METRIC_COUNTS = ("listed", "landed", "landed_bytes", "duplicates", "changed_while_read", "quarantined", "rejected",
+                 "failures")
+
+
+async def _poll_all(pullers: list[FeedPuller], metrics: Any = None) -> list[str]:
     """One poll of every feed, concurrently; the PHI-free failures."""
     results = await asyncio.gather(*(p.poll() for p in pullers), return_exceptions=True)
+    if metrics is not None:
+        for puller in pullers:
+            metrics.publish(puller.feed.feed, puller.stats.as_dict(), METRIC_COUNTS, "landed")
     failures = []
     for result in results:
         if isinstance(result, FeedFailed):
@@ -163,17 +171,17 @@ async def _poll_all(pullers: list[FeedPuller]) -> list[str]:
     return failures
 
 
-async def run_once(pullers: list[FeedPuller], settle_s: float) -> list[str]:
+async def run_once(pullers: list[FeedPuller], settle_s: float, metrics: Any = None) -> list[str]:
     """List, wait for files to settle, take them; the failures of the second (taking) round."""
-    await _poll_all(pullers)
+    await _poll_all(pullers, metrics)
     await asyncio.sleep(settle_s)
-    return await _poll_all(pullers)
+    return await _poll_all(pullers, metrics)
 
 
-async def run_forever(pullers: list[FeedPuller], interval_s: float, stop: asyncio.Event) -> None:
+async def run_forever(pullers: list[FeedPuller], interval_s: float, stop: asyncio.Event, metrics: Any = None) -> None:
     """Poll every interval until `stop` is set; a failing feed is retried at the next poll."""
     while not stop.is_set():
-        await _poll_all(pullers)
+        await _poll_all(pullers, metrics)
         for puller in pullers:
             log.info("feed=%s stats=%s", puller.feed.feed, json.dumps(puller.stats.as_dict(), sort_keys=True))
         try:
@@ -184,6 +192,8 @@ async def run_forever(pullers: list[FeedPuller], interval_s: float, stop: asynci
 
 def run(groups: Mapping[str, Mapping[str, str]], once: bool, only: list[str] | None = None) -> int:
     """Build the pullers and run them; prints a JSON summary per feed at the end."""
+    from connectors.metrics.doors import DoorMetrics
+
     cfg = load_sftp_config(groups)
 
     async def main() -> int:
@@ -193,10 +203,15 @@ def run(groups: Mapping[str, Mapping[str, str]], once: bool, only: list[str] | N
             loop.add_signal_handler(sig, stop.set)
         pullers = build_pullers(cfg, groups, only, stop)
         failures: list[str] = []
-        if once:
-            failures = await run_once(pullers, cfg.settle_s)
-        else:
-            await run_forever(pullers, cfg.interval_s, stop)
+        metrics = DoorMetrics("sftp_pull", [p.feed.feed for p in pullers])
+        metrics.serve()
+        try:
+            if once:
+                failures = await run_once(pullers, cfg.settle_s, metrics)
+            else:
+                await run_forever(pullers, cfg.interval_s, stop, metrics)
+        finally:
+            metrics.close()
         print(json.dumps({p.feed.feed: p.stats.as_dict() for p in pullers}, indent=2))
         return 1 if failures else 0
 

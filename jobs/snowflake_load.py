@@ -17,12 +17,14 @@ closes the channels (flushing them) and exits 0. Logs carry counts, never record
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import random
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.metrics.doors import DoorMetrics
 from connectors.properties import (
     ConfigError,
     PropertyGroup,
@@ -55,6 +58,7 @@ from connectors.snowflake.rows import record_row
 log = logging.getLogger("medistream.snowflake_load")
 T = TypeVar("T")
 PROGRESS_EVERY_S = 10.0
+LAG_EVERY_S = 5.0  # how often the loader measures how far Snowflake is behind the curated topic
 _TRANSIENT_KAFKA = {
     KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._RESOLVE,
     KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART,
@@ -175,6 +179,7 @@ class _Loader:
         self.channels: dict[int, Channel] = {}
         self.pending: set[int] = set()  # partitions whose channel must be reopened and position rewound
         self.stats = LoadStats()
+        self.metrics: DoorMetrics | None = None
         self.callback_error: SnowflakeError | None = None
         self.brokers_suspect = False
         settings: dict[str, Any] = {
@@ -277,12 +282,24 @@ class _Loader:
                 continue
             self.stats.rows[partition] = self.stats.rows.get(partition, 0) + len(rows)
             self.stats.appends += 1
+            if self.metrics is not None:
+                for feed, n in Counter(str(r.get("FEED")) for r in rows).items():
+                    self.metrics.moved(feed, n, "loaded")
             loaded += len(rows)
         if error is not None and error.code() != KafkaError._PARTITION_EOF:
             raise kafka_error(error)
         if self.pending:
             raise Retriable(f"{len(self.pending)} channel(s) to reopen")
         return loaded
+
+    def lag(self) -> int:
+        """Messages of the assigned partitions not yet loaded (high watermark minus position)."""
+        behind = 0
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0)
+            if tp.offset >= 0:
+                behind += max(0, high - tp.offset)
+        return behind
 
     def close(self) -> None:
         """Close the consumer (revoking: closes the channels, which flushes them), then the client."""
@@ -323,7 +340,9 @@ def run(cfg: LoaderConfig, stop_event: threading.Event, max_idle_s: float | None
     channels = factory or _retrying(cfg.retry, stop_event, "opening the Snowflake client",
                                     lambda: create_channel_factory(cfg.snowflake))
     loader = _Loader(cfg, channels)
-    failures, last_data, last_report, reported = 0, time.monotonic(), time.monotonic(), 0
+    metrics = loader.metrics = DoorMetrics("snowflake_load")
+    metrics.serve()
+    failures, last_data, last_report, reported, last_lag = 0, time.monotonic(), time.monotonic(), 0, 0.0
     try:
         while not stop_event.is_set():
             try:
@@ -334,14 +353,20 @@ def run(cfg: LoaderConfig, stop_event: threading.Event, max_idle_s: float | None
                     last_data = time.monotonic()
                 failures = 0
             except KafkaException as err:
+                metrics.errors.labels("all", "kafka").inc()
                 failures = _back_off(cfg, stop_event, kafka_error(err.args[0]), failures + 1)
                 last_data = time.monotonic()
                 continue
             except Retriable as err:
+                metrics.errors.labels("all", "retriable").inc()
                 failures = _back_off(cfg, stop_event, err, failures + 1)
                 last_data = time.monotonic()
                 continue
             now = time.monotonic()
+            if now - last_lag >= LAG_EVERY_S:
+                last_lag = now
+                with contextlib.suppress(KafkaException):  # a lag reading is not worth a failure
+                    metrics.lag.labels("snowflake").set(loader.lag())
             if now - last_report >= PROGRESS_EVERY_S and loader.stats.total_rows != reported:
                 reported, last_report = loader.stats.total_rows, now
                 log.info("loaded %d rows in %d appends (by partition %s)", reported, loader.stats.appends,
@@ -351,6 +376,7 @@ def run(cfg: LoaderConfig, stop_event: threading.Event, max_idle_s: float | None
                 break
     finally:
         loader.close()
+        metrics.close()
     log.info("done: %d rows in %d appends, %d channel recoveries", loader.stats.total_rows,
              loader.stats.appends, loader.stats.recoveries)
     return loader.stats

@@ -58,6 +58,7 @@ class FeedContract:
     max_unit_bytes: int
     description: str = ""
     origin: str = field(default="", compare=False)  # the file it came from, for messages
+    expected_interval_s: int | None = None  # the feed-silent alert's window (None: ops/alerts.yaml's default)
 
     @property
     def decoder_options(self) -> dict[str, Any]:
@@ -106,6 +107,7 @@ def parse_contract(document: Any, origin: str) -> FeedContract:
         max_unit_bytes=int((doc.get("limits") or {}).get("max_unit_bytes", DEFAULT_MAX_UNIT_BYTES)),
         description=doc.get("description", ""),
         origin=origin,
+        expected_interval_s=(doc.get("monitoring") or {}).get("expected_interval_s"),
     )
     from schemas.phi_policy import load_policy
 

@@ -38,6 +38,7 @@ from starlette.routing import Route
 from connectors.ingest_api.keys import KeyCheck
 from connectors.ingest_api.openapi import CONTENT_TYPES, openapi_document
 from connectors.ingest_api.receipts import Claim, Receipts
+from connectors.metrics.doors import DoorMetrics
 from udfs.delivery import TokenBucket
 
 
@@ -126,18 +127,28 @@ def split_records(fmt: str, options: Mapping[str, Any], body: bytes, max_batch: 
 
 def build_app(contracts: Mapping[str, Any], keys: KeyCheck, producer: Producer, receipts: Receipts | None,
               settings: ApiSettings = ApiSettings(), rates: Mapping[str, tuple[float, int]] | None = None,
-              run_blocking: Callable[..., Any] | None = None) -> Starlette:
-    """The application over loaded contracts, key digests, a producer and (optionally) the idempotency store."""
+              run_blocking: Callable[..., Any] | None = None, metrics: DoorMetrics | None = None) -> Starlette:
+    """The application over loaded contracts, key digests, a producer and (optionally) the idempotency store.
+
+    `metrics`: requests by feed and status, records produced, answer time (feed "unknown" for any
+    name that is not a contract's, so a caller cannot grow the label set).
+    """
     buckets = {feed: TokenBucket(*(rates or {}).get(feed, (settings.default_rate, settings.default_burst)),
                                  clock=time.monotonic_ns) for feed in contracts}
     blocking = run_blocking or (lambda fn, *a: asyncio.get_running_loop().run_in_executor(None, fn, *a))
 
     async def records(request: Request) -> Response:
         feed = request.path_params["feed"]
+        started = time.perf_counter()
         try:
-            return await _accept(request, feed)
+            response = await _accept(request, feed)
         except Refusal as refusal:
-            return JSONResponse({"error": refusal.reason}, refusal.status, refusal.headers)
+            response = JSONResponse({"error": refusal.reason}, refusal.status, refusal.headers)
+        if metrics is not None:
+            label = feed if feed in contracts else "unknown"
+            metrics.requests.labels(label, str(response.status_code)).inc()
+            metrics.seconds.labels(label).observe(time.perf_counter() - started)
+        return response
 
     async def _accept(request: Request, feed: str) -> Response:
         contract = contracts.get(feed)
@@ -177,6 +188,8 @@ def build_app(contracts: Mapping[str, Any], keys: KeyCheck, producer: Producer, 
             raise Refusal(503, "broker_unavailable", {"Retry-After": "5"}) from None
         if key is not None and receipts is not None:
             await blocking(receipts.done, feed, key, len(messages))
+        if metrics is not None:
+            metrics.moved(feed, len(messages), "produced")
         return JSONResponse({"receipt_id": receipt, "records": len(messages)}, 202)
 
     async def healthz(_request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""`medistream stack up|down|status`: the local Kafka broker, moto server and Iceberg catalog dir.
+"""`medistream stack up|down|status`: the local Kafka broker, moto server and Iceberg catalog dir, and
+Prometheus with Alertmanager (infra/local/prometheus.py; an observer: the stack is healthy without it).
 
 All state (PID files, logs, Kafka data, the Iceberg catalog) lives under settings.home. `up` is
 idempotent; `down` stops only processes whose PID file `up` wrote and whose command line still
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local import kafka, moto_server, process
+from infra.local import prometheus as prom
 from infra.local.settings import (
     ENV_KAFKA_CONTROLLER_PORT,
     ENV_KAFKA_PORT,
@@ -53,6 +55,7 @@ class StackStatus:
     moto: ComponentStatus
     iceberg_catalog_dir: Path
     iceberg_catalog_dir_exists: bool
+    prometheus: ComponentStatus | None = None  # None: not started by this home's `up`
 
     @property
     def healthy(self) -> bool:
@@ -63,8 +66,9 @@ class StackStatus:
         """A JSON-friendly view for the CLI."""
         data = asdict(self)
         data["healthy"] = self.healthy
-        for name in ("kafka", "moto"):
-            data[name]["running"] = getattr(self, name).running
+        for name in ("kafka", "moto", "prometheus"):
+            if getattr(self, name) is not None:
+                data[name]["running"] = getattr(self, name).running
         return _stringify_paths(data)
 
 
@@ -110,7 +114,28 @@ def _status(settings: StackSettings, started_in: dict[str, float]) -> StackStatu
         ),
         iceberg_catalog_dir=settings.iceberg_dir,
         iceberg_catalog_dir_exists=settings.iceberg_dir.is_dir(),
+        prometheus=_prometheus_status(settings),
     )
+
+
+def _prometheus_status(settings: StackSettings) -> ComponentStatus | None:
+    observer = prom.PrometheusSettings.from_env(settings.home)
+    proc = process.owned_process(observer.pid_file("prometheus"))
+    if proc is None:
+        return None
+    return ComponentStatus(name="prometheus", endpoint=observer.url(), pid=proc.pid,
+                           healthy=prom.running(observer), log=observer.log_file("prometheus"))
+
+
+def start_prometheus(settings: StackSettings) -> dict[str, str] | None:
+    """Start the local Prometheus and Alertmanager (idempotent); their URLs, or None with a warning."""
+    try:
+        urls = prom.start(prom.PrometheusSettings.from_env(settings.home))
+    except process.StackError as err:
+        log.warning("prometheus: not started (%s); the stack runs without it", err)
+        return None
+    log.info("prometheus on %s, alertmanager on %s", urls["prometheus"], urls["alertmanager"])
+    return urls
 
 
 def status(settings: StackSettings | None = None) -> StackStatus:
@@ -168,19 +193,23 @@ def up(settings: StackSettings | None = None) -> StackStatus:
 
     for name, seconds in started_in.items():
         log.info("%s healthy %.1fs after launch", name, seconds)
+    start_prometheus(settings)
     return _status(settings, started_in)
 
 
 def down(
-    settings: StackSettings | None = None, components: Iterable[str] = ("kafka", "moto")
+    settings: StackSettings | None = None, components: Iterable[str] = ("prometheus", "kafka", "moto")
 ) -> dict[str, int | None]:
-    """Stop the processes `up` started (Kafka first); return the PID stopped per component."""
+    """Stop the processes `up` started (Prometheus, then Kafka); return the PID stopped per component."""
     settings = settings or StackSettings.from_env()
     wanted = set(components)
-    unknown = wanted - {"kafka", "moto"}
+    unknown = wanted - {"kafka", "moto", "prometheus"}
     if unknown:
-        raise ValueError(f"unknown stack components {sorted(unknown)}; expected kafka and/or moto")
+        raise ValueError(f"unknown stack components {sorted(unknown)}; expected prometheus, kafka and/or moto")
     stopped: dict[str, int | None] = {}
+    if "prometheus" in wanted:
+        for name, pid in prom.stop(prom.PrometheusSettings.from_env(settings.home)).items():
+            stopped[name] = pid
     # Kafka first: a clean broker shutdown avoids log recovery on the next start.
     if "kafka" in wanted:
         stopped["kafka"] = process.stop(kafka.pid_file(settings), term_timeout_s=30.0)

@@ -118,6 +118,7 @@ class Protector:
     def __init__(self, policy: PhiPolicy, tokenizer: Tokenizer, keys: DataKeyCache) -> None:
         self.policy, self.tokenizer, self.keys = policy, tokenizer, keys
         self._plans = {t: _compile(policy.rules[t], policy.derived[t]) for t in policy.rules}
+        self.fields = 0  # fields tokened, masked or encrypted so far (a metric: jobs/ingest_operator.py)
 
     def protect(self, record: Mapping[str, Any], record_type: str, canonical: bytes) -> Protected:
         """Protect a schema-valid canonical record; `canonical` is its JSON, sealed as is."""
@@ -158,6 +159,7 @@ class Protector:
         return out
 
     def _apply(self, rule: FieldRule, value: Any, path: str, ctx: _Record) -> str:
+        self.fields += 1
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
         if rule.action == "token":
             return self.tokenizer.token(rule.namespace or rule.path, text)

@@ -1,0 +1,1 @@
+"""Metrics export: Flink's Prometheus reporter on loopback, door registries, scrape targets (decision 0027)."""
