@@ -55,15 +55,20 @@ class FlinkCounters:
             self.flush()
 
     def flush(self) -> None:
-        """Push every count's growth since the last flush into its Flink counter."""
+        """Push every count's growth since the last flush into its Flink counter.
+
+        A row's counters and the running totals are all created at their first flush, zeros included:
+        a series that appears with its first value already above zero hides that first rise from
+        Prometheus's increase() and rate(), and an alert on it would miss the first burst.
+        """
         for (key, value), (names, counts, pushed) in self._rows.items():
             for i, count in enumerate(counts):
-                if count != pushed[i]:
+                if count != pushed[i] or ((((key, value),), names[i]) not in self._flink):
                     self._counter(((key, value),), names[i]).inc(count - pushed[i])
                     pushed[i] = count
         for ident, total in self.totals.items():
             before = self._pushed.get(ident, 0)
-            if total != before:
+            if total != before or (not ident[0] and ident not in self._flink):
                 self._counter(*ident).inc(total - before)
                 self._pushed[ident] = total
 
