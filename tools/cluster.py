@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from connectors.metrics.flink_reporter import plugins_root
 from connectors.properties import PropertyGroup, S3Config, default_properties_path, read_property_groups
 from infra.local import process
 from infra.local.process import HealthTimeout, StackError
@@ -70,10 +71,10 @@ def write_conf_dir(settings: ClusterSettings, s3: S3Config) -> None:
     (settings.conf_dir / "config.yaml").write_text(config_yaml(flink_config(settings, s3), opts))
     if not (S3_PLUGIN.is_dir() and any(S3_PLUGIN.glob("*.jar"))):
         raise StackError(f"the S3 filesystem plugin is missing under {S3_PLUGIN}: run ./medistream setup first")
-    for name, target in (("s3-fs-hadoop", S3_PLUGIN), ("metrics-prometheus", dist / "plugins" / "metrics-prometheus")):
-        link = settings.plugins_dir / name
-        if not link.is_symlink():
-            link.symlink_to(target, target_is_directory=True)
+    stale = settings.plugins_dir / "metrics-prometheus"  # Flink's own reporter, on every interface: not loaded
+    if stale.is_symlink():
+        stale.unlink()
+    plugins_root({"s3-fs-hadoop": S3_PLUGIN}, root=settings.plugins_dir)
 
 
 def process_environment(settings: ClusterSettings) -> dict[str, str]:

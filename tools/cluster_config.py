@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connectors.metrics.flink_reporter import FLINK_PORTS, reporter_config
 from connectors.properties import S3Config, medistream_home
 from infra.local.settings import LOOPBACK, REPO_ROOT, SettingsError, check_ports, ports_from_env
 
@@ -115,7 +116,7 @@ class ClusterSettings:
                 "blob server": (self.blob_port, ENV_BLOB_PORT)}
 
 
-def flink_config(settings: ClusterSettings, s3: S3Config, prometheus_port: int | None = None) -> dict[str, str]:
+def flink_config(settings: ClusterSettings, s3: S3Config, prometheus_ports: str | None = FLINK_PORTS) -> dict[str, str]:
     """The flat Flink configuration of every process of the cluster (written as config.yaml)."""
     checkpoints = settings.checkpoints_uri.rstrip("/")
     conf = {
@@ -173,10 +174,10 @@ def flink_config(settings: ClusterSettings, s3: S3Config, prometheus_port: int |
     }
     if s3.endpoint:
         conf["s3.endpoint"] = s3.endpoint
-    if prometheus_port is not None:
-        # Optional: the reporter's HTTP server binds every interface, so it stays off by default.
-        conf |= {"metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
-                 "metrics.reporter.prom.port": str(prometheus_port)}
+    if prometheus_ports is not None:
+        # Flink's Prometheus reporter binds every interface; ours binds 127.0.0.1 (connectors/metrics/flink_reporter.py,
+        # the plugin write_conf_dir links). Each process takes the first free port and announces it to Prometheus.
+        conf |= reporter_config(prometheus_ports)
     return conf
 
 

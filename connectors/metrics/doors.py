@@ -29,13 +29,40 @@ UNKNOWN = "unknown"
 _CODE = re.compile(r"[a-z0-9_]{1,64}")
 
 
-class DoorMetrics:
+class MetricsEndpoint:
+    """A process's own registry, served on 127.0.0.1 and announced as a scrape target under `component`."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.registry = CollectorRegistry()
+        self._target: Path | None = None
+        self._server: Any = None
+
+    def serve(self, port: int = 0) -> int:
+        """Serve /metrics on 127.0.0.1 (port 0: any free one) in a daemon thread; announce it; return the port."""
+        server, _thread = start_http_server(port, addr=LOOPBACK, registry=self.registry)
+        self._server = server
+        bound = int(server.server_port)
+        self._target = announce(self.component, bound)
+        log.info("%s metrics on http://%s:%d/metrics", self.component, LOOPBACK, bound)
+        return bound
+
+    def close(self) -> None:
+        """Withdraw the target (a clean exit is not an outage) and stop serving."""
+        if self._target is not None:
+            self._target.unlink(missing_ok=True)
+            self._target = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+
+class DoorMetrics(MetricsEndpoint):
     """The metrics of one door process, in its own registry."""
 
     def __init__(self, component: str, feeds: Iterable[str] = ()) -> None:
-        self.component = component
+        super().__init__(component)
         self.feeds = frozenset(feeds)
-        self.registry = CollectorRegistry()
         r = self.registry
         self.records = Counter("medistream_door_records", "Records, files or rows a door handled, by outcome",
                                ["feed", "status"], registry=r)
@@ -49,8 +76,6 @@ class DoorMetrics:
         self.seconds = Histogram("medistream_door_request_seconds", "Time to answer or make one request",
                                  ["feed"], registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self._seen: dict[tuple[str, str], int] = {}
-        self._target: Path | None = None
-        self._server: Any = None
 
     def feed(self, name: str | None) -> str:
         """The label for a feed name: itself when it is one of ours, else "unknown" (bounded labels)."""
@@ -71,39 +96,22 @@ class DoorMetrics:
         `success` is the count whose growth means the feed moved.
         """
         label = self.feed(feed)
+        totals: dict[tuple[str, str], int] = {}  # (count name, reason or "") -> total; unknown codes summed
         for name in counters:
             value = stats.get(name)
-            items = value.items() if isinstance(value, Mapping) else [("", value)]
-            for code, count in items:
-                if not isinstance(count, int) or isinstance(count, bool):
-                    continue
-                reason = f"{name}_{code if _CODE.fullmatch(str(code)) else 'other'}" if code else ""
-                key = (label, f"{name}\x1f{reason}")
-                grown = count - self._seen.get(key, 0)
-                if grown <= 0:
-                    continue
-                self._seen[key] = count
-                if reason:
-                    self.errors.labels(label, reason).inc(grown)
-                else:
-                    self.records.labels(label, name).inc(grown)
-                    if name == success:
-                        self.last_success.labels(label).set(time.time())
-
-    def serve(self, port: int = 0) -> int:
-        """Serve /metrics on 127.0.0.1 (port 0: any free one) in a daemon thread; announce it; return the port."""
-        server, _thread = start_http_server(port, addr=LOOPBACK, registry=self.registry)
-        self._server = server
-        bound = int(server.server_port)
-        self._target = announce(self.component, bound)
-        log.info("%s metrics on http://%s:%d/metrics", self.component, LOOPBACK, bound)
-        return bound
-
-    def close(self) -> None:
-        """Withdraw the target (a clean exit is not an outage) and stop serving."""
-        if self._target is not None:
-            self._target.unlink(missing_ok=True)
-            self._target = None
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+            for code, count in value.items() if isinstance(value, Mapping) else [("", value)]:
+                if isinstance(count, int) and not isinstance(count, bool):
+                    reason = f"{name}_{code if _CODE.fullmatch(str(code)) else 'other'}" if code else ""
+                    totals[(name, reason)] = totals.get((name, reason), 0) + count
+        for (name, reason), count in totals.items():
+            key = (label, f"{name}\x1f{reason}")
+            grown = count - self._seen.get(key, 0)
+            if grown <= 0:
+                continue
+            self._seen[key] = count
+            if reason:
+                self.errors.labels(label, reason).inc(grown)
+            else:
+                self.records.labels(label, name).inc(grown)
+                if name == success:
+                    self.last_success.labels(label).set(time.time())

@@ -70,19 +70,15 @@ def plugin_dir(home: Path | None = None) -> Path:
     return folder
 
 
-def plugins_root(extra: dict[str, Path], home: Path | None = None, name: str = "flink-plugins") -> Path:
-    """A FLINK_PLUGINS_DIR holding the reporter plus `extra` plugins (name -> folder), as symlinks."""
-    root = (home or medistream_home()) / name
+def plugins_root(extra: dict[str, Path], root: Path) -> Path:
+    """Make `root` a FLINK_PLUGINS_DIR holding the reporter plus `extra` plugins (name -> folder), as symlinks."""
     root.mkdir(parents=True, exist_ok=True)
-    for plugin, target in {**extra, PLUGIN_NAME: plugin_dir(home)}.items():
+    for plugin, target in {**extra, PLUGIN_NAME: plugin_dir()}.items():
         link = root / plugin
         if link.is_symlink() and link.resolve() != target.resolve():
             link.unlink()
         if not link.is_symlink():
-            tmp = root / f".{plugin}.{id(target)}"
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(target, target_is_directory=True)
-            tmp.replace(link)
+            link.symlink_to(target, target_is_directory=True)
     return root
 
 

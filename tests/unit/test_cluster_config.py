@@ -50,7 +50,9 @@ def test_memory_slots_ports_and_python(tmp_path: Path) -> None:
         "28081", "26123", "26124")
     assert Path(generated["python.executable"]).name.startswith("python")
     assert generated["io.tmp.dirs"] == str(tmp_path / "tmp")
-    assert "metrics.reporter.prom.factory.class" not in generated  # its HTTP server binds every interface
+    # Flink's own Prometheus reporter binds every interface: the cluster loads ours, on loopback only.
+    assert generated["metrics.reporter.prom.factory.class"].endswith("LoopbackPrometheusReporterFactory")
+    assert generated["metrics.reporter.prom.host"] == "127.0.0.1"
 
 
 def test_yaml_reads_back_as_the_same_flat_keys(tmp_path: Path) -> None:

@@ -77,8 +77,9 @@ def test_door_metrics_bound_their_labels_and_serve_on_loopback(tmp_path: Path, m
     metrics.moved("../../etc/passwd", 1, "produced")  # a caller-chosen name never becomes a label
     metrics.publish("hospital_a_claims", {"landed": 2, "quarantined": {"checksum_mismatch": 1, "Bad Text!": 1}},
                     ("landed", "quarantined"), "landed")
-    metrics.publish("hospital_a_claims", {"landed": 5, "quarantined": {"checksum_mismatch": 1}},
-                    ("landed", "quarantined"), "landed")
+    metrics.publish("hospital_a_claims", {"landed": 5, "quarantined": {"checksum_mismatch": 1, "Bad Text!": 1,
+                                                                      "Other Text": 2}}, ("landed", "quarantined"),
+                    "landed")
     port = metrics.serve()
     try:
         target = json.loads(next((tmp_path / "prometheus" / "targets").glob("ingest_api-*.json")).read_text())
@@ -90,7 +91,7 @@ def test_door_metrics_bound_their_labels_and_serve_on_loopback(tmp_path: Path, m
     assert 'medistream_door_records_total{feed="unknown",status="produced"} 1.0' in text
     assert 'medistream_door_records_total{feed="hospital_a_claims",status="landed"} 5.0' in text
     assert 'reason="quarantined_checksum_mismatch"} 1.0' in text
-    assert 'reason="quarantined_other"} 1.0' in text
+    assert 'reason="quarantined_other"} 3.0' in text  # codes that are not ours are summed, never labels
     assert "passwd" not in text and "_created" not in text
     assert not list((tmp_path / "prometheus" / "targets").glob("*.json"))  # a clean exit withdraws the target
 
