@@ -3,9 +3,11 @@
 In thread mode every `Counter.inc()` of PyFlink is a call into the JVM (pemja): a few microseconds per
 record and per counter, on the path issue 19 made fast. Here a record costs one list-item increment;
 `maybe_flush(now_ms)`, called once per input unit with the time the operator reads anyway, pushes the
-differences into Flink's counters at most every `interval_ms` (decision 0027: measured cost). Counts
-reach the reporter at most one interval late; an operator that receives nothing holds the counts of
-its last interval until its next input or `flush()` (called from `close()`).
+differences into Flink's counters at most every `interval_ms` (decision 0027: measured cost), and at
+once when a label value (a feed, a feed's reason) is seen for the first time, so its series appear
+with its first unit. Counts reach the reporter at most one interval late while units flow; the first
+unit after a pause is flushed at once (the interval has passed), so a trickling feed is always exact;
+the units of a burst's last interval wait for the operator's next unit, or for `flush()` at `close()`.
 
 Labels are Flink key-value groups, so each becomes a Prometheus label: bounded names only (feed,
 reason, partner, sink), never a value from a record. No pyflink import: the metric group is duck-typed.
@@ -37,11 +39,14 @@ class FlinkCounters:
         found = self._rows.get((key, value))
         if found is None:
             found = self._rows[(key, value)] = (names, [0] * len(names), [0] * len(names))
+            self.due_ms = 0  # a new label value is flushed with its first unit: its series appear at once
         return found[1]
 
     def inc(self, name: str, labels: tuple[tuple[str, str], ...] = (), n: int = 1) -> None:
         """Add n to a sparse labelled count (dead letters by feed and reason, rare events)."""
         key = (labels, name)
+        if key not in self.totals:
+            self.due_ms = 0  # its first count is flushed with this unit
         self.totals[key] = self.totals.get(key, 0) + n
 
     def set_total(self, name: str, total: int, labels: tuple[tuple[str, str], ...] = ()) -> None:

@@ -70,8 +70,8 @@ def _contracts(folder: Path, run: str) -> Path:
 
 @contextlib.contextmanager
 def serving_api(folder: Path, settings: ApiSettings,
-                rates: Mapping[str, tuple[float, int]] | None = None) -> Iterator[Api]:
-    """Serve the API until the block ends; `rates` are keyed by shipped feed name."""
+                rates: Mapping[str, tuple[float, int]] | None = None, metrics: Any = None) -> Iterator[Api]:
+    """Serve the API until the block ends; `rates` are keyed by shipped feed name; `metrics`: a DoorMetrics."""
     run = uuid.uuid4().hex[:8]
     contracts = load_contracts(_contracts(folder / "feeds", run))
     phi = load_phi_config(read_property_groups(LOCAL_PROPERTIES))
@@ -84,7 +84,7 @@ def serving_api(folder: Path, settings: ApiSettings,
     create_missing_topics(BOOTSTRAP, [f"raw.t{run}_{f}" for f in keys])
     producer = KafkaSender(BOOTSTRAP)
     app = build_app(contracts, load_keys(secrets, secret_id), producer, Receipts(dynamodb, table), settings,
-                    rates={f"t{run}_{f}": rate for f, rate in (rates or {}).items()})
+                    rates={f"t{run}_{f}": rate for f, rate in (rates or {}).items()}, metrics=metrics)
     server = uvicorn.Server(uvicorn_config(app, 0, HEADER_TIMEOUT_S, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -54,13 +54,16 @@ def test_counts_reach_flink_once_per_interval_as_differences() -> None:
     counters.inc("deadLetters", (("feed", "hospital_a_claims"), ("reason", "schema_invalid")), 2)
     counters.maybe_flush(10_000)
     accepted = group.counters[("feed", "hospital_a_claims", "accepted")]
+    counters.row("feed", "other_feed")[N_ACCEPTED] += 1
+    counters.maybe_flush(10_001)  # a new feed is flushed with its first unit, not a second later
+    assert group.counters[("feed", "other_feed", "accepted")].value == 1
     assert (accepted.value, accepted.calls) == (500, 1)  # one call into the JVM for 500 records
     assert group.counters[("feed", "hospital_a_claims", "reason", "schema_invalid", "deadLetters")].value == 2
     row[N_ACCEPTED] += 7
     counters.maybe_flush(10_500)  # within the interval: nothing moves
     assert accepted.value == 500
     counters.set_total("kmsCalls", 4)
-    counters.maybe_flush(11_000)
+    counters.maybe_flush(11_100)
     assert (accepted.value, accepted.calls) == (507, 2)
     assert group.counters[("kmsCalls",)].value == 4
     counters.set_total("kmsCalls", 6)
