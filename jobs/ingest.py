@@ -95,17 +95,19 @@ class FirstPerKey(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
 
 
 def build(
-    env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig, job_name: str = JOB_NAME
+    env: StreamExecutionEnvironment, t_env: StreamTableEnvironment, cfg: IngestConfig, job_name: str = JOB_NAME,
+    landing_root: str | None = None, kafka: bool = True,
 ) -> JobOutputs:
     """Wire sources -> IngestOperator (+ reference broadcast) -> dedup -> routed sinks into one statement set.
 
     `job_name` prefixes the Kafka sinks' transactional ids: two jobs that share it would abort each
-    other's open transactions on start-up, so concurrent runs need distinct names.
+    other's open transactions on start-up, so concurrent runs need distinct names. A bounded batch run
+    (tools/batch.py, decision 0026) reads no Kafka (`kafka=False`) and only one date's folder
+    (`cfg.landing.path`), below `landing_root`, whose first folder names the feed.
     """
     from pyflink.common import Types
     from pyflink.table import Schema
 
-    raw = create_raw_source(t_env, cfg.kafka)
     t_env.create_temporary_view("landing_files", t_env.from_data_stream(create_landing_source(env, cfg.landing)))
     # One stream of units: a Kafka message or a whole landed file, with a time for records that carry none.
     # A unit re-read by a backfill (tools/backfill.py) keeps the identity of the unit it copies: its topic,
@@ -113,17 +115,6 @@ def build(
     # for an earlier offset) or its file path and time (`<feed>/backfill/<run>/<modified ms>/<original key>`,
     # only for the same feed). So its records get the same record ids and dead-letter ids as the first time,
     # and the dedup stages below drop what was already delivered.
-    t_env.create_temporary_view("raw_units", t_env.sql_query(
-        f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
-                   DECODE(headers['{ORIGIN_HEADER}'], 'UTF-8') AS origin FROM {raw}"""))
-    t_env.create_temporary_view("raw_origins", t_env.sql_query(
-        f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
-                   CASE WHEN REGEXP(origin, '{ORIGIN_PATTERN}')
-                         AND REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 1) = topic
-                         AND CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 2) AS INT) = `partition`
-                         AND CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) < `offset`
-                        THEN CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) END AS origin_offset
-            FROM raw_units"""))
     t_env.create_temporary_view("landing_origins", t_env.sql_query(
         f"""SELECT payload, path, modified_ms,
                    CASE WHEN REGEXP(path, '{BACKFILL_PATH_PATTERN}')
@@ -133,20 +124,14 @@ def build(
                                     REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 4)) END AS origin_path,
                    CAST(REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 3) AS BIGINT) AS origin_ms
             FROM landing_files"""))
-    unified = t_env.sql_query(
-        """SELECT payload, topic, `partition`, COALESCE(origin_offset, `offset`) AS `offset`,
-                   CAST(NULL AS STRING) AS path,
-                   -- Epoch seconds: format and parse in the same session time zone, so the zone cancels out.
-                   UNIX_TIMESTAMP(DATE_FORMAT(`timestamp`, 'yyyy-MM-dd HH:mm:ss'), 'yyyy-MM-dd HH:mm:ss') * 1000
-                     AS unit_ms FROM raw_origins
-            UNION ALL
-            SELECT payload, CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT),
-                   COALESCE(origin_path, path),
-                   CASE WHEN origin_path IS NULL THEN modified_ms ELSE origin_ms END
+    landing_units = """SELECT payload, CAST(NULL AS STRING) AS topic, CAST(NULL AS INT) AS `partition`,
+                   CAST(NULL AS BIGINT) AS `offset`, COALESCE(origin_path, path) AS path,
+                   CASE WHEN origin_path IS NULL THEN modified_ms ELSE origin_ms END AS unit_ms
             FROM landing_origins"""
-    )
+    unified = _with_kafka_units(t_env, cfg, landing_units) if kafka else t_env.sql_query(landing_units)
     reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
-    operator = IngestOperator(cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3, cfg.phi)
+    operator = IngestOperator(landing_root or cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3,
+                              cfg.phi)
     accepted = (
         t_env.to_data_stream(unified).connect(reference)
         .process(operator, output_type=ACCEPTED_TYPE)
@@ -186,6 +171,30 @@ def build(
         statements.add_insert_sql(statement)
     statements.attach_as_datastream()
     return JobOutputs(written)
+
+
+def _with_kafka_units(t_env: StreamTableEnvironment, cfg: IngestConfig, landing_units: str) -> Any:
+    """The Kafka units (raw.<feed>, their backfill copies read as their originals) and the landed files, as one table."""
+    raw = create_raw_source(t_env, cfg.kafka)
+    t_env.create_temporary_view("raw_units", t_env.sql_query(
+        f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
+                   DECODE(headers['{ORIGIN_HEADER}'], 'UTF-8') AS origin FROM {raw}"""))
+    t_env.create_temporary_view("raw_origins", t_env.sql_query(
+        f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
+                   CASE WHEN REGEXP(origin, '{ORIGIN_PATTERN}')
+                         AND REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 1) = topic
+                         AND CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 2) AS INT) = `partition`
+                         AND CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) < `offset`
+                        THEN CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) END AS origin_offset
+            FROM raw_units"""))
+    return t_env.sql_query(
+        f"""SELECT payload, topic, `partition`, COALESCE(origin_offset, `offset`) AS `offset`,
+                   CAST(NULL AS STRING) AS path,
+                   -- Epoch seconds: format and parse in the same session time zone, so the zone cancels out.
+                   UNIX_TIMESTAMP(DATE_FORMAT(`timestamp`, 'yyyy-MM-dd HH:mm:ss'), 'yyyy-MM-dd HH:mm:ss') * 1000
+                     AS unit_ms FROM raw_origins
+            UNION ALL
+            {landing_units}""")
 
 
 def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[Any, Any]:
