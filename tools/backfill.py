@@ -38,6 +38,7 @@ from typing import Any
 from connectors.audit import load_audit_settings, open_audit_log
 from connectors.iceberg import split_s3_url
 from connectors.kafka import client_config
+from connectors.lineage.datasets import Dataset
 from connectors.properties import (
     IngestConfig,
     default_properties_path,
@@ -46,13 +47,13 @@ from connectors.properties import (
     read_property_groups,
 )
 from schemas.contracts import FEEDS_DIR, load_contracts
+from tools import lineage
 from tools.dlq_units import iso
 from tools.job_control import Operator, authorize
 from tools.job_interface import JobControlError
+from tools.operation_lease import take_lease
 from udfs.source import BACKFILL_FOLDER, ORIGIN_HEADER, RAW_TOPIC_PREFIX, backfill_key, origin_header
 
-LOCK_TABLE = "medistream-operation-locks"
-LEASE_S = 120.0
 BATCH = 200  # messages per Kafka transaction
 
 
@@ -127,50 +128,6 @@ class Throttle:
         if self.next_at > now:
             self.sleep(self.next_at - now)
         self.next_at += self.interval
-
-
-class FeedLease:
-    """One backfill per feed at a time: a lease item in DynamoDB, taken by a conditional write and renewed."""
-
-    def __init__(self, client: Any, table: str, feed: str, owner: str, lease_s: float = LEASE_S) -> None:
-        self.client, self.table, self.feed, self.owner, self.lease_s = client, table, feed, owner, lease_s
-
-    def _key(self) -> dict[str, Any]:
-        return {"operation": {"S": "backfill"}, "name": {"S": self.feed}}
-
-    def take(self) -> None:
-        """Take or renew the lease; BackfillError naming the holder if another backfill has it."""
-        now = int(time.time() * 1000)
-        try:
-            self.client.put_item(
-                TableName=self.table, Item={**self._key(), "owner": {"S": self.owner},
-                                            "expires_ms": {"N": str(now + int(self.lease_s * 1000))}},
-                ConditionExpression="attribute_not_exists(#n) OR expires_ms < :now OR #o = :me",
-                ExpressionAttributeNames={"#n": "name", "#o": "owner"},
-                ExpressionAttributeValues={":now": {"N": str(now)}, ":me": {"S": self.owner}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD")
-        except self.client.exceptions.ConditionalCheckFailedException as err:
-            item = getattr(err, "response", {}).get("Item") or {}
-            holder = item.get("owner", {}).get("S", "another backfill")
-            until = int(item.get("expires_ms", {}).get("N", "0"))
-            raise BackfillError(f"a backfill of {self.feed} is running ({holder}, lease until {iso(until)}); "
-                                "one feed is backfilled by one run at a time") from None
-
-    def release(self) -> None:
-        """Give the lease back (only ours)."""
-        try:
-            self.client.delete_item(TableName=self.table, Key=self._key(), ConditionExpression="#o = :me",
-                                    ExpressionAttributeNames={"#o": "owner"},
-                                    ExpressionAttributeValues={":me": {"S": self.owner}})
-        except self.client.exceptions.ConditionalCheckFailedException:
-            pass  # expired and taken by another run: not ours to delete
-
-
-def ensure_lock_table(client: Any, table: str) -> None:
-    """The lease table, created if missing (on-demand, keyed by operation and name)."""
-    from connectors.dynamodb import ensure_table
-
-    ensure_table(client, table, ("operation", "S"), ("name", "S"), BackfillError)
 
 
 @dataclass
@@ -345,6 +302,15 @@ class Backfill:
             self.renew()
 
 
+def backfill_datasets(cfg: IngestConfig, feed: str) -> tuple[list[Dataset], list[Dataset]]:
+    """What a backfill of `feed` reads (its raw topic, its landing prefix) and writes (copies into both)."""
+    kafka = f"kafka://{cfg.kafka.bootstrap_servers.split(',')[0]}"
+    bucket, prefix = split_s3_url(cfg.landing.path)
+    topic = Dataset(kafka, f"{RAW_TOPIC_PREFIX}{feed}")
+    return ([topic, Dataset(f"s3://{bucket}", f"{prefix}{feed}/")],
+            [topic, Dataset(f"s3://{bucket}", f"{prefix}{feed}/{BACKFILL_FOLDER}/")])
+
+
 def run_backfill(cfg: IngestConfig, groups: Mapping[str, Mapping[str, str]], operator: Operator, rng: Range,
                  rate: float, dry_run: bool, audit: Any = None, now_ms: int | None = None,
                  progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -361,21 +327,30 @@ def run_backfill(cfg: IngestConfig, groups: Mapping[str, Mapping[str, str]], ope
     run = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     lease = None
     if not dry_run:
-        dynamodb = aws_client(cfg.phi, "dynamodb")
-        table = groups.get("operations", {}).get("locks.table") or LOCK_TABLE
-        ensure_lock_table(dynamodb, table)
-        lease = FeedLease(dynamodb, table, rng.feed, f"{operator.actor}/{run}/{os.getpid()}")
-        lease.take()
+        lease = take_lease(aws_client(cfg.phi, "dynamodb"), groups, "backfill", rng.feed,
+                           f"{operator.actor}/{run}/{os.getpid()}")
     job = Backfill(cfg, rng, run, Throttle(rate), renew=lease.take if lease else (lambda: None), dry_run=dry_run,
                    progress=progress)
+    run_id, datasets = str(uuid.uuid4()), backfill_datasets(cfg, rng.feed)
+    facets: dict[str, Any] = {"backfill_run": run, "range": rng.describe(), "rate": rate}
+    if not dry_run:
+        lineage.emit("START", f"backfill.{rng.feed}", groups, run_id, datasets=datasets, processing="BATCH", **facets)
     started = time.monotonic()
     try:
         job.copy_kafka()
         job.copy_files(s3_client(cfg.s3))
+    except Exception as err:
+        if not dry_run:
+            lineage.emit("FAIL", f"backfill.{rng.feed}", groups, run_id, error=type(err).__name__,
+                         datasets=datasets, processing="BATCH", **facets)
+        raise
     finally:
         if lease is not None:
             lease.release()
     seconds = time.monotonic() - started
+    if not dry_run:
+        lineage.emit("COMPLETE", f"backfill.{rng.feed}", groups, run_id, datasets=datasets, processing="BATCH",
+                     messages=job.counts.messages, files=job.counts.files, seconds=round(seconds, 1), **facets)
     summary = {"feed": rng.feed, "from": iso(rng.start_ms), "to": iso(rng.end_ms), "run": run, "dry_run": dry_run,
                "messages": job.counts.messages, "files": job.counts.files,
                "skipped_copies": job.counts.skipped_copies, "partitions": job.counts.partitions,

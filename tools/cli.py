@@ -68,7 +68,8 @@ def _demo(args: argparse.Namespace) -> int:
 PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-snowflake": "jobs.snowflake_load",
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull", "package": "tools.package",
-               "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill"}
+               "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
+               "lineage": "tools.lineage"}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,15 +152,21 @@ class EmbeddedJobs:
         self.properties = properties
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = {job: medistream_home() / "logs" / f"{job}.log" for job in DEMO_JOBS}
+        self.runs: dict[str, str] = {}  # job -> its OpenLineage run id
 
     def start(self) -> None:
-        """Start both jobs; each resumes from its newest checkpoint or savepoint."""
+        """Start both jobs; each resumes from its newest checkpoint or savepoint. Each run's START goes to lineage."""
+        from tools import lineage
+
         self.processes["ingest"] = start_job(self.logs["ingest"], self.properties)
         argv = [sys.executable, "-m", "jobs.partner_delivery", "--properties", str(self.properties)]
         with self.logs["partner_delivery"].open("ab") as log:
             self.processes["partner_delivery"] = subprocess.Popen(
                 argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
                 start_new_session=True)
+        self.runs = {job: str(uuid.uuid4()) for job in self.processes}
+        for job, run in self.runs.items():
+            lineage.emit("START", job, self.properties, run, where="embedded mini-cluster")
 
     def failure(self) -> str | None:
         """Why a job is no longer running, if one is not."""
@@ -173,8 +180,17 @@ class EmbeddedJobs:
 
     def stop(self) -> int:
         """Stop both with a savepoint (SIGTERM); the first non-zero exit code, else 0."""
-        codes = [stop_job(proc) for proc in self.processes.values()]
-        return next((code for code in codes if code), 0)
+        from tools import lineage
+
+        codes = {job: stop_job(proc) for job, proc in self.processes.items()}
+        for job, code in codes.items():
+            if job not in self.runs:
+                continue
+            if code:
+                lineage.emit("FAIL", job, self.properties, self.runs[job], error=f"exit code {code}")
+            else:
+                lineage.emit("COMPLETE", job, self.properties, self.runs[job])
+        return next((code for code in codes.values() if code), 0)
 
 
 class ClusterJobs:

@@ -37,7 +37,7 @@ import yaml
 
 from connectors.properties import medistream_home, read_property_groups
 from infra.local.process import StackError
-from tools import cluster, cluster_status
+from tools import cluster, cluster_status, lineage
 from tools.cluster_config import ClusterSettings
 from tools.package import ENTRY_POINTS, PackageError, application_properties, verify
 
@@ -223,6 +223,8 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
                                 env={"MEDISTREAM_HOME": str(medistream_home())})
         submitted[job] = job_id
         record_deployment(job, job_id, path, base_properties)
+        lineage.emit("START", job, base_properties, lineage.run_id(job_id), zip=path.name,
+                     savepoint=savepoints.get(job))
     return {"jobs": submitted, "application": str(root), "runtime": str(python),
             "deploy_s": round(time.monotonic() - started, 1)}
 
@@ -284,6 +286,15 @@ def record_deployment(job: str, job_id: str, path: Path, base_properties: Path |
     registry().write_text(json.dumps(known, indent=1) + "\n")
 
 
+def deployed_job(job_id: str) -> tuple[str, Path | None] | None:
+    """(job name, base properties) of a job id this registry recorded, or None."""
+    known = json.loads(registry().read_text()) if registry().exists() else {}
+    for name, entry in known.items():
+        if entry.get("job_id") == job_id:
+            return name, Path(entry["properties"]) if entry.get("properties") else None
+    return None
+
+
 def resolve_job(name_or_id: str) -> str:
     """A job id as given, or the one last deployed under that job name."""
     if re.fullmatch(r"[0-9a-f]{32}", name_or_id):
@@ -318,6 +329,9 @@ def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: fl
         body["targetDirectory"] = target_directory
     location = savepoint(settings, job_id, "stop", body, timeout_s)
     state = cluster_status.wait_for_job(settings, job_id, {"FINISHED"}, 60)
+    deployed = deployed_job(job_id)
+    if deployed is not None:
+        lineage.emit("COMPLETE", deployed[0], deployed[1], lineage.run_id(job_id), savepoint=location)
     return {"job_id": job_id, "savepoint": location, "state": state}
 
 

@@ -1,5 +1,6 @@
 """`medistream stack up|down|status`: the local Kafka broker, moto server and Iceberg catalog dir, and
-Prometheus with Alertmanager (infra/local/prometheus.py; an observer: the stack is healthy without it).
+Prometheus with Alertmanager (infra/local/prometheus.py) and the OpenLineage store (infra/local/lineage_store.py):
+observers, the stack is healthy without them.
 
 All state (PID files, logs, Kafka data, the Iceberg catalog) lives under settings.home. `up` is
 idempotent; `down` stops only processes whose PID file `up` wrote and whose command line still
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.local import kafka, moto_server, process
+from infra.local import kafka, lineage_store, moto_server, process
 from infra.local import prometheus as prom
 from infra.local.settings import (
     ENV_KAFKA_CONTROLLER_PORT,
@@ -56,6 +57,7 @@ class StackStatus:
     iceberg_catalog_dir: Path
     iceberg_catalog_dir_exists: bool
     prometheus: ComponentStatus | None = None  # None: not started by this home's `up`
+    lineage: ComponentStatus | None = None  # the OpenLineage store (infra/local/lineage_store.py); None: not ours
 
     @property
     def healthy(self) -> bool:
@@ -66,7 +68,7 @@ class StackStatus:
         """A JSON-friendly view for the CLI."""
         data = asdict(self)
         data["healthy"] = self.healthy
-        for name in ("kafka", "moto", "prometheus"):
+        for name in ("kafka", "moto", "prometheus", "lineage"):
             if getattr(self, name) is not None:
                 data[name]["running"] = getattr(self, name).running
         return _stringify_paths(data)
@@ -115,7 +117,28 @@ def _status(settings: StackSettings, started_in: dict[str, float]) -> StackStatu
         iceberg_catalog_dir=settings.iceberg_dir,
         iceberg_catalog_dir_exists=settings.iceberg_dir.is_dir(),
         prometheus=_prometheus_status(settings),
+        lineage=_lineage_status(settings),
     )
+
+
+def _lineage_status(settings: StackSettings) -> ComponentStatus | None:
+    pid_file = settings.home / "run" / "lineage.pid"
+    proc = process.owned_process(pid_file)
+    if proc is None:
+        return None
+    return ComponentStatus(name="lineage", endpoint=lineage_store.url(), pid=proc.pid, healthy=lineage_store.running(),
+                           log=settings.home / "logs" / "lineage.log")
+
+
+def start_lineage(settings: StackSettings) -> str | None:
+    """Start the local OpenLineage store (idempotent); its URL, or None with a warning (an observer)."""
+    try:
+        found = lineage_store.start(settings.home)
+    except process.StackError as err:
+        log.warning("lineage store: not started (%s); the stack runs without it", err)
+        return None
+    log.info("lineage store on %s", found)
+    return found
 
 
 def _prometheus_status(settings: StackSettings) -> ComponentStatus | None:
@@ -194,19 +217,24 @@ def up(settings: StackSettings | None = None) -> StackStatus:
     for name, seconds in started_in.items():
         log.info("%s healthy %.1fs after launch", name, seconds)
     start_prometheus(settings)
+    start_lineage(settings)
     return _status(settings, started_in)
 
 
 def down(
-    settings: StackSettings | None = None, components: Iterable[str] = ("prometheus", "kafka", "moto")
+    settings: StackSettings | None = None, components: Iterable[str] = ("prometheus", "lineage", "kafka", "moto")
 ) -> dict[str, int | None]:
-    """Stop the processes `up` started (Prometheus, then Kafka); return the PID stopped per component."""
+    """Stop the processes `up` started (Prometheus and the lineage store, then Kafka); the PID stopped per
+    component."""
     settings = settings or StackSettings.from_env()
     wanted = set(components)
-    unknown = wanted - {"kafka", "moto", "prometheus"}
+    unknown = wanted - {"kafka", "moto", "prometheus", "lineage"}
     if unknown:
-        raise ValueError(f"unknown stack components {sorted(unknown)}; expected prometheus, kafka and/or moto")
+        raise ValueError(f"unknown stack components {sorted(unknown)}; expected prometheus, lineage, kafka and/or "
+                         "moto")
     stopped: dict[str, int | None] = {}
+    if "lineage" in wanted:
+        stopped["lineage"] = lineage_store.stop(settings.home)
     if "prometheus" in wanted:
         for name, pid in prom.stop(prom.PrometheusSettings.from_env(settings.home)).items():
             stopped[name] = pid

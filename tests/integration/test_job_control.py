@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import pytest
 
@@ -34,7 +35,7 @@ from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
-from tools import backfill, cluster_status, deploy, job_control
+from tools import backfill, cluster_status, deploy, job_control, lineage
 from tools.cli import main as medistream
 from tools.cluster_config import ClusterSettings
 from tools.demo import ShippedPartner
@@ -198,6 +199,7 @@ def test_an_upgrade_from_n_to_n_plus_one_through_a_savepoint_keeps_the_dedup_mem
     assert second != setup["first"] and upgraded["status"]["state"] == "RUNNING"
     restored = (cluster_status.rest_get(settings, f"/jobs/{second}/checkpoints") or {})["latest"]["restored"]
     assert restored["is_savepoint"] is True and restored["external_path"] == upgraded["savepoint"]
+    setup["upgrade_savepoint"] = upgraded["savepoint"]
     # AFTER new records, and exact re-sends of records N delivered: N+1 drops them from N's dedup memory. They
     # reach the partner through an outage: nothing listens on its port for 20 s while they are routed to it.
     partner: ShippedPartner = setup["partner"]
@@ -267,6 +269,24 @@ def test_a_backfill_of_a_delivered_range_delivers_only_what_was_missing(
     assert len(backfills) == 2 * (len(contracts) + 1) and all(e.actor == "olu" for e in backfills)
     assert deploy.stop(setup["second"], settings)["state"] == "FINISHED"
     setup["repaired"] = repaired
+
+    # Lineage (the stack's OpenLineage store): each run of the ingest job began with START and ended with COMPLETE
+    # naming its savepoint, the run id being the Flink job id; each backfill is a BATCH run with its counts.
+    def runs(job: str) -> list[dict[str, Any]]:
+        url = read_property_groups(setup["properties"])["lineage"]["url"]
+        with urlopen(f"{url}/api/v1/lineage/events?job={job}&limit=1000", timeout=10) as answer:  # noqa: S310
+            found: list[dict[str, Any]] = json.loads(answer.read())
+        return found
+
+    ingest_runs = {(e["run"]["runId"], e["eventType"]) for e in runs("ingest")}
+    for job_id in (setup["first"], setup["second"]):
+        assert {(lineage.run_id(job_id), "START"), (lineage.run_id(job_id), "COMPLETE")} <= ingest_runs
+    ended = next(e for e in runs("ingest") if e["run"]["runId"] == lineage.run_id(setup["first"])
+                 and e["eventType"] == "COMPLETE")
+    assert ended["run"]["facets"]["medistream"]["savepoint"] == setup["upgrade_savepoint"]
+    done = [e for e in runs(f"backfill.{busiest}") if e["eventType"] == "COMPLETE"]
+    assert len(done) == 2 and done[0]["job"]["facets"]["jobType"]["processingType"] == "BATCH"
+    assert {d["name"] for d in done[0]["outputs"]} == {f"raw.{busiest}", f"t{RUN}/{busiest}/backfill/"}
 
 
 def test_the_partners_dead_letters_replayed_once_it_is_fixed_reach_it_once(
