@@ -25,6 +25,7 @@ from pyflink.datastream.state import MapStateDescriptor
 from connectors.iceberg import S3Config
 from connectors.kms import PhiConfig
 from connectors.metrics.flink_counters import (
+    METRIC_GROUP,
     N_ACCEPTED,
     N_CORRECTIONS,
     N_DEAD,
@@ -111,7 +112,7 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
         # Counted in Python, handed to Flink once a second (connectors/metrics/flink_counters.py).
         # Labels are contract feed names ("unknown" for any other topic or folder) and reason codes.
         self._protector_of = {feed: protectors[c.phi_policy] for feed, c in contracts.items()}
-        self._metrics = FlinkCounters(runtime_context.get_metrics_group().add_group("medistream"))
+        self._metrics = FlinkCounters(runtime_context.get_metrics_group().add_group(METRIC_GROUP))
         self._kms = self.keys.source
 
     def close(self) -> None:

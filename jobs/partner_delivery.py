@@ -292,7 +292,9 @@ class DeliverFunction(AsyncFunction):  # type: ignore[misc]
         slots = sum(math.ceil(c.concurrency / parallelism) for c in cfg.contracts.values())
         self._executor = ThreadPoolExecutor(max_workers=max(4, slots), thread_name_prefix="ledger")
         self.senders = make_senders(cfg, index, parallelism, owner, self._executor)
-        group = ctx.get_metrics_group()
+        from connectors.metrics.flink_counters import METRIC_GROUP
+
+        group = ctx.get_metrics_group().add_group(METRIC_GROUP)  # the group Managed Flink publishes
         for partner, sender in self.senders.items():
             metrics = group.add_group("partner", partner)
             for name in METRICS:

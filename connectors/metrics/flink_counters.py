@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The metric group every custom metric of ours hangs under. Managed Flink publishes to CloudWatch only the
+# custom metrics registered under a group of this name (AWS's custom-metrics page and its samples'
+# MAGIC_KDA_EXPORT_METRICS_GROUP); one name everywhere keeps the local Prometheus names equal to production's.
+METRIC_GROUP = "kinesisanalytics"
 # The per-feed counts of the ingest operator, in the order of a feed's row.
 FEED_COUNTS = ("units", "recordsIn", "accepted", "deadLetters", "corrections", "phiFieldsProtected")
 N_UNITS, N_IN, N_ACCEPTED, N_DEAD, N_CORRECTIONS, N_PHI_FIELDS = range(len(FEED_COUNTS))
@@ -26,7 +30,7 @@ class FlinkCounters:
     """Rows of counts per label value, plus sparse labelled counts, flushed into one Flink metric group."""
 
     def __init__(self, group: Any, interval_ms: int = 1000) -> None:
-        self._group = group  # e.g. runtime_context.get_metrics_group().add_group("medistream")
+        self._group = group  # e.g. runtime_context.get_metrics_group().add_group(METRIC_GROUP)
         self.interval_ms = interval_ms
         self._rows: dict[tuple[str, str], tuple[tuple[str, ...], list[int], list[int]]] = {}
         self.totals: dict[tuple[tuple[tuple[str, str], ...], str], int] = {}  # (labels, name) -> count

@@ -115,7 +115,7 @@ def test_no_metrics_endpoint_shows_phi_or_a_record_id(stack: object, run_id: str
     mine = {k: t for k, t in texts.items() if f"t{run_id}_" in t or k.startswith("ingest_api@")}
     assert {k.split("@")[0] for k in mine} >= {"flink", "ingest_api", "snowflake_load"}, sorted(texts)
     flink = "\n".join(t for k, t in mine.items() if k.startswith("flink@"))
-    assert f'feed="t{run_id}_hospital_a_claims"' in flink and "medistream_feed_reason_deadLetters" in flink
+    assert f'feed="t{run_id}_hospital_a_claims"' in flink and "kinesisanalytics_feed_reason_deadLetters" in flink
     assert 'feed="unknown",status="404"' in texts[next(k for k in mine if k.startswith("ingest_api@"))]
     for where, text in texts.items():  # every endpoint, this run's or not
         list(scanner.scan_text(f"metrics {where.split('@')[0]}", text))
