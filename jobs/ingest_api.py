@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth
+from connectors.lineage.datasets import Dataset, topic_datasets
+from connectors.lineage.emitter import lineage_run
 from connectors.properties import (
     ConfigError,
     PropertyGroup,
@@ -31,6 +33,7 @@ from connectors.properties import (
     load_phi_config,
     read_property_groups,
 )
+from udfs.source import RAW_TOPIC_PREFIX
 
 log = logging.getLogger("medistream.ingest_api")
 
@@ -98,7 +101,7 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]],
     contracts = load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
     # The broker does not create topics on first use: a rest feed's raw topic must exist before its first
     # record (the REST puller does the same for its feeds).
-    create_missing_topics(cfg.bootstrap_servers, [f"raw.{f}" for f, c in contracts.items() if "rest" in c.sources],
+    create_missing_topics(cfg.bootstrap_servers, [f"{RAW_TOPIC_PREFIX}{f}" for f in rest_feeds(contracts)],
                           auth=cfg.kafka_auth)
     keys = RefreshingKeys(aws_client(phi, "secretsmanager"), cfg.keys_secret, cfg.keys_refresh_s)
     dynamodb = aws_client(phi, "dynamodb")
@@ -149,6 +152,21 @@ def revoke_key(groups: Mapping[str, Mapping[str, str]], feed: str, key: str) -> 
     return bool(_edit_keys(groups, remove))
 
 
+def rest_feeds(contracts: Mapping[str, Any]) -> list[str]:
+    """The feeds whose contracts take records over REST (this API, or the REST puller)."""
+    return sorted(f for f, c in contracts.items() if "rest" in c.sources)
+
+
+def api_datasets(cfg: IngestApiConfig, port: int) -> tuple[list[Dataset], list[Dataset]]:
+    """Lineage: each REST feed's records route in, its raw topic out."""
+    from connectors.ingest_api.server import LOOPBACK
+    from schemas.contracts import FEEDS_DIR, load_contracts
+
+    feeds = rest_feeds(load_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR))
+    return ([Dataset(f"http://{LOOPBACK}:{port}", f"v1/feeds/{feed}/records") for feed in feeds],
+            topic_datasets(cfg.bootstrap_servers, [f"{RAW_TOPIC_PREFIX}{feed}" for feed in feeds]))
+
+
 def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> int:
     """Serve until SIGTERM/SIGINT (uvicorn's own handling), then flush the producer."""
     import uvicorn
@@ -169,7 +187,8 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
     previous = {sig: signal.signal(sig, lambda sig, _frame: received.append(sig))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.run()
+        with lineage_run("ingest_api", groups, *api_datasets(cfg, port or cfg.port)):
+            server.run()
     finally:
         left = producer.close()
         metrics.close()

@@ -24,6 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth
+from connectors.lineage.datasets import topic_datasets, url_dataset
+from connectors.lineage.emitter import lineage_run
 from connectors.properties import (
     ConfigError,
     PropertyGroup,
@@ -246,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
         cfg = load_pull_config(groups)
-        summary = asyncio.run(main_async())
+        feeds = [f for f in cfg.feeds if args.feed in (None, f.name)]
+        with lineage_run("rest_pull", groups, [url_dataset(f.url) for f in feeds],
+                         topic_datasets(cfg.bootstrap_servers, [f.raw_topic for f in feeds]),
+                         processing="BATCH" if args.once else "STREAMING"):
+            summary = asyncio.run(main_async())
     except ConfigError as err:
         print(f"medistream rest-pull: configuration error: {err}", file=sys.stderr)
         return 2

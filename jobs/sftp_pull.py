@@ -36,6 +36,8 @@ from typing import Any
 
 from connectors.iceberg import split_s3_url
 from connectors.landing import DEFAULT_MAX_FILE_BYTES
+from connectors.lineage.datasets import Dataset, url_dataset
+from connectors.lineage.emitter import lineage_run
 from connectors.properties import (
     ConfigError,
     PropertyGroup,
@@ -215,7 +217,12 @@ def run(groups: Mapping[str, Mapping[str, str]], once: bool, only: list[str] | N
         print(json.dumps({p.feed.feed: p.stats.as_dict() for p in pullers}, indent=2))
         return 1 if failures else 0
 
-    return asyncio.run(main())
+    feeds = [f for f in cfg.feeds if only is None or f.feed in only]
+    sources = [url_dataset(f"sftp://{f.host}:{f.port}/{f.directory.lstrip('/')}") for f in feeds]
+    landed = [Dataset(f"s3://{cfg.destinations.landing_bucket}", f"{cfg.destinations.landing_prefix}{f.feed}/")
+              for f in feeds]
+    with lineage_run("sftp_pull", groups, sources, landed, processing="BATCH" if once else "STREAMING"):
+        return asyncio.run(main())
 
 
 def release(groups: Mapping[str, Mapping[str, str]], feed: str, sha256: str) -> str:

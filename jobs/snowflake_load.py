@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.lineage.datasets import Dataset, topic_datasets
+from connectors.lineage.emitter import lineage_run
 from connectors.metrics.doors import DoorMetrics
 from connectors.properties import (
     ConfigError,
@@ -393,6 +395,13 @@ def _back_off(cfg: LoaderConfig, stop: threading.Event, err: SnowflakeError, fai
     return failures
 
 
+def snowflake_dataset(cfg: SnowflakeConfig) -> Dataset:
+    """The loader's table, as OpenLineage names a Snowflake table (the emulator's: a local SQLite file)."""
+    if cfg.snowpipe is None:
+        return Dataset(f"file://{cfg.emulator_path}", f"{cfg.database}.{cfg.schema}.{cfg.table}")
+    return Dataset(f"snowflake://{cfg.snowpipe.account}", f"{cfg.database}.{cfg.schema}.{cfg.table}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: load config, run until SIGTERM/SIGINT (or idle), exit 0 / 1 (retries spent) / 2 (fatal)."""
     parser = argparse.ArgumentParser(prog="python -m jobs.snowflake_load", description=__doc__.split("\n\n")[0])
@@ -408,8 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        cfg = load_snowflake_config(read_property_groups(args.properties or default_properties_path()))
-        stats = run(cfg, stop, max_idle_s=args.until_idle)
+        groups = read_property_groups(args.properties or default_properties_path())
+        cfg = load_snowflake_config(groups)
+        with lineage_run("snowflake_load", groups, topic_datasets(cfg.bootstrap_servers, [cfg.topic]),
+                         [snowflake_dataset(cfg.snowflake)]):
+            stats = run(cfg, stop, max_idle_s=args.until_idle)
     except (ConfigError, Fatal) as err:
         log.error("fatal: %s", err)
         return 2

@@ -38,7 +38,7 @@ from typing import Any
 from connectors.audit import load_audit_settings, open_audit_log
 from connectors.iceberg import split_s3_url
 from connectors.kafka import client_config
-from connectors.lineage.datasets import Dataset
+from connectors.lineage.datasets import Dataset, kafka_namespace
 from connectors.properties import (
     IngestConfig,
     default_properties_path,
@@ -304,9 +304,8 @@ class Backfill:
 
 def backfill_datasets(cfg: IngestConfig, feed: str) -> tuple[list[Dataset], list[Dataset]]:
     """What a backfill of `feed` reads (its raw topic, its landing prefix) and writes (copies into both)."""
-    kafka = f"kafka://{cfg.kafka.bootstrap_servers.split(',')[0]}"
     bucket, prefix = split_s3_url(cfg.landing.path)
-    topic = Dataset(kafka, f"{RAW_TOPIC_PREFIX}{feed}")
+    topic = Dataset(kafka_namespace(cfg.kafka.bootstrap_servers), f"{RAW_TOPIC_PREFIX}{feed}")
     return ([topic, Dataset(f"s3://{bucket}", f"{prefix}{feed}/")],
             [topic, Dataset(f"s3://{bucket}", f"{prefix}{feed}/{BACKFILL_FOLDER}/")])
 

@@ -18,6 +18,7 @@ one went out. No facet ever holds a value: names, types, paths and counts only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import urllib.parse
@@ -27,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.lineage.datasets import ACTIONS, Dataset, ingest_datasets, openlineage_dataset
-from connectors.lineage.emitter import LineageEmitter
+from connectors.lineage.datasets import ACTIONS, Dataset, ingest_datasets, kafka_namespace, url_dataset
+from connectors.lineage.emitter import send
 from connectors.properties import default_properties_path, load_ingest_config, read_property_groups
 from schemas.contracts import load_contracts
 
@@ -51,13 +52,13 @@ def partner_datasets(groups: Mapping[str, Mapping[str, str]]) -> tuple[list[Data
     from schemas.phi_policy import load_policy
 
     cfg = load_delivery_config(groups)
-    kafka = f"kafka://{cfg.bootstrap_servers.split(',')[0]}"
+    kafka = kafka_namespace(cfg.bootstrap_servers)
     policy = load_policy("default-v1")
     inputs, outputs = [], []
     for partner, contract in sorted(cfg.contracts.items()):
         topic = cfg.topic(partner)
         inputs.append(Dataset(kafka, topic))
-        url = urllib.parse.urlsplit(rebase(contract.url, cfg.base_urls.get(partner)))
+        endpoint = url_dataset(rebase(contract.url, cfg.base_urls.get(partner)))
         lineage: dict[str, tuple[tuple[str, str, str], ...]] = {}
         actions: dict[str, tuple[str, bool, str]] = {}
         for record_type, mapping in sorted(contract.payload.items()):
@@ -70,8 +71,7 @@ def partner_datasets(groups: Mapping[str, Mapping[str, str]]) -> tuple[list[Data
                 rule = rules.get(source)
                 actions[column] = REVEALED if source in mapping.reveal else ACTIONS[
                     rule.action if rule is not None and rule.action != "drop" else "clear"]
-        outputs.append(Dataset(f"{url.scheme}://{url.netloc}", url.path.lstrip("/"), lineage=lineage,
-                               transformations=actions))
+        outputs.append(dataclasses.replace(endpoint, lineage=lineage, transformations=actions))
     return inputs, outputs
 
 
@@ -83,31 +83,17 @@ def run_id(flink_job_id: str) -> str:
 def emit(kind: str, job: str, properties: Path | Mapping[str, Mapping[str, str]] | None, run: str,
          error: str | None = None, datasets: tuple[Sequence[Dataset], Sequence[Dataset]] | None = None,
          processing: str = "STREAMING", **facets: Any) -> dict[str, int]:
-    """Send one run event (START, COMPLETE, FAIL) of `job` under these properties (a file, its groups, or None
-    for the default), reading and writing `datasets` (default: the job's own, job_datasets); the emitter's
-    counts. Bounded (a few seconds at most when the back end is down) and never raises."""
+    """Send one run event of `job` under these properties (a file, its groups, or None for the default), reading
+    and writing `datasets` (default: the job's own, job_datasets); the counts (connectors.lineage.emitter.send)."""
     groups = properties if isinstance(properties, Mapping) else read_property_groups(
         properties or default_properties_path())
-    emitter = LineageEmitter.from_properties(groups)
-    if emitter.url is None:
-        return emitter.close()
+    if not (groups.get("lineage") or {}).get("url"):
+        return {"sent": 0, "failed": 0, "dropped": 0}
     try:
         inputs, outputs = datasets or job_datasets(job, groups)
     except Exception as err:  # lineage must not stop a deploy: sent without datasets
         inputs, outputs, facets = [], [], {**facets, "lineage_error": type(err).__name__}
-    run_ = emitter.run(job, [openlineage_dataset(d, "input") for d in inputs],
-                       [openlineage_dataset(d, "output") for d in outputs], run)
-    emitter.emit(run_.event(kind, _facets(facets), error=error, processing=processing))
-    return emitter.close(timeout_s=5.0)
-
-
-def _facets(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Our own run facet (`medistream`): plain values (savepoint path, counts), never a record's content."""
-    if not values:
-        return {}
-    from openlineage.client.facet_v2 import RunFacet
-
-    return {"medistream": RunFacet().with_additional_properties(**values)}
+    return send(kind, job, groups, run, inputs, outputs, error=error, processing=processing, **facets)
 
 
 def _get(url: str) -> Any:

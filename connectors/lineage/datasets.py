@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors.iceberg import TABLE_FOR_TYPE, TABLES
 from connectors.properties import IngestConfig
@@ -114,7 +115,7 @@ def _schema(columns_sql: str) -> tuple[tuple[str, str], ...]:
 def ingest_datasets(cfg: IngestConfig, contracts: Mapping[str, FeedContract]
                     ) -> tuple[list[Dataset], list[Dataset]]:
     """(inputs, outputs) of the ingest job for these contracts."""
-    kafka = f"kafka://{cfg.kafka.bootstrap_servers.split(',')[0]}"
+    kafka = kafka_namespace(cfg.kafka.bootstrap_servers)
     landing_ns, landing_prefix = _s3(cfg.landing.path)
     policies = {name: load_policy(name) for name in {c.phi_policy for c in contracts.values()}}
     inputs, read_by_type = [], dict[str, list[tuple[str, str]]]()
@@ -171,6 +172,22 @@ def _whole_record(namespace: str, name: str, contracts: Mapping[str, FeedContrac
             lineage[column] = tuple((ns, n, path) for ns, n in read_by_type[record_type])
             actions[column] = _action(policy, record_type, path)
     return Dataset(namespace, name, lineage=lineage, transformations=actions)
+
+
+def kafka_namespace(bootstrap_servers: str) -> str:
+    """The OpenLineage namespace of a Kafka cluster: its first bootstrap server."""
+    return f"kafka://{bootstrap_servers.split(',')[0]}"
+
+
+def topic_datasets(bootstrap_servers: str, topics: Iterable[str]) -> list[Dataset]:
+    """One dataset per topic of a Kafka cluster."""
+    return [Dataset(kafka_namespace(bootstrap_servers), topic) for topic in topics]
+
+
+def url_dataset(url: str) -> Dataset:
+    """An HTTP(S) or SFTP endpoint as a dataset: namespace scheme://host:port, name its path."""
+    parts = urlsplit(url)
+    return Dataset(f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/"))
 
 
 def _s3(url: str) -> tuple[str, str]:

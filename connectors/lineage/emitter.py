@@ -13,11 +13,12 @@ AWS) and `namespace` (the job namespace, default `medistream`). No url: no event
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,3 +121,43 @@ class LineageRun:
 
     def fail(self, error: str, **facets: Any) -> None:
         self.emitter.emit(self.event("FAIL", facets, error=error))
+
+
+def send(kind: str, job: str, groups: Mapping[str, Mapping[str, str]], run: str, inputs: Sequence[Any],
+         outputs: Sequence[Any], error: str | None = None, processing: str = "STREAMING",
+         **facets: Any) -> dict[str, int]:
+    """Send one run event (START, COMPLETE, FAIL) of `job` reading `inputs` and writing `outputs` (Datasets) to
+    the `lineage.url` of `groups`; the emitter's counts. Bounded (a few seconds when the back end is down),
+    never raises."""
+    from connectors.lineage.datasets import openlineage_dataset
+
+    emitter = LineageEmitter.from_properties(groups)
+    if emitter.url is None:
+        return emitter.close()
+    run_ = emitter.run(job, [openlineage_dataset(d, "input") for d in inputs],
+                       [openlineage_dataset(d, "output") for d in outputs], run)
+    emitter.emit(run_.event(kind, _run_facets(facets), error=error, processing=processing))
+    return emitter.close(timeout_s=5.0)
+
+
+def _run_facets(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Our own run facet (`medistream`): plain values (savepoint path, counts), never a record's content."""
+    if not values:
+        return {}
+    from openlineage.client.facet_v2 import RunFacet
+
+    return {"medistream": RunFacet().with_additional_properties(**values)}
+
+
+@contextlib.contextmanager
+def lineage_run(job: str, groups: Mapping[str, Mapping[str, str]], inputs: Sequence[Any], outputs: Sequence[Any],
+                processing: str = "STREAMING") -> Iterator[str]:
+    """START on entry, COMPLETE on a normal exit, FAIL (with the exception's type) otherwise; yields the run id."""
+    run = str(uuid.uuid4())
+    send("START", job, groups, run, inputs, outputs, processing=processing)
+    try:
+        yield run
+    except BaseException as err:
+        send("FAIL", job, groups, run, inputs, outputs, error=type(err).__name__, processing=processing)
+        raise
+    send("COMPLETE", job, groups, run, inputs, outputs, processing=processing)
