@@ -69,7 +69,7 @@ PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull", "package": "tools.package",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
-               "lineage": "tools.lineage"}
+               "lineage": "tools.lineage", "ops": "tools.ops_console.command"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,6 +123,8 @@ def parser() -> argparse.ArgumentParser:
                    "stop, start, upgrade; audited, by role (`medistream jobs --help`)")
     sub.add_parser("backfill", help="re-read a past range of one feed through the running ingest job; nothing is "
                    "delivered twice; audited, by role (`medistream backfill --help`)")
+    sub.add_parser("ops", help="the ops console on 127.0.0.1: jobs, dead letters (replay by role), feeds, partners, "
+                   "alerts, audit chain; its tokens (`medistream ops --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "
                    "submit (`medistream cluster --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "

@@ -108,7 +108,8 @@ def _select(cfg: DlqConfig, partner: bool, ids: list[str], partner_name: str | N
         raise DlqError(f"{err} on {topic}" if str(err).startswith("no dead letter") else str(err)) from None
 
 
-def _replay(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
+def replay(cfg: DlqConfig, args: argparse.Namespace, out: TextIO) -> int:
+    """`dlq replay`: select, authorize and audit, replay, audit the result (the ops console calls this too)."""
     from tools.job_control import Operator, authorize
 
     kinds = {is_partner_id(i) for i in args.ids}
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     local_aws_environment()
     cfg = load_config(read_property_groups(default_properties_path()))
-    command = {"list": _list, "show": _show, "replay": _replay}[args.dlq_command]
+    command = {"list": _list, "show": _show, "replay": replay}[args.dlq_command]
     try:
         return command(cfg, args, out or sys.stdout)
     except (DlqError, JobControlError) as err:
