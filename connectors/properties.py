@@ -61,6 +61,17 @@ def medistream_home() -> Path:
     return Path(os.environ.get("MEDISTREAM_HOME", REPO_ROOT / ".local"))
 
 
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid running (ours or another user's)? For local state kept per process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def local_aws_environment() -> None:
     """The local S3 API accepts any key; set placeholders so AWS SDKs do not go looking for real ones."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

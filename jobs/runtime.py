@@ -25,6 +25,7 @@ from connectors.properties import (
     RuntimeConfig,
     S3Config,
     medistream_home,
+    pid_alive,
 )
 
 if TYPE_CHECKING:
@@ -126,16 +127,6 @@ def job_settings(runtime: RuntimeConfig) -> dict[str, str]:
     return {"python.execution-mode": runtime.python_execution_mode, "pipeline.name": runtime.job_name}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def process_tmp_dir(max_age_s: float = 3600.0) -> Path:
     """This process's folder for Flink's temporary files (`io.tmp.dirs`): `.local/tmp/<pid>`, removed at exit.
 
@@ -151,7 +142,7 @@ def process_tmp_dir(max_age_s: float = 3600.0) -> Path:
     root = medistream_home() / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     for child in root.iterdir():
-        stale = (not _alive(int(child.name)) if child.name.isdigit()
+        stale = (not pid_alive(int(child.name)) if child.name.isdigit()
                  else time.time() - child.stat().st_mtime > max_age_s)
         if stale and child.is_dir():
             shutil.rmtree(child, ignore_errors=True)
@@ -188,6 +179,9 @@ def embedded_cluster_settings(checkpoints: CheckpointConfig, runtime: RuntimeCon
         "taskmanager.memory.process.size": "1600m",
         "rest.bind-address": "127.0.0.1",
         "rest.address": "127.0.0.1",
+        # The TaskManager's data (shuffle) server on loopback too; unset it listens on every interface.
+        "taskmanager.bind-host": "127.0.0.1",
+        "taskmanager.host": "127.0.0.1",
         "table.exec.source.idle-timeout": "5 s",
         # Metrics on 127.0.0.1 for the local Prometheus (decision 0027); Managed Flink publishes its own.
         **reporter_config(),

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from connectors.properties import medistream_home
+from connectors.properties import medistream_home, pid_alive
 
 LOOPBACK = "127.0.0.1"
 
@@ -22,16 +22,6 @@ LOOPBACK = "127.0.0.1"
 def targets_dir(home: Path | None = None) -> Path:
     """The folder Prometheus's file_sd reads (created on demand)."""
     return (home or medistream_home()) / "prometheus" / "targets"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def prune(folder: Path, keep_dead_s: float = 600.0) -> list[Path]:
@@ -42,7 +32,7 @@ def prune(folder: Path, keep_dead_s: float = 600.0) -> list[Path]:
         parts = path.stem.rsplit("-", 2)
         if len(parts) != 3 or not parts[1].isdigit():
             continue
-        if not _alive(int(parts[1])) and now - path.stat().st_mtime > keep_dead_s:
+        if not pid_alive(int(parts[1])) and now - path.stat().st_mtime > keep_dead_s:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
