@@ -34,6 +34,7 @@ from tools.ops_console.panels import (
     guarded,
     jobs_panel,
     prometheus_panels,
+    recent_audit_panel,
 )
 
 COOKIE = "medistream_ops"
@@ -42,7 +43,7 @@ _NAME = re.compile(r"[a-z0-9_]{1,80}")
 _REASON = re.compile(r"[a-z0-9_]{1,60}(?:\.[a-z0-9_]{1,60})?")
 HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                       "frame-ancestors 'none'",
-           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,11 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _same_origin(request: Request) -> bool:
-    """A browser's cross-site post names another origin (the cookie is SameSite=Strict too)."""
+    """A browser's cross-site post names another origin (the cookie is SameSite=Strict too).
+
+    Referrer-Policy is same-origin, not no-referrer: under no-referrer Chrome sends `Origin: null` with
+    every form post, its own included, which this check would refuse.
+    """
     origin = request.headers.get("origin")
     return origin is None or urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
 
@@ -107,6 +112,10 @@ def build_app(sources: Sources) -> Starlette:
         if "audit" in want:
             html.append(pages.panel(guarded("Audit log", "DynamoDB (audit log)", lambda: audit_panel(sources.audit())),
                                     pages.AUDIT_COLUMNS))
+        if path == "/audit":
+            recent = guarded("Recent audit entries", "DynamoDB (audit log)",
+                             lambda: recent_audit_panel(sources.audit()))
+            html.append(pages.panel(recent, pages.RECENT_AUDIT_COLUMNS, empty="no entry yet"))
         return html
 
     async def page(request: Request) -> Response:

@@ -78,6 +78,8 @@ FEED_COLUMNS = (("feed", "feed"), ("per_s", "records/s"), ("spark", "last 30 min
 PARTNER_COLUMNS = (("partner", "partner"), ("per_s", "delivered/s"), ("spark", "last 30 min"),
                    ("rate_limited_per_s", "429/s"), ("circuit", "circuit"))
 ALERT_COLUMNS = (("alert", "alert"), ("state", "state"), ("severity", "severity"), ("on", "on"), ("since", "since"))
+RECENT_AUDIT_COLUMNS = (("seq", "seq"), ("at", "at"), ("actor", "actor"), ("role", "role"), ("action", "action"),
+                        ("decision", "decision"))
 AUDIT_COLUMNS = (("verified", "chain verifies"), ("entries", "entries"), ("head_seq", "head seq"),
                  ("first_bad_seq", "first bad seq"), ("problem", "problem"))
 

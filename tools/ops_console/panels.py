@@ -10,7 +10,8 @@ What each panel may hold (issue 21: never a PHI value, a business key or a recor
   id, a detail text, a source pointer or a digest;
 - feeds, partners, alerts: Prometheus series by their bounded labels (feed, partner, job_name, alert
   name and severity), numbers only;
-- audit: the chain's verification result (ok, entries, first bad seq and why) and its head seq.
+- audit: the chain's verification result (ok, entries, first bad seq and why) and its head seq, and
+  the newest entries' seq, time, actor, role, action and decision.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Prometheus:
 
     def series(self, promql: str, window_s: int = WINDOW_S, step_s: int = STEP_S) -> dict[str, list[float]]:
         """A range query over the last `window_s`: the first label's value -> one value per step (gaps: 0)."""
-        end = int(time.time()) // step_s * step_s
+        end = int(time.time())  # the newest point is now: a feed that began a few seconds ago shows
         found = self._get("/api/v1/query_range", query=promql, start=str(end - window_s), end=str(end),
                           step=str(step_s))["result"]
         points = window_s // step_s + 1
@@ -199,3 +200,9 @@ def audit_panel(log: Any) -> Panel:
     row = {"verified": "yes" if result.ok else "NO", "entries": result.entries, "head_seq": head,
            "first_bad_seq": result.first_bad_seq, "problem": result.problem}
     return Panel("Audit log", True, [row], note=f"table {log.table}, chain {log.chain}")
+
+
+def recent_audit_panel(log: Any, n: int = 12) -> Panel:
+    """The newest entries: who, in which role, did what, granted or denied (no reason text: it is typed by people)."""
+    rows = [{k: e.get(k) for k in ("seq", "at", "actor", "role", "action", "decision")} for e in log.tail(n)]
+    return Panel("Recent audit entries", True, rows[::-1], note="newest first; `medistream audit list` shows all")
