@@ -71,7 +71,7 @@ def panel(p: Panel, columns: Sequence[tuple[str, str]], extra: Any = None, empty
 
 JOB_COLUMNS = (("job", "job"), ("state", "state"), ("uptime_s", "uptime s"), ("checkpoint", "last checkpoint"),
                ("checkpoint_age_s", "age s"), ("checkpoint_bytes", "bytes"), ("savepoint", "last savepoint"),
-               ("restarts", "restarts"), ("failing", "checkpoints failing"))
+               ("restarts", "restarts"), ("note", "note"))
 DLQ_COLUMNS = (("kind", "from"), ("target", "feed / partner"), ("stage", "stage"), ("reason", "reason"),
                ("count", "dead letters"), ("newest", "newest"))
 FEED_COLUMNS = (("feed", "feed"), ("per_s", "records/s"), ("spark", "last 30 min"), ("last_record", "last record"))

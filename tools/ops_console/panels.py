@@ -62,13 +62,21 @@ def jobs_panel(backend: Any) -> Panel:
     url = backend.settings.rest_url()
     if cluster_status.rest_get(backend.settings, "/overview", timeout_s=3) is None:
         return Panel("Jobs", False, error=f"Flink cluster unreachable at {url} (is `medistream cluster up` running?)")
-    rows = []
-    for status in backend.list():
+    from tools.job_interface import JOBS, JobControlError
+
+    rows: list[dict[str, Any]] = []
+    for job in JOBS:  # one by one: a job the cluster no longer knows (a stale deployment) is one row, not the panel
+        try:
+            status = backend.status(job)
+        except JobControlError as err:
+            state = "NOT_DEPLOYED" if "never been deployed" in str(err) else "UNKNOWN"
+            rows.append({"job": job, "state": state, "note": str(err)[:200]})
+            continue
         checkpoint = status.last_checkpoint or {}
         rows.append({"job": status.job, "state": status.state, "uptime_s": status.uptime_s,
                      "checkpoint": checkpoint.get("id"), "checkpoint_age_s": checkpoint.get("age_s"),
                      "checkpoint_bytes": checkpoint.get("size_bytes"), "savepoint": status.last_savepoint,
-                     "restarts": status.restarts, "failing": status.checkpoints_failing})
+                     "restarts": status.restarts, "note": status.checkpoints_failing})
     return Panel("Jobs", True, rows, note=f"Flink cluster at {url}")
 
 
