@@ -10,7 +10,6 @@ stack in a real browser.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import boto3
@@ -20,6 +19,8 @@ from starlette.testclient import TestClient
 
 from connectors.audit import AuditLog
 from connectors.iceberg import S3Config
+from infra.local.process import free_loopback_port as free_port
+from tests.unit.test_job_control import AuditRecorder  # the audit log's append, kept in a list
 from tools.cluster_config import ClusterSettings
 from tools.dlq import replay
 from tools.dlq_units import DlqConfig
@@ -31,22 +32,6 @@ from tools.ops_console.panels import Prometheus, dead_letter_counts
 
 VIEWER, OPERATOR = "mso_viewer-token-for-tests-000000000000", "mso_operator-token-for-tests-0000000000"
 PAGES = ("/", "/jobs", "/dead-letters", "/feeds", "/audit")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AuditRecorder:
-    """The audit log's append, kept in a list (DynamoDB is not there in a unit test)."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def append(self, event: Any) -> None:
-        self.events.append(event)
 
 
 def absent_audit_log() -> AuditLog:

@@ -62,6 +62,10 @@ def _html(text: str, status: int = 200, **headers: str) -> HTMLResponse:
     return HTMLResponse(text, status, headers={**HEADERS, **headers})
 
 
+def _unauthorized() -> HTMLResponse:
+    return _html(pages.login_page(), 401, **{"WWW-Authenticate": 'Bearer realm="medistream ops"'})
+
+
 def _token(request: Request) -> str | None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE)
@@ -118,14 +122,13 @@ def build_app(sources: Sources) -> Starlette:
             html.append(pages.panel(recent, pages.RECENT_AUDIT_COLUMNS, empty="no entry yet"))
         return html
 
+    async def show(path: str, who: Principal, flash: tuple[bool, str] | None = None, status: int = 200) -> Response:
+        body = "".join(await run_in_threadpool(panels_for, path))
+        return _html(pages.render(dict(pages.NAV)[path], path, who, body, flash), status)
+
     async def page(request: Request) -> Response:
         who = sources.tokens.who(_token(request))
-        if who is None:
-            return _html(pages.login_page(), 401, **{"WWW-Authenticate": 'Bearer realm="medistream ops"'})
-        path = request.url.path
-        body = "".join(await run_in_threadpool(panels_for, path))
-        title = dict(pages.NAV)[path]
-        return _html(pages.render(title, path, who, body))
+        return _unauthorized() if who is None else await show(request.url.path, who)
 
     async def login_form(request: Request) -> Response:
         return _html(pages.login_page())
@@ -151,11 +154,10 @@ def build_app(sources: Sources) -> Starlette:
     async def replay(request: Request) -> Response:
         who = sources.tokens.who(_token(request))
         if who is None:
-            return _html(pages.login_page(), 401, **{"WWW-Authenticate": 'Bearer realm="medistream ops"'})
+            return _unauthorized()
         form = await _form(request)
         status, flash = await run_in_threadpool(_replay, sources, who, form, _same_origin(request))
-        body = "".join(await run_in_threadpool(panels_for, "/dead-letters"))
-        return _html(pages.render("Dead letters", "/dead-letters", who, body, (status == 200, flash)), status)
+        return await show("/dead-letters", who, (status == 200, flash), status)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok", headers=HEADERS)
