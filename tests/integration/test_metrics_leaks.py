@@ -20,18 +20,12 @@ import pytest
 from connectors.ingest_api.app import ApiSettings
 from connectors.metrics.doors import DoorMetrics
 from connectors.metrics.targets import targets_dir
-from infra.local import synthetic
-from infra.local.ground_truth import expected_outcome
-from infra.local.publish import publish
-from infra.local.reference import publish_reference
-from schemas.contracts import load_contracts
-from tests.conftest import isolated_config
-from tests.integration.conftest import wait_for, write_properties
+from tests.integration.conftest import wait_for
 from tests.integration.ingest_api_harness import auth, post, records_url, serving_api
-from tests.integration.test_phi_outputs import phi_values, with_canary_names
+from tests.integration.test_phi_outputs import phi_values, planted_run
 from tools.checks.leak_scan import LeakScanner, Needles
 from tools.job_processes import JobProcesses
-from tools.readback import covered, linkage_digest, read_sinks, s3_client
+from tools.readback import covered, read_sinks
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 SEED = 53
@@ -69,20 +63,10 @@ def label_names(text: str, prefix: tuple[str, ...]) -> set[str]:
 
 
 def test_no_metrics_endpoint_shows_phi_or_a_record_id(stack: object, run_id: str, tmp_path: Path) -> None:
-    cfg = isolated_config(run_id, tmp_path)
-    properties = write_properties(run_id, tmp_path)
-    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
-    generated = [with_canary_names(g) for g in synthetic.generate(
-        150, seed=SEED, feeds=synthetic.feeds_from_contracts(contracts.values()), duplicate_rate=0.03,
-        invalid_rate=0.1)]
+    cfg, properties, contracts, generated, expected = planted_run(run_id, tmp_path, 150, SEED, invalid_rate=0.1)
     phi = phi_values(generated, contracts)
     patient = next(v for v in phi if v.isalpha() and len(v) >= 6)  # a feed name nobody should see again
     scanner = LeakScanner(Needles([*phi, *(g.record_id for g in generated)]))
-    s3 = s3_client(cfg.s3)
-    publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
-    publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
-            records_per_file=40, contracts=contracts)
-    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
     jobs = JobProcesses(properties, tmp_path / "logs")
     api_metrics = DoorMetrics("ingest_api")
     jobs.start("ingest")

@@ -95,6 +95,23 @@ def phi_values(generated: list[synthetic.Generated], contracts: dict[str, FeedCo
     return sorted(v for v in protected if sha16(v) not in shared and not (v.isdigit() and len(v) < 7))
 
 
+def planted_run(run_id: str, home: Path, records: int, seed: int, invalid_rate: float) -> tuple[
+        Any, Path, dict[str, FeedContract], list[synthetic.Generated], dict[str, Any]]:
+    """(config, properties file, contracts, records, expected outcome) of a run over every sample feed with
+    PHI planted (canary names), the records and the reference data already published."""
+    cfg = isolated_config(run_id, home)
+    properties = write_properties(run_id, home)
+    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
+    generated = [with_canary_names(g) for g in synthetic.generate(
+        records, seed=seed, feeds=synthetic.feeds_from_contracts(contracts.values()), duplicate_rate=0.03,
+        invalid_rate=invalid_rate)]
+    s3 = s3_client(cfg.s3)
+    publish_reference(s3, "medistream-reference", f"t{run_id}/", seed, version=1)
+    publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
+            records_per_file=40, contracts=contracts)
+    return cfg, properties, contracts, generated, expected_outcome(generated, contracts, seed, linkage_digest(cfg))
+
+
 @pytest.fixture(scope="module")
 def pipeline(stack: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run of the job (a subprocess, as in production) over every sample feed; stopped at the end."""
@@ -102,17 +119,7 @@ def pipeline(stack: object, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
     run_id = uuid.uuid4().hex[:10]
     home = tmp_path_factory.mktemp("phi")
-    cfg = isolated_config(run_id, home)
-    properties = write_properties(run_id, home)
-    contracts = load_contracts(Path(cfg.feeds.contracts_dir))
-    generated = [with_canary_names(g) for g in synthetic.generate(
-        500, seed=SEED, feeds=synthetic.feeds_from_contracts(contracts.values()), duplicate_rate=0.03,
-        invalid_rate=0.08)]
-    s3 = s3_client(cfg.s3)
-    publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
-    publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
-            records_per_file=40, contracts=contracts)
-    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
+    cfg, properties, contracts, generated, expected = planted_run(run_id, home, 500, SEED, invalid_rate=0.08)
     scanner = LeakScanner(Needles(phi_values(generated, contracts)))
     log = home / "ingest.log"
     os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
