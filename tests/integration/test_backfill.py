@@ -22,7 +22,8 @@ from infra.local.publish import publish
 from schemas.contracts import load_contracts
 from tests.integration.conftest import read_topic
 from tools import backfill
-from tools.backfill import LOCK_TABLE, FeedLease, ensure_lock_table, iso
+from tools.backfill import iso
+from tools.operation_lease import LOCK_TABLE, FeedLease, ensure_lock_table
 from tools.readback import s3_client
 from udfs.source import ORIGIN_HEADER
 
