@@ -272,6 +272,9 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     started = time.monotonic()
     print("== starting the local stack (Kafka, S3/KMS API, Iceberg catalog)")
     status = stack.up()
+    if status.prometheus is not None:
+        print(f"== Prometheus on {status.prometheus.endpoint} scrapes every job and door it finds; alerts: "
+              f"{status.prometheus.endpoint}/alerts")
     # One properties file for both jobs: the shipped ones, with the partner stand-in's URL.
     properties = medistream_home() / "demo_properties.json"
     properties.write_text(default_properties_path().read_text())
@@ -349,6 +352,18 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, summary, door_rows)
 
 
+def firing_alerts() -> str:
+    """The alerts the stack's Prometheus fires now, by name and count (rules: ops/alerts.yaml)."""
+    from infra.local import prometheus
+
+    try:
+        found = prometheus.alerts(prometheus.PrometheusSettings.from_env(medistream_home()))
+    except (OSError, ValueError, KeyError) as err:
+        return f"(Prometheus not reachable: {type(err).__name__})"
+    names = Counter(a["labels"].get("alertname", "?") for a in found if a.get("state") == "firing")
+    return ", ".join(f"{name} x{n}" for name, n in sorted(names.items())) or "none"
+
+
 def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss: int, elapsed_s: float,
                   partner: dict[str, Any] | None = None, door_rows: list[tuple[str, int, int]] | None = None) -> int:
     """Print what each sink holds for this run's records; 0 when every count matches exactly."""
@@ -382,6 +397,7 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
         print(f"  partner busiest second / 429s         {partner['max_per_1s']:>7}  (limit {partner['limit']:g}/s; "
               f"429s: {partner['refused_429']})")
     print(f"  jobs stopped with savepoint           {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
+    print(f"  alerts firing (local Prometheus)      {firing_alerts()}")
     print(f"  elapsed                               {elapsed_s:7.0f} s")
     ok = stop_code == 0 and all(have == want for _, have, want in rows)
     return 0 if ok else 1
