@@ -28,7 +28,7 @@ from tools.job_backend_cluster import LocalClusterBackend
 from tools.ops_console.app import Sources, build_app
 from tools.ops_console.auth import Principal, Tokens, TokensError, digest, parse_tokens
 from tools.ops_console.pages import sparkline
-from tools.ops_console.panels import Prometheus, dead_letter_counts
+from tools.ops_console.panels import Panel, Prometheus, Recent, dead_letter_counts
 
 VIEWER, OPERATOR = "mso_viewer-token-for-tests-000000000000", "mso_operator-token-for-tests-0000000000"
 PAGES = ("/", "/jobs", "/dead-letters", "/feeds", "/audit")
@@ -153,3 +153,17 @@ def test_a_sparkline_is_an_svg_polyline_scaled_to_its_box() -> None:
     svg = sparkline([0.0, 2.0, 1.0], width=100, height=20)
     assert svg.startswith("<svg") and 'points="0.0,18.0 50.0,2.0 100.0,10.0"' in svg
     assert sparkline([]) == "" and 'points="0.0,18.0 100.0,18.0"' in sparkline([0.0, 0.0], width=100, height=20)
+
+
+def test_a_panel_is_read_once_per_interval_and_an_unreachable_one_is_not_kept() -> None:
+    reads: list[bool] = [False, True, True]  # the first read finds the back end down
+
+    def read() -> Panel:
+        ok = reads.pop(0)
+        return Panel("Dead letters", ok, [{"n": len(reads)}] if ok else [], error=None if ok else "down", note="topic")
+
+    recent = Recent(read, ttl_s=60)
+    assert not recent.get().ok  # not kept: the next page asks again
+    first = recent.get()
+    assert first.ok and first.rows == [{"n": 1}] and first.note is not None and "read at" in first.note
+    assert recent.get() is first and reads == [True]

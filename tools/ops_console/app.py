@@ -29,6 +29,7 @@ from tools.ops_console import pages
 from tools.ops_console.auth import Principal, Tokens
 from tools.ops_console.panels import (
     Prometheus,
+    Recent,
     audit_panel,
     dead_letters_panel,
     guarded,
@@ -98,6 +99,8 @@ def _same_origin(request: Request) -> bool:
 def build_app(sources: Sources) -> Starlette:
     """The console over `sources`."""
 
+    dead_letters = Recent(lambda: guarded("Dead letters", "Kafka", lambda: dead_letters_panel(sources.dlq_config())))
+
     def panels_for(path: str) -> list[str]:
         want = {"/": ("jobs", "dlq", "prom", "audit"), "/jobs": ("jobs",), "/dead-letters": ("dlq",),
                 "/feeds": ("prom",), "/audit": ("audit",)}[path]
@@ -106,7 +109,7 @@ def build_app(sources: Sources) -> Starlette:
             html.append(pages.panel(guarded("Jobs", "Flink cluster", lambda: jobs_panel(sources.backend())),
                                     pages.JOB_COLUMNS))
         if "dlq" in want:
-            dlq = guarded("Dead letters", "Kafka", lambda: dead_letters_panel(sources.dlq_config()))
+            dlq = dead_letters.get()
             html.append(pages.panel(dlq, pages.DLQ_COLUMNS, pages.replay_form, "no dead letters"))
         if "prom" in want:
             feeds, partners, alerts = prometheus_panels(sources.prometheus)
