@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tools.minicluster_rest import MiniClusterRest
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -46,7 +47,6 @@ MAX_DUPLICATE_DISTANCE = 64
 STATE_TTL_DAYS = 30
 COLUMNS = ("dedup_key", "record_id", "feed", "record_type", "sent_at_ms", "payload")
 VARIANT_TIMEOUT_S = 170.0
-_COUNTER = re.compile(r"^0\.(?P<operator>[^.]+)\.(?P<metric>numRecordsIn|numRecordsOut|duplicates_dropped)$")
 
 # name -> (what it is, the baseline whose cost it adds to, whether it drops duplicates)
 VARIANTS: dict[str, tuple[str, str | None, bool]] = {
@@ -135,54 +135,7 @@ def generate_input(directory: Path, n: int, key_format: str = "production", seed
 # One variant, in its own process (`--child`): build, run until every row is through, checkpoint, cancel.
 
 
-class Rest:
-    """The mini-cluster's REST API on 127.0.0.1 (metrics, checkpoint trigger and details)."""
-
-    def __init__(self, port: int, job_id: str) -> None:
-        self.base, self.job = f"http://127.0.0.1:{port}", job_id
-
-    def call(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        """GET (or POST `body`) /jobs/<job><path> and decode the JSON answer."""
-        from urllib.request import Request, urlopen
-
-        data = None if body is None else json.dumps(body).encode()
-        request = Request(f"{self.base}/jobs/{self.job}{path}", data=data,  # noqa: S310 (fixed local URL)
-                          headers={"Content-Type": "application/json"})
-        with urlopen(request, timeout=10) as response:  # noqa: S310
-            return json.load(response)
-
-    def operator_counts(self) -> dict[str, dict[str, int]]:
-        """Record counters of every operator: {"Deduplicate": {"numRecordsIn": n, ...}, ...}.
-
-        Operator metric ids read "0.<operator>.<metric>" (subtask 0, parallelism 1); the planner's
-        "[<n>]" suffixes are dropped so that names are stable between runs.
-        """
-        counts: dict[str, dict[str, int]] = {}
-        for vertex in self.call("")["vertices"]:
-            path = f"/vertices/{vertex['id']}/metrics"
-            names = [m["id"] for m in self.call(path) if _COUNTER.match(m["id"])]
-            if names:
-                for metric in self.call(f"{path}?get=" + ",".join(names)):
-                    match = _COUNTER.match(metric["id"])
-                    if match is None:
-                        continue
-                    operator = re.sub(r"\[\d+\]", "", match["operator"])
-                    counts.setdefault(operator, {})[match["metric"]] = int(float(metric["value"]))
-        return counts
-
-    def checkpoint_now(self, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Trigger a full checkpoint, wait for it, return its details (sizes per vertex, path)."""
-        trigger = self.call("/checkpoints", {"checkpointType": "FULL"})["request-id"]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status = self.call(f"/checkpoints/{trigger}")
-            if status["status"]["id"] == "COMPLETED":
-                operation = status["operation"]
-                if "checkpointId" not in operation:
-                    raise RuntimeError(f"checkpoint failed: {operation}")
-                return dict(self.call(f"/checkpoints/details/{operation['checkpointId']}"))
-            time.sleep(0.2)
-        raise TimeoutError(f"checkpoint not completed within {timeout_s} s")
+Rest = MiniClusterRest  # the mini-cluster's REST API (tools/minicluster_rest.py)
 
 
 def _python_dedup_function() -> Any:

@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
 MANAGED_PROPERTIES = Path("/etc/flink/application_properties.json")
 DEFAULT_JOB_NAME = "medistream-ingest"
+DEFAULT_BATCH_PATH = "s3://medistream-landing/batch/"
 DEPLOYMENTS = ("embedded", "cluster")
 # A ${NAME} token in a property value: resolved here from the environment, or earlier by `medistream package`.
 PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
@@ -238,6 +239,41 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
         phi=load_phi_config(groups),
     )
+
+
+def load_batch_path(groups: Mapping[str, Mapping[str, str]]) -> str:
+    """`batch.path`: where files for bounded batch runs land, `<path><feed>/<YYYY-MM-DD>/<file>` (tools/batch.py).
+
+    Never below `landing.path` nor above it: the live ingest job reads everything under `landing.path`, and
+    a batch file it read would be delivered by both jobs (each has its own dedup memory).
+    """
+    path = _resolve(str(groups.get("batch", {}).get("path") or DEFAULT_BATCH_PATH), "batch.path")
+    scheme, _, rest = path.partition("://")
+    if scheme not in ("s3", "file") or not rest.strip("/") or not path.endswith("/") or (
+            scheme == "s3" and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/]+)*/", rest)):
+        raise ConfigError(f"property 'batch.path' is {path!r}: it must be a folder URL ending in /, "
+                          "e.g. s3://medistream-landing/batch/")
+    landing = PropertyGroup(groups, "landing").str("path").rstrip("/") + "/"
+    if path.startswith(landing) or landing.startswith(path):
+        raise ConfigError(f"property 'batch.path' ({path}) must lie outside landing.path ({landing}): the live "
+                          "ingest job reads every file below landing.path")
+    return path
+
+
+def batch_folder(batch_path: str, feed: str, day: str) -> str:
+    """Where the files of `feed` for `day` (YYYY-MM-DD) land: <batch.path><feed>/<day>/."""
+    return f"{batch_path}{feed}/{day}/"
+
+
+def batch_ingest_config(cfg: IngestConfig, batch_path: str, feed: str, day: str) -> IngestConfig:
+    """The ingest job's config for a batch run of `feed` on `day`: the landing source on that date's folder only,
+    the feed's own job name (its Kafka transactional ids never meet the live job's) and checkpoint folder."""
+    from dataclasses import replace
+
+    checkpoints = f"{cfg.checkpoints.directory.rstrip('/')}-batch-{feed}"
+    return replace(cfg, landing=replace(cfg.landing, path=batch_folder(batch_path, feed, day)),
+                   checkpoints=replace(cfg.checkpoints, directory=checkpoints),
+                   runtime=replace(cfg.runtime, job_name=f"medistream-batch-{feed}"))
 
 
 def load_kafka_auth(groups: Mapping[str, Mapping[str, str]]) -> KafkaAuth:

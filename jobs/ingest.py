@@ -28,8 +28,10 @@ from connectors.landing import create_landing_source
 from connectors.properties import (
     DEFAULT_JOB_NAME,
     IngestConfig,
+    batch_ingest_config,
     default_properties_path,
     duration_ms,
+    load_batch_path,
     load_ingest_config,
     read_property_groups,
 )
@@ -174,7 +176,7 @@ def build(
 
 
 def _with_kafka_units(t_env: StreamTableEnvironment, cfg: IngestConfig, landing_units: str) -> Any:
-    """The Kafka units (raw.<feed>, their backfill copies read as their originals) and the landed files, as one table."""
+    """Kafka units (raw.<feed>; backfill copies read as their originals) and landed files, as one table."""
     raw = create_raw_source(t_env, cfg.kafka)
     t_env.create_temporary_view("raw_units", t_env.sql_query(
         f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
@@ -197,13 +199,14 @@ def _with_kafka_units(t_env: StreamTableEnvironment, cfg: IngestConfig, landing_
             {landing_units}""")
 
 
-def create_environments(cfg: IngestConfig, restore_from: str | None) -> tuple[Any, Any]:
-    """A streaming environment (mini-cluster locally) and its table environment."""
+def create_environments(cfg: IngestConfig, restore_from: str | None,
+                        cluster_extra: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """A streaming environment (mini-cluster locally, with `cluster_extra` settings) and its table environment."""
     prepare_process_environment(cfg.runtime)
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
-    conf = flink_configuration(cfg.checkpoints, cfg.runtime, cfg.s3, restore_from)
+    conf = flink_configuration(cfg.checkpoints, cfg.runtime, cfg.s3, restore_from, cluster_extra=cluster_extra)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     # Chained operators hand rows on without a deep copy (decision 0022): the copies of each row, one per
     # sink, were a fifth of the sinks' CPU. Flink's SQL operators and the Java sinks keep no row they are
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restore", help="checkpoint or savepoint directory to resume from "
                         "(default: the newest one under the configured directories)")
     parser.add_argument("--fresh", action="store_true", help="start without restoring any state")
+    parser.add_argument("--batch", nargs=2, metavar=("FEED", "DATE"),
+                        help="the job of a bounded batch run (tools/batch.py): no Kafka, the landing source on "
+                             "<batch.path>FEED/DATE/ only, the feed's own job name and checkpoints")
+    parser.add_argument("--rest-port", type=int, help="embedded: serve Flink's REST API on 127.0.0.1:PORT")
     add_operator_ids_option(parser)
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -239,10 +246,14 @@ def main(argv: list[str] | None = None) -> int:
 
     groups = read_property_groups(Path(args.properties) if args.properties else default_properties_path())
     cfg = load_ingest_config(groups)
+    batch_root = load_batch_path(groups) if args.batch else None
+    if batch_root:
+        cfg = batch_ingest_config(cfg, batch_root, *args.batch)
     preflight.check_ingest_dependencies(cfg)
     restore = restore_point(cfg.runtime, cfg.checkpoints, args.restore, args.fresh)
-    env, t_env = create_environments(cfg, restore)
-    build(env, t_env, cfg, job_name=cfg.runtime.job_name)
+    rest = {"rest.port": str(args.rest_port), "metrics.fetcher.update-interval": "250 ms"} if args.rest_port else None
+    env, t_env = create_environments(cfg, restore, cluster_extra=rest)
+    build(env, t_env, cfg, job_name=cfg.runtime.job_name, landing_root=batch_root, kafka=batch_root is None)
     if args.operator_ids:
         return write_operator_ids(env, args.operator_ids)
     client = env.execute_async(cfg.runtime.job_name)

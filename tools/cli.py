@@ -67,7 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
 # Commands that own their arguments: everything after the name goes to the module's main().
 PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-snowflake": "jobs.snowflake_load",
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
-               "rest-pull": "jobs.rest_pull", "package": "tools.package",
+               "rest-pull": "jobs.rest_pull", "package": "tools.package", "batch": "tools.batch",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
                "lineage": "tools.lineage", "ops": "tools.ops_console.command"}
 
@@ -123,6 +123,8 @@ def parser() -> argparse.ArgumentParser:
                    "stop, start, upgrade; audited, by role (`medistream jobs --help`)")
     sub.add_parser("backfill", help="re-read a past range of one feed through the running ingest job; nothing is "
                    "delivered twice; audited, by role (`medistream backfill --help`)")
+    sub.add_parser("batch", help="one date of one file feed through the ingest job's stages and sinks as a bounded "
+                   "run; re-running a date changes nothing; audited, by role (`medistream batch --help`)")
     sub.add_parser("ops", help="the ops console on 127.0.0.1: jobs, dead letters (replay by role), feeds, partners, "
                    "alerts, audit chain; its tokens (`medistream ops --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "

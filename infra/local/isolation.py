@@ -60,6 +60,7 @@ def write_properties(run_id: str, home: Path) -> Path:
         "kafka": {"raw.topic.pattern": cfg.kafka.raw_topic_pattern, "dlq.topic": cfg.kafka.dlq_topic,
                   "group.id": cfg.kafka.group_id},
         "landing": {"path": cfg.landing.path},
+        "batch": {"path": f"s3://medistream-landing/t{run_id}-batch/"},
         "iceberg": {"table.suffix": cfg.iceberg.table_suffix},
         "archive": {"path": cfg.archive.path, "dead.letters.path": cfg.archive.dead_letters_path},
         "curated": {"snowflake.topic": cfg.curated.snowflake_topic,

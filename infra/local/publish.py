@@ -53,12 +53,14 @@ def publish(
     now: datetime | None = None,
     flush_timeout_s: float = 60.0,
     partner_folders: Mapping[str, Path] | None = None,
+    day_folder: str = "%Y/%m/%d",
 ) -> PublishSummary:
     """Send every record once; raise PublishError unless Kafka acknowledged all (acks=all, idempotent).
 
     Kafka records are keyed by record_id. Landing records are grouped per feed into objects of at
     most `records_per_file` lines, each written whole with one put_object, so a reader never sees a
-    partial file. Objects for a feed are written in generation order. Feeds in `partner_folders` are
+    partial file, under `<landing_prefix><feed>/<now as day_folder>/` (a batch run's files: "%Y-%m-%d").
+    Objects for a feed are written in generation order. Feeds in `partner_folders` are
     pulled from a partner's SFTP server: their files go to that server's folder instead, written as a
     partner's client does (a `.part` file, renamed when whole), and the SFTP puller lands them.
     """
@@ -109,7 +111,7 @@ def publish(
             batch.append(g.payload)
             if len(batch) >= records_per_file:
                 objects.append(_put(s3_client, landing_bucket, landing_prefix, g.feed, day, batch, contracts,
-                                    (partner_folders or {}).get(g.feed)))
+                                    (partner_folders or {}).get(g.feed), day_folder))
                 landing_records[g.feed] = landing_records.get(g.feed, 0) + len(batch)
                 batches[g.feed] = []
         else:
@@ -118,7 +120,7 @@ def publish(
     for feed, batch in batches.items():
         if batch:
             objects.append(_put(s3_client, landing_bucket, landing_prefix, feed, day, batch, contracts,
-                                (partner_folders or {}).get(feed)))
+                                (partner_folders or {}).get(feed), day_folder))
             landing_records[feed] = landing_records.get(feed, 0) + len(batch)
 
     remaining = producer.flush(flush_timeout_s) if producer is not None else 0
@@ -158,7 +160,8 @@ def _produce(producer: Any, topic: str, key: bytes, value: bytes, on_delivery: A
 
 
 def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, payloads: list[bytes],
-         contracts: Mapping[str, FeedContract] | None, partner_folder: Path | None = None) -> str:
+         contracts: Mapping[str, FeedContract] | None, partner_folder: Path | None = None,
+         day_folder: str = "%Y/%m/%d") -> str:
     """Write one landed file whole (in the feed's format) and return its key, or its path in `partner_folder`."""
     contract = (contracts or {}).get(feed)
     body = encode_unit(contract, payloads) if contract else json_lines(payloads)
@@ -169,6 +172,6 @@ def _put(s3_client: Any, bucket: str, prefix: str, feed: str, day: datetime, pay
         partial.write_bytes(body)
         partial.rename(final)
         return str(final)
-    key = f"{prefix}{feed}/{day:%Y/%m/%d}/{uuid.uuid4()}.{extension}"
+    key = f"{prefix}{feed}/{day.strftime(day_folder)}/{uuid.uuid4()}.{extension}"
     s3_client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/octet-stream")
     return key

@@ -1,0 +1,74 @@
+"""An embedded mini-cluster's REST API on 127.0.0.1: one job's state, operator counters, checkpoints.
+
+The mini-cluster serves it when the job's configuration names `rest.port` (a free loopback port) and
+binds 127.0.0.1 (jobs/runtime.py); `metrics.fetcher.update-interval` decides how fresh the counters are.
+Used by `medistream batch` (when its source has read every file) and by the dedup benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+# "0.<operator>.<metric>": subtask 0 (parallelism 1); the planner's "[<n>]" suffixes are dropped.
+COUNTER = re.compile(r"^0\.(?P<operator>[^.]+)\.(?P<metric>numRecordsIn|numRecordsOut|duplicates_dropped)$")
+
+
+class MiniClusterRest:
+    """GET/POST /jobs/<job>... on the mini-cluster's loopback REST port."""
+
+    def __init__(self, port: int, job_id: str) -> None:
+        self.base, self.job = f"http://127.0.0.1:{port}", job_id
+
+    @classmethod
+    def of_only_job(cls, port: int) -> MiniClusterRest:
+        """The API of the one job a mini-cluster runs (ValueError before it has one)."""
+        jobs = cls(port, "").call("")["jobs"]
+        if not jobs:
+            raise ValueError("no job yet")
+        return cls(port, str(jobs[0]["id"]))
+
+    def call(self, path: str, body: dict[str, Any] | None = None, timeout_s: float = 10.0) -> Any:
+        """GET (or POST `body`) /jobs/<job><path> and decode the JSON answer."""
+        from urllib.request import Request, urlopen
+
+        data = None if body is None else json.dumps(body).encode()
+        request = Request(f"{self.base}/jobs{f'/{self.job}' if self.job else ''}{path}", data=data,  # noqa: S310 (fixed local URL)
+                          headers={"Content-Type": "application/json"})
+        with urlopen(request, timeout=timeout_s) as response:  # noqa: S310  # nosec B310
+            return json.load(response)
+
+    def state(self) -> str:
+        """The job's state: RUNNING, RESTARTING, FAILED, ..."""
+        return str(self.call("")["state"])
+
+    def operator_counts(self) -> dict[str, dict[str, int]]:
+        """Record counters of every operator: {"Deduplicate": {"numRecordsIn": n, ...}, ...}."""
+        counts: dict[str, dict[str, int]] = {}
+        for vertex in self.call("")["vertices"]:
+            path = f"/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in self.call(path) if COUNTER.match(m["id"])]
+            if names:
+                for metric in self.call(f"{path}?get=" + ",".join(names)):
+                    match = COUNTER.match(metric["id"])
+                    if match is None:
+                        continue
+                    operator = re.sub(r"\[\d+\]", "", match["operator"])
+                    counts.setdefault(operator, {})[match["metric"]] = int(float(metric["value"]))
+        return counts
+
+    def checkpoint_now(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Trigger a full checkpoint, wait for it, return its details (sizes per vertex, path)."""
+        trigger = self.call("/checkpoints", {"checkpointType": "FULL"})["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.call(f"/checkpoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status["operation"]
+                if "checkpointId" not in operation:
+                    raise RuntimeError(f"checkpoint failed: {operation}")
+                return dict(self.call(f"/checkpoints/details/{operation['checkpointId']}"))
+            time.sleep(0.2)
+        raise TimeoutError(f"checkpoint not completed within {timeout_s} s")
