@@ -263,6 +263,31 @@ class ClusterJobs:
         return code
 
 
+def start_console(properties: Path, prometheus_url: str | None) -> Any:
+    """The ops console for the demo's run, with a fresh viewer token in a file; None (said why) if it cannot start.
+
+    The console only watches: a failure to start it never stops the demo.
+    """
+    from tools.ops_console.command import demo_token, start_background
+
+    try:
+        token = demo_token(read_property_groups(properties), medistream_home() / "ops-console")
+        child, url = start_background(properties, medistream_home() / "logs" / "ops-console.log", prometheus_url)
+    except Exception as err:  # the demo goes on without its observer
+        print(f"== the ops console did not start ({type(err).__name__}: {err}); the demo goes on without it")
+        return None
+    print(f"== ops console on {url}/ while the demo runs; sign in with the viewer token in {token}")
+    return child
+
+
+def stop_console(console: Any) -> None:
+    """Stop the demo's console (if it started)."""
+    if console is not None:
+        from tools.ops_console.command import stop_background
+
+        stop_background(console)
+
+
 def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False) -> int:
     """The first README command after set-up (`on_cluster`: the jobs from the zip on the local cluster);
     returns the process exit code."""
@@ -286,6 +311,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     print(f"== starting the ingest doors: the REST ingestion API ({API_FEED}), an SFTP puller ({SFTP_FEED}) and "
           f"a REST puller ({PULL_FEED}), with partner servers on loopback")
     doors = Doors(medistream_home())
+    console = start_console(properties, status.prometheus.endpoint if status.prometheus else None)
     try:
         doors.start()
         print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
@@ -298,6 +324,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     except BaseException:
         doors.stop()
         partner.stop()
+        stop_console(console)
         raise
     sampler = RssSampler([*jobs.pids(), *(c.pid for c in (status.kafka, status.moto) if c.pid), *doors.pids()])
     sampler.start()
@@ -335,6 +362,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
         partner.stop()
         door_stats = doors.summary()
         doors.stop()
+        stop_console(console)
         sampler.stop()
     sinks = read_sinks(cfg)
     held = Counter({k: partner_stats["deliveries_by_business_key"].get(k, 0) for k in to_partner})

@@ -1,7 +1,7 @@
 """The ops console in a real headless browser (Debian's chromium through chromium-driver) over the local stack.
 
-The console runs as `medistream ops serve` would (a subprocess on a free loopback port) with this run's
-own properties: a dead-letter topic, replay ledger, partner dead-letter topic, audit chain and token
+The console runs as the demo starts it (`medistream ops serve`, a child process on a free loopback port)
+with this run's own properties: a dead-letter topic, replay ledger, partner dead-letter topic, audit chain and token
 secret of its own. Dead letters are written as the job writes them (tests/integration/test_dlq.py's
 helpers: raw units on raw.<feed>, dead letters in a Kafka transaction); tokens are made by
 `medistream ops token add`'s function in the local Secrets Manager.
@@ -26,11 +26,8 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +48,7 @@ from tests.integration.test_dlq import BOOTSTRAP, letter, produce, write_dead_le
 from tools.checks.leak_scan import LeakScanner, Needles
 from tools.dlq_units import REPLAY_HEADER
 from tools.ops_console.auth import add_token
+from tools.ops_console.command import start_background, stop_background
 from tools.ops_console.panels import PARTNER_DELIVERED
 
 pytestmark = pytest.mark.integration
@@ -133,16 +131,10 @@ def console(stack: object, run_id: str, tmp_path: Path) -> Iterator[Console]:
     prom.home.mkdir()
     (prom.home / "prometheus-dist").symlink_to(medistream_home() / "prometheus-dist")
     announce("ops-console-test", metrics_port, folder=prom.targets_dir)
-    port = free_loopback_port()
-    env = {**os.environ, "MEDISTREAM_PROPERTIES": str(properties)}
-    log = (tmp_path / "console.log").open("wb")
     server = None
     try:
         prometheus.start(prom)
-        server = subprocess.Popen([sys.executable, "-m", "tools.ops_console.command", "serve", "--port", str(port),
-                                   "--prometheus", prom.url()], env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(url + "/healthz"), 30, "the ops console")
+        server, url = start_background(properties, tmp_path / "console.log", prom.url(), free_loopback_port())
         # Two scrapes at least, so rate() has a value for the stand-in's series.
         wait_for(lambda: prometheus.query(prom, f"rate({RECORDS_IN}[2m]) > 0") != [], 30, "the stand-in's rate")
         needles = [PATIENT, *(x.dead_letter_id for x in letters), *(x.payload_sha256 for x in letters),
@@ -150,19 +142,9 @@ def console(stack: object, run_id: str, tmp_path: Path) -> Iterator[Console]:
         yield Console(url, feed, partner, raw_topic, viewer, operator, groups, needles)
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(20)
+            stop_background(server)
         stop.set()
         prometheus.stop(prom)
-        log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 -- our loopback URL
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

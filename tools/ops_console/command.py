@@ -13,8 +13,13 @@ reads it, Prometheus from MEDISTREAM_PROMETHEUS_PORT as `medistream stack up` st
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from connectors.properties import default_properties_path, load_phi_config, medistream_home, read_property_groups
@@ -70,6 +75,66 @@ def serve(port: int | None, prometheus_url: str | None) -> int:
           "`medistream ops token add`)", flush=True)
     uvicorn.run(app, host=LOOPBACK, port=port, log_level="warning", access_log=False)
     return 0
+
+
+def start_background(properties: Path, log_file: Path, prometheus_url: str | None = None, port: int | None = None,
+                     timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    """`medistream ops serve` as a child process over `properties`; (process, URL) once it answers.
+
+    The port is `port`, else the configured one if it is free, else any free loopback port.
+    """
+    from infra.local.process import free_loopback_port, port_is_free
+
+    port = port or _settings(read_property_groups(properties))[0]
+    port = port if port_is_free(port) else free_loopback_port()
+    argv = [sys.executable, "-m", "tools.ops_console.command", "serve", "--port", str(port)]
+    argv += ["--prometheus", prometheus_url] if prometheus_url else []
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},  # noqa: S603
+                                 stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + timeout_s
+    while not _answers(url + "/healthz"):
+        if child.poll() is not None or time.monotonic() > deadline:
+            stop_background(child)
+            raise RuntimeError(f"the ops console did not start (see {log_file})")
+        time.sleep(0.3)
+    return child, url
+
+
+def stop_background(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    child.terminate()
+    try:
+        child.wait(20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 -- our loopback URL
+            return True
+    except OSError:
+        return False
+
+
+def demo_token(groups: Mapping[str, Mapping[str, str]], folder: Path) -> Path:
+    """A fresh viewer token for user `demo-viewer` (earlier ones revoked), in a file only its owner reads."""
+    from connectors.kms import aws_client
+    from tools.ops_console.auth import add_token, revoke_user
+
+    secrets, secret_id = aws_client(load_phi_config(groups), "secretsmanager"), _settings(groups)[1]
+    revoke_user(secrets, secret_id, "demo-viewer")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "demo-viewer.token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(add_token(secrets, secret_id, "demo-viewer", "viewer") + "\n")
+    return path
 
 
 def parser() -> argparse.ArgumentParser:
