@@ -41,6 +41,7 @@ from tools.cli import main as medistream
 from tools.cluster_config import ClusterSettings
 from tools.demo import ShippedPartner
 from tools.job_backend_cluster import LocalClusterBackend
+from tools.ops_console.panels import jobs_panel
 from tools.package import Target, build
 from tools.private_cluster import private_cluster
 from tools.readback import compare_sinks, covered, inexact, linkage_digest, read_sinks, s3_client
@@ -173,6 +174,12 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     assert code == 0 and status["state"] == "RUNNING" and status["job_id"] == first["jobs"]["ingest"]
     assert status["last_checkpoint"]["size_bytes"] > 0 and status["restarts"] == 0
     assert sum(v["out"] for v in status["records"].values()) > 0 and status["version"] == setup["previous"].name
+    # The ops console's jobs panel reads the same back end: both jobs running, with a checkpoint, no restart.
+    panel = jobs_panel(LocalClusterBackend(settings))
+    rows = {row["job"]: row for row in panel.rows}
+    assert panel.ok and {job: rows[job]["state"] for job in ("ingest", "partner_delivery")} == {
+        "ingest": "RUNNING", "partner_delivery": "RUNNING"}
+    assert rows["ingest"]["checkpoint"] is not None and rows["ingest"]["restarts"] == 0
 
     # A "new version" whose job graph has none of the running job's operators (what a rewrite without fixed
     # uids would be): the state read from a fresh savepoint has no place in it.
