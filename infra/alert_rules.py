@@ -27,6 +27,7 @@ ALERTS_FILE = REPO_ROOT / "ops" / "alerts.yaml"
 _OP = "flink_taskmanager_job_task_operator_"
 _JOB = "flink_jobmanager_job_"
 RECORDS_IN = _OP + "kinesisanalytics_feed_recordsIn"
+ACCEPTED = _OP + "kinesisanalytics_feed_accepted"
 DEAD_LETTERS = _OP + "kinesisanalytics_feed_deadLetters"
 KMS_ERRORS = _OP + "kinesisanalytics_kmsErrors"
 EVENT_TIME_LAG = _OP + "currentEmitEventTimeLag"
@@ -37,6 +38,9 @@ SNOWFLAKE_LAG = 'medistream_door_sink_lag{sink="snowflake"}'
 AUDIT_OK = "medistream_audit_chain_ok"
 AUDIT_VERIFIED_AT = "medistream_audit_last_verified_timestamp_seconds"
 CONSUMER_LAG = "medistream:consumer_lag:sum"  # recording rule: one series per job
+CHECKPOINT_DURATION = _JOB + "lastCheckpointDuration"
+FAILED_CHECKPOINTS = _JOB + "numberOfFailedCheckpoints"
+RESTARTS = _JOB + "numRestarts"
 
 
 def _expressions(a: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -51,9 +55,9 @@ def _expressions(a: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         "DeadLetterRateHigh": (f"(sum by (feed) (rate({DEAD_LETTERS}[{dead['window']}])) / sum by (feed) "
                                f"(rate({RECORDS_IN}[{dead['window']}])) > {dead['max_ratio']}) and sum by (feed) "
                                f"(rate({RECORDS_IN}[{dead['window']}])) > {dead['min_records_per_s']}"),
-        "CheckpointFailures": (f"max by (job_name) (increase({_JOB}numberOfFailedCheckpoints"
+        "CheckpointFailures": (f"max by (job_name) (increase({FAILED_CHECKPOINTS}"
                                f"[{a['CheckpointFailures']['window']}])) > {a['CheckpointFailures']['max_failures']}"),
-        "JobRestarting": (f"max by (job_name) (increase({_JOB}numRestarts[{a['JobRestarting']['window']}])) > "
+        "JobRestarting": (f"max by (job_name) (increase({RESTARTS}[{a['JobRestarting']['window']}])) > "
                           f"{a['JobRestarting']['max_restarts']}"),
         "MetricsTargetDown": 'up{job="medistream"} == 0',
         "ConsumerLagGrowing": (f"{CONSUMER_LAG} > {a['ConsumerLagGrowing']['min_lag']} and "
@@ -97,17 +101,18 @@ def _rule(name: str, expr: str, alert: Mapping[str, Any], labels: Mapping[str, s
 
 
 def prometheus_rules(doc: Mapping[str, Any], intervals: Mapping[str, int]) -> dict[str, Any]:
-    """The Prometheus rule file: a recording rule, one FeedSilent per feed, then every other alert."""
+    """The Prometheus rule file: one FeedSilent per feed; a recording rule, then every other alert."""
     alerts = doc["alerts"]
     silent = [_rule("FeedSilent", f'sum by (feed) (increase({RECORDS_IN}{{feed="{feed}"}}[{seconds}s])) == 0',
                     alerts["FeedSilent"], {"feed": feed, "expected_interval_s": str(seconds)})
               for feed, seconds in intervals.items()]
     others = [_rule(name, expr, alerts[name]) for name, expr in _expressions(alerts).items()]
+    # The recording rule leads the alerts' group: a group's rules run in order, so the alert reads this
+    # evaluation's value (groups run concurrently: from another group it read the previous one's, or not).
+    recording = {"record": CONSUMER_LAG, "expr": f"sum by (job_name) ({PENDING_RECORDS})"}
     return {"groups": [
-        {"name": "medistream-recording", "rules": [
-            {"record": CONSUMER_LAG, "expr": f"sum by (job_name) ({PENDING_RECORDS})"}]},
         {"name": "medistream-feeds", "rules": silent},
-        {"name": "medistream-alerts", "rules": others},
+        {"name": "medistream-alerts", "rules": [recording, *others]},
     ]}
 
 

@@ -58,7 +58,7 @@ def test_feed_silent_reads_each_contracts_interval_and_the_default_otherwise() -
     assert set(intervals) == set(contracts)
     assert all(s == doc["defaults"]["feed_expected_interval_s"] for f, s in intervals.items()
                if contracts[f].expected_interval_s is None)
-    rules = prometheus_rules(doc, intervals)["groups"][1]["rules"]
+    rules = prometheus_rules(doc, intervals)["groups"][0]["rules"]
     silent = {r["labels"]["feed"]: r["expr"] for r in rules}
     assert '{feed="hospital_a_claims"}[900s]' in silent["hospital_a_claims"]
 
