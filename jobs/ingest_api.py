@@ -99,6 +99,8 @@ def build_service(cfg: IngestApiConfig, groups: Mapping[str, Mapping[str, str]],
 
     phi = load_phi_config(groups)
     contracts = load_feed_contracts(Path(cfg.contracts_dir) if cfg.contracts_dir else FEEDS_DIR)
+    if metrics is not None:
+        metrics.feeds = frozenset(contracts)  # any other name in a URL is counted as "unknown"
     # The broker does not create topics on first use: a rest feed's raw topic must exist before its first
     # record (the REST puller does the same for its feeds).
     create_missing_topics(cfg.bootstrap_servers, [f"{RAW_TOPIC_PREFIX}{f}" for f in rest_feeds(contracts)],
