@@ -58,7 +58,11 @@ class MetricsEndpoint:
 
 
 class DoorMetrics(MetricsEndpoint):
-    """The metrics of one door process, in its own registry."""
+    """The metrics of one door process, in its own registry.
+
+    `feeds`: the names that may become a `feed` label (a door serving callers passes its contracts');
+    empty only where the names come from our own records (the Snowflake loader reads curated messages).
+    """
 
     def __init__(self, component: str, feeds: Iterable[str] = ()) -> None:
         super().__init__(component)
