@@ -225,14 +225,18 @@ class Step:
 
 
 def next_step(outcome: Classification, attempt: int, policy: RetryPolicy, rng: random.Random,
-              retry_after_s: float | None = None) -> Step:
-    """Decide after attempt `attempt` (1-based) ended with `outcome`; never retries without bound."""
+              retry_after_s: float | None = None, auth_refusals_before: int = 0) -> Step:
+    """Decide after attempt `attempt` (1-based) ended with `outcome`; never retries without bound.
+
+    A 401/403 refreshes the credentials and retries while this record has had fewer than `auth_retries`
+    such refusals before (`auth_refusals_before`), whatever its other attempts: a token the partner
+    stopped honouring (it restarted, it rotated its keys) after an outage is refreshed, not fatal."""
     if outcome.kind is ErrorKind.OK:
         return Step(Action.ACK, reason=outcome.reason)
     if outcome.kind is ErrorKind.SKIPPABLE:
         return Step(Action.DEAD_LETTER, reason=outcome.reason)
     if outcome.kind is ErrorKind.FATAL:
-        if outcome.refresh_auth and attempt <= policy.auth_retries:
+        if outcome.refresh_auth and auth_refusals_before < policy.auth_retries:
             return Step(Action.RETRY, backoff_s(attempt, policy, rng), outcome.reason, refresh_auth=True)
         return Step(Action.FAIL, reason=outcome.reason)
     if attempt >= policy.max_attempts:

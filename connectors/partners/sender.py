@@ -273,7 +273,7 @@ class PartnerSender:
             raise DeliveryFailed(f"partner {partner}: the contract maps no {message.get('record_type')} records, "
                                  "but the routing sends them (fix the feed contract's routes or the partner's)")
         body: bytes | None = None
-        attempt = 0
+        attempt = auth_refusals = 0
         while True:
             decision = await self._blocking(partial(self.ledger.begin, partner, key, self.owner, lease_s))
             if decision.verdict is Verdict.SKIP_ACKED:
@@ -308,7 +308,8 @@ class PartnerSender:
                 self.gate.breaker.record_success()
             else:
                 self.gate.breaker.record_failure()
-            step = next_step(outcome, attempt, self.policy, self.rng, wait_s)
+            step = next_step(outcome, attempt, self.policy, self.rng, wait_s, auth_refusals)
+            auth_refusals += outcome.refresh_auth
             if step.action is Action.ACK:
                 return await self._ack(message, key, decision.attempts, status or 200, answer)
             if step.action is Action.RETRY:

@@ -5,6 +5,7 @@ faults, conformance to the partner's limit, Retry-After, dead letters, the break
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import urllib.request
@@ -248,6 +249,35 @@ def test_refused_credentials_fail_the_job_loudly_after_bounded_retries(
     secret = standin.client_secret or ""
     assert secret and "not-the-secret" not in str(failure.value) and secret not in str(failure.value)
     assert run.stats()["deliveries"] == 0
+
+
+def test_a_partner_back_from_an_outage_that_forgot_our_token_gets_a_fresh_one_not_a_failed_job(
+        runs: list[Run], tmp_path: Path, messages: list[dict[str, Any]]) -> None:
+    """Found on the cluster (test_job_control): records spent their attempts on a partner that was down; it came
+    back as a new instance that no longer honoured the token issued before, and the first 401 failed the job
+    because the refresh budget was counted in attempts. Now the first 401 of a record refreshes the token."""
+    standin = standin_config(400, 40)
+    # Backoff 0.5-1 s: once two attempts have failed, six more are seconds away, whatever the machine's load.
+    run = start(runs, tmp_path, standin, retry=FAST_RETRY | {"max_attempts": 8, "base_delay_s": 0.5, "max_delay_s": 1},
+                circuit_breaker={"failure_threshold": 1000, "cooldown_s": 1})
+    sender = run.sender()
+    assert [o.result for o in run.deliver(sender, messages[:1])] == [DELIVERED]  # a token is cached now
+    port = int(run.partner.url.rsplit(":", 1)[1])
+    run.partner.stop()  # the outage: nothing listens, every attempt is a connection error
+
+    async def main() -> Outcome:
+        async with aiohttp.ClientSession() as session:
+            delivery = asyncio.create_task(sender.deliver(session, messages[1]))
+            while sender.stats.counts["retried"] < 2:  # two attempts failed on the closed port
+                await asyncio.sleep(0.01)
+            run.partner = await asyncio.to_thread(start_in_thread, dataclasses.replace(standin, port=port))
+            return await delivery
+
+    outcome = asyncio.run(main())
+    assert outcome.result == DELIVERED, outcome
+    stats = run.stats()  # the new instance: one 401 for the forgotten token, then the delivery
+    assert stats["by_status"].get("401", 0) >= 1 and stats["deliveries_by_business_key"] == {
+        messages[1]["business_key"]: 1}
 
 
 def test_hmac_signed_requests_are_accepted_and_a_wrong_key_fails(

@@ -166,7 +166,11 @@ def test_next_step_never_retries_without_bound() -> None:
     assert next_step(classify(429), 1, policy, rng, retry_after_s=10**6).delay_s == policy.max_retry_after_s
     auth = next_step(classify(401), 1, policy, rng)
     assert auth.action is Action.RETRY and auth.refresh_auth
-    assert next_step(classify(401), 2, policy, rng).action is Action.FAIL
+    assert next_step(classify(401), 2, policy, rng, auth_refusals_before=1).action is Action.FAIL
+    # A first 401 after transient failures (a partner back from an outage that no longer honours the old token)
+    # refreshes the token, even at or past the last retriable attempt: it is not a credentials failure yet.
+    late = next_step(classify(401), 3, policy, rng)
+    assert late.action is Action.RETRY and late.refresh_auth
     assert next_step(classify(405), 1, policy, rng).action is Action.FAIL
 
 
