@@ -36,6 +36,7 @@ from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
+from tests.integration.conftest import read_topic
 from tools import backfill, cluster_status, deploy, job_control, lineage
 from tools.cli import main as medistream
 from tools.cluster_config import ClusterSettings
@@ -142,15 +143,33 @@ def _partner_expected(setup: dict[str, Any], expected: dict[str, Any]) -> Counte
     return Counter({k: n for k, n in expected["routed"][f"partner:{PARTNER}"].items() if not rejected(standin, k)})
 
 
-def _wait_partner(setup: dict[str, Any], want: Counter[str], timeout_s: float) -> Counter[str]:
-    """Wait until the partner holds every wanted delivery (then two more checkpoints for any duplicate); what it
-    holds, by business key, across every stand-in instance."""
+def _partner_dead(setup: dict[str, Any]) -> dict[str, str]:
+    """The partner's dead letters so far: business key -> reason code (the newest per key)."""
+    groups = read_property_groups(setup["properties"])
+    letters = [json.loads(m.value()) for m in read_topic(groups["kafka"]["bootstrap.servers"],
+                                                         groups["partners"]["dlq.topic"])]
+    return {letter["business_key"]: letter["reason_code"] for letter in letters}
+
+
+def _wait_partner(setup: dict[str, Any], want: Counter[str], timeout_s: float, dead_counts: bool = True
+                  ) -> tuple[Counter[str], set[str]]:
+    """Wait until each wanted key is delivered to the partner or (`dead_counts`) dead-lettered because its retries
+    ran out (an outage), then two more checkpoints for any duplicate; (deliveries by business key across every
+    stand-in instance, keys dead-lettered with retries exhausted). Never both for one key, never a key twice."""
     deadline = time.monotonic() + timeout_s
-    while covered(Counter(setup["partner"].deliveries()), want) < sum(want.values()):
+    while True:
+        held = Counter(setup["partner"].deliveries())
+        exhausted = {k for k, reason in _partner_dead(setup).items()
+                     if dead_counts and reason.startswith("retries_exhausted")}
+        if all(held[k] >= n or k in exhausted for k, n in want.items()):
+            break
         assert time.monotonic() < deadline, "the partner did not get every delivery"
         time.sleep(2)
     time.sleep(6)
-    return Counter(setup["partner"].deliveries())
+    held = Counter(setup["partner"].deliveries())
+    assert not {k for k, n in held.items() if n > want.get(k, 0)}, "a key reached the partner twice"
+    assert not exhausted & set(held), "a key was delivered and dead-lettered"
+    return held, exhausted
 
 
 def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
@@ -168,7 +187,8 @@ def test_status_a_refused_upgrade_that_stops_nothing_and_roles(
     cluster_status.wait_running(settings, delivery, 240)
     setup["delivery"] = delivery
     expected = _wait_exact(cfg, generated[:BEFORE], contracts, 300)
-    assert _wait_partner(setup, _partner_expected(setup, expected), 300) == _partner_expected(setup, expected)
+    held, exhausted = _wait_partner(setup, _partner_expected(setup, expected), 300)
+    assert held + Counter(exhausted) == _partner_expected(setup, expected)
 
     code, status = _jobs(setup, monkeypatch, capsys, *OPERATOR, "status", "ingest")
     assert code == 0 and status["state"] == "RUNNING" and status["job_id"] == first["jobs"]["ingest"]
@@ -234,7 +254,8 @@ def test_an_upgrade_from_n_to_n_plus_one_through_a_savepoint_keeps_the_dedup_mem
     found = compare_sinks(expected, read_sinks(cfg))
     assert not inexact(found), inexact(found)  # across the upgrade: 0 lost, 0 duplicated in every sink
     # The outage cost retries and held records (the circuit breaker), never a delivery or a dead letter more.
-    assert _wait_partner(setup, _partner_expected(setup, expected), 300) == _partner_expected(setup, expected)
+    held, exhausted = _wait_partner(setup, _partner_expected(setup, expected), 300)
+    assert held + Counter(exhausted) == _partner_expected(setup, expected)
     setup["second"] = second
 
 
@@ -318,21 +339,24 @@ def test_the_partners_dead_letters_replayed_once_it_is_fixed_reach_it_once(
     assert setup.get("repaired"), "runs after the backfill test"
     repaired, partner = setup["repaired"], setup["partner"]
     routed: Counter[str] = Counter(repaired["routed"][f"partner:{PARTNER}"])
-    held = _wait_partner(setup, _partner_expected(setup, repaired), 300)
+    held, exhausted = _wait_partner(setup, _partner_expected(setup, repaired), 300)
     refused = {k for k in routed if rejected(partner.standin, k)}
-    assert held == routed - Counter({k: routed[k] for k in refused}) and refused
+    assert refused and held + Counter(exhausted) == routed - Counter({k: routed[k] for k in refused})
+    dead = set(_partner_dead(setup))
+    assert dead == refused | exhausted  # 422s, and records whose retries the outage used up
 
     monkeypatch.setenv("MEDISTREAM_PROPERTIES", str(setup["properties"]))
     code = medistream(["dlq", "list", "--partner"])
     listed = capsys.readouterr().out.splitlines()
-    assert code == 0 and listed[-1].startswith(f"{len(refused)} dead letter(s)")
+    assert code == 0 and listed[-1].startswith(f"{len(dead)} dead letter(s)")
     partner.up(reject_fraction=0.0)  # fixed
     code = medistream(["dlq", "replay", "--partner", PARTNER, "--role", "operator", "--actor", "olu",
                        "--why", "partner fixed its validation"])
     summary = capsys.readouterr().out.splitlines()[-1]
-    assert code == 0 and summary.startswith(f"{len(refused)} unit(s) from {len(refused)} dead letter(s): "
-                                            f"{len(refused)} replayed, 0 skipped"), summary
-    assert _wait_partner(setup, routed, 300) == routed  # each routed key once: 0 lost, 0 duplicated
+    assert code == 0 and summary.startswith(f"{len(dead)} unit(s) from {len(dead)} dead letter(s): "
+                                            f"{len(dead)} replayed, 0 skipped"), summary
+    # after the replay: each routed key delivered once, 0 lost, 0 duplicated
+    assert _wait_partner(setup, routed, 300, dead_counts=False) == (routed, set())
     code = medistream(["dlq", "replay", "--partner", PARTNER, "--role", "operator", "--actor", "olu",
                        "--why", "again"])
     assert code == 0 and "0 replayed" in capsys.readouterr().out.splitlines()[-1]
