@@ -31,7 +31,7 @@ from tools.ops_console.pages import sparkline
 from tools.ops_console.panels import Panel, Prometheus, Recent, dead_letter_counts
 
 VIEWER, OPERATOR = "mso_viewer-token-for-tests-000000000000", "mso_operator-token-for-tests-0000000000"
-PAGES = ("/", "/jobs", "/dead-letters", "/feeds", "/audit")
+PAGES = ("/", "/jobs", "/dead-letters", "/feeds", "/lineage", "/audit")
 
 
 def absent_audit_log() -> AuditLog:
@@ -167,3 +167,40 @@ def test_a_panel_is_read_once_per_interval_and_an_unreachable_one_is_not_kept() 
     first = recent.get()
     assert first.ok and first.rows == [{"n": 1}] and first.note is not None and "read at" in first.note
     assert recent.get() is first and reads == [True]
+
+
+def test_the_lineage_page_shows_each_job_around_a_dataset_from_the_lineage_store(tmp_path: Any) -> None:
+    """A real lineage store (its own process on a free loopback port) holding the ingest and partner jobs' events."""
+    import dataclasses
+
+    from connectors.lineage.datasets import openlineage_dataset
+    from connectors.lineage.emitter import LineageEmitter
+    from connectors.properties import LOCAL_PROPERTIES, read_property_groups
+    from infra.local import lineage_store
+    from tools.lineage import job_datasets
+
+    url = lineage_store.start(tmp_path, free_port())
+    try:
+        groups = read_property_groups(LOCAL_PROPERTIES)
+        emitter = LineageEmitter(url)  # the jobs' own sending path
+        for job in ("ingest", "partner_delivery"):
+            inputs, outputs = job_datasets(job, groups)
+            emitter.run(job, [openlineage_dataset(d, "input") for d in inputs],
+                        [openlineage_dataset(d, "output") for d in outputs]).start()
+        assert emitter.close(timeout_s=10) == {"sent": 2, "failed": 0, "dropped": 0}
+        client = TestClient(build_app(dataclasses.replace(sources(), lineage_url=url)),
+                            base_url="http://127.0.0.1:18096")
+        viewer = {"Authorization": f"Bearer {VIEWER}"}
+        page = client.get("/lineage", params={"dataset": "kafka://127.0.0.1:19092/curated.partner.clearwater_health"},
+                          headers=viewer).text
+        assert "medistream/ingest" in page and "medistream/partner_delivery" in page
+        assert "raw.hospital_a_claims" in page and "https://api.clearwater-health.example/v2/submissions" in page
+        assert "eligibility" not in page.split('id="lineage"')[1]  # not upstream of the partner topic
+        everything = client.get("/lineage", headers=viewer).text
+        assert "raw.clearinghouse_c_eligibility" in everything  # without a dataset: the whole graph
+    finally:
+        lineage_store.stop(tmp_path)
+    off = client.get("/lineage", headers=viewer).text
+    assert "the lineage store unreachable" in off
+    assert "lineage is off" in TestClient(build_app(sources()), base_url="http://127.0.0.1:18096").get(
+        "/lineage", headers=viewer).text

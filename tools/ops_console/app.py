@@ -34,6 +34,7 @@ from tools.ops_console.panels import (
     dead_letters_panel,
     guarded,
     jobs_panel,
+    lineage_panel,
     prometheus_panels,
     recent_audit_panel,
 )
@@ -57,6 +58,7 @@ class Sources:
     prometheus: Prometheus
     audit: Callable[[], Any]  # connectors.audit.AuditLog
     replay: Callable[[Any, argparse.Namespace, io.StringIO], int]  # tools.dlq.replay: `medistream dlq replay`
+    lineage_url: str | None = None  # the OpenLineage store (`lineage.url`); None: lineage is off
 
 
 def _html(text: str, status: int = 200, **headers: str) -> HTMLResponse:
@@ -101,10 +103,14 @@ def build_app(sources: Sources) -> Starlette:
 
     dead_letters = Recent(lambda: guarded("Dead letters", "Kafka", lambda: dead_letters_panel(sources.dlq_config())))
 
-    def panels_for(path: str) -> list[str]:
+    def panels_for(path: str, dataset: str | None = None) -> list[str]:
         want = {"/": ("jobs", "dlq", "prom", "audit"), "/jobs": ("jobs",), "/dead-letters": ("dlq",),
-                "/feeds": ("prom",), "/audit": ("audit",)}[path]
+                "/feeds": ("prom",), "/lineage": ("lineage",), "/audit": ("audit",)}[path]
         html: list[str] = []
+        if "lineage" in want:
+            html.append(pages.lineage_form(dataset))
+            lineage = guarded("Lineage", "the lineage store", lambda: lineage_panel(sources.lineage_url, dataset))
+            html.append(pages.panel(lineage, pages.LINEAGE_COLUMNS, empty="no job has sent a lineage event"))
         if "jobs" in want:
             html.append(pages.panel(guarded("Jobs", "Flink cluster", lambda: jobs_panel(sources.backend())),
                                     pages.JOB_COLUMNS))
@@ -125,13 +131,15 @@ def build_app(sources: Sources) -> Starlette:
             html.append(pages.panel(recent, pages.RECENT_AUDIT_COLUMNS, empty="no entry yet"))
         return html
 
-    async def show(path: str, who: Principal, flash: tuple[bool, str] | None = None, status: int = 200) -> Response:
-        body = "".join(await run_in_threadpool(panels_for, path))
+    async def show(path: str, who: Principal, flash: tuple[bool, str] | None = None, status: int = 200,
+                   dataset: str | None = None) -> Response:
+        body = "".join(await run_in_threadpool(panels_for, path, dataset))
         return _html(pages.render(dict(pages.NAV)[path], path, who, body, flash), status)
 
     async def page(request: Request) -> Response:
         who = sources.tokens.who(_token(request))
-        return _unauthorized() if who is None else await show(request.url.path, who)
+        dataset = (request.query_params.get("dataset") or "").strip()[:300] or None
+        return _unauthorized() if who is None else await show(request.url.path, who, dataset=dataset)
 
     async def login_form(request: Request) -> Response:
         return _html(pages.login_page())

@@ -53,7 +53,8 @@ def build(groups: Mapping[str, Mapping[str, str]], prometheus_url: str | None = 
     audit = load_audit_settings(groups)
     dlq = load_config(groups)
     sources = Sources(tokens=tokens, backend=lambda: backend_for("local"), dlq_config=lambda: dlq,
-                      prometheus=Prometheus(url), audit=lambda: open_audit_log(audit), replay=replay)
+                      prometheus=Prometheus(url), audit=lambda: open_audit_log(audit), replay=replay,
+                      lineage_url=(groups.get("lineage") or {}).get("url") or None)
     return build_app(sources), url
 
 

@@ -14,7 +14,7 @@ from tools.ops_console.auth import Principal
 from tools.ops_console.panels import Panel
 
 NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/dead-letters", "Dead letters"), ("/feeds", "Feeds & partners"),
-       ("/audit", "Audit"))
+       ("/lineage", "Lineage"), ("/audit", "Audit"))
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}
@@ -78,6 +78,16 @@ FEED_COLUMNS = (("feed", "feed"), ("per_s", "records/s"), ("spark", "last 30 min
 PARTNER_COLUMNS = (("partner", "partner"), ("per_s", "delivered/s"), ("spark", "last 30 min"),
                    ("rate_limited_per_s", "429/s"), ("circuit", "circuit"))
 ALERT_COLUMNS = (("alert", "alert"), ("state", "state"), ("severity", "severity"), ("on", "on"), ("since", "since"))
+LINEAGE_COLUMNS = (("job", "job"), ("state", "newest event"), ("reads", "reads"), ("writes", "writes"))
+
+
+def lineage_form(dataset: str | None) -> str:
+    """The dataset whose lineage to show (a GET: nothing changes)."""
+    return (f'<form class="inline" method="get" action="/lineage"><input type="text" name="dataset" size="70" '
+            f'value="{escape(dataset or "")}" placeholder="namespace/name, e.g. kafka://127.0.0.1:19092/raw.feed" '
+            f'aria-label="dataset"><button type="submit">Show</button></form>')
+
+
 RECENT_AUDIT_COLUMNS = (("seq", "seq"), ("at", "at"), ("actor", "actor"), ("role", "role"), ("action", "action"),
                         ("decision", "decision"))
 AUDIT_COLUMNS = (("verified", "chain verifies"), ("entries", "entries"), ("head_seq", "head seq"),

@@ -241,3 +241,24 @@ def recent_audit_panel(log: Any, n: int = 12) -> Panel:
     """The newest entries: who, in which role, did what, granted or denied (no reason text: it is typed by people)."""
     rows = [{k: e.get(k) for k in ("seq", "at", "actor", "role", "action", "decision")} for e in log.tail(n)]
     return Panel("Recent audit entries", True, rows[::-1], note="newest first; `medistream audit list` shows all")
+
+
+# Lineage ---------------------------------------------------------------------------------------------
+
+def lineage_panel(url: str | None, dataset: str | None, timeout_s: float = 5.0) -> Panel:
+    """Each job of the lineage graph (around `dataset`, or all of it) with what it reads and writes, as the
+    OpenLineage store (infra/local/lineage_store.py) has it; dataset and job names only."""
+    if not url:
+        return Panel("Lineage", False, error="no lineage.url in the properties: lineage is off")
+    query = "?" + urllib.parse.urlencode({"dataset": dataset}) if dataset else ""
+    with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/lineage/graph{query}", timeout=timeout_s) as answer:  # noqa: S310
+        graph = json.loads(answer.read())
+    names = {n["id"]: n["name"] for n in graph["nodes"]}
+    rows = []
+    for job in sorted(n["id"] for n in graph["nodes"] if n["kind"] == "job"):
+        reads = sorted(names[e["from"]] for e in graph["edges"] if e["to"] == job)
+        writes = sorted(names[e["to"]] for e in graph["edges"] if e["from"] == job)
+        state = next(n.get("state", "") for n in graph["nodes"] if n["id"] == job)
+        rows.append({"job": names[job], "state": state, "reads": ", ".join(reads), "writes": ", ".join(writes)})
+    where = f"upstream and downstream of {dataset}" if dataset else "every job's newest run"
+    return Panel("Lineage", True, rows, note=f"{where}; the store at {url}")
