@@ -35,6 +35,7 @@ PENDING_RECORDS = _OP + "pendingRecords"
 PARTNER_CIRCUIT = _OP + "kinesisanalytics_partner_circuit_state"
 PARTNER_429 = _OP + "kinesisanalytics_partner_rate_limited"
 SNOWFLAKE_LAG = 'medistream_door_sink_lag{sink="snowflake"}'
+SINK_DELAY = "medistream_door_sink_delay_seconds"
 AUDIT_OK = "medistream_audit_chain_ok"
 AUDIT_VERIFIED_AT = "medistream_audit_last_verified_timestamp_seconds"
 CONSUMER_LAG = "medistream:consumer_lag:sum"  # recording rule: one series per job
@@ -49,6 +50,7 @@ def _expressions(a: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {
         "FreshnessOverTarget": (f"max by (job_name) ({EVENT_TIME_LAG} > 0) / 1000 > "
                                 f"{a['FreshnessOverTarget']['max_lag_s']}"),
+        "SinkDelayOverTarget": f"max by (sink) ({SINK_DELAY}) > {a['SinkDelayOverTarget']['max_delay_s']}",
         "SinkCommitsStalled": (f"(time() - {_JOB}lastCheckpointCompletedTimestamp / 1000 > "
                                f"{a['SinkCommitsStalled']['max_age_s']}) and on (job_id) "
                                f"({_JOB}uptime / 1000 > {a['SinkCommitsStalled']['max_age_s']})"),

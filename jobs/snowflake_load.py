@@ -287,6 +287,9 @@ class _Loader:
             if self.metrics is not None:
                 for feed, n in Counter(str(r.get("FEED")) for r in rows).items():
                     self.metrics.moved(feed, n, "loaded")
+                taken = [t for r in rows if isinstance(t := r.get("INGESTED_AT_MS"), int)]
+                if taken:  # the rows and their token are committed: this is the sink's freshness
+                    self.metrics.delay.labels("snowflake").set(max(0, int(time.time() * 1000) - min(taken)) / 1000)
             loaded += len(rows)
         if error is not None and error.code() != KafkaError._PARTITION_EOF:
             raise kafka_error(error)

@@ -77,6 +77,8 @@ class DoorMetrics(MetricsEndpoint):
         self.last_success = Gauge("medistream_door_last_success_timestamp_seconds",
                                   "When a feed last moved through the door (Unix seconds)", ["feed"], registry=r)
         self.lag = Gauge("medistream_door_sink_lag", "Messages a sink is behind its source", ["sink"], registry=r)
+        self.delay = Gauge("medistream_door_sink_delay_seconds", "Seconds from the ingest job taking a record to "
+                           "the sink committing it: the largest of the last batch", ["sink"], registry=r)
         self.seconds = Histogram("medistream_door_request_seconds", "Time to answer or make one request",
                                  ["feed"], registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self._seen: dict[tuple[str, str], int] = {}

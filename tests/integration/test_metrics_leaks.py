@@ -101,6 +101,8 @@ def test_no_metrics_endpoint_shows_phi_or_a_record_id(stack: object, run_id: str
     flink = "\n".join(t for k, t in mine.items() if k.startswith("flink@"))
     assert f'feed="t{run_id}_hospital_a_claims"' in flink and "kinesisanalytics_feed_reason_deadLetters" in flink
     assert 'feed="unknown",status="404"' in texts[next(k for k in mine if k.startswith("ingest_api@"))]
+    loader = next(t for k, t in mine.items() if k.startswith("snowflake_load@"))
+    assert 'medistream_door_sink_delay_seconds{sink="snowflake"}' in loader  # its freshness, once rows loaded
     for where, text in texts.items():  # every endpoint, this run's or not
         list(scanner.scan_text(f"metrics {where.split('@')[0]}", text))
     report = scanner.report()
