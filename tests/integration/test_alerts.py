@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 import urllib.request
@@ -111,6 +112,7 @@ def test_feed_silent_then_target_down_fire_and_reach_alertmanager(stack: object,
             os.killpg(job.pid, signal.SIGKILL)
             job.wait()
         prometheus.stop(prom)
+        shutil.rmtree(prom.folder, ignore_errors=True)  # the test instance's TSDB and config
         for target in announced:  # the killed JVM could not withdraw its own
             for path in targets_dir().glob(f"flink-*-{target.rsplit(':', 1)[1]}.json"):
                 path.unlink(missing_ok=True)
