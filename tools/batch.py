@@ -209,8 +209,7 @@ def run_job(run: JobRun, cfg: IngestConfig, properties: Path, feed: str, day: da
             raise BatchError("interrupted before the batch job ran; nothing was delivered")
         if run.complete and rest is not None:
             rest.checkpoint_now()  # after it, every operator has counted every record the source emitted
-            time.sleep(0.6)  # two metric fetches (250 ms each)
-            run.counts = rest.operator_counts()
+            run.counts = rest.settled_counts((SOURCE, DEDUP, LETTERS))
             run.files_read = run.count(SOURCE, "numRecordsOut")
         if stop_job(job) != 0:
             raise BatchError(f"the batch job did not stop with a savepoint; see {log_path}")

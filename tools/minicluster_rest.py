@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Collection
 from typing import Any
 
 # "0.<operator>.<metric>": subtask 0 (parallelism 1); the planner's "[<n>]" suffixes are dropped.
@@ -58,6 +59,26 @@ class MiniClusterRest:
                     operator = re.sub(r"\[\d+\]", "", match["operator"])
                     counts.setdefault(operator, {})[match["metric"]] = int(float(metric["value"]))
         return counts
+
+    def settled_counts(self, operators: Collection[str], quiet_s: float = 2.0,
+                       timeout_s: float = 30.0) -> dict[str, dict[str, int]]:
+        """operator_counts() of `operators` once none has moved for `quiet_s`, for input that has stopped (e.g.
+        after a checkpoint that follows the last record): the REST API serves counters from its last fetch, which
+        lags behind the tasks (by seconds on a loaded machine), so one read may be stale. (Sink committers count
+        on every checkpoint: they never settle.)"""
+        def read() -> dict[str, dict[str, int]]:
+            return {op: found for op, found in self.operator_counts().items() if op in operators}
+
+        deadline = time.monotonic() + timeout_s
+        counts, since = read(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = read()
+            if now != counts:
+                counts, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return counts
+        raise TimeoutError(f"counters of {sorted(operators)} still moving after {timeout_s} s")
 
     def checkpoint_now(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Trigger a full checkpoint, wait for it, return its details (sizes per vertex, path)."""

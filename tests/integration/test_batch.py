@@ -76,6 +76,10 @@ def _assert_exact(cfg: Any, expected: dict[str, Any], sinks: SinkCounts) -> None
     assert sinks.dead_letter_ids["topic"] == sinks.dead_letter_ids["archive"] == sinks.dead_letter_ids["iceberg"]
 
 
+def _split(generated: list[synthetic.Generated], at: int) -> tuple[list[synthetic.Generated], ...]:
+    return generated[:at], generated[at:]
+
+
 def _correction(original: synthetic.Generated) -> synthetic.Generated:
     """The same claim (same business key) with other content: a new version, under a new record id."""
     record = orjson.loads(original.payload)
@@ -89,8 +93,10 @@ def test_a_date_runs_once_a_rerun_changes_nothing_and_additions_flow_once(
         feed_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     cfg, contracts = feed_run["cfg"], feed_run["contracts"]
     feeds = synthetic.feeds_from_contracts([contracts[feed_run["feed"]]])
-    generated = list(synthetic.generate(90, seed=SEED, feeds=feeds, mix=synthetic.Mix(1.0, 0.0, 0.0),
-                                        duplicate_rate=0.05, invalid_rate=0.08))
+    # The first 90 land now; the last 30 later, in a new file (re-sends of the first 90 among them: the restored
+    # dedup state must drop them). The same seed as the reference data: every payer is known.
+    generated, added = _split(list(synthetic.generate(120, seed=SEED, feeds=feeds, mix=synthetic.Mix(1.0, 0.0, 0.0),
+                                                      duplicate_rate=0.1, invalid_rate=0.08)), 90)
     _land(feed_run, generated, per_file=30)
     digest = linkage_digest(cfg)
 
@@ -117,18 +123,20 @@ def test_a_date_runs_once_a_rerun_changes_nothing_and_additions_flow_once(
     timings.append(f"re-run: {again['seconds']} s")
 
     # A correction of one delivered claim and a new file of new records land in the date: exactly those flow.
-    original = next(g for g in generated if g.expect == "valid" and not g.is_duplicate)
-    added = list(synthetic.generate(20, seed=SEED + 1, feeds=feeds, mix=synthetic.Mix(1.0, 0.0, 0.0),
-                                    duplicate_rate=0.0, invalid_rate=0.0))
+    original, key = next((g, *expected_outcome([g], contracts, SEED, digest)["claims"]) for g in generated
+                         if not g.is_duplicate and expected_outcome([g], contracts, SEED, digest)["claims"])
+    assert any(g.is_duplicate for g in added) and any(g.expect == "invalid" for g in added)
     _land(feed_run, [_correction(original)], per_file=1)
-    _land(feed_run, added, per_file=20)
+    _land(feed_run, added, per_file=len(added))
     code, third = _run(feed_run, capsys)
     assert code == 0, third
     assert (third["files"], third["files_new"], third["files_read"]) == (5, 2, 2)
     assert third["restored_from"] == again["savepoint"]
-    assert third["records_delivered"] == 21
-    _assert_exact(cfg, expected_outcome([*generated, _correction(original), *added], contracts, SEED, digest),
-                  read_sinks(cfg))
+    after = expected_outcome([*generated, _correction(original), *added], contracts, SEED, digest)
+    _assert_exact(cfg, after, read_sinks(cfg))
+    assert third["records_delivered"] == sum(after["archived"].values()) - sum(expected["archived"].values())
+    assert third["dead_letters"] == sum(after["dead_letters"].values()) - sum(expected["dead_letters"].values())
+    assert after["claims"][key] == 2  # the claim and its correction, one version each
     timings.append(f"additions: {third['seconds']} s")
     with capsys.disabled():
         print("; ".join(timings))
