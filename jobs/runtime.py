@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.metrics.flink_reporter import plugin_dir, reporter_config
+from connectors.metrics.targets import LOOPBACK
 from connectors.properties import (
     CheckpointConfig,
     ConfigError,
@@ -57,6 +58,42 @@ def prepare_process_environment(runtime: RuntimeConfig | None = None) -> None:
     os.environ["HADOOP_CLASSPATH"] = os.pathsep.join((str(LIB_DIR / "system" / "*"), str(plugin_dir() / "*")))
     paths = [str(REPO_ROOT), site_packages, os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    serve_python_workers_on_loopback()
+
+
+def serve_python_workers_on_loopback() -> None:
+    """Make PyFlink's loopback worker pool listen on 127.0.0.1, once per process.
+
+    On the mini-cluster, PyFlink runs process-mode Python functions inside this process through a gRPC
+    worker pool that listens on every interface (`[::]:0`), and a second time for each environment that
+    starts it (the singleton's __init__ forgets the first). Ours serves the same servicer on 127.0.0.1 and
+    hands every caller the one address (apache-flink 2.2.1's `start`, with the bind address changed).
+    """
+    import functools
+    import logging as _logging
+
+    level = _logging.getLogger().level
+    from pyflink.fn_execution.beam import beam_worker_pool_service as pool  # sets the root logger to WARNING
+
+    _logging.getLogger().setLevel(level)
+    servicer_class = pool.BeamFnLoopbackWorkerPoolServicer
+    if getattr(servicer_class.start, "on_loopback", False):
+        return
+    address: list[str] = []
+
+    def start(self: Any) -> str:
+        if not address:
+            server = pool.grpc.server(pool.thread_pool_executor.shared_unbounded_instance())
+            port = server.add_insecure_port(f"{LOOPBACK}:0")
+            pool.beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(self, server)
+            server.start()
+            pool.atexit.register(functools.partial(server.stop, 1))
+            address.append(f"{LOOPBACK}:{port}")
+        self._worker_address = address[0]
+        return address[0]
+
+    start.on_loopback = True  # type: ignore[attr-defined]
+    servicer_class.start = start
 
 
 # What a job may set in code on Managed Flink 2.2, which throws at start on any other key ("Programmatic
