@@ -219,6 +219,9 @@ def embedded_cluster_settings(checkpoints: CheckpointConfig, runtime: RuntimeCon
         # The TaskManager's data (shuffle) server on loopback too; unset it listens on every interface.
         "taskmanager.bind-host": "127.0.0.1",
         "taskmanager.host": "127.0.0.1",
+        # The JobManager's blob server too (it listens on every interface unless told; the mini-cluster's RPC
+        # is in-process); PyFlink's Python worker pool: serve_python_workers_on_loopback.
+        "jobmanager.bind-host": "127.0.0.1",
         "table.exec.source.idle-timeout": "5 s",
         # Metrics on 127.0.0.1 for the local Prometheus (decision 0027); Managed Flink publishes its own.
         **reporter_config(),

@@ -15,6 +15,7 @@ import re
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from connectors.ingest_api.app import ApiSettings
@@ -62,6 +63,18 @@ def label_names(text: str, prefix: tuple[str, ...]) -> set[str]:
     return names
 
 
+def off_loopback_listeners(pids: list[int]) -> list[str]:
+    """`name address:port` of every listening socket of these processes and their children not on loopback."""
+    found = []
+    for root in map(psutil.Process, pids):
+        for proc in (root, *root.children(recursive=True)):
+            for conn in proc.net_connections(kind="inet"):
+                address = conn.laddr.ip.removeprefix("::ffff:")  # an IPv6 socket on the IPv4-mapped loopback
+                if conn.status == psutil.CONN_LISTEN and address not in ("127.0.0.1", "::1"):
+                    found.append(f"{proc.name()} {conn.laddr.ip}:{conn.laddr.port}")
+    return found
+
+
 def test_no_metrics_endpoint_shows_phi_or_a_record_id(stack: object, run_id: str, tmp_path: Path) -> None:
     cfg, properties, contracts, generated, expected = planted_run(run_id, tmp_path, 150, SEED, invalid_rate=0.1)
     phi = phi_values(generated, contracts)
@@ -90,6 +103,9 @@ def test_no_metrics_endpoint_shows_phi_or_a_record_id(stack: object, run_id: str
                         and covered(sinks.dead_letters, expected["dead_letters"])
                         == sum(expected["dead_letters"].values()))
             wait_for(done, 300, "every record archived or dead-lettered")
+            # Every server of the running ingest job and loader (the Python process, its JVM, the mini-cluster's
+            # blob server, metrics reporter, data port, PyFlink's worker pool) listens on loopback only.
+            assert off_loopback_listeners([jobs.procs["ingest"].pid, jobs.procs["loader"].pid]) == []
             wait_for(lambda: any(k.startswith("snowflake_load@") and 'status="loaded"' in t
                                  for k, t in scrape_all().items()), 120, "the loader's rows counted")
             texts = scrape_all()
