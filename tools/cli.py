@@ -69,7 +69,7 @@ PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull", "package": "tools.package", "batch": "tools.batch",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
-               "lineage": "tools.lineage", "ops": "tools.ops_console.command"}
+               "lineage": "tools.lineage", "ops": "tools.ops_console.command", "infra": "tools.infra"}
 
 
 def parser() -> argparse.ArgumentParser:

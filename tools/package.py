@@ -271,8 +271,7 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
         for name, data, executable in wheel_entries(wheel):
             files[name] = (data, executable)
     files[JAR] = (_normalized_jar_cached(jar_path.read_bytes()), False)
-    run_options = {job: {"python": f"run_{job}.py", "jarfile": JAR, "pyFiles": f"{CODE}/,{SITE}/"}
-                   for job in ENTRY_POINTS}
+    run_options = job_run_options()
     for job, module in ENTRY_POINTS.items():
         files[f"run_{job}.py"] = (entry_script(job, module), False)
     manifest = {
@@ -293,6 +292,11 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
             _write(archive, name, data, executable)
     partial.replace(path)
     return path
+
+
+def job_run_options() -> dict[str, dict[str, str]]:
+    """Each job's `kinesis.analytics.flink.run.options`: its entry script, the jar, the code folders."""
+    return {job: {"python": f"run_{job}.py", "jarfile": JAR, "pyFiles": f"{CODE}/,{SITE}/"} for job in ENTRY_POINTS}
 
 
 def application_properties(environment: str, job: str, manifest: Mapping[str, object],

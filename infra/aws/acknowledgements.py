@@ -1,0 +1,61 @@
+"""Every cdk-nag finding we accept, each naming its rule, its resource and the reason.
+
+cdk-nag 3 takes acknowledgements through CDK's own `Validations.of(construct).acknowledge(...)`, one
+per finding (`AwsSolutions-IAM5[Resource::<arn>]` for each wildcard ARN). The wildcard ARNs are
+rendered from the same access rows (infra/aws/access.py) that made them, so a new wildcard fails the
+synth until a row of REASONS explains it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from constructs import IConstruct
+
+PACKS = ("HIPAA.Security", "NIST.800.53.R5")
+REPLICATION = ("one region in this slice: cross-region replication for disaster recovery needs the second "
+               "region's keys and buckets (issue 22, later slice); versioning and, for the archive, Object Lock "
+               "guard against loss meanwhile")
+BACKUP = ("point-in-time recovery (35 days, continuous) is on and deletion protection too; an AWS Backup plan "
+          "with a locked vault belongs with the audit slice (issue 22, item 6)")
+ACCESS_LOGS_SSE_S3 = ("S3 server access logging delivers only to a bucket encrypted with SSE-S3 (SSE-KMS is not "
+                      "supported for the log target); the logs hold request metadata, no object content")
+# Wildcard ARNs, by the kind of access row that makes them.
+IAM5_REASONS = {
+    "bucket": "objects of one named bucket: S3 grants on objects by key pattern, and the job writes keys it derives "
+              "(feed, day, file)",
+    "glue": "the Iceberg tables of this environment's one Glue database; the job creates them by record type",
+    "secret": "Secrets Manager appends six random characters to every secret's ARN; names under this environment's "
+              "prefix only",
+    "msk-cluster": "an MSK ARN carries the cluster's UUID, known once the cluster exists (issue 22, item 4); only "
+                   "clusters under this environment's name",
+    "msk-topic": "topics by name prefix on this environment's cluster (raw.<feed>, curated.partner.<id> grow "
+                 "with the feed and partner contracts)",
+    "msk-group": "this job's consumer group on this environment's cluster (the cluster UUID is not known at synth)",
+    "msk-txn": "this job's transactional ids (Flink appends subtask and checkpoint ids) on this environment's cluster",
+    "vpc": "EC2 Describe* and the network-interface calls Managed Flink makes to attach to the VPC take no "
+           "resource-level permission",
+}
+
+
+def render(stack: Stack, value: str) -> str:
+    """A token-bearing string as cdk-nag prints it: pseudo parameters as <AWS::Name>."""
+    resolved: Any = stack.resolve(value)
+    if isinstance(resolved, str):
+        return resolved
+    if "Fn::Join" not in resolved:  # an attribute of a resource (Fn::GetAtt): no wildcard of ours
+        return str(resolved)
+    parts = resolved["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else f"<{p['Ref']}>" for p in parts)
+
+
+def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
+    """One acknowledged finding on one construct."""
+    Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+def for_packs(scope: IConstruct, rule: str, reason: str) -> None:
+    """The same rule of the HIPAA and NIST packs (they share their rule names)."""
+    for pack in PACKS:
+        acknowledge(scope, f"{pack}-{rule}", reason)

@@ -1,0 +1,75 @@
+"""The CDK app: one environment's stacks, checked by cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53 rev 5.
+
+Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> storage ->
+network -> flink (applications, their grants, alarms, dashboard). The first three are retained on
+delete; the applications can be torn down and rebuilt without touching data or keys.
+Built by tools/infra.py (`medistream infra synth|check`, and the CDK CLI's app command in cdk.json),
+which hands in the runtime properties (`tools.package` makes them; infra sits below tools).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import App, Aws, Environment, Stack, Tags, Validations
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
+
+from infra.aws.config import names
+from infra.aws.flink import FlinkStack, PropertiesFor
+from infra.aws.keys import IdentityStack, KeysStack
+from infra.aws.network import NetworkStack
+from infra.aws.storage import StorageStack
+
+# Feature flags (cdk.json repeats none: both entries build the App with these). The access-log bucket
+# takes S3's log delivery by bucket policy, not by the legacy LogDeliveryWrite ACL.
+CONTEXT = {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True}
+
+
+@dataclass
+class Stacks:
+    """The stacks of one environment, by name."""
+
+    identity: IdentityStack
+    keys: KeysStack
+    storage: StorageStack
+    network: NetworkStack
+    flink: FlinkStack
+
+    def all(self) -> list[Stack]:
+        """Every stack, in deploy order."""
+        return [self.identity, self.keys, self.storage, self.network, self.flink]
+
+
+def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | None = None,
+               region: str | None = None) -> Stacks:
+    """One environment's stacks in `app` (account and region: deploy-time tokens unless given)."""
+    where = Environment(account=account, region=region) if account and region else None
+    n = names(env, account or Aws.ACCOUNT_ID)
+    kw = {"env": where}
+    identity = IdentityStack(app, f"medistream-{env}-identity", names=n, **kw)
+    keys = KeysStack(app, f"medistream-{env}-keys", names=n, roles=dict(identity.roles), **kw)
+    storage = StorageStack(app, f"medistream-{env}-storage", names=n, keys=dict(keys.keys), **kw)
+    network = NetworkStack(app, f"medistream-{env}-network", names=n, logs_key=keys.keys["logs"], **kw)
+    flink = FlinkStack(app, f"medistream-{env}-flink", names=n, roles=dict(identity.roles),
+                       logs_key=keys.keys["logs"], vpc=network.vpc, security_group=network.apps_sg,
+                       properties=properties, **kw)
+    flink.add_stack_dependency(storage, "the applications read and write its buckets and tables, named, not imported")
+    stacks = Stacks(identity, keys, storage, network, flink)
+    for stack in stacks.all():
+        Tags.of(stack).add("project", "medistream")
+        Tags.of(stack).add("environment", env)
+    return stacks
+
+
+def check(app: App) -> None:
+    """Attach the three cdk-nag packs: any unacknowledged finding fails synthesis."""
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app), HIPAASecurityChecks(app), NIST80053R5Checks(app))
+
+
+def build(env: str, properties: PropertiesFor, outdir: str | None = None, nag: bool = True) -> tuple[App, Stacks]:
+    """An app holding one environment's stacks, with the nag packs unless `nag` is False."""
+    app = App(outdir=outdir, context=CONTEXT) if outdir else App(context=CONTEXT)
+    stacks = add_stacks(app, env, properties)
+    if nag:
+        check(app)
+    return app, stacks

@@ -1,0 +1,157 @@
+"""What the stacks are named and hold, read from the files the jobs read, so the infra and the code agree.
+
+Base names come from conf/application_properties.json; an environment's name is the base with
+`-<env>` (buckets also `-<account>`: S3 names are global), which is exactly what
+conf/environments/production.json spells for prod (tests/unit/test_infra_aws.py holds the two equal).
+Key domains are the PHI policies' (`schemas.phi_policy.key_domains`); which domains a partner
+delivery role may open is what the partner contracts reveal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors.properties import LOCAL_PROPERTIES, REPO_ROOT
+
+ENVIRONMENTS = ("dev", "prod")
+PRODUCTION_OVERLAY = REPO_ROOT / "conf" / "environments" / "production.json"
+# Keys beside the PHI domains, one per store so that a key policy is one store's blast radius:
+# raw landed files, the Iceberg lake, the archive, the audit bucket, every log group, the DynamoDB
+# ledgers, and our own non-PHI files (the zip, reference data).
+SERVICE_KEYS = ("landing", "warehouse", "archive", "audit", "logs", "ledgers", "artifacts")
+# Each bucket and the key it is encrypted with (the access-log bucket: SSE-S3, the only encryption S3
+# server access logging delivers to).
+BUCKET_KEYS = {"landing": "landing", "warehouse": "warehouse", "archive": "archive", "audit": "audit",
+               "reference": "artifacts", "artifacts": "artifacts", "access_logs": None}
+# The Managed Flink applications: job name -> its Python entry module (tools/package.py's run options).
+FLINK_JOBS = ("ingest", "partner_delivery")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A DynamoDB table the code uses: its property (group, key), keys as the code creates them."""
+
+    name: str
+    group: str
+    hash_key: tuple[str, str]
+    range_key: tuple[str, str]
+
+
+# (group, key) in conf/application_properties.json -> key schema (as each module's ensure_table creates it).
+TABLE_KEYS: dict[tuple[str, str], tuple[tuple[str, str], tuple[str, str]]] = {
+    ("partners", "ledger.table"): (("partner", "S"), ("idempotency_key", "S")),
+    ("audit", "table"): (("chain", "S"), ("seq", "N")),
+    ("operations", "locks.table"): (("operation", "S"), ("name", "S")),
+    ("sftp_pull", "ledger.table"): (("feed", "S"), ("item", "S")),
+    ("ingest_api", "idempotency.table"): (("feed", "S"), ("idempotency_key", "S")),
+}
+# The operation-lock table has no property in the base file; tools/operation_lease.py's default name.
+DEFAULT_NAMES = {("operations", "locks.table"): "medistream-operation-locks"}
+
+
+def base_groups(path: Path = LOCAL_PROPERTIES) -> dict[str, dict[str, str]]:
+    """conf/application_properties.json as {group: {key: value}}."""
+    return {g["PropertyGroupId"]: dict(g["PropertyMap"]) for g in json.loads(path.read_text())}
+
+
+def _bucket(url: str) -> str:
+    """s3://name/prefix/ -> name."""
+    return url.removeprefix("s3://").split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every name of one environment, as the jobs will look them up."""
+
+    env: str
+    account: str
+    buckets: dict[str, str]  # role (landing, warehouse, archive, reference, audit, access_logs, artifacts) -> name
+    tables: tuple[Table, ...]
+    glue_database: str
+    alias_prefix: str  # + domain: the CMK alias the jobs' phi group resolves
+    token_secret: str
+    prefix: str  # "medistream-<env>": roles, log groups, applications
+
+    def alias(self, key: str) -> str:
+        """The alias of one key (a PHI domain or a service key)."""
+        return f"{self.alias_prefix}{key}"
+
+    def runtime_properties(self, groups: dict[str, dict[str, str]] | None = None) -> dict[str, dict[str, str]]:
+        """The property values that name this environment's resources (buckets, tables, catalog, keys, secret).
+
+        Every s3:// path of the base file moves to this environment's bucket of the same role; for prod
+        these are the values conf/environments/production.json spells out (tested).
+        """
+        g = base_groups() if groups is None else groups
+        by_base = {_bucket(path): role for role, path in (
+            ("landing", g["landing"]["path"]), ("warehouse", g["iceberg"]["warehouse"]),
+            ("archive", g["archive"]["path"]), ("reference", g["reference"]["path"]))}
+        out: dict[str, dict[str, str]] = {}
+        for group, keys in g.items():
+            for key, value in keys.items():
+                if value.startswith("s3://") and _bucket(value) in by_base:
+                    rest = value.removeprefix("s3://").split("/", 1)[1]
+                    out.setdefault(group, {})[key] = f"s3://{self.buckets[by_base[_bucket(value)]]}/{rest}"
+        for table in self.tables:
+            key = next((k for (grp, k) in TABLE_KEYS if grp == table.group), "")
+            if table.group in g:
+                out.setdefault(table.group, {})[key] = table.name
+        out.setdefault("iceberg", {})["namespace"] = self.glue_database
+        out.setdefault("phi", {}).update({"kms.alias.prefix": self.alias_prefix, "token.secret": self.token_secret})
+        return out
+
+    def application(self, job: str) -> str:
+        """The Managed Flink application name of a job."""
+        return f"medistream-{job.replace('_', '-')}-{self.env}"
+
+
+def names(env: str, account: str, groups: dict[str, dict[str, str]] | None = None) -> Names:
+    """The names of environment `env` in `account` (a token in a CDK app), from the base properties."""
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"environment {env!r}: one of {', '.join(ENVIRONMENTS)}")
+    g = base_groups() if groups is None else groups
+    buckets = {"landing": _bucket(g["landing"]["path"]), "warehouse": _bucket(g["iceberg"]["warehouse"]),
+               "archive": _bucket(g["archive"]["path"]), "reference": _bucket(g["reference"]["path"]),
+               "audit": "medistream-audit", "access_logs": "medistream-access-logs",
+               "artifacts": "medistream-artifacts"}
+    tables = tuple(Table(f"{g.get(group, {}).get(key) or DEFAULT_NAMES[(group, key)]}-{env}", group, *schema)
+                   for (group, key), schema in TABLE_KEYS.items())
+    base_alias = g["phi"]["kms.alias.prefix"]  # alias/medistream/
+    return Names(env=env, account=account,
+                 buckets={role: f"{name}-{env}-{account}" for role, name in buckets.items()},
+                 tables=tables, glue_database=f"{g['iceberg']['namespace']}_{env}",
+                 alias_prefix=f"{base_alias.rstrip('/')}-{env}/",
+                 token_secret=g["phi"]["token.secret"].replace("medistream/", f"medistream-{env}/", 1),
+                 prefix=f"medistream-{env}")
+
+
+def production_overlay() -> dict[str, Any]:
+    """conf/environments/production.json (what `medistream package --environment production` applies)."""
+    return dict(json.loads(PRODUCTION_OVERLAY.read_text()))
+
+
+def key_domains() -> list[str]:
+    """Every PHI data domain (one CMK each), from the shipped PHI policies."""
+    from schemas.phi_policy import key_domains as domains
+
+    return domains()
+
+
+def partner_domains() -> list[str]:
+    """The domains the partner delivery job decrypts: those of record types a partner contract reveals fields of."""
+    from schemas.partner_contract import PARTNERS_DIR, granted_reveal_fields, load_partner_contract
+    from schemas.phi_access import load_access
+    from schemas.phi_policy import load_policy
+
+    rules = load_access()
+    domains: set[str] = set()
+    for path in sorted(PARTNERS_DIR.glob("*.yaml")):
+        contract = load_partner_contract(path, granted_reveal_fields(rules, path.stem))
+        revealed = [t for t, mapping in contract.payload.items() if mapping.reveal]
+        for policy_path in sorted((REPO_ROOT / "schemas" / "phi").glob("*.yaml")):
+            policy = load_policy(policy_path.stem)
+            domains.update(policy.domains[t] for t in revealed if t in policy.domains)
+    return sorted(domains)

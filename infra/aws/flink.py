@@ -1,0 +1,137 @@
+"""The short-lived stack: one Managed Flink application per job, its grants, log group, alarms and dashboard.
+
+Each application runs the zip `medistream package` builds, from the artifact bucket (its key a
+parameter: the zip's name carries version and commit), on Flink 2.2 in the VPC's private subnets,
+with snapshots and checkpointing on, autoscaling, and the runtime properties the local run reads
+(conf/application_properties.json + conf/environments/production.json, this environment's names)
+handed in by the caller (tools/infra.py: `tools.package.application_properties`). Every IAM grant
+comes from infra/aws/access.py, naming buckets and tables by name: this stack takes no export from
+the storage stack (it depends on it for order only), so it can be replaced without pinning the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from aws_cdk import ArnFormat, CfnParameter, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesisanalyticsv2 as msf
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.aws.access import Grant, grants
+from infra.aws.acknowledgements import IAM5_REASONS, acknowledge, render
+from infra.aws.config import FLINK_JOBS, Names, base_groups
+from infra.aws.network import log_group
+
+RUNTIME = "FLINK-2_2"  # the zip's target (tools/package.py: Flink 2.2.0, Python 3.12)
+# job -> (parallelism group, key): the same settings the local run reads.
+PARALLELISM = {"ingest": ("runtime", "parallelism"), "partner_delivery": ("partners", "parallelism")}
+_COLON = ArnFormat.COLON_RESOURCE_NAME
+PropertiesFor = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
+
+
+class FlinkStack(Stack):
+    """The Managed Flink applications of one environment."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, roles: Mapping[str, iam.IRole],
+                 logs_key: kms.IKey,
+                 vpc: ec2.IVpc, security_group: ec2.ISecurityGroup, properties: PropertiesFor,
+                 **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.names = names
+        zip_key = CfnParameter(self, "ApplicationZipKey", type="String", min_length=1,
+                               description="key of the `medistream package` zip in the artifact bucket")
+        brokers = CfnParameter(self, "MskBootstrapServers", type="String", min_length=1,
+                               description="MSK bootstrap brokers for IAM auth (port 9098)")
+        values = {"AWS_ACCOUNT_ID": self.account, "AWS_REGION": self.region,
+                  "MSK_BOOTSTRAP_SERVERS": brokers.value_as_string}
+        checkpoints = base_groups()["checkpoints"]
+        self.applications: dict[str, msf.CfnApplication] = {}
+        self.log_groups: dict[str, logs.LogGroup] = {}
+        for job in FLINK_JOBS:
+            group = log_group(self, f"{job}-log-group", f"/medistream/{names.env}/flink/{job}", logs_key)
+            stream = logs.LogStream(self, f"{job}-log-stream", log_group=group, log_stream_name="application")
+            self.log_groups[job] = group
+            rows = [(g, self._resources(g, job)) for g in grants() if g.role == job and g.kind != "key"]
+            policy = iam.ManagedPolicy(self, f"{job}-grants", managed_policy_name=f"{names.prefix}-{job}-grants",
+                                       roles=[roles[job]], statements=[
+                                           iam.PolicyStatement(actions=sorted(g.actions), resources=arns)
+                                           for g, arns in rows])
+            wildcards = {render(self, arn): g.kind for g, arns in rows for arn in arns if "*" in render(self, arn)}
+            for arn, kind in sorted(wildcards.items()):
+                acknowledge(policy, f"AwsSolutions-IAM5[Resource::{arn}]", IAM5_REASONS[kind])
+            group_name, key = PARALLELISM[job]
+            app = msf.CfnApplication(
+                self, f"{job}-application", application_name=names.application(job), runtime_environment=RUNTIME,
+                service_execution_role=roles[job].role_arn,
+                application_configuration=msf.CfnApplication.ApplicationConfigurationProperty(
+                    application_code_configuration=msf.CfnApplication.ApplicationCodeConfigurationProperty(
+                        code_content_type="ZIPFILE", code_content=msf.CfnApplication.CodeContentProperty(
+                            s3_content_location=msf.CfnApplication.S3ContentLocationProperty(
+                                bucket_arn=self._bucket_arn("artifacts"), file_key=zip_key.value_as_string))),
+                    application_snapshot_configuration=msf.CfnApplication.ApplicationSnapshotConfigurationProperty(
+                        snapshots_enabled=True),
+                    environment_properties=msf.CfnApplication.EnvironmentPropertiesProperty(property_groups=[
+                        msf.CfnApplication.PropertyGroupProperty(property_group_id=str(g["PropertyGroupId"]),
+                                                                 property_map=g["PropertyMap"])
+                        for g in properties(job, values)]),
+                    flink_application_configuration=msf.CfnApplication.FlinkApplicationConfigurationProperty(
+                        checkpoint_configuration=msf.CfnApplication.CheckpointConfigurationProperty(
+                            configuration_type="CUSTOM", checkpointing_enabled=True,
+                            checkpoint_interval=int(checkpoints["interval.ms"]), min_pause_between_checkpoints=1000),
+                        monitoring_configuration=msf.CfnApplication.MonitoringConfigurationProperty(
+                            configuration_type="CUSTOM", log_level="INFO", metrics_level="OPERATOR"),
+                        parallelism_configuration=msf.CfnApplication.ParallelismConfigurationProperty(
+                            configuration_type="CUSTOM", auto_scaling_enabled=True, parallelism_per_kpu=1,
+                            parallelism=int(base_groups()[group_name][key]))),
+                    vpc_configurations=[msf.CfnApplication.VpcConfigurationProperty(
+                        security_group_ids=[security_group.security_group_id],
+                        subnet_ids=[s.subnet_id for s in vpc.isolated_subnets])]))
+            app.node.add_dependency(policy)
+            logging = msf.CfnApplicationCloudWatchLoggingOption(
+                self, f"{job}-logging", application_name=app.ref,
+                cloud_watch_logging_option=msf.CfnApplicationCloudWatchLoggingOption.CloudWatchLoggingOptionProperty(
+                    log_stream_arn=self.format_arn(service="logs", resource="log-group",
+                                                   resource_name=f"{group.log_group_name}:log-stream:"
+                                                                 f"{stream.log_stream_name}",
+                                                   arn_format=_COLON)))
+            logging.node.add_dependency(app)
+            self.applications[job] = app
+
+    def _bucket_arn(self, role: str) -> str:
+        """A bucket's ARN from its name (S3 ARNs carry no region or account)."""
+        return f"arn:{self.partition}:s3:::{self.names.buckets[role]}"
+
+    def _resources(self, grant: Grant, job: str) -> list[str]:
+        """The ARNs one grant row names."""
+        n = self.names
+        if grant.kind == "bucket":
+            # By name, not by the storage stack's export: the applications' stack never pins the buckets.
+            arns = [self._bucket_arn(b) for b in grant.names]
+            return [arn for bucket in arns for arn in (bucket, f"{bucket}/*")]
+        if grant.kind == "table":
+            tables = {t.group: t.name for t in n.tables}
+            return [self.format_arn(service="dynamodb", resource="table", resource_name=tables[t]) for t in grant.names]
+        if grant.kind == "glue":
+            return [self.format_arn(service="glue", resource="catalog"),
+                    self.format_arn(service="glue", resource="database", resource_name=n.glue_database),
+                    self.format_arn(service="glue", resource="table", resource_name=f"{n.glue_database}/*")]
+        if grant.kind == "secret":
+            return [self.format_arn(service="secretsmanager", resource="secret", resource_name=f"{n.prefix}/{s}*",
+                                    arn_format=_COLON) for s in grant.names]
+        if grant.kind.startswith("msk-"):
+            kind = {"msk-cluster": "cluster", "msk-topic": "topic", "msk-group": "group",
+                    "msk-txn": "transactional-id"}[grant.kind]
+            tails = [f"{name}*" for name in grant.names] or [""]
+            return [self.format_arn(service="kafka", resource=kind,
+                                    resource_name=f"{n.prefix}/*" + (f"/{tail}" if tail else "")) for tail in tails]
+        if grant.kind == "log-group":
+            group = self.log_groups[job]
+            return [group.log_group_arn]
+        if grant.kind == "vpc":
+            return ["*"]
+        raise ValueError(f"access row {grant}: unknown kind {grant.kind!r}")
+

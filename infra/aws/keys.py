@@ -1,0 +1,68 @@
+"""The long-lived stacks at the bottom: the applications' roles (identity) and the customer-managed keys.
+
+Roles come first and carry no permission of their own: a KMS key policy may only name a principal
+that exists, and every grant is attached later by the stack that owns the resource's use
+(infra/aws/flink.py, from infra/aws/access.py). Each key's policy names the roles allowed to use it
+and nothing broader: the account (hence IAM administrators) may administer the key and let AWS
+services create grants for their resources, never encrypt or decrypt with it.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra.aws.access import DECRYPT, ENCRYPT, key_users
+from infra.aws.config import FLINK_JOBS, SERVICE_KEYS, Names, key_domains
+
+ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
+                 "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
+                 "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
+
+
+class IdentityStack(Stack):
+    """One role per Managed Flink application, assumable by Managed Flink for this account only."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        service = iam.ServicePrincipal("kinesisanalytics.amazonaws.com", conditions={
+            "StringEquals": {"aws:SourceAccount": self.account}})
+        self.roles = {job: iam.Role(self, f"{job}-role", role_name=f"{names.prefix}-{job.replace('_', '-')}",
+                                    assumed_by=service, description=f"Managed Flink application {job} ({names.env})")
+                      for job in FLINK_JOBS}
+
+
+class KeysStack(Stack):
+    """A CMK per PHI domain and per store, rotated yearly, each with a policy naming its users."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, roles: dict[str, iam.IRole],
+                 **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.keys: dict[str, kms.Key] = {}
+        for name in (*key_domains(), *SERVICE_KEYS):
+            statements = [iam.PolicyStatement(
+                sid="AccountAdministersNeverUses", principals=[iam.AccountRootPrincipal()],
+                actions=ADMIN_ACTIONS, resources=["*"])]
+            statements.append(iam.PolicyStatement(
+                sid="AwsServicesCreateGrantsForTheirResources", principals=[iam.AccountRootPrincipal()],
+                actions=["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"], resources=["*"],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}))
+            for sid, level in (("RolesEncryptAndDecrypt", ENCRYPT + DECRYPT), ("RolesDecrypt", DECRYPT)):
+                users = key_users(name, level)
+                if users:
+                    statements.append(iam.PolicyStatement(
+                        sid=sid, principals=[roles[u] for u in users], actions=sorted(set(level)), resources=["*"]))
+            if name == "logs":
+                statements.append(iam.PolicyStatement(
+                    sid="CloudWatchLogsOfThisEnvironment",
+                    principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
+                    actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                    resources=["*"], conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                        f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/medistream/{names.env}/*"}}))
+            key = kms.Key(self, f"{name}-key", alias=names.alias(name), enable_key_rotation=True,
+                          rotation_period=Duration.days(365), description=f"medistream {names.env}: {name}",
+                          removal_policy=RemovalPolicy.RETAIN, pending_window=Duration.days(30),
+                          policy=iam.PolicyDocument(statements=statements))
+            self.keys[name] = key

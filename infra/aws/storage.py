@@ -1,0 +1,95 @@
+"""The long-lived data stores: buckets, the Glue database of the Iceberg tables, the DynamoDB ledgers.
+
+Every bucket: public access blocked, versioned, TLS only, SSE-KMS with its own key (config.BUCKET_KEYS)
+and a policy refusing an upload that asks for another encryption or another key, server access logs
+to the access-log bucket. The archive: Object Lock in compliance mode for seven years and hot for 30
+days, then Glacier Instant Retrieval (infra/storage_policy.py, the policy the local stack applies too).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, BACKUP, REPLICATION, for_packs
+from infra.aws.config import BUCKET_KEYS, Names
+from infra.storage_policy import ARCHIVE
+
+
+def _archive_rules() -> list[s3.LifecycleRule]:
+    """The archive's lifecycle, from ARCHIVE: hot, cold, expired after retention."""
+    return [s3.LifecycleRule(id="archive-hot-cold-expire", transitions=[s3.Transition(
+        storage_class=s3.StorageClass(ARCHIVE.cold_storage_class), transition_after=Duration.days(ARCHIVE.hot_days))],
+        expiration=Duration.days(ARCHIVE.retention_days + 1),
+        noncurrent_version_expiration=Duration.days(ARCHIVE.noncurrent_expire_days),
+        abort_incomplete_multipart_upload_after=Duration.days(7))]
+
+
+class StorageStack(Stack):
+    """Buckets, the Glue database and the DynamoDB tables of one environment."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, keys: dict[str, kms.IKey],
+                 **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.access_logs = s3.Bucket(
+            self, "access_logs-bucket", bucket_name=names.buckets["access_logs"],
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, versioned=True, enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED, removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[s3.LifecycleRule(id="access-logs-expire", expiration=Duration.days(ARCHIVE.retention_days),
+                                              noncurrent_version_expiration=Duration.days(30))])
+        self.buckets: dict[str, s3.Bucket] = {"access_logs": self.access_logs}
+        for role, key_name in BUCKET_KEYS.items():
+            if key_name is None:
+                continue
+            archive = role == "archive"
+            bucket = s3.Bucket(
+                self, f"{role}-bucket", bucket_name=names.buckets[role], encryption=s3.BucketEncryption.KMS,
+                encryption_key=keys[key_name], bucket_key_enabled=True, enforce_ssl=True, versioned=True,
+                block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+                server_access_logs_bucket=self.access_logs, server_access_logs_prefix=f"{role}/",
+                object_lock_enabled=archive or None,
+                object_lock_default_retention=(s3.ObjectLockRetention.compliance(Duration.days(ARCHIVE.retention_days))
+                                               if archive else None),
+                lifecycle_rules=_archive_rules() if archive else None)
+            self._deny_other_encryption(bucket, keys[key_name])
+            self.buckets[role] = bucket
+        self.glue_database = glue.CfnDatabase(
+            self, "lake", catalog_id=self.account,
+            database_input=glue.CfnDatabase.DatabaseInputProperty(
+                name=names.glue_database, description=f"medistream {names.env}: the Iceberg tables",
+                location_uri=f"s3://{names.buckets['warehouse']}/"))
+        self.tables = {table.group: dynamodb.Table(
+            self, f"{table.group}-table", table_name=table.name,
+            partition_key=dynamodb.Attribute(name=table.hash_key[0], type=dynamodb.AttributeType(
+                {"S": "STRING", "N": "NUMBER"}[table.hash_key[1]])),
+            sort_key=dynamodb.Attribute(name=table.range_key[0], type=dynamodb.AttributeType(
+                {"S": "STRING", "N": "NUMBER"}[table.range_key[1]])),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST, point_in_time_recovery_specification=dynamodb.
+            PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=keys["ledgers"],
+            deletion_protection=True, removal_policy=RemovalPolicy.RETAIN) for table in names.tables}
+        for bucket in self.buckets.values():
+            for_packs(bucket, "S3BucketReplicationEnabled", REPLICATION)
+        for_packs(self.access_logs, "S3DefaultEncryptionKMS", ACCESS_LOGS_SSE_S3)
+        for table in self.tables.values():
+            for_packs(table, "DynamoDBInBackupPlan", BACKUP)
+
+    @staticmethod
+    def _deny_other_encryption(bucket: s3.Bucket, key: kms.IKey) -> None:
+        """Refuse a PutObject that asks for another encryption than SSE-KMS or another key than the bucket's."""
+        objects = bucket.arn_for_objects("*")
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="DenyOtherEncryption", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], resources=[objects],
+            conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="DenyOtherKey", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:PutObject"], resources=[objects],
+            conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key.key_arn}}))

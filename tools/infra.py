@@ -1,0 +1,153 @@
+"""`medistream infra synth|check`: the CDK app of infra/aws/ for dev and prod, and its checks.
+
+    medistream infra synth [--environment dev|prod|all] [--out DIR] [--cli]
+    medistream infra check [--environment dev|prod|all]
+
+`synth` writes the CloudFormation templates (cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53
+rev 5 packs run during synthesis: any unacknowledged finding fails it, exit 1, with each finding
+printed). `--cli` synthesizes through the CDK toolkit from npm (`cdk synth`, cdk.json) instead of in
+process; both run the same app. `check` synthesizes and runs cfn-lint over every template.
+The CDK's JavaScript runs under the Node 22 that ./medistream installs ($MEDISTREAM_HOME/infra-node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from connectors.properties import REPO_ROOT, medistream_home
+from infra.aws.config import ENVIRONMENTS, Names
+
+INFRA_DIR = REPO_ROOT / "infra" / "aws"
+
+
+def node_bin() -> Path:
+    """The folder of the Node 22 and `cdk` that ./medistream installs."""
+    return medistream_home() / "infra-node" / "node_modules" / ".bin"
+
+
+def use_node() -> None:
+    """Make jsii start Node 22 (the machine's Node may be end-of-life) before aws_cdk is imported."""
+    node = node_bin() / "node"
+    if node.exists():
+        os.environ.setdefault("JSII_NODE", str(node))
+    os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
+
+
+def properties_for(names: Names):  # type: ignore[no-untyped-def]
+    """job, deploy-time values -> the application's property groups: production's, with this environment's names."""
+    from tools.package import application_properties, job_run_options
+
+    def properties(job: str, values: Mapping[str, str]) -> list[dict[str, object]]:
+        groups = application_properties("production", job, {"run_options": job_run_options()}, values=values)
+        own = names.runtime_properties()
+        for group in groups:
+            overrides = own.get(str(group["PropertyGroupId"]), {})
+            group["PropertyMap"] = {**group["PropertyMap"], **overrides}  # type: ignore[dict-item]
+        return groups
+
+    return properties
+
+
+def build(env: str, outdir: str | None = None, nag: bool = True):  # type: ignore[no-untyped-def]
+    """The app of one environment (infra.aws.app.build with the runtime properties)."""
+    use_node()
+    from aws_cdk import Aws
+
+    from infra.aws.app import build as build_app
+    from infra.aws.config import names
+
+    return build_app(env, properties_for(names(env, Aws.ACCOUNT_ID)), outdir=outdir, nag=nag)
+
+
+def findings(report: Path) -> list[str]:
+    """cdk's validation-report.json as one line per finding: severity rule path."""
+    if not report.exists():
+        return []
+    doc = json.loads(report.read_text())
+    return sorted(f"{v['severity']} {v['ruleName']} {c['constructPath']}"
+                  for p in doc.get("pluginReports", []) for v in p.get("violations", [])
+                  for c in v["violatingConstructs"])
+
+
+def synth(env: str, out: Path) -> tuple[bool, list[str]]:
+    """Synthesize in process into `out`: (passed, findings)."""
+    app, _stacks = build(env, outdir=str(out))
+    try:
+        app.synth()
+    except RuntimeError as err:
+        if "ValidationFailed" not in str(err):
+            raise
+        return False, findings(out / "validation-report.json")
+    return True, []
+
+
+def synth_cli(env: str, out: Path) -> int:
+    """`cdk synth` through the CDK toolkit with cdk.json's app command; its exit code."""
+    use_node()
+    cdk = node_bin() / "cdk"
+    env_vars = {**os.environ, "PATH": f"{node_bin()}:{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(cdk), "synth", "--quiet", "-c", f"environment={env}", "--output", str(out)],  # noqa: S603
+                          cwd=INFRA_DIR, env=env_vars, check=False).returncode
+
+
+def cfn_lint(templates: list[Path]) -> int:
+    """cfn-lint over the templates; its exit code (0: clean)."""
+    return subprocess.run([sys.executable, "-m", "cfnlint", *map(str, templates)], check=False).returncode  # noqa: S603
+
+
+def app_main() -> int:
+    """The CDK CLI's app command (cdk.json): the environment from the context."""
+    use_node()
+    from aws_cdk import App
+
+    env = os.environ.get("CDK_CONTEXT_JSON") and json.loads(os.environ["CDK_CONTEXT_JSON"]).get("environment")
+    outdir = os.environ.get("CDK_OUTDIR")
+    app, _stacks = build(env or "dev", outdir=outdir)
+    assert isinstance(app, App)  # noqa: S101 - the type build returns
+    app.synth()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and run `medistream infra`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["app"]:
+        return app_main()
+    parser = argparse.ArgumentParser(prog="medistream infra", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["synth", "check"])
+    parser.add_argument("--environment", choices=[*ENVIRONMENTS, "all"], default="all")
+    parser.add_argument("--out", type=Path, default=medistream_home() / "cdk.out")
+    parser.add_argument("--cli", action="store_true", help="synthesize through the CDK toolkit (cdk synth)")
+    args = parser.parse_args(argv)
+    envs = list(ENVIRONMENTS) if args.environment == "all" else [args.environment]
+    status = 0
+    for env in envs:
+        out = args.out / env
+        started = time.monotonic()
+        if args.cli:
+            ok = synth_cli(env, out) == 0
+            lines = findings(out / "validation-report.json") if not ok else []
+        else:
+            ok, lines = synth(env, out)
+        templates = sorted(out.glob("*.template.json"))
+        print(f"{env}: synth {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s, "
+              f"{len(templates)} templates, {len(lines)} unacknowledged cdk-nag findings -> {out}")
+        for line in lines:
+            print(f"  {line}")
+        status |= 0 if ok else 1
+        if ok and args.action == "check":
+            lint = cfn_lint(templates)
+            print(f"{env}: cfn-lint {'clean' if lint == 0 else f'exit {lint}'}")
+            status |= 1 if lint else 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
