@@ -266,6 +266,10 @@ def run_batch(properties: Path, operator: Operator, feed: str, day: date, dry_ru
         try:
             run_job(run, batch_ingest_config(cfg, batch_path, feed, day.isoformat()), properties, feed, day,
                     state.savepoint, expected, timeout_s, log_path, lease.take if lease else (lambda: None), progress)
+        except BaseException as err:
+            authorize(operator, "batch", "batch", f"{what} failed ({type(err).__name__}): state at "
+                      f"{_name(run.savepoint or state.savepoint)}", audit)
+            raise
         finally:
             # What the job committed is in its last savepoint (or checkpoint): that is the feed's state from now on.
             record = state.dates.setdefault(day.isoformat(), {"files_read": 0, "runs": 0})

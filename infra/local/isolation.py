@@ -50,8 +50,8 @@ def isolated_contracts(run_id: str, home: Path) -> Path:
 
 
 
-def write_properties(run_id: str, home: Path) -> Path:
-    """The local properties file with every resource unique to this run."""
+def write_properties(run_id: str, home: Path, audit_chain: str | None = None) -> Path:
+    """The local properties file with every resource unique to this run (and the audit log's chain, if given)."""
     from connectors.properties import LOCAL_PROPERTIES
 
     groups = json.loads(LOCAL_PROPERTIES.read_text())
@@ -70,6 +70,7 @@ def write_properties(run_id: str, home: Path) -> Path:
         "snowflake": {"emulator.path": str(home / "snowflake.sqlite"), "consumer.group.id": f"snowflake-t{run_id}"},
         "reference": {"path": cfg.reference.path, "monitor.interval": "2 s"},
         "feeds": {"contracts.dir": cfg.feeds.contracts_dir},
+        "audit": {"chain": audit_chain} if audit_chain else {},
     }
     for group in groups:
         group["PropertyMap"].update(overrides.get(group["PropertyGroupId"], {}))

@@ -39,12 +39,7 @@ def feed_run(stack: object, run_id: str, tmp_path: Path) -> dict[str, Any]:
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     kafka_feed = next(f for f, c in sorted(contracts.items()) if "kafka" in c.sources)
     file_feed = next(f for f, c in sorted(contracts.items()) if "kafka" not in c.sources)
-    properties = write_properties(run_id, tmp_path)
-    groups = json.loads(properties.read_text())
-    for group in groups:
-        if group["PropertyGroupId"] == "audit":
-            group["PropertyMap"]["chain"] = f"backfill-test-{run_id}"
-    properties.write_text(json.dumps(groups))
+    properties = write_properties(run_id, tmp_path, audit_chain=f"backfill-test-{run_id}")
     start = time.time() - 1
     chosen = [contracts[kafka_feed], contracts[file_feed]]
     types = {c.record_type for c in chosen}

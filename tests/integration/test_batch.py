@@ -39,12 +39,7 @@ DAY = datetime.now(UTC).date() - timedelta(days=1)
 def feed_run(stack: object, run_id: str, tmp_path: Path) -> dict[str, Any]:
     """A JSON claims file feed of a fresh run, its reference data, and the run's properties (own audit chain)."""
     cfg = isolated_config(run_id, tmp_path)
-    properties = write_properties(run_id, tmp_path)
-    groups = json.loads(properties.read_text())
-    for group in groups:
-        if group["PropertyGroupId"] == "audit":
-            group["PropertyMap"]["chain"] = f"batch-test-{run_id}"
-    properties.write_text(json.dumps(groups))
+    properties = write_properties(run_id, tmp_path, audit_chain=f"batch-test-{run_id}")
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     s3 = s3_client(cfg.s3)
     publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
