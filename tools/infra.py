@@ -99,7 +99,8 @@ def synth_cli(env: str, out: Path) -> int:
 
 def cfn_lint(templates: list[Path]) -> int:
     """cfn-lint over the templates; its exit code (0: clean)."""
-    return subprocess.run([sys.executable, "-m", "cfnlint", *map(str, templates)], check=False).returncode  # noqa: S603
+    cfn_lint_bin = Path(sys.executable).with_name("cfn-lint")
+    return subprocess.run([str(cfn_lint_bin), *map(str, templates)], check=False).returncode  # noqa: S603
 
 
 def app_main() -> int:

@@ -20,9 +20,11 @@ from infra.aws.keys import IdentityStack, KeysStack
 from infra.aws.network import NetworkStack
 from infra.aws.storage import StorageStack
 
-# Feature flags (cdk.json repeats none: both entries build the App with these). The access-log bucket
-# takes S3's log delivery by bucket policy, not by the legacy LogDeliveryWrite ACL.
-CONTEXT = {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True}
+# Feature flags, here only (cdk.json names none: every entry builds the App with these). The access-log
+# bucket takes S3's log delivery by bucket policy, not by the legacy LogDeliveryWrite ACL; references
+# between stacks are strong (an export in use cannot be removed: keys and roles outlive the applications).
+CONTEXT = {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+           "@aws-cdk/core:defaultCrossStackReferences": "strong"}
 
 
 @dataclass

@@ -33,6 +33,13 @@ _COLON = ArnFormat.COLON_RESOURCE_NAME
 PropertiesFor = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
 
 
+def _non_empty(keys: object) -> dict[str, str]:
+    """A property map without empty values: Managed Flink refuses a value shorter than 1 (cfn-lint E3033),
+    and every key the base file leaves empty reads as empty when absent (contracts.dir, table.suffix)."""
+    assert isinstance(keys, Mapping)  # noqa: S101 - the shape application_properties returns
+    return {str(k): v for k, v in keys.items() if v != ""}
+
+
 class FlinkStack(Stack):
     """The Managed Flink applications of one environment."""
 
@@ -76,7 +83,7 @@ class FlinkStack(Stack):
                         snapshots_enabled=True),
                     environment_properties=msf.CfnApplication.EnvironmentPropertiesProperty(property_groups=[
                         msf.CfnApplication.PropertyGroupProperty(property_group_id=str(g["PropertyGroupId"]),
-                                                                 property_map=g["PropertyMap"])
+                                                                 property_map=_non_empty(g["PropertyMap"]))
                         for g in properties(job, values)]),
                     flink_application_configuration=msf.CfnApplication.FlinkApplicationConfigurationProperty(
                         checkpoint_configuration=msf.CfnApplication.CheckpointConfigurationProperty(
@@ -91,14 +98,13 @@ class FlinkStack(Stack):
                         security_group_ids=[security_group.security_group_id],
                         subnet_ids=[s.subnet_id for s in vpc.isolated_subnets])]))
             app.node.add_dependency(policy)
-            logging = msf.CfnApplicationCloudWatchLoggingOption(
+            msf.CfnApplicationCloudWatchLoggingOption(
                 self, f"{job}-logging", application_name=app.ref,
                 cloud_watch_logging_option=msf.CfnApplicationCloudWatchLoggingOption.CloudWatchLoggingOptionProperty(
                     log_stream_arn=self.format_arn(service="logs", resource="log-group",
                                                    resource_name=f"{group.log_group_name}:log-stream:"
                                                                  f"{stream.log_stream_name}",
                                                    arn_format=_COLON)))
-            logging.node.add_dependency(app)
             self.applications[job] = app
 
     def _bucket_arn(self, role: str) -> str:

@@ -8,7 +8,7 @@ item 5). Flow logs of every interface go to a log group encrypted with the logs 
 
 from __future__ import annotations
 
-from aws_cdk import CfnParameter, RemovalPolicy, Stack
+from aws_cdk import CfnParameter, CfnResource, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -19,6 +19,7 @@ from infra.aws.config import Names
 
 INTERFACE_ENDPOINTS = ("KMS", "SECRETS_MANAGER", "STS", "CLOUDWATCH_LOGS", "CLOUDWATCH_MONITORING", "GLUE",
                        "KINESIS_STREAMS", "ECR", "ECR_DOCKER")
+AZ_COUNT = 3
 LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 # A literal (not the VPC's CidrBlock attribute) so that rules and their checks read the same range.
 VPC_CIDR = "10.40.0.0/16"
@@ -36,11 +37,12 @@ class NetworkStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, logs_key: kms.IKey,
                  **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        self.vpc = ec2.Vpc(self, "vpc", vpc_name=f"{names.prefix}-vpc", max_azs=3, nat_gateways=0,
+        self.vpc = ec2.Vpc(self, "vpc", vpc_name=f"{names.prefix}-vpc", max_azs=AZ_COUNT, nat_gateways=0,
                            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR), restrict_default_security_group=True,
                            subnet_configuration=[ec2.SubnetConfiguration(
                                name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=20)])
         self._flow_logs(names, logs_key)
+        self._quiet_cdk_provider()
         for service in ("S3", "DYNAMODB"):
             self.vpc.add_gateway_endpoint(service.lower(), service=getattr(ec2.GatewayVpcEndpointAwsService, service))
         self.endpoint_sg = ec2.SecurityGroup(self, "endpoints-sg", vpc=self.vpc, allow_all_outbound=False,
@@ -65,6 +67,19 @@ class NetworkStack(Stack):
                                        description=f"com.amazonaws.<region>.{endpoint} managed prefix list id")
             self.apps_sg.add_egress_rule(ec2.Peer.prefix_list(prefix_list.value_as_string), ec2.Port.tcp(443),
                                          f"{endpoint} gateway endpoint")
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """Three zones of the deploy region (a region-agnostic stack would otherwise get two)."""
+        return [Fn.select(i, Fn.get_azs()) for i in range(AZ_COUNT)]
+
+    def _quiet_cdk_provider(self) -> None:
+        """The CDK's own provider that closes the default security group declares a DependsOn its Role that its
+        GetAtt already implies: cfn-lint's W3005 (a style warning on CDK code, not ours) is ignored there only."""
+        provider = self.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        handler = provider.node.try_find_child("Handler") if provider else None
+        if isinstance(handler, CfnResource):
+            handler.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
 
     def _flow_logs(self, names: Names, logs_key: kms.IKey) -> None:
         """Flow logs of all traffic to the encrypted log group, by a role with a managed policy (no inline one)."""

@@ -1,0 +1,231 @@
+"""The CDK app (infra/aws/): both environments synthesize with 0 unacknowledged cdk-nag findings, and the
+properties that matter most hold in the templates (archive lock, bucket keys and TLS, key policies by
+domain, applications in private subnets with snapshots, no security group open to the internet), with
+the names the code itself uses. One synth per environment per session (each ~10-15 s here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.aws.access import DECRYPT, ENCRYPT
+from infra.aws.config import (
+    BUCKET_KEYS,
+    ENVIRONMENTS,
+    FLINK_JOBS,
+    key_domains,
+    names,
+    partner_domains,
+    production_overlay,
+)
+from infra.storage_policy import ARCHIVE
+from tools import infra as infra_tool
+
+
+@pytest.fixture(scope="module", params=ENVIRONMENTS)
+def synthesized(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One environment's app, synthesized once with the nag packs: stacks and their templates."""
+    env = request.param
+    out = tmp_path_factory.mktemp(f"cdk-{env}")
+    app, stacks = infra_tool.build(env, outdir=str(out))
+    app.synth()  # raises ValidationFailed on any unacknowledged cdk-nag finding
+    templates = {s.stack_name: json.loads((out / f"{s.artifact_id}.template.json").read_text()) for s in stacks.all()}
+    return {"env": env, "out": out, "stacks": stacks, "templates": templates}
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _template(s: dict[str, Any], stack: Any) -> dict[str, Any]:
+    return s["templates"][stack.stack_name]
+
+
+def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
+    report = json.loads((synthesized["out"] / "validation-report.json").read_text())
+    assert report["pluginReports"] == []
+    assert len(synthesized["templates"]) == 5
+
+
+def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
+    storage = synthesized["stacks"].storage
+    archive = _resources(_template(synthesized, storage), "AWS::S3::Bucket")[
+        storage.get_logical_id(storage.buckets["archive"].node.default_child)]
+    assert archive["ObjectLockEnabled"] is True
+    assert archive["ObjectLockConfiguration"]["Rule"]["DefaultRetention"] == {
+        "Mode": "COMPLIANCE", "Days": ARCHIVE.retention_days}
+    assert ARCHIVE.retention_days >= 7 * 365
+    (rule,) = archive["LifecycleConfiguration"]["Rules"]
+    assert rule["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 30}]
+    locked = [name for name, props in _resources(_template(synthesized, storage), "AWS::S3::Bucket").items()
+              if props.get("ObjectLockEnabled")]
+    assert len(locked) == 1
+
+
+def test_every_bucket_has_its_key_tls_only_versioned_and_private(synthesized: dict[str, Any]) -> None:
+    stacks = synthesized["stacks"]
+    storage, template = stacks.storage, _template(synthesized, stacks.storage)
+    buckets = _resources(template, "AWS::S3::Bucket")
+    policies = {storage.resolve(p["Bucket"])["Ref"]: p["PolicyDocument"]["Statement"]
+                for p in _resources(template, "AWS::S3::BucketPolicy").values()}
+    assert set(storage.buckets) == set(BUCKET_KEYS)
+    for role, bucket in storage.buckets.items():
+        logical = storage.get_logical_id(bucket.node.default_child)
+        props = buckets[logical]
+        (sse,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        default = sse["ServerSideEncryptionByDefault"]
+        if BUCKET_KEYS[role] is None:
+            assert default == {"SSEAlgorithm": "AES256"}, role  # the access-log target: SSE-S3 only
+        else:
+            assert default["SSEAlgorithm"] == "aws:kms", role
+            assert default["KMSMasterKeyID"] == storage.resolve(stacks.keys.keys[BUCKET_KEYS[role]].key_arn), role
+            denied = {s.get("Sid") for s in policies[logical] if s["Effect"] == "Deny"}
+            assert {"DenyOtherEncryption", "DenyOtherKey"} <= denied, role
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}, role
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True}, role
+        tls = [s for s in policies[logical] if s["Effect"] == "Deny"
+               and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+        assert tls and tls[0]["Principal"] == {"AWS": "*"} and tls[0]["Action"] == "s3:*", role
+
+
+def _key_policies(synthesized: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    keys = synthesized["stacks"].keys
+    resources = _resources(_template(synthesized, keys), "AWS::KMS::Key")
+    return {name: resources[keys.get_logical_id(key.node.default_child)]["KeyPolicy"]["Statement"]
+            for name, key in keys.keys.items()}
+
+
+def _roles_with(statements: list[dict[str, Any]], action: str, role_ids: dict[str, str]) -> set[str]:
+    named = set()
+    for s in statements:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        if action in actions and s["Effect"] == "Allow":
+            principals = s["Principal"].get("AWS", [])
+            for p in principals if isinstance(principals, list) else [principals]:
+                named.update(job for job, ref in role_ids.items() if json.dumps(ref) in json.dumps(p))
+    return named
+
+
+def test_no_role_decrypts_a_domain_it_does_not_need(synthesized: dict[str, Any]) -> None:
+    stacks = synthesized["stacks"]
+    role_ids = {job: stacks.keys.resolve(role.role_arn) for job, role in stacks.identity.roles.items()}
+    policies = _key_policies(synthesized)
+    assert partner_domains() == ["claims"]
+    for domain in key_domains():
+        decrypters = _roles_with(policies[domain], "kms:Decrypt", role_ids)
+        expected = {"ingest"} | ({"partner_delivery"} if domain in partner_domains() else set())
+        assert decrypters == expected, domain
+        assert _roles_with(policies[domain], "kms:GenerateDataKey", role_ids) == {"ingest"}, domain
+    for name, statements in policies.items():
+        for s in statements:  # the account administers; only named roles and the logs service use a key
+            if s["Principal"].get("AWS") and "root" in json.dumps(s["Principal"]):
+                assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:*"} & set(s["Action"]), name
+    rotated = _resources(_template(synthesized, stacks.keys), "AWS::KMS::Key").values()
+    assert all(k["EnableKeyRotation"] for k in rotated) and len(rotated) == len(policies)
+    for template in synthesized["templates"].values():  # no IAM policy grants KMS use beside the key policies
+        for policy in _resources(template, "AWS::IAM::ManagedPolicy").values():
+            actions = [a for s in policy["PolicyDocument"]["Statement"]
+                       for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
+            assert not [a for a in actions if a.startswith("kms:") or a == "*"], actions
+    assert set(ENCRYPT) | set(DECRYPT) >= {"kms:Decrypt", "kms:GenerateDataKey"}
+
+
+def test_flink_applications_private_with_snapshots(synthesized: dict[str, Any]) -> None:
+    stacks = synthesized["stacks"]
+    flink, network = stacks.flink, stacks.network
+    apps = _resources(_template(synthesized, flink), "AWS::KinesisAnalyticsV2::Application")
+    assert len(apps) == len(FLINK_JOBS)
+    private = [flink.resolve(s.subnet_id) for s in network.vpc.isolated_subnets]
+    assert len(private) == 3
+    for props in apps.values():
+        config = props["ApplicationConfiguration"]
+        assert props["RuntimeEnvironment"] == "FLINK-2_2"
+        assert config["ApplicationSnapshotConfiguration"] == {"SnapshotsEnabled": True}
+        assert config["FlinkApplicationConfiguration"]["CheckpointConfiguration"]["CheckpointingEnabled"] is True
+        (vpc,) = config["VpcConfigurations"]
+        assert vpc["SubnetIds"] == private
+        groups = {g["PropertyGroupId"]: g["PropertyMap"] for g in config["EnvironmentProperties"]["PropertyGroups"]}
+        assert groups["runtime"]["deployment"] == "cluster" and groups["kafka"]["security"] == "msk-iam"
+        assert groups["iceberg"]["catalog-impl"] == "org.apache.iceberg.aws.glue.GlueCatalog"
+        assert "kinesis.analytics.flink.run.options" in groups
+        assert all(value != "" for keys in groups.values() for value in keys.values())  # MSF refuses empty values
+    net = _template(synthesized, network)
+    assert not _resources(net, "AWS::EC2::InternetGateway") and not _resources(net, "AWS::EC2::NatGateway")
+    assert all(not s.get("MapPublicIpOnLaunch") for s in _resources(net, "AWS::EC2::Subnet").values())
+    assert len(_resources(net, "AWS::EC2::FlowLog")) == 1
+
+
+def test_no_security_group_open_to_the_internet(synthesized: dict[str, Any]) -> None:
+    rules = []
+    for template in synthesized["templates"].values():
+        for props in _resources(template, "AWS::EC2::SecurityGroup").values():
+            rules += props.get("SecurityGroupIngress", []) + props.get("SecurityGroupEgress", [])
+        for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+            rules += list(_resources(template, kind).values())
+    assert rules
+    open_rules = [r for r in rules if r.get("CidrIp") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0"]
+    assert open_rules == []
+
+
+def test_names_agree_with_the_production_properties() -> None:
+    """Every name conf/environments/production.json spells is the one the prod stacks create."""
+    from tools.package import ENTRY_POINTS
+
+    assert set(FLINK_JOBS) == set(ENTRY_POINTS)
+    ours = names("prod", "${AWS_ACCOUNT_ID}").runtime_properties()
+    compared = []
+    for group, keys in production_overlay().items():
+        if group.startswith("_") or keys is None:
+            continue
+        for key, value in keys.items():
+            if key in ours.get(group, {}):
+                assert ours[group][key] == value, (group, key)
+                compared.append(f"{group}.{key}")
+    assert {"landing.path", "iceberg.warehouse", "iceberg.namespace", "archive.path", "audit.table",
+            "partners.ledger.table", "phi.kms.alias.prefix", "phi.token.secret"} <= set(compared)
+
+
+def test_ledger_keys_are_the_ones_the_code_creates() -> None:
+    """The tables' key schemas equal what each module's ensure_table call creates (read from its source)."""
+    import ast
+    import re
+
+    from connectors.properties import REPO_ROOT
+    from infra.aws.config import TABLE_KEYS
+
+    sources = {("partners", "ledger.table"): "connectors/partners/ledger.py", ("audit", "table"): "connectors/audit.py",
+               ("operations", "locks.table"): "tools/operation_lease.py",
+               ("sftp_pull", "ledger.table"): "connectors/sftp_pull/ledger.py",
+               ("ingest_api", "idempotency.table"): "connectors/ingest_api/receipts.py"}
+    assert set(sources) == set(TABLE_KEYS)
+    for where, path in sources.items():
+        text = (REPO_ROOT / path).read_text()
+        (call,) = re.findall(r"ensure_table\([^,]+, [^,]+, (\(\"\w+\", \"[SN]\"\)), (\(\"\w+\", \"[SN]\"\))", text)
+        assert tuple(ast.literal_eval(part) for part in call) == TABLE_KEYS[where], path
+
+
+def test_a_finding_fails_the_synth(tmp_path: Path) -> None:
+    """An unacknowledged finding (SSH open to the internet) makes synthesis fail, naming rule and resource."""
+    from aws_cdk import aws_ec2 as ec2
+
+    app, stacks = infra_tool.build("dev", outdir=str(tmp_path))
+    stacks.network.apps_sg.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(22), "planted")
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    lines = infra_tool.findings(tmp_path / "validation-report.json")
+    assert "error AwsSolutions-EC23 medistream-dev-network/flink-apps-sg/Resource" in lines
+    assert any("HIPAA.Security-EC2RestrictedSSH" in line for line in lines)
+
+
+def test_cdk_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`medistream infra check --cli`: the CDK toolkit from npm runs cdk.json's app; cfn-lint is clean."""
+    assert infra_tool.node_bin().joinpath("cdk").exists(), "./medistream installs the CDK toolkit"
+    assert infra_tool.main(["check", "--environment", "prod", "--cli", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "prod: synth ok" in out and "0 unacknowledged cdk-nag findings" in out and "prod: cfn-lint clean" in out
