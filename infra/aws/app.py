@@ -1,7 +1,7 @@
 """The CDK app: one environment's stacks, checked by cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53 rev 5.
 
 Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> storage ->
-network -> flink (applications, their grants, alarms, dashboard). The first three are retained on
+network -> flink (applications and their grants) -> monitoring (alarms, dashboard). The first three are retained on
 delete; the applications can be torn down and rebuilt without touching data or keys.
 Built by tools/infra.py (`medistream infra synth|check`, and the CDK CLI's app command in cdk.json),
 which hands in the runtime properties (`tools.package` makes them; infra sits below tools).
@@ -17,6 +17,7 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 from infra.aws.config import names
 from infra.aws.flink import FlinkStack, PropertiesFor
 from infra.aws.keys import IdentityStack, KeysStack
+from infra.aws.monitoring import MonitoringStack
 from infra.aws.network import NetworkStack
 from infra.aws.storage import StorageStack
 
@@ -36,10 +37,11 @@ class Stacks:
     storage: StorageStack
     network: NetworkStack
     flink: FlinkStack
+    monitoring: MonitoringStack
 
     def all(self) -> list[Stack]:
         """Every stack, in deploy order."""
-        return [self.identity, self.keys, self.storage, self.network, self.flink]
+        return [self.identity, self.keys, self.storage, self.network, self.flink, self.monitoring]
 
 
 def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | None = None,
@@ -56,7 +58,9 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | Non
                        logs_key=keys.keys["logs"], vpc=network.vpc, security_group=network.apps_sg,
                        properties=properties, **kw)
     flink.add_stack_dependency(storage, "the applications read and write its buckets and tables, named, not imported")
-    stacks = Stacks(identity, keys, storage, network, flink)
+    monitoring = MonitoringStack(app, f"medistream-{env}-monitoring", names=n, logs_key=keys.keys["logs"], **kw)
+    monitoring.add_stack_dependency(flink, "alarms and dashboard name the applications")
+    stacks = Stacks(identity, keys, storage, network, flink, monitoring)
     for stack in stacks.all():
         Tags.of(stack).add("project", "medistream")
         Tags.of(stack).add("environment", env)

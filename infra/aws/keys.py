@@ -61,6 +61,11 @@ class KeysStack(Stack):
                     actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
                     resources=["*"], conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
                         f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/medistream/{names.env}/*"}}))
+                statements.append(iam.PolicyStatement(
+                    sid="CloudWatchAlarmsToEncryptedTopics",
+                    principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
             key = kms.Key(self, f"{name}-key", alias=names.alias(name), enable_key_rotation=True,
                           rotation_period=Duration.days(365), description=f"medistream {names.env}: {name}",
                           removal_policy=RemovalPolicy.RETAIN, pending_window=Duration.days(30),

@@ -48,7 +48,7 @@ def _template(s: dict[str, Any], stack: Any) -> dict[str, Any]:
 def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
     report = json.loads((synthesized["out"] / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    assert len(synthesized["templates"]) == 5
+    assert len(synthesized["templates"]) == 6
 
 
 def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
@@ -229,3 +229,34 @@ def test_cdk_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert infra_tool.main(["check", "--environment", "prod", "--cli", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "prod: synth ok" in out and "0 unacknowledged cdk-nag findings" in out and "prod: cfn-lint clean" in out
+
+
+def test_alarms_from_the_alert_thresholds_and_the_dashboard(synthesized: dict[str, Any]) -> None:
+    """Each alarm reads ops/alerts.yaml's threshold and window; the dashboard is infra/dashboards.py's body."""
+    from infra.alert_rules import load_alerts
+    from infra.aws.monitoring import IN_CLOUDWATCH, NOT_IN_CLOUDWATCH
+    from infra.dashboards import cloudwatch_dashboard
+
+    monitoring = synthesized["stacks"].monitoring
+    template = _template(synthesized, monitoring)
+    alerts = load_alerts()["alerts"]
+    assert set(IN_CLOUDWATCH) | set(NOT_IN_CLOUDWATCH) == set(alerts)
+    alarms = list(_resources(template, "AWS::CloudWatch::Alarm").values())
+    assert len(alarms) == len(IN_CLOUDWATCH) * len(FLINK_JOBS)
+    env = synthesized["env"]
+    for alarm in alarms:
+        application, alert = alarm["AlarmName"].rsplit("-", 1)
+        metric_name, key = IN_CLOUDWATCH[alert]
+        assert alarm["Threshold"] == alerts[alert][key]
+        stat = next(m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m)
+        assert stat["Metric"]["MetricName"] == metric_name and stat["Period"] == 60 * int(alerts[alert]["window"][:-1])
+        assert stat["Metric"]["Dimensions"] == [{"Name": "Application", "Value": application}]
+        assert application.endswith(f"-{env}") and "{{" not in alarm["AlarmDescription"]
+        assert alarm["AlarmActions"]
+    (dashboard,) = _resources(template, "AWS::CloudWatch::Dashboard").values()
+    expected = cloudwatch_dashboard([f"medistream-{j.replace('_', '-')}-{env}" for j in FLINK_JOBS], "REGION")
+    parts = dashboard["DashboardBody"]["Fn::Join"][1]
+    body = "".join(p if isinstance(p, str) else "REGION" for p in parts)
+    assert json.loads(body) == expected
+    for topic in _resources(template, "AWS::SNS::Topic").values():
+        assert topic["KmsMasterKeyId"] == monitoring.resolve(synthesized["stacks"].keys.keys["logs"].key_arn)
