@@ -104,8 +104,8 @@ class Names:
         return out
 
     def application(self, job: str) -> str:
-        """The Managed Flink application name of a job."""
-        return f"medistream-{job.replace('_', '-')}-{self.env}"
+        """The Managed Flink application name of a job (as `medistream jobs` names it: tools/job_backend_msf.py)."""
+        return f"medistream-{job}-{self.env}"
 
 
 def names(env: str, account: str, groups: dict[str, dict[str, str]] | None = None) -> Names:

@@ -8,7 +8,7 @@ days, then Glacier Instant Retrieval (infra/storage_policy.py, the policy the lo
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
@@ -75,6 +75,8 @@ class StorageStack(Stack):
             PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=keys["ledgers"],
             deletion_protection=True, removal_policy=RemovalPolicy.RETAIN) for table in names.tables}
+        CfnOutput(self, "ArtifactBucket", value=self.buckets["artifacts"].bucket_name,
+                  description="MEDISTREAM_ARTIFACT_BUCKET for medistream jobs (zips go under artifacts/)")
         for bucket in self.buckets.values():
             for_packs(bucket, "S3BucketReplicationEnabled", REPLICATION)
         for_packs(self.access_logs, "S3DefaultEncryptionKMS", ACCESS_LOGS_SSE_S3)

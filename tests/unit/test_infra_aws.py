@@ -191,6 +191,16 @@ def test_names_agree_with_the_production_properties() -> None:
             "partners.ledger.table", "phi.kms.alias.prefix", "phi.token.secret"} <= set(compared)
 
 
+def test_application_names_are_the_ones_medistream_jobs_drives() -> None:
+    from tools.job_backend_msf import MsfSettings
+
+    for env in ENVIRONMENTS:
+        settings = MsfSettings(env, "eu-west-1", "", "", f"medistream-artifacts-{env}-123456789012")
+        assert [names(env, "123456789012").application(j) for j in FLINK_JOBS] == [
+            settings.application(j) for j in FLINK_JOBS]
+    assert names("prod", "123456789012").buckets["artifacts"] == "medistream-artifacts-prod-123456789012"
+
+
 def test_ledger_keys_are_the_ones_the_code_creates() -> None:
     """The tables' key schemas equal what each module's ensure_table call creates (read from its source)."""
     import ast
@@ -254,7 +264,7 @@ def test_alarms_from_the_alert_thresholds_and_the_dashboard(synthesized: dict[st
         assert application.endswith(f"-{env}") and "{{" not in alarm["AlarmDescription"]
         assert alarm["AlarmActions"]
     (dashboard,) = _resources(template, "AWS::CloudWatch::Dashboard").values()
-    expected = cloudwatch_dashboard([f"medistream-{j.replace('_', '-')}-{env}" for j in FLINK_JOBS], "REGION")
+    expected = cloudwatch_dashboard([f"medistream-{j}-{env}" for j in FLINK_JOBS], "REGION")
     parts = dashboard["DashboardBody"]["Fn::Join"][1]
     body = "".join(p if isinstance(p, str) else "REGION" for p in parts)
     assert json.loads(body) == expected
