@@ -1,12 +1,13 @@
 """`medistream infra synth|check`: the CDK app of infra/aws/ for dev and prod, and its checks.
 
     medistream infra synth [--environment dev|prod|all] [--out DIR] [--cli]
-    medistream infra check [--environment dev|prod|all]
+    medistream infra check [--environment dev|prod|all] [--cli]
 
 `synth` writes the CloudFormation templates (cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53
 rev 5 packs run during synthesis: any unacknowledged finding fails it, exit 1, with each finding
 printed). `--cli` synthesizes through the CDK toolkit from npm (`cdk synth`, cdk.json) instead of in
-process; both run the same app. `check` synthesizes and runs cfn-lint over every template.
+process; both run the same app. `check` synthesizes, then runs cfn-lint and checkov (offline; each skip
+justified in the template metadata) over every template.
 The CDK's JavaScript runs under the Node 22 that ./medistream installs ($MEDISTREAM_HOME/infra-node).
 """
 
@@ -103,6 +104,17 @@ def cfn_lint(templates: list[Path]) -> int:
     return subprocess.run([str(cfn_lint_bin), *map(str, templates)], check=False).returncode  # noqa: S603
 
 
+def checkov_bin() -> Path:
+    """The checkov that ./medistream installs in a virtualenv of its own."""
+    return medistream_home() / "checkov-venv" / "bin" / "checkov"
+
+
+def checkov(out: Path) -> int:
+    """checkov over the synthesized templates, offline (no platform download); its exit code (0: no failed check)."""
+    return subprocess.run([str(checkov_bin()), "-d", str(out), "--framework", "cloudformation", "--quiet",  # noqa: S603
+                           "--compact", "-o", "cli", "--skip-download"], check=False).returncode
+
+
 def app_main() -> int:
     """The CDK CLI's app command (cdk.json): the environment from the context."""
     use_node()
@@ -145,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         status |= 0 if ok else 1
         if ok and args.action == "check":
             lint = cfn_lint(templates)
-            print(f"{env}: cfn-lint {'clean' if lint == 0 else f'exit {lint}'}")
-            status |= 1 if lint else 0
+            print(f"{env}: cfn-lint {'clean' if lint == 0 else f'exit {lint}'}", flush=True)
+            scan = checkov(out)
+            print(f"{env}: checkov {'0 failed checks' if scan == 0 else f'exit {scan}'}", flush=True)
+            status |= 1 if lint or scan else 0
     return status
 
 

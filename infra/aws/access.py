@@ -3,7 +3,7 @@
 A row is (role, actions, resource kind, names). The stacks turn the rows into key-policy statements
 (kind `key`: the key policy names the role, nothing broader) and IAM policies (the rest); nothing
 else grants. No `*` action; a `*` resource only where the service has no resource-level permission
-(EC2 network-interface calls), each acknowledged in app.py with its reason.
+(EC2 Describe* calls), each acknowledged in app.py with its reason.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ MSK_TOPICS = ("kafka-cluster:DescribeTopic", "kafka-cluster:ReadData", "kafka-cl
 MSK_GROUPS = ("kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup")
 MSK_TXN = ("kafka-cluster:DescribeTransactionalId", "kafka-cluster:AlterTransactionalId")
 LOGS = ("logs:DescribeLogStreams", "logs:PutLogEvents")
-VPC_ENI = ("ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions",
-           "ec2:DescribeNetworkInterfaces", "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-           "ec2:DeleteNetworkInterface")
+VPC_DESCRIBE = ("ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions",
+                "ec2:DescribeNetworkInterfaces")
+VPC_ENI = ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class Grant:
 
     role: str
     actions: tuple[str, ...]
-    kind: str  # key, bucket, table, glue, secret, msk-cluster, msk-topic, msk-group, msk-txn, log-group, vpc
+    kind: str  # key, bucket, table, glue, secret, msk-cluster, msk-topic, msk-group, msk-txn, log-group,
+    # vpc-describe, vpc-eni
     names: tuple[str, ...] = ()
 
 
@@ -71,7 +72,8 @@ def grants() -> tuple[Grant, ...]:
         Grant("partner_delivery", MSK_GROUPS, "msk-group", ("medistream-partner-delivery",)),
         # both: Managed Flink's own needs (its log group, network interfaces in the VPC).
         *(Grant(job, LOGS, "log-group") for job in ("ingest", "partner_delivery")),
-        *(Grant(job, VPC_ENI, "vpc") for job in ("ingest", "partner_delivery")),
+        *(Grant(job, VPC_DESCRIBE, "vpc-describe") for job in ("ingest", "partner_delivery")),
+        *(Grant(job, VPC_ENI, "vpc-eni") for job in ("ingest", "partner_delivery")),
     )
 
 

@@ -137,7 +137,10 @@ class FlinkStack(Stack):
         if grant.kind == "log-group":
             group = self.log_groups[job]
             return [group.log_group_arn]
-        if grant.kind == "vpc":
+        if grant.kind == "vpc-describe":
             return ["*"]
+        if grant.kind == "vpc-eni":  # the interfaces Managed Flink makes, in this account and region's subnets
+            return [self.format_arn(service="ec2", resource=kind, resource_name="*")
+                    for kind in ("network-interface", "subnet", "security-group")]
         raise ValueError(f"access row {grant}: unknown kind {grant.kind!r}")
 

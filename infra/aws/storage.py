@@ -16,7 +16,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, BACKUP, REPLICATION, for_packs
+from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, BACKUP, REPLICATION, checkov_skip, for_packs
 from infra.aws.config import BUCKET_KEYS, Names
 from infra.storage_policy import ARCHIVE
 
@@ -80,6 +80,8 @@ class StorageStack(Stack):
         for bucket in self.buckets.values():
             for_packs(bucket, "S3BucketReplicationEnabled", REPLICATION)
         for_packs(self.access_logs, "S3DefaultEncryptionKMS", ACCESS_LOGS_SSE_S3)
+        checkov_skip(self.access_logs.node.default_child, "CKV_AWS_18",  # type: ignore[arg-type]
+                     "the access-log bucket itself: logging it into itself would log its own log deliveries")
         for table in self.tables.values():
             for_packs(table, "DynamoDBInBackupPlan", BACKUP)
 

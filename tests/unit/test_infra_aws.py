@@ -49,6 +49,9 @@ def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> No
     report = json.loads((synthesized["out"] / "validation-report.json").read_text())
     assert report["pluginReports"] == []
     assert len(synthesized["templates"]) == 6
+    skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
+             for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
+    assert len(skips) == 4 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
 
 
 def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
@@ -234,11 +237,12 @@ def test_a_finding_fails_the_synth(tmp_path: Path) -> None:
 
 
 def test_cdk_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`medistream infra check --cli`: the CDK toolkit from npm runs cdk.json's app; cfn-lint is clean."""
+    """`medistream infra check --cli`: the CDK toolkit from npm runs cdk.json's app; cfn-lint and checkov are clean."""
     assert infra_tool.node_bin().joinpath("cdk").exists(), "./medistream installs the CDK toolkit"
     assert infra_tool.main(["check", "--environment", "prod", "--cli", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "prod: synth ok" in out and "0 unacknowledged cdk-nag findings" in out and "prod: cfn-lint clean" in out
+    assert "prod: checkov 0 failed checks" in out
 
 
 def test_alarms_from_the_alert_thresholds_and_the_dashboard(synthesized: dict[str, Any]) -> None:
