@@ -93,8 +93,10 @@ def synth_cli(env: str, out: Path) -> int:
     """`cdk synth` through the CDK toolkit with cdk.json's app command; its exit code."""
     use_node()
     cdk = node_bin() / "cdk"
-    env_vars = {**os.environ, "PATH": f"{node_bin()}:{os.environ.get('PATH', '')}"}
-    return subprocess.run([str(cdk), "synth", "--quiet", "-c", f"environment={env}", "--output", str(out)],  # noqa: S603
+    # No notices or telemetry: both would call out of the machine on every synth.
+    env_vars = {**os.environ, "PATH": f"{node_bin()}:{os.environ.get('PATH', '')}", "CDK_DISABLE_CLI_TELEMETRY": "true"}
+    return subprocess.run([str(cdk), "synth", "--quiet", "--no-notices", "-c", f"environment={env}",  # noqa: S603
+                           "--output", str(out)],
                           cwd=INFRA_DIR, env=env_vars, check=False).returncode
 
 
