@@ -1,0 +1,100 @@
+"""CloudWatch alarms from ops/alerts.yaml (the one source of thresholds) and the dashboard of infra/dashboards.py.
+
+An alert becomes an alarm per Managed Flink application where Managed Flink publishes its metric
+with the `Application` dimension alone (checked in AWS's metrics list): restarts and failed
+checkpoints. The others are named in NOT_IN_CLOUDWATCH with the reason; the per-feed and per-partner
+counters exist at the OPERATOR metrics level, but their dimension set has not been seen on a running
+application yet, and an alarm cannot use SEARCH. Alarms notify one SNS topic per severity (page,
+ticket), encrypted with the logs key and TLS-only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.alert_rules import feed_intervals, load_alerts, thresholds
+from infra.aws.config import FLINK_JOBS, Names
+from infra.dashboards import NAMESPACE, PANELS, cloudwatch_dashboard
+
+# alert -> (the dashboard panel's CloudWatch metric, the threshold's key in ops/alerts.yaml). Both metrics
+# are counters since the job started: the alarm reads their increase over the alert's window (DIFF).
+IN_CLOUDWATCH = {"JobRestarting": ("numRestarts", "max_restarts"),
+                 "CheckpointFailures": ("numberOfFailedCheckpoints", "max_failures")}
+NOT_IN_CLOUDWATCH = {
+    "FeedSilent": "per-feed recordsIn: OPERATOR level, dimensions not yet seen on a running application",
+    "DeadLetterRateHigh": "per-feed counters: as FeedSilent",
+    "PartnerCircuitOpen": "per-partner gauge: as FeedSilent",
+    "PartnerRateLimited": "per-partner counter: as FeedSilent",
+    "KmsErrors": "operator counter: as FeedSilent",
+    "FreshnessOverTarget": "currentEmitEventTimeLag is an operator metric: as FeedSilent",
+    "SinkCommitsStalled": "Managed Flink publishes no last-completed-checkpoint time",
+    "SinkDelayOverTarget": "the Snowflake loader is not a Managed Flink application (issue 22, item 5)",
+    "SnowflakeLag": "the Snowflake loader is not a Managed Flink application (issue 22, item 5)",
+    "ConsumerLagGrowing": "Kafka lag comes from MSK's metrics with the MSK slice (issue 22, item 4)",
+    "MetricsTargetDown": "a Prometheus scrape alert; on AWS the applications' state is Managed Flink's",
+    "AuditChainBroken": "`medistream audit watch` is not deployed yet (issue 22, item 5)",
+    "AuditVerificationStale": "`medistream audit watch` is not deployed yet (issue 22, item 5)",
+}
+
+
+LABEL = re.compile(r"\{\{ \$labels\.\w+ \}\}")  # a Prometheus summary's label: the application here
+
+
+def _minutes(window: str) -> int:
+    """A Prometheus duration of whole minutes ('10m') in minutes."""
+    if not window.endswith("m") or not window[:-1].isdigit():
+        raise ValueError(f"window {window!r}: expected whole minutes such as '10m'")
+    return int(window[:-1])
+
+
+def alarm_rows(doc: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The thresholds() rows that have a CloudWatch metric (no per-feed rows: FeedSilent is not one)."""
+    doc = load_alerts() if doc is None else doc
+    rows = thresholds(doc, feed_intervals({}, doc["defaults"]["feed_expected_interval_s"]))
+    unknown = {r["alert"] for r in rows} - set(IN_CLOUDWATCH) - set(NOT_IN_CLOUDWATCH)
+    if unknown:
+        raise ValueError(f"ops/alerts.yaml: {sorted(unknown)} neither mapped to a CloudWatch metric nor excluded")
+    return [r for r in rows if r["alert"] in IN_CLOUDWATCH]
+
+
+class MonitoringStack(Stack):
+    """The alarms, their SNS topics and the dashboard of one environment's applications."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, logs_key: kms.IKey,
+                 **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.topics = {severity: sns.Topic(self, f"{severity}-topic", topic_name=f"{names.prefix}-{severity}",
+                                           master_key=logs_key, enforce_ssl=True)
+                       for severity in ("page", "ticket")}
+        published = {p.cloudwatch for p in PANELS}
+        self.alarms: list[cloudwatch.Alarm] = []
+        for row in alarm_rows():
+            metric_name, threshold_key = IN_CLOUDWATCH[row["alert"]]
+            assert metric_name in published  # noqa: S101 - the dashboard shows what alarms
+            minutes = _minutes(row["window"])
+            for job in FLINK_JOBS:
+                application = names.application(job)
+                counter = cloudwatch.Metric(namespace=NAMESPACE, metric_name=metric_name, statistic="Maximum",
+                                            dimensions_map={"Application": application},
+                                            period=Duration.minutes(minutes))
+                increase = cloudwatch.MathExpression(expression="DIFF(m)", using_metrics={"m": counter},
+                                                     period=Duration.minutes(minutes), label=f"{metric_name} increase")
+                alarm = cloudwatch.Alarm(
+                    self, f"{row['alert']}-{job}", alarm_name=f"{application}-{row['alert']}",
+                    alarm_description=f"{row['severity']}: {LABEL.sub(application, row['summary'])} (ops/alerts.yaml)",
+                    metric=increase, threshold=float(row[threshold_key]), evaluation_periods=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+                alarm.add_alarm_action(actions.SnsAction(self.topics[row["severity"]]))
+                self.alarms.append(alarm)
+        body = cloudwatch_dashboard([names.application(job) for job in FLINK_JOBS], self.region)
+        cloudwatch.CfnDashboard(self, "dashboard", dashboard_name=f"{names.prefix}-pipeline",
+                                dashboard_body=self.to_json_string(body))
