@@ -334,6 +334,10 @@ def application_properties(environment: str, job: str, manifest: Mapping[str, ob
         tokens = sorted({token for token, _where in left})
         raise PackageError(f"conf/environments/{environment}.json needs {', '.join(tokens)} (first in {left[0][1]}): "
                            f"pass {' '.join(f'--value {t}=...' for t in tokens)}")
+    # Managed Flink refuses an empty property value (its API's values have a minimum length of 1; cfn-lint
+    # E3033 on the CDK app's templates): a key left empty (no table suffix, the shipped contracts) is left out,
+    # which every loader reads as the same default.
+    groups = {name: {k: v for k, v in keys.items() if v != ""} for name, keys in groups.items()}
     run_options: Mapping[str, Mapping[str, str]] = manifest["run_options"]  # type: ignore[assignment]
     groups[RUN_OPTIONS_GROUP] = dict(run_options[job])
     return [{"PropertyGroupId": name, "PropertyMap": keys} for name, keys in sorted(groups.items())]

@@ -12,6 +12,7 @@ the storage stack (it depends on it for order only), so it can be replaced witho
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from aws_cdk import ArnFormat, CfnParameter, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -31,13 +32,6 @@ RUNTIME = "FLINK-2_2"  # the zip's target (tools/package.py: Flink 2.2.0, Python
 PARALLELISM = {"ingest": ("runtime", "parallelism"), "partner_delivery": ("partners", "parallelism")}
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 PropertiesFor = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
-
-
-def _non_empty(keys: object) -> dict[str, str]:
-    """A property map without empty values: Managed Flink refuses a value shorter than 1 (cfn-lint E3033),
-    and every key the base file leaves empty reads as empty when absent (contracts.dir, table.suffix)."""
-    assert isinstance(keys, Mapping)  # noqa: S101 - the shape application_properties returns
-    return {str(k): v for k, v in keys.items() if v != ""}
 
 
 class FlinkStack(Stack):
@@ -83,7 +77,7 @@ class FlinkStack(Stack):
                         snapshots_enabled=True),
                     environment_properties=msf.CfnApplication.EnvironmentPropertiesProperty(property_groups=[
                         msf.CfnApplication.PropertyGroupProperty(property_group_id=str(g["PropertyGroupId"]),
-                                                                 property_map=_non_empty(g["PropertyMap"]))
+                                                                 property_map=cast(Mapping[str, str], g["PropertyMap"]))
                         for g in properties(job, values)]),
                     flink_application_configuration=msf.CfnApplication.FlinkApplicationConfigurationProperty(
                         checkpoint_configuration=msf.CfnApplication.CheckpointConfigurationProperty(
