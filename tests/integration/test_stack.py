@@ -147,15 +147,18 @@ def test_second_stack_up_down_leaves_nothing(stack: StackSettings, tmp_path: Pat
     finally:
         stopped = local_stack.down(other)
 
-    assert stopped == {"kafka": first.kafka.pid, "moto": first.moto.pid}
-    for pid in stopped.values():
+    # The observers (Prometheus, Alertmanager, the lineage store) keep their ports when another home starts: the
+    # session stack's own hold them, so this stack started none of its own and stops none.
+    observers = {"prometheus": None, "alertmanager": None, "lineage": None}
+    assert stopped == {"kafka": first.kafka.pid, "moto": first.moto.pid, **observers}
+    for pid in (first.kafka.pid, first.moto.pid):
         assert pid is not None and not psutil.pid_exists(pid)
     for port in (kafka_port, controller_port, moto_port):
         assert port_is_free(port), f"port {port} still bound after down"
     assert not list(other.run_dir.glob("*.pid"))
     after = local_stack.status(other)
     assert not after.kafka.running and not after.moto.running and not after.healthy
-    assert local_stack.down(other) == {"kafka": None, "moto": None}  # second down is a no-op
+    assert local_stack.down(other) == {"kafka": None, "moto": None, **observers}  # second down is a no-op
     # The session stack on the default ports was not touched.
     assert local_stack.status(stack).healthy
 
