@@ -145,10 +145,11 @@ class LocalClusterBackend:
         from jobs.runtime import initialize_filesystems, prepare_process_environment
         from tools.cluster import s3_config
         from tools.readback import s3_client
-        from tools.savepoints import SavepointError, metadata_bytes, operator_states
+        from tools.savepoints import SavepointError, metadata_bytes, operator_states, start_gateway_quietly
 
         local_aws_environment()
         prepare_process_environment()
+        start_gateway_quietly()  # stdout carries the command's JSON only
         s3 = s3_config()
         # Flink resolves the savepoint's own path through its file systems: load the S3 one, as the cluster does.
         conf = Configuration()

@@ -8,6 +8,7 @@ the running job (issue 20).
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,25 @@ def metadata_bytes(pointer: str, s3: Any | None = None) -> bytes:
     if not path.is_file():
         raise SavepointError(f"{pointer}: no savepoint there (no _metadata)")
     return path.read_bytes()
+
+
+def start_gateway_quietly() -> None:
+    """Start this process's PyFlink JVM with its console output on our stderr (its log4j console appender
+    writes to stdout, where `medistream jobs` prints its JSON answer); nothing when it runs already."""
+    import sys
+
+    from pyflink import java_gateway
+
+    if java_gateway._gateway is not None:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)  # the JVM inherits fd 1 at launch: our stderr
+        java_gateway.get_gateway()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def operator_states(metadata: bytes, pointer: str) -> dict[str, int]:
