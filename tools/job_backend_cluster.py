@@ -49,7 +49,20 @@ class LocalClusterBackend:
         return found
 
     def list(self) -> list[JobStatus]:
-        return [self.status(job) if self._deployed(job) else JobStatus(job, None, "NOT_DEPLOYED") for job in JOBS]
+        """Every job; one whose last deployment this cluster does not know (it ran on another cluster, or the
+        cluster was restarted) is UNKNOWN, without failing the others. A cluster that does not answer fails."""
+        self._get("/jobs")
+        found = []
+        for job in JOBS:
+            deployed = self._deployed(job)
+            if deployed is None:
+                found.append(JobStatus(job, None, "NOT_DEPLOYED"))
+                continue
+            try:
+                found.append(self.status(job))
+            except JobControlError:
+                found.append(JobStatus(job, deployed["job_id"], "UNKNOWN"))
+        return found
 
     def status(self, job: str) -> JobStatus:
         job_id = self._job_id(job)

@@ -173,3 +173,18 @@ def test_stop_and_savepoint_are_refused_while_checkpoints_fail_and_nothing_is_as
     with pytest.raises(JobControlError, match="the savepoint of ingest refused"):
         backend.savepoint("ingest")
     assert triggered == []
+
+
+def test_list_shows_a_job_this_cluster_does_not_know_as_unknown_and_still_fails_without_a_cluster(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    backend = LocalClusterBackend(ClusterSettings(home=tmp_path))
+    records = {"ingest": {"job_id": "a" * 32}, "partner_delivery": {"job_id": "b" * 32}}
+    monkeypatch.setattr(backend, "_deployed", records.get)
+    monkeypatch.setattr(backend, "status", lambda job: (_ for _ in ()).throw(JobControlError("gone"))
+                        if job == "partner_delivery" else JobStatus(job, "a" * 32, "RUNNING"))
+    answers: dict[str, object] = {"/jobs": {"jobs": []}}
+    monkeypatch.setattr(cluster_status, "rest_get", lambda settings, path, timeout_s=5: answers.get(path))
+    assert [(s.job, s.state) for s in backend.list()] == [("ingest", "RUNNING"), ("partner_delivery", "UNKNOWN")]
+    answers.clear()  # the cluster does not answer
+    with pytest.raises(JobControlError, match="does not answer /jobs"):
+        backend.list()
