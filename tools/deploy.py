@@ -222,7 +222,7 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
                                 flink_options=runtime_options(python) + restore,
                                 env={"MEDISTREAM_HOME": str(medistream_home())})
         submitted[job] = job_id
-        record_deployment(job, job_id, path, base_properties)
+        record_deployment(job, job_id, path, base_properties, settings)
         lineage.emit("START", job, base_properties, lineage.run_id(job_id), zip=path.name,
                      savepoint=savepoints.get(job))
     return {"jobs": submitted, "application": str(root), "runtime": str(python),
@@ -272,34 +272,41 @@ def operator_ids(path: Path, job: str, settings: ClusterSettings | None = None, 
     return found
 
 
-def registry() -> Path:
-    """The last job id deployed per job name, for `--stop <job>`."""
-    return medistream_home() / "deploy" / "deployed.json"
+def registry(settings: ClusterSettings) -> Path:
+    """The last job id deployed per job name on one cluster (in its home: a job is known on the cluster it
+    runs on, and a test's private cluster never shows in the default one's), for `--stop <job>`."""
+    return settings.home / "deployed.json"
 
 
-def record_deployment(job: str, job_id: str, path: Path, base_properties: Path | None = None) -> None:
-    """Remember the latest deployment of `job`: its job id, zip and base properties (a restart or an upgrade
-    runs with the same ones: table names, for one, are part of some operators' ids)."""
-    known = json.loads(registry().read_text()) if registry().exists() else {}
+def _known(settings: ClusterSettings) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(registry(settings).read_text()) if registry(settings).exists() else {}
+    return found
+
+
+def record_deployment(job: str, job_id: str, path: Path, base_properties: Path | None,
+                      settings: ClusterSettings) -> None:
+    """Remember the latest deployment of `job` on the cluster: its job id, zip and base properties (a restart
+    or an upgrade runs with the same ones: table names, for one, are part of some operators' ids)."""
+    known = _known(settings)
     known[job] = {"job_id": job_id, "zip": str(path.resolve()),
                   "properties": str(base_properties.resolve()) if base_properties else None}
-    registry().write_text(json.dumps(known, indent=1) + "\n")
+    registry(settings).parent.mkdir(parents=True, exist_ok=True)
+    registry(settings).write_text(json.dumps(known, indent=1) + "\n")
 
 
-def deployed_job(job_id: str) -> tuple[str, Path | None] | None:
-    """(job name, base properties) of a job id this registry recorded, or None."""
-    known = json.loads(registry().read_text()) if registry().exists() else {}
-    for name, entry in known.items():
+def deployed_job(job_id: str, settings: ClusterSettings) -> tuple[str, Path | None] | None:
+    """(job name, base properties) of a job id the cluster's registry recorded, or None."""
+    for name, entry in _known(settings).items():
         if entry.get("job_id") == job_id:
             return name, Path(entry["properties"]) if entry.get("properties") else None
     return None
 
 
-def resolve_job(name_or_id: str) -> str:
-    """A job id as given, or the one last deployed under that job name."""
+def resolve_job(name_or_id: str, settings: ClusterSettings) -> str:
+    """A job id as given, or the one last deployed on the cluster under that job name."""
     if re.fullmatch(r"[0-9a-f]{32}", name_or_id):
         return name_or_id
-    known = json.loads(registry().read_text()) if registry().exists() else {}
+    known = _known(settings)
     if name_or_id not in known:
         raise DeployError(f"no deployed job {name_or_id!r} (deployed: {sorted(known)}); give a job id instead")
     return str(known[name_or_id]["job_id"])
@@ -323,13 +330,13 @@ def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: fl
     """Stop a job with a savepoint through the REST API (into the cluster's savepoint folder unless
     `target_directory` says otherwise); the savepoint's path."""
     settings = settings or ClusterSettings.from_env()
-    job_id = resolve_job(name_or_id)
+    job_id = resolve_job(name_or_id, settings)
     body: dict[str, Any] = {"drain": False, "formatType": "CANONICAL"}
     if target_directory:
         body["targetDirectory"] = target_directory
     location = savepoint(settings, job_id, "stop", body, timeout_s)
     state = cluster_status.wait_for_job(settings, job_id, {"FINISHED"}, 60)
-    deployed = deployed_job(job_id)
+    deployed = deployed_job(job_id, settings)
     if deployed is not None:
         lineage.emit("COMPLETE", deployed[0], deployed[1], lineage.run_id(job_id), savepoint=location)
     return {"job_id": job_id, "savepoint": location, "state": state}

@@ -1,6 +1,6 @@
 """`medistream jobs` on the local Flink cluster: its REST API, and `medistream deploy` for starts.
 
-A job is known by name through the last deployment of it ($MEDISTREAM_HOME/deploy/deployed.json), as
+A job is known by name through the last deployment of it on this cluster (`<cluster home>/deployed.json`), as
 `deploy --stop` knows it.
 """
 
@@ -25,7 +25,8 @@ class LocalClusterBackend:
         self.settings = settings or ClusterSettings.from_env()
 
     def _deployed(self, job: str) -> dict[str, str] | None:
-        known = json.loads(deploy.registry().read_text()) if deploy.registry().exists() else {}
+        known = json.loads(deploy.registry(self.settings).read_text()) if deploy.registry(self.settings).exists() \
+            else {}
         found: dict[str, str] | None = known.get(job)
         return found
 
