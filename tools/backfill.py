@@ -38,7 +38,7 @@ from typing import Any
 from connectors.audit import load_audit_settings, open_audit_log
 from connectors.iceberg import split_s3_url
 from connectors.kafka import client_config
-from connectors.lineage.datasets import Dataset, kafka_namespace
+from connectors.lineage.datasets import Dataset, kafka_namespace, url_dataset
 from connectors.properties import (
     IngestConfig,
     default_properties_path,
@@ -304,10 +304,9 @@ class Backfill:
 
 def backfill_datasets(cfg: IngestConfig, feed: str) -> tuple[list[Dataset], list[Dataset]]:
     """What a backfill of `feed` reads (its raw topic, its landing prefix) and writes (copies into both)."""
-    bucket, prefix = split_s3_url(cfg.landing.path)
     topic = Dataset(kafka_namespace(cfg.kafka.bootstrap_servers), f"{RAW_TOPIC_PREFIX}{feed}")
-    return ([topic, Dataset(f"s3://{bucket}", f"{prefix}{feed}/")],
-            [topic, Dataset(f"s3://{bucket}", f"{prefix}{feed}/{BACKFILL_FOLDER}/")])
+    feed_prefix = f"{cfg.landing.path.rstrip('/')}/{feed}/"
+    return [topic, url_dataset(feed_prefix)], [topic, url_dataset(f"{feed_prefix}{BACKFILL_FOLDER}/")]
 
 
 def run_backfill(cfg: IngestConfig, groups: Mapping[str, Mapping[str, str]], operator: Operator, rng: Range,

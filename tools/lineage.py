@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.lineage.datasets import ACTIONS, Dataset, ingest_datasets, kafka_namespace, url_dataset
+from connectors.lineage.datasets import Dataset, ingest_datasets, kafka_namespace, protection, url_dataset
 from connectors.lineage.emitter import send
 from connectors.properties import default_properties_path, load_ingest_config, read_property_groups
 from schemas.contracts import load_contracts
@@ -62,15 +62,12 @@ def partner_datasets(groups: Mapping[str, Mapping[str, str]]) -> tuple[list[Data
         lineage: dict[str, tuple[tuple[str, str, str], ...]] = {}
         actions: dict[str, tuple[str, bool, str]] = {}
         for record_type, mapping in sorted(contract.payload.items()):
-            rules = policy.rules.get(record_type, {})
             for field, source in mapping.fields.items():
                 if source.startswith("$"):
                     continue  # the envelope (record id, business key), not a record field
                 column = f"{record_type}.{field}"
                 lineage[column] = ((kafka, topic, f"{record_type}.{source}"),)
-                rule = rules.get(source)
-                actions[column] = REVEALED if source in mapping.reveal else ACTIONS[
-                    rule.action if rule is not None and rule.action != "drop" else "clear"]
+                actions[column] = REVEALED if source in mapping.reveal else protection(policy, record_type, source)
         outputs.append(dataclasses.replace(endpoint, lineage=lineage, transformations=actions))
     return inputs, outputs
 

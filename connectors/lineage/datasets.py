@@ -90,12 +90,13 @@ def table_sources(table: str, record_type: str) -> dict[str, str]:
     return {column: row[column] for column in ICEBERG_COLUMNS[table] if column in row}
 
 
-def _action(policy: PhiPolicy, record_type: str, path: str) -> tuple[str, bool, str]:
-    """What protection does to a canonical path (a derived token: a token over its source fields)."""
+def protection(policy: PhiPolicy, record_type: str, path: str) -> tuple[str, bool, str]:
+    """What protection does to a canonical path, as an ACTIONS entry (a derived token: a token over its source
+    fields; a path no rule names, or one that is dropped, reads as the value as it is)."""
     rules = policy.rules.get(record_type, {})
     rule = rules.get(path) or rules.get(f"{path}[]")  # a list of values read whole (modifiers) is its items' rule
     if rule is not None:
-        return ACTIONS[rule.action]
+        return ACTIONS.get(rule.action, ACTIONS["clear"])
     parent, _, name = path.rpartition(".")
     if any(d.parent == parent and d.name == name for d in policy.derived.get(record_type, ())):
         return ACTIONS["token"]
@@ -142,7 +143,7 @@ def ingest_datasets(cfg: IngestConfig, contracts: Mapping[str, FeedContract]
                 fields=_schema(TABLES[name][0]),
                 lineage={column: tuple((ns, n, path) for ns, n in read_by_type[record_type])
                          for column, path in sources.items()},
-                transformations={column: _action(policy, record_type, path) for column, path in sources.items()}))
+                transformations={column: protection(policy, record_type, path) for column, path in sources.items()}))
     archive_ns, archive_prefix = _s3(cfg.archive.path)
     outputs.append(_whole_record(archive_ns, archive_prefix, contracts, policies, read_by_type))
     for partner in sorted({r.partner for c in contracts.values() for r in c.routes if r.partner}):
@@ -170,7 +171,7 @@ def _whole_record(namespace: str, name: str, contracts: Mapping[str, FeedContrac
                 continue
             column = f"{record_type}.{path}"
             lineage[column] = tuple((ns, n, path) for ns, n in read_by_type[record_type])
-            actions[column] = _action(policy, record_type, path)
+            actions[column] = protection(policy, record_type, path)
     return Dataset(namespace, name, lineage=lineage, transformations=actions)
 
 
