@@ -280,6 +280,40 @@ def start_console(properties: Path, prometheus_url: str | None) -> Any:
     return child
 
 
+def start_audit_watch(properties: Path, interval_s: int = 15) -> subprocess.Popen[bytes] | None:
+    """`medistream audit watch` for the demo's run: the chain verified every `interval_s`, its verdict
+    served to Prometheus (the AuditChainBroken and AuditVerificationStale alerts read it).
+
+    Like the console it only watches: a failure to start it never stops the demo.
+    """
+    log_file = medistream_home() / "logs" / "audit-watch.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "tools.cli", "audit", "watch", "--interval", str(interval_s)]
+    try:
+        with log_file.open("wb") as log:  # this run's verdicts only: the summary reads the last one
+            child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},  # noqa: S603
+                                     stdout=log, stderr=subprocess.STDOUT)
+    except OSError as err:
+        print(f"== the audit watch did not start ({type(err).__name__}); the demo goes on without it")
+        return None
+    print(f"== the audit chain is verified every {interval_s} s while the demo runs (pid {child.pid}; {log_file})")
+    return child
+
+
+def audit_verdict(log_file: Path | None = None) -> str:
+    """The audit watch's last verdict in this run, in words (its log holds one JSON object per check)."""
+    log_file = log_file or medistream_home() / "logs" / "audit-watch.log"
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.startswith("{")]
+        last = json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        last = None
+    if not isinstance(last, dict):
+        return "no verdict (the watch did not report; see its log)"
+    return (f"chain intact, {last.get('entries')} entries" if last.get("ok")
+            else f"BROKEN at seq {last.get('first_bad_seq')}: {last.get('problem')}")
+
+
 def stop_console(console: Any) -> None:
     """Stop the demo's console (if it started)."""
     if console is not None:
@@ -312,6 +346,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
           f"a REST puller ({PULL_FEED}), with partner servers on loopback")
     doors = Doors(medistream_home())
     console = start_console(properties, status.prometheus.endpoint if status.prometheus else None)
+    watch = start_audit_watch(properties)
     try:
         doors.start()
         print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
@@ -325,6 +360,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
         doors.stop()
         partner.stop()
         stop_console(console)
+        stop_console(watch)
         raise
     sampler = RssSampler([*jobs.pids(), *(c.pid for c in (status.kafka, status.moto) if c.pid), *doors.pids()])
     sampler.start()
@@ -363,6 +399,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
         door_stats = doors.summary()
         doors.stop()
         stop_console(console)
+        stop_console(watch)
         sampler.stop()
     sinks = read_sinks(cfg)
     held = Counter({k: partner_stats["deliveries_by_business_key"].get(k, 0) for k in to_partner})
@@ -426,6 +463,7 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
               f"429s: {partner['refused_429']})")
     print(f"  jobs stopped with savepoint           {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
     print(f"  alerts firing (local Prometheus)      {firing_alerts()}")
+    print(f"  {'audit chain (`audit watch`)':<37} {audit_verdict()}")
     print(f"  elapsed                               {elapsed_s:7.0f} s")
     ok = stop_code == 0 and all(have == want for _, have, want in rows)
     return 0 if ok else 1
