@@ -291,7 +291,7 @@ def start_audit_watch(properties: Path, interval_s: int = 15) -> subprocess.Pope
     argv = [sys.executable, "-m", "tools.cli", "audit", "watch", "--interval", str(interval_s)]
     try:
         with log_file.open("wb") as log:  # this run's verdicts only: the summary reads the last one
-            child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},  # noqa: S603
+            child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},
                                      stdout=log, stderr=subprocess.STDOUT)
     except OSError as err:
         print(f"== the audit watch did not start ({type(err).__name__}); the demo goes on without it")
