@@ -14,6 +14,7 @@ missing, port taken), `stack up` says so and carries on; no job depends on it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -182,7 +183,7 @@ def _start(settings: PrometheusSettings, timeout_s: float) -> dict[str, str]:
     else:
         reload(settings)  # the rules or the config may have changed
     for component, url in (("alertmanager", settings.alertmanager_url()), ("prometheus", settings.url())):
-        process.wait_until(lambda u=url: _ready(u), component=component, timeout_s=timeout_s,
+        process.wait_until(functools.partial(_ready, url), component=component, timeout_s=timeout_s,
                            pid_file=settings.pid_file(component), log_file=settings.log_file(component))
     return {"prometheus": settings.url(), "alertmanager": settings.alertmanager_url()}
 
