@@ -34,8 +34,11 @@ EVENT_TIME_LAG = _OP + "currentEmitEventTimeLag"
 PENDING_RECORDS = _OP + "pendingRecords"
 PARTNER_CIRCUIT = _OP + "kinesisanalytics_partner_circuit_state"
 PARTNER_429 = _OP + "kinesisanalytics_partner_rate_limited"
+PARTNER_P95 = _OP + "kinesisanalytics_partner_latency_p95_ms"  # ingest -> partner's ack, recent deliveries
+PARTNER_DELIVERED = _OP + "kinesisanalytics_partner_delivered"
 SNOWFLAKE_LAG = 'medistream_door_sink_lag{sink="snowflake"}'
 SINK_DELAY = "medistream_door_sink_delay_seconds"
+SINK_NEWEST = "medistream_sink_newest_record_timestamp_seconds"  # tools/sink_freshness.py
 AUDIT_OK = "medistream_audit_chain_ok"
 AUDIT_VERIFIED_AT = "medistream_audit_last_verified_timestamp_seconds"
 CONSUMER_LAG = "medistream:consumer_lag:sum"  # recording rule: one series per job
@@ -50,7 +53,11 @@ def _expressions(a: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {
         "FreshnessOverTarget": (f"max by (job_name) ({EVENT_TIME_LAG} > 0) / 1000 > "
                                 f"{a['FreshnessOverTarget']['max_lag_s']}"),
-        "SinkDelayOverTarget": f"max by (sink) ({SINK_DELAY}) > {a['SinkDelayOverTarget']['max_delay_s']}",
+        # The doors' and the freshness watch's gauge, and each partner's P95 from ingest to its ack while it
+        # receives deliveries (its window holds the last deliveries: a partner gone quiet keeps an old value).
+        "SinkDelayOverTarget": (f"max by (sink) ({SINK_DELAY} or label_replace(max by (partner) ({PARTNER_P95}) / 1000 "
+                                f"and on (partner) (sum by (partner) (rate({PARTNER_DELIVERED}[5m])) > 0), \"sink\", "
+                                f"\"partner_$1\", \"partner\", \"(.+)\")) > {a['SinkDelayOverTarget']['max_delay_s']}"),
         "SinkCommitsStalled": (f"(time() - {_JOB}lastCheckpointCompletedTimestamp / 1000 > "
                                f"{a['SinkCommitsStalled']['max_age_s']}) and on (job_id) "
                                f"({_JOB}uptime / 1000 > {a['SinkCommitsStalled']['max_age_s']})"),

@@ -31,8 +31,11 @@ from infra.alert_rules import (
     FAILED_CHECKPOINTS,
     PARTNER_429,
     PARTNER_CIRCUIT,
+    PARTNER_P95,
     RECORDS_IN,
     RESTARTS,
+    SINK_DELAY,
+    SINK_NEWEST,
     SNOWFLAKE_LAG,
 )
 
@@ -62,6 +65,12 @@ PANELS: tuple[Panel, ...] = (
           "{{feed}}", "accepted", "Sum", "feed"),
     Panel("Freshness", "Event-time lag (P95 target 120 s)", "ms", f"max by (job_name) ({EVENT_TIME_LAG})",
           "{{job_name}}", "currentEmitEventTimeLag", "Maximum"),
+    # The freshness watch (Iceberg tables) and the Snowflake loader set this gauge; in AWS they are not Managed
+    # Flink applications, so the CloudWatch side has no metric for it yet.
+    Panel("Freshness", "Sink delay: ingest to commit, largest of the last commit (target 120 s)", "s",
+          f"max by (sink) ({SINK_DELAY})", "{{sink}}", "", "Maximum"),
+    Panel("Freshness", "Age of the newest committed record per sink", "s",
+          f"time() - max by (sink) ({SINK_NEWEST})", "{{sink}}", "", "Maximum"),
     Panel("Dead letters", "Dead letters per feed and reason", "rps",
           f"sum by (feed, reason) (rate({DEAD_LETTERS}[5m]))", "{{feed}} {{reason}}", "deadLetters", "Sum", "reason"),
     Panel("Dead letters", "Dead-letter ratio per feed", "percentunit",
@@ -71,6 +80,8 @@ PANELS: tuple[Panel, ...] = (
           f"max by (partner) ({PARTNER_CIRCUIT})", "{{partner}}", "circuit_state", "Maximum", "partner"),
     Panel("Partner delivery", "429 answers per partner", "rps", f"sum by (partner) (rate({PARTNER_429}[5m]))",
           "{{partner}}", "rate_limited", "Sum", "partner"),
+    Panel("Partner delivery", "Ingest to partner acknowledgement, P95 of recent deliveries", "ms",
+          f"max by (partner) ({PARTNER_P95})", "{{partner}}", "latency_p95_ms", "Maximum", "partner"),
     Panel("Checkpoints", "Last checkpoint duration", "ms", f"max by (job_name) ({CHECKPOINT_DURATION})",
           "{{job_name}}", "lastCheckpointDuration", "Maximum"),
     Panel("Checkpoints", "Failed checkpoints (10 min)", "short",

@@ -69,7 +69,8 @@ PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
                "rest-pull": "jobs.rest_pull", "package": "tools.package", "batch": "tools.batch",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
-               "lineage": "tools.lineage", "ops": "tools.ops_console.command", "infra": "tools.infra"}
+               "lineage": "tools.lineage", "ops": "tools.ops_console.command", "infra": "tools.infra",
+               "freshness": "tools.sink_freshness"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
                    "run; re-running a date changes nothing; audited, by role (`medistream batch --help`)")
     sub.add_parser("ops", help="the ops console on 127.0.0.1: jobs, dead letters (replay by role), feeds, partners, "
                    "alerts, audit chain; its tokens (`medistream ops --help`)")
+    sub.add_parser("freshness", help="how fresh the Iceberg tables and the archive are, from their commits; "
+                   "`watch` serves it to Prometheus (`medistream freshness --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "
                    "submit (`medistream cluster --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "

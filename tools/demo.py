@@ -280,24 +280,37 @@ def start_console(properties: Path, prometheus_url: str | None) -> Any:
     return child
 
 
-def start_audit_watch(properties: Path, interval_s: int = 15) -> subprocess.Popen[bytes] | None:
-    """`medistream audit watch` for the demo's run: the chain verified every `interval_s`, its verdict
-    served to Prometheus (the AuditChainBroken and AuditVerificationStale alerts read it).
+def start_watcher(properties: Path, name: str, command: list[str], what: str) -> subprocess.Popen[bytes] | None:
+    """A `medistream` watch command as a child process for the demo's run, its output in logs/<name>.log.
 
-    Like the console it only watches: a failure to start it never stops the demo.
+    Like the console, a watcher only watches: a failure to start it never stops the demo.
     """
-    log_file = medistream_home() / "logs" / "audit-watch.log"
+    log_file = medistream_home() / "logs" / f"{name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "tools.cli", "audit", "watch", "--interval", str(interval_s)]
+    argv = [sys.executable, "-m", "tools.cli", *command]
     try:
-        with log_file.open("wb") as log:  # this run's verdicts only: the summary reads the last one
+        with log_file.open("wb") as log:  # this run's output only: the summary reads the last line
             child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},
                                      stdout=log, stderr=subprocess.STDOUT)
     except OSError as err:
-        print(f"== the audit watch did not start ({type(err).__name__}); the demo goes on without it")
+        print(f"== {name} did not start ({type(err).__name__}); the demo goes on without it")
         return None
-    print(f"== the audit chain is verified every {interval_s} s while the demo runs (pid {child.pid}; {log_file})")
+    print(f"== {what} (pid {child.pid}; {log_file})")
     return child
+
+
+def start_audit_watch(properties: Path, interval_s: int = 15) -> subprocess.Popen[bytes] | None:
+    """`medistream audit watch`: the chain verified every `interval_s`, its verdict served to Prometheus
+    (the AuditChainBroken and AuditVerificationStale alerts read it)."""
+    return start_watcher(properties, "audit-watch", ["audit", "watch", "--interval", str(interval_s)],
+                         f"the audit chain is verified every {interval_s} s while the demo runs")
+
+
+def start_freshness_watch(properties: Path, interval_s: int = 10) -> subprocess.Popen[bytes] | None:
+    """`medistream freshness watch`: the Iceberg tables' and the archive's commits read every `interval_s`,
+    served to Prometheus (SinkDelayOverTarget reads the tables' delay)."""
+    return start_watcher(properties, "freshness-watch", ["freshness", "watch", "--interval", str(interval_s)],
+                         f"the sinks' freshness is read from their commits every {interval_s} s")
 
 
 def audit_verdict(log_file: Path | None = None) -> str:
@@ -312,6 +325,21 @@ def audit_verdict(log_file: Path | None = None) -> str:
         return "no verdict (the watch did not report; see its log)"
     return (f"chain intact, {last.get('entries')} entries" if last.get("ok")
             else f"BROKEN at seq {last.get('first_bad_seq')}: {last.get('problem')}")
+
+
+def freshness_verdict(log_file: Path | None = None) -> str:
+    """Each Iceberg table's delay in the freshness watch's last pass: commit time minus its oldest row's ingest."""
+    log_file = log_file or medistream_home() / "logs" / "freshness-watch.log"
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.startswith("{")]
+        last = json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        last = None
+    if not isinstance(last, dict) or not last.get("iceberg"):
+        return "no commit read (the watch did not report; see its log)"
+    delays = ", ".join(f"{table} {commit['delay_s']:.1f} s" for table, commit in sorted(last["iceberg"].items())
+                       if isinstance(commit.get("delay_s"), (int, float)))
+    return delays + (f"; read errors: {len(last['errors'])}" if last.get("errors") else "")
 
 
 def stop_console(console: Any) -> None:
@@ -346,7 +374,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
           f"a REST puller ({PULL_FEED}), with partner servers on loopback")
     doors = Doors(medistream_home())
     console = start_console(properties, status.prometheus.endpoint if status.prometheus else None)
-    watch = start_audit_watch(properties)
+    watchers = [start_audit_watch(properties), start_freshness_watch(properties)]
     try:
         doors.start()
         print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
@@ -359,8 +387,8 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     except BaseException:
         doors.stop()
         partner.stop()
-        stop_console(console)
-        stop_console(watch)
+        for child in (console, *watchers):
+            stop_console(child)
         raise
     sampler = RssSampler([*jobs.pids(), *(c.pid for c in (status.kafka, status.moto) if c.pid), *doors.pids()])
     sampler.start()
@@ -398,8 +426,8 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
         partner.stop()
         door_stats = doors.summary()
         doors.stop()
-        stop_console(console)
-        stop_console(watch)
+        for child in (console, *watchers):
+            stop_console(child)
         sampler.stop()
     sinks = read_sinks(cfg)
     held = Counter({k: partner_stats["deliveries_by_business_key"].get(k, 0) for k in to_partner})
@@ -464,6 +492,7 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     print(f"  jobs stopped with savepoint           {'yes' if stop_code == 0 else f'no (exit {stop_code})'}")
     print(f"  alerts firing (local Prometheus)      {firing_alerts()}")
     print(f"  {'audit chain (`audit watch`)':<37} {audit_verdict()}")
+    print(f"  {'Iceberg delay, last commit (ingest->)':<37} {freshness_verdict()}")
     print(f"  elapsed                               {elapsed_s:7.0f} s")
     ok = stop_code == 0 and all(have == want for _, have, want in rows)
     return 0 if ok else 1

@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.alert_rules import EVENT_TIME_LAG, PARTNER_429, PARTNER_CIRCUIT, RECORDS_IN
+from infra.alert_rules import EVENT_TIME_LAG, PARTNER_429, PARTNER_CIRCUIT, PARTNER_DELIVERED, RECORDS_IN
 
-PARTNER_DELIVERED = PARTNER_CIRCUIT.replace("circuit_state", "delivered")  # the same group's counter gauge
 WINDOW_S, STEP_S = 1800, 60  # sparklines: the last 30 minutes, one point a minute
 CIRCUIT = {0: "closed", 1: "half-open", 2: "open"}
 MAX_ROWS = 40  # dead-letter groups on a page, largest first
