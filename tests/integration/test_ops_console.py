@@ -40,7 +40,16 @@ from connectors.kafka import create_missing_topics
 from connectors.kms import aws_client
 from connectors.metrics.targets import announce
 from connectors.properties import load_phi_config, medistream_home, read_property_groups
-from infra.alert_rules import PARTNER_CIRCUIT, RECORDS_IN
+from infra.alert_rules import (
+    ACCEPTED,
+    DEAD_LETTERS,
+    PARTNER_CIRCUIT,
+    PARTNER_DELIVERED,
+    PARTNER_P95,
+    RECORDS_IN,
+    SINK_DELAY,
+)
+from infra.dashboards import PANELS as DASHBOARD_PANELS
 from infra.local import prometheus
 from infra.local.process import free_loopback_port
 from tests.integration.conftest import read_topic, wait_for
@@ -49,12 +58,12 @@ from tools.checks.leak_scan import LeakScanner, Needles
 from tools.dlq_units import REPLAY_HEADER
 from tools.ops_console.auth import add_token
 from tools.ops_console.command import start_background, stop_background
-from tools.ops_console.panels import PARTNER_DELIVERED
 
 pytestmark = pytest.mark.integration
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 PATIENT = "Quentavious Brightwater"  # synthetic PHI inside a raw unit: must never reach a page
-PAGES = {"/": "overview", "/jobs": "jobs", "/dead-letters": "dead-letters", "/feeds": "feeds", "/audit": "audit"}
+PAGES = {"/": "overview", "/jobs": "jobs", "/dead-letters": "dead-letters", "/feeds": "feeds",
+         "/dashboards": "dashboards", "/audit": "audit"}
 
 
 @dataclass
@@ -78,6 +87,11 @@ def stand_in_series(feed: str, partner: str, stop: threading.Event) -> int:
     delivered = Gauge(PARTNER_DELIVERED, "delivered", ["partner", "job_name"], registry=registry)
     circuit = Gauge(PARTNER_CIRCUIT, "circuit", ["partner", "job_name"], registry=registry)
     circuit.labels(partner, "partner-delivery").set(2)  # open: PartnerCircuitOpen goes pending
+    # A few more of the dashboards' series, so their page draws lines (the stand-in's numbers, no job's).
+    accepted = Gauge(ACCEPTED, "accepted", ["feed", "job_name"], registry=registry)
+    dead = Gauge(DEAD_LETTERS, "dead letters", ["feed", "reason", "job_name"], registry=registry)
+    Gauge(SINK_DELAY, "delay", ["sink"], registry=registry).labels("iceberg_claims").set(5.2)
+    Gauge(PARTNER_P95, "p95", ["partner", "job_name"], registry=registry).labels(partner, "partner-delivery").set(1800)
 
     port = free_loopback_port()
     server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
@@ -85,6 +99,8 @@ def stand_in_series(feed: str, partner: str, stop: threading.Event) -> int:
     def count() -> None:
         while not stop.wait(0.5):
             records.labels(feed, "ingest").inc(20)
+            accepted.labels(feed, "ingest").inc(19)
+            dead.labels(feed, "schema_violation", "ingest").inc(1)
             delivered.labels(partner, "partner-delivery").inc(6)
         server.shutdown()
 
@@ -219,6 +235,17 @@ def test_viewer_and_operator_in_a_real_browser(console: Console, browser: Any, t
     alerts = browser.find_element(By.ID, "alerts").text
     assert "PartnerCircuitOpen pending page partner=" + console.partner in alerts
     browser.save_screenshot(str(shots / "feeds.png"))
+
+    browser.get(console.url + "/dashboards")  # ops/dashboards' panels, drawn from the same Prometheus
+    titles = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "section h2")]
+    assert titles == [f"{p.row} / {p.title}" for p in DASHBOARD_PANELS]
+    sections = browser.find_elements(By.CSS_SELECTOR, "section")
+    drawn = {h: s.text for h, s in zip(titles, sections, strict=True)}
+    assert console.feed in drawn["Throughput / Records in per feed"]
+    assert f"{console.feed} schema_violation" in drawn["Dead letters / Dead letters per feed and reason"]
+    assert "iceberg_claims 5.2" in drawn[next(t for t in titles if t.startswith("Freshness / Sink delay"))]
+    assert browser.find_elements(By.CSS_SELECTOR, "section svg polyline")
+    browser.save_screenshot(str(shots / "dashboards.png"))
 
     message = replay(browser, console, "schema.schema_violation", "INC-21 contract fixed")
     assert "may not replay dead letters. The refusal is audited" in message

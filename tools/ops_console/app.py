@@ -31,6 +31,7 @@ from tools.ops_console.panels import (
     Prometheus,
     Recent,
     audit_panel,
+    dashboard_panels,
     dead_letters_panel,
     guarded,
     jobs_panel,
@@ -105,7 +106,8 @@ def build_app(sources: Sources) -> Starlette:
 
     def panels_for(path: str, dataset: str | None = None) -> list[str]:
         want = {"/": ("jobs", "dlq", "prom", "audit"), "/jobs": ("jobs",), "/dead-letters": ("dlq",),
-                "/feeds": ("prom",), "/lineage": ("lineage",), "/audit": ("audit",)}[path]
+                "/feeds": ("prom",), "/dashboards": ("dashboards",), "/lineage": ("lineage",),
+                "/audit": ("audit",)}[path]
         html: list[str] = []
         if "lineage" in want:
             html.append(pages.lineage_form(dataset))
@@ -122,6 +124,9 @@ def build_app(sources: Sources) -> Starlette:
             html += [pages.panel(feeds, pages.FEED_COLUMNS, empty="no feed has reported yet"),
                      pages.panel(partners, pages.PARTNER_COLUMNS, empty="no partner has reported yet"),
                      pages.panel(alerts, pages.ALERT_COLUMNS, empty="no alert pending or firing")]
+        if "dashboards" in want:  # the panels of ops/dashboards/, drawn from the local Prometheus
+            html += [pages.panel(p, pages.DASHBOARD_COLUMNS, empty="no series yet")
+                     for p in dashboard_panels(sources.prometheus)]
         if "audit" in want:
             html.append(pages.panel(guarded("Audit log", "DynamoDB (audit log)", lambda: audit_panel(sources.audit())),
                                     pages.AUDIT_COLUMNS))

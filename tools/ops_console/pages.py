@@ -14,7 +14,7 @@ from tools.ops_console.auth import Principal
 from tools.ops_console.panels import Panel
 
 NAV = (("/", "Overview"), ("/jobs", "Jobs"), ("/dead-letters", "Dead letters"), ("/feeds", "Feeds & partners"),
-       ("/lineage", "Lineage"), ("/audit", "Audit"))
+       ("/dashboards", "Dashboards"), ("/lineage", "Lineage"), ("/audit", "Audit"))
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}
@@ -78,6 +78,7 @@ FEED_COLUMNS = (("feed", "feed"), ("per_s", "records/s"), ("spark", "last 30 min
 PARTNER_COLUMNS = (("partner", "partner"), ("per_s", "delivered/s"), ("spark", "last 30 min"),
                    ("rate_limited_per_s", "429/s"), ("circuit", "circuit"))
 ALERT_COLUMNS = (("alert", "alert"), ("state", "state"), ("severity", "severity"), ("on", "on"), ("since", "since"))
+DASHBOARD_COLUMNS = (("series", "series"), ("spark", "last 30 min"), ("latest", "latest"), ("unit", "unit"))
 LINEAGE_COLUMNS = (("job", "job"), ("state", "newest event"), ("reads", "reads"), ("writes", "writes"))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -33,6 +34,7 @@ from infra.alert_rules import EVENT_TIME_LAG, PARTNER_429, PARTNER_CIRCUIT, PART
 WINDOW_S, STEP_S = 1800, 60  # sparklines: the last 30 minutes, one point a minute
 CIRCUIT = {0: "closed", 1: "half-open", 2: "open"}
 MAX_ROWS = 40  # dead-letter groups on a page, largest first
+MAX_SERIES = 20  # series per dashboard panel, largest latest value first
 
 
 @dataclass(frozen=True)
@@ -155,19 +157,24 @@ class Prometheus:
         """An instant vector."""
         return list(self._get("/api/v1/query", query=promql)["result"])
 
-    def series(self, promql: str, window_s: int = WINDOW_S, step_s: int = STEP_S) -> dict[str, list[float]]:
-        """A range query over the last `window_s`: the first label's value -> one value per step (gaps: 0)."""
+    def range(self, promql: str, window_s: int = WINDOW_S, step_s: int = STEP_S) -> list[tuple[dict[str, str],
+                                                                                              list[float]]]:
+        """A range query over the last `window_s`: (labels, one value per step (gaps: 0)) per series."""
         end = int(time.time())  # the newest point is now: a feed that began a few seconds ago shows
         found = self._get("/api/v1/query_range", query=promql, start=str(end - window_s), end=str(end),
                           step=str(step_s))["result"]
         points = window_s // step_s + 1
-        out = {}
+        out = []
         for s in found:
             values = [0.0] * points
             for at, value in s["values"]:
                 values[(int(float(at)) - (end - window_s)) // step_s] = float(value)
-            out[next(iter(s["metric"].values()), "")] = values
+            out.append((dict(s["metric"]), values))
         return out
+
+    def series(self, promql: str, window_s: int = WINDOW_S, step_s: int = STEP_S) -> dict[str, list[float]]:
+        """As `range`, keyed by each series' first label value."""
+        return {next(iter(labels.values()), ""): values for labels, values in self.range(promql, window_s, step_s)}
 
     def alerts(self) -> list[dict[str, Any]]:
         """Pending and firing alerts."""
@@ -210,6 +217,28 @@ def alerts_panel(prometheus: Prometheus) -> Panel:
              "since": str(a.get("activeAt", ""))[:19] + "Z"} for a in prometheus.alerts()]
     rows.sort(key=lambda r: (r["state"] != "firing", str(r["alert"])))
     return Panel("Alerts", True, rows, note=f"Prometheus at {prometheus.url}")
+
+
+def legend(template: str, labels: Mapping[str, str]) -> str:
+    """A Grafana legend (`{{feed}} {{reason}}`) filled from a series' labels."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template).strip()
+
+
+def dashboard_panels(prometheus: Prometheus) -> list[Panel]:
+    """The dashboards' own panels (infra.dashboards.PANELS: what the Grafana and CloudWatch dashboards show),
+    each drawn from the local Prometheus: per series its legend, a sparkline and the latest value."""
+    from infra.dashboards import PANELS
+
+    drawn = []
+    for p in PANELS:
+        def read(p: Any = p) -> Panel:
+            rows = [{"series": legend(p.legend, labels) or "-", "spark": values, "latest": round(values[-1], 3),
+                     "unit": p.unit} for labels, values in prometheus.range(p.promql)]
+            rows.sort(key=lambda r: (-r["latest"], r["series"]))
+            note = f"{len(rows) - MAX_SERIES} more series not shown" if len(rows) > MAX_SERIES else None
+            return Panel(f"{p.row} / {p.title}", True, rows[:MAX_SERIES], note=note)
+        drawn.append(guarded(f"{p.row} / {p.title}", f"Prometheus at {prometheus.url}", read))
+    return drawn
 
 
 def prometheus_panels(prometheus: Prometheus) -> list[Panel]:
