@@ -42,6 +42,7 @@ from typing import Any
 
 from connectors.audit import load_audit_settings, open_audit_log
 from connectors.iceberg import split_s3_url
+from connectors.lineage.datasets import Dataset, ingest_datasets, url_dataset
 from connectors.properties import (
     REPO_ROOT,
     IngestConfig,
@@ -54,6 +55,7 @@ from connectors.properties import (
     read_property_groups,
 )
 from schemas.contracts import load_contracts
+from tools import lineage
 from tools.job_control import Operator, authorize
 from tools.job_interface import JobControlError
 from tools.job_processes import stop_job
@@ -143,6 +145,7 @@ class JobRun:
     savepoint: str | None = None
     files_read: int = 0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # per feed, for lineage's dataQuality facet
     complete: bool = False
     stopped: str = ""  # why it stopped before reading every new file: interrupted, out of time, failed
 
@@ -211,6 +214,10 @@ def run_job(run: JobRun, cfg: IngestConfig, properties: Path, feed: str, day: da
             rest.checkpoint_now()  # after it, every operator has counted every record the source emitted
             run.counts = rest.settled_counts((SOURCE, DEDUP, LETTERS))
             run.files_read = run.count(SOURCE, "numRecordsOut")
+            try:  # the ingest operator's own counts by feed and reason; lineage only, so never in the way
+                run.quality = rest.feed_quality()
+            except (OSError, KeyError, ValueError):
+                run.quality = {}
         if stop_job(job) != 0:
             raise BatchError(f"the batch job did not stop with a savepoint; see {log_path}")
     except BaseException:
@@ -263,10 +270,16 @@ def run_batch(properties: Path, operator: Operator, feed: str, day: date, dry_ru
         run = JobRun()
         log_path = medistream_home() / "logs" / f"batch-{feed}-{run_name}.log"
         progress(f"job log {log_path}")
+        job_cfg = batch_ingest_config(cfg, batch_path, feed, day.isoformat())
+        lineage_id, datasets = str(uuid.uuid4()), batch_datasets(job_cfg, folder, feed)
+        lineage.emit("START", f"batch.{feed}", groups, lineage_id, datasets=datasets, processing="BATCH",
+                     batch_run=run_name, date=day.isoformat())
         try:
-            run_job(run, batch_ingest_config(cfg, batch_path, feed, day.isoformat()), properties, feed, day,
-                    state.savepoint, expected, timeout_s, log_path, lease.take if lease else (lambda: None), progress)
+            run_job(run, job_cfg, properties, feed, day, state.savepoint, expected, timeout_s, log_path,
+                    lease.take if lease else (lambda: None), progress)
         except BaseException as err:
+            lineage.emit("FAIL", f"batch.{feed}", groups, lineage_id, error=type(err).__name__, datasets=datasets,
+                         processing="BATCH", batch_run=run_name, date=day.isoformat())
             authorize(operator, "batch", "batch", f"{what} failed ({type(err).__name__}): state at "
                       f"{_name(run.savepoint or state.savepoint)}", audit)
             raise
@@ -292,11 +305,20 @@ def run_batch(properties: Path, operator: Operator, feed: str, day: date, dry_ru
                 "records_delivered": run.count(DEDUP, "numRecordsOut"),
                 "dead_letters": run.count(LETTERS, "numRecordsOut"), "savepoint": run.savepoint,
                 "complete": run.complete, "seconds": round(seconds, 1)}
+    lineage.emit("COMPLETE", f"batch.{feed}", groups, lineage_id, datasets=datasets, processing="BATCH",
+                 quality=run.quality, batch_run=run_name, date=day.isoformat(), files_read=run.files_read,
+                 seconds=round(seconds, 1))
     # Savepoints by name (the audit reason is short; the feed's state holds the paths): savepoint-<job>-<id>.
     authorize(operator, "batch", "batch", f"{what} done: {run.files_read} file(s) read, {summary['records_accepted']} "
               f"record(s) accepted ({summary['records_delivered']} new), {summary['dead_letters']} dead letter(s); "
               f"restored {_name(summary['restored_from'])}, savepoint {_name(run.savepoint)}; {seconds:.0f} s", audit)
     return summary
+
+
+def batch_datasets(cfg: IngestConfig, folder: str, feed: str) -> tuple[list[Dataset], list[Dataset]]:
+    """What a batch run of `feed` reads (the date's folder) and writes (what the feed's routes reach)."""
+    contracts = load_contracts(cfg.feeds.directory)
+    return [url_dataset(folder)], ingest_datasets(cfg, {feed: contracts[feed]})[1]
 
 
 def _name(savepoint: str | None) -> str:

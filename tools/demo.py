@@ -153,12 +153,15 @@ class EmbeddedJobs:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = {job: medistream_home() / "logs" / f"{job}.log" for job in DEMO_JOBS}
         self.runs: dict[str, str] = {}  # job -> its OpenLineage run id
+        self.rest_port = 0
 
     def start(self) -> None:
         """Start both jobs; each resumes from its newest checkpoint or savepoint. Each run's START goes to lineage."""
+        from infra.local.process import free_loopback_port
         from tools import lineage
 
-        self.processes["ingest"] = start_job(self.logs["ingest"], self.properties)
+        self.rest_port = free_loopback_port()  # the ingest job's REST API: its counts for lineage, read at stop
+        self.processes["ingest"] = start_job(self.logs["ingest"], self.properties, self.rest_port)
         argv = [sys.executable, "-m", "jobs.partner_delivery", "--properties", str(self.properties)]
         with self.logs["partner_delivery"].open("ab") as log:
             self.processes["partner_delivery"] = subprocess.Popen(
@@ -181,7 +184,14 @@ class EmbeddedJobs:
     def stop(self) -> int:
         """Stop both with a savepoint (SIGTERM); the first non-zero exit code, else 0."""
         from tools import lineage
+        from tools.minicluster_rest import MiniClusterRest
 
+        quality: dict[str, dict[str, Any]] = {}
+        if self.processes.get("ingest") is not None and self.processes["ingest"].poll() is None:
+            try:  # read while it runs: the run's counts per feed, for its COMPLETE event's dataQuality facet
+                quality = MiniClusterRest.of_only_job(self.rest_port).feed_quality()
+            except (OSError, KeyError, ValueError):
+                quality = {}
         codes = {job: stop_job(proc) for job, proc in self.processes.items()}
         for job, code in codes.items():
             if job not in self.runs:
@@ -189,7 +199,8 @@ class EmbeddedJobs:
             if code:
                 lineage.emit("FAIL", job, self.properties, self.runs[job], error=f"exit code {code}")
             else:
-                lineage.emit("COMPLETE", job, self.properties, self.runs[job])
+                lineage.emit("COMPLETE", job, self.properties, self.runs[job],
+                             quality=quality if job == "ingest" else None)
         return next((code for code in codes.values() if code), 0)
 
 

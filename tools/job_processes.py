@@ -94,13 +94,15 @@ class RssSampler(threading.Thread):
         self._stop.set()
 
 
-def start_job(log_path: Path, properties: Path | None = None) -> subprocess.Popen[bytes]:
+def start_job(log_path: Path, properties: Path | None = None, rest_port: int | None = None) -> subprocess.Popen[bytes]:
     """Start the ingest job as a child process in its own process group, logging to a file.
 
     It resumes from the newest checkpoint or savepoint, as an operator's restart would. Its own
-    group lets a crash test SIGKILL the job together with its JVM.
+    group lets a crash test SIGKILL the job together with its JVM. `rest_port`: its mini-cluster serves
+    Flink's REST API on 127.0.0.1 there (the demo reads the run's counts from it before stopping).
     """
     argv = [sys.executable, "-m", JOB_MODULES["ingest"]] + (["--properties", str(properties)] if properties else [])
+    argv += ["--rest-port", str(rest_port)] if rest_port else []
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,

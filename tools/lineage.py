@@ -79,7 +79,8 @@ def run_id(flink_job_id: str) -> str:
 
 def emit(kind: str, job: str, properties: Path | Mapping[str, Mapping[str, str]] | None, run: str,
          error: str | None = None, datasets: tuple[Sequence[Dataset], Sequence[Dataset]] | None = None,
-         processing: str = "STREAMING", **facets: Any) -> dict[str, int]:
+         processing: str = "STREAMING", quality: Mapping[str, Mapping[str, Any]] | None = None,
+         **facets: Any) -> dict[str, int]:
     """Send one run event of `job` under these properties (a file, its groups, or None for the default), reading
     and writing `datasets` (default: the job's own, job_datasets); the counts (connectors.lineage.emitter.send)."""
     groups = properties if isinstance(properties, Mapping) else read_property_groups(
@@ -90,7 +91,8 @@ def emit(kind: str, job: str, properties: Path | Mapping[str, Mapping[str, str]]
         inputs, outputs = datasets or job_datasets(job, groups)
     except Exception as err:  # lineage must not stop a deploy: sent without datasets
         inputs, outputs, facets = [], [], {**facets, "lineage_error": type(err).__name__}
-    return send(kind, job, groups, run, inputs, outputs, error=error, processing=processing, **facets)
+    return send(kind, job, groups, run, inputs, outputs, error=error, processing=processing, quality=quality,
+                **facets)
 
 
 def _get(url: str) -> Any:

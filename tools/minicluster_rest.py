@@ -15,6 +15,10 @@ from typing import Any
 
 # "0.<operator>.<metric>": subtask 0 (parallelism 1); the planner's "[<n>]" suffixes are dropped.
 COUNTER = re.compile(r"^0\.(?P<operator>[^.]+)\.(?P<metric>numRecordsIn|numRecordsOut|duplicates_dropped)$")
+# The ingest operator's per-feed counts (connectors/metrics/flink_counters.py), as the REST API names them:
+# <subtask>.<operator>.kinesisanalytics.feed.<feed>[.reason.<reason>].<count>
+FEED_COUNTER = re.compile(r"^\d+\.[^.]+\.kinesisanalytics\.feed\.(?P<feed>[^.]+)(?:\.reason\.(?P<reason>[^.]+))?"
+                          r"\.(?P<metric>[A-Za-z]+)$")
 
 
 class MiniClusterRest:
@@ -60,6 +64,18 @@ class MiniClusterRest:
                     counts.setdefault(operator, {})[match["metric"]] = int(float(metric["value"]))
         return counts
 
+    def feed_quality(self) -> dict[str, dict[str, Any]]:
+        """Per feed, what the ingest operator counted in this run, summed over its subtasks: records in,
+        accepted, dead letters, corrections, PHI fields protected, and dead letters by reason code
+        ({feed: {"recordsIn": n, ..., "deadLettersByReason": {reason: n}}}; names and counts only)."""
+        metrics: list[dict[str, Any]] = []
+        for vertex in self.call("")["vertices"]:
+            path = f"/vertices/{vertex['id']}/metrics"
+            names = [m["id"] for m in self.call(path) if FEED_COUNTER.match(m["id"])]
+            for start in range(0, len(names), 50):  # a bounded URL per request
+                metrics += self.call(f"{path}?get=" + ",".join(names[start:start + 50]))
+        return feed_quality(metrics)
+
     def settled_counts(self, operators: Collection[str], quiet_s: float = 2.0,
                        timeout_s: float = 30.0) -> dict[str, dict[str, int]]:
         """operator_counts() of `operators` once none has moved for `quiet_s`, for input that has stopped (e.g.
@@ -93,3 +109,20 @@ class MiniClusterRest:
                 return dict(self.call(f"/checkpoints/details/{operation['checkpointId']}"))
             time.sleep(0.2)
         raise TimeoutError(f"checkpoint not completed within {timeout_s} s")
+
+
+def feed_quality(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The per-feed counts in vertex metric values ([{"id": ..., "value": ...}]): MiniClusterRest.feed_quality's."""
+    quality: dict[str, dict[str, Any]] = {}
+    for metric in metrics:
+        match = FEED_COUNTER.match(str(metric.get("id", "")))
+        if match is None:
+            continue
+        value = int(float(metric["value"]))
+        feed = quality.setdefault(match["feed"], {})
+        if match["reason"] is None:
+            feed[match["metric"]] = feed.get(match["metric"], 0) + value
+        elif match["metric"] == "deadLetters":
+            by_reason = feed.setdefault("deadLettersByReason", {})
+            by_reason[match["reason"]] = by_reason.get(match["reason"], 0) + value
+    return quality

@@ -125,10 +125,11 @@ class LineageRun:
 
 def send(kind: str, job: str, groups: Mapping[str, Mapping[str, str]], run: str, inputs: Sequence[Any],
          outputs: Sequence[Any], error: str | None = None, processing: str = "STREAMING",
-         **facets: Any) -> dict[str, int]:
+         quality: Mapping[str, Mapping[str, Any]] | None = None, **facets: Any) -> dict[str, int]:
     """Send one run event (START, COMPLETE, FAIL) of `job` reading `inputs` and writing `outputs` (Datasets) to
-    the `lineage.url` of `groups`; the emitter's counts. Bounded (a few seconds when the back end is down),
-    never raises."""
+    the `lineage.url` of `groups`; the emitter's counts. `quality`: the run's counts per feed (records in,
+    accepted, dead letters by reason: tools.minicluster_rest.feed_quality), sent as the `dataQuality` run
+    facet. Bounded (a few seconds when the back end is down), never raises."""
     from connectors.lineage.datasets import openlineage_dataset
 
     emitter = LineageEmitter.from_properties(groups)
@@ -136,17 +137,20 @@ def send(kind: str, job: str, groups: Mapping[str, Mapping[str, str]], run: str,
         return emitter.close()
     run_ = emitter.run(job, [openlineage_dataset(d, "input") for d in inputs],
                        [openlineage_dataset(d, "output") for d in outputs], run)
-    emitter.emit(run_.event(kind, _run_facets(facets), error=error, processing=processing))
+    emitter.emit(run_.event(kind, _run_facets(facets, quality), error=error, processing=processing))
     return emitter.close(timeout_s=5.0)
 
 
-def _run_facets(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Our own run facet (`medistream`): plain values (savepoint path, counts), never a record's content."""
-    if not values:
-        return {}
+def _run_facets(values: Mapping[str, Any], quality: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Our own run facets: `medistream` (plain values: savepoint path, counts) and `dataQuality` (per feed: the
+    run's records in, accepted, dead letters and dead letters by reason code); never a record's content."""
     from openlineage.client.facet_v2 import RunFacet
 
-    return {"medistream": RunFacet().with_additional_properties(**values)}
+    facets = {"medistream": RunFacet().with_additional_properties(**values)} if values else {}
+    if quality:
+        facets["dataQuality"] = RunFacet().with_additional_properties(
+            feeds={feed: dict(counts) for feed, counts in sorted(quality.items())})
+    return facets
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import orjson
 import pytest
@@ -106,6 +107,20 @@ def test_a_date_runs_once_a_rerun_changes_nothing_and_additions_flow_once(
     _assert_exact(cfg, expected, sinks)
     assert first["records_delivered"] == sum(expected["archived"].values())
     assert first["dead_letters"] == sum(expected["dead_letters"].values())
+    # Lineage: a BATCH run of the date's folder into the feed's sinks, its COMPLETE event with the ingest operator's
+    # counts as the dataQuality facet (the metrics' view: at most the exact totals, by reason in sum).
+    url = read_property_groups(feed_run["properties"])["lineage"]["url"]
+    with urlopen(f"{url}/api/v1/lineage/events?job=batch.{feed_run['feed']}&limit=100", timeout=10) as answer:  # noqa: S310
+        events = json.loads(answer.read())
+    assert sorted(e["eventType"] for e in events) == ["COMPLETE", "START"]
+    done = next(e for e in events if e["eventType"] == "COMPLETE")
+    assert done["job"]["facets"]["jobType"]["processingType"] == "BATCH"
+    assert [i["name"] for i in done["inputs"]] == [f"{split_s3_url(feed_run['batch_path'])[1]}{feed_run['feed']}/"
+                                                  f"{DAY.isoformat()}/"]
+    counted = done["run"]["facets"]["dataQuality"]["feeds"][feed_run["feed"]]
+    assert counted["recordsIn"] == counted["accepted"] + counted["deadLetters"] > 0
+    assert counted["accepted"] <= first["records_accepted"] and counted["deadLetters"] <= first["dead_letters"]
+    assert sum(counted.get("deadLettersByReason", {}).values()) == counted["deadLetters"]
     timings = [f"first run: {first['seconds']} s for 3 files, {len(generated)} records "
                f"(test wall {time.monotonic() - started:.0f} s)"]
 

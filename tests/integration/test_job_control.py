@@ -326,6 +326,11 @@ def test_a_backfill_of_a_delivered_range_delivers_only_what_was_missing(
     ended = next(e for e in runs("ingest") if e["run"]["runId"] == lineage.run_id(setup["first"])
                  and e["eventType"] == "COMPLETE")
     assert ended["run"]["facets"]["medistream"]["savepoint"] == setup["upgrade_savepoint"]
+    # Each stop reads the run's counts per feed before it stops (deploy.feed_quality): the dataQuality facet.
+    second = next(e for e in runs("ingest") if e["run"]["runId"] == lineage.run_id(setup["second"])
+                  and e["eventType"] == "COMPLETE")
+    counted = second["run"]["facets"]["dataQuality"]["feeds"][busiest]  # the backfill ran through this run
+    assert counted["recordsIn"] == counted["accepted"] + counted["deadLetters"] > 0
     done = [e for e in runs(f"backfill.{busiest}") if e["eventType"] == "COMPLETE"]
     assert len(done) == 2 and done[0]["job"]["facets"]["jobType"]["processingType"] == "BATCH"
     assert {d["name"] for d in done[0]["outputs"]} == {f"raw.{busiest}", f"t{RUN}/{busiest}/backfill/"}

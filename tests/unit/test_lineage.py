@@ -18,13 +18,14 @@ from openlineage.client.serde import Serde
 from starlette.testclient import TestClient
 
 from connectors.lineage.datasets import ingest_datasets, openlineage_dataset, projection_sources
-from connectors.lineage.emitter import LineageEmitter
+from connectors.lineage.emitter import LineageEmitter, _run_facets
 from connectors.properties import LOCAL_PROPERTIES, load_ingest_config, read_property_groups
 from infra.local import process
 from infra.local.lineage_store import EventStore, build_app, graph
 from schemas.contracts import load_contracts
 from schemas.phi_policy import load_policy
 from tools.lineage import REVEALED, job_datasets, run_id
+from tools.minicluster_rest import feed_quality
 
 GROUPS = read_property_groups(LOCAL_PROPERTIES)
 
@@ -99,6 +100,32 @@ def test_events_serialize_to_openlineage_json_with_names_and_types_only() -> Non
     member = table["facets"]["columnLineage"]["fields"]["member_token"]["inputFields"][0]
     assert member["field"] == "member.member_id" and member["transformations"][0]["masking"] is True
     assert emitter.close() == {"sent": 0, "failed": 0, "dropped": 0}  # no url: a no-op
+
+
+def test_the_runs_feed_counts_become_the_data_quality_facet() -> None:
+    # Values as Flink's REST API serves a vertex's metrics: <subtask>.<operator>.<group path>.<count>.
+    metrics = [
+        {"id": "0.ingest.kinesisanalytics.feed.hospital_a_claims.recordsIn", "value": "40"},
+        {"id": "1.ingest.kinesisanalytics.feed.hospital_a_claims.recordsIn", "value": "12"},
+        {"id": "0.ingest.kinesisanalytics.feed.hospital_a_claims.accepted", "value": "37"},
+        {"id": "1.ingest.kinesisanalytics.feed.hospital_a_claims.accepted", "value": "11"},
+        {"id": "0.ingest.kinesisanalytics.feed.hospital_a_claims.deadLetters", "value": "3"},
+        {"id": "1.ingest.kinesisanalytics.feed.hospital_a_claims.deadLetters", "value": "1"},
+        {"id": "0.ingest.kinesisanalytics.feed.hospital_a_claims.reason.schema_violation.deadLetters", "value": "2"},
+        {"id": "1.ingest.kinesisanalytics.feed.hospital_a_claims.reason.schema_violation.deadLetters", "value": "1"},
+        {"id": "0.ingest.kinesisanalytics.feed.hospital_a_claims.reason.bad_npi.alertDeadLetters", "value": "1"},
+        {"id": "0.ingest.kinesisanalytics.feed.hospital_a_claims.reason.bad_npi.deadLetters", "value": "1"},
+        {"id": "0.ingest.kinesisanalytics.kmsCalls", "value": "9"},  # not a feed's
+        {"id": "0.ingest.numRecordsIn", "value": "52"},
+    ]
+    quality = feed_quality(metrics)
+    assert quality == {"hospital_a_claims": {"recordsIn": 52, "accepted": 48, "deadLetters": 4,
+                                             "deadLettersByReason": {"schema_violation": 3, "bad_npi": 1}}}
+    run = LineageEmitter(None).run("ingest", run_id=run_id("cd" * 16))
+    event = json.loads(Serde.to_json(run.event("COMPLETE", _run_facets({"savepoint": "s3://sp/1"}, quality))))
+    facets = event["run"]["facets"]
+    assert facets["dataQuality"]["feeds"] == quality and facets["medistream"]["savepoint"] == "s3://sp/1"
+    assert _run_facets({}, {}) == {}
 
 
 @pytest.fixture
