@@ -39,6 +39,7 @@ PARTNER_DELIVERED = _OP + "kinesisanalytics_partner_delivered"
 SNOWFLAKE_LAG = 'medistream_door_sink_lag{sink="snowflake"}'
 SINK_DELAY = "medistream_door_sink_delay_seconds"
 SINK_NEWEST = "medistream_sink_newest_record_timestamp_seconds"  # tools/sink_freshness.py
+SINK_FEED_NEWEST = "medistream_sink_feed_newest_record_timestamp_seconds"  # the same, per feed
 AUDIT_OK = "medistream_audit_chain_ok"
 AUDIT_VERIFIED_AT = "medistream_audit_last_verified_timestamp_seconds"
 CONSUMER_LAG = "medistream:consumer_lag:sum"  # recording rule: one series per job

@@ -35,6 +35,7 @@ from infra.alert_rules import (
     RECORDS_IN,
     RESTARTS,
     SINK_DELAY,
+    SINK_FEED_NEWEST,
     SINK_NEWEST,
     SNOWFLAKE_LAG,
 )
@@ -71,6 +72,8 @@ PANELS: tuple[Panel, ...] = (
           f"max by (sink) ({SINK_DELAY})", "{{sink}}", "", "Maximum"),
     Panel("Freshness", "Age of the newest committed record per sink", "s",
           f"time() - max by (sink) ({SINK_NEWEST})", "{{sink}}", "", "Maximum"),
+    Panel("Freshness", "Age of each feed's newest committed record per sink", "s",
+          f"time() - max by (sink, feed) ({SINK_FEED_NEWEST})", "{{sink}} {{feed}}", "", "Maximum"),
     Panel("Dead letters", "Dead letters per feed and reason", "rps",
           f"sum by (feed, reason) (rate({DEAD_LETTERS}[5m]))", "{{feed}} {{reason}}", "deadLetters", "Sum", "reason"),
     Panel("Dead letters", "Dead-letter ratio per feed", "percentunit",

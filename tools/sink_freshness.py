@@ -11,6 +11,9 @@ file, and serves on 127.0.0.1:
   Snowflake loader sets for its sink, so the SinkDelayOverTarget alert covers these sinks too;
 - `medistream_sink_newest_record_timestamp_seconds{sink}`: the newest `ingested_at` committed
   (freshness is `time()` minus it; it also grows while a feed is quiet, which FeedSilent tells apart);
+- `medistream_sink_feed_newest_record_timestamp_seconds{sink, feed}`: the same per feed, for the feeds in
+  the latest append (the files of one commit mix feeds: only its added files' `feed` and `ingested_at`
+  columns are read, a checkpoint's worth of rows);
 - `medistream_sink_last_commit_timestamp_seconds{sink}`: the latest append (Iceberg) or committed file;
 - `medistream_archive_feed_last_commit_timestamp_seconds{feed}`: the archive's newest committed file
   of each feed, among its partitions dated yesterday or later (older partitions are backfills');
@@ -23,6 +26,7 @@ are table and feed names from our configuration and contracts: bounded, never a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -30,7 +34,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from connectors.properties import IngestConfig
@@ -48,6 +52,7 @@ class Commit:
     committed_s: float
     oldest_ingested_s: float | None = None  # None: the commit's files carry no bound (or it added no rows)
     newest_ingested_s: float | None = None
+    newest_by_feed: dict[str, float] = field(default_factory=dict)  # feed -> its newest row's ingest time
 
     @property
     def delay_s(self) -> float | None:
@@ -72,8 +77,9 @@ def latest_append(table: Any) -> Any | None:
     return None
 
 
-def iceberg_commit(table: Any, sink: str) -> Commit | None:
-    """The latest append of a table, from its manifests' `ingested_at` bounds; None before the first append."""
+def iceberg_commit(table: Any, sink: str, by_feed: bool = False) -> Commit | None:
+    """The latest append of a table, from its manifests' `ingested_at` bounds; None before the first append.
+    `by_feed`: also each feed's newest row, from the `feed` and `ingested_at` columns of the files it added."""
     import pyarrow.compute as pc
 
     snapshot = latest_append(table)
@@ -88,7 +94,26 @@ def iceberg_commit(table: Any, sink: str) -> Commit | None:
         low, high = _seconds(bounds.get("lower_bound")), _seconds(bounds.get("upper_bound"))
         lows += [low] if low is not None else []
         highs += [high] if high is not None else []
-    return Commit(sink, snapshot.timestamp_ms / 1000, min(lows, default=None), max(highs, default=None))
+    newest: dict[str, float] = {}
+    if by_feed:
+        for path in added.column("data_file").combine_chunks().field("file_path").to_pylist():
+            for feed, stamp in _newest_by_feed(table.io, path).items():
+                newest[feed] = max(newest.get(feed, stamp), stamp)
+    return Commit(sink, snapshot.timestamp_ms / 1000, min(lows, default=None), max(highs, default=None), newest)
+
+
+def _newest_by_feed(io: Any, path: str) -> dict[str, float]:
+    """Feed -> newest `ingested_at` (epoch s) in one Parquet data file: two columns read, nothing else."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with io.new_input(path).open() as stream:
+        rows = pq.read_table(stream, columns=["feed", INGESTED_AT])
+    grouped = rows.group_by("feed").aggregate([(INGESTED_AT, "max")])
+    stamps = pc.cast(grouped.column(f"{INGESTED_AT}_max"), "int64").to_pylist()  # microseconds since the epoch
+    unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[rows.schema.field(INGESTED_AT).type.unit]
+    return {feed: stamp / unit for feed, stamp in zip(grouped.column("feed").to_pylist(), stamps, strict=True)
+            if feed is not None and stamp is not None}
 
 
 def archive_commits(s3: Any, bucket: str, prefix: str, feeds: Iterable[str], today: dt.date) -> dict[str, float]:
@@ -110,6 +135,15 @@ def archive_commits(s3: Any, bucket: str, prefix: str, feeds: Iterable[str], tod
     return newest
 
 
+def _known(newest: dict[str, float], feeds: Iterable[str]) -> dict[str, float]:
+    """Per-feed values with every feed that is not one of `feeds` folded into "unknown" (bounded labels)."""
+    allowed, out = set(feeds), dict[str, float]()
+    for feed, stamp in newest.items():
+        label = feed if feed in allowed else "unknown"
+        out[label] = max(out.get(label, stamp), stamp)
+    return out
+
+
 class FreshnessMetrics:
     """The watch's registry, served on 127.0.0.1 and announced under component `sink_freshness`."""
 
@@ -125,6 +159,9 @@ class FreshnessMetrics:
         self.newest = Gauge("medistream_sink_newest_record_timestamp_seconds",
                             "Ingest time of the newest record a sink has committed (Unix seconds)", ["sink"],
                             registry=r)
+        self.feed_newest = Gauge("medistream_sink_feed_newest_record_timestamp_seconds",
+                                 "Ingest time of the newest record of a feed a sink has committed (Unix seconds)",
+                                 ["sink", "feed"], registry=r)
         self.committed = Gauge("medistream_sink_last_commit_timestamp_seconds",
                                "When a sink last committed rows (Unix seconds)", ["sink"], registry=r)
         self.archive_feed = Gauge("medistream_archive_feed_last_commit_timestamp_seconds",
@@ -138,6 +175,8 @@ class FreshnessMetrics:
             self.delay.labels(commit.sink).set(commit.delay_s)
         if commit.newest_ingested_s is not None:
             self.newest.labels(commit.sink).set(commit.newest_ingested_s)
+        for feed, stamp in commit.newest_by_feed.items():
+            self.feed_newest.labels(commit.sink, feed).set(stamp)
 
 
 class FreshnessWatch:
@@ -160,7 +199,9 @@ class FreshnessWatch:
             sink = f"iceberg_{name}"
             try:
                 table = iceberg_table(self.cfg.iceberg, self.cfg.s3, self.cfg.iceberg.table(name))
-                commit = iceberg_commit(table, sink)
+                commit = iceberg_commit(table, sink, by_feed=True)
+                if commit is not None:  # bounded labels: a feed that is not a contract's is "unknown"
+                    commit = dataclasses.replace(commit, newest_by_feed=_known(commit.newest_by_feed, self.feeds))
             except NoSuchTableError:  # the job creates its tables when it first starts: not a failure
                 report["not_created_yet"].append(name)
                 continue

@@ -31,9 +31,10 @@ T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
 SCHEMA = pa.schema([("record_id", pa.string()), ("feed", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC"))])
 
 
-def rows(first: int, n: int, start: dt.datetime) -> pa.Table:
-    """n synthetic rows, ingested a second apart from `start` (ids only: no record content)."""
-    return pa.table({"record_id": [f"r{first + i}" for i in range(n)], "feed": ["feed_a"] * n,
+def rows(first: int, n: int, start: dt.datetime, feeds: tuple[str, ...] = ("feed_a",)) -> pa.Table:
+    """n synthetic rows, ingested a second apart from `start`, the feeds in turn (ids only: no record content)."""
+    return pa.table({"record_id": [f"r{first + i}" for i in range(n)],
+                     "feed": [feeds[i % len(feeds)] for i in range(n)],
                      "ingested_at": [start + dt.timedelta(seconds=i) for i in range(n)]}, schema=SCHEMA)
 
 
@@ -64,10 +65,11 @@ def test_the_latest_append_gives_commit_time_and_ingest_bounds(cfg: IngestConfig
     assert commit.delay_s == pytest.approx(commit.committed_s - T0.timestamp())
 
     later = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=3)
-    table.append(rows(5, 3, later))  # the newest batch only: the first batch's rows are not this commit's
-    commit = iceberg_commit(table, "iceberg_claims")
+    table.append(rows(5, 3, later, feeds=("feed_b", "feed_c")))  # the newest batch only: the first's rows are not
+    commit = iceberg_commit(table, "iceberg_claims", by_feed=True)  # this commit's
     assert commit is not None
     assert (commit.oldest_ingested_s, commit.newest_ingested_s) == (later.timestamp(), later.timestamp() + 2)
+    assert commit.newest_by_feed == {"feed_b": later.timestamp() + 2, "feed_c": later.timestamp() + 1}
     assert 0 < commit.delay_s < 120
     appended = table.current_snapshot().snapshot_id
 
@@ -120,7 +122,7 @@ def test_the_watch_serves_the_gauges_the_sink_delay_alert_reads(cfg: IngestConfi
     catalog = pyiceberg_catalog(cfg.iceberg, cfg.s3)
     table = catalog.create_table(f"{cfg.iceberg.namespace}.{cfg.iceberg.table('payments')}", schema=SCHEMA)
     ingested = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=200)  # committed 200 s after ingest: too late
-    table.append(rows(0, 4, ingested))
+    table.append(rows(0, 4, ingested, feeds=("feed_a", "someone_elses_feed")))
 
     report = FreshnessWatch(cfg, ["feed_a"]).check()
     assert "payments" in report["iceberg"] and "claims" in report["not_created_yet"]
@@ -140,6 +142,9 @@ def test_the_watch_serves_the_gauges_the_sink_delay_alert_reads(cfg: IngestConfi
     delay = re.search(r'^medistream_door_sink_delay_seconds\{sink="iceberg_payments"\} (\S+)$', text, re.M)
     assert delay is not None and float(delay.group(1)) >= 200
     assert re.search(r'^medistream_sink_newest_record_timestamp_seconds\{sink="iceberg_payments"\} ', text, re.M)
+    per_feed = re.findall(r'^medistream_sink_feed_newest_record_timestamp_seconds'
+                          r'\{feed="(\w+)",sink="iceberg_payments"\} ', text, re.M)
+    assert sorted(per_feed) == ["feed_a", "unknown"]  # a feed that is not a contract's: a bounded label
     assert "iceberg_claims" not in text  # a table not created yet is neither a value nor an error
     assert not list(targets_dir(tmp_path).glob("sink_freshness-*.json"))  # withdrawn on a clean stop
 
