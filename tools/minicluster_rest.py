@@ -64,16 +64,26 @@ class MiniClusterRest:
                     counts.setdefault(operator, {})[match["metric"]] = int(float(metric["value"]))
         return counts
 
-    def feed_quality(self) -> dict[str, dict[str, Any]]:
+    def feed_quality(self, warm_up_s: float = 15.0) -> dict[str, dict[str, Any]]:
         """Per feed, what the ingest operator counted in this run, summed over its subtasks: records in,
         accepted, dead letters, corrections, PHI fields protected, and dead letters by reason code
-        ({feed: {"recordsIn": n, ..., "deadLettersByReason": {reason: n}}}; names and counts only)."""
+        ({feed: {"recordsIn": n, ..., "deadLettersByReason": {reason: n}}}; names and counts only).
+
+        The REST API answers from its metric store, which a cluster fills on the first request for metrics
+        (every `metrics.fetcher.update-interval`, 10 s by default): while every vertex lists no metric at all
+        the store is cold, and the listing is asked again, for up to `warm_up_s`."""
+        deadline = time.monotonic() + warm_up_s
+        while True:
+            listed = {vertex["id"]: [m["id"] for m in self.call(f"/vertices/{vertex['id']}/metrics")]
+                      for vertex in self.call("")["vertices"]}
+            if any(listed.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         metrics: list[dict[str, Any]] = []
-        for vertex in self.call("")["vertices"]:
-            path = f"/vertices/{vertex['id']}/metrics"
-            names = [m["id"] for m in self.call(path) if FEED_COUNTER.match(m["id"])]
+        for vertex, ids in listed.items():
+            names = [name for name in ids if FEED_COUNTER.match(name)]
             for start in range(0, len(names), 50):  # a bounded URL per request
-                metrics += self.call(f"{path}?get=" + ",".join(names[start:start + 50]))
+                metrics += self.call(f"/vertices/{vertex}/metrics?get=" + ",".join(names[start:start + 50]))
         return feed_quality(metrics)
 
     def settled_counts(self, operators: Collection[str], quiet_s: float = 2.0,
