@@ -1,8 +1,9 @@
 """The CDK app: one environment's stacks, checked by cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53 rev 5.
 
-Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> storage ->
-network -> flink (applications and their grants) -> monitoring (alarms, dashboard). The first three are retained on
-delete; the applications can be torn down and rebuilt without touching data or keys.
+Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> storage -> audit
+(the trail, alerts on guard changes) -> network -> streaming (MSK, topics) -> flink (applications and their
+grants) -> monitoring (alarms, dashboard). Keys, storage, the trail and the cluster are retained on delete;
+the applications can be torn down and rebuilt without touching data or keys.
 Built by tools/infra.py (`medistream infra synth|check`, and the CDK CLI's app command in cdk.json),
 which hands in the runtime properties (`tools.package` makes them; infra sits below tools).
 """
@@ -14,12 +15,14 @@ from dataclasses import dataclass
 from aws_cdk import App, Aws, Environment, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
+from infra.aws.audit import AuditStack
 from infra.aws.config import names
 from infra.aws.flink import FlinkStack, PropertiesFor
 from infra.aws.keys import IdentityStack, KeysStack
 from infra.aws.monitoring import MonitoringStack
 from infra.aws.network import NetworkStack
 from infra.aws.storage import StorageStack
+from infra.aws.streaming import StreamingStack
 
 # Feature flags, here only (cdk.json names none: every entry builds the App with these). The access-log
 # bucket takes S3's log delivery by bucket policy, not by the legacy LogDeliveryWrite ACL; references
@@ -35,13 +38,16 @@ class Stacks:
     identity: IdentityStack
     keys: KeysStack
     storage: StorageStack
+    audit: AuditStack
     network: NetworkStack
+    streaming: StreamingStack
     flink: FlinkStack
     monitoring: MonitoringStack
 
     def all(self) -> list[Stack]:
         """Every stack, in deploy order."""
-        return [self.identity, self.keys, self.storage, self.network, self.flink, self.monitoring]
+        return [self.identity, self.keys, self.storage, self.audit, self.network, self.streaming, self.flink,
+                self.monitoring]
 
 
 def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | None = None,
@@ -53,14 +59,21 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | Non
     identity = IdentityStack(app, f"medistream-{env}-identity", names=n, **kw)
     keys = KeysStack(app, f"medistream-{env}-keys", names=n, roles=dict(identity.roles), **kw)
     storage = StorageStack(app, f"medistream-{env}-storage", names=n, keys=dict(keys.keys), **kw)
+    audit = AuditStack(app, f"medistream-{env}-audit", names=n, audit_key=keys.keys["audit"],
+                       logs_key=keys.keys["logs"], key_arns=[k.key_arn for k in keys.keys.values()], **kw)
+    audit.add_stack_dependency(storage, "the trail writes to the audit bucket, whose policy admits it")
     network = NetworkStack(app, f"medistream-{env}-network", names=n, logs_key=keys.keys["logs"], **kw)
+    streaming = StreamingStack(app, f"medistream-{env}-streaming", names=n, vpc=network.vpc,
+                               security_group=network.msk_sg, streaming_key=keys.keys["streaming"],
+                               logs_key=keys.keys["logs"], **kw)
     flink = FlinkStack(app, f"medistream-{env}-flink", names=n, roles=dict(identity.roles),
                        logs_key=keys.keys["logs"], vpc=network.vpc, security_group=network.apps_sg,
                        properties=properties, **kw)
     flink.add_stack_dependency(storage, "the applications read and write its buckets and tables, named, not imported")
+    flink.add_stack_dependency(streaming, "the applications read and write its topics, named, not imported")
     monitoring = MonitoringStack(app, f"medistream-{env}-monitoring", names=n, logs_key=keys.keys["logs"], **kw)
     monitoring.add_stack_dependency(flink, "alarms and dashboard name the applications")
-    stacks = Stacks(identity, keys, storage, network, flink, monitoring)
+    stacks = Stacks(identity, keys, storage, audit, network, streaming, flink, monitoring)
     for stack in stacks.all():
         Tags.of(stack).add("project", "medistream")
         Tags.of(stack).add("environment", env)

@@ -21,7 +21,10 @@ PRODUCTION_OVERLAY = REPO_ROOT / "conf" / "environments" / "production.json"
 # Keys beside the PHI domains, one per store so that a key policy is one store's blast radius:
 # raw landed files, the Iceberg lake, the archive, the audit bucket, every log group, the DynamoDB
 # ledgers, and our own non-PHI files (the zip, reference data).
-SERVICE_KEYS = ("landing", "warehouse", "archive", "audit", "logs", "ledgers", "artifacts")
+# MSK's volumes (streaming: raw.<feed> holds records before PHI protection) and the feed and partner
+# credentials in Secrets Manager (credentials).
+SERVICE_KEYS = ("landing", "warehouse", "archive", "audit", "logs", "ledgers", "artifacts", "streaming",
+                "credentials")
 # Each bucket and the key it is encrypted with (the access-log bucket: SSE-S3, the only encryption S3
 # server access logging delivers to).
 BUCKET_KEYS = {"landing": "landing", "warehouse": "warehouse", "archive": "archive", "audit": "audit",
@@ -73,7 +76,17 @@ class Names:
     glue_database: str
     alias_prefix: str  # + domain: the CMK alias the jobs' phi group resolves
     token_secret: str
-    prefix: str  # "medistream-<env>": roles, log groups, applications
+    prefix: str  # "medistream-<env>": roles, log groups, applications, the MSK cluster, the trail
+
+    @property
+    def trail(self) -> str:
+        """The CloudTrail trail's name (the audit bucket's policy admits this trail only)."""
+        return f"{self.prefix}-trail"
+
+    @property
+    def msk_cluster(self) -> str:
+        """The MSK cluster's name (the jobs' kafka-cluster grants name clusters under it)."""
+        return self.prefix
 
     def alias(self, key: str) -> str:
         """The alias of one key (a PHI domain or a service key)."""
@@ -155,3 +168,51 @@ def partner_domains() -> list[str]:
             policy = load_policy(policy_path.stem)
             domains.update(policy.domains[t] for t in revealed if t in policy.domains)
     return sorted(domains)
+
+
+def feed_contracts() -> dict[str, Any]:
+    """The shipped feed contracts (schemas/feeds), by feed."""
+    from schemas.contracts import load_contracts
+
+    return dict(load_contracts())
+
+
+def feeds_with(door: str) -> list[str]:
+    """The feeds whose contract lists `door` among its sources (landing, rest, kafka), sorted."""
+    return sorted(f for f, c in feed_contracts().items() if door in c.sources)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A Kafka topic the pipeline uses, as the jobs would create it (they create only missing ones)."""
+
+    name: str
+    partitions: int
+    configs: tuple[tuple[str, str], ...] = ()
+
+
+# Partitions per kind of topic: a raw topic's partitions cap the ingest job's source parallelism for that
+# feed; partitions can be added later but not removed. The cursor topic is one partition, compacted, as
+# the REST puller reads its last cursor per feed.
+RAW_PARTITIONS = 6
+CURATED_PARTITIONS = 12
+DLQ_PARTITIONS = 3
+
+
+def topics(groups: dict[str, dict[str, str]] | None = None) -> tuple[Topic, ...]:
+    """Every topic of the pipeline, from the properties and feed contracts the local run reads.
+
+    raw.<feed> for each feed taking Kafka or REST records; the curated Snowflake topic and one per partner
+    a contract routes to (jobs/topics.py's rule); the dead-letter topics; the REST puller's cursors.
+    """
+    from udfs.routing import partners
+
+    g = base_groups() if groups is None else groups
+    contracts = feed_contracts()
+    raw = sorted(f for f, c in contracts.items() if {"kafka", "rest"} & set(c.sources))
+    partner_ids = partners({f: c.routes for f, c in contracts.items()})
+    return (*(Topic(f"raw.{f}", RAW_PARTITIONS) for f in raw),
+            Topic(g["curated"]["snowflake.topic"], CURATED_PARTITIONS),
+            *(Topic(f"{g['curated']['partner.topic.prefix']}{p}", CURATED_PARTITIONS) for p in partner_ids),
+            Topic(g["kafka"]["dlq.topic"], DLQ_PARTITIONS), Topic(g["partners"]["dlq.topic"], DLQ_PARTITIONS),
+            Topic(g["rest_pull"]["cursor.topic"], 1, (("cleanup.policy", "compact"),)))

@@ -66,8 +66,29 @@ class KeysStack(Stack):
                     principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                     actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
                     conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
+            if name == "logs":
+                statements.append(iam.PolicyStatement(
+                    sid="EventBridgeToEncryptedTopics", principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
+            if name == "audit":
+                statements.extend(self._cloudtrail(names))
             key = kms.Key(self, f"{name}-key", alias=names.alias(name), enable_key_rotation=True,
                           rotation_period=Duration.days(365), description=f"medistream {names.env}: {name}",
                           removal_policy=RemovalPolicy.RETAIN, pending_window=Duration.days(30),
                           policy=iam.PolicyDocument(statements=statements))
             self.keys[name] = key
+
+    def _cloudtrail(self, names: Names) -> list[iam.PolicyStatement]:
+        """The audit key: this environment's trail encrypts its log files with it, and nothing else may."""
+        trail = f"arn:{self.partition}:cloudtrail:{self.region}:{self.account}:trail/{names.trail}"
+        return [iam.PolicyStatement(
+            sid="CloudTrailEncryptsThisEnvironmentsTrail",
+            principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
+            actions=["kms:GenerateDataKey*"], resources=["*"], conditions={
+                "StringEquals": {"aws:SourceArn": trail},
+                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
+                               f"arn:{self.partition}:cloudtrail:*:{self.account}:trail/{names.trail}"}}),
+            iam.PolicyStatement(
+                sid="CloudTrailDescribesTheKey", principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
+                actions=["kms:DescribeKey"], resources=["*"], conditions={"StringEquals": {"aws:SourceArn": trail}})]

@@ -24,6 +24,7 @@ AZ_COUNT = 3
 LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 # A literal (not the VPC's CidrBlock attribute) so that rules and their checks read the same range.
 VPC_CIDR = "10.40.0.0/16"
+MSK_IAM_PORT = 9098
 
 
 def log_group(scope: Construct, construct_id: str, name: str, key: kms.IKey) -> logs.LogGroup:
@@ -59,8 +60,10 @@ class NetworkStack(Stack):
                                          description="Managed Flink applications: out to the VPC on 443 and MSK IAM")
         self.apps_sg.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443),
                                      "AWS endpoints in the VPC")
-        self.apps_sg.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(9098),
-                                     "MSK brokers, IAM auth over TLS")
+        # The MSK brokers: reached on 9098 (SASL/IAM over TLS) from the applications' group only.
+        self.msk_sg = ec2.SecurityGroup(self, "msk-sg", vpc=self.vpc, allow_all_outbound=False,
+                                        description="MSK brokers: IAM auth over TLS from the pipeline groups")
+        self._to_msk(self.apps_sg, "Managed Flink applications")
         # The gateway endpoints' AWS-managed prefix lists (one id per region, not known to a region-agnostic
         # synth): deploy-time parameters, `aws ec2 describe-managed-prefix-lists` gives them (README).
         for endpoint in ("s3", "dynamodb"):
@@ -68,6 +71,11 @@ class NetworkStack(Stack):
                                        description=f"com.amazonaws.<region>.{endpoint} managed prefix list id")
             self.apps_sg.add_egress_rule(ec2.Peer.prefix_list(prefix_list.value_as_string), ec2.Port.tcp(443),
                                          f"{endpoint} gateway endpoint")
+
+    def _to_msk(self, group: ec2.SecurityGroup, who: str) -> None:
+        """`group` may reach the brokers on 9098 (egress rule on it, ingress rule on the brokers' group)."""
+        group.add_egress_rule(self.msk_sg, ec2.Port.tcp(MSK_IAM_PORT), "MSK brokers, IAM auth over TLS")
+        self.msk_sg.add_ingress_rule(group, ec2.Port.tcp(MSK_IAM_PORT), f"{who}: IAM auth over TLS")
 
     @property
     def availability_zones(self) -> list[str]:

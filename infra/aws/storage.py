@@ -3,7 +3,8 @@
 Every bucket: public access blocked, versioned, TLS only, SSE-KMS with its own key (config.BUCKET_KEYS)
 and a policy refusing an upload that asks for another encryption or another key, server access logs
 to the access-log bucket. The archive: Object Lock in compliance mode for seven years and hot for 30
-days, then Glacier Instant Retrieval (infra/storage_policy.py, the policy the local stack applies too).
+days, then Glacier Instant Retrieval (infra/storage_policy.py, the policy the local stack applies too); the
+audit bucket likewise, and it admits this environment's CloudTrail trail (by ARN) under cloudtrail/.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from constructs import Construct
 from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, BACKUP, REPLICATION, checkov_skip, for_packs
 from infra.aws.config import BUCKET_KEYS, Names
 from infra.storage_policy import ARCHIVE
+
+# Buckets under Object Lock in compliance mode for the archive's retention: the archive (raw records) and
+# the audit bucket (CloudTrail's log files: their digest files prove them unchanged, the lock keeps them).
+LOCKED = ("archive", "audit")
+CLOUDTRAIL_PREFIX = "cloudtrail"
 
 
 def _archive_rules() -> list[s3.LifecycleRule]:
@@ -47,18 +53,20 @@ class StorageStack(Stack):
         for role, key_name in BUCKET_KEYS.items():
             if key_name is None:
                 continue
-            archive = role == "archive"
+            locked = role in LOCKED  # the archive and the audit trail: write once, kept seven years
             bucket = s3.Bucket(
                 self, f"{role}-bucket", bucket_name=names.buckets[role], encryption=s3.BucketEncryption.KMS,
                 encryption_key=keys[key_name], bucket_key_enabled=True, enforce_ssl=True, versioned=True,
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
                 object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
                 server_access_logs_bucket=self.access_logs, server_access_logs_prefix=f"{role}/",
-                object_lock_enabled=archive or None,
+                object_lock_enabled=locked or None,
                 object_lock_default_retention=(s3.ObjectLockRetention.compliance(Duration.days(ARCHIVE.retention_days))
-                                               if archive else None),
-                lifecycle_rules=_archive_rules() if archive else None)
+                                               if locked else None),
+                lifecycle_rules=_archive_rules() if locked else None)
             self._deny_other_encryption(bucket, keys[key_name])
+            if role == "audit":
+                self._cloudtrail_delivery(bucket, names)
             self.buckets[role] = bucket
         self.glue_database = glue.CfnDatabase(
             self, "lake", catalog_id=self.account,
@@ -84,6 +92,19 @@ class StorageStack(Stack):
                      "the access-log bucket itself: logging it into itself would log its own log deliveries")
         for table in self.tables.values():
             for_packs(table, "DynamoDBInBackupPlan", BACKUP)
+
+    def _cloudtrail_delivery(self, bucket: s3.Bucket, names: Names) -> None:
+        """Admit this environment's trail (only it, by its ARN) to check the bucket and write under cloudtrail/."""
+        trail = {"StringEquals": {"aws:SourceArn": f"arn:{self.partition}:cloudtrail:{self.region}:{self.account}:"
+                                                   f"trail/{names.trail}"}}
+        service = iam.ServicePrincipal("cloudtrail.amazonaws.com")
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudTrailChecksTheBucket", principals=[service], actions=["s3:GetBucketAcl"],
+            resources=[bucket.bucket_arn], conditions=trail))
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudTrailWritesItsLogFiles", principals=[service], actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(f"{CLOUDTRAIL_PREFIX}/AWSLogs/{self.account}/*")],
+            conditions={"StringEquals": {**trail["StringEquals"], "s3:x-amz-acl": "bucket-owner-full-control"}}))
 
     @staticmethod
     def _deny_other_encryption(bucket: s3.Bucket, key: kms.IKey) -> None:

@@ -48,7 +48,7 @@ def _template(s: dict[str, Any], stack: Any) -> dict[str, Any]:
 def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
     report = json.loads((synthesized["out"] / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    assert len(synthesized["templates"]) == 6
+    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 8
     skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
              for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
     assert len(skips) == 4 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
@@ -64,9 +64,10 @@ def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
     assert ARCHIVE.retention_days >= 7 * 365
     (rule,) = archive["LifecycleConfiguration"]["Rules"]
     assert rule["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 30}]
-    locked = [name for name, props in _resources(_template(synthesized, storage), "AWS::S3::Bucket").items()
-              if props.get("ObjectLockEnabled")]
-    assert len(locked) == 1
+    locked = {name: props for name, props in _resources(_template(synthesized, storage), "AWS::S3::Bucket").items()
+              if props.get("ObjectLockEnabled")}
+    assert set(locked) == {storage.get_logical_id(storage.buckets[b].node.default_child) for b in ("archive", "audit")}
+    assert all(p["ObjectLockConfiguration"] == archive["ObjectLockConfiguration"] for p in locked.values())
 
 
 def test_every_bucket_has_its_key_tls_only_versioned_and_private(synthesized: dict[str, Any]) -> None:
@@ -236,6 +237,16 @@ def test_a_finding_fails_the_synth(tmp_path: Path) -> None:
     assert any("HIPAA.Security-EC2RestrictedSSH" in line for line in lines)
 
 
+def test_a_trail_without_validation_fails_the_synth(tmp_path: Path) -> None:
+    """The packs cover the audit stack too: a trail with log file validation off is a finding."""
+    app, stacks = infra_tool.build("dev", outdir=str(tmp_path))
+    stacks.audit.trail.enable_log_file_validation = False
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    lines = infra_tool.findings(tmp_path / "validation-report.json")
+    assert "error HIPAA.Security-CloudTrailLogFileValidationEnabled medistream-dev-audit/trail" in lines
+
+
 def test_cdk_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`medistream infra check --cli`: the CDK toolkit from npm runs cdk.json's app; cfn-lint and checkov are clean."""
     assert infra_tool.node_bin().joinpath("cdk").exists(), "./medistream installs the CDK toolkit"
@@ -274,3 +285,116 @@ def test_alarms_from_the_alert_thresholds_and_the_dashboard(synthesized: dict[st
     assert json.loads(body) == expected
     for topic in _resources(template, "AWS::SNS::Topic").values():
         assert topic["KmsMasterKeyId"] == monitoring.resolve(synthesized["stacks"].keys.keys["logs"].key_arn)
+
+
+def test_trail_validated_with_data_events_on_the_phi_buckets(synthesized: dict[str, Any]) -> None:
+    """The trail: validation on, every region, encrypted with the audit key, into the locked audit bucket,
+    S3 data events on exactly the PHI buckets; the audit bucket admits this trail only."""
+    from infra.aws.audit import PHI_BUCKETS
+
+    stacks = synthesized["stacks"]
+    audit, env = stacks.audit, synthesized["env"]
+    (trail,) = _resources(_template(synthesized, audit), "AWS::CloudTrail::Trail").values()
+    from aws_cdk import Aws
+
+    n = names(env, Aws.ACCOUNT_ID)
+    assert trail["EnableLogFileValidation"] is True and trail["IsMultiRegionTrail"] is True
+    assert trail["IncludeGlobalServiceEvents"] is True and trail["IsLogging"] is True
+    assert trail["TrailName"] == f"medistream-{env}-trail"
+    assert trail["S3BucketName"] == audit.resolve(n.buckets["audit"])  # the storage stack's audit bucket, by name
+    audit_bucket = stacks.storage.buckets["audit"].node.default_child
+    assert stacks.storage.resolve(audit_bucket.bucket_name) == trail["S3BucketName"]
+    assert trail["KMSKeyId"] == audit.resolve(stacks.keys.keys["audit"].key_arn)
+    assert "CloudWatchLogsLogGroupArn" in trail
+    (selector,) = trail["EventSelectors"]
+    assert selector["ReadWriteType"] == "All" and selector["IncludeManagementEvents"] is True
+    (data,) = selector["DataResources"]
+    assert data["Type"] == "AWS::S3::Object"
+    assert data["Values"] == [audit.resolve(f"arn:{Aws.PARTITION}:s3:::{n.buckets[b]}/") for b in PHI_BUCKETS]
+    assert len(PHI_BUCKETS) == 3
+    assert set(PHI_BUCKETS) == {b for b, k in BUCKET_KEYS.items() if k in ("landing", "warehouse", "archive")}
+    storage = stacks.storage
+    policies = {storage.resolve(p["Bucket"])["Ref"]: p["PolicyDocument"]["Statement"]
+                for p in _resources(_template(synthesized, storage), "AWS::S3::BucketPolicy").values()}
+    writes = [s for s in policies[storage.get_logical_id(storage.buckets["audit"].node.default_child)]
+              if s.get("Principal") == {"Service": "cloudtrail.amazonaws.com"}]
+    assert {s["Sid"] for s in writes} == {"CloudTrailChecksTheBucket", "CloudTrailWritesItsLogFiles"}
+    for statement in writes:
+        assert f"trail/medistream-{env}-trail" in json.dumps(statement["Condition"]["StringEquals"]["aws:SourceArn"])
+    audit_key = _key_policies(synthesized)["audit"]
+    trail_statements = [s for s in audit_key if s.get("Principal") == {"Service": "cloudtrail.amazonaws.com"}]
+    assert trail_statements and all("aws:SourceArn" in s["Condition"]["StringEquals"] for s in trail_statements)
+
+
+def test_guard_changes_raise_rules_and_alarms(synthesized: dict[str, Any]) -> None:
+    """KMS key-policy, IAM and bucket-policy changes: an EventBridge rule on this environment's resources and a
+    metric-filter alarm each, both to the encrypted security topic."""
+    from infra.aws.audit import CHANGES, metric_filter_pattern
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    template = _template(synthesized, stacks.audit)
+    rules = _resources(template, "AWS::Events::Rule")
+    assert len(rules) == len(CHANGES) == 3
+    topic_ref = {"Ref": stacks.audit.get_logical_id(stacks.audit.topic.node.default_child)}
+    for rule in rules.values():
+        pattern = rule["EventPattern"]
+        source = pattern["detail"]["eventSource"][0]
+        change = next(c for c in CHANGES if c.source == source)
+        assert pattern["detail"]["eventName"] == list(change.calls)
+        assert pattern["source"] == [f"aws.{source.split('.')[0]}"]
+        assert rule["Targets"][0]["Arn"] == topic_ref
+    detail = {r["EventPattern"]["source"][0]: r["EventPattern"]["detail"] for r in rules.values()}
+    audit = stacks.audit
+    assert detail["aws.kms"]["resources"]["ARN"] == [audit.resolve(k.key_arn) for k in stacks.keys.keys.values()]
+    assert detail["aws.iam"]["$or"][0] == {"requestParameters": {"roleName": [{"prefix": f"medistream-{env}"}]}}
+    n = names(env, stacks.audit.account)
+    assert sorted(json.dumps(b) for b in detail["aws.s3"]["requestParameters"]["bucketName"]) == sorted(
+        json.dumps(audit.resolve(b)) for b in n.buckets.values())
+    assert {"PutKeyPolicy", "PutBucketPolicy", "PutRolePolicy", "AttachRolePolicy"} <= {
+        call for c in CHANGES for call in c.calls}
+    filters = {f["FilterPattern"] for f in _resources(template, "AWS::Logs::MetricFilter").values()}
+    assert filters == {metric_filter_pattern(c) for c in CHANGES}
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")
+    assert sorted(a["AlarmName"] for a in alarms.values()) == sorted(f"medistream-{env}-{c.name}" for c in CHANGES)
+    assert all(a["AlarmActions"] == [topic_ref] and a["Threshold"] == 1 for a in alarms.values())
+    (topic,) = _resources(template, "AWS::SNS::Topic").values()
+    assert topic["KmsMasterKeyId"] == stacks.audit.resolve(stacks.keys.keys["logs"].key_arn)
+
+
+def test_msk_iam_tls_cmk_and_the_topics_of_the_config(synthesized: dict[str, Any]) -> None:
+    """MSK: IAM auth only, TLS to clients and between brokers, the streaming key at rest, private subnets; the
+    topics are the ones the local run creates (conf + feed contracts); brokers reachable only from our groups."""
+    from infra.aws.config import feeds_with, topics
+
+    stacks = synthesized["stacks"]
+    streaming, network = stacks.streaming, stacks.network
+    template = _template(synthesized, streaming)
+    (cluster,) = _resources(template, "AWS::MSK::Cluster").values()
+    auth = cluster["ClientAuthentication"]
+    assert auth == {"Sasl": {"Iam": {"Enabled": True}}, "Unauthenticated": {"Enabled": False}}
+    encryption = cluster["EncryptionInfo"]
+    assert encryption["EncryptionInTransit"] == {"ClientBroker": "TLS", "InCluster": True}
+    at_rest = encryption["EncryptionAtRest"]["DataVolumeKMSKeyId"]
+    assert at_rest == streaming.resolve(stacks.keys.keys["streaming"].key_arn)
+    nodes = cluster["BrokerNodeGroupInfo"]
+    assert nodes["ClientSubnets"] == [streaming.resolve(s.subnet_id) for s in network.vpc.isolated_subnets]
+    assert nodes["ConnectivityInfo"]["PublicAccess"]["Type"] == "DISABLED"
+    assert cluster["ClusterName"] == f"medistream-{synthesized['env']}"
+    (config,) = _resources(template, "AWS::MSK::Configuration").values()
+    assert "auto.create.topics.enable=false" in config["ServerProperties"]
+    assert "min.insync.replicas=2" in config["ServerProperties"]
+    made = {t["TopicName"]: t for t in _resources(template, "AWS::MSK::Topic").values()}
+    assert set(made) == {t.name for t in topics()}
+    assert {f"raw.{f}" for f in feeds_with("kafka") + feeds_with("rest")} | {
+        "curated.snowflake", "curated.partner.clearwater_health", "medistream.dlq", "medistream.dlq.partner",
+        "medistream.pull.cursors"} == set(made)
+    assert all(t["ReplicationFactor"] == 3 for t in made.values())
+    import base64
+
+    assert base64.b64decode(made["medistream.pull.cursors"]["Configs"]).decode() == "cleanup.policy=compact\n"
+    # The brokers' group: ingress on 9098 from security groups only (no CIDR), no egress.
+    net = _template(synthesized, network)
+    msk_sg = network.get_logical_id(network.msk_sg.node.default_child)
+    ingress = [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress").values()
+               if r["GroupId"] == {"Fn::GetAtt": [msk_sg, "GroupId"]}]
+    assert ingress and all(r["FromPort"] == r["ToPort"] == 9098 and "SourceSecurityGroupId" in r for r in ingress)
