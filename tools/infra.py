@@ -56,15 +56,44 @@ def properties_for(names: Names):  # type: ignore[no-untyped-def]
     return properties
 
 
+def service_properties_for(names: Names):  # type: ignore[no-untyped-def]
+    """service, deploy-time values -> an ECS service's property groups: production's, plus the service's own group.
+
+    conf/environments/production.json leaves the services' groups out (the Managed Flink applications do
+    not read them), so each service gets its group from conf/application_properties.json with this
+    environment's names (tables, secrets) over it.
+    """
+    from infra.aws.config import SERVICES, base_groups
+    from tools.package import RUN_OPTIONS_GROUP, application_properties
+
+    def properties(service: str, values: Mapping[str, str]) -> list[dict[str, object]]:
+        groups = {str(g["PropertyGroupId"]): dict(g["PropertyMap"])  # type: ignore[call-overload]
+                  for g in application_properties("production", service, {"run_options": {service: {}}},
+                                                  values=values)}
+        groups.pop(RUN_OPTIONS_GROUP, None)
+        own_group = SERVICES[service][1]
+        # Values naming this machine (${MEDISTREAM_HOME}: the Snowflake emulator's file) mean nothing in a task.
+        groups[own_group] = {k: v for k, v in base_groups()[own_group].items() if v != "" and "${" not in v}
+        for group, keys in names.runtime_properties().items():
+            if group in groups:
+                groups[group].update(keys)
+        groups[own_group].update({k: names.secret(v) for k, v in groups[own_group].items()
+                                  if k.endswith("secret") and v.startswith("medistream/")})
+        return [{"PropertyGroupId": name, "PropertyMap": keys} for name, keys in sorted(groups.items())]
+
+    return properties
+
+
 def build(env: str, outdir: str | None = None, nag: bool = True):  # type: ignore[no-untyped-def]
-    """The app of one environment (infra.aws.app.build with the runtime properties)."""
+    """The app of one environment (infra.aws.app.build with the applications' and services' properties)."""
     use_node()
     from aws_cdk import Aws
 
     from infra.aws.app import build as build_app
     from infra.aws.config import names
 
-    return build_app(env, properties_for(names(env, Aws.ACCOUNT_ID)), outdir=outdir, nag=nag)
+    n = names(env, Aws.ACCOUNT_ID)
+    return build_app(env, properties_for(n), service_properties_for(n), outdir=outdir, nag=nag)
 
 
 def findings(report: Path) -> list[str]:

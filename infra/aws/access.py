@@ -3,14 +3,15 @@
 A row is (role, actions, resource kind, names). The stacks turn the rows into key-policy statements
 (kind `key`: the key policy names the role, nothing broader) and IAM policies (the rest); nothing
 else grants. No `*` action; a `*` resource only where the service has no resource-level permission
-(EC2 Describe* calls), each acknowledged in app.py with its reason.
+(EC2 Describe* calls, ECR's GetAuthorizationToken), each acknowledged with its reason
+(infra/aws/acknowledgements.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.aws.config import key_domains, partner_domains
+from infra.aws.config import TASK_EXECUTION, base_groups, feeds_with, key_domains, partner_domains, sftp_role
 
 ENCRYPT = ("kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 DECRYPT = ("kms:Decrypt", "kms:DescribeKey")
@@ -23,6 +24,9 @@ AUDIT = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:Des
 GLUE = ("glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable")
 SECRET_READ = ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret")
 MSK_CONNECT = ("kafka-cluster:Connect", "kafka-cluster:DescribeCluster")
+MSK_PRODUCE = (*MSK_CONNECT, "kafka-cluster:WriteDataIdempotently")  # idempotent / transactional producers
+MSK_WRITE = ("kafka-cluster:DescribeTopic", "kafka-cluster:WriteData")
+MSK_READ = ("kafka-cluster:DescribeTopic", "kafka-cluster:ReadData")
 MSK_TOPICS = ("kafka-cluster:DescribeTopic", "kafka-cluster:ReadData", "kafka-cluster:WriteData")
 MSK_GROUPS = ("kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup")
 MSK_TXN = ("kafka-cluster:DescribeTransactionalId", "kafka-cluster:AlterTransactionalId")
@@ -30,6 +34,11 @@ LOGS = ("logs:DescribeLogStreams", "logs:PutLogEvents")
 VPC_DESCRIBE = ("ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions",
                 "ec2:DescribeNetworkInterfaces")
 VPC_ENI = ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface")
+SFTP_OBJECTS = ("s3:PutObject", "s3:GetObject", "s3:GetObjectVersion", "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts")
+ECR_AUTH = ("ecr:GetAuthorizationToken",)
+ECR_PULL = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+SERVICE_LOGS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 
 @dataclass(frozen=True)
@@ -39,35 +48,41 @@ class Grant:
     role: str
     actions: tuple[str, ...]
     kind: str  # key, bucket, table, glue, secret, msk-cluster, msk-topic, msk-group, msk-txn, log-group,
-    # vpc-describe, vpc-eni
+    # vpc-describe, vpc-eni, feed-prefix (a feed's landing prefix: objects, and listing it alone), ecr-auth,
+    # ecr-repo, service-log-groups
     names: tuple[str, ...] = ()
 
 
 def grants() -> tuple[Grant, ...]:
+    """Every grant of every role: the Managed Flink applications, the ECS services, the SFTP users."""
+    return (*flink_grants(), *service_grants(), *sftp_grants())
+
+
+def flink_grants() -> tuple[Grant, ...]:
     """Every grant of the Managed Flink applications' roles."""
     domains = tuple(key_domains())
     return (
         # ingest: reads landed files and reference data, protects every domain, writes lake, archive, audit.
         Grant("ingest", ENCRYPT + DECRYPT, "key", (*domains, "warehouse", "archive", "ledgers")),
-        Grant("ingest", DECRYPT, "key", ("landing", "artifacts")),
+        Grant("ingest", DECRYPT, "key", ("landing", "artifacts", "credentials")),
         Grant("ingest", S3_READ, "bucket", ("landing", "reference", "artifacts")),
         Grant("ingest", S3_READ + S3_WRITE + S3_DELETE, "bucket", ("warehouse",)),
         Grant("ingest", S3_READ + S3_WRITE, "bucket", ("archive",)),
         Grant("ingest", AUDIT, "table", ("audit",)),
         Grant("ingest", GLUE, "glue"),
         Grant("ingest", SECRET_READ, "secret", ("phi/token-keys",)),
-        Grant("ingest", MSK_CONNECT, "msk-cluster"),
+        Grant("ingest", MSK_PRODUCE, "msk-cluster"),
         Grant("ingest", MSK_TOPICS, "msk-topic", ("raw.", "curated.", "medistream.dlq")),
         Grant("ingest", MSK_GROUPS, "msk-group", ("medistream-ingest",)),
         Grant("ingest", MSK_TXN, "msk-txn", ("medistream-ingest",)),
         # partner delivery: opens only the domains its partners' contracts reveal; keeps the delivery ledger.
-        Grant("partner_delivery", DECRYPT, "key", (*partner_domains(), "artifacts")),
+        Grant("partner_delivery", DECRYPT, "key", (*partner_domains(), "artifacts", "credentials")),
         Grant("partner_delivery", ENCRYPT + DECRYPT, "key", ("ledgers",)),
         Grant("partner_delivery", S3_READ, "bucket", ("artifacts",)),
         Grant("partner_delivery", LEDGER, "table", ("partners",)),
         Grant("partner_delivery", AUDIT, "table", ("audit",)),
         Grant("partner_delivery", SECRET_READ, "secret", ("phi/token-keys", "partners/")),
-        Grant("partner_delivery", MSK_CONNECT, "msk-cluster"),
+        Grant("partner_delivery", MSK_PRODUCE, "msk-cluster"),
         Grant("partner_delivery", MSK_TOPICS, "msk-topic", ("curated.partner.", "medistream.dlq.partner")),
         Grant("partner_delivery", MSK_GROUPS, "msk-group", ("medistream-partner-delivery",)),
         # both: Managed Flink's own needs (its log group, network interfaces in the VPC).
@@ -75,6 +90,53 @@ def grants() -> tuple[Grant, ...]:
         *(Grant(job, VPC_DESCRIBE, "vpc-describe") for job in ("ingest", "partner_delivery")),
         *(Grant(job, VPC_ENI, "vpc-eni") for job in ("ingest", "partner_delivery")),
     )
+
+
+def service_grants() -> tuple[Grant, ...]:
+    """The ECS services' task roles and their execution role: each reads only its own secrets and topics."""
+    g = base_groups()
+    rest = tuple(f"raw.{f}" for f in feeds_with("rest"))
+    cursor = g["rest_pull"]["cursor.topic"]
+    return (
+        # the REST ingestion API: checks a feed's key digest, records receipts, writes raw.<rest feed>.
+        Grant("ingest_api", DECRYPT, "key", ("credentials",)),
+        Grant("ingest_api", ENCRYPT + DECRYPT, "key", ("ledgers",)),
+        Grant("ingest_api", SECRET_READ, "secret", ("ingest-api/keys",)),
+        Grant("ingest_api", LEDGER, "table", ("ingest_api",)),
+        Grant("ingest_api", MSK_PRODUCE, "msk-cluster"),
+        Grant("ingest_api", MSK_WRITE, "msk-topic", rest),
+        # the REST puller: partner credentials, raw.<rest feed> and its cursors in one transaction per page.
+        Grant("rest_pull", DECRYPT, "key", ("credentials",)),
+        Grant("rest_pull", SECRET_READ, "secret", ("feeds/",)),
+        Grant("rest_pull", MSK_PRODUCE, "msk-cluster"),
+        Grant("rest_pull", MSK_WRITE, "msk-topic", rest),
+        Grant("rest_pull", MSK_READ + MSK_WRITE, "msk-topic", (cursor,)),
+        Grant("rest_pull", MSK_GROUPS, "msk-group", (g["rest_pull"]["transactional.id.prefix"],)),
+        Grant("rest_pull", MSK_TXN, "msk-txn", (g["rest_pull"]["transactional.id.prefix"],)),
+        # the SFTP puller: partner credentials, files into the landing bucket (feeds and quarantine), its ledger.
+        Grant("sftp_pull", DECRYPT, "key", ("credentials",)),
+        Grant("sftp_pull", ENCRYPT + DECRYPT, "key", ("landing", "ledgers")),
+        Grant("sftp_pull", SECRET_READ, "secret", ("feeds/",)),
+        Grant("sftp_pull", S3_READ + S3_WRITE, "bucket", ("landing",)),
+        Grant("sftp_pull", LEDGER, "table", ("sftp_pull",)),
+        # the Snowflake loader: its key pair, curated.snowflake under its consumer group (records stay protected).
+        Grant("snowflake_load", DECRYPT, "key", ("credentials",)),
+        Grant("snowflake_load", SECRET_READ, "secret", ("snowflake/private-key",)),
+        Grant("snowflake_load", MSK_CONNECT, "msk-cluster"),
+        Grant("snowflake_load", MSK_READ, "msk-topic", (g["curated"]["snowflake.topic"],)),
+        Grant("snowflake_load", MSK_GROUPS, "msk-group", (g["snowflake"]["consumer.group.id"],)),
+        # every task: its image from the environment's repository, its log stream.
+        Grant(TASK_EXECUTION, ECR_AUTH, "ecr-auth"),
+        Grant(TASK_EXECUTION, ECR_PULL, "ecr-repo"),
+        Grant(TASK_EXECUTION, SERVICE_LOGS, "service-log-groups"),
+    )
+
+
+def sftp_grants() -> tuple[Grant, ...]:
+    """One Transfer Family user per landing feed: its own landing prefix, nothing else (no delete, no other feed)."""
+    return tuple(grant for feed in feeds_with("landing") for grant in (
+        Grant(sftp_role(feed), ENCRYPT + DECRYPT, "key", ("landing",)),
+        Grant(sftp_role(feed), SFTP_OBJECTS, "feed-prefix", (feed,))))
 
 
 def key_users(key: str, level: tuple[str, ...]) -> list[str]:

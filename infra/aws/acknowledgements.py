@@ -21,6 +21,11 @@ BACKUP = ("point-in-time recovery (35 days, continuous) is on and deletion prote
           "with a locked vault belongs with the audit slice (issue 22, item 6)")
 ACCESS_LOGS_SSE_S3 = ("S3 server access logging delivers only to a bucket encrypted with SSE-S3 (SSE-KMS is not "
                       "supported for the log target); the logs hold request metadata, no object content")
+SFTP_SENDERS = ("the SFTP endpoint's only ingress is port 22 from the SftpSenderCidr parameter, whose allowed pattern "
+                "refuses 0.0.0.0/0 and anything wider than a /8 at deploy (the senders' VPN or Direct Connect range); "
+                "the rule cannot read a parameter, so it cannot tell")
+SFTP_SENDER_RULES = ("AwsSolutions-EC23", "HIPAA.Security-EC2RestrictedCommonPorts", "HIPAA.Security-EC2RestrictedSSH",
+                     "NIST.800.53.R5-EC2RestrictedCommonPorts", "NIST.800.53.R5-EC2RestrictedSSH")
 # Wildcard ARNs, by the kind of access row that makes them.
 IAM5_REASONS = {
     "bucket": "objects of one named bucket: S3 grants on objects by key pattern, and the job writes keys it derives "
@@ -28,8 +33,8 @@ IAM5_REASONS = {
     "glue": "the Iceberg tables of this environment's one Glue database; the job creates them by record type",
     "secret": "Secrets Manager appends six random characters to every secret's ARN; names under this environment's "
               "prefix only",
-    "msk-cluster": "an MSK ARN carries the cluster's UUID, known once the cluster exists (issue 22, item 4); only "
-                   "clusters under this environment's name",
+    "msk-cluster": "an MSK ARN carries the cluster's UUID, made when the cluster is created (streaming stack); "
+                   "naming clusters by this environment's name keeps the grants free of that stack's export",
     "msk-topic": "topics by name prefix on this environment's cluster (raw.<feed>, curated.partner.<id> grow "
                  "with the feed and partner contracts)",
     "msk-group": "this job's consumer group on this environment's cluster (the cluster UUID is not known at synth)",
@@ -37,6 +42,10 @@ IAM5_REASONS = {
     "vpc-describe": "EC2 Describe* calls Managed Flink makes to attach to the VPC take no resource-level permission",
     "vpc-eni": "the network interfaces Managed Flink creates in this account and region (their ids are made at "
                "start); subnets and security groups they attach to",
+    "feed-prefix": "objects under one feed's own landing prefix (feeds/<feed>/): the sender names its files",
+    "ecr-auth": "ecr:GetAuthorizationToken takes no resource-level permission (it returns a registry token)",
+    "service-log-groups": "the log streams the ECS tasks create (named by task id at start) in this environment's "
+                          "service log groups",
 }
 
 

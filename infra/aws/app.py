@@ -1,8 +1,10 @@
 """The CDK app: one environment's stacks, checked by cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53 rev 5.
 
-Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> storage -> audit
-(the trail, alerts on guard changes) -> network -> streaming (MSK, topics) -> flink (applications and their
-grants) -> monitoring (alarms, dashboard). Keys, storage, the trail and the cluster are retained on delete;
+Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> credentials
+(secrets) -> storage -> audit
+(the trail, alerts on guard changes) -> network -> streaming (MSK, topics) -> doors (SFTP server and users,
+ECS services, the API front door) -> flink (applications and their
+grants) -> monitoring (alarms, dashboard). Keys, secrets, storage, the trail and the cluster are retained on delete;
 the applications can be torn down and rebuilt without touching data or keys.
 Built by tools/infra.py (`medistream infra synth|check`, and the CDK CLI's app command in cdk.json),
 which hands in the runtime properties (`tools.package` makes them; infra sits below tools).
@@ -17,6 +19,8 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
 from infra.aws.audit import AuditStack
 from infra.aws.config import names
+from infra.aws.credentials import CredentialsStack
+from infra.aws.doors import DoorsStack, ServiceProperties
 from infra.aws.flink import FlinkStack, PropertiesFor
 from infra.aws.keys import IdentityStack, KeysStack
 from infra.aws.monitoring import MonitoringStack
@@ -37,27 +41,31 @@ class Stacks:
 
     identity: IdentityStack
     keys: KeysStack
+    credentials: CredentialsStack
     storage: StorageStack
     audit: AuditStack
     network: NetworkStack
     streaming: StreamingStack
+    doors: DoorsStack
     flink: FlinkStack
     monitoring: MonitoringStack
 
     def all(self) -> list[Stack]:
         """Every stack, in deploy order."""
-        return [self.identity, self.keys, self.storage, self.audit, self.network, self.streaming, self.flink,
-                self.monitoring]
+        return [self.identity, self.keys, self.credentials, self.storage, self.audit, self.network, self.streaming,
+                self.doors, self.flink, self.monitoring]
 
 
-def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | None = None,
-               region: str | None = None) -> Stacks:
+def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties: ServiceProperties,
+               account: str | None = None, region: str | None = None) -> Stacks:
     """One environment's stacks in `app` (account and region: deploy-time tokens unless given)."""
     where = Environment(account=account, region=region) if account and region else None
     n = names(env, account or Aws.ACCOUNT_ID)
     kw = {"env": where}
     identity = IdentityStack(app, f"medistream-{env}-identity", names=n, **kw)
     keys = KeysStack(app, f"medistream-{env}-keys", names=n, roles=dict(identity.roles), **kw)
+    credentials = CredentialsStack(app, f"medistream-{env}-credentials", names=n, key=keys.keys["credentials"],
+                                   **kw)
     storage = StorageStack(app, f"medistream-{env}-storage", names=n, keys=dict(keys.keys), **kw)
     audit = AuditStack(app, f"medistream-{env}-audit", names=n, audit_key=keys.keys["audit"],
                        logs_key=keys.keys["logs"], key_arns=[k.key_arn for k in keys.keys.values()], **kw)
@@ -66,6 +74,12 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | Non
     streaming = StreamingStack(app, f"medistream-{env}-streaming", names=n, vpc=network.vpc,
                                security_group=network.msk_sg, streaming_key=keys.keys["streaming"],
                                logs_key=keys.keys["logs"], **kw)
+    doors = DoorsStack(app, f"medistream-{env}-doors", names=n, vpc=network.vpc, sftp_group=network.sftp_sg,
+                       services_group=network.services_sg, logs_key=keys.keys["logs"],
+                       artifacts_key=keys.keys["artifacts"], properties=service_properties, **kw)
+    doors.add_stack_dependency(storage, "SFTP users and services write its buckets and tables, named, not imported")
+    doors.add_stack_dependency(streaming, "the services read and write its topics, named, not imported")
+    doors.add_stack_dependency(credentials, "the services read its secrets, named, not imported")
     flink = FlinkStack(app, f"medistream-{env}-flink", names=n, roles=dict(identity.roles),
                        logs_key=keys.keys["logs"], vpc=network.vpc, security_group=network.apps_sg,
                        properties=properties, **kw)
@@ -73,7 +87,8 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, account: str | Non
     flink.add_stack_dependency(streaming, "the applications read and write its topics, named, not imported")
     monitoring = MonitoringStack(app, f"medistream-{env}-monitoring", names=n, logs_key=keys.keys["logs"], **kw)
     monitoring.add_stack_dependency(flink, "alarms and dashboard name the applications")
-    stacks = Stacks(identity, keys, storage, audit, network, streaming, flink, monitoring)
+    stacks = Stacks(identity, keys, credentials, storage, audit, network, streaming, doors, flink,
+                    monitoring)
     for stack in stacks.all():
         Tags.of(stack).add("project", "medistream")
         Tags.of(stack).add("environment", env)
@@ -85,10 +100,11 @@ def check(app: App) -> None:
     Validations.of(app).add_plugins(AwsSolutionsChecks(app), HIPAASecurityChecks(app), NIST80053R5Checks(app))
 
 
-def build(env: str, properties: PropertiesFor, outdir: str | None = None, nag: bool = True) -> tuple[App, Stacks]:
+def build(env: str, properties: PropertiesFor, service_properties: ServiceProperties, outdir: str | None = None,
+          nag: bool = True) -> tuple[App, Stacks]:
     """An app holding one environment's stacks, with the nag packs unless `nag` is False."""
     app = App(outdir=outdir, context=CONTEXT) if outdir else App(context=CONTEXT)
-    stacks = add_stacks(app, env, properties)
+    stacks = add_stacks(app, env, properties, service_properties)
     if nag:
         check(app)
     return app, stacks

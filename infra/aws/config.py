@@ -31,6 +31,26 @@ BUCKET_KEYS = {"landing": "landing", "warehouse": "warehouse", "archive": "archi
                "reference": "artifacts", "artifacts": "artifacts", "access_logs": None}
 # The Managed Flink applications: job name -> its Python entry module (tools/package.py's run options).
 FLINK_JOBS = ("ingest", "partner_delivery")
+# The services on ECS Fargate: service -> (the `medistream` command it runs, its property group). The REST
+# ingestion API is the push door; the pullers fetch from partners' APIs and SFTP servers; the loader moves
+# curated.snowflake into Snowflake.
+SERVICES = {"ingest_api": ("ingest-api serve", "ingest_api"), "rest_pull": ("rest-pull run", "rest_pull"),
+            "sftp_pull": ("sftp-pull run", "sftp_pull"), "snowflake_load": ("load-snowflake", "snowflake")}
+# The role every ECS task starts with (pulls its image, writes its log stream): no access to data.
+TASK_EXECUTION = "task_execution"
+SFTP_ROLE_PREFIX = "sftp_"
+
+
+def sftp_role(feed: str) -> str:
+    """The role of the Transfer Family user of a landing feed (its sender)."""
+    return f"{SFTP_ROLE_PREFIX}{feed}"
+
+
+def role_principals() -> dict[str, str]:
+    """Every role the identity stack makes -> the AWS service that assumes it."""
+    return {**{job: "kinesisanalytics.amazonaws.com" for job in FLINK_JOBS},
+            **{service: "ecs-tasks.amazonaws.com" for service in (*SERVICES, TASK_EXECUTION)},
+            **{sftp_role(feed): "transfer.amazonaws.com" for feed in feeds_with("landing")}}
 
 
 @dataclass(frozen=True)
@@ -115,6 +135,14 @@ class Names:
         out.setdefault("iceberg", {})["namespace"] = self.glue_database
         out.setdefault("phi", {}).update({"kms.alias.prefix": self.alias_prefix, "token.secret": self.token_secret})
         return out
+
+    def role(self, role: str) -> str:
+        """The IAM role name of a role of config.role_principals()."""
+        return f"{self.prefix}-{role.replace('_', '-')}"
+
+    def secret(self, name: str) -> str:
+        """A Secrets Manager secret id of this environment (medistream/x -> medistream-<env>/x)."""
+        return name.replace("medistream/", f"{self.prefix}/", 1)
 
     def application(self, job: str) -> str:
         """The Managed Flink application name of a job (as `medistream jobs` names it: tools/job_backend_msf.py)."""

@@ -22,9 +22,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.aws.access import Grant, grants
-from infra.aws.acknowledgements import IAM5_REASONS, acknowledge, render
 from infra.aws.config import FLINK_JOBS, Names, base_groups
+from infra.aws.grants import Resolver, role_policy
 from infra.aws.network import log_group
 
 RUNTIME = "FLINK-2_2"  # the zip's target (tools/package.py: Flink 2.2.0, Python 3.12)
@@ -56,14 +55,8 @@ class FlinkStack(Stack):
             group = log_group(self, f"{job}-log-group", f"/medistream/{names.env}/flink/{job}", logs_key)
             stream = logs.LogStream(self, f"{job}-log-stream", log_group=group, log_stream_name="application")
             self.log_groups[job] = group
-            rows = [(g, self._resources(g, job)) for g in grants() if g.role == job and g.kind != "key"]
-            policy = iam.ManagedPolicy(self, f"{job}-grants", managed_policy_name=f"{names.prefix}-{job}-grants",
-                                       roles=[roles[job]], statements=[
-                                           iam.PolicyStatement(actions=sorted(g.actions), resources=arns)
-                                           for g, arns in rows])
-            wildcards = {render(self, arn): g.kind for g, arns in rows for arn in arns if "*" in render(self, arn)}
-            for arn, kind in sorted(wildcards.items()):
-                acknowledge(policy, f"AwsSolutions-IAM5[Resource::{arn}]", IAM5_REASONS[kind])
+            resolver = Resolver(self, names, {job: group.log_group_arn})
+            policy = role_policy(resolver, job, roles[job])
             group_name, key = PARALLELISM[job]
             app = msf.CfnApplication(
                 self, f"{job}-application", application_name=names.application(job), runtime_environment=RUNTIME,
@@ -72,7 +65,7 @@ class FlinkStack(Stack):
                     application_code_configuration=msf.CfnApplication.ApplicationCodeConfigurationProperty(
                         code_content_type="ZIPFILE", code_content=msf.CfnApplication.CodeContentProperty(
                             s3_content_location=msf.CfnApplication.S3ContentLocationProperty(
-                                bucket_arn=self._bucket_arn("artifacts"), file_key=zip_key.value_as_string))),
+                                bucket_arn=resolver.bucket_arn("artifacts"), file_key=zip_key.value_as_string))),
                     application_snapshot_configuration=msf.CfnApplication.ApplicationSnapshotConfigurationProperty(
                         snapshots_enabled=True),
                     environment_properties=msf.CfnApplication.EnvironmentPropertiesProperty(property_groups=[
@@ -100,41 +93,3 @@ class FlinkStack(Stack):
                                                                  f"{stream.log_stream_name}",
                                                    arn_format=_COLON)))
             self.applications[job] = app
-
-    def _bucket_arn(self, role: str) -> str:
-        """A bucket's ARN from its name (S3 ARNs carry no region or account)."""
-        return f"arn:{self.partition}:s3:::{self.names.buckets[role]}"
-
-    def _resources(self, grant: Grant, job: str) -> list[str]:
-        """The ARNs one grant row names."""
-        n = self.names
-        if grant.kind == "bucket":
-            # By name, not by the storage stack's export: the applications' stack never pins the buckets.
-            arns = [self._bucket_arn(b) for b in grant.names]
-            return [arn for bucket in arns for arn in (bucket, f"{bucket}/*")]
-        if grant.kind == "table":
-            tables = {t.group: t.name for t in n.tables}
-            return [self.format_arn(service="dynamodb", resource="table", resource_name=tables[t]) for t in grant.names]
-        if grant.kind == "glue":
-            return [self.format_arn(service="glue", resource="catalog"),
-                    self.format_arn(service="glue", resource="database", resource_name=n.glue_database),
-                    self.format_arn(service="glue", resource="table", resource_name=f"{n.glue_database}/*")]
-        if grant.kind == "secret":
-            return [self.format_arn(service="secretsmanager", resource="secret", resource_name=f"{n.prefix}/{s}*",
-                                    arn_format=_COLON) for s in grant.names]
-        if grant.kind.startswith("msk-"):
-            kind = {"msk-cluster": "cluster", "msk-topic": "topic", "msk-group": "group",
-                    "msk-txn": "transactional-id"}[grant.kind]
-            tails = [f"{name}*" for name in grant.names] or [""]
-            return [self.format_arn(service="kafka", resource=kind,
-                                    resource_name=f"{n.prefix}/*" + (f"/{tail}" if tail else "")) for tail in tails]
-        if grant.kind == "log-group":
-            group = self.log_groups[job]
-            return [group.log_group_arn]
-        if grant.kind == "vpc-describe":
-            return ["*"]
-        if grant.kind == "vpc-eni":  # the interfaces Managed Flink makes, in this account and region's subnets
-            return [self.format_arn(service="ec2", resource=kind, resource_name="*")
-                    for kind in ("network-interface", "subnet", "security-group")]
-        raise ValueError(f"access row {grant}: unknown kind {grant.kind!r}")
-

@@ -1,4 +1,4 @@
-"""The long-lived stacks at the bottom: the applications' roles (identity) and the customer-managed keys.
+"""The long-lived stacks at the bottom: the pipeline's roles (identity) and the customer-managed keys.
 
 Roles come first and carry no permission of their own: a KMS key policy may only name a principal
 that exists, and every grant is attached later by the stack that owns the resource's use
@@ -15,7 +15,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.aws.access import DECRYPT, ENCRYPT, key_users
-from infra.aws.config import FLINK_JOBS, SERVICE_KEYS, Names, key_domains
+from infra.aws.config import SERVICE_KEYS, Names, key_domains, role_principals
 
 ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
                  "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
@@ -23,15 +23,18 @@ ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "km
 
 
 class IdentityStack(Stack):
-    """One role per Managed Flink application, assumable by Managed Flink for this account only."""
+    """Every role of the pipeline, each assumable by its one AWS service for this account only.
+
+    One per Managed Flink application, one per ECS service plus the tasks' execution role, one per
+    Transfer Family user (a landing feed's sender): config.role_principals().
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        service = iam.ServicePrincipal("kinesisanalytics.amazonaws.com", conditions={
-            "StringEquals": {"aws:SourceAccount": self.account}})
-        self.roles = {job: iam.Role(self, f"{job}-role", role_name=f"{names.prefix}-{job.replace('_', '-')}",
-                                    assumed_by=service, description=f"Managed Flink application {job} ({names.env})")
-                      for job in FLINK_JOBS}
+        self.roles = {role: iam.Role(self, f"{role}-role", role_name=names.role(role), assumed_by=iam.ServicePrincipal(
+                          service, conditions={"StringEquals": {"aws:SourceAccount": self.account}}),
+                          description=f"{service.split('.')[0]}: {role} ({names.env})")
+                      for role, service in role_principals().items()}
 
 
 class KeysStack(Stack):

@@ -15,8 +15,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.aws.acknowledgements import checkov_skip
-from infra.aws.config import Names
+from infra.aws.acknowledgements import SFTP_SENDER_RULES, SFTP_SENDERS, acknowledge, checkov_skip
+from infra.aws.config import Names, base_groups
 
 INTERFACE_ENDPOINTS = ("KMS", "SECRETS_MANAGER", "STS", "CLOUDWATCH_LOGS", "CLOUDWATCH_MONITORING", "GLUE",
                        "KINESIS_STREAMS", "ECR", "ECR_DOCKER")
@@ -25,6 +25,9 @@ LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 # A literal (not the VPC's CidrBlock attribute) so that rules and their checks read the same range.
 VPC_CIDR = "10.40.0.0/16"
 MSK_IAM_PORT = 9098
+INGEST_API_PORT = int(base_groups()["ingest_api"]["port"])
+# An IPv4 CIDR of prefix length 8 to 32: the senders' range may never be the internet.
+SENDER_CIDR_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}/([89]|[12]\d|3[0-2])$"
 
 
 def log_group(scope: Construct, construct_id: str, name: str, key: kms.IKey) -> logs.LogGroup:
@@ -58,19 +61,36 @@ class NetworkStack(Stack):
                                             open=False)  # the group above already admits the VPC on 443
         self.apps_sg = ec2.SecurityGroup(self, "flink-apps-sg", vpc=self.vpc, allow_all_outbound=False,
                                          description="Managed Flink applications: out to the VPC on 443 and MSK IAM")
-        self.apps_sg.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443),
-                                     "AWS endpoints in the VPC")
-        # The MSK brokers: reached on 9098 (SASL/IAM over TLS) from the applications' group only.
+        self.services_sg = ec2.SecurityGroup(self, "services-sg", vpc=self.vpc, allow_all_outbound=False,
+                                             description="ECS services: out to the VPC on 443 and MSK IAM")
+        # The Transfer Family server's endpoint: SFTP from the senders' networks only (a deploy-time CIDR:
+        # the VPN or Direct Connect range they come from; nothing wider than a /8 is accepted).
+        self.sftp_sg = ec2.SecurityGroup(self, "sftp-sg", vpc=self.vpc, allow_all_outbound=False,
+                                         description="Transfer Family SFTP endpoint: port 22 from the senders network")
+        senders = CfnParameter(self, "SftpSenderCidr", type="String", allowed_pattern=SENDER_CIDR_PATTERN,
+                               description="CIDR the SFTP senders connect from (VPN / Direct Connect), /8 or narrower")
+        self.sftp_sg.add_ingress_rule(ec2.Peer.ipv4(senders.value_as_string), ec2.Port.tcp(22), "SFTP from senders")
+        for rule in SFTP_SENDER_RULES:
+            acknowledge(self.sftp_sg, rule, SFTP_SENDERS)
+        # The ingest API's tasks: HTTP from the network load balancer that API Gateway's VPC link reaches.
+        self.services_sg.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(INGEST_API_PORT),
+                                          "ingest API from the internal load balancer")
+        # The MSK brokers: reached on 9098 (SASL/IAM over TLS) from the applications' and services' groups only.
         self.msk_sg = ec2.SecurityGroup(self, "msk-sg", vpc=self.vpc, allow_all_outbound=False,
                                         description="MSK brokers: IAM auth over TLS from the pipeline groups")
         self._to_msk(self.apps_sg, "Managed Flink applications")
+        self._to_msk(self.services_sg, "ECS services")
         # The gateway endpoints' AWS-managed prefix lists (one id per region, not known to a region-agnostic
         # synth): deploy-time parameters, `aws ec2 describe-managed-prefix-lists` gives them (README).
-        for endpoint in ("s3", "dynamodb"):
-            prefix_list = CfnParameter(self, f"{endpoint}PrefixListId", type="String", allowed_pattern="pl-[0-9a-f]+",
-                                       description=f"com.amazonaws.<region>.{endpoint} managed prefix list id")
-            self.apps_sg.add_egress_rule(ec2.Peer.prefix_list(prefix_list.value_as_string), ec2.Port.tcp(443),
-                                         f"{endpoint} gateway endpoint")
+        prefix_lists = {endpoint: CfnParameter(self, f"{endpoint}PrefixListId", type="String",
+                                               allowed_pattern="pl-[0-9a-f]+",
+                                               description=f"com.amazonaws.<region>.{endpoint} managed prefix list id")
+                        for endpoint in ("s3", "dynamodb")}
+        for group in (self.apps_sg, self.services_sg):
+            group.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "AWS endpoints in the VPC")
+            for endpoint, prefix_list in prefix_lists.items():
+                group.add_egress_rule(ec2.Peer.prefix_list(prefix_list.value_as_string), ec2.Port.tcp(443),
+                                      f"{endpoint} gateway endpoint")
 
     def _to_msk(self, group: ec2.SecurityGroup, who: str) -> None:
         """`group` may reach the brokers on 9098 (egress rule on it, ingress rule on the brokers' group)."""

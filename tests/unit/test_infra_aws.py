@@ -48,7 +48,7 @@ def _template(s: dict[str, Any], stack: Any) -> dict[str, Any]:
 def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
     report = json.loads((synthesized["out"] / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 8
+    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 10
     skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
              for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
     assert len(skips) == 4 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
@@ -398,3 +398,127 @@ def test_msk_iam_tls_cmk_and_the_topics_of_the_config(synthesized: dict[str, Any
     ingress = [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress").values()
                if r["GroupId"] == {"Fn::GetAtt": [msk_sg, "GroupId"]}]
     assert ingress and all(r["FromPort"] == r["ToPort"] == 9098 and "SourceSecurityGroupId" in r for r in ingress)
+
+
+def _flat(value: Any) -> str:
+    """A template value as text: joins joined, references as <Name>."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return value["Fn::Join"][0].join(_flat(part) for part in value["Fn::Join"][1])
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    return json.dumps(value)
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**st, "Action": st["Action"] if isinstance(st["Action"], list) else [st["Action"]],
+             "Resource": st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]}
+            for st in policy["PolicyDocument"]["Statement"]]
+
+
+def test_sftp_users_one_per_landing_feed_scoped_to_its_prefix(synthesized: dict[str, Any]) -> None:
+    """Transfer Family: SFTP only, a VPC endpoint in the private subnets; each landing feed's user is mapped into
+    feeds/<feed> of the landing bucket, and its role reaches only that prefix (no delete, no other feed)."""
+    from infra.aws.config import feeds_with
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    doors, network = stacks.doors, stacks.network
+    template = _template(synthesized, doors)
+    (server,) = _resources(template, "AWS::Transfer::Server").values()
+    assert server["Protocols"] == ["SFTP"] and server["EndpointType"] == "VPC"
+    assert server["EndpointDetails"]["SubnetIds"] == [doors.resolve(s.subnet_id) for s in network.vpc.isolated_subnets]
+    assert server["SecurityPolicyName"].startswith("TransferSecurityPolicy-20")
+    assert server["StructuredLogDestinations"] and server["LoggingRole"]
+    users = {u["UserName"]: u for u in _resources(template, "AWS::Transfer::User").values()}
+    landing = feeds_with("landing")
+    assert sorted(users) == landing and len(landing) == 8
+    bucket = f"medistream-landing-{env}-<AWS::AccountId>"
+    policies = {_flat(p["Roles"][0]): _statements(p)
+                for p in _resources(template, "AWS::IAM::ManagedPolicy").values() if p.get("Roles")}
+    for feed, user in users.items():
+        assert user["HomeDirectoryType"] == "LOGICAL"
+        (mapping,) = user["HomeDirectoryMappings"]
+        assert mapping["Entry"] == "/"
+        assert _flat(mapping["Target"]) == f"/{bucket}/feeds/{feed}"
+        role_name = f"medistream-{env}-sftp-{feed.replace('_', '-')}"
+        assert _flat(user["Role"]).endswith(f":role/{role_name}")
+        statements = policies[role_name]
+        objects = [st for st in statements if "s3:PutObject" in st["Action"]]
+        assert len(objects) == 1 and [_flat(r) for r in objects[0]["Resource"]] == [
+            f"arn:<AWS::Partition>:s3:::{bucket}/feeds/{feed}/*"]
+        listing = [st for st in statements if st["Action"] == ["s3:ListBucket"]]
+        assert listing[0]["Condition"] == {"StringLike": {"s3:prefix": [f"feeds/{feed}/*", f"feeds/{feed}/"]}}
+        actions = {a for st in statements for a in st["Action"]}
+        assert not {"s3:DeleteObject", "s3:*", "*"} & actions and all(a.startswith("s3:") for a in actions)
+    landing_key = _key_policies(synthesized)["landing"]
+    role_ids = {r: stacks.keys.resolve(role.role_arn) for r, role in stacks.identity.roles.items()}
+    assert {f"sftp_{f}" for f in landing} <= _roles_with(landing_key, "kms:GenerateDataKey", role_ids)
+    for domain in key_domains():  # a sender's role opens no PHI domain
+        decrypters = _roles_with(_key_policies(synthesized)[domain], "kms:Decrypt", role_ids)
+        assert not {f"sftp_{f}" for f in landing} & decrypters
+
+
+def test_services_on_fargate_in_private_subnets_with_their_own_roles(synthesized: dict[str, Any]) -> None:
+    """Each service: Fargate, no public IP, the private subnets, its own task role, this environment's properties."""
+    from infra.aws.config import SERVICES
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    doors, network = stacks.doors, stacks.network
+    template = _template(synthesized, doors)
+    services = _resources(template, "AWS::ECS::Service")
+    assert len(services) == len(SERVICES) == 4
+    private = sorted(json.dumps(doors.resolve(s.subnet_id)) for s in network.vpc.isolated_subnets)
+    for props in services.values():
+        vpc = props["NetworkConfiguration"]["AwsvpcConfiguration"]
+        assert vpc["AssignPublicIp"] == "DISABLED"
+        assert sorted(json.dumps(s) for s in vpc["Subnets"]) == private
+        assert vpc["SecurityGroups"] == [doors.resolve(network.services_sg.security_group_id)]
+        assert props["LaunchType"] == "FARGATE"
+    tasks = {t["Family"]: t for t in _resources(template, "AWS::ECS::TaskDefinition").values()}
+    for service, (command, group) in SERVICES.items():
+        task = tasks[f"medistream-{env}-{service}"]
+        assert _flat(task["TaskRoleArn"]).endswith(f":role/medistream-{env}-{service.replace('_', '-')}")
+        assert _flat(task["ExecutionRoleArn"]).endswith(f":role/medistream-{env}-task-execution")
+        (container,) = task["ContainerDefinitions"]
+        assert container["Command"][0].endswith(f"exec medistream {command}")
+        env_vars = {e["Name"]: e["Value"] for e in container["Environment"]}
+        doc = _flat(env_vars["MEDISTREAM_PROPERTIES_DOC"])
+        assert group in {g["PropertyGroupId"] for g in json.loads(doc)}, service
+        assert f"medistream-audit-{env}" in doc and "127.0.0.1" not in doc and "${MEDISTREAM_HOME}" not in doc
+        assert "msk-iam" in doc
+        assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+    api_doc = _flat(tasks[f"medistream-{env}-ingest_api"]["ContainerDefinitions"][0]["Environment"][1]["Value"])
+    assert f"medistream-{env}/ingest-api/keys" in api_doc and f"medistream-ingest-idempotency-{env}" in api_doc
+
+
+def test_secrets_generated_from_contracts_and_config_under_the_credentials_key(synthesized: dict[str, Any]) -> None:
+    from infra.aws.credentials import ROTATION, secret_specs
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    template = _template(synthesized, stacks.credentials)
+    secrets = {s["Name"]: s for s in _resources(template, "AWS::SecretsManager::Secret").values()}
+    expected = {f"medistream-{env}/" + spec.secret_id.removeprefix("medistream/") for spec in secret_specs()}
+    assert set(secrets) == expected
+    assert {f"medistream-{env}/partners/clearwater_health/oauth", f"medistream-{env}/phi/token-keys"} <= set(secrets)
+    key = stacks.credentials.resolve(stacks.keys.keys["credentials"].key_arn)
+    assert all(s["KmsKeyId"] == key and "SecretString" not in s for s in secrets.values())
+    assert all(spec.kind in ROTATION for spec in secret_specs())
+    role_ids = {r: stacks.keys.resolve(role.role_arn) for r, role in stacks.identity.roles.items()}
+    readers = _roles_with(_key_policies(synthesized)["credentials"], "kms:Decrypt", role_ids)
+    assert readers == {"ingest", "partner_delivery", "ingest_api", "rest_pull", "sftp_pull", "snowflake_load"}
+
+
+def test_no_wildcard_action_and_wildcard_resources_only_without_resource_permissions(
+        synthesized: dict[str, Any]) -> None:
+    """Across every stack's IAM policies: no `*` action; a bare `*` resource only for calls that take no resource."""
+    from infra.aws.access import ECR_AUTH, VPC_DESCRIBE
+
+    policies = [p for t in synthesized["templates"].values()
+                for kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy") for p in _resources(t, kind).values()]
+    assert len(policies) > 15
+    for policy in policies:
+        for st in _statements(policy):
+            assert not [a for a in st["Action"] if a == "*" or a.endswith(":*")], st
+            if "*" in st["Resource"]:
+                assert set(st["Action"]) <= set(VPC_DESCRIBE) | set(ECR_AUTH), st

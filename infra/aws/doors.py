@@ -1,0 +1,136 @@
+"""The doors stack: the SFTP server senders push to, and the ECS Fargate services (ingest API, pullers, loader).
+
+SFTP: a Transfer Family server (SFTP only, a current security policy, a VPC endpoint in the private
+subnets behind infra/aws/network.py's sftp group, structured logs to an encrypted log group) with one
+service-managed user per landing feed (config.feeds_with("landing"): the contracts, not a hand list),
+each locked into its feed's landing prefix twice: a logical home directory that maps `/` to
+`/<landing bucket>/feeds/<feed>` (the user sees nothing else) and a role that may only put and read
+objects under that prefix (infra/aws/access.py `sftp_grants`). Senders' SSH public keys are added per
+user after deploy (`aws transfer import-ssh-public-key`); none is in the template.
+
+Services: one Fargate service per entry of config.SERVICES in the private subnets, no public IP, the
+services' security group, its task role from the identity stack (grants: access.py `service_grants`), a
+shared execution role that can only pull the services' image and write their log streams. Each task
+runs `medistream <command>` with this environment's properties (as the Managed Flink applications get
+them) written to the file MEDISTREAM_PROPERTIES names. The image is `<account>.dkr.ecr.<region>.../
+medistream-<env>/services:<ServiceImageTag>`. Roles are imported by name (immutable): this stack adds
+nothing to the identity stack, and can be replaced alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from aws_cdk import CfnParameter, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_transfer as transfer
+from constructs import Construct
+
+from infra.aws.acknowledgements import acknowledge
+from infra.aws.config import SERVICES, TASK_EXECUTION, Names, feeds_with, sftp_role
+from infra.aws.grants import SERVICES_LOG_PREFIX, Resolver, ecr_repository, landing_prefix, role_policy
+from infra.aws.network import INGEST_API_PORT, log_group
+
+# Fargate size and count per service. The API runs two tasks (one per zone at least) for availability; the
+# pullers and the loader one each: each holds a Kafka transactional id / Snowflake channel per feed or
+# partition, and a second copy would only fence the first.
+TASK_SIZE = {"ingest_api": (1024, 2048, 2), "rest_pull": (512, 1024, 1), "sftp_pull": (512, 1024, 1),
+             "snowflake_load": (1024, 2048, 1)}
+PROPERTIES_FILE = "/tmp/medistream/application_properties.json"  # noqa: S108 - the task's own ephemeral disk
+ENV_PROPERTIES = ("properties of this environment: bucket, table, topic and secret names, endpoints, no secret value "
+                  "(secrets are read by the task role from Secrets Manager at start, connectors/secrets.py)")
+ServiceProperties = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
+
+
+class DoorsStack(Stack):
+    """The SFTP server and its users; the ECS cluster, image repository and services."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc,
+                 sftp_group: ec2.ISecurityGroup, services_group: ec2.ISecurityGroup, logs_key: kms.IKey,
+                 artifacts_key: kms.IKey, properties: ServiceProperties, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.names = names
+        self.resolver = Resolver(self, names)
+        self.roles = {role: iam.Role.from_role_name(self, f"{role}-role", names.role(role), mutable=False)
+                      for role in (*SERVICES, TASK_EXECUTION, *(sftp_role(f) for f in feeds_with("landing")))}
+        self.policies = {role: role_policy(self.resolver, role, imported) for role, imported in self.roles.items()}
+        self._sftp(vpc, sftp_group, logs_key)
+        self._services(vpc, services_group, logs_key, artifacts_key, properties)
+
+    def _sftp(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey) -> None:
+        """The Transfer Family server and one user per landing feed, scoped to its prefix."""
+        names = self.names
+        logs = log_group(self, "sftp-log-group", f"/medistream/{names.env}/sftp", logs_key)
+        logging_role = iam.Role(self, "sftp-logging-role", role_name=f"{names.prefix}-sftp-logging",
+                                assumed_by=iam.ServicePrincipal("transfer.amazonaws.com", conditions={
+                                    "StringEquals": {"aws:SourceAccount": self.account}}))
+        iam.ManagedPolicy(self, "sftp-logging-policy", managed_policy_name=f"{names.prefix}-sftp-logging",
+                          roles=[logging_role], statements=[iam.PolicyStatement(
+                              actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                              resources=[logs.log_group_arn])])
+        self.sftp_server = transfer.CfnServer(
+            self, "sftp-server", protocols=["SFTP"], identity_provider_type="SERVICE_MANAGED", domain="S3",
+            endpoint_type="VPC", security_policy_name="TransferSecurityPolicy-2024-01",
+            endpoint_details=transfer.CfnServer.EndpointDetailsProperty(
+                vpc_id=vpc.vpc_id, subnet_ids=[s.subnet_id for s in vpc.isolated_subnets],
+                security_group_ids=[group.security_group_id]),
+            logging_role=logging_role.role_arn, structured_log_destinations=[logs.log_group_arn])
+        bucket = names.buckets["landing"]
+        self.sftp_users: dict[str, transfer.CfnUser] = {}
+        for feed in feeds_with("landing"):
+            user = transfer.CfnUser(
+                self, f"sftp-user-{feed}", server_id=self.sftp_server.attr_server_id, user_name=feed,
+                role=self.roles[sftp_role(feed)].role_arn, home_directory_type="LOGICAL",
+                home_directory_mappings=[transfer.CfnUser.HomeDirectoryMapEntryProperty(
+                    entry="/", target=f"/{bucket}/{landing_prefix()}{feed}")])
+            user.node.add_dependency(self.policies[sftp_role(feed)])
+            self.sftp_users[feed] = user
+
+    def _services(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey, artifacts_key: kms.IKey,
+                  properties: ServiceProperties) -> None:
+        """The ECS cluster, the image repository and one Fargate service per config.SERVICES entry."""
+        names = self.names
+        tag = CfnParameter(self, "ServiceImageTag", type="String", min_length=1,
+                           description=f"tag of the services' image in {ecr_repository(names)}")
+        brokers = CfnParameter(self, "MskBootstrapServers", type="String", min_length=1,
+                               description="MSK bootstrap brokers for IAM auth (port 9098)")
+        self.repository = ecr.Repository(
+            self, "services-repository", repository_name=ecr_repository(names), image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE, encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=artifacts_key, removal_policy=RemovalPolicy.RETAIN)
+        self.cluster = ecs.Cluster(self, "cluster", cluster_name=names.prefix, vpc=vpc,
+                                   container_insights_v2=ecs.ContainerInsights.ENABLED)
+        values = {"AWS_ACCOUNT_ID": self.account, "AWS_REGION": self.region,
+                  "MSK_BOOTSTRAP_SERVERS": brokers.value_as_string}
+        self.services: dict[str, ecs.FargateService] = {}
+        for service, (command, _group) in SERVICES.items():
+            cpu, memory, count = TASK_SIZE[service]
+            task = ecs.FargateTaskDefinition(self, f"{service}-task", family=f"{names.prefix}-{service}", cpu=cpu,
+                                             memory_limit_mib=memory, task_role=self.roles[service],
+                                             execution_role=self.roles[TASK_EXECUTION])
+            logs = log_group(self, f"{service}-log-group", f"/medistream/{names.env}/{SERVICES_LOG_PREFIX}/{service}",
+                             logs_key)
+            doc = self.to_json_string(properties(service, values))
+            container = task.add_container(
+                service, image=ecs.ContainerImage.from_ecr_repository(self.repository, tag.value_as_string),
+                entry_point=["sh", "-c"],
+                command=[f'mkdir -p "$(dirname "$MEDISTREAM_PROPERTIES")" && printf "%s" "$MEDISTREAM_PROPERTIES_DOC"'
+                         f' > "$MEDISTREAM_PROPERTIES" && exec medistream {command}'],
+                environment={"MEDISTREAM_PROPERTIES": PROPERTIES_FILE, "MEDISTREAM_PROPERTIES_DOC": doc},
+                logging=ecs.LogDriver.aws_logs(stream_prefix=service, log_group=logs),
+                stop_timeout=Duration.seconds(60))  # pullers finish the page or file in hand on SIGTERM
+            if service == "ingest_api":
+                container.add_port_mappings(ecs.PortMapping(container_port=INGEST_API_PORT))
+            acknowledge(task, "AwsSolutions-ECS2", ENV_PROPERTIES)
+            singleton = count == 1
+            self.services[service] = ecs.FargateService(
+                self, f"{service}-service", service_name=f"{names.prefix}-{service}", cluster=self.cluster,
+                task_definition=task, desired_count=count, security_groups=[group], assign_public_ip=False,
+                vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+                circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+                min_healthy_percent=0 if singleton else 100, max_healthy_percent=100 if singleton else 200)
+
