@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -70,7 +71,15 @@ PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-
                "rest-pull": "jobs.rest_pull", "package": "tools.package", "batch": "tools.batch",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
                "lineage": "tools.lineage", "ops": "tools.ops_console.command", "infra": "tools.infra",
-               "freshness": "tools.sink_freshness"}
+               "freshness": "tools.sink_freshness", "sign": "tools.attest:main_sign", "verify": "tools.attest"}
+
+
+def _aws_release_key(argv: list[str]) -> bool:
+    """Whether a sign/verify/release command names an AWS environment's key: the caller's credentials (the
+    pipeline role's) must win over the local stack's placeholders."""
+    environment = [a.split("=", 1)[1] for a in argv if a.startswith("--environment=")] + \
+        [b for a, b in itertools.pairwise(argv) if a == "--environment"]
+    return argv[0] in ("sign", "verify", "release") and any(e != "local" for e in environment)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,6 +139,10 @@ def parser() -> argparse.ArgumentParser:
                    "alerts, audit chain; its tokens (`medistream ops --help`)")
     sub.add_parser("freshness", help="how fresh the Iceberg tables and the archive are, from their commits; "
                    "`watch` serves it to Prometheus (`medistream freshness --help`)")
+    sub.add_parser("sign", help="write a zip's SBOMs and provenance and sign all four with the release KMS key "
+                   "(`medistream sign --help`)")
+    sub.add_parser("verify", help="check a zip's signature, SBOMs and provenance against the release key; exit 2 if "
+                   "refused (`medistream verify --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "
                    "submit (`medistream cluster --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "
@@ -143,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in PASSTHROUGH:
         # The local stack's placeholder credentials, except for Managed Flink itself (no stand-in
         # endpoint): there the caller's own AWS credentials must win.
-        if not (argv[0] == "jobs" and "managed-flink" in argv and not os.environ.get("MEDISTREAM_MSF_ENDPOINT")):
+        if not (argv[0] == "jobs" and "managed-flink" in argv and not os.environ.get("MEDISTREAM_MSF_ENDPOINT")) \
+                and not _aws_release_key(argv):
             local_aws_environment()
-        return int(importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:]))
+        module, _, function = PASSTHROUGH[argv[0]].partition(":")
+        return int(getattr(importlib.import_module(module), function or "main")(argv[1:]))
     args = parser().parse_args(argv)
     local_aws_environment()
     try:

@@ -4,8 +4,10 @@
     ./medistream deploy --target local dist/<zip> --job ingest --savepoint s3://...   # one job from its savepoint
     ./medistream deploy --target local --stop ingest          # stop with savepoint, print its path
 
-The zip is checked first (`tools.package.verify`: its contents match its manifest, the jar is there; its
-target Python is the runtime's), then unpacked fresh to $MEDISTREAM_HOME/deploy/<zip stem>/ and each
+The zip is checked first: its signature (`tools.attest.check_for_deploy`: the zip, its SBOMs and its
+provenance signed by the local release key; the verdict audited; decision 0031), its contents against
+its manifest (`tools.package.verify`: the jar is there) and its target Python against the runtime's; then
+unpacked fresh to $MEDISTREAM_HOME/deploy/<zip stem>/ and each
 job submitted to `medistream cluster` with the run options of its manifest (`python`, `jarfile`,
 `pyFiles`), its generated runtime properties (written into the unpacked folder, passed as
 `--properties`) and the cluster's parallelism (2). Nothing of the source tree or of the project's
@@ -38,8 +40,10 @@ import yaml
 from connectors.properties import medistream_home, read_property_groups
 from infra.local.process import StackError
 from tools import cluster, cluster_status, lineage
+from tools.attest import check_for_deploy
 from tools.cluster_config import ClusterSettings
 from tools.package import ENTRY_POINTS, PackageError, application_properties, verify
+from tools.signing import SignatureError, SigningSettings
 
 # The runtime `--target local` stands in for: Managed Flink 2.2 runs Python 3.12 and provides PyFlink
 # (decision 0016); the patch release is the one the project pins, the jars are the cluster's.
@@ -118,6 +122,21 @@ def _runtime_complete(python: Path) -> bool:
     return done.returncode == 0
 
 
+def check_signed(path: Path, doing: str, audit: Any = None, signing: SigningSettings | None = None) -> None:
+    """The zip, its SBOMs and provenance are signed by the local release key (audited); DeployError if not."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from connectors.audit import AuditError
+
+    try:
+        check_for_deploy(path, f"the local cluster ({doing})", signing or SigningSettings.for_environment("local"),
+                         audit=audit)
+    except SignatureError as err:
+        raise DeployError(f"refused, nothing submitted: {err}") from None
+    except (BotoCoreError, ClientError, AuditError) as err:  # no record of the verdict, no deploy
+        raise DeployError(f"the signature verdict could not be audited, nothing submitted: {err}") from None
+
+
 def check_zip(path: Path, runtime_python: str = RUNTIME_PYTHON) -> dict[str, Any]:
     """The manifest of a zip this runtime can run; DeployError naming what is wrong otherwise."""
     try:
@@ -194,9 +213,10 @@ def check_cluster(settings: ClusterSettings, python: Path) -> None:
 def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSettings | None = None,
            base_properties: Path | None = None, savepoints: Mapping[str, str] | None = None,
            parallelism: int | None = None, runtime_python: str = RUNTIME_PYTHON,
-           allow_non_restored_state: bool = False) -> dict[str, Any]:
+           allow_non_restored_state: bool = False, audit: Any = None) -> dict[str, Any]:
     """Check, unpack and submit the zip's jobs, each from its savepoint if given; {job: job id} plus where
-    and how long. `allow_non_restored_state` drops savepoint state the new job graph has no place for."""
+    and how long. `allow_non_restored_state` drops savepoint state the new job graph has no place for.
+    The signature check comes first and is audited (`audit`: the log to write, default the configured one)."""
     started = time.monotonic()
     settings = settings or ClusterSettings.from_env()
     savepoints = dict(savepoints or {})
@@ -206,6 +226,7 @@ def deploy(path: Path, jobs: Sequence[str] = ("ingest",), settings: ClusterSetti
     stray = sorted(set(savepoints) - set(jobs))
     if stray:
         raise DeployError(f"a savepoint is given for {stray[0]!r}, which is not among the jobs to deploy")
+    check_signed(path, f"deploy {', '.join(jobs)}", audit)
     manifest = check_zip(path, runtime_python)
     python = ensure_runtime(runtime_python)
     check_cluster(settings, python)
@@ -247,10 +268,13 @@ def client_program(root: Path, manifest: Mapping[str, Any], job: str, python: Pa
 
 
 def operator_ids(path: Path, job: str, settings: ClusterSettings | None = None, base_properties: Path | None = None,
-                 runtime_python: str = RUNTIME_PYTHON, parallelism: int = 2) -> dict[str, Any]:
+                 runtime_python: str = RUNTIME_PYTHON, parallelism: int = 2, signing: SigningSettings | None = None
+                 ) -> dict[str, Any]:
     """The operator ids of a job of the zip, as the cluster would run it: its client built by `flink run`
     with the runtime and the zip's jar, asked for its ids (`--operator-ids FILE`) instead of a submission.
-    No cluster needs to be up: the client contacts the JobManager only to submit."""
+    No cluster needs to be up: the client contacts the JobManager only to submit. The zip's code runs here, so
+    its signature is checked first, as for a deploy."""
+    check_signed(path, f"read the operator ids of {job}", signing=signing)
     manifest = check_zip(path, runtime_python)
     if job not in manifest["run_options"]:
         raise DeployError(f"no job {job!r} in {path.name}")

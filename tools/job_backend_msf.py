@@ -15,7 +15,10 @@ AWS_REGION (else the `s3` group's). A savepoint here is a snapshot, named by its
 - `stop`: StopApplication, not forced: the service takes a snapshot, then stops; the name of that
   snapshot is returned once the application is READY. Refused while snapshots are disabled, since
   such a stop keeps no state.
-- `start`: with a zip, it goes to the artifact bucket (`artifacts/<zip name>`) and UpdateApplication
+- `start`: with a zip, its signature is checked first (`tools.attest.check_for_deploy` with the signing key
+  of the environment, `local` on the stand-in; prod takes only zips whose provenance records every release
+  gate passed; the verdict audited); a refused zip is neither uploaded nor applied. The zip, its envelope,
+  SBOMs and provenance go to the artifact bucket (`artifacts/<zip name>` and its companions) and UpdateApplication
   points the READY application at it (a new version id); then StartApplication restores the named
   snapshot (RESTORE_FROM_CUSTOM_SNAPSHOT) or nothing (SKIP_RESTORE_FROM_SNAPSHOT), and returns once
   RUNNING. The service keeps that restore configuration on the application: a later restart it makes
@@ -49,6 +52,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.properties import ConfigError, default_properties_path, read_property_groups
 from tools.job_interface import JOBS, JobControlError, JobStatus
+from tools.signing import ENVIRONMENTS, SignatureError, SigningSettings, companion_paths, envelope_path
 
 ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")  # part of an application and a bucket name
 PLACEHOLDER_KEY = "testing"  # connectors.properties.local_aws_environment's access key id
@@ -105,12 +109,13 @@ def _s3_group(required: bool) -> dict[str, str]:
         return {}
 
 
-def flink_operator_ids(zip_path: Path, job: str) -> set[str]:
-    """The operator ids of `job` in `zip_path`, from the zip's own client (the Flink CLI, no cluster)."""
+def flink_operator_ids(zip_path: Path, job: str, signing: SigningSettings | None = None) -> set[str]:
+    """The operator ids of `job` in `zip_path`, from the zip's own client (the Flink CLI, no cluster); the zip's
+    signature is checked first with `signing`'s key."""
     from tools import deploy
 
     try:
-        return set(deploy.operator_ids(zip_path, job)["operators"])
+        return set(deploy.operator_ids(zip_path, job, signing=signing)["operators"])
     except deploy.DeployError as err:
         raise JobControlError(str(err)) from None
 
@@ -120,9 +125,10 @@ class ManagedFlinkBackend:
 
     target = "managed-flink"
 
-    def __init__(self, settings: MsfSettings, ids_of: OperatorIds = flink_operator_ids, timeout_s: float = 1800,
-                 max_poll_s: float = 5.0) -> None:
-        self.settings, self.ids_of, self.timeout_s, self.max_poll_s = settings, ids_of, timeout_s, max_poll_s
+    def __init__(self, settings: MsfSettings, ids_of: OperatorIds | None = None, timeout_s: float = 1800,
+                 max_poll_s: float = 5.0, audit: Any = None) -> None:
+        self.settings, self.timeout_s, self.max_poll_s, self.audit = settings, timeout_s, max_poll_s, audit
+        self.ids_of: OperatorIds = ids_of or (lambda path, job: flink_operator_ids(path, job, self.signing()))
         local = LOCAL_CREDENTIALS if settings.endpoint else {}
         config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 3})
         self.msf = boto3.client("kinesisanalyticsv2", endpoint_url=settings.endpoint or None,
@@ -237,13 +243,42 @@ class ManagedFlinkBackend:
         self._await_status(job, "RUNNING", passing={"READY", "STARTING"}, failed_after="STARTING")
         return self.status(job)
 
+    def signing(self) -> SigningSettings:
+        """The release key zips must carry here: the local stack's on the stand-in, else the environment's."""
+        environment = "local" if self.settings.endpoint else self.settings.environment
+        if environment not in ENVIRONMENTS:
+            raise JobControlError(f"no release signing key for environment {environment!r} (one of "
+                                  f"{', '.join(ENVIRONMENTS)}): nothing changed")
+        try:
+            return SigningSettings.for_environment(environment)
+        except SignatureError as err:
+            raise JobControlError(str(err)) from None
+
+    def verify_zip(self, zip_path: Path) -> None:
+        """Check the zip's signature for this environment (audited); JobControlError when refused."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from connectors.audit import AuditError
+        from tools.attest import check_for_deploy
+
+        try:
+            check_for_deploy(zip_path, f"Managed Flink {self.settings.environment}", self.signing(), audit=self.audit)
+        except SignatureError as err:
+            raise JobControlError(f"refused, nothing uploaded or changed: {err}") from None
+        except (BotoCoreError, ClientError, AuditError) as err:
+            raise JobControlError(f"the signature verdict could not be audited; nothing changed: {err}") from None
+
     def _update_code(self, job: str, detail: dict[str, Any], zip_path: Path) -> None:
-        """Upload the zip and point the (READY) application at it: a new application version."""
+        """Verify and upload the zip (with its signature, SBOMs, provenance) and point the (READY) application at
+        it: a new application version."""
         if not zip_path.is_file():
             raise JobControlError(f"no zip at {zip_path}; nothing changed")
+        self.verify_zip(zip_path)
         bucket, key = self.settings.artifact_bucket, f"artifacts/{zip_path.name}"
         self._ensure_bucket(bucket)
         with _calling(f"upload to s3://{bucket}/{key}"):
+            for companion in (envelope_path(zip_path), *companion_paths(zip_path).values()):
+                self.s3.upload_file(str(companion), bucket, f"artifacts/{companion.name}")
             self.s3.upload_file(str(zip_path), bucket, key)
             object_version = self.s3.head_object(Bucket=bucket, Key=key).get("VersionId")
         partition = str(detail["ApplicationARN"]).split(":")[1]
@@ -287,9 +322,15 @@ class ManagedFlinkBackend:
             local = Path(folder) / Path(key).name
             with _calling(f"download s3://{bucket}/{key}"):
                 self.s3.download_file(bucket, key, str(local), ExtraArgs={"VersionId": version} if version else None)
+            # Its signature and companions, uploaded beside it: its code runs here, so it is verified again.
+            prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+            for companion in (envelope_path(local), *companion_paths(local).values()):
+                with _calling(f"download s3://{bucket}/{prefix}{companion.name}"):
+                    self.s3.download_file(bucket, prefix + companion.name, str(companion))
             return self.ids_of(local, job)
 
     def operator_ids(self, job: str, zip_path: Path) -> set[str]:
+        self.verify_zip(zip_path)  # before its client code runs here
         return self.ids_of(zip_path, job)
 
     # Waiting for the service.

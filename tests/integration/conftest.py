@@ -28,10 +28,12 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no
 @pytest.fixture(scope="session")
 def packaged_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Managed Flink zip of HEAD (Python 3.12), built once for every test that runs or inspects it (read-only:
-    a test that alters a zip writes its own copy)."""
+    a test that alters a zip writes its own copy), signed with the local release key as `medistream sign` signs
+    it (deploy refuses an unsigned zip, decision 0031)."""
+    from tools.attest import sign_local
     from tools.package import Target, build
 
-    return build(Target("3.12"), tmp_path_factory.mktemp("dist"))
+    return sign_local(build(Target("3.12"), tmp_path_factory.mktemp("dist")))
 
 
 @pytest.fixture(scope="session")

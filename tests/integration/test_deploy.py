@@ -34,6 +34,7 @@ from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
 from tools import cluster, cluster_status, deploy
+from tools.attest import sign_local
 from tools.cluster_config import ClusterSettings
 from tools.demo import ShippedPartner
 from tools.package import Target, build
@@ -78,13 +79,16 @@ def test_a_tampered_zip_or_one_without_its_jar_is_refused_before_submission(
             bad.writestr(copy.copy(info), data + b"\n# changed" if changed else data)
             if info.filename != "lib/pyflink-dependencies.jar":
                 nojar.writestr(copy.copy(info), data)
+    # Unsigned, each is refused by its signature; signed anyway (a release key signs what it is given), by its manifest.
+    assert "tampered-py3.12.zip is unsigned" in _refused(tampered, capsys)
+    sign_local(tampered), sign_local(jarless)
     assert "application-code/udfs/ingest.py does not match its SHA-256" in _refused(tampered, capsys)
     assert "lib/pyflink-dependencies.jar" in _refused(jarless, capsys)
 
 
 def test_a_zip_built_for_python_3_11_is_refused_before_submission(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    other = build(Target("3.11"), tmp_path)
+    other = sign_local(build(Target("3.11"), tmp_path))
     line = _refused(other, capsys)
     assert "built for Python 3.11, the runtime runs Python 3.12" in line
 

@@ -26,6 +26,7 @@ from infra.local import moto_server
 from infra.local.managed_flink import Delays, InMemoryRunner, ManagedFlinkHandle, StandinConfig, start_in_thread
 from infra.local.process import free_loopback_port
 from infra.local.settings import StackSettings
+from tools import signing
 from tools.job_backend_msf import ManagedFlinkBackend, MsfSettings
 from tools.job_control import main, upgrade
 from tools.job_interface import JobControlError
@@ -43,9 +44,14 @@ def operator_ids_in(zip_path: Path, job: str) -> set[str]:
 
 
 def make_zip(folder: Path, name: str, ingest_ids: set[str]) -> Path:
+    """A zip naming its operator ids, signed with the local release key with stand-in SBOMs and provenance (the
+    back end verifies every zip before it uploads or inspects it; test_release_signing covers the real ones)."""
     path = folder / name
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("operators.json", json.dumps({"ingest": sorted(ingest_ids), "partner_delivery": ["p"]}))
+    for role, companion in signing.companion_paths(path).items():
+        companion.write_text(json.dumps({"stand-in": role, "zip": name}) + "\n")
+    signing.sign(path, signing.SigningSettings.for_environment("local"))
     return path
 
 
@@ -71,7 +77,8 @@ class Msf:
     def create(self, job: str = "ingest", snapshots: bool = True) -> str:
         """A READY application running v1 from the artifact bucket, as provisioning would leave it."""
         name, bucket = self.settings.application(job), self.settings.artifact_bucket
-        self.s3.upload_file(str(self.v1), bucket, f"artifacts/{self.v1.name}")
+        for path in (self.v1, signing.envelope_path(self.v1), *signing.companion_paths(self.v1).values()):
+            self.s3.upload_file(str(path), bucket, f"artifacts/{path.name}")
         code = {"CodeContentType": "ZIPFILE", "CodeContent": {"S3ContentLocation": {
             "BucketARN": f"arn:aws:s3:::{bucket}", "FileKey": f"artifacts/{self.v1.name}"}}}
         self.client.create_application(
@@ -278,9 +285,32 @@ def test_medistream_jobs_end_to_end_audited(msf: Msf, capsys: pytest.CaptureFixt
     assert code == 2 and "is RUNNING, not READY; nothing changed" in err
 
     events = [(e["action"], e["decision"], e["role"], e["reason"]) for e in msf.audit.entries()]
+    # The start with a zip verified its signature (decision 0031) after the operator's grant, before the upload.
     assert [e[:2] for e in events] == [
-        ("job_start", "grant"), ("job_status", "grant"), ("job_savepoint", "grant"), ("job_stop", "grant"),
-        ("job_start", "grant"), ("job_list", "grant"), ("job_stop", "deny"), ("job_start", "grant")]
+        ("job_start", "grant"), ("artifact_verify", "grant"), ("job_status", "grant"), ("job_savepoint", "grant"),
+        ("job_stop", "grant"), ("job_start", "grant"), ("job_list", "grant"), ("job_stop", "deny"),
+        ("job_start", "grant")]
     assert events[0][3] == "start from no savepoint on managed-flink (ingest): msf drill"
-    assert events[4][3] == f"start from {stopped['savepoint']} on managed-flink (ingest): msf drill"
+    assert events[1][2] == "deployer" and "medistream-2.0.0.zip" in events[1][3]
+    assert events[5][3] == f"start from {stopped['savepoint']} on managed-flink (ingest): msf drill"
     assert msf.audit.verify().ok
+
+
+@pytest.mark.parametrize("tampering", ["unsigned", "flipped byte"])
+def test_start_with_a_tampered_zip_is_refused_before_upload_and_audited(msf: Msf, tampering: str) -> None:
+    name = msf.create()
+    before = msf.detail(name)["ApplicationVersionId"]
+    v2 = make_zip(msf.folder, "medistream-2.0.0.zip", OPERATORS)
+    if tampering == "unsigned":
+        signing.envelope_path(v2).unlink()
+    else:
+        data = bytearray(v2.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        v2.write_bytes(bytes(data))
+    with pytest.raises(JobControlError, match="refused, nothing uploaded or changed"):
+        msf.backend.start("ingest", v2, None, False)
+    assert msf.detail(name)["ApplicationVersionId"] == before and msf.detail(name)["ApplicationStatus"] == "READY"
+    keys = {o["Key"] for o in msf.s3.list_objects_v2(Bucket=msf.settings.artifact_bucket).get("Contents", [])}
+    assert not any("2.0.0" in key for key in keys)
+    verdicts = [(e["decision"], e["reason"]) for e in msf.audit.entries() if e["action"] == "artifact_verify"]
+    assert verdicts[-1][0] == "deny" and "medistream-2.0.0.zip" in verdicts[-1][1]

@@ -38,6 +38,7 @@ from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
 from tests.integration.conftest import read_topic
 from tools import backfill, cluster_status, deploy, job_control, lineage
+from tools.attest import sign_local
 from tools.cli import main as medistream
 from tools.cluster_config import ClusterSettings
 from tools.demo import ShippedPartner
@@ -64,7 +65,7 @@ def setup(stack: StackSettings, tmp_path_factory: pytest.TempPathFactory, runtim
     if subprocess.run(["git", "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], cwd=REPO_ROOT,
                       capture_output=True, check=False).returncode:
         pytest.skip(f"version N ({PREVIOUS_RELEASE[:12]}) is not in this clone's history (a shallow clone?)")
-    previous = build(Target("3.12"), tmp_path_factory.mktemp("dist-n"), commit=PREVIOUS_RELEASE)
+    previous = sign_local(build(Target("3.12"), tmp_path_factory.mktemp("dist-n"), commit=PREVIOUS_RELEASE))
     zip_path = packaged_zip
     properties = write_properties(RUN, home)
     _as_version_n_reads_them(Path(isolated_config(RUN, home).feeds.contracts_dir))
