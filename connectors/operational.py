@@ -11,10 +11,20 @@ what the migrations must create, and a test compares them with the database.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from connectors.iceberg import TABLE_FOR_TYPE, TABLES
+from connectors.sql import with_clause
+
+if TYPE_CHECKING:
+    from connectors.properties import IngestConfig, OperationalConfig
 
 SCHEMA = "ops"
+ROUTE = "operational"  # the route name feed contracts use (schemas/routes.py)
+READER_SECRET = "medistream/operational/ops_reader"  # noqa: S105 -- the name of the reader role's secret
 VERSION_COLUMN = "sent_at_ms"  # with record_id, the version a row carries
 KEY_COLUMN = "business_key"
 # Flink SQL type (as connectors/iceberg.py writes it) -> PostgreSQL type.
@@ -54,3 +64,74 @@ def postgres_type(flink_type: str) -> str:
 def postgres_columns(table: str) -> list[tuple[str, str]]:
     """(column, PostgreSQL type as information_schema's format_type names it) the migrations create."""
     return [(name, postgres_type(kind)) for name, kind in flink_columns(table)]
+
+
+class OperationalStoreError(RuntimeError):
+    """The operational store's connection cannot be configured (its secret); the message names no secret value."""
+
+
+def connection(secrets_client: Any, secret_id: str) -> dict[str, Any]:
+    """The RDS-style JSON secret (host, port, dbname, username, password) of one role."""
+    from connectors.secrets import read_json_object
+
+    doc = read_json_object(secrets_client, secret_id, f"operational store secret {secret_id}", OperationalStoreError)
+    missing = sorted({"host", "port", "dbname", "username", "password"} - set(doc))
+    if missing:
+        raise OperationalStoreError(f"operational store secret {secret_id}: no {', '.join(missing)}")
+    return doc
+
+
+def jdbc_url(doc: dict[str, Any], cfg: OperationalConfig) -> str:
+    """The PostgreSQL JDBC URL of a secret's server, TLS verified against the configured CA."""
+    query = urlencode({"sslmode": cfg.sslmode, "sslrootcert": cfg.sslrootcert})
+    return f"jdbc:postgresql://{doc['host']}:{int(doc['port'])}/{doc['dbname']}?{query}"
+
+
+def create_operational_sinks(t_env: Any, cfg: IngestConfig) -> dict[str, str]:
+    """One append-only JDBC sink per record type; {record type: Flink table}.
+
+    Append-only, not Flink's upsert mode: an upsert sink's buffer keeps the last row it received per key,
+    which is not the newest version when versions arrive out of order. Every row is an INSERT, in arrival
+    order, and the table's triggers (migrations/postgres/) keep the newest version per business key: an
+    insert of a known key becomes an update, which only a newer version may make. A batch that fails (the
+    server down, or two subtasks inserting one new key at once) is retried whole by the sink, then the job
+    restarts from its checkpoint: every write is idempotent.
+    """
+    from connectors.kms import aws_client
+
+    doc = connection(aws_client(cfg.phi, "secretsmanager"), cfg.operational.secret_id)
+    created = {}
+    for record_type, table in operational_tables().items():
+        name = f"operational_{table}"
+        columns = ",\n".join(f"`{column}` {kind}" for column, kind in flink_columns(table))
+        options = {
+            "connector": "jdbc", "url": jdbc_url(doc, cfg.operational), "table-name": f"{SCHEMA}.{table}",
+            "username": str(doc["username"]), "password": str(doc["password"]),
+            "sink.buffer-flush.max-rows": str(cfg.operational.flush_rows),
+            "sink.buffer-flush.interval": cfg.operational.flush_interval, "sink.max-retries": "3",
+        }
+        t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (\n{columns}\n) {with_clause(options)}")
+        created[record_type] = name
+    return created
+
+
+def current_keys(cfg: IngestConfig, feeds: Iterable[str], secret_id: str = READER_SECRET) -> dict[str, Counter[str]]:
+    """Rows per business key in each table, for these feeds, read as the reader role: {record type: keys}.
+
+    One row per key is the store's promise; a count above 1 could only come from a broken primary key.
+    """
+    import psycopg
+
+    from connectors.kms import aws_client
+
+    doc = connection(aws_client(cfg.phi, "secretsmanager"), secret_id)
+    wanted = sorted(set(feeds))
+    found: dict[str, Counter[str]] = {}
+    with psycopg.connect(host=doc["host"], port=int(doc["port"]), dbname=doc["dbname"], user=doc["username"],
+                         password=doc["password"], sslmode=cfg.operational.sslmode,
+                         sslrootcert=cfg.operational.sslrootcert, connect_timeout=10) as conn:
+        for record_type, table in operational_tables().items():
+            rows = conn.execute(f"SELECT business_key FROM {SCHEMA}.{table} WHERE feed = ANY(%s)",  # noqa: S608
+                                (wanted,)).fetchall()
+            found[record_type] = Counter(key for (key,) in rows)
+    return found

@@ -104,6 +104,23 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class OperationalConfig:
+    """The operational store the `operational` route writes (connectors/operational.py): PostgreSQL locally,
+    Aurora PostgreSQL in AWS. The connection (host, port, database, user, password) is the Secrets Manager
+    secret `secret_id` (RDS's JSON form), read when the job is built; TLS is verified against `sslrootcert`."""
+
+    secret_id: str = "medistream/operational/ops_writer"  # noqa: S105 -- the secret's name, not a value
+    sslmode: str = "verify-full"
+    sslrootcert: str = ""  # empty: the local server's CA, <MEDISTREAM_HOME>/postgres/tls/ca.crt
+    flush_rows: int = 500  # the JDBC sink writes a batch at this many rows, after flush_interval, and at checkpoints
+    flush_interval: str = "1 s"
+    # How lineage names the store (OpenLineage: postgres://host:port, then database.schema.table); the
+    # connection itself comes from the secret.
+    lineage_namespace: str = "postgres://127.0.0.1:15432"
+    database: str = "medistream"
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     """Everything jobs/ingest.py needs."""
 
@@ -118,6 +135,7 @@ class IngestConfig:
     feeds: FeedsConfig
     phi: PhiConfig
     curated: CuratedConfig
+    operational: OperationalConfig = OperationalConfig()
 
 
 @dataclass(frozen=True)
@@ -238,7 +256,24 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
                                   monitor_interval=reference.str("monitor.interval", "30 s")),
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
         phi=load_phi_config(groups),
+        operational=load_operational_config(groups),
     )
+
+
+def load_operational_config(groups: Mapping[str, Mapping[str, str]]) -> OperationalConfig:
+    """The optional `operational` group (every key has a default: the local stack's server)."""
+    group, default = PropertyGroup({"operational": {}, **groups}, "operational"), OperationalConfig()
+    sslmode = group.str("sslmode", default.sslmode)
+    if sslmode not in ("verify-full", "verify-ca"):
+        raise ConfigError(f"property 'operational.sslmode' is {sslmode!r}: the operational store holds tokens of PHI, "
+                          "so its TLS certificate is always verified (verify-full or verify-ca)")
+    return OperationalConfig(
+        secret_id=group.str("secret", default.secret_id), sslmode=sslmode,
+        sslrootcert=group.str("sslrootcert", "") or str(medistream_home() / "postgres" / "tls" / "ca.crt"),
+        flush_rows=group.int("flush.rows", default.flush_rows),
+        flush_interval=group.str("flush.interval", default.flush_interval),
+        lineage_namespace=group.str("lineage.namespace", default.lineage_namespace),
+        database=group.str("database", default.database))
 
 
 def load_batch_path(groups: Mapping[str, Mapping[str, str]]) -> str:

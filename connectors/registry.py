@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from connectors.sinks import RouteContext, wire_archive, wire_dead_letters, wire_partners, wire_snowflake, wire_tables
+from connectors.sinks import (
+    RouteContext,
+    wire_archive,
+    wire_dead_letters,
+    wire_operational,
+    wire_partners,
+    wire_snowflake,
+    wire_tables,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,11 @@ SINKS: dict[str, Sink] = {
     "iceberg": Sink(
         wire_tables, "jobs.ingest",
         "one snapshot per checkpoint: rows are visible exactly once, after the checkpoint that holds them completes"),
+    "operational": Sink(
+        wire_operational, "jobs.ingest",
+        "the newest version of each business key, one row per key in its record type's table: every row is "
+        "inserted at least once (batches flushed at each checkpoint, retried, replayed after a restart) and the "
+        "table's triggers keep the newest (sent_at_ms, record_id), so a replay changes nothing"),
     "snowflake": Sink(
         wire_snowflake, "jobs.snowflake_load",
         "curated.snowflake is written in one Kafka transaction per checkpoint; the loader appends each record "

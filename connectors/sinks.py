@@ -79,6 +79,23 @@ def wire_tables(ctx: RouteContext) -> dict[str, str]:
     return {f"iceberg:{name}": tables[name] for name in (*TABLE_FOR_TYPE.values(), "claim_lines")}
 
 
+def wire_operational(ctx: RouteContext) -> dict[str, str]:
+    """The `operational` route: each record type's current-state table in the operational store (PostgreSQL),
+    the newest version per business key. Wired only when a contract routes to it: a job with no such route
+    needs no database."""
+    from connectors.operational import ROUTE, create_operational_sinks, operational_tables
+    from schemas.contracts import load_contracts
+
+    if not any(route.sink == ROUTE for c in load_contracts(ctx.cfg.feeds.directory).values() for route in c.routes):
+        return {}
+    sinks, routed = create_operational_sinks(ctx.t_env, ctx.cfg), ctx.routed(ROUTE)
+    for record_type, table in operational_tables().items():
+        columns = {**ICEBERG_COLUMNS[table], "sent_at_ms": "sent_at_ms"}  # operational.flink_columns' order
+        ctx.statements.append(insert_select(sinks[record_type], columns,
+                                            f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
+    return {f"operational:{record_type}": f"ops.{table}" for record_type, table in operational_tables().items()}
+
+
 def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: str,
                   columns: tuple[tuple[str, str], ...]) -> None:
     # The transactional id is stable per topic: a restore finds the transactions it must abort or commit.

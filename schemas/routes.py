@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ARCHIVE = "archive"
-SINKS = ("iceberg", ARCHIVE, "snowflake")
+SINKS = ("iceberg", ARCHIVE, "snowflake", "operational")
 _PARTNER = re.compile(r"^partner:([a-z0-9_]+)$")
 
 

@@ -160,7 +160,21 @@ def routed_keys(cfg: IngestConfig) -> dict[str, Counter[str]]:
     for sink, topic in curated_routes(cfg):
         messages = committed_dead_letters(cfg.kafka.bootstrap_servers, topic)
         routed[sink] = Counter(m["business_key"] for m in messages)
+    feeds = operational_feeds(cfg)
+    if feeds:  # the store's tables are shared: only the rows of this configuration's feeds
+        from connectors.operational import current_keys
+
+        routed |= {f"operational:{kind}": keys for kind, keys in current_keys(cfg, feeds).items()}
     return routed
+
+
+def operational_feeds(cfg: IngestConfig) -> list[str]:
+    """The feeds whose contracts route to the operational store."""
+    from connectors.operational import ROUTE
+    from schemas.contracts import load_contracts
+
+    return sorted(feed for feed, c in load_contracts(cfg.feeds.directory).items() if any(r.sink == ROUTE
+                                                                                          for r in c.routes))
 
 
 def read_sinks(cfg: IngestConfig) -> SinkCounts:

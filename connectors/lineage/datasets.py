@@ -15,6 +15,7 @@ and the dead letters. Facets, all PHI-free (names and types, never a value):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +145,12 @@ def ingest_datasets(cfg: IngestConfig, contracts: Mapping[str, FeedContract]
                 lineage={column: tuple((ns, n, path) for ns, n in read_by_type[record_type])
                          for column, path in sources.items()},
                 transformations={column: protection(policy, record_type, path) for column, path in sources.items()}))
+    # The operational store: the same columns as the Iceberg table of the type (connectors/operational.py).
+    for record_type, table in sorted(TABLE_FOR_TYPE.items()):
+        if (record_type, "operational") in routed:
+            iceberg = next(o for o in outputs if o.name.endswith(f"/{cfg.iceberg.table(table)}"))
+            outputs.append(dataclasses.replace(iceberg, namespace=cfg.operational.lineage_namespace,
+                                               name=f"{cfg.operational.database}.ops.{table}"))
     archive_ns, archive_prefix = _s3(cfg.archive.path)
     outputs.append(_whole_record(archive_ns, archive_prefix, contracts, policies, read_by_type))
     for partner in sorted({r.partner for c in contracts.values() for r in c.routes if r.partner}):

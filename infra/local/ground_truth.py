@@ -43,7 +43,8 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
                      digest: Digest, *, all_payers: bool = False) -> dict[str, Any]:
     """Counters keyed like tools.readback.SinkCounts: claims and archived by business key, dead letters by id.
 
-    `routed` holds business keys per routed sink ("iceberg:<record type>", "snowflake", "partner:<id>"),
+    `routed` holds business keys per routed sink ("iceberg:<record type>", "snowflake", "partner:<id>", and
+    "operational:<record type>", where each key counts once: the store keeps one row per key),
     resolved from the contracts' routes as the job does. `digest` is the job's keyed business-key
     digest (tools.readback.linkage_digest). `all_payers`: with the reference data that knows every payer
     (infra.local.reference, version 2 with all_payers), as after a refresh and a backfill.
@@ -78,7 +79,10 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
         if contract.record_type == "claim":
             claims.update(keys)
         for sink in sinks:
-            if sink != "archive":
+            if sink == "operational":  # current state: one row per business key, whatever its versions
+                current = routed.setdefault(f"operational:{contract.record_type}", Counter())
+                current.update({key: 1 for key in keys if key not in current})
+            elif sink != "archive":
                 name = f"iceberg:{contract.record_type}" if sink == "iceberg" else sink
                 routed.setdefault(name, Counter()).update(keys)
     return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead,

@@ -21,6 +21,7 @@ HARNESSES: dict[str, tuple[str, type[Harness]]] = {
     "archive": ("ingest", ingest_run.Archive),
     "dead_letters": ("ingest", ingest_run.DeadLetters),
     "iceberg": ("ingest", ingest_run.Iceberg),
+    "operational": ("ingest", ingest_run.Operational),
     "raw_topics": ("ingest", ingest_run.RawTopics),
     "landing_files": ("ingest", ingest_run.LandingFiles),
     "snowflake": ("snowflake", snowflake_run.Snowflake),

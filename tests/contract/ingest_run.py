@@ -210,16 +210,30 @@ class DeadLetters(IngestHarness):
                 ids["archive"] == ids["topic"] == ids["iceberg"]}
 
 
-class Iceberg(IngestHarness):
-    """Every routed record once in the table of its record type, by table and business key."""
+class Routed(IngestHarness):
+    """A routed sink's keys, by `prefix` ("<sink>:<record type>") and business key, against the ground truth."""
+
+    prefix = ""
 
     def expected(self) -> Counter[str]:
         return Counter({f"{name}/{key}": n for name, keys in self.run.outcome["routed"].items()
-                        if name.startswith("iceberg:") for key, n in keys.items()})
+                        if name.startswith(self.prefix) for key, n in keys.items()})
 
     def delivered(self) -> Counter[str]:
         return Counter({f"{name}/{key}": n for name, keys in self.run.sinks.routed.items()
-                        if name.startswith("iceberg:") for key, n in keys.items()})
+                        if name.startswith(self.prefix) for key, n in keys.items()})
+
+
+class Iceberg(Routed):
+    """Every routed record once in the table of its record type, by table and business key."""
+
+    prefix = "iceberg:"
+
+
+class Operational(Routed):
+    """Every routed business key once in the operational store's table of its record type (its newest version)."""
+
+    prefix = "operational:"
 
 
 class Door(IngestHarness):
