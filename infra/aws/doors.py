@@ -31,6 +31,7 @@ from aws_cdk import aws_transfer as transfer
 from constructs import Construct
 
 from infra.aws.acknowledgements import acknowledge
+from infra.aws.api import IngestApiFront
 from infra.aws.config import SERVICES, TASK_EXECUTION, Names, feeds_with, sftp_role
 from infra.aws.grants import SERVICES_LOG_PREFIX, Resolver, ecr_repository, landing_prefix, role_policy
 from infra.aws.network import INGEST_API_PORT, log_group
@@ -133,4 +134,5 @@ class DoorsStack(Stack):
                 vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
                 circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
                 min_healthy_percent=0 if singleton else 100, max_healthy_percent=100 if singleton else 200)
+        self.api = IngestApiFront(self, names, vpc, self.services["ingest_api"], logs_key)
 

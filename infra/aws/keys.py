@@ -15,6 +15,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.aws.access import DECRYPT, ENCRYPT, key_users
+from infra.aws.api import waf_log_group
 from infra.aws.config import SERVICE_KEYS, Names, key_domains, role_principals
 
 ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
@@ -62,8 +63,9 @@ class KeysStack(Stack):
                     sid="CloudWatchLogsOfThisEnvironment",
                     principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
                     actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-                    resources=["*"], conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
-                        f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/medistream/{names.env}/*"}}))
+                    resources=["*"], conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": [
+                        f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:{group}"
+                        for group in (f"/medistream/{names.env}/*", waf_log_group(names))]}}))
                 statements.append(iam.PolicyStatement(
                     sid="CloudWatchAlarmsToEncryptedTopics",
                     principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],

@@ -51,7 +51,7 @@ def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> No
     assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 10
     skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
              for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
-    assert len(skips) == 4 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
+    assert len(skips) == 7 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
 
 
 def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
@@ -522,3 +522,46 @@ def test_no_wildcard_action_and_wildcard_resources_only_without_resource_permiss
             assert not [a for a in st["Action"] if a == "*" or a.endswith(":*")], st
             if "*" in st["Resource"]:
                 assert set(st["Action"]) <= set(VPC_DESCRIBE) | set(ECR_AUTH), st
+
+
+def test_ingest_api_behind_waf_and_a_private_load_balancer(synthesized: dict[str, Any]) -> None:
+    """API Gateway publishes only POST /v1/feeds/{feed}/records, through a VPC link to an internal NLB in the private
+    subnets; the web ACL on its stage has AWS's rule groups and a per-IP rate from conf/, and its logs redact keys."""
+    from infra.aws.api import MANAGED_RULE_GROUPS, REDACTED_HEADERS, WAF_WINDOW_S
+    from infra.aws.config import base_groups
+
+    stacks = synthesized["stacks"]
+    doors, network = stacks.doors, stacks.network
+    template = _template(synthesized, doors)
+    (nlb,) = _resources(template, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    assert nlb["Scheme"] == "internal" and nlb["Type"] == "network"
+    assert sorted(map(json.dumps, nlb["Subnets"])) == sorted(
+        json.dumps(doors.resolve(s.subnet_id)) for s in network.vpc.isolated_subnets)
+    methods = list(_resources(template, "AWS::ApiGateway::Method").values())
+    assert [m["HttpMethod"] for m in methods] == ["POST"]
+    (method,) = methods
+    assert method["Integration"]["ConnectionType"] == "VPC_LINK" and method["Integration"]["Type"] == "HTTP_PROXY"
+    assert _flat(method["Integration"]["Uri"]).endswith("/v1/feeds/{feed}/records")
+    paths = {r["PathPart"] for r in _resources(template, "AWS::ApiGateway::Resource").values()}
+    assert paths == {"v1", "feeds", "{feed}", "records"}
+    (stage,) = _resources(template, "AWS::ApiGateway::Stage").values()
+    assert stage["TracingEnabled"] is True and "DestinationArn" in stage["AccessLogSetting"]
+    (acl,) = _resources(template, "AWS::WAFv2::WebACL").values()
+    assert acl["Scope"] == "REGIONAL"
+    managed = [r["Statement"]["ManagedRuleGroupStatement"]["Name"] for r in acl["Rules"]
+               if "ManagedRuleGroupStatement" in r["Statement"]]
+    assert managed == list(MANAGED_RULE_GROUPS)
+    (rate,) = [r["Statement"]["RateBasedStatement"] for r in acl["Rules"] if "RateBasedStatement" in r["Statement"]]
+    assert rate["Limit"] == int(float(base_groups()["ingest_api"]["rate"]) * WAF_WINDOW_S)
+    assert rate["AggregateKeyType"] == "IP"
+    (association,) = _resources(template, "AWS::WAFv2::WebACLAssociation").values()
+    stage_id = next(k for k, v in template["Resources"].items() if v["Type"] == "AWS::ApiGateway::Stage")
+    assert stage_id in json.dumps(association["ResourceArn"])
+    (waf_logging,) = _resources(template, "AWS::WAFv2::LoggingConfiguration").values()
+    assert [f["SingleHeader"]["Name"] for f in waf_logging["RedactedFields"]] == list(REDACTED_HEADERS)
+    groups = {k: v["Properties"]["LogGroupName"] for k, v in template["Resources"].items()
+              if v["Type"] == "AWS::Logs::LogGroup"}
+    target = _flat(waf_logging["LogDestinationConfigs"][0]).rsplit(":", 1)[1].strip("<>")
+    assert groups[target] == f"aws-waf-logs-medistream-{synthesized['env']}"
+    assert all(_flat(v["Properties"]["KmsKeyId"]) for v in template["Resources"].values()
+               if v["Type"] == "AWS::Logs::LogGroup")
