@@ -71,7 +71,8 @@ PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-
                "rest-pull": "jobs.rest_pull", "package": "tools.package", "batch": "tools.batch",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
                "lineage": "tools.lineage", "ops": "tools.ops_console.command", "infra": "tools.infra",
-               "freshness": "tools.sink_freshness", "sign": "tools.attest:main_sign", "verify": "tools.attest"}
+               "freshness": "tools.sink_freshness", "sign": "tools.attest:main_sign", "verify": "tools.attest",
+               "release": "tools.release"}
 
 
 def _aws_release_key(argv: list[str]) -> bool:
@@ -143,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
                    "(`medistream sign --help`)")
     sub.add_parser("verify", help="check a zip's signature, SBOMs and provenance against the release key; exit 2 if "
                    "refused (`medistream verify --help`)")
+    sub.add_parser("release", help="every release gate in order (lint, types, bandit, secrets, pip-audit, Maven tree, "
+                   "tests, infra), then package, SBOMs, provenance, KMS signature (`medistream release --help`)")
     sub.add_parser("cluster", help="a standalone Flink cluster (1 JobManager, 2 TaskManagers): up, down, status, "
                    "submit (`medistream cluster --help`)")
     sub.add_parser("load-snowflake", help="run the Snowflake loader: curated.snowflake -> one channel per partition "

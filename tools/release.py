@@ -1,0 +1,294 @@
+"""`medistream release`: every release gate in order, then the zip, its SBOMs and provenance, signed.
+
+    ./medistream release [--tests "<pytest args>"] [--environment local|dev|prod] [--allow-dirty] [--skip GATE]
+
+One line per gate with its result and seconds; the first gate that fails stops the release (exit 1),
+before anything is packaged or signed. A gate that cannot reach what it needs says so and is recorded
+as `unavailable`, not passed, and `--skip GATE` as `skipped`: the release goes on, signed, but its
+provenance shows the gap and prod's deploy check refuses any zip whose gates did not all pass
+(`tools.attest.REQUIRE_RELEASED`).
+
+Gates: clean (no uncommitted change to tracked files; `--allow-dirty` records `skipped`) - ruff -
+mypy (udfs, schemas, connectors, as configured in pyproject) - bandit (every finding must carry an
+inline justification: `# noqa: S<id> - why`, the ruff code of the bandit check, or `# nosec B<id> - why`)
+- detect-secrets (against the reviewed `.secrets.baseline`) - pip-audit of requirements.lock (through
+PyPI's JSON API; a package it could not look up is not audited) - the Maven dependency tree (listed
+beside the zip) - tests (`./medistream test`'s pytest, or `--tests`) - infra (`medistream infra check`:
+cdk-nag, cfn-lint, checkov) - package - SBOMs - provenance - sign.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from connectors.properties import REPO_ROOT, medistream_home
+
+VENV = REPO_ROOT / ".venv" / "bin"
+
+
+@dataclass
+class Gate:
+    """One gate's outcome: passed, failed, unavailable (could not run what it needs) or skipped."""
+
+    name: str
+    result: str
+    seconds: float
+    summary: str
+
+
+SKIPPABLE = ("ruff", "mypy", "bandit", "secrets", "pip-audit", "maven-tree", "tests", "infra")
+
+
+class GateFailed(RuntimeError):
+    """A gate failed; the release stops here."""
+
+
+def _run(args: list[str], timeout_s: float = 3600, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False)  # noqa: S603
+
+
+def _tail(done: subprocess.CompletedProcess[str], lines: int = 8) -> str:
+    return "\n".join((done.stdout + done.stderr).strip().splitlines()[-lines:])
+
+
+def tools_bin(name: str) -> str:
+    """A release tool from $MEDISTREAM_HOME/release-venv (./medistream setup installs it)."""
+    path = medistream_home() / "release-venv" / "bin" / name
+    if not path.exists():
+        raise GateFailed(f"{path} is missing: run ./medistream setup")
+    return str(path)
+
+
+def gate_clean(allow_dirty: bool) -> tuple[str, str]:
+    changed = _run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.splitlines()
+    if not changed:
+        return "passed", "no uncommitted change to tracked files"
+    if allow_dirty:
+        return "skipped", f"{len(changed)} tracked file(s) changed; the zip is built from the commit (--allow-dirty)"
+    raise GateFailed(f"{len(changed)} tracked file(s) have uncommitted changes (first: {changed[0][3:]}); commit "
+                     "them or run from a clean clone")
+
+
+def gate_ruff() -> tuple[str, str]:
+    done = _run([str(VENV / "ruff"), "check", "."])
+    if done.returncode:
+        raise GateFailed(_tail(done))
+    return "passed", done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "clean"
+
+
+def gate_mypy() -> tuple[str, str]:
+    done = _run([str(VENV / "mypy"), "udfs", "schemas", "connectors"])
+    if done.returncode:
+        raise GateFailed(_tail(done))
+    return "passed", done.stdout.strip().splitlines()[-1]
+
+
+def justified(line: str, test_id: str) -> bool:
+    """Whether a line's comment waives this bandit check and says why (`# noqa: S603 - why`, `# nosec B603 - why`)."""
+    comment = line.split("#", 1)[1] if "#" in line else ""
+    number = test_id[1:]
+    return bool(re.search(r"\b(noqa|nosec)\b", comment) and re.search(rf"\b[SB]{number}\b", comment)
+                and re.search(r"\s(-{1,2}|—)\s*\w", comment))
+
+
+def unjustified(findings: list[dict[str, object]], read: Callable[[str], list[str]]) -> list[str]:
+    """Bandit findings none of whose flagged lines justify that check inline ("path:line Bxxx text")."""
+    left = []
+    for finding in findings:
+        lines = read(str(finding["filename"]))
+        span = [int(str(n)) for n in finding.get("line_range") or [finding["line_number"]]]  # type: ignore[attr-defined]
+        if not any(justified(lines[n - 1], str(finding["test_id"])) for n in range(min(span), max(span) + 1)
+                   if 0 < n <= len(lines)):
+            left.append(f"{finding['filename']}:{finding['line_number']} {finding['test_id']} {finding['issue_text']}")
+    return left
+
+
+def gate_bandit() -> tuple[str, str]:
+    out = medistream_home() / "release" / "bandit.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _run([tools_bin("bandit"), "-q", "-r", "udfs", "schemas", "connectors", "jobs", "tools", "fresh_imports.py",
+                 "-f", "json", "-o", str(out)])
+    if done.returncode not in (0, 1):
+        raise GateFailed(_tail(done))
+    findings = json.loads(out.read_text())["results"]
+    cache: dict[str, list[str]] = {}
+    left = unjustified(findings, lambda f: cache.setdefault(f, (REPO_ROOT / f).read_text().splitlines()))
+    if left:
+        raise GateFailed(f"{len(left)} of {len(findings)} bandit findings have no inline justification:\n  "
+                         + "\n  ".join(left[:40]))
+    return "passed", f"{len(findings)} findings, each justified inline"
+
+
+def gate_secrets() -> tuple[str, str]:
+    files = [f for f in _run(["git", "ls-files"]).stdout.splitlines()
+             if not re.search(r"(package-lock\.json|\.secrets\.baseline)$", f)]
+    done = _run([tools_bin("detect-secrets-hook"), "--baseline", ".secrets.baseline", *files])
+    if done.returncode:
+        raise GateFailed("secrets not in the reviewed baseline (.secrets.baseline):\n" + _tail(done, 30))
+    reviewed = json.loads((REPO_ROOT / ".secrets.baseline").read_text())["results"]
+    return "passed", f"{len(files)} files, nothing beyond the {sum(map(len, reviewed.values()))} reviewed entries"
+
+
+def gate_pip_audit() -> tuple[str, str]:
+    out = medistream_home() / "release" / "pip-audit.json"
+    done = _run([tools_bin("pip-audit"), "-r", "requirements.lock", "--no-deps", "--disable-pip", "-s", "pypi",
+                 "-f", "json", "-o", str(out)], timeout_s=900)
+    if not out.exists():
+        raise GateFailed(_tail(done))
+    deps = json.loads(out.read_text())["dependencies"]
+    vulnerable = [f"{d['name']} {d['version']}: {', '.join(v['id'] for v in d['vulns'])}"
+                  for d in deps if d.get("vulns")]
+    skipped = [d for d in deps if "skip_reason" in d]
+    if vulnerable:
+        raise GateFailed(f"{len(vulnerable)} vulnerable package(s): " + "; ".join(vulnerable[:10]))
+    if skipped:
+        return "unavailable", (f"{len(deps) - len(skipped)} of {len(deps)} packages audited: {len(skipped)} could "
+                               "not be looked up (PyPI's JSON API answers 404 from this machine; OSV is unreachable)")
+    return "passed", f"{len(deps)} packages, no known vulnerability"
+
+
+def gate_maven_tree(listing: Path) -> tuple[str, str]:
+    done = _run(["mvn", "-B", "-q", "-o", "dependency:tree", f"-DoutputFile={listing}"], timeout_s=600)
+    if done.returncode or not listing.exists():
+        raise GateFailed(_tail(done))
+    return "passed", f"{len(listing.read_text().splitlines()) - 1} artifacts -> {listing.name}"
+
+
+def gate_tests(pytest_args: list[str]) -> tuple[str, str]:
+    done = _run([str(VENV / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], timeout_s=7200)
+    last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    if done.returncode:
+        raise GateFailed(_tail(done, 15))
+    return "passed", f"pytest {' '.join(pytest_args) or '(the whole suite)'}: {last}"
+
+
+def gate_infra() -> tuple[str, str]:
+    done = _run([str(VENV / "medistream"), "infra", "check"], timeout_s=1800)
+    if done.returncode:
+        raise GateFailed(_tail(done, 15))
+    checks = [line for line in (done.stdout + done.stderr).splitlines() if "unacknowledged" in line or
+              "checkov" in line or "cfn-lint" in line]
+    return "passed", "; ".join(checks[:6])
+
+
+def release(args: argparse.Namespace, say: Callable[[str], None] = print) -> tuple[list[Gate], Path | None]:
+    """Run the gates; on success the signed zip's path. Prints one line per gate."""
+    from tools import attest, signing
+    from tools.package import Target, build
+
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    commit = _run(["git", "rev-parse", "HEAD"]).stdout.strip()
+    listing = out / f"maven-tree-{commit[:12]}.txt"
+    gates: list[Gate] = []
+    zip_path: Path | None = None
+
+    def run(name: str, step: Callable[[], tuple[str, str]]) -> None:
+        began = time.monotonic()
+        try:
+            result, summary = step()
+        except GateFailed as err:
+            gates.append(Gate(name, "failed", round(time.monotonic() - began, 1), str(err)))
+            say(f"{name:<12} FAILED  {gates[-1].seconds:>7.1f} s  {err}")
+            raise
+        gates.append(Gate(name, result, round(time.monotonic() - began, 1), summary))
+        say(f"{name:<12} {result:<7} {gates[-1].seconds:>7.1f} s  {summary}")
+
+    def package() -> tuple[str, str]:
+        nonlocal zip_path
+        zip_path = build(Target("3.12"), out)
+        return "passed", f"{zip_path.name} ({zip_path.stat().st_size / 1e6:.0f} MB)"
+
+    def sboms() -> tuple[str, str]:
+        if zip_path is None:
+            raise GateFailed("no zip: the package gate did not run")
+        paths = attest.attest(zip_path, overwrite=True)  # provenance rewritten below with every gate
+        from tools.sbom import component_count
+
+        return "passed", (f"python {component_count(paths['python_sbom'])} components, "
+                          f"jvm {component_count(paths['jvm_sbom'])} components (CycloneDX 1.6, schema-valid)")
+
+    def provenance_step() -> tuple[str, str]:
+        if zip_path is None:
+            raise GateFailed("no zip: the package gate did not run")
+        from tools import provenance
+
+        gate_list = [asdict(g) for g in gates]
+        path = provenance.write(zip_path, _manifest(zip_path), gate_list, args.builder, started_at)
+        return "passed", f"{path.name} ({len(gate_list)} gates recorded)"
+
+    def sign_step() -> tuple[str, str]:
+        if zip_path is None:
+            raise GateFailed("no zip: the package gate did not run")
+        settings = signing.SigningSettings.for_environment(args.environment)
+        envelope = signing.sign(zip_path, settings)
+        verified = signing.verify(zip_path, settings)
+        return "passed", f"{envelope.name} by {verified.key_arn}; verified"
+
+    steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+        ("clean", lambda: gate_clean(args.allow_dirty)), ("ruff", gate_ruff), ("mypy", gate_mypy),
+        ("bandit", gate_bandit), ("secrets", gate_secrets), ("pip-audit", gate_pip_audit),
+        ("maven-tree", lambda: gate_maven_tree(listing)), ("tests", lambda: gate_tests(args.tests)),
+        ("infra", gate_infra), ("package", package), ("sbom", sboms), ("provenance", provenance_step),
+        ("sign", sign_step)]
+    try:
+        for name, step in steps:
+            if name in args.skip:
+                gates.append(Gate(name, "skipped", 0.0, "--skip " + name))
+                say(f"{name:<12} skipped {0.0:>7.1f} s  --skip {name}: recorded, prod refuses this zip")
+                continue
+            run(name, step)
+    except GateFailed:
+        return gates, None
+    return gates, zip_path
+
+
+def _manifest(zip_path: Path) -> dict[str, object]:
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as archive:
+        found: dict[str, object] = json.loads(archive.read("MANIFEST.json"))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 with the signed zip, 1 when a gate failed (nothing signed), 2 on bad arguments."""
+    from tools.signing import ENVIRONMENTS
+
+    parser = argparse.ArgumentParser(prog="medistream release", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", default="", help="pytest arguments for the tests gate (default: the whole suite)")
+    parser.add_argument("--environment", choices=ENVIRONMENTS, default="local", help="whose release key signs")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="go on with uncommitted changes (the gate is recorded as skipped: prod refuses the zip)")
+    parser.add_argument("--skip", action="append", default=[], choices=SKIPPABLE,
+                        help="do not run this gate (recorded as skipped: prod refuses the zip)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "dist"))
+    parser.add_argument("--builder", help="the builder id for the provenance (CodeBuild: its build ARN)")
+    args = parser.parse_args(argv)
+    args.tests = shlex.split(args.tests)
+    began = time.monotonic()
+    gates, zip_path = release(args)
+    total = round(time.monotonic() - began, 1)
+    if zip_path is None:
+        print(f"release STOPPED at {gates[-1].name} after {total} s; nothing was signed")
+        return 1
+    gaps = [g.name for g in gates if g.result != "passed"]
+    print(f"release {zip_path.name} signed in {total} s" + (f"; not passed: {', '.join(gaps)} (prod will refuse it)"
+                                                           if gaps else "; every gate passed"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
