@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.aws.config import TASK_EXECUTION, base_groups, feeds_with, key_domains, partner_domains, sftp_role
+from infra.aws.config import (
+    BACKUP_ROLE,
+    TASK_EXECUTION,
+    base_groups,
+    feeds_with,
+    key_domains,
+    partner_domains,
+    sftp_role,
+)
 
 ENCRYPT = ("kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 DECRYPT = ("kms:Decrypt", "kms:DescribeKey")
@@ -55,7 +63,7 @@ class Grant:
 
 def grants() -> tuple[Grant, ...]:
     """Every grant of every role: the Managed Flink applications, the ECS services, the SFTP users."""
-    return (*flink_grants(), *service_grants(), *sftp_grants())
+    return (*flink_grants(), *service_grants(), *sftp_grants(), *backup_grants())
 
 
 def flink_grants() -> tuple[Grant, ...]:
@@ -137,6 +145,11 @@ def sftp_grants() -> tuple[Grant, ...]:
     return tuple(grant for feed in feeds_with("landing") for grant in (
         Grant(sftp_role(feed), ENCRYPT + DECRYPT, "key", ("landing",)),
         Grant(sftp_role(feed), SFTP_OBJECTS, "feed-prefix", (feed,))))
+
+
+def backup_grants() -> tuple[Grant, ...]:
+    """AWS Backup's role: it copies the tables, all under the ledgers key (its IAM side is AWS's managed policies)."""
+    return (Grant(BACKUP_ROLE, ENCRYPT + DECRYPT, "key", ("ledgers",)),)
 
 
 def key_users(key: str, level: tuple[str, ...]) -> list[str]:

@@ -17,8 +17,9 @@ PACKS = ("HIPAA.Security", "NIST.800.53.R5")
 REPLICATION = ("one region in this slice: cross-region replication for disaster recovery needs the second "
                "region's keys and buckets (issue 22, later slice); versioning and, for the archive, Object Lock "
                "guard against loss meanwhile")
-BACKUP = ("point-in-time recovery (35 days, continuous) is on and deletion protection too; an AWS Backup plan "
-          "with a locked vault belongs with the audit slice (issue 22, item 6)")
+BACKUP_MANAGED_POLICIES = ("AWS Backup's own service-role policy for backups: AWS keeps it in step with "
+                           "what each service's backup calls need; the role is assumable only by AWS "
+                           "Backup for this account and opens only the ledgers key (its key policy)")
 ACCESS_LOGS_SSE_S3 = ("S3 server access logging delivers only to a bucket encrypted with SSE-S3 (SSE-KMS is not "
                       "supported for the log target); the logs hold request metadata, no object content")
 SFTP_SENDERS = ("the SFTP endpoint's only ingress is port 22 from the SftpSenderCidr parameter, whose allowed pattern "

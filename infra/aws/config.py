@@ -39,6 +39,7 @@ SERVICES = {"ingest_api": ("ingest-api serve", "ingest_api"), "rest_pull": ("res
 # The role every ECS task starts with (pulls its image, writes its log stream): no access to data.
 TASK_EXECUTION = "task_execution"
 SFTP_ROLE_PREFIX = "sftp_"
+BACKUP_ROLE = "backup"  # AWS Backup's role for the DynamoDB tables (infra/aws/backup.py)
 
 
 def sftp_role(feed: str) -> str:
@@ -50,7 +51,8 @@ def role_principals() -> dict[str, str]:
     """Every role the identity stack makes -> the AWS service that assumes it."""
     return {**{job: "kinesisanalytics.amazonaws.com" for job in FLINK_JOBS},
             **{service: "ecs-tasks.amazonaws.com" for service in (*SERVICES, TASK_EXECUTION)},
-            **{sftp_role(feed): "transfer.amazonaws.com" for feed in feeds_with("landing")}}
+            **{sftp_role(feed): "transfer.amazonaws.com" for feed in feeds_with("landing")},
+            BACKUP_ROLE: "backup.amazonaws.com"}
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.aws.access import DECRYPT, ENCRYPT, key_users
+from infra.aws.acknowledgements import BACKUP_MANAGED_POLICIES, acknowledge
 from infra.aws.api import waf_log_group
-from infra.aws.config import SERVICE_KEYS, Names, key_domains, role_principals
+from infra.aws.config import BACKUP_ROLE, SERVICE_KEYS, Names, key_domains, role_principals
 
 ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
                  "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
@@ -36,6 +37,11 @@ class IdentityStack(Stack):
                           service, conditions={"StringEquals": {"aws:SourceAccount": self.account}}),
                           description=f"{service.split('.')[0]}: {role} ({names.env})")
                       for role, service in role_principals().items()}
+        # Backups only: a restore is an operator's decision, made with the operator's own role.
+        backup_policy = "service-role/AWSBackupServiceRolePolicyForBackup"
+        self.roles[BACKUP_ROLE].add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(backup_policy))
+        acknowledge(self.roles[BACKUP_ROLE], f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                                             f"{backup_policy}]", BACKUP_MANAGED_POLICIES)
 
 
 class KeysStack(Stack):

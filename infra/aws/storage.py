@@ -17,7 +17,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, BACKUP, REPLICATION, checkov_skip, for_packs
+from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, REPLICATION, checkov_skip, for_packs
+from infra.aws.backup import add_backup
 from infra.aws.config import BUCKET_KEYS, Names
 from infra.storage_policy import ARCHIVE
 
@@ -90,8 +91,7 @@ class StorageStack(Stack):
         for_packs(self.access_logs, "S3DefaultEncryptionKMS", ACCESS_LOGS_SSE_S3)
         checkov_skip(self.access_logs.node.default_child, "CKV_AWS_18",  # type: ignore[arg-type]
                      "the access-log bucket itself: logging it into itself would log its own log deliveries")
-        for table in self.tables.values():
-            for_packs(table, "DynamoDBInBackupPlan", BACKUP)
+        self.backup_plan = add_backup(self, names, list(self.tables.values()), keys["ledgers"])
 
     def _cloudtrail_delivery(self, bucket: s3.Bucket, names: Names) -> None:
         """Admit this environment's trail (only it, by its ARN) to check the bucket and write under cloudtrail/."""

@@ -565,3 +565,31 @@ def test_ingest_api_behind_waf_and_a_private_load_balancer(synthesized: dict[str
     assert groups[target] == f"aws-waf-logs-medistream-{synthesized['env']}"
     assert all(_flat(v["Properties"]["KmsKeyId"]) for v in template["Resources"].values()
                if v["Type"] == "AWS::Logs::LogGroup")
+
+
+def test_every_table_in_a_locked_backup_vault(synthesized: dict[str, Any]) -> None:
+    """AWS Backup: every DynamoDB table selected; daily copies 35 days, monthly for the archive's retention; the
+    vault under the ledgers key, locked (compliance after the cooling-off) and refusing recovery-point deletion."""
+    from infra.aws.backup import DAILY_DAYS, LOCK_COOLING_OFF_DAYS
+
+    stacks = synthesized["stacks"]
+    storage = stacks.storage
+    template = _template(synthesized, storage)
+    (plan,) = _resources(template, "AWS::Backup::BackupPlan").values()
+    rules = {r["RuleName"]: r for r in plan["BackupPlan"]["BackupPlanRule"]}
+    assert rules["daily"]["Lifecycle"] == {"DeleteAfterDays": DAILY_DAYS}
+    assert rules["monthly"]["Lifecycle"] == {"DeleteAfterDays": ARCHIVE.retention_days}
+    (vault,) = _resources(template, "AWS::Backup::BackupVault").values()
+    assert vault["EncryptionKeyArn"] == storage.resolve(stacks.keys.keys["ledgers"].key_arn)
+    assert vault["LockConfiguration"] == {"MinRetentionDays": DAILY_DAYS, "MaxRetentionDays": ARCHIVE.retention_days,
+                                          "ChangeableForDays": LOCK_COOLING_OFF_DAYS}
+    denied = vault["AccessPolicy"]["Statement"]
+    assert any(s["Effect"] == "Deny" and "backup:DeleteRecoveryPoint" in s["Action"] for s in denied)
+    (selection,) = _resources(template, "AWS::Backup::BackupSelection").values()
+    selected = selection["BackupSelection"]["Resources"]
+    assert sorted(map(json.dumps, selected)) == sorted(
+        json.dumps(storage.resolve(t.table_arn)) for t in storage.tables.values())
+    assert len(selected) == 5
+    assert _flat(selection["BackupSelection"]["IamRoleArn"]).endswith(f"role/medistream-{synthesized['env']}-backup")
+    role_ids = {r: stacks.keys.resolve(role.role_arn) for r, role in stacks.identity.roles.items()}
+    assert "backup" in _roles_with(_key_policies(synthesized)["ledgers"], "kms:GenerateDataKey", role_ids)
