@@ -54,11 +54,6 @@ SINKS: dict[str, Sink] = {
     "iceberg": Sink(
         wire_tables, "jobs.ingest",
         "one snapshot per checkpoint: rows are visible exactly once, after the checkpoint that holds them completes"),
-    "operational": Sink(
-        wire_operational, "jobs.ingest",
-        "the newest version of each business key, one row per key in its record type's table: every row is "
-        "inserted at least once (batches flushed at each checkpoint, retried, replayed after a restart) and the "
-        "table's triggers keep the newest (sent_at_ms, record_id), so a replay changes nothing"),
     "snowflake": Sink(
         wire_snowflake, "jobs.snowflake_load",
         "curated.snowflake is written in one Kafka transaction per checkpoint; the loader appends each record "
@@ -68,6 +63,13 @@ SINKS: dict[str, Sink] = {
         "curated.partner.<id> is keyed by business key; the delivery job sends each record once per partner "
         "with an idempotency key, one key's versions one at a time in topic order, and records the outcome in "
         "its ledger", ordered_by="business_key"),
+    # Last: a sink added at the end leaves the planner's ids (hence uids) of every earlier sink as they were, so a
+    # savepoint of the job before it restores (decision 0020).
+    "operational": Sink(
+        wire_operational, "jobs.ingest",
+        "the newest version of each business key, one row per key in its record type's table: every row is "
+        "inserted at least once (batches flushed at each checkpoint, retried, replayed after a restart) and the "
+        "table's triggers keep the newest (sent_at_ms, record_id), so a replay changes nothing"),
 }
 
 DOORS: dict[str, tuple[Door, ...]] = {
