@@ -21,7 +21,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.alert_rules import feed_intervals, load_alerts, thresholds
-from infra.aws.config import FLINK_JOBS, Names
+from infra.aws.config import FLINK_JOBS, Names, base_groups, topics
 from infra.dashboards import NAMESPACE, PANELS, cloudwatch_dashboard
 
 # alert -> (the dashboard panel's CloudWatch metric, the threshold's key in ops/alerts.yaml). Both metrics
@@ -36,9 +36,8 @@ NOT_IN_CLOUDWATCH = {
     "KmsErrors": "operator counter: as FeedSilent",
     "FreshnessOverTarget": "currentEmitEventTimeLag is an operator metric: as FeedSilent",
     "SinkCommitsStalled": "Managed Flink publishes no last-completed-checkpoint time",
-    "SinkDelayOverTarget": "the Snowflake loader is not a Managed Flink application (issue 22, item 5)",
-    "SnowflakeLag": "the Snowflake loader is not a Managed Flink application (issue 22, item 5)",
-    "ConsumerLagGrowing": "Kafka lag comes from MSK's metrics with the MSK slice (issue 22, item 4)",
+    "SinkDelayOverTarget": "per-sink commit delay is the jobs' and the loader's own metric; the loader runs on ECS "
+                           "(doors stack) but nothing ships its Prometheus metrics to CloudWatch yet",
     "MetricsTargetDown": "a Prometheus scrape alert; on AWS the applications' state is Managed Flink's",
     "AuditChainBroken": "`medistream audit watch` is not deployed yet (issue 22, item 5)",
     "AuditVerificationStale": "`medistream audit watch` is not deployed yet (issue 22, item 5)",
@@ -46,6 +45,24 @@ NOT_IN_CLOUDWATCH = {
 
 
 LABEL = re.compile(r"\{\{ \$labels\.\w+ \}\}")  # a Prometheus summary's label: the application here
+
+
+# Alerts on Kafka consumer lag, from MSK's consumer-lag metric (AWS/Kafka SumOffsetLag by cluster, consumer group
+# and topic, as MSK's documentation lists it; not seen on a running cluster here).
+IN_MSK = ("SnowflakeLag", "ConsumerLagGrowing")
+MSK_NAMESPACE = "AWS/Kafka"
+ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+
+def consumers(groups: dict[str, dict[str, str]] | None = None) -> dict[str, list[str]]:
+    """Each consumer group of the pipeline -> the topics it reads (config.topics(), the jobs' group ids)."""
+    g = base_groups() if groups is None else groups
+    names = [t.name for t in topics(g)]
+    partner_prefix = g["curated"]["partner.topic.prefix"]
+    return {g["kafka"]["group.id"]: [t for t in names if t.startswith("raw.")],
+            g["partners"]["group.id"]: [t for t in names if t.startswith(partner_prefix)],
+            g["snowflake"]["consumer.group.id"]: [g["curated"]["snowflake.topic"]]}
 
 
 def _minutes(window: str) -> int:
@@ -59,7 +76,7 @@ def alarm_rows(doc: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The thresholds() rows that have a CloudWatch metric (no per-feed rows: FeedSilent is not one)."""
     doc = load_alerts() if doc is None else doc
     rows = thresholds(doc, feed_intervals({}, doc["defaults"]["feed_expected_interval_s"]))
-    unknown = {r["alert"] for r in rows} - set(IN_CLOUDWATCH) - set(NOT_IN_CLOUDWATCH)
+    unknown = {r["alert"] for r in rows} - set(IN_CLOUDWATCH) - set(IN_MSK) - set(NOT_IN_CLOUDWATCH)
     if unknown:
         raise ValueError(f"ops/alerts.yaml: {sorted(unknown)} neither mapped to a CloudWatch metric nor excluded")
     return [r for r in rows if r["alert"] in IN_CLOUDWATCH]
@@ -95,6 +112,42 @@ class MonitoringStack(Stack):
                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
                 alarm.add_alarm_action(actions.SnsAction(self.topics[row["severity"]]))
                 self.alarms.append(alarm)
+        self._consumer_lag(names)
         body = cloudwatch_dashboard([names.application(job) for job in FLINK_JOBS], self.region)
         cloudwatch.CfnDashboard(self, "dashboard", dashboard_name=f"{names.prefix}-pipeline",
                                 dashboard_body=self.to_json_string(body))
+
+    def _consumer_lag(self, names: Names) -> None:
+        """SnowflakeLag (the loader's group on curated.snowflake) and ConsumerLagGrowing (every group and topic)."""
+        alerts = load_alerts()["alerts"]
+        snowflake = base_groups()["snowflake"]
+        for group, group_topics in consumers().items():
+            for topic in group_topics:
+                lag = cloudwatch.Metric(namespace=MSK_NAMESPACE, metric_name="SumOffsetLag", statistic="Maximum",
+                                        period=Duration.minutes(1), dimensions_map={
+                                            "Cluster Name": names.msk_cluster, "Consumer Group": group, "Topic": topic})
+                growing = alerts["ConsumerLagGrowing"]
+                window = _minutes(growing["window"])
+                # Above the floor and higher than a window ago: DIFF over window-long periods.
+                expression = cloudwatch.MathExpression(
+                    expression=f"IF(m > {growing['min_lag']} AND DIFF(m) > 0, 1, 0)", period=Duration.minutes(window),
+                    using_metrics={"m": lag.with_(period=Duration.minutes(window))}, label="lag above floor, growing")
+                self._alarm(names, f"ConsumerLagGrowing-{group}-{topic}", expression, 1, AT_LEAST,
+                            _minutes(growing["for"]) // window or 1, growing,
+                            f"{group} on {topic}: Kafka consumer lag above {growing['min_lag']} and growing")
+                if group == snowflake["consumer.group.id"]:
+                    rule = alerts["SnowflakeLag"]
+                    self._alarm(names, "SnowflakeLag", lag, float(rule["max_messages"]), ABOVE, _minutes(rule["for"]),
+                                rule,
+                                f"Snowflake loader more than {rule['max_messages']} messages behind {topic}")
+
+    def _alarm(self, names: Names, alert: str, metric: cloudwatch.IMetric, threshold: float,
+               comparison: cloudwatch.ComparisonOperator, periods: int, rule: dict[str, Any], summary: str) -> None:
+        """One alarm to the topic of the rule's severity."""
+        alarm = cloudwatch.Alarm(
+            self, alert, alarm_name=f"{names.prefix}-{alert}", metric=metric, threshold=threshold,
+            evaluation_periods=periods, alarm_description=f"{rule['severity']}: {summary} (ops/alerts.yaml)",
+            comparison_operator=comparison,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        alarm.add_alarm_action(actions.SnsAction(self.topics[rule["severity"]]))
+        self.alarms.append(alarm)

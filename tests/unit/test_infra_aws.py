@@ -259,14 +259,15 @@ def test_cdk_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_alarms_from_the_alert_thresholds_and_the_dashboard(synthesized: dict[str, Any]) -> None:
     """Each alarm reads ops/alerts.yaml's threshold and window; the dashboard is infra/dashboards.py's body."""
     from infra.alert_rules import load_alerts
-    from infra.aws.monitoring import IN_CLOUDWATCH, NOT_IN_CLOUDWATCH
+    from infra.aws.monitoring import IN_CLOUDWATCH, IN_MSK, NOT_IN_CLOUDWATCH
     from infra.dashboards import cloudwatch_dashboard
 
     monitoring = synthesized["stacks"].monitoring
     template = _template(synthesized, monitoring)
     alerts = load_alerts()["alerts"]
-    assert set(IN_CLOUDWATCH) | set(NOT_IN_CLOUDWATCH) == set(alerts)
-    alarms = list(_resources(template, "AWS::CloudWatch::Alarm").values())
+    assert set(IN_CLOUDWATCH) | set(IN_MSK) | set(NOT_IN_CLOUDWATCH) == set(alerts)
+    alarms = [a for a in _resources(template, "AWS::CloudWatch::Alarm").values()
+              if a["AlarmName"].rsplit("-", 1)[1] in IN_CLOUDWATCH]
     assert len(alarms) == len(IN_CLOUDWATCH) * len(FLINK_JOBS)
     env = synthesized["env"]
     for alarm in alarms:
@@ -593,3 +594,33 @@ def test_every_table_in_a_locked_backup_vault(synthesized: dict[str, Any]) -> No
     assert _flat(selection["BackupSelection"]["IamRoleArn"]).endswith(f"role/medistream-{synthesized['env']}-backup")
     role_ids = {r: stacks.keys.resolve(role.role_arn) for r, role in stacks.identity.roles.items()}
     assert "backup" in _roles_with(_key_policies(synthesized)["ledgers"], "kms:GenerateDataKey", role_ids)
+
+
+def test_consumer_lag_alarms_from_msk_metrics(synthesized: dict[str, Any]) -> None:
+    """SnowflakeLag and ConsumerLagGrowing read MSK's lag of each of our consumer groups on each topic it reads,
+    with ops/alerts.yaml's thresholds."""
+    from infra.alert_rules import load_alerts
+    from infra.aws.config import topics
+    from infra.aws.monitoring import consumers
+
+    env = synthesized["env"]
+    alerts = load_alerts()["alerts"]
+    groups = consumers()
+    assert groups["medistream-snowflake-load"] == ["curated.snowflake"]
+    assert groups["medistream-partner-delivery"] == ["curated.partner.clearwater_health"]
+    assert groups["medistream-ingest"] == [t.name for t in topics() if t.name.startswith("raw.")]
+    alarms = {a["AlarmName"]: a for a in _resources(_template(synthesized, synthesized["stacks"].monitoring),
+                                                        "AWS::CloudWatch::Alarm").values()}
+    snowflake = alarms[f"medistream-{env}-SnowflakeLag"]
+    assert snowflake["Threshold"] == alerts["SnowflakeLag"]["max_messages"]
+    assert snowflake["MetricName"] == "SumOffsetLag"
+    assert snowflake["EvaluationPeriods"] == int(alerts["SnowflakeLag"]["for"][:-1])
+    assert {d["Name"]: d["Value"] for d in snowflake["Dimensions"]} == {
+        "Cluster Name": f"medistream-{env}", "Consumer Group": "medistream-snowflake-load",
+        "Topic": "curated.snowflake"}
+    growing = {n: a for n, a in alarms.items() if "-ConsumerLagGrowing-" in n}
+    assert len(growing) == sum(len(t) for t in groups.values())
+    for alarm in growing.values():
+        (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+        assert expression == f"IF(m > {alerts['ConsumerLagGrowing']['min_lag']} AND DIFF(m) > 0, 1, 0)"
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["AlarmActions"]
