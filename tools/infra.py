@@ -2,12 +2,15 @@
 
     medistream infra synth [--environment dev|prod|all] [--out DIR] [--cli]
     medistream infra check [--environment dev|prod|all] [--cli]
+    medistream infra rehearse [--environment dev|prod]
 
 `synth` writes the CloudFormation templates (cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53
 rev 5 packs run during synthesis: any unacknowledged finding fails it, exit 1, with each finding
 printed). `--cli` synthesizes through the CDK toolkit from npm (`cdk synth`, cdk.json) instead of in
 process; both run the same app. `check` synthesizes, then runs cfn-lint and checkov (offline; each skip
-justified in the template metadata) over every template.
+justified in the template metadata) over every template. `rehearse` deploys the long-lived stacks (identity,
+keys, credentials, storage) to a private local AWS API server on 127.0.0.1 and probes them through the
+service APIs (infra/aws/rehearsal.py).
 The CDK's JavaScript runs under the Node 22 that ./medistream installs ($MEDISTREAM_HOME/infra-node).
 """
 
@@ -146,6 +149,32 @@ def checkov(out: Path) -> int:
                            "--compact", "-o", "cli", "--skip-download"], check=False).returncode
 
 
+def rehearse_main(out: Path, env: str) -> int:
+    """Synthesize `env`, deploy its long-lived stacks to a private local AWS API server, print every probe.
+
+    Exit 1 if a stack did not complete or a property the server applies does not hold; what the server does
+    not apply is listed as such (it cannot pass or fail here).
+    """
+    from infra.aws.rehearsal import rehearse
+
+    started = time.monotonic()
+    ok, lines = synth(env, out)
+    if not ok:
+        print(f"{env}: synth FAILED: " + "; ".join(lines))
+        return 1
+    status, probes = rehearse(out, env, out / "local-server.log")
+    for stack, state in status.items():
+        print(f"{env}: stack {stack}: {state} (as the local server reports it)")
+    for p in probes:
+        print(f"  {p.verdict:11s}  {p.name}  [{p.detail}]")
+    held = sum(p.verdict == "holds" for p in probes)
+    skipped = sum(p.verdict == "not applied" for p in probes)
+    failed = [p for p in probes if p.verdict == "fails"]
+    print(f"{env}: rehearsal in {time.monotonic() - started:.0f} s: {held} hold, {len(failed)} fail, {skipped} not "
+          f"applied by the local server")
+    return 1 if failed or any(state != "CREATE_COMPLETE" for state in status.values()) else 0
+
+
 def app_main() -> int:
     """The CDK CLI's app command (cdk.json): the environment from the context."""
     use_node()
@@ -165,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["app"]:
         return app_main()
     parser = argparse.ArgumentParser(prog="medistream infra", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["synth", "check"])
+    parser.add_argument("action", choices=["synth", "check", "rehearse"])
     parser.add_argument("--environment", choices=[*ENVIRONMENTS, "all"], default="all")
     parser.add_argument("--out", type=Path, default=medistream_home() / "cdk.out")
     parser.add_argument("--cli", action="store_true", help="synthesize through the CDK toolkit (cdk synth)")
     args = parser.parse_args(argv)
     envs = list(ENVIRONMENTS) if args.environment == "all" else [args.environment]
+    if args.action == "rehearse":
+        return rehearse_main(args.out / "rehearsal", "dev" if args.environment == "all" else args.environment)
     status = 0
     for env in envs:
         out = args.out / env

@@ -624,3 +624,36 @@ def test_consumer_lag_alarms_from_msk_metrics(synthesized: dict[str, Any]) -> No
         (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
         assert expression == f"IF(m > {alerts['ConsumerLagGrowing']['min_lag']} AND DIFF(m) > 0, 1, 0)"
         assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["AlarmActions"]
+
+
+@pytest.mark.parametrize("synthesized", ["dev"], indirect=True)  # one rehearsal: each starts a local server
+def test_deploy_rehearsal_on_the_local_api(synthesized: dict[str, Any], tmp_path: Path) -> None:
+    """The long-lived stacks deploy to a private local AWS API server and what it applies holds; a bucket planted
+    under the wrong key fails the rehearsal; what the server skips is exactly the known list (README)."""
+    import shutil
+
+    from infra.aws.rehearsal import rehearse
+
+    templates = tmp_path / "templates"
+    shutil.copytree(synthesized["out"], templates)
+    storage_file = templates / "medistream-dev-storage.template.json"
+    storage = json.loads(storage_file.read_text())
+    stacks = synthesized["stacks"]
+    landing = stacks.storage.get_logical_id(stacks.storage.buckets["landing"].node.default_child)
+    default = storage["Resources"][landing]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"]
+    default["KMSMasterKeyID"] = stacks.storage.resolve(stacks.keys.keys["warehouse"].key_arn)  # the planted mistake
+    storage_file.write_text(json.dumps(storage))
+    status, probes = rehearse(templates, "dev", tmp_path / "server.log")
+    assert set(status.values()) == {"CREATE_COMPLETE"}
+    verdicts = {p.name: p.verdict for p in probes}
+    assert [name for name, v in verdicts.items() if v == "fails"] == ["landing: SSE-KMS with the landing key"]
+    holds = {name for name, v in verdicts.items() if v == "holds"}
+    assert {"every CMK exists under its alias", "every CMK rotates", "every role exists", "access_logs: SSE-S3",
+            "archive: SSE-KMS with the archive key", "audit: SSE-KMS with the audit key"} <= holds
+    assert sum("deletion protection" in name for name in holds) == 5
+    assert {name for name, v in verdicts.items() if v == "not applied"} == {
+        "archive versioned", "landing bucket policy (TLS only, SSE-KMS with its key)",
+        "an SSE-S3 upload to landing is refused", "archive Object Lock, compliance, 7 years", "public access blocked",
+        "tables under the ledgers CMK", "tables with point-in-time recovery", "secrets exist under the credentials CMK",
+        "backup plan and locked vault"}
