@@ -244,6 +244,9 @@ def release(args: argparse.Namespace, say: Callable[[str], None] = print) -> tup
         ("sign", sign_step)]
     try:
         for name, step in steps:
+            if name == "sign" and args.no_sign:
+                say(f"{'sign':<12} -       {0.0:>7.1f} s  --no-sign: the pipeline's sign stage signs (decision 0031)")
+                continue
             if name in args.skip:
                 gates.append(Gate(name, "skipped", 0.0, "--skip " + name))
                 say(f"{name:<12} skipped {0.0:>7.1f} s  --skip {name}: recorded, prod refuses this zip")
@@ -274,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="go on with uncommitted changes (the gate is recorded as skipped: prod refuses the zip)")
     parser.add_argument("--skip", action="append", default=[], choices=SKIPPABLE,
                         help="do not run this gate (recorded as skipped: prod refuses the zip)")
+    parser.add_argument("--no-sign", action="store_true",
+                        help="stop after the provenance (the pipeline's gates stage: its sign stage has the key)")
     parser.add_argument("--out", default=str(REPO_ROOT / "dist"))
     parser.add_argument("--builder", help="the builder id for the provenance (CodeBuild: its build ARN)")
     args = parser.parse_args(argv)
@@ -285,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"release STOPPED at {gates[-1].name} after {total} s; nothing was signed")
         return 1
     gaps = [g.name for g in gates if g.result != "passed"]
-    print(f"release {zip_path.name} signed in {total} s" + (f"; not passed: {', '.join(gaps)} (prod will refuse it)"
-                                                           if gaps else "; every gate passed"))
+    done = "built, unsigned," if args.no_sign else "signed"
+    verdict = f"; not passed: {', '.join(gaps)} (prod will refuse it)" if gaps else "; every gate passed"
+    print(f"release {zip_path.name} {done} in {total} s{verdict}")
     return 0
 
 

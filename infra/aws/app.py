@@ -25,6 +25,7 @@ from infra.aws.flink import FlinkStack, PropertiesFor
 from infra.aws.keys import IdentityStack, KeysStack
 from infra.aws.monitoring import MonitoringStack
 from infra.aws.network import NetworkStack
+from infra.aws.pipeline import PipelineStack
 from infra.aws.storage import StorageStack
 from infra.aws.streaming import StreamingStack
 
@@ -89,7 +90,11 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
     monitoring.add_stack_dependency(flink, "alarms and dashboard name the applications")
     stacks = Stacks(identity, keys, credentials, storage, audit, network, streaming, doors, flink,
                     monitoring)
-    for stack in stacks.all():
+    # The release pipeline (issue 23, decision 0031): its own keys, buckets and stage roles.
+    pipeline = PipelineStack(app, f"medistream-{env}-pipeline", names=n, **kw)
+    pipeline.add_stack_dependency(identity, "its key and bucket policies name the applications' roles by ARN")
+    pipeline.add_stack_dependency(storage, "the deploy stage appends to the audit table, named, not imported")
+    for stack in [*stacks.all(), pipeline]:
         Tags.of(stack).add("project", "medistream")
         Tags.of(stack).add("environment", env)
     return stacks

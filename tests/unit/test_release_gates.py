@@ -1,0 +1,65 @@
+"""`medistream release`'s rules without running the tools: what counts as a justified bandit waiver, that the first
+failing gate stops the release before anything is packaged or signed, and which commands keep real AWS credentials."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from tools import cli, release
+
+
+@pytest.mark.parametrize(("line", "test_id", "ok"), [
+    ("run([sys.executable])  # noqa: S603 - our own interpreter, no shell", "B603", True),
+    ("urlopen(url)  # noqa: S310 -- loopback REST", "B310", True),
+    ('q = f"SELECT {cols} FROM t"  # nosec B608 - column names from our contract', "B608", True),
+    ("run([sys.executable])  # noqa: S603", "B603", False),  # waived without a reason
+    ("run([sys.executable])  # noqa: S310 - wrong check", "B603", False),
+    ("run([sys.executable])", "B603", False),
+    ("subprocess.run(args)  # noqa: S603,S607 - git from PATH", "B607", True),
+])
+def test_a_bandit_finding_is_justified_only_by_a_reasoned_waiver_of_that_check(line: str, test_id: str,
+                                                                               ok: bool) -> None:
+    assert release.justified(line, test_id) is ok
+
+
+def test_a_finding_spanning_lines_is_justified_by_any_of_them() -> None:
+    lines = ["done = subprocess.run(  # noqa: S603 - fixed argv", "    args,", ")", "urlopen(x)"]
+    findings = [{"filename": "f.py", "line_number": 2, "line_range": [1, 3], "test_id": "B603", "issue_text": "t"},
+                {"filename": "f.py", "line_number": 4, "line_range": [4], "test_id": "B310", "issue_text": "u"}]
+    assert release.unjustified(findings, lambda _name: lines) == ["f.py:4 B310 u"]
+
+
+def test_the_first_failing_gate_stops_the_release_before_package_and_sign(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    ran: list[str] = []
+
+    def passing(name: str):  # type: ignore[no-untyped-def]
+        return lambda *_a: ran.append(name) or ("passed", name)
+
+    def failing() -> tuple[str, str]:
+        ran.append("secrets")
+        raise release.GateFailed("a new AWS key in conf/x.json")
+
+    for name in ("clean", "ruff", "mypy", "bandit", "pip_audit", "maven_tree", "tests", "infra"):
+        monkeypatch.setattr(release, f"gate_{name}", passing(name))
+    monkeypatch.setattr(release, "gate_secrets", failing)
+    args = argparse.Namespace(out=str(tmp_path), tests=[], allow_dirty=False, skip=["mypy"], environment="local",
+                              builder=None, no_sign=False)
+    lines: list[str] = []
+    gates, signed = release.release(args, lines.append)
+    assert signed is None and ran == ["clean", "ruff", "bandit", "secrets"]
+    assert [(g.name, g.result) for g in gates] == [("clean", "passed"), ("ruff", "passed"), ("mypy", "skipped"),
+                                                   ("bandit", "passed"), ("secrets", "failed")]
+    assert len(lines) == 5 and lines[-1].startswith("secrets      FAILED") and " s  " in lines[-1]
+    assert not list(tmp_path.glob("*.zip"))
+
+
+@pytest.mark.parametrize(("argv", "aws"), [
+    (["verify", "dist/x.zip"], False), (["verify", "dist/x.zip", "--environment", "local"], False),
+    (["verify", "dist/x.zip", "--environment", "prod"], True), (["release", "--environment=dev"], True),
+    (["deploy", "--environment", "prod"], False)])
+def test_sign_verify_and_release_for_aws_keep_the_callers_credentials(argv: list[str], aws: bool) -> None:
+    assert cli._aws_release_key(argv) is aws
