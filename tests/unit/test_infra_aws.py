@@ -657,3 +657,15 @@ def test_deploy_rehearsal_on_the_local_api(synthesized: dict[str, Any], tmp_path
         "an SSE-S3 upload to landing is refused", "archive Object Lock, compliance, 7 years", "public access blocked",
         "tables under the ledgers CMK", "tables with point-in-time recovery", "secrets exist under the credentials CMK",
         "backup plan and locked vault"}
+
+
+def test_cost_doc_is_the_models_output() -> None:
+    """docs/cost.md holds exactly the tables infra/aws/cost_model.py computes from bench/results."""
+    from connectors.properties import REPO_ROOT
+    from infra.aws.cost_model import measured, monthly, report
+
+    m = measured()
+    assert m.ingest_per_cpu_s[4] > m.ingest_per_cpu_s[12] > 100
+    assert report(m) in (REPO_ROOT / "docs" / "cost.md").read_text()
+    low, high = sum(monthly(25_000, 4, m).values()), sum(monthly(150_000, 12, m).values())
+    assert 0 < low < high
