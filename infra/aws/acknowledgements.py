@@ -42,12 +42,12 @@ _CLIENT_CERT = ("the backend is an internal NLB reached through a VPC link, not 
                 "certificate would be presented to a TCP listener and a server that cannot check it")
 API_REASONS: dict[str, list[tuple[str, str]]] = {
     "nlb": [("AwsSolutions-ELB2", _NLB_LOGS), ("HIPAA.Security-ELBLoggingEnabled", _NLB_LOGS),
-            ("NIST.800.53.R5-ELBLoggingEnabled", _NLB_LOGS),
-            ("HIPAA.Security-ELBv2ACMCertificateRequired", _NLB_TLS),
-            ("NIST.800.53.R5-ELBv2ACMCertificateRequired", _NLB_TLS)],
+            ("NIST.800.53.R5-ELBLoggingEnabled", _NLB_LOGS)],
+    "listener": [("HIPAA.Security-ELBv2ACMCertificateRequired", _NLB_TLS),
+                 ("NIST.800.53.R5-ELBv2ACMCertificateRequired", _NLB_TLS)],
     "api": [("AwsSolutions-APIG2", "each record is validated by the service against its feed contract's schema, "
-                                   "with a per-record answer; a model here would duplicate schemas/ and drift"),
-            ("AwsSolutions-APIG4", "every request carries the feed's API key, checked by the service against the "
+                                   "with a per-record answer; a model here would duplicate schemas/ and drift")],
+    "method": [("AwsSolutions-APIG4", "every request carries the feed's API key, checked by the service against the "
                                    "digests in Secrets Manager (a key for feed A never opens feed B); senders have no "
                                    "AWS identities for IAM or Cognito"),
             ("AwsSolutions-COG4", "as APIG4: per-feed API keys checked by the service, no Cognito user pool")],

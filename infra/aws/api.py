@@ -51,6 +51,7 @@ class IngestApiFront:
                                  protocol=elbv2.Protocol.HTTP, path="/healthz", port=str(INGEST_API_PORT)))
         for rule, reason in API_REASONS["nlb"]:
             acknowledge(self.nlb, rule, reason)
+        for rule, reason in API_REASONS["listener"]:
             acknowledge(listener, rule, reason)
         checkov_skip(self.nlb.node.default_child, "CKV_AWS_91", API_REASONS["nlb"][0][1])  # type: ignore[arg-type]
         # The CDK makes the service wait for the listener by DependsOn as well as by its Ref (cfn-lint W3005).
@@ -79,8 +80,9 @@ class IngestApiFront:
         self.method = resource.add_method("POST", integration, request_parameters={"method.request.path.feed": True})
         for rule, reason in API_REASONS["api"]:
             acknowledge(self.api, rule, reason)
+        for rule, reason in API_REASONS["method"]:
             acknowledge(self.method, rule, reason)
-        checkov_skip(self.method.node.default_child, "CKV_AWS_59", API_REASONS["api"][1][1])  # type: ignore[arg-type]
+        checkov_skip(self.method.node.default_child, "CKV_AWS_59", API_REASONS["method"][0][1])  # type: ignore[arg-type]
         checkov_skip(self.api.deployment_stage.node.default_child, "CKV_AWS_120",  # type: ignore[arg-type]
                      dict(API_REASONS["packs"])["APIGWCacheEnabledAndEncrypted"])
         for rule, reason in API_REASONS["stage"]:
