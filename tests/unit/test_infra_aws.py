@@ -669,3 +669,31 @@ def test_cost_doc_is_the_models_output() -> None:
     assert report(m) in (REPO_ROOT / "docs" / "cost.md").read_text()
     low, high = sum(monthly(25_000, 4, m).values()), sum(monthly(150_000, 12, m).values())
     assert 0 < low < high
+
+
+def test_services_properties_load_in_the_services_own_config_loaders() -> None:
+    """What each ECS task is handed passes its own loader, with MSK IAM auth and this environment's names; the
+    Snowflake loader's does not yet: conf/environments/production.json has no snowflake group (decision 0032,
+    Left), so the base file's emulator mode arrives without its local path and the loader refuses to start."""
+    import importlib
+
+    from connectors.properties import ConfigError
+
+    properties = infra_tool.service_properties_for(names("prod", "123456789012"))
+    values = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1", "MSK_BOOTSTRAP_SERVERS": "b-1.msk:9098"}
+    loaders = {"ingest_api": ("jobs.ingest_api", "load_api_config"),
+               "rest_pull": ("jobs.rest_pull", "load_pull_config"), "sftp_pull": ("jobs.sftp_pull", "load_sftp_config")}
+    for service, (module, loader) in loaders.items():
+        groups = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties(service, values)}
+        cfg = getattr(importlib.import_module(module), loader)(groups)
+        assert groups["kafka"]["bootstrap.servers"] == "b-1.msk:9098" and groups["kafka"]["security"] == "msk-iam"
+        assert "127.0.0.1" not in json.dumps(groups), service
+        assert cfg is not None
+    api = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties("ingest_api", values)}["ingest_api"]
+    assert api["keys.secret"] == "medistream-prod/ingest-api/keys"
+    assert api["idempotency.table"] == "medistream-ingest-idempotency-prod"
+    from jobs.snowflake_load import load_snowflake_config
+
+    groups = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties("snowflake_load", values)}
+    with pytest.raises(ConfigError, match="snowflake.emulator.path"):
+        load_snowflake_config(groups)
