@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
+import subprocess  # nosec B404 # -- argv lists only, never a shell; each call is justified where it is made
 import tempfile
 import uuid
 import zipfile
@@ -57,8 +57,10 @@ def python_sbom(zip_path: Path, manifest: dict[str, Any]) -> Path:
     with tempfile.TemporaryDirectory(prefix="medistream-sbom-") as folder:
         requirements = Path(folder) / "bundled.txt"
         requirements.write_text("\n".join(_wheel_pins(manifest)) + "\n")
-        done = subprocess.run([str(tools_python()), "-m", "cyclonedx_py", "requirements", str(requirements),  # noqa: S603
-                               "--sv", SPEC, "--of", "JSON", "--output-reproducible", "-o", str(out)],
+        # The release venv's interpreter and a fixed argv of our own files, no shell.
+        done = subprocess.run([str(tools_python()), "-m", "cyclonedx_py", "requirements",  # noqa: S603 - fixed argv
+                               str(requirements), "--sv", SPEC, "--of", "JSON", "--output-reproducible",
+                               "-o", str(out)],
                               capture_output=True, text=True, timeout=300, check=False)
     if done.returncode:
         raise SbomError(f"cyclonedx-py failed: {(done.stderr or done.stdout).strip()[-400:]}")

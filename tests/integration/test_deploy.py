@@ -33,7 +33,7 @@ from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from infra.local.settings import StackSettings
 from schemas.contracts import load_contracts
-from tools import cluster, cluster_status, deploy
+from tools import cluster, cluster_status, deploy, signing
 from tools.attest import sign_local
 from tools.cluster_config import ClusterSettings
 from tools.demo import ShippedPartner
@@ -81,7 +81,10 @@ def test_a_tampered_zip_or_one_without_its_jar_is_refused_before_submission(
                 nojar.writestr(copy.copy(info), data)
     # Unsigned, each is refused by its signature; signed anyway (a release key signs what it is given), by its manifest.
     assert "tampered-py3.12.zip is unsigned" in _refused(tampered, capsys)
-    sign_local(tampered), sign_local(jarless)
+    sign_local(tampered)
+    for role, companion in signing.companion_paths(packaged).items():  # no jar, so no JVM SBOM of its own: packaged's
+        shutil.copy(companion, signing.companion_paths(jarless)[role])
+    signing.sign(jarless, signing.SigningSettings.for_environment("local"))
     assert "application-code/udfs/ingest.py does not match its SHA-256" in _refused(tampered, capsys)
     assert "lib/pyflink-dependencies.jar" in _refused(jarless, capsys)
 

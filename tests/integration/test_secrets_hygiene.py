@@ -1,0 +1,121 @@
+"""Secrets hygiene (issue 23): no secret value in the packaged zip, the generated runtime properties or the logs.
+
+The secret values are read from the local stack's Secrets Manager (every secret there: partner OAuth
+credentials, ops-console token digests, the operational store's login, the PHI token-key secret) plus
+the plaintext token keys and linkage key (decrypted through KMS, as a job's open() does), in every
+encoding a leak would take (as stored; hex; base64 and base64url). Then every entry of a zip built
+from HEAD, every job's runtime properties for the local cluster and for production, and every log
+under $MEDISTREAM_HOME (the stack's, the doors', the cluster's and every job run's on this machine)
+is searched for them. What the test cannot see: logs of processes that never ran on this machine, and
+environment variables of processes that are no longer running.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.kms import load_token_keys
+from connectors.properties import medistream_home
+from infra.local import moto_server
+from infra.local.settings import StackSettings
+from tools.package import ENTRY_POINTS, application_properties
+
+pytestmark = pytest.mark.integration
+MIN_LENGTH = 12  # shorter leaves (versions, flags, "1") are not secrets and would match anywhere
+PRODUCTION_VALUES = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
+                     "MSK_BOOTSTRAP_SERVERS": "b-1.example.kafka.eu-west-1.amazonaws.com:9098"}
+
+
+def _leaves(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _encodings(secret: bytes) -> set[bytes]:
+    b64 = base64.b64encode(secret).rstrip(b"=")
+    return {secret, secret.hex().encode(), b64, b64.replace(b"+", b"-").replace(b"/", b"_")}
+
+
+@pytest.fixture(scope="module")
+def secret_values(stack: StackSettings) -> dict[str, set[bytes]]:
+    """secret name -> the byte strings that would betray it."""
+    sm, kms = moto_server.client(stack, "secretsmanager"), moto_server.client(stack, "kms")
+    found: dict[str, set[bytes]] = {}
+    for page in sm.get_paginator("list_secrets").paginate():
+        for entry in page["SecretList"]:
+            text = sm.get_secret_value(SecretId=entry["ARN"]).get("SecretString", "")
+            try:
+                leaves = list(_leaves(json.loads(text)))
+            except ValueError:
+                leaves = [text]
+            values = {e for leaf in leaves if len(leaf) >= MIN_LENGTH for e in _encodings(leaf.encode())}
+            if entry["Name"].endswith("/phi/token-keys"):
+                keys = load_token_keys(sm, kms, entry["ARN"])
+                values |= {e for key in (*keys.versions.values(), keys.linkage) for e in _encodings(key)}
+            if values:
+                found[entry["Name"]] = values
+    return found
+
+
+def _search(blob: bytes, patterns: dict[str, set[bytes]]) -> list[str]:
+    """The names of the secrets whose values occur in `blob` (one pass of one alternation over it)."""
+    owner = {value: name for name, values in patterns.items() for value in values}
+    combined = re.compile(b"|".join(re.escape(v) for v in sorted(owner, key=len, reverse=True)))
+    return sorted({owner[m.group(0)] for m in combined.finditer(blob)})
+
+
+def test_there_are_secrets_to_look_for(secret_values: dict[str, set[bytes]]) -> None:
+    """The stack holds the PHI token keys at least (else every search below would pass vacuously)."""
+    assert any(name.endswith("/phi/token-keys") for name in secret_values), sorted(secret_values)
+
+
+def test_no_secret_in_the_packaged_zip(packaged_zip: Path, secret_values: dict[str, set[bytes]]) -> None:
+    leaks = []
+    with zipfile.ZipFile(packaged_zip) as archive:
+        for name in archive.namelist():
+            if name.endswith(".jar"):
+                continue  # Maven Central's bytes, not ours (and 150 MB); the SBOM lists what it holds
+            leaks += [f"{name}: {secret}" for secret in _search(archive.read(name), secret_values)]
+    assert leaks == []
+
+
+def test_no_secret_in_the_generated_runtime_properties(packaged_zip: Path,
+                                                       secret_values: dict[str, set[bytes]]) -> None:
+    with zipfile.ZipFile(packaged_zip) as archive:
+        manifest = json.loads(archive.read("MANIFEST.json"))
+    for environment, values in (("local-cluster", None), ("production", PRODUCTION_VALUES)):
+        for job in ENTRY_POINTS:
+            text = json.dumps(application_properties(environment, job, manifest, values=values)).encode()
+            assert _search(text, secret_values) == [], (environment, job)
+            # Secrets are named, never given: every *secret* key holds a Secrets Manager id.
+            names = re.findall(rb'"([a-z0-9_.]*secret[a-z0-9_.]*)": "([^"]*)"', text)
+            assert all(b"/" in value or not value for _key, value in names), names
+
+
+def test_no_secret_in_any_log_of_this_machine(secret_values: dict[str, set[bytes]]) -> None:
+    home = medistream_home()
+    logs = [p for p in home.rglob("*") if p.is_file() and (p.suffix in (".log", ".out", ".err") or
+                                                              "/log/" in str(p) or "/logs/" in str(p))]
+    assert any(p.name == "moto.log" for p in logs)  # the stack's own logs at least
+    leaks = []
+    for path in logs:
+        with path.open("rb") as handle:
+            tail = b""
+            for block in iter(lambda h=handle: h.read(1 << 22), b""):  # type: ignore[misc]
+                window = tail + block
+                leaks += [f"{path.relative_to(home)}: {name}" for name in _search(window, secret_values)]
+                tail = window[-256:]
+    assert sorted(set(leaks)) == []
