@@ -31,13 +31,18 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, CfnParameter, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_codepipeline_actions as actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, REPLICATION, acknowledge, checkov_skip, for_packs
@@ -57,6 +62,12 @@ KEY_ADMIN = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Pu
              "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
 USE = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*", "kms:DescribeKey"]
 SETUP = "./medistream setup"
+# What `medistream verify` and a refused deploy print (tools/attest.py, tools/job_backend_msf.py, tools/deploy.py).
+REFUSAL_TERMS = ("REFUSED", "refused, nothing")
+KEY_CHANGES = ["PutKeyPolicy", "CreateGrant", "RevokeGrant", "RetireGrant", "DisableKey", "EnableKey",
+               "ScheduleKeyDeletion", "CancelKeyDeletion", "CreateAlias", "UpdateAlias", "DeleteAlias"]
+BUCKET_WRITES = ["PutObject", "CopyObject", "CompleteMultipartUpload", "DeleteObject", "DeleteObjects",
+                 "PutBucketPolicy", "DeleteBucketPolicy", "PutBucketVersioning", "PutObjectAcl"]
 ASYMMETRIC_ROTATION = ("KMS rotates symmetric keys only; an ECC_NIST_P256 signing key is replaced by a new key and "
                        "alias (verification of older releases keeps the old public key), see decision 0031")
 # Wildcard ARNs in the stage policies, by how they end, and why each is needed.
@@ -148,10 +159,58 @@ class PipelineStack(Stack):
         self._grants(names, connection.value_as_string)
         self.pipeline = self._pipeline(names, fixed, connection.value_as_string, repository.value_as_string,
                                        branch.value_as_string)
+        self.topic, self.rules, self.alarm = self._tamper_response(names)
         CfnOutput(self, "ReleasesBucket", value=self.releases.bucket_name,
                   description="MEDISTREAM_ARTIFACT_BUCKET of the deploy stage: signed zips under artifacts/")
         CfnOutput(self, "SigningKeyArn", value=self.signing_key.key_arn,
                   description="MEDISTREAM_SIGNING_KEY: the key `medistream verify --environment " + env + "` trusts")
+
+    def _tamper_response(self, names: Names) -> tuple[sns.Topic, dict[str, events.Rule], cloudwatch.Alarm]:
+        """The release's security topic, and what goes to it (docs/release-incident-runbook.md says what to do).
+
+        - `signing-key-changed`: any change to the signing or release key (policy, grants, state, deletion,
+          aliases), from CloudTrail's management events.
+        - `releases-written-outside-pipeline`: a write to the releases bucket or its policy by anyone but the
+          publish and deploy roles (the bucket policy refuses such an object write; the attempt still shows).
+          Object writes are CloudTrail data events: they reach EventBridge only while a trail logs data events
+          for this bucket (the audit stack's trail logs the PHI buckets'); bucket-policy changes always do.
+        - `unverified-artifact` alarm: a deploy or sign stage refused a zip (`REFUSED`, `refused, nothing ...`
+          in its build log): someone tried to ship an unsigned, re-signed or altered artifact.
+        """
+        topic = sns.Topic(self, "release-security-topic", topic_name=f"{names.prefix}-release-security",
+                          master_key=self.release_key, enforce_ssl=True)
+        on_keys = events.EventPattern(
+            source=["aws.kms"], detail_type=["AWS API Call via CloudTrail"],
+            detail={"eventSource": ["kms.amazonaws.com"], "eventName": KEY_CHANGES,
+                    "resources": {"ARN": [self.signing_key.key_arn, self.release_key.key_arn]}})
+        outsiders = [self.roles["publish"].role_arn, self.roles["deploy"].role_arn]
+        on_releases = events.EventPattern(
+            source=["aws.s3"], detail_type=["AWS API Call via CloudTrail"],
+            detail={"eventSource": ["s3.amazonaws.com"], "eventName": BUCKET_WRITES,
+                    "requestParameters": {"bucketName": [self.releases.bucket_name]},
+                    "userIdentity": {"sessionContext": {"sessionIssuer": {"arn": [{"anything-but": outsiders}]}}}})
+        rules = {}
+        for name, pattern, what in (("signing-key-changed", on_keys, "a change to the release keys"),
+                                    ("releases-written-outside-pipeline", on_releases,
+                                     "a write to the releases bucket outside the pipeline's roles")):
+            rule = events.Rule(self, f"{name}-rule", rule_name=f"{names.prefix}-{name}",
+                               description=f"medistream {names.env}: {what}", event_pattern=pattern)
+            rule.add_target(targets.SnsTopic(topic))
+            rules[name] = rule
+        for stage in ("sign", "deploy"):  # both stages count into one metric
+            logs.MetricFilter(self, f"{stage}-refusals", log_group=self.log_groups[stage],
+                              metric_namespace="medistream/release", metric_name="UnverifiedArtifactRefused",
+                              metric_value="1", filter_pattern=logs.FilterPattern.any_term(*REFUSAL_TERMS))
+        metric = cloudwatch.Metric(namespace="medistream/release", metric_name="UnverifiedArtifactRefused",
+                                   statistic="Sum", period=Duration.minutes(5))
+        alarm = cloudwatch.Alarm(
+            self, "unverified-artifact-alarm", alarm_name=f"{names.prefix}-unverified-artifact", metric=metric,
+            threshold=1, evaluation_periods=1, comparison_operator=cloudwatch.ComparisonOperator.
+            GREATER_THAN_OR_EQUAL_TO_THRESHOLD, treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description="a pipeline stage refused an unsigned, re-signed or altered zip: "
+                              "docs/release-incident-runbook.md")
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+        return topic, rules, alarm
 
     def _release_key(self, names: Names, application_roles: list[iam.IPrincipal]) -> kms.Key:
         """The stack's symmetric key: buckets, build logs and artifacts; its policy names every user."""
@@ -168,6 +227,12 @@ class PipelineStack(Stack):
                                     resources=["*"]),
                 iam.PolicyStatement(sid="ApplicationsDecryptTheirZip", principals=application_roles,
                                     actions=["kms:Decrypt", "kms:DescribeKey"], resources=["*"]),
+                iam.PolicyStatement(
+                    sid="AlarmsAndRulesToTheEncryptedTopic",
+                    principals=[iam.ServicePrincipal("events.amazonaws.com"),
+                                iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+                    conditions={"StringEquals": {"aws:SourceAccount": self.account}}),
                 iam.PolicyStatement(
                     sid="BuildLogsOfThisPipeline", principals=[logs_principal],
                     actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],

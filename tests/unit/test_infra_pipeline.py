@@ -113,3 +113,37 @@ def test_the_build_role_cannot_deploy_sign_or_publish(pipeline: dict[str, Any]) 
     allowed = json.dumps(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
     assert _role_of(template, "publish") in allowed and _role_of(template, "deploy") in allowed
     assert _role_of(template, "gates") not in allowed and _role_of(template, "sign") not in allowed
+
+
+def test_tamper_response_rules_and_alarm_reach_the_encrypted_topic(pipeline: dict[str, Any]) -> None:
+    template = pipeline["template"]
+    (topic_id,) = _resources(template, "AWS::SNS::Topic")
+    assert "KmsMasterKeyId" in _resources(template, "AWS::SNS::Topic")[topic_id]
+    by_name = {props["Name"]: props for props in _resources(template, "AWS::Events::Rule").values()}
+    assert len(by_name) == 2
+    keys = next(p for n, p in by_name.items() if n.endswith("signing-key-changed"))["EventPattern"]
+    signing = next(k for k, v in _resources(template, "AWS::KMS::Key").items() if v.get("KeySpec") == "ECC_NIST_P256")
+    assert "PutKeyPolicy" in keys["detail"]["eventName"] and signing in json.dumps(keys["detail"]["resources"])
+    writes = next(p for n, p in by_name.items() if n.endswith("releases-written-outside-pipeline"))["EventPattern"]
+    issuer = writes["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"][0]["anything-but"]
+    assert {json.dumps(a) for a in issuer} == {json.dumps({"Fn::GetAtt": [_role_of(template, r), "Arn"]})
+                                              for r in ("publish", "deploy")}
+    assert all(json.dumps({"Ref": topic_id}) in json.dumps(p["Targets"]) for p in by_name.values())
+    (alarm,) = _resources(template, "AWS::CloudWatch::Alarm").values()
+    assert alarm["AlarmActions"] == [{"Ref": topic_id}] and alarm["Threshold"] == 1
+
+
+def test_the_refusal_alarm_matches_what_a_refused_deploy_prints() -> None:
+    """The metric filter's terms occur in the lines verify and both back ends print when they refuse a zip."""
+    import inspect
+
+    from infra.aws.pipeline import REFUSAL_TERMS
+    from tools import attest, deploy, job_backend_msf
+
+    printed = inspect.getsource(attest.main) + inspect.getsource(deploy.check_signed) + \
+        inspect.getsource(job_backend_msf.ManagedFlinkBackend.verify_zip)
+    assert "REFUSED" in inspect.getsource(attest.main)
+    for term in REFUSAL_TERMS:
+        assert term in printed
+    assert "refused, nothing submitted" in inspect.getsource(deploy.check_signed)
+    assert "refused, nothing uploaded" in inspect.getsource(job_backend_msf.ManagedFlinkBackend.verify_zip)
