@@ -55,6 +55,9 @@ API_REASONS: dict[str, list[tuple[str, str]]] = {
     "packs": [("APIGWExecutionLoggingEnabled", _EXECUTION_LOGS), ("APIGWCacheEnabledAndEncrypted", _CACHE),
               ("APIGWSSLEnabled", _CLIENT_CERT)],
 }
+NAT_ROUTE = ("the subnet holds only its zone's NAT gateway (nothing else is placed there, no public address is "
+             "assigned); a NAT gateway's subnet needs a default route to the internet gateway, and no connection "
+             "from the internet can be opened inward through it")
 # Wildcard ARNs, by the kind of access row that makes them.
 IAM5_REASONS = {
     "bucket": "objects of one named bucket: S3 grants on objects by key pattern, and the job writes keys it derives "

@@ -39,6 +39,8 @@ SERVICES = {"ingest_api": ("ingest-api serve", "ingest_api"), "rest_pull": ("res
 # The role every ECS task starts with (pulls its image, writes its log stream): no access to data.
 TASK_EXECUTION = "task_execution"
 SFTP_ROLE_PREFIX = "sftp_"
+# What calls partners' own endpoints (APIs, SFTP servers): these run in the egress subnets.
+PARTNER_FACING = ("partner_delivery", "rest_pull", "sftp_pull")
 BACKUP_ROLE = "backup"  # AWS Backup's role for the DynamoDB tables (infra/aws/backup.py)
 
 

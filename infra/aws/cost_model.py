@@ -31,14 +31,15 @@ PRICES = {
     "s3_put_per_1000": 0.005, "dynamodb_write_per_million": 0.625, "transfer_endpoint_hour": 0.30,
     "transfer_upload_gb": 0.04, "apigw_rest_per_million": 3.50, "waf_per_million": 0.60, "waf_monthly": 10.0,
     "nlb_hour": 0.0225, "nlb_lcu_hour": 0.006, "fargate_vcpu_hour": 0.04048, "fargate_gb_hour": 0.004445,
-    "endpoint_az_hour": 0.01, "cross_az_gb": 0.02, "cloudtrail_data_events_per_100k": 0.10,
-    "logs_ingest_gb": 0.50, "kms_key_month": 1.0,
+    "endpoint_az_hour": 0.01, "cross_az_gb": 0.02, "nat_hour": 0.045, "nat_gb": 0.045,
+    "cloudtrail_data_events_per_100k": 0.10, "logs_ingest_gb": 0.50, "kms_key_month": 1.0,
 }
 # Shares and sizes the repository does not measure: assumptions.
 SHARES = {
     "via_kafka_or_rest": 0.5,  # records arriving as Kafka/REST messages; the rest come as SFTP files
     "via_rest": 0.25,  # of all records, pushed to the ingest API (in batches of REST_BATCH)
     "to_partners": 0.10,  # records delivered to a partner API
+    "pulled": 0.10,  # records the REST and SFTP pullers fetch from partners (through NAT)
     "broker_ingress_mb_s": 100.0,  # sustained producer MB/s one kafka.m7g.xlarge broker takes at RF 3
     "kafka_retention_h": 24.0,  # raw and curated topics (the broker default is 168 h: see the note)
     "lake_compression": 4.0,  # JSON records -> Parquet in the Iceberg tables
@@ -118,6 +119,8 @@ def monthly(rate: int, size_kb: int, m: Measured, peak: int = max(RATES)) -> dic
         "NLB": hours * (p["nlb_hour"] + p["nlb_lcu_hour"] * mb_s * s["via_rest"] * 3.6),  # 1 LCU per GB/h
         "Fargate (API, loader, pullers)": fargate_vcpu * hours * (p["fargate_vcpu_hour"] + 2 * p["fargate_gb_hour"]),
         "VPC interface endpoints (9 x 3 zones)": 27 * hours * p["endpoint_az_hour"],
+        "NAT gateways (3; partner traffic)": 3 * hours * p["nat_hour"]
+                                            + gb_month * (s["to_partners"] + s["pulled"]) * p["nat_gb"],
         "CloudWatch logs, KMS keys": s["log_gb_month"] * p["logs_ingest_gb"] + 13 * p["kms_key_month"],
     }
 

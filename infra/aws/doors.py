@@ -32,7 +32,7 @@ from constructs import Construct
 
 from infra.aws.acknowledgements import acknowledge
 from infra.aws.api import IngestApiFront
-from infra.aws.config import SERVICES, TASK_EXECUTION, Names, feeds_with, sftp_role
+from infra.aws.config import PARTNER_FACING, SERVICES, TASK_EXECUTION, Names, feeds_with, sftp_role
 from infra.aws.grants import SERVICES_LOG_PREFIX, Resolver, ecr_repository, landing_prefix, role_policy
 from infra.aws.network import INGEST_API_PORT, log_group
 
@@ -51,7 +51,8 @@ class DoorsStack(Stack):
     """The SFTP server and its users; the ECS cluster, image repository and services."""
 
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc,
-                 sftp_group: ec2.ISecurityGroup, services_group: ec2.ISecurityGroup, logs_key: kms.IKey,
+                 sftp_group: ec2.ISecurityGroup, services_group: ec2.ISecurityGroup,
+                 egress_subnets: list[ec2.ISubnet], partners_group: ec2.ISecurityGroup, logs_key: kms.IKey,
                  artifacts_key: kms.IKey, properties: ServiceProperties, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.names = names
@@ -60,6 +61,7 @@ class DoorsStack(Stack):
                       for role in (*SERVICES, TASK_EXECUTION, *(sftp_role(f) for f in feeds_with("landing")))}
         self.policies = {role: role_policy(self.resolver, role, imported) for role, imported in self.roles.items()}
         self._sftp(vpc, sftp_group, logs_key)
+        self.egress_subnets, self.partners_group = egress_subnets, partners_group
         self._services(vpc, services_group, logs_key, artifacts_key, properties)
 
     def _sftp(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey) -> None:
@@ -130,8 +132,10 @@ class DoorsStack(Stack):
             singleton = count == 1
             self.services[service] = ecs.FargateService(
                 self, f"{service}-service", service_name=f"{names.prefix}-{service}", cluster=self.cluster,
-                task_definition=task, desired_count=count, security_groups=[group], assign_public_ip=False,
-                vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+                task_definition=task, desired_count=count, assign_public_ip=False,
+                security_groups=[group, self.partners_group] if service in PARTNER_FACING else [group],
+                vpc_subnets=ec2.SubnetSelection(subnets=self.egress_subnets) if service in PARTNER_FACING
+                else ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
                 circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
                 min_healthy_percent=0 if singleton else 100, max_healthy_percent=100 if singleton else 200)
         self.api = IngestApiFront(self, names, vpc, self.services["ingest_api"], logs_key)

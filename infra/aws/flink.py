@@ -22,7 +22,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.aws.config import FLINK_JOBS, Names, base_groups
+from infra.aws.config import FLINK_JOBS, PARTNER_FACING, Names, base_groups
 from infra.aws.grants import Resolver, role_policy
 from infra.aws.network import log_group
 
@@ -39,6 +39,7 @@ class FlinkStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, roles: Mapping[str, iam.IRole],
                  logs_key: kms.IKey,
                  vpc: ec2.IVpc, security_group: ec2.ISecurityGroup, properties: PropertiesFor,
+                 egress_subnets: list[ec2.ISubnet], partners_group: ec2.ISecurityGroup,
                  **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.names = names
@@ -57,6 +58,9 @@ class FlinkStack(Stack):
             self.log_groups[job] = group
             resolver = Resolver(self, names, {job: group.log_group_arn})
             policy = role_policy(resolver, job, roles[job])
+            partner_facing = job in PARTNER_FACING  # partner delivery calls the partners' APIs through NAT
+            subnets = egress_subnets if partner_facing else vpc.isolated_subnets
+            groups = [security_group, partners_group] if partner_facing else [security_group]
             group_name, key = PARALLELISM[job]
             app = msf.CfnApplication(
                 self, f"{job}-application", application_name=names.application(job), runtime_environment=RUNTIME,
@@ -82,8 +86,8 @@ class FlinkStack(Stack):
                             configuration_type="CUSTOM", auto_scaling_enabled=True, parallelism_per_kpu=1,
                             parallelism=int(base_groups()[group_name][key]))),
                     vpc_configurations=[msf.CfnApplication.VpcConfigurationProperty(
-                        security_group_ids=[security_group.security_group_id],
-                        subnet_ids=[s.subnet_id for s in vpc.isolated_subnets])]))
+                        security_group_ids=[g.security_group_id for g in groups],
+                        subnet_ids=[s.subnet_id for s in subnets])]))
             app.node.add_dependency(policy)
             msf.CfnApplicationCloudWatchLoggingOption(
                 self, f"{job}-logging", application_name=app.ref,

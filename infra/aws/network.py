@@ -1,9 +1,11 @@
-"""The network: a VPC of private subnets only, in three zones, reaching AWS through endpoints.
+"""The network: a VPC of private subnets in three zones, reaching AWS through endpoints and partners through NAT.
 
-No public subnet and no NAT gateway: S3 and DynamoDB through gateway endpoints, every other service
-the jobs call (KMS, Secrets Manager, STS, CloudWatch Logs and Monitoring, Glue, Kinesis, ECR) through
-interface endpoints. Partner APIs and MSK brokers outside the VPC are the doors' slice (issue 22,
-item 5). Flow logs of every interface go to a log group encrypted with the logs key.
+AWS is reached through endpoints only: S3 and DynamoDB through gateway endpoints, every other service the
+jobs call (KMS, Secrets Manager, STS, CloudWatch Logs and Monitoring, Glue, Kinesis, ECR) through interface
+endpoints, from isolated subnets. Only what must reach a partner (partner delivery, the REST and SFTP
+pullers) runs in "egress" subnets behind a NAT gateway per zone, and its security group lets it out to the
+partner prefix lists alone. The NAT gateways' subnets hold nothing else and assign no public address. Flow
+logs of every interface go to a log group encrypted with the logs key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.aws.acknowledgements import SFTP_SENDER_RULES, SFTP_SENDERS, acknowledge, checkov_skip
+from infra.aws.acknowledgements import NAT_ROUTE, SFTP_SENDER_RULES, SFTP_SENDERS, acknowledge, checkov_skip
 from infra.aws.config import Names, base_groups
 
 INTERFACE_ENDPOINTS = ("KMS", "SECRETS_MANAGER", "STS", "CLOUDWATCH_LOGS", "CLOUDWATCH_MONITORING", "GLUE",
@@ -25,6 +27,7 @@ LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 # A literal (not the VPC's CidrBlock attribute) so that rules and their checks read the same range.
 VPC_CIDR = "10.40.0.0/16"
 MSK_IAM_PORT = 9098
+PARTNER_LIST_ENTRIES = 60  # addresses of the partners' endpoints; each entry counts against the group's rule quota
 INGEST_API_PORT = int(base_groups()["ingest_api"]["port"])
 # An IPv4 CIDR of prefix length 8 to 32: the senders' range may never be the internet.
 SENDER_CIDR_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}/([89]|[12]\d|3[0-2])$"
@@ -42,10 +45,24 @@ class NetworkStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, logs_key: kms.IKey,
                  **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        self.vpc = ec2.Vpc(self, "vpc", vpc_name=f"{names.prefix}-vpc", max_azs=AZ_COUNT, nat_gateways=0,
+        # Isolated subnets for everything that talks only to AWS; the partner-facing parts (partner delivery,
+        # the pullers) sit in "egress" subnets whose only way out is a NAT gateway per zone, in small "nat"
+        # subnets that hold nothing else and give no instance a public address.
+        self.vpc = ec2.Vpc(self, "vpc", vpc_name=f"{names.prefix}-vpc", max_azs=AZ_COUNT, nat_gateways=AZ_COUNT,
                            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR), restrict_default_security_group=True,
-                           subnet_configuration=[ec2.SubnetConfiguration(
-                               name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=20)])
+                           nat_gateway_subnets=ec2.SubnetSelection(subnet_group_name="nat"),
+                           subnet_configuration=[
+                               ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED,
+                                                       cidr_mask=20),
+                               ec2.SubnetConfiguration(name="egress", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS,
+                                                       cidr_mask=22),
+                               ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26,
+                                                       map_public_ip_on_launch=False)])
+        self.egress_subnets = self.vpc.select_subnets(subnet_group_name="egress").subnets
+        for subnet in self.vpc.select_subnets(subnet_group_name="nat").subnets:
+            route = subnet.node.try_find_child("DefaultRoute")
+            for pack in ("HIPAA.Security", "NIST.800.53.R5"):
+                acknowledge(route, f"{pack}-VPCNoUnrestrictedRouteToIGW", NAT_ROUTE)  # type: ignore[arg-type]
         self._flow_logs(names, logs_key)
         self._quiet_cdk_provider()
         for service in ("S3", "DYNAMODB"):
@@ -75,6 +92,19 @@ class NetworkStack(Stack):
         # The ingest API's tasks: HTTP from the network load balancer that API Gateway's VPC link reaches.
         self.services_sg.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(INGEST_API_PORT),
                                           "ingest API from the internal load balancer")
+        # Partner-facing parts: out through NAT to the partners' addresses only, HTTPS to their APIs and SFTP to
+        # their servers. The two customer-managed prefix lists are filled by operators from the partner
+        # contracts' hosts (`aws ec2 modify-managed-prefix-list`); empty, nothing leaves.
+        self.partner_lists = {port: ec2.CfnPrefixList(self, f"partner-{what}-list", address_family="IPv4",
+                                                      prefix_list_name=f"{names.prefix}-partner-{what}",
+                                                      max_entries=PARTNER_LIST_ENTRIES)
+                              for port, what in ((443, "apis"), (22, "sftp"))}
+        self.partners_sg = ec2.SecurityGroup(self, "partners-sg", vpc=self.vpc, allow_all_outbound=False,
+                                             description="partner-facing parts: out to the partner prefix lists only")
+        for port, partner_list in self.partner_lists.items():
+            self.partners_sg.add_egress_rule(ec2.Peer.prefix_list(partner_list.attr_prefix_list_id),
+                                             ec2.Port.tcp(port),
+                                             f"partners on {port} (prefix list {partner_list.prefix_list_name})")
         # The MSK brokers: reached on 9098 (SASL/IAM over TLS) from the applications' and services' groups only.
         self.msk_sg = ec2.SecurityGroup(self, "msk-sg", vpc=self.vpc, allow_all_outbound=False,
                                         description="MSK brokers: IAM auth over TLS from the pipeline groups")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,15 @@ def _api(call: Callable[[], Any]) -> tuple[bool, Any]:
         return False, err.response["Error"]["Code"]
 
 
+def _default_encryption(s3: Any, bucket: str) -> Any:
+    return s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0][
+        "ApplyServerSideEncryptionByDefault"]
+
+
+def _table(ddb: Any, name: str) -> Any:
+    return ddb.describe_table(TableName=name)["Table"]
+
+
 def probe(client: Callable[[str], Any], templates: Path, env: str) -> list[Probe]:
     """Ask the service APIs what the templates promise (the names come from the synthesized templates)."""
     from infra.aws.config import BUCKET_KEYS, names
@@ -131,8 +141,7 @@ def probe(client: Callable[[str], Any], templates: Path, env: str) -> list[Probe
     add("every role exists", len(roles) == expected_roles, f"{len(roles)} of {expected_roles}")
     for role, key in BUCKET_KEYS.items():
         bucket = n.buckets[role]
-        ok, enc = _api(lambda b=bucket: s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]
-                       ["Rules"][0]["ApplyServerSideEncryptionByDefault"])
+        ok, enc = _api(partial(_default_encryption, s3, bucket))
         if key is None:
             add(f"{role}: SSE-S3", ok and enc.get("SSEAlgorithm") == "AES256", str(enc))
             continue
@@ -152,9 +161,9 @@ def probe(client: Callable[[str], Any], templates: Path, env: str) -> list[Probe
         str(lock), applied=ok)
     ok, block = _api(lambda: s3.get_public_access_block(Bucket=landing)["PublicAccessBlockConfiguration"])
     add("public access blocked", ok and all(block.values()), str(block), applied=ok)
-    for table in n.tables:
-        ok, desc = _api(lambda t=table.name: ddb.describe_table(TableName=t)["Table"])
-        add(f"table {table.name}: deletion protection", ok and desc.get("DeletionProtectionEnabled") is True,
+    for spec in n.tables:
+        ok, desc = _api(partial(_table, ddb, spec.name))
+        add(f"table {spec.name}: deletion protection", ok and desc.get("DeletionProtectionEnabled") is True,
             "on" if ok and desc.get("DeletionProtectionEnabled") else str(desc)[:80])
     table = n.tables[0].name
     ok, sse = _api(lambda: ddb.describe_table(TableName=table)["Table"].get("SSEDescription"))

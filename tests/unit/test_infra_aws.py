@@ -146,21 +146,24 @@ def test_flink_applications_private_with_snapshots(synthesized: dict[str, Any]) 
     apps = _resources(_template(synthesized, flink), "AWS::KinesisAnalyticsV2::Application")
     assert len(apps) == len(FLINK_JOBS)
     private = [flink.resolve(s.subnet_id) for s in network.vpc.isolated_subnets]
-    assert len(private) == 3
+    egress = [flink.resolve(s.subnet_id) for s in network.egress_subnets]
+    assert len(private) == 3 and len(egress) == 3
     for props in apps.values():
         config = props["ApplicationConfiguration"]
         assert props["RuntimeEnvironment"] == "FLINK-2_2"
         assert config["ApplicationSnapshotConfiguration"] == {"SnapshotsEnabled": True}
         assert config["FlinkApplicationConfiguration"]["CheckpointConfiguration"]["CheckpointingEnabled"] is True
         (vpc,) = config["VpcConfigurations"]
-        assert vpc["SubnetIds"] == private
+        partner_facing = props["ApplicationName"].startswith("medistream-partner_delivery-")
+        assert vpc["SubnetIds"] == (egress if partner_facing else private)  # only partner delivery leaves the VPC
+        assert len(vpc["SecurityGroupIds"]) == (2 if partner_facing else 1)
         groups = {g["PropertyGroupId"]: g["PropertyMap"] for g in config["EnvironmentProperties"]["PropertyGroups"]}
         assert groups["runtime"]["deployment"] == "cluster" and groups["kafka"]["security"] == "msk-iam"
         assert groups["iceberg"]["catalog-impl"] == "org.apache.iceberg.aws.glue.GlueCatalog"
         assert "kinesis.analytics.flink.run.options" in groups
         assert all(value != "" for keys in groups.values() for value in keys.values())  # MSF refuses empty values
     net = _template(synthesized, network)
-    assert not _resources(net, "AWS::EC2::InternetGateway") and not _resources(net, "AWS::EC2::NatGateway")
+    assert len(_resources(net, "AWS::EC2::NatGateway")) == 3 and len(_resources(net, "AWS::EC2::InternetGateway")) == 1
     assert all(not s.get("MapPublicIpOnLaunch") for s in _resources(net, "AWS::EC2::Subnet").values())
     assert len(_resources(net, "AWS::EC2::FlowLog")) == 1
 
@@ -469,12 +472,17 @@ def test_services_on_fargate_in_private_subnets_with_their_own_roles(synthesized
     template = _template(synthesized, doors)
     services = _resources(template, "AWS::ECS::Service")
     assert len(services) == len(SERVICES) == 4
+    from infra.aws.config import PARTNER_FACING
+
     private = sorted(json.dumps(doors.resolve(s.subnet_id)) for s in network.vpc.isolated_subnets)
+    egress = sorted(json.dumps(doors.resolve(s.subnet_id)) for s in network.egress_subnets)
+    services_sg, partners_sg = (doors.resolve(g.security_group_id) for g in (network.services_sg, network.partners_sg))
     for props in services.values():
         vpc = props["NetworkConfiguration"]["AwsvpcConfiguration"]
+        partner_facing = props["ServiceName"].split("-", 2)[2] in PARTNER_FACING
         assert vpc["AssignPublicIp"] == "DISABLED"
-        assert sorted(json.dumps(s) for s in vpc["Subnets"]) == private
-        assert vpc["SecurityGroups"] == [doors.resolve(network.services_sg.security_group_id)]
+        assert sorted(json.dumps(s) for s in vpc["Subnets"]) == (egress if partner_facing else private)
+        assert vpc["SecurityGroups"] == ([services_sg, partners_sg] if partner_facing else [services_sg])
         assert props["LaunchType"] == "FARGATE"
     tasks = {t["Family"]: t for t in _resources(template, "AWS::ECS::TaskDefinition").values()}
     for service, (command, group) in SERVICES.items():
@@ -697,3 +705,43 @@ def test_services_properties_load_in_the_services_own_config_loaders() -> None:
     groups = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties("snowflake_load", values)}
     with pytest.raises(ConfigError, match="snowflake.emulator.path"):
         load_snowflake_config(groups)
+
+
+def test_only_partner_facing_parts_leave_the_vpc_and_only_to_partner_lists(synthesized: dict[str, Any]) -> None:
+    """Partner delivery and the pullers run in the egress subnets, out through NAT to the partner prefix lists
+    only; nothing else is placed in the egress or NAT subnets (the NAT subnets hold only the NAT gateways)."""
+    from infra.aws.config import PARTNER_FACING
+
+    stacks = synthesized["stacks"]
+    network = stacks.network
+    net = _template(synthesized, network)
+    partners_sg = network.get_logical_id(network.partners_sg.node.default_child)
+    (sg,) = [p for k, p in _resources(net, "AWS::EC2::SecurityGroup").items() if k == partners_sg]
+    own = {"Fn::GetAtt": [partners_sg, "GroupId"]}
+    egress = sg.get("SecurityGroupEgress", []) + [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
+                                                  if r["GroupId"] == own]
+    lists = {network.get_logical_id(pl): port for port, pl in network.partner_lists.items()}
+    assert sorted((r["IpProtocol"], r["FromPort"], r["DestinationPrefixListId"]["Fn::GetAtt"][0])
+                  for r in egress) == sorted(("tcp", port, lid) for lid, port in lists.items())
+    assert "SecurityGroupIngress" not in sg and not [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress")
+                                                     .values() if r["GroupId"] == own]
+    nat_subnets = {network.get_logical_id(s.node.default_child) for s in network.vpc.public_subnets}
+    egress_subnets = {network.get_logical_id(s.node.default_child) for s in network.egress_subnets}
+    for logical, gateway in _resources(net, "AWS::EC2::NatGateway").items():
+        assert gateway["SubnetId"]["Ref"] in nat_subnets, logical
+    placed: dict[str, set[str]] = {}  # subnet logical id -> the users outside the network stack
+    for stack_name, template in synthesized["templates"].items():
+        if stack_name == network.stack_name:
+            continue
+        for logical, resource in template["Resources"].items():
+            text = json.dumps(resource.get("Properties", {}))
+            for subnet in nat_subnets | egress_subnets:
+                if subnet in text:
+                    placed.setdefault(subnet, set()).add(f"{resource['Type']}:{logical}")
+    assert not [s for s in nat_subnets if s in placed]
+    users = {u.rsplit(":", 1)[0] for s in egress_subnets for u in placed.get(s, ())}
+    assert users == {"AWS::KinesisAnalyticsV2::Application", "AWS::ECS::Service"}
+    services = _resources(_template(synthesized, stacks.doors), "AWS::ECS::Service")
+    in_egress = sorted(p["ServiceName"].split("-", 2)[2] for p in services.values()
+                       if any(s in json.dumps(p) for s in egress_subnets))
+    assert in_egress == sorted(set(PARTNER_FACING) - {"partner_delivery"})
