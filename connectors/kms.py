@@ -177,8 +177,10 @@ def ensure_token_secret(secrets: Any, kms: Any, alias_prefix: str, secret_id: st
     except KeyUnavailable:
         pass
     # token_key= names a key version in the encryption context: a label, not a secret (S106).
+    # B106 - token_key= is a key version label in the encryption context, not a password
     first = _new_wrapped_key(kms, alias_prefix, token_key="1")  # noqa: S106
     doc = {"current": 1, "versions": {"1": first},
+           # B106 - token_key= is a key label in the encryption context, not a password
            "linkage": _new_wrapped_key(kms, alias_prefix, token_key="linkage")}  # noqa: S106
     secrets.create_secret(Name=secret_id, SecretString=json.dumps(doc),
                           Description="medistream token keys (KMS-encrypted copies only)")

@@ -48,6 +48,7 @@ def wire_archive(ctx: RouteContext) -> dict[str, str]:
     """The `archive` route: every accepted row, whatever its routes say (retention is not optional)."""
     table = create_archive_sink(ctx.t_env, ctx.cfg.archive)
     ctx.statements.append(
+        # B608 - Flink SQL over table names from our config and contracts, no record data
         f"""INSERT INTO {table} SELECT record_id, record_type, sent_at_ms, source, `position`,
               business_key, original_key, enrichment, payload, sealed, feed, dt FROM {ctx.rows}""")
     return {"archive": table}
@@ -58,7 +59,9 @@ def wire_dead_letters(ctx: RouteContext) -> dict[str, str]:
     archive = create_dead_letter_archive(ctx.t_env, ctx.cfg.archive)
     topic_table = create_dead_letter_sink(ctx.t_env, ctx.cfg.kafka, ctx.job_name)
     ctx.statements += [
+        # B608 - Flink SQL over our own table names (the next line too), no record data
         f"INSERT INTO {archive} SELECT dead_letter_id, reason, body, feed, dt FROM {ctx.refusals}",
+        # B608 - Flink SQL over our own table names, no record data
         f"INSERT INTO {topic_table} SELECT dead_letter_id, body FROM {ctx.refusals}",
         insert_select(ctx.iceberg_tables["dead_letters"], DEAD_LETTER_COLUMNS, ctx.refusals),
     ]
@@ -102,6 +105,7 @@ def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: st
     table = create_curated_sink(ctx.t_env, ctx.cfg.kafka, f"curated_{index}", topic, "message_key",
                                 f"{ctx.job_name}-curated-{route.replace(':', '-')}", columns)
     value = ", ".join(f"`{name}`" for name, _kind in columns)
+    # B608 - Flink SQL from route names and columns of our contracts, no record data
     ctx.statements.append(f"INSERT INTO {table} SELECT {key}, {value} FROM {ctx.rows} WHERE {ctx.routed(route)}")
 
 

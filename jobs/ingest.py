@@ -118,6 +118,7 @@ def build(
     # only for the same feed). So its records get the same record ids and dead-letter ids as the first time,
     # and the dedup stages below drop what was already delivered.
     t_env.create_temporary_view("landing_origins", t_env.sql_query(
+        # B608 - Flink SQL over our own table and column names
         f"""SELECT payload, path, modified_ms,
                    CASE WHEN REGEXP(path, '{BACKFILL_PATH_PATTERN}')
                          AND POSITION(CONCAT(REGEXP_EXTRACT(path, '{BACKFILL_PATH_PATTERN}', 2), '/')
@@ -158,6 +159,7 @@ def build(
     # which keeps one flag per key.
     t_env.get_config().set("table.exec.state.ttl", cfg.feeds.dedup_ttl)
     t_env.create_temporary_view("deduped", t_env.sql_query(
+        # B608 - Flink SQL over our own field names (ACCEPTED_FIELDS)
         f"""SELECT {", ".join(f"`{f}`" for f in ACCEPTED_FIELDS)} FROM (
               SELECT *, ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY proc_time ASC) AS rn FROM accepted)
             WHERE rn = 1"""
@@ -179,9 +181,11 @@ def _with_kafka_units(t_env: StreamTableEnvironment, cfg: IngestConfig, landing_
     """Kafka units (raw.<feed>; backfill copies read as their originals) and landed files, as one table."""
     raw = create_raw_source(t_env, cfg.kafka)
     t_env.create_temporary_view("raw_units", t_env.sql_query(
+        # B608 - Flink SQL over our own table names
         f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
                    DECODE(headers['{ORIGIN_HEADER}'], 'UTF-8') AS origin FROM {raw}"""))
     t_env.create_temporary_view("raw_origins", t_env.sql_query(
+        # B608 - Flink SQL over our own table names
         f"""SELECT payload, topic, `partition`, `offset`, `timestamp`,
                    CASE WHEN REGEXP(origin, '{ORIGIN_PATTERN}')
                          AND REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 1) = topic
@@ -190,6 +194,7 @@ def _with_kafka_units(t_env: StreamTableEnvironment, cfg: IngestConfig, landing_
                         THEN CAST(REGEXP_EXTRACT(origin, '{ORIGIN_PATTERN}', 3) AS BIGINT) END AS origin_offset
             FROM raw_units"""))
     return t_env.sql_query(
+        # B608 - Flink SQL over our own table names
         f"""SELECT payload, topic, `partition`, COALESCE(origin_offset, `offset`) AS `offset`,
                    CAST(NULL AS STRING) AS path,
                    -- Epoch seconds: format and parse in the same session time zone, so the zone cancels out.

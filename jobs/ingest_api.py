@@ -212,6 +212,7 @@ def wait_until_serving(port: int, check: Callable[[], None], timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
+            # B310 - an http:// URL to our own loopback health check
             with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/healthz", timeout=2):
                 return
         except OSError:

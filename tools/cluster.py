@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 # -- argv lists only, never a shell
 import sys
 import time
 import urllib.parse
@@ -110,6 +110,7 @@ def flink_python_jars() -> list[Path]:
 
 def site_packages(python: str) -> str:
     """The purelib folder of an interpreter (its virtualenv's site-packages)."""
+    # B603 - the configured interpreter with a fixed script
     found = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: S603
                            capture_output=True, text=True, timeout=30, check=True)
     return found.stdout.strip()
@@ -256,6 +257,7 @@ def flink_run(settings: ClusterSettings, py: Path, pyfiles: list[str], jarfiles:
     for jar in jarfiles:
         argv += ["--jarfile", jar]
     argv += args or []
+    # B603 - Flink's own scripts from the PyFlink wheel, argv list, no shell
     return subprocess.run(argv, env=process_environment(settings) | (env or {}), capture_output=True, text=True,  # noqa: S603
                           timeout=timeout_s, cwd=py.parent, check=False)
 

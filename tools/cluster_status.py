@@ -20,6 +20,7 @@ def rest_get(settings: ClusterSettings, path: str, timeout_s: float = 3.0) -> An
     """GET a REST resource of the cluster as JSON; None when the JobManager does not answer."""
     url = settings.rest_url() + path  # always http://127.0.0.1:<port>, never a caller's URL
     try:
+        # B310 - the cluster's loopback REST URL
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
             return json.loads(response.read())
     except (OSError, urllib.error.URLError, ValueError):

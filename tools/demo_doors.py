@@ -141,6 +141,7 @@ class Doors:
                 headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json",
                          "Idempotency-Key": str(uuid.uuid4())})
             try:
+                # B310 - the demo's own loopback ingest API
                 with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
                     status = answer.status
             except urllib.error.HTTPError as refused:

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 # -- argv lists only, never a shell
 import sys
 import time
 import urllib.error
@@ -64,6 +64,7 @@ def find_python(version: str) -> Path:
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     candidates += sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), reverse=True)
     for candidate in candidates:
+        # B603 - a Python found on PATH or under pyenv, fixed script
         probe = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],  # noqa: S603
                                capture_output=True, text=True, timeout=30, check=False)
         if probe.returncode == 0 and probe.stdout.strip() == version:
@@ -87,7 +88,9 @@ def ensure_runtime(version: str = RUNTIME_PYTHON) -> Path:
     base = find_python(version)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    # B603 - that Python making a virtualenv in our folder, fixed argv
     subprocess.run([str(base), "-m", "venv", str(partial)], check=True, timeout=300, env=_clean_env())  # noqa: S603
+    # B603 - the runtime's pip installing the pinned RUNTIME_PACKAGES
     done = subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "--quiet",  # noqa: S603
                            "--disable-pip-version-check", *RUNTIME_PACKAGES],
                           capture_output=True, text=True, timeout=1800, check=False, env=_clean_env())
@@ -117,6 +120,7 @@ def _runtime_complete(python: Path) -> bool:
         return False
     probe = ("import dateutil, pyflink, sys; "
              "assert 'site-packages' in pyflink.__file__ and sys.prefix != sys.base_prefix")
+    # B603 - the runtime's python with a fixed probe script
     done = subprocess.run([str(python), "-c", probe], capture_output=True, timeout=120, check=False,  # noqa: S603
                           env=_clean_env())
     return done.returncode == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 # -- argv lists only, never a shell
 import sys
 import threading
 from pathlib import Path
@@ -34,6 +34,7 @@ class JobProcesses:
         module = JOB_MODULES[name]
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
+            # B603 - our own interpreter and job modules, argv list
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", module, "--properties", str(self.properties), *args], cwd=REPO_ROOT,
                 stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
@@ -105,6 +106,7 @@ def start_job(log_path: Path, properties: Path | None = None, rest_port: int | N
     argv += ["--rest-port", str(rest_port)] if rest_port else []
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        # B603 - our own interpreter and modules, argv list, no shell
         return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env=os.environ.copy(), start_new_session=True)
 

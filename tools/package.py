@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 import platform
-import subprocess
+import subprocess  # nosec B404 # -- argv lists only, never a shell
 import sys
 import time
 import tomllib
@@ -164,6 +164,7 @@ def wheel_entries(wheel: Path) -> Iterator[tuple[str, bytes, bool]]:
 
 def git(*args: str) -> bytes:
     """Run git in the repository; raise PackageError with its message on failure."""
+    # B603, B607 - git from PATH with our own arguments, no shell
     done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, check=False)  # noqa: S603,S607
     if done.returncode:
         raise PackageError(f"git {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")

@@ -104,13 +104,19 @@ def justified(line: str, test_id: str) -> bool:
 
 
 def unjustified(findings: list[dict[str, object]], read: Callable[[str], list[str]]) -> list[str]:
-    """Bandit findings none of whose flagged lines justify that check inline ("path:line Bxxx text")."""
+    """Bandit findings none of whose flagged lines justify that check inline ("path:line Bxxx text").
+
+    The justification may also stand on a comment line of its own right above the finding (`# B608 - why`),
+    where the flagged line has no room for it."""
     left = []
     for finding in findings:
         lines = read(str(finding["filename"]))
         span = [int(str(n)) for n in finding.get("line_range") or [finding["line_number"]]]  # type: ignore[attr-defined]
-        if not any(justified(lines[n - 1], str(finding["test_id"])) for n in range(min(span), max(span) + 1)
-                   if 0 < n <= len(lines)):
+        test_id, above = str(finding["test_id"]), min(span) - 1
+        flagged = [lines[n - 1] for n in range(min(span), max(span) + 1) if 0 < n <= len(lines)]
+        own_line = 0 < above <= len(lines) and re.match(
+            rf"\s*#[^#]*?\b[SB]{test_id[1:]}\b[^#]*?\s(-{{1,2}}|—)\s*\w", lines[above - 1])
+        if not own_line and not any(justified(line, test_id) for line in flagged):
             left.append(f"{finding['filename']}:{finding['line_number']} {finding['test_id']} {finding['issue_text']}")
     return left
 

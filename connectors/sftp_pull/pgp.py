@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
+import subprocess  # nosec B404 # -- argv lists only, never a shell
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -82,6 +82,7 @@ def decrypt(keys: PgpKeys, ciphertext: bytes, max_bytes: int, memory_bytes: int 
     """The plaintext, opened in a memory-capped child and read up to `max_bytes`; PgpRefused otherwise
     (`pgp_decrypt_failed`, `pgp_signature_missing`, `pgp_plaintext_too_large`)."""
     memory = memory_bytes or CHILD_BASE_BYTES + 4 * max_bytes
+    # B603 - our own interpreter running our own module, fixed argv, no shell
     child = subprocess.Popen([sys.executable, "-m", "connectors.sftp_pull.pgp", str(memory)],  # noqa: S603
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     stdin, stdout = child.stdin, child.stdout

@@ -25,11 +25,14 @@ def test_a_bandit_finding_is_justified_only_by_a_reasoned_waiver_of_that_check(l
     assert release.justified(line, test_id) is ok
 
 
-def test_a_finding_spanning_lines_is_justified_by_any_of_them() -> None:
-    lines = ["done = subprocess.run(  # noqa: S603 - fixed argv", "    args,", ")", "urlopen(x)"]
-    findings = [{"filename": "f.py", "line_number": 2, "line_range": [1, 3], "test_id": "B603", "issue_text": "t"},
-                {"filename": "f.py", "line_number": 4, "line_range": [4], "test_id": "B310", "issue_text": "u"}]
-    assert release.unjustified(findings, lambda _name: lines) == ["f.py:4 B310 u"]
+def test_a_finding_spanning_lines_is_justified_by_any_of_them_or_a_comment_line_above() -> None:
+    lines = ["done = subprocess.run(  # noqa: S603 - fixed argv", "    args,", ")", "urlopen(x)",
+             "    # B608 - table names from our own config, no input", 'q = f"SELECT * FROM {t}"',
+             "    # B608", 'q = f"SELECT * FROM {t}"', "# S310 - loopback", "x = 1", 'q = f"SELECT {c}"']
+    findings = [{"filename": "f.py", "line_number": n, "line_range": r, "test_id": t, "issue_text": "t"}
+                for n, r, t in ((2, [1, 3], "B603"), (4, [4], "B310"), (6, [6], "B608"), (8, [8], "B608"),
+                                (11, [11], "B608"))]
+    assert release.unjustified(findings, lambda _name: lines) == ["f.py:4 B310 t", "f.py:8 B608 t", "f.py:11 B608 t"]
 
 
 def test_the_first_failing_gate_stops_the_release_before_package_and_sign(monkeypatch: pytest.MonkeyPatch,

@@ -576,6 +576,7 @@ def _rest_getter(rest_url: str, timeout_s: float) -> Any:
 
     def get(path: str) -> Any:
         # Scheme and host checked above: only loopback http is ever opened.
+        # B310 - the configured http:// endpoint of the service under test
         with urllib.request.urlopen(base + path, timeout=timeout_s) as response:  # noqa: S310
             return json.load(response)
 
