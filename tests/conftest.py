@@ -47,7 +47,7 @@ def stack() -> Iterator[StackSettings]:
     local_stack.up(settings)
     # The observers (Prometheus, the lineage store) are reported only when ours run: absent, `up` started them.
     started_here = [c.name for c in (before.kafka, before.moto) if not c.running] + [
-        name for name in ("prometheus", "lineage") if getattr(before, name) is None]
+        name for name in ("prometheus", "lineage", "postgres") if getattr(before, name) is None]
     try:
         yield settings
     finally:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.local import kafka, lineage_store, moto_server, process
+from infra.local import kafka, lineage_store, moto_server, postgres, process
 from infra.local import prometheus as prom
 from infra.local.settings import (
     ENV_KAFKA_CONTROLLER_PORT,
@@ -58,17 +58,19 @@ class StackStatus:
     iceberg_catalog_dir_exists: bool
     prometheus: ComponentStatus | None = None  # None: not started by this home's `up`
     lineage: ComponentStatus | None = None  # the OpenLineage store (infra/local/lineage_store.py); None: not ours
+    postgres: ComponentStatus | None = None  # the operational store (infra/local/postgres.py); None: not running
 
     @property
     def healthy(self) -> bool:
         """True if every server answers and the Iceberg catalog dir exists."""
-        return self.kafka.healthy and self.moto.healthy and self.iceberg_catalog_dir_exists
+        return (self.kafka.healthy and self.moto.healthy and self.iceberg_catalog_dir_exists
+                and self.postgres is not None and self.postgres.healthy)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view for the CLI."""
         data = asdict(self)
         data["healthy"] = self.healthy
-        for name in ("kafka", "moto", "prometheus", "lineage"):
+        for name in ("kafka", "moto", "prometheus", "lineage", "postgres"):
             if getattr(self, name) is not None:
                 data[name]["running"] = getattr(self, name).running
         return _stringify_paths(data)
@@ -118,7 +120,17 @@ def _status(settings: StackSettings, started_in: dict[str, float]) -> StackStatu
         iceberg_catalog_dir_exists=settings.iceberg_dir.is_dir(),
         prometheus=_prometheus_status(settings),
         lineage=_lineage_status(settings),
+        postgres=_postgres_status(settings, started_in),
     )
+
+
+def _postgres_status(settings: StackSettings, started_in: dict[str, float]) -> ComponentStatus | None:
+    pg = postgres.PostgresSettings.from_env(settings.home)
+    found = postgres.status(pg)
+    if found["pid"] is None:
+        return None
+    return ComponentStatus(name="postgres", endpoint=found["endpoint"], pid=found["pid"], healthy=found["healthy"],
+                           log=pg.log_file, started_in_s=started_in.get("postgres"))
 
 
 def _lineage_status(settings: StackSettings) -> ComponentStatus | None:
@@ -205,6 +217,15 @@ def up(settings: StackSettings | None = None) -> StackStatus:
         if "moto" in launched_at:
             started_in["moto"] = time.monotonic() - launched_at["moto"]
         moto_server.provision(settings)
+        # The operational store, after moto: its roles' passwords go to the local Secrets Manager.
+        pg = postgres.PostgresSettings.from_env(settings.home)
+        pg_started = process.owned_process(pg.pid_file) is None
+        launched_at["postgres"] = time.monotonic()
+        postgres.start(pg)
+        if pg_started:
+            started.append(pg.pid_file)
+            started_in["postgres"] = time.monotonic() - launched_at["postgres"]
+        postgres.provision(pg, moto_server.client(settings, "secretsmanager"), new_passwords=pg_started)
         kafka.wait_healthy(settings)
         if "kafka" in launched_at:
             started_in["kafka"] = time.monotonic() - launched_at["kafka"]
@@ -222,22 +243,25 @@ def up(settings: StackSettings | None = None) -> StackStatus:
 
 
 def down(
-    settings: StackSettings | None = None, components: Iterable[str] = ("prometheus", "lineage", "kafka", "moto")
+    settings: StackSettings | None = None,
+    components: Iterable[str] = ("prometheus", "lineage", "postgres", "kafka", "moto"),
 ) -> dict[str, int | None]:
     """Stop the processes `up` started (Prometheus and the lineage store, then Kafka); the PID stopped per
     component."""
     settings = settings or StackSettings.from_env()
     wanted = set(components)
-    unknown = wanted - {"kafka", "moto", "prometheus", "lineage"}
+    unknown = wanted - {"kafka", "moto", "prometheus", "lineage", "postgres"}
     if unknown:
-        raise ValueError(f"unknown stack components {sorted(unknown)}; expected prometheus, lineage, kafka and/or "
-                         "moto")
+        raise ValueError(f"unknown stack components {sorted(unknown)}; expected prometheus, lineage, postgres, kafka "
+                         "and/or moto")
     stopped: dict[str, int | None] = {}
     if "lineage" in wanted:
         stopped["lineage"] = lineage_store.stop(settings.home)
     if "prometheus" in wanted:
         for name, pid in prom.stop(prom.PrometheusSettings.from_env(settings.home)).items():
             stopped[name] = pid
+    if "postgres" in wanted:
+        stopped["postgres"] = postgres.stop(postgres.PostgresSettings.from_env(settings.home))
     # Kafka first: a clean broker shutdown avoids log recovery on the next start.
     if "kafka" in wanted:
         stopped["kafka"] = process.stop(kafka.pid_file(settings), term_timeout_s=30.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 import uuid
@@ -11,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from infra.local import kafka, moto_server
+from infra.local import kafka, moto_server, postgres
 from infra.local import stack as local_stack
 from infra.local.process import port_is_free
 from infra.local.settings import StackSettings
@@ -123,8 +124,10 @@ def _free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in socks]
 
 
-def test_second_stack_up_down_leaves_nothing(stack: StackSettings, tmp_path: Path) -> None:
-    kafka_port, controller_port, moto_port = _free_ports(3)
+def test_second_stack_up_down_leaves_nothing(stack: StackSettings, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    kafka_port, controller_port, moto_port, postgres_port = _free_ports(4)
+    monkeypatch.setenv(postgres.ENV_PORT, str(postgres_port))  # its own operational store, beside the session's
     other = StackSettings(
         home=tmp_path / "home",
         kafka_port=kafka_port,
@@ -139,27 +142,31 @@ def test_second_stack_up_down_leaves_nothing(stack: StackSettings, tmp_path: Pat
     try:
         first = local_stack.up(other)
         assert first.healthy, first.as_dict()
-        assert first.kafka.pid and first.moto.pid
+        assert first.kafka.pid and first.moto.pid and first.postgres and first.postgres.pid
+        assert first.postgres.endpoint == f"postgresql://127.0.0.1:{postgres_port}/medistream"
         again = local_stack.up(other)  # already up: starts nothing new
+        assert again.postgres and again.postgres.pid == first.postgres.pid and again.postgres.started_in_s is None
         assert (again.kafka.pid, again.moto.pid) == (first.kafka.pid, first.moto.pid)
         assert again.kafka.started_in_s is None and again.moto.started_in_s is None
         assert moto_server.client(other, "s3").head_bucket(Bucket=other.archive_bucket)
     finally:
         stopped = local_stack.down(other)
+        shutil.rmtree(postgres.PostgresSettings.from_env(other.home).folder, ignore_errors=True)  # its data
 
     # The observers (Prometheus, Alertmanager, the lineage store) keep their ports when another home starts: the
     # session stack's own hold them, so this stack started none of its own and stops none.
     observers = {"prometheus": None, "alertmanager": None, "lineage": None}
-    assert stopped == {"kafka": first.kafka.pid, "moto": first.moto.pid, **observers}
-    for pid in (first.kafka.pid, first.moto.pid):
+    assert stopped == {"kafka": first.kafka.pid, "moto": first.moto.pid, "postgres": first.postgres.pid, **observers}
+    for pid in (first.kafka.pid, first.moto.pid, first.postgres.pid):
         assert pid is not None and not psutil.pid_exists(pid)
-    for port in (kafka_port, controller_port, moto_port):
+    for port in (kafka_port, controller_port, moto_port, postgres_port):
         assert port_is_free(port), f"port {port} still bound after down"
     assert not list(other.run_dir.glob("*.pid"))
     after = local_stack.status(other)
     assert not after.kafka.running and not after.moto.running and not after.healthy
-    assert local_stack.down(other) == {"kafka": None, "moto": None, **observers}  # second down is a no-op
+    assert local_stack.down(other) == {"kafka": None, "moto": None, "postgres": None, **observers}  # a no-op
     # The session stack on the default ports was not touched.
+    monkeypatch.undo()  # its operational store's port again
     assert local_stack.status(stack).healthy
 
 
