@@ -19,6 +19,7 @@ from infra.aws.config import (
     key_domains,
     partner_domains,
     sftp_role,
+    topics,
 )
 
 ENCRYPT = ("kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
@@ -35,7 +36,6 @@ MSK_CONNECT = ("kafka-cluster:Connect", "kafka-cluster:DescribeCluster")
 MSK_PRODUCE = (*MSK_CONNECT, "kafka-cluster:WriteDataIdempotently")  # idempotent / transactional producers
 MSK_WRITE = ("kafka-cluster:DescribeTopic", "kafka-cluster:WriteData")
 MSK_READ = ("kafka-cluster:DescribeTopic", "kafka-cluster:ReadData")
-MSK_TOPICS = ("kafka-cluster:DescribeTopic", "kafka-cluster:ReadData", "kafka-cluster:WriteData")
 MSK_GROUPS = ("kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup")
 MSK_TXN = ("kafka-cluster:DescribeTransactionalId", "kafka-cluster:AlterTransactionalId")
 LOGS = ("logs:DescribeLogStreams", "logs:PutLogEvents")
@@ -67,8 +67,12 @@ def grants() -> tuple[Grant, ...]:
 
 
 def flink_grants() -> tuple[Grant, ...]:
-    """Every grant of the Managed Flink applications' roles."""
+    """Every grant of the Managed Flink applications' roles (topics by exact name, from config.topics())."""
     domains = tuple(key_domains())
+    g = base_groups()
+    names = [t.name for t in topics(g)]
+    raw = tuple(t for t in names if t.startswith("raw."))
+    partner = tuple(t for t in names if t.startswith(g["curated"]["partner.topic.prefix"]))
     return (
         # ingest: reads landed files and reference data, protects every domain, writes lake, archive, audit.
         Grant("ingest", ENCRYPT + DECRYPT, "key", (*domains, "warehouse", "archive", "ledgers")),
@@ -80,7 +84,8 @@ def flink_grants() -> tuple[Grant, ...]:
         Grant("ingest", GLUE, "glue"),
         Grant("ingest", SECRET_READ, "secret", ("phi/token-keys",)),
         Grant("ingest", MSK_PRODUCE, "msk-cluster"),
-        Grant("ingest", MSK_TOPICS, "msk-topic", ("raw.", "curated.", "medistream.dlq")),
+        Grant("ingest", MSK_READ, "msk-topic", raw),
+        Grant("ingest", MSK_WRITE, "msk-topic", (g["kafka"]["dlq.topic"], g["curated"]["snowflake.topic"], *partner)),
         Grant("ingest", MSK_GROUPS, "msk-group", ("medistream-ingest",)),
         Grant("ingest", MSK_TXN, "msk-txn", ("medistream-ingest",)),
         # partner delivery: opens only the domains its partners' contracts reveal; keeps the delivery ledger.
@@ -91,7 +96,8 @@ def flink_grants() -> tuple[Grant, ...]:
         Grant("partner_delivery", AUDIT, "table", ("audit",)),
         Grant("partner_delivery", SECRET_READ, "secret", ("phi/token-keys", "partners/")),
         Grant("partner_delivery", MSK_PRODUCE, "msk-cluster"),
-        Grant("partner_delivery", MSK_TOPICS, "msk-topic", ("curated.partner.", "medistream.dlq.partner")),
+        Grant("partner_delivery", MSK_READ, "msk-topic", partner),
+        Grant("partner_delivery", MSK_WRITE, "msk-topic", (g["partners"]["dlq.topic"],)),
         Grant("partner_delivery", MSK_GROUPS, "msk-group", ("medistream-partner-delivery",)),
         # both: Managed Flink's own needs (its log group, network interfaces in the VPC).
         *(Grant(job, LOGS, "log-group") for job in ("ingest", "partner_delivery")),

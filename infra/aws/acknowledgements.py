@@ -67,8 +67,8 @@ IAM5_REASONS = {
               "prefix only",
     "msk-cluster": "an MSK ARN carries the cluster's UUID, made when the cluster is created (streaming stack); "
                    "naming clusters by this environment's name keeps the grants free of that stack's export",
-    "msk-topic": "topics by name prefix on this environment's cluster (raw.<feed>, curated.partner.<id> grow "
-                 "with the feed and partner contracts)",
+    "msk-topic": "one topic by its exact name on this environment's cluster; the wildcard is the cluster's UUID, "
+                 "made when the streaming stack creates the cluster",
     "msk-group": "this job's consumer group on this environment's cluster (the cluster UUID is not known at synth)",
     "msk-txn": "this job's transactional ids (Flink appends subtask and checkpoint ids) on this environment's cluster",
     "vpc-describe": "EC2 Describe* calls Managed Flink makes to attach to the VPC take no resource-level permission",

@@ -71,7 +71,9 @@ class Resolver:
         if grant.kind.startswith("msk-"):
             kind = {"msk-cluster": "cluster", "msk-topic": "topic", "msk-group": "group",
                     "msk-txn": "transactional-id"}[grant.kind]
-            tails = [f"{name}*" for name in grant.names] or [""]
+            # Topics by exact name; consumer groups and transactional ids by prefix (Flink and the pullers
+            # append subtask, checkpoint or feed suffixes to them).
+            tails = [name if grant.kind == "msk-topic" else f"{name}*" for name in grant.names] or [""]
             return [stack.format_arn(service="kafka", resource=kind, resource_name=f"{n.msk_cluster}/*"
                                      + (f"/{tail}" if tail else "")) for tail in tails]
         if grant.kind == "log-group":

@@ -745,3 +745,29 @@ def test_only_partner_facing_parts_leave_the_vpc_and_only_to_partner_lists(synth
     in_egress = sorted(p["ServiceName"].split("-", 2)[2] for p in services.values()
                        if any(s in json.dumps(p) for s in egress_subnets))
     assert in_egress == sorted(set(PARTNER_FACING) - {"partner_delivery"})
+
+
+def test_topic_grants_name_exact_topics_of_the_config(synthesized: dict[str, Any]) -> None:
+    """Every kafka-cluster topic ARN in any policy names one topic of config.topics() exactly (only the cluster's
+    UUID is a wildcard); the ingest job reads the raw topics and writes the curated and dead-letter ones."""
+    from infra.aws.config import topics
+
+    names_ = {t.name for t in topics()}
+    by_role: dict[str, dict[str, set[str]]] = {}
+    for template in synthesized["templates"].values():
+        for policy in _resources(template, "AWS::IAM::ManagedPolicy").values():
+            role = policy["ManagedPolicyName"].removesuffix("-grants")
+            for st in _statements(policy):
+                for arn in map(_flat, st["Resource"]):
+                    if ":topic/" in arn:
+                        prefix, topic = arn.rsplit("/", 1)
+                        assert topic in names_ and prefix.endswith(f"medistream-{synthesized['env']}/*"), arn
+                        for action in st["Action"]:
+                            by_role.setdefault(role, {}).setdefault(action, set()).add(topic)
+    ingest = by_role[f"medistream-{synthesized['env']}-ingest"]
+    assert ingest["kafka-cluster:ReadData"] == {t for t in names_ if t.startswith("raw.")}
+    assert ingest["kafka-cluster:WriteData"] == {"medistream.dlq", "curated.snowflake",
+                                                 "curated.partner.clearwater_health"}
+    delivery = by_role[f"medistream-{synthesized['env']}-partner-delivery"]
+    assert delivery["kafka-cluster:ReadData"] == {"curated.partner.clearwater_health"}
+    assert delivery["kafka-cluster:WriteData"] == {"medistream.dlq.partner"}
