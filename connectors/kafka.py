@@ -247,7 +247,7 @@ def create_missing_topics(
     it refuses a creation (a topic created by someone else meanwhile is not an error).
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported, undeclared
 
     admin = AdminClient(client_config(bootstrap_servers, auth, **(admin_config or {})))
     try:

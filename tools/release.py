@@ -9,8 +9,9 @@ provenance shows the gap and prod's deploy check refuses any zip whose gates did
 (`tools.attest.REQUIRE_RELEASED`).
 
 Gates: clean (no uncommitted change to tracked files; `--allow-dirty` records `skipped`) - ruff -
-mypy (udfs, schemas, connectors, as configured in pyproject) - bandit (every finding must carry an
-inline justification: `# noqa: S<id> - why`, the ruff code of the bandit check, or `# nosec B<id> - why`)
+mypy (udfs, schemas, connectors, as configured in pyproject; then --strict on udfs and connectors) -
+bandit (every finding must carry an inline justification: `# noqa: S<id> - why`, the ruff code of the
+bandit check, `# nosec B<id> # - why`, or a comment line `# B<id> - why` right above it)
 - detect-secrets (against the reviewed `.secrets.baseline`) - pip-audit of requirements.lock (through
 PyPI's JSON API; a package it could not look up is not audited) - the Maven dependency tree (listed
 beside the zip) - tests (`./medistream test`'s pytest, or `--tests`) - infra (`medistream infra check`:
@@ -89,10 +90,14 @@ def gate_ruff() -> tuple[str, str]:
 
 
 def gate_mypy() -> tuple[str, str]:
+    """What pyproject configures (udfs, schemas, connectors), then --strict on udfs/ and connectors/ (issue 23)."""
     done = _run([str(VENV / "mypy"), "udfs", "schemas", "connectors"])
     if done.returncode:
         raise GateFailed(_tail(done))
-    return "passed", done.stdout.strip().splitlines()[-1]
+    strict = _run([str(VENV / "mypy"), "--strict", "udfs", "connectors"])
+    if strict.returncode:
+        raise GateFailed("mypy --strict udfs connectors:\n" + _tail(strict, 12))
+    return "passed", f"{done.stdout.strip().splitlines()[-1]}; --strict udfs connectors: clean"
 
 
 def justified(line: str, test_id: str) -> bool:

@@ -8,6 +8,7 @@ needed: there is nothing to brute-force). Comparison is constant-time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -74,7 +75,7 @@ class RefreshingKeys:
     without keys); a later failed read keeps the last good digests and is logged by error code."""
 
     def __init__(self, secrets_client: Any, secret_id: str, refresh_s: float) -> None:
-        self._load = lambda: load_keys(secrets_client, secret_id)
+        self._load = functools.partial(load_keys, secrets_client, secret_id)
         self._current = self._load()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, args=(refresh_s,), name="api-keys", daemon=True)

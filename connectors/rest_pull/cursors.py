@@ -69,7 +69,7 @@ def decode_cursor(key: bytes | None, value: bytes | None) -> CursorState:
 def ensure_cursor_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, auth: KafkaAuth = PLAINTEXT_AUTH) -> None:
     """Create the cursor topic (1 partition, compacted) unless it exists; refuse one that is not compacted."""
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]  # re-exported, undeclared
 
     admin = AdminClient(client_config(bootstrap, auth))
     try:
