@@ -2,14 +2,17 @@
 
 An alert becomes an alarm per Managed Flink application where Managed Flink publishes its metric
 with the `Application` dimension alone (checked in AWS's metrics list): restarts and failed
-checkpoints. The others are named in NOT_IN_CLOUDWATCH with the reason; the per-feed and per-partner
-counters exist at the OPERATOR metrics level, but their dimension set has not been seen on a running
-application yet, and an alarm cannot use SEARCH. Alarms notify one SNS topic per severity (page,
-ticket), encrypted with the logs key and TLS-only.
+checkpoints. Kafka consumer lag (SnowflakeLag, ConsumerLagGrowing) comes from MSK's lag metric per
+group and topic; FeedSilent per feed from where the feed arrives (S3 request metrics of its landing
+prefix, or MSK's messages into its raw topic). The others are named in NOT_IN_CLOUDWATCH with the
+reason: the jobs' per-partner and operator counters exist at the OPERATOR metrics level, but their
+dimension set has not been seen on a running application yet, and an alarm cannot use SEARCH. Alarms
+notify one SNS topic per severity (page, ticket), encrypted with the logs key and TLS-only.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -21,7 +24,10 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.alert_rules import feed_intervals, load_alerts, thresholds
-from infra.aws.config import FLINK_JOBS, Names, base_groups, topics
+from infra.aws.config import FLINK_JOBS, Names, base_groups, feeds_with, topics
+from infra.aws.network import AZ_COUNT
+from infra.aws.storage import feed_metrics_id
+from infra.aws.streaming import BROKERS_PER_ZONE
 from infra.dashboards import NAMESPACE, PANELS, cloudwatch_dashboard
 
 # alert -> (the dashboard panel's CloudWatch metric, the threshold's key in ops/alerts.yaml). Both metrics
@@ -29,7 +35,6 @@ from infra.dashboards import NAMESPACE, PANELS, cloudwatch_dashboard
 IN_CLOUDWATCH = {"JobRestarting": ("numRestarts", "max_restarts"),
                  "CheckpointFailures": ("numberOfFailedCheckpoints", "max_failures")}
 NOT_IN_CLOUDWATCH = {
-    "FeedSilent": "per-feed recordsIn: OPERATOR level, dimensions not yet seen on a running application",
     "DeadLetterRateHigh": "per-feed counters: as FeedSilent",
     "PartnerCircuitOpen": "per-partner gauge: as FeedSilent",
     "PartnerRateLimited": "per-partner counter: as FeedSilent",
@@ -50,6 +55,11 @@ LABEL = re.compile(r"\{\{ \$labels\.\w+ \}\}")  # a Prometheus summary's label: 
 # Alerts on Kafka consumer lag, from MSK's consumer-lag metric (AWS/Kafka SumOffsetLag by cluster, consumer group
 # and topic, as MSK's documentation lists it; not seen on a running cluster here).
 IN_MSK = ("SnowflakeLag", "ConsumerLagGrowing")
+# FeedSilent per feed from what AWS itself counts where the feed arrives: a file feed's PutRequests on its
+# landing prefix (S3 request metrics, storage.py), a Kafka or REST feed's MessagesInPerSec on its raw topic
+# summed over the brokers (MSK at PER_TOPIC_PER_BROKER, streaming.py). No data is silence.
+IN_FEED_METRICS = ("FeedSilent",)
+BROKERS = BROKERS_PER_ZONE * AZ_COUNT  # MSK numbers its brokers 1..n
 MSK_NAMESPACE = "AWS/Kafka"
 ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
@@ -76,7 +86,8 @@ def alarm_rows(doc: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The thresholds() rows that have a CloudWatch metric (no per-feed rows: FeedSilent is not one)."""
     doc = load_alerts() if doc is None else doc
     rows = thresholds(doc, feed_intervals({}, doc["defaults"]["feed_expected_interval_s"]))
-    unknown = {r["alert"] for r in rows} - set(IN_CLOUDWATCH) - set(IN_MSK) - set(NOT_IN_CLOUDWATCH)
+    unknown = {r["alert"] for r in rows} - set(IN_CLOUDWATCH) - set(IN_MSK) - set(IN_FEED_METRICS) - set(
+        NOT_IN_CLOUDWATCH)
     if unknown:
         raise ValueError(f"ops/alerts.yaml: {sorted(unknown)} neither mapped to a CloudWatch metric nor excluded")
     return [r for r in rows if r["alert"] in IN_CLOUDWATCH]
@@ -113,6 +124,7 @@ class MonitoringStack(Stack):
                 alarm.add_alarm_action(actions.SnsAction(self.topics[row["severity"]]))
                 self.alarms.append(alarm)
         self._consumer_lag(names)
+        self._feeds_silent(names)
         body = cloudwatch_dashboard([names.application(job) for job in FLINK_JOBS], self.region)
         cloudwatch.CfnDashboard(self, "dashboard", dashboard_name=f"{names.prefix}-pipeline",
                                 dashboard_body=self.to_json_string(body))
@@ -140,6 +152,37 @@ class MonitoringStack(Stack):
                     self._alarm(names, "SnowflakeLag", lag, float(rule["max_messages"]), ABOVE, _minutes(rule["for"]),
                                 rule,
                                 f"Snowflake loader more than {rule['max_messages']} messages behind {topic}")
+
+    def _feeds_silent(self, names: Names) -> None:
+        """FeedSilent per feed of the contracts: nothing arrived over the contract's expected interval."""
+        from schemas.contracts import load_contracts
+
+        doc = load_alerts()
+        rule = doc["alerts"]["FeedSilent"]
+        intervals = feed_intervals(load_contracts(), doc["defaults"]["feed_expected_interval_s"])
+        landing = set(feeds_with("landing"))
+        for feed, seconds in intervals.items():
+            period = Duration.minutes(max(1, math.ceil(seconds / 60)))
+            metric: cloudwatch.IMetric
+            if feed in landing:
+                metric = cloudwatch.Metric(namespace="AWS/S3", metric_name="PutRequests", statistic="Sum",
+                                           period=period, dimensions_map={"BucketName": names.buckets["landing"],
+                                                           "FilterId": feed_metrics_id(feed)})
+            else:
+                brokers = {f"b{i}": cloudwatch.Metric(
+                    namespace=MSK_NAMESPACE, metric_name="MessagesInPerSec", statistic="Sum", period=period,
+                    dimensions_map={"Cluster Name": names.msk_cluster, "Broker ID": str(i), "Topic": f"raw.{feed}"})
+                    for i in range(1, BROKERS + 1)}
+                metric = cloudwatch.MathExpression(expression=" + ".join(f"FILL({b}, 0)" for b in brokers),
+                                                   using_metrics=brokers, period=period, label=f"raw.{feed} in")
+            alarm = cloudwatch.Alarm(
+                self, f"FeedSilent-{feed}", alarm_name=f"{names.prefix}-FeedSilent-{feed}", metric=metric,
+                threshold=1, evaluation_periods=1, treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                alarm_description=f"{rule['severity']}: {LABEL.sub(feed, rule['summary'])} ({seconds} s, "
+                                  "ops/alerts.yaml)")
+            alarm.add_alarm_action(actions.SnsAction(self.topics[rule["severity"]]))
+            self.alarms.append(alarm)
 
     def _alarm(self, names: Names, alert: str, metric: cloudwatch.IMetric, threshold: float,
                comparison: cloudwatch.ComparisonOperator, periods: int, rule: dict[str, Any], summary: str) -> None:

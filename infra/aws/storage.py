@@ -19,13 +19,19 @@ from constructs import Construct
 
 from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, REPLICATION, checkov_skip, for_packs
 from infra.aws.backup import add_backup
-from infra.aws.config import BUCKET_KEYS, Names
+from infra.aws.config import BUCKET_KEYS, Names, feeds_with
+from infra.aws.grants import landing_prefix
 from infra.storage_policy import ARCHIVE
 
 # Buckets under Object Lock in compliance mode for the archive's retention: the archive (raw records) and
 # the audit bucket (CloudTrail's log files: their digest files prove them unchanged, the lock keeps them).
 LOCKED = ("archive", "audit")
 CLOUDTRAIL_PREFIX = "cloudtrail"
+
+
+def feed_metrics_id(feed: str) -> str:
+    """The landing bucket's request-metrics filter of one feed's prefix (S3 ids: at most 64 characters)."""
+    return f"feed-{feed}"[:64]
 
 
 def _archive_rules() -> list[s3.LifecycleRule]:
@@ -64,7 +70,10 @@ class StorageStack(Stack):
                 object_lock_enabled=locked or None,
                 object_lock_default_retention=(s3.ObjectLockRetention.compliance(Duration.days(ARCHIVE.retention_days))
                                                if locked else None),
-                lifecycle_rules=_archive_rules() if locked else None)
+                lifecycle_rules=_archive_rules() if locked else None,
+                # Request metrics per landing feed's prefix: the file feeds' FeedSilent alarms read PutRequests.
+                metrics=[s3.BucketMetrics(id=feed_metrics_id(feed), prefix=f"{landing_prefix()}{feed}/")
+                         for feed in feeds_with("landing")] if role == "landing" else None)
             self._deny_other_encryption(bucket, keys[key_name])
             if role == "audit":
                 self._cloudtrail_delivery(bucket, names)

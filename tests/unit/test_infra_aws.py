@@ -262,13 +262,13 @@ def test_cdk_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_alarms_from_the_alert_thresholds_and_the_dashboard(synthesized: dict[str, Any]) -> None:
     """Each alarm reads ops/alerts.yaml's threshold and window; the dashboard is infra/dashboards.py's body."""
     from infra.alert_rules import load_alerts
-    from infra.aws.monitoring import IN_CLOUDWATCH, IN_MSK, NOT_IN_CLOUDWATCH
+    from infra.aws.monitoring import IN_CLOUDWATCH, IN_FEED_METRICS, IN_MSK, NOT_IN_CLOUDWATCH
     from infra.dashboards import cloudwatch_dashboard
 
     monitoring = synthesized["stacks"].monitoring
     template = _template(synthesized, monitoring)
     alerts = load_alerts()["alerts"]
-    assert set(IN_CLOUDWATCH) | set(IN_MSK) | set(NOT_IN_CLOUDWATCH) == set(alerts)
+    assert set(IN_CLOUDWATCH) | set(IN_MSK) | set(IN_FEED_METRICS) | set(NOT_IN_CLOUDWATCH) == set(alerts)
     alarms = [a for a in _resources(template, "AWS::CloudWatch::Alarm").values()
               if a["AlarmName"].rsplit("-", 1)[1] in IN_CLOUDWATCH]
     assert len(alarms) == len(IN_CLOUDWATCH) * len(FLINK_JOBS)
@@ -771,3 +771,39 @@ def test_topic_grants_name_exact_topics_of_the_config(synthesized: dict[str, Any
     delivery = by_role[f"medistream-{synthesized['env']}-partner-delivery"]
     assert delivery["kafka-cluster:ReadData"] == {"curated.partner.clearwater_health"}
     assert delivery["kafka-cluster:WriteData"] == {"medistream.dlq.partner"}
+
+
+def test_feed_silent_per_contract_feed_from_where_it_arrives(synthesized: dict[str, Any]) -> None:
+    """FeedSilent for every feed of the contracts, over its contract's interval: a file feed's PutRequests on its
+    landing prefix (a request-metrics filter of the landing bucket), a Kafka/REST feed's messages into its raw topic
+    summed over the brokers; missing data is silence."""
+    from infra.alert_rules import feed_intervals, load_alerts
+    from infra.aws.config import feed_contracts, feeds_with
+    from infra.aws.grants import landing_prefix
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    doc = load_alerts()
+    intervals = feed_intervals(feed_contracts(), doc["defaults"]["feed_expected_interval_s"])
+    assert len(intervals) == 12 and intervals["hospital_a_claims"] == 900
+    alarms = {a["AlarmName"].removeprefix(f"medistream-{env}-FeedSilent-"): a
+              for a in _resources(_template(synthesized, stacks.monitoring), "AWS::CloudWatch::Alarm").values()
+              if "-FeedSilent-" in a["AlarmName"]}
+    assert set(alarms) == set(intervals)
+    storage = stacks.storage
+    landing = _resources(_template(synthesized, storage), "AWS::S3::Bucket")[
+        storage.get_logical_id(storage.buckets["landing"].node.default_child)]
+    filters = {m["Id"]: m["Prefix"] for m in landing["MetricsConfigurations"]}
+    for feed, alarm in alarms.items():
+        assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["Threshold"] == 1
+        assert alarm["TreatMissingData"] == "breaching" and alarm["AlarmActions"]
+        if feed in feeds_with("landing"):
+            assert alarm["MetricName"] == "PutRequests" and alarm["Period"] == 60 * -(-intervals[feed] // 60)
+            dims = {d["Name"]: _flat(d["Value"]) for d in alarm["Dimensions"]}
+            assert filters[dims["FilterId"]] == f"{landing_prefix()}{feed}/"
+            assert dims["BucketName"] == f"medistream-landing-{env}-<AWS::AccountId>"
+        else:
+            stats = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
+            assert len(stats) == 3 and {d["Value"] for s in stats for d in s["Metric"]["Dimensions"]
+                                        if d["Name"] == "Topic"} == {f"raw.{feed}"}
+            assert all(s["Metric"]["MetricName"] == "MessagesInPerSec" for s in stats)
+    assert len(filters) == len(feeds_with("landing"))
