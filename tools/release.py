@@ -145,6 +145,14 @@ def gate_bandit() -> tuple[str, str]:
     return "passed", f"{len(findings)} findings, each justified inline"
 
 
+def unreviewed(found: dict[str, list[dict[str, object]]], baseline: dict[str, list[dict[str, object]]]) -> list[str]:
+    """Candidates ("path:line type") that are not a baseline entry reviewed as no secret (same file, type, hash)."""
+    reviewed = {(f, e["type"], e["hashed_secret"]) for f, entries in baseline.items() for e in entries
+                if e.get("is_secret") is False}
+    return sorted(f"{f}:{e['line_number']} {e['type']}" for f, entries in found.items() for e in entries
+                  if (f, e["type"], e["hashed_secret"]) not in reviewed)
+
+
 def gate_secrets() -> tuple[str, str]:
     """detect-secrets over the tracked files; every candidate must be a reviewed baseline entry (is_secret false).
 
@@ -154,11 +162,7 @@ def gate_secrets() -> tuple[str, str]:
     if done.returncode:
         raise GateFailed(_tail(done))
     found = json.loads(done.stdout)["results"]
-    baseline = json.loads((REPO_ROOT / ".secrets.baseline").read_text())["results"]
-    reviewed = {(f, e["type"], e["hashed_secret"]) for f, entries in baseline.items() for e in entries
-                if e.get("is_secret") is False}
-    new = sorted(f"{f}:{e['line_number']} {e['type']}" for f, entries in found.items() for e in entries
-                 if (f, e["type"], e["hashed_secret"]) not in reviewed)
+    new = unreviewed(found, json.loads((REPO_ROOT / ".secrets.baseline").read_text())["results"])
     if new:
         raise GateFailed(f"{len(new)} candidate(s) not reviewed in .secrets.baseline (review each, then add it with "
                          "is_secret false, or remove the secret):\n  " + "\n  ".join(new[:30]))

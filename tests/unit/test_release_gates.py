@@ -66,3 +66,15 @@ def test_the_first_failing_gate_stops_the_release_before_package_and_sign(monkey
     (["deploy", "--environment", "prod"], False)])
 def test_sign_verify_and_release_for_aws_keep_the_callers_credentials(argv: list[str], aws: bool) -> None:
     assert cli._aws_release_key(argv) is aws
+
+
+def test_a_secret_candidate_passes_only_as_a_reviewed_entry_wherever_its_line_moved() -> None:
+    baseline = {"conf/a.json": [{"type": "Secret Keyword", "hashed_secret": "h1", "line_number": 3, "is_secret": False},
+                                {"type": "Secret Keyword", "hashed_secret": "h2", "line_number": 9, "is_secret": True}],
+                "tests/b.py": [{"type": "AWS Access Key", "hashed_secret": "h3", "line_number": 1}]}  # not reviewed
+    found = {"conf/a.json": [{"type": "Secret Keyword", "hashed_secret": "h1", "line_number": 30},  # moved: fine
+                             {"type": "Secret Keyword", "hashed_secret": "h2", "line_number": 9}],  # a real secret
+             "tests/b.py": [{"type": "AWS Access Key", "hashed_secret": "h3", "line_number": 1}],
+             "tools/c.py": [{"type": "Secret Keyword", "hashed_secret": "h1", "line_number": 5}]}  # elsewhere
+    assert release.unreviewed(found, baseline) == ["conf/a.json:9 Secret Keyword", "tests/b.py:1 AWS Access Key",
+                                                   "tools/c.py:5 Secret Keyword"]
