@@ -75,6 +75,13 @@ def tools_bin(name: str) -> str:
     return str(path)
 
 
+def report(name: str) -> Path:
+    """Where a gate writes its tool's report ($MEDISTREAM_HOME/release/), the folder made if need be."""
+    folder = medistream_home() / "release"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
 def gate_clean(allow_dirty: bool) -> tuple[str, str]:
     changed = _run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.splitlines()
     if not changed:
@@ -130,8 +137,7 @@ def unjustified(findings: list[dict[str, object]], read: Callable[[str], list[st
 
 
 def gate_bandit() -> tuple[str, str]:
-    out = medistream_home() / "release" / "bandit.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = report("bandit.json")
     done = _run([tools_bin("bandit"), "-q", "-r", "udfs", "schemas", "connectors", "jobs", "tools", "fresh_imports.py",
                  "-f", "json", "-o", str(out)])
     if done.returncode not in (0, 1):
@@ -171,7 +177,8 @@ def gate_secrets() -> tuple[str, str]:
 
 
 def gate_pip_audit() -> tuple[str, str]:
-    out = medistream_home() / "release" / "pip-audit.json"
+    out = report("pip-audit.json")
+    out.unlink(missing_ok=True)  # a report of an earlier run must not stand in for this one
     done = _run([tools_bin("pip-audit"), "-r", "requirements.lock", "--no-deps", "--disable-pip", "-s", "pypi",
                  "-f", "json", "-o", str(out)], timeout_s=900)
     if not out.exists():
