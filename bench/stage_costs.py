@@ -253,6 +253,36 @@ def process_row(stage: Any, data: FeedData, unit_ms: int) -> Row:
                data.wire_bytes_per_record)
 
 
+def standardize_row(stage: Any, data: FeedData) -> Row:
+    """standardize alone per record of a format feed: its decoded (and mapped) rows after text hygiene."""
+    from udfs.dead_letters import Rejected
+    from udfs.hygiene import clean
+    from udfs.mapping import map_record
+    from udfs.standardize import standardize
+
+    feed_stage = stage.feeds[data.contract.feed]
+    rtype, options = data.contract.record_type, feed_stage.std_options
+    inputs: list[dict[str, Any]] = []
+    for unit in data.units:
+        for item in feed_stage.decode(unit.payload, feed_stage.options):
+            if item.record is not None:
+                record = map_record(item.record, feed_stage.mapping) if feed_stage.mapping else dict(item.record)
+                try:
+                    inputs.append(clean(record, rtype))
+                except Rejected:
+                    pass
+
+    def call(record: dict[str, Any]) -> Any:
+        try:
+            return standardize(record, rtype, options)
+        except Rejected as err:
+            return err
+
+    time_calls(call, inputs[:WARM_RECORDS])
+    ns, results, spent = measured(lambda: time_calls(call, inputs))
+    return Row("standardize", input_label(data), ns, spent, sum(isinstance(r, Rejected) for r in results))
+
+
 def decode_row(stage: Any, data: FeedData, name: str) -> Row:
     """The feed's decoder per record; a mapped (CSV) feed's mapping is applied to each decoded row too."""
     from udfs.mapping import map_record
@@ -376,6 +406,19 @@ def print_table(rows: list[dict[str, Any]], skipped: list[str]) -> None:
         print(f"skipped: {note}")
 
 
+def write_named(doc: dict[str, Any], name: str) -> Any:
+    """bench/results/stage-costs-<date>-<name>.json, numbered when that name already has one today."""
+    from bench.ingest_bench import RESULTS_DIR
+
+    stem = f"stage-costs-{time.strftime('%Y-%m-%d')}-{name}"
+    path, n = RESULTS_DIR / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = RESULTS_DIR / f"{stem}-{n}.json"
+    path.write_text(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time every stage, print the table, write the JSON; 1 if a stage refused a valid record."""
     parser = argparse.ArgumentParser(prog="python -m bench.stage_costs", description=__doc__,
@@ -385,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-file", type=int, default=100, help="records per landed file (default 100)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measured passes per stage, the least CPU time kept (default 1; 3+ on a shared machine)")
+    parser.add_argument("--name", default="",
+                        help="results go to bench/results/stage-costs-<date>-<name>.json (default: numbered)")
     args = parser.parse_args(argv)
+    if args.name and not args.name.replace("-", "").isalnum():
+        parser.error("--name takes letters, digits and dashes")
     if args.records <= 0 or args.size_kb <= 0 or args.per_file <= 0 or args.repeat <= 0:
         parser.error("--records, --size-kb, --per-file and --repeat must be positive")
     REPEAT[0] = args.repeat
@@ -420,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = step_rows(stage, data[STEP_FEED], now, unit_ms) if STEP_FEED in data else []
     for feed, name in FORMAT_FEEDS:
         if feed in data:
-            rows += [decode_row(stage, data[feed], name), process_row(stage, data[feed], unit_ms)]
+            rows += [decode_row(stage, data[feed], name), standardize_row(stage, data[feed]),
+                     process_row(stage, data[feed], unit_ms)]
     summaries = [r.summary() for r in rows]
 
     print()
@@ -447,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                      "own figure is the envelope checks and the Accepted object (a few µs) plus the parts running "
                      "back to back rather than each in a warm loop of its own (CPU caches): the same chain called "
                      "directly costs what FeedStage.record does."]}
-    path = write_results(doc, kind="stage-costs")
+    path = write_named(doc, args.name) if args.name else write_results(doc, kind="stage-costs")
     print(f"\nresults: {path.relative_to(path.parents[2])}; took {doc['duration_s']:.0f} s; "
           f"load average before {load_before[0]:.1f}, after {doc['load_average_1_5_15']['after'][0]:.1f}")
     return 1 if any(r["refused"] for r in summaries) else 0

@@ -146,7 +146,51 @@ _NANP_E164 = re.compile(r"\+1[2-9][0-9]{9}")
 _ICD10_NO_DOT = re.compile(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{1,4}")
 
 
+# Fast paths for the contract date formats feeds actually use. Each regex accepts only ASCII text that
+# strptime reads with the same fields (its %m/%d alternations pick the same split on these shapes); a
+# match that is not a real day, and anything else, goes to strptime, so results and refusals are its own
+# (tests/unit/test_standardize_fast_paths.py compares both over generated and edge inputs).
+_FAST_DATE_FORMATS: dict[str, tuple[re.Pattern[str], tuple[int, int, int]]] = {  # groups of (year, month, day)
+    "%m/%d/%Y": (re.compile(r"(1[0-2]|0[1-9]|[1-9])/(3[01]|[12][0-9]|0[1-9]|[1-9])/([0-9]{4})"), (3, 1, 2)),
+    "%Y%m%d": (re.compile(r"([0-9]{4})(1[0-2]|0[1-9])(3[01]|[12][0-9]|0[1-9])"), (1, 2, 3)),
+}
+
+
+def _strptime_date(text: str, fmt: str) -> str:
+    """strptime(text, fmt)'s day as ISO text, by a regex and date() where fmt has a fast path."""
+    fast = _FAST_DATE_FORMATS.get(fmt)
+    if fast is not None:
+        m = fast[0].fullmatch(text)
+        if m is not None:
+            y, mo, d = fast[1]
+            try:
+                return date(int(m[y]), int(m[mo]), int(m[d])).isoformat()
+            except ValueError:
+                pass  # not a real day (02/30, year 0): strptime raises for it below
+    return datetime.strptime(text, fmt).date().isoformat()
+
+
 def _date(value: Any, options: StandardizeOptions) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if len(text) > _MAX_TEXT:
+        raise _Bad(BAD_DATE)
+    if _ISO_DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise _Bad(BAD_DATE) from None
+    for fmt in options.date_formats:
+        try:
+            return _strptime_date(text, fmt)
+        except ValueError:
+            continue
+    raise _Bad(BAD_DATE)
+
+
+def _date_reference(value: Any, options: StandardizeOptions) -> Any:
+    """_date with strptime alone: the behaviour the fast paths must keep (tests compare the two)."""
     if not isinstance(value, str):
         return value
     text = value.strip()
@@ -300,6 +344,25 @@ def _id(value: Any, options: StandardizeOptions) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+# The US national forms feeds send: (415) 555-0134, 415-555-0134, 415.555.0134, 415 555 0134,
+# 4155550134, each optionally after "1", "1-", "1 ", "+1", "+1-" or "+1 ". ASCII digits only (phonenumbers
+# also reads other scripts' digits and letters: those take the slow path). For this text phonenumbers.parse
+# with a NANP region yields exactly PhoneNumber(country_code=1, national_number=<the ten digits>), which
+# tests/unit/test_standardize_fast_paths.py checks against it over generated and edge inputs.
+_US_NATIONAL = re.compile(
+    r"(?:\+?1[ -]?)?(?:\(([2-9][0-9]{2})\) ?|([2-9][0-9]{2})[-. ]?)([0-9]{3})[-. ]?([0-9]{4})"
+)
+
+
+def _parse_phone(value: str, region: str) -> phonenumbers.PhoneNumber:
+    """phonenumbers.parse(value, region), without its free-form parser for the common US forms."""
+    if region == "US":
+        m = _US_NATIONAL.fullmatch(value)
+        if m is not None:
+            return phonenumbers.PhoneNumber(country_code=1, national_number=int(f"{m[1] or m[2]}{m[3]}{m[4]}"))
+    return phonenumbers.parse(value, region)
+
+
 def _phone(value: Any, options: StandardizeOptions) -> Any:
     if not isinstance(value, str):
         return value
@@ -310,12 +373,33 @@ def _phone(value: Any, options: StandardizeOptions) -> Any:
         number = phonenumbers.PhoneNumber(country_code=1, national_number=int(value[2:]))
     else:
         try:
-            number = phonenumbers.parse(value, options.phone_region)
+            number = _parse_phone(value, options.phone_region)
         except phonenumbers.NumberParseException:
             raise _Bad(BAD_PHONE) from None
         if number.extension:
             raise _Bad(BAD_PHONE)  # E.164 has no extension: dropping it would lose part of the number
     # The feed's own region first: is_valid_number tries every region of the country code in turn.
+    if not (phonenumbers.is_valid_number_for_region(number, options.phone_region)
+            or phonenumbers.is_valid_number(number)):
+        raise _Bad(BAD_PHONE)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _phone_reference(value: Any, options: StandardizeOptions) -> Any:
+    """_phone with phonenumbers.parse alone: the behaviour the fast path must keep (tests compare the two)."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > _MAX_TEXT:
+        raise _Bad(BAD_PHONE)
+    if _NANP_E164.fullmatch(value):
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(value[2:]))
+    else:
+        try:
+            number = phonenumbers.parse(value, options.phone_region)
+        except phonenumbers.NumberParseException:
+            raise _Bad(BAD_PHONE) from None
+        if number.extension:
+            raise _Bad(BAD_PHONE)
     if not (phonenumbers.is_valid_number_for_region(number, options.phone_region)
             or phonenumbers.is_valid_number(number)):
         raise _Bad(BAD_PHONE)
@@ -378,14 +462,14 @@ _Failures: TypeAlias = list[tuple[str, Path]]
 _Step: TypeAlias = Callable[[Any, Path, "str | int | None", StandardizeOptions, _Failures], Any]
 
 
-def _compile(spec: Spec) -> _Step:
+def _compile(spec: Spec, kinds: Mapping[str, Callable[[Any, StandardizeOptions], Any]] = _KINDS) -> _Step:
     """Turn a spec into nested closures once, so a record costs no spec interpretation.
 
     A step gets its parent's path and its own key, and builds its path only when it needs one:
     leaves never do unless they fail, which keeps tuple building off the hot path.
     """
     if isinstance(spec, str):
-        normalize = _KINDS[spec]
+        normalize = kinds[spec]
 
         def leaf(value: Any, parent: Path, key: str | int | None, options: StandardizeOptions,
                  failures: _Failures) -> Any:
@@ -398,7 +482,7 @@ def _compile(spec: Spec) -> _Step:
     if isinstance(spec, Each):
         if spec.item == KEEP:
             return lambda value, parent, key, options, failures: list(value) if isinstance(value, list) else value
-        item = _compile(spec.item)
+        item = _compile(spec.item, kinds)
 
         def each(value: Any, parent: Path, key: str | int | None, options: StandardizeOptions,
                  failures: _Failures) -> Any:
@@ -407,7 +491,7 @@ def _compile(spec: Spec) -> _Step:
             path = (*parent, key) if key is not None else parent
             return [item(v, path, i, options, failures) for i, v in enumerate(value)]
         return each
-    fields = tuple((name, _compile(sub)) for name, sub in spec.items())
+    fields = tuple((name, _compile(sub, kinds)) for name, sub in spec.items())
 
     def obj(value: Any, parent: Path, key: str | int | None, options: StandardizeOptions,
             failures: _Failures) -> Any:
@@ -422,9 +506,13 @@ def _compile(spec: Spec) -> _Step:
     return obj
 
 
-# The spec interpreted closure by closure: the reference the generated walk below must agree with
-# (tests/unit/test_standardize_generated.py runs both on generated and broken records).
-REFERENCE_STEPS: dict[str, _Step] = {record_type: _compile(spec) for record_type, spec in SPECS.items()}
+# The spec interpreted closure by closure, with strptime and phonenumbers.parse alone (no fast path): the
+# reference the generated walk below must agree with (tests/unit/test_standardize_generated.py runs both
+# on generated and broken records; test_record_path_equivalence.py runs the whole stage both ways).
+_REFERENCE_KINDS = {**_KINDS, DATE: _date_reference, PHONE: _phone_reference}
+REFERENCE_STEPS: dict[str, _Step] = {
+    record_type: _compile(spec, _REFERENCE_KINDS) for record_type, spec in SPECS.items()
+}
 
 
 # --- the generated walk ------------------------------------------------------------------------
