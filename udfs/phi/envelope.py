@@ -64,9 +64,12 @@ class DataKeySource(Protocol):
         ...
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64(data: bytes) -> str:
-    """URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    """URL-safe base64 without padding (base64.urlsafe_b64encode(data).rstrip(b"=") in one C pass and a translate)."""
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE).decode()
 
 
 def unb64(text: str) -> bytes:
