@@ -1,7 +1,7 @@
 """The operational store: current state per business key for internal services (PostgreSQL; Aurora in AWS).
 
 One table per record type in schema `ops` (claims, payments, eligibility), holding what the Iceberg table
-of that type holds, tokens only, one row per business key: the newest version. A version is
+of that type holds, tokens only, one row per feed and business key: the newest version that feed sent. A version is
 (`sent_at_ms`, `record_id`): a later send wins, a replay of the same record or an older version never
 overwrites (the tables' trigger, migrations/postgres/, enforces it for every writer). The columns are the
 Iceberg tables' own (connectors/iceberg.py), so the two sinks cannot drift apart; `postgres_columns` is
@@ -26,7 +26,6 @@ SCHEMA = "ops"
 ROUTE = "operational"  # the route name feed contracts use (schemas/routes.py)
 READER_SECRET = "medistream/operational/ops_reader"  # noqa: S105 -- the name of the reader role's secret
 VERSION_COLUMN = "sent_at_ms"  # with record_id, the version a row carries
-KEY_COLUMN = "business_key"
 # Flink SQL type (as connectors/iceberg.py writes it) -> PostgreSQL type.
 _PG_TYPES = (
     (re.compile(r"^STRING$"), "text"),
@@ -50,6 +49,17 @@ def flink_columns(table: str) -> list[tuple[str, str]]:
         name, kind = line.strip().rstrip(",").split(" ", 1)
         columns.append((name, kind.removesuffix(" NOT NULL")))
     return [*columns, (VERSION_COLUMN, "BIGINT")]
+
+
+# The JDBC connector's PostgreSQL dialect takes no TIMESTAMP_LTZ: those columns cross as TIMESTAMP(3), the instant
+# as wall time in the job's SQL time zone, which the driver sends with the JVM's offset (both the system's own by
+# default; UTC on Managed Flink) into timestamptz. A test compares the stored instant with sent_at_ms.
+JDBC_TIMESTAMP = "TIMESTAMP(3)"
+
+
+def jdbc_columns(table: str) -> list[tuple[str, str]]:
+    """(column, Flink type) of the JDBC sink table: flink_columns with TIMESTAMP_LTZ(3) as TIMESTAMP(3)."""
+    return [(name, JDBC_TIMESTAMP if kind == "TIMESTAMP_LTZ(3)" else kind) for name, kind in flink_columns(table)]
 
 
 def postgres_type(flink_type: str) -> str:
@@ -103,7 +113,7 @@ def create_operational_sinks(t_env: Any, cfg: IngestConfig) -> dict[str, str]:
     created = {}
     for record_type, table in operational_tables().items():
         name = f"operational_{table}"
-        columns = ",\n".join(f"`{column}` {kind}" for column, kind in flink_columns(table))
+        columns = ",\n".join(f"`{column}` {kind}" for column, kind in jdbc_columns(table))
         options = {
             "connector": "jdbc", "url": jdbc_url(doc, cfg.operational), "table-name": f"{SCHEMA}.{table}",
             "username": str(doc["username"]), "password": str(doc["password"]),
@@ -118,7 +128,7 @@ def create_operational_sinks(t_env: Any, cfg: IngestConfig) -> dict[str, str]:
 def current_keys(cfg: IngestConfig, feeds: Iterable[str], secret_id: str = READER_SECRET) -> dict[str, Counter[str]]:
     """Rows per business key in each table, for these feeds, read as the reader role: {record type: keys}.
 
-    One row per key is the store's promise; a count above 1 could only come from a broken primary key.
+    One row per feed and key is the store's promise: a key counts once per feed that sent it.
     """
     import psycopg
 

@@ -86,7 +86,7 @@ def wire_operational(ctx: RouteContext) -> dict[str, str]:
     """The `operational` route: each record type's current-state table in the operational store (PostgreSQL),
     the newest version per business key. Wired only when a contract routes to it: a job with no such route
     needs no database."""
-    from connectors.operational import ROUTE, create_operational_sinks, operational_tables
+    from connectors.operational import JDBC_TIMESTAMP, ROUTE, create_operational_sinks, jdbc_columns, operational_tables
     from schemas.contracts import load_contracts
 
     if not any(route.sink == ROUTE for c in load_contracts(ctx.cfg.feeds.directory).values() for route in c.routes):
@@ -94,6 +94,8 @@ def wire_operational(ctx: RouteContext) -> dict[str, str]:
     sinks, routed = create_operational_sinks(ctx.t_env, ctx.cfg), ctx.routed(ROUTE)
     for record_type, table in operational_tables().items():
         columns = {**ICEBERG_COLUMNS[table], "sent_at_ms": "sent_at_ms"}  # operational.flink_columns' order
+        columns = {name: f"CAST({columns[name]} AS {kind})" if kind == JDBC_TIMESTAMP else columns[name]
+                   for name, kind in jdbc_columns(table)}
         ctx.statements.append(insert_select(sinks[record_type], columns,
                                             f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
     return {f"operational:{record_type}": f"ops.{table}" for record_type, table in operational_tables().items()}

@@ -44,7 +44,7 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
     """Counters keyed like tools.readback.SinkCounts: claims and archived by business key, dead letters by id.
 
     `routed` holds business keys per routed sink ("iceberg:<record type>", "snowflake", "partner:<id>", and
-    "operational:<record type>", where each key counts once: the store keeps one row per key),
+    "operational:<record type>", where each key counts once per feed: the store keeps one row per feed and key),
     resolved from the contracts' routes as the job does. `digest` is the job's keyed business-key
     digest (tools.readback.linkage_digest). `all_payers`: with the reference data that knows every payer
     (infra.local.reference, version 2 with all_payers), as after a refresh and a backfill.
@@ -54,6 +54,7 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
     archived: Counter[str] = Counter()
     dead: Counter[str] = Counter()
     routed: dict[str, Counter[str]] = {}
+    stored: set[tuple[str, str]] = set()  # (feed, business key) rows of the operational store
     records = resends = 0
     for g in generated:
         records += 1
@@ -79,9 +80,10 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
         if contract.record_type == "claim":
             claims.update(keys)
         for sink in sinks:
-            if sink == "operational":  # current state: one row per business key, whatever its versions
+            if sink == "operational":  # current state: one row per feed and business key, whatever its versions
                 current = routed.setdefault(f"operational:{contract.record_type}", Counter())
-                current.update({key: 1 for key in keys if key not in current})
+                current.update(key for key in keys if (g.feed, key) not in stored)
+                stored.update((g.feed, key) for key in keys)
             elif sink != "archive":
                 name = f"iceberg:{contract.record_type}" if sink == "iceberg" else sink
                 routed.setdefault(name, Counter()).update(keys)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import os
 import pwd
 import re
@@ -306,12 +307,12 @@ def migrate(settings: PostgresSettings, folder: Path = MIGRATIONS) -> list[str]:
     return applied_now
 
 
-def provision(settings: PostgresSettings, secrets_client: Any, new_passwords: bool = True,
-              secret_prefix: str = SECRET_PREFIX) -> list[str]:
-    """The database, the migrations, and (`new_passwords`, or a role whose secret is missing) fresh passwords for
-    the login roles in Secrets Manager; the migrations applied now.
+def provision(settings: PostgresSettings, secrets_client: Any, secret_prefix: str = SECRET_PREFIX) -> list[str]:
+    """The database, the migrations, and each login role's password as its Secrets Manager secret holds it (a new
+    one, stored there, when there is none); the migrations applied now.
 
-    A role whose secret is there keeps its password unless asked: a running job's next connection still works."""
+    Idempotent: a restart of the server, or `stack up` again, keeps every password, so a running job's next
+    connection works. A secret lost with moto's memory gets a new password, which the role takes at once."""
     from psycopg import sql
 
     from connectors.secrets import put_secret
@@ -322,22 +323,24 @@ def provision(settings: PostgresSettings, secrets_client: Any, new_passwords: bo
     applied = migrate(settings)
     with connect(settings, autocommit=True) as conn:
         for role in ROLES:
-            if not new_passwords and _secret_exists(secrets_client, secret_prefix + role):
-                continue
-            password = secrets.token_urlsafe(24)
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-            put_secret(secrets_client, secret_prefix + role, {
-                "engine": "postgres", "host": LOOPBACK, "port": settings.port, "dbname": DATABASE,
-                "username": role, "password": password})
+            secret_id = secret_prefix + role
+            doc = _secret(secrets_client, secret_id)
+            if doc is None or doc.get("port") != settings.port or not isinstance(doc.get("password"), str):
+                doc = {"engine": "postgres", "host": LOOPBACK, "port": settings.port, "dbname": DATABASE,
+                       "username": role, "password": secrets.token_urlsafe(24)}
+                put_secret(secrets_client, secret_id, doc)
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
+                                                                     sql.Literal(doc["password"])))
     return applied
 
 
-def _secret_exists(secrets_client: Any, secret_id: str) -> bool:
+def _secret(secrets_client: Any, secret_id: str) -> dict[str, Any] | None:
+    """A JSON secret's content, or None when there is none (or it is not a JSON object)."""
     try:
-        secrets_client.describe_secret(SecretId=secret_id)
-    except Exception:  # ResourceNotFoundException, by its service-specific class
-        return False
-    return True
+        doc = json.loads(secrets_client.get_secret_value(SecretId=secret_id)["SecretString"])
+    except Exception:  # ResourceNotFoundException by its service-specific class, or not JSON
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def status(settings: PostgresSettings) -> dict[str, Any]:

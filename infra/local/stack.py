@@ -225,7 +225,7 @@ def up(settings: StackSettings | None = None) -> StackStatus:
         if pg_started:
             started.append(pg.pid_file)
             started_in["postgres"] = time.monotonic() - launched_at["postgres"]
-        postgres.provision(pg, moto_server.client(settings, "secretsmanager"), new_passwords=pg_started)
+        postgres.provision(pg, moto_server.client(settings, "secretsmanager"))
         kafka.wait_healthy(settings)
         if "kafka" in launched_at:
             started_in["kafka"] = time.monotonic() - launched_at["kafka"]

@@ -18,6 +18,7 @@ def test_kills_and_outages_lose_and_duplicate_nothing_in_any_sink(stack: object,
     assert report.kills.total() == 10 and report.kills["ingest"] >= 3 and report.kills["loader"] >= 3
     assert report.outages == {"kafka": 1, "s3": 1}
     expected_sinks = {"iceberg:claim", "iceberg:payment", "iceberg:eligibility", "snowflake",
+                      "operational:claim", "operational:payment", "operational:eligibility",
                       "partner:clearwater_health", "archive", "snowflake channel (emulator)", "dead letters (topic)",
                       "dead letters (archive)", "dead letters (iceberg)"}
     assert set(report.sinks) == expected_sinks

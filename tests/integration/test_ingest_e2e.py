@@ -56,7 +56,8 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     assert set(sinks.archived_feeds) == set(contracts)  # every sample feed, every format, delivered
     # Every routed sink: each record type's table and every curated topic holds exactly its routed records.
     assert set(expected["routed"]) == {"iceberg:claim", "iceberg:payment", "iceberg:eligibility", "snowflake",
-                                       "partner:clearwater_health"}
+                                       "partner:clearwater_health", "operational:claim", "operational:payment",
+                                       "operational:eligibility"}
     for sink, keys in expected["routed"].items():
         assert sinks.routed[sink] == keys, sink
     # A conditional route sends a strict subset: the partner gets claims and payments, not eligibility.

@@ -37,7 +37,7 @@ def private(stack: StackSettings, tmp_path: Path) -> Iterator[tuple[postgres.Pos
         applied = postgres.provision(settings, secrets, secret_prefix=prefix)
         docs = {role: json.loads(secrets.get_secret_value(SecretId=prefix + role)["SecretString"])
                 for role in postgres.ROLES}
-        yield settings, {"applied": applied, "docs": docs}
+        yield settings, {"applied": applied, "docs": docs, "secrets": secrets, "prefix": prefix}
     finally:
         postgres.stop(settings)
         shutil.rmtree(settings.folder, ignore_errors=True)  # under root, outside tmp_path (the server's own folder)
@@ -53,9 +53,12 @@ def test_the_stacks_server_listens_on_loopback_only_and_its_roles_secrets_are_th
     settings = postgres.PostgresSettings.from_env(stack.home)
     pid = postgres.status(settings)["pid"]
     assert pid is not None
-    server = psutil.Process(pid)
-    listening = {c.laddr for p in (server, *server.children()) for c in p.net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN}
+    server, listening = psutil.Process(pid), set()
+    for proc in (server, *server.children()):
+        try:
+            listening |= {c.laddr for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:  # a session's backend that ended meanwhile
+            continue
     assert {addr.ip for addr in listening} == {"127.0.0.1"} and {addr.port for addr in listening} == {settings.port}
     secrets = moto_server.client(stack, "secretsmanager")
     for role in postgres.ROLES:
@@ -82,7 +85,7 @@ def test_tls_and_a_password_are_required_and_the_certificate_verifies(private: A
 
 def test_migrations_create_the_tables_the_job_writes_and_run_once(private: Any, tmp_path: Path) -> None:
     settings, run = private
-    assert run["applied"] == ["0001_current_state.sql"]
+    assert run["applied"] == ["0001_current_state.sql", "0002_key_per_feed.sql"]
     assert postgres.migrate(settings) == []  # applied already: nothing again
     with _as(settings, run["docs"]["ops_reader"]) as conn:
         for table in operational_tables().values():
@@ -106,7 +109,7 @@ def test_roles_have_least_privilege_and_the_newest_version_wins(private: Any) ->
     values = {name: None for name in columns} | {"record_id": "r1", "feed": "feed_x", "business_key": "k1",
                                                   "sent_at_ms": 1000, "payment_amount": 10}
     insert = f"INSERT INTO ops.payments ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"  # noqa: S608
-    upsert = insert + f" ON CONFLICT (business_key) DO UPDATE SET ({', '.join(columns)}) = " \
+    upsert = insert + f" ON CONFLICT (feed, business_key) DO UPDATE SET ({', '.join(columns)}) = " \
                       f"({', '.join('EXCLUDED.' + c for c in columns)})"
 
     def row() -> tuple[Any, ...]:
@@ -133,8 +136,8 @@ def test_roles_have_least_privilege_and_the_newest_version_wins(private: Any) ->
         conn.execute(insert, [(values | {"business_key": "k2"})[c] for c in columns])
 
 
-def test_a_restart_keeps_the_data_and_a_second_start_is_a_no_op(private: Any) -> None:
-    settings, _ = private
+def test_a_restart_keeps_the_data_and_the_passwords_and_a_second_start_is_a_no_op(private: Any) -> None:
+    settings, run = private
     with postgres.connect(settings) as conn:  # the set-up account: schema_migrations is not the services'
         before = conn.execute("SELECT count(*) FROM public.schema_migrations").fetchone()
     pid = postgres.status(settings)["pid"]
@@ -145,3 +148,8 @@ def test_a_restart_keeps_the_data_and_a_second_start_is_a_no_op(private: Any) ->
     assert postgres.status(settings)["pid"] not in (None, pid)
     with postgres.connect(settings) as conn:
         assert conn.execute("SELECT count(*) FROM public.schema_migrations").fetchone() == before
+    # Provisioned again (every `stack up` does): the passwords stay, so a running job's next connection works.
+    assert postgres.provision(settings, run["secrets"], secret_prefix=run["prefix"]) == []
+    for doc in run["docs"].values():
+        with _as(settings, doc) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (doc["username"],)

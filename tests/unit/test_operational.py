@@ -14,7 +14,8 @@ from connectors.operational import (
     postgres_columns,
     postgres_type,
 )
-from connectors.properties import ConfigError, load_operational_config
+from connectors.properties import ConfigError, OperationalConfig, load_operational_config
+from schemas.contracts import load_contracts
 from udfs.iceberg_columns import ICEBERG_COLUMNS
 
 
@@ -57,3 +58,9 @@ def test_a_secret_without_its_fields_is_refused_without_quoting_it() -> None:
     assert "s3cr3t" not in str(refused.value)
     assert connection(_Secrets('{"host": "h", "port": 1, "dbname": "d", "username": "u", "password": "p"}'),
                       "id")["dbname"] == "d"
+
+
+def test_shipped_contracts_route_one_feed_of_each_record_type_to_the_store() -> None:
+    routed = {c.record_type for c in load_contracts().values() if any(r.sink == "operational" for r in c.routes)}
+    assert routed == set(operational_tables())
+    assert OperationalConfig().flush_rows > 0
