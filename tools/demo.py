@@ -223,10 +223,11 @@ class ClusterJobs:
     def start(self) -> None:
         """Package, start the cluster (if it is not up) with the Python 3.12 runtime, deploy both jobs."""
         from tools import cluster, deploy
+        from tools.attest import sign_local
         from tools.package import Target, build
 
-        print("== packaging the Managed Flink zip")
-        zip_path = build(Target(deploy.RUNTIME_PYTHON), REPO_ROOT / "dist")
+        print("== packaging the Managed Flink zip and signing it with the local release key")
+        zip_path = sign_local(build(Target(deploy.RUNTIME_PYTHON), REPO_ROOT / "dist"))  # deploy verifies it first
         python = deploy.ensure_runtime()
         self.settings = ClusterSettings.from_env(python_executable=str(python))
         print(f"== starting the local Flink cluster unless it is up ({self.settings.rest_url()})")
