@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
+import subprocess  # nosec B404 # - the demo starts our own modules as child processes, fixed argv
 import sys
 import time
 import urllib.request
@@ -164,6 +164,7 @@ class EmbeddedJobs:
         self.processes["ingest"] = start_job(self.logs["ingest"], self.properties, self.rest_port)
         argv = [sys.executable, "-m", "jobs.partner_delivery", "--properties", str(self.properties)]
         with self.logs["partner_delivery"].open("ab") as log:
+            # B603 - our own interpreter and module, fixed argv, no shell
             self.processes["partner_delivery"] = subprocess.Popen(
                 argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
                 start_new_session=True)
@@ -302,6 +303,7 @@ def start_watcher(properties: Path, name: str, command: list[str], what: str) ->
     argv = [sys.executable, "-m", "tools.cli", *command]
     try:
         with log_file.open("wb") as log:  # this run's output only: the summary reads the last line
+            # B603 - our own interpreter and module, fixed argv, no shell
             child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},
                                      stdout=log, stderr=subprocess.STDOUT)
     except OSError as err:

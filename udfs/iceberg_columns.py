@@ -45,6 +45,7 @@ ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
         "payment_amount": "CAST(payment_amount AS DECIMAL(14, 2))", "payment_method": "payment_method",
         "paid_claim_count": "paid_claim_count", **ENRICHED, **ROW_TAIL,
     },
+    # B105 - column names holding tokens of PHI fields, not passwords
     "eligibility": {
         "record_id": "record_id", "feed": "feed", "member_token": "member_token", "person_token": "person_token",
         "subscriber_token": "subscriber_token", "relationship": "relationship", "plan_code": "plan_code",

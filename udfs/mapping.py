@@ -173,7 +173,7 @@ def map_record(source: Mapping[str, Any], mapping: Mapping[str, Any] | CompiledM
     Pass a CompiledMapping on hot paths: a plain mapping is checked and compiled on every call.
     """
     result = _object(compile_mapping(mapping).root, source)
-    return {} if result is _ABSENT else result  # type: ignore[no-any-return]
+    return {} if result is _ABSENT else result
 
 
 def _object(node: _Object, source: Mapping[str, Any]) -> Any:

@@ -116,9 +116,9 @@ def _selector(patterns: tuple[tuple[str, ...], ...]) -> Callable[[Any], _Selecte
     Same fields, same order (pattern by pattern, array items by index), same paths: the rules see
     no difference (tests/unit/test_rules.py compares it with _select).
     """
-    select = _SELECTORS.get(patterns)
-    if select is not None:
-        return select
+    known = _SELECTORS.get(patterns)
+    if known is not None:
+        return known
     lines = ["def select(n0):\n", "    found = []\n"]
     for parts in patterns:
         pad, path = "    ", []
@@ -136,7 +136,7 @@ def _selector(patterns: tuple[tuple[str, ...], ...]) -> Callable[[Any], _Selecte
     lines.append("    return found\n")
     namespace: dict[str, Any] = {}
     exec(compile("".join(lines), "<rules selector>", "exec"), namespace)  # noqa: S102 - generated from constants
-    select = namespace["select"]
+    select: Callable[[Any], _Selected] = namespace["select"]
     _SELECTORS[patterns] = select
     return select
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import subprocess  # nosec B404 # - starts `medistream ops serve` as a child, fixed argv
 import sys
 import time
 import urllib.request
@@ -92,6 +92,7 @@ def start_background(properties: Path, log_file: Path, prometheus_url: str | Non
     argv += ["--prometheus", prometheus_url] if prometheus_url else []
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
+        # B603 - our own interpreter and module, fixed argv, no shell
         child = subprocess.Popen(argv, env={**os.environ, "MEDISTREAM_PROPERTIES": str(properties)},  # noqa: S603
                                  stdout=log, stderr=subprocess.STDOUT)
     url = f"http://{LOOPBACK}:{port}"

@@ -147,6 +147,7 @@ class Prometheus:
 
     def _get(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        # B310 - the configured loopback Prometheus or lineage store URL, http only
         with urllib.request.urlopen(self.url + path + query, timeout=self.timeout_s) as answer:  # noqa: S310
             body = json.loads(answer.read())
         if body.get("status") != "success":
@@ -279,6 +280,7 @@ def lineage_panel(url: str | None, dataset: str | None, timeout_s: float = 5.0) 
     if not url:
         return Panel("Lineage", False, error="no lineage.url in the properties: lineage is off")
     query = "?" + urllib.parse.urlencode({"dataset": dataset}) if dataset else ""
+    # B310 - the configured loopback Prometheus or lineage store URL, http only
     with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/lineage/graph{query}", timeout=timeout_s) as answer:  # noqa: S310
         graph = json.loads(answer.read())
     names = {n["id"]: n["name"] for n in graph["nodes"]}
