@@ -30,9 +30,12 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from infra.local import process
 from infra.local.settings import LOOPBACK
@@ -208,15 +211,27 @@ def configure(settings: PostgresSettings) -> None:
     if include not in conf.read_text():
         with conf.open("a") as out:
             out.write(f"\n{include}\n")
-    (settings.data / "medistream.conf").write_text("\n".join([
-        f"listen_addresses = '{LOOPBACK}'", f"port = {settings.port}", f"unix_socket_directories = '{socket_dir}'",
+    (settings.data / "medistream.conf").write_text(server_conf(settings))
+    (settings.data / "pg_hba.conf").write_text(hba_conf())
+    for name in ("medistream.conf", "pg_hba.conf"):
+        _own(settings.data / name)
+
+
+def server_conf(settings: PostgresSettings) -> str:
+    """The settings medistream.conf (included by postgresql.conf) holds: loopback, TLS, no JIT, no statement log
+    (an ALTER ROLE ... PASSWORD is never written to the log)."""
+    return "\n".join([
+        f"listen_addresses = '{LOOPBACK}'", f"port = {settings.port}",
+        f"unix_socket_directories = '{settings.folder / 'socket'}'",
         "ssl = on", f"ssl_cert_file = '{settings.tls / 'server.crt'}'",
         f"ssl_key_file = '{settings.tls / 'server.key'}'",
         "ssl_min_protocol_version = 'TLSv1.2'", "password_encryption = 'scram-sha-256'", "jit = off",
-        "max_connections = 200", "log_connections = off", "log_statement = 'none'", ""]))
-    (settings.data / "pg_hba.conf").write_text(f"hostssl all all {LOOPBACK}/32 scram-sha-256\n")
-    for name in ("medistream.conf", "pg_hba.conf"):
-        _own(settings.data / name)
+        "max_connections = 200", "log_connections = off", "log_statement = 'none'", ""])
+
+
+def hba_conf() -> str:
+    """pg_hba.conf: TLS and a SCRAM password, from 127.0.0.1; nothing else (no trust, no plain host, no socket)."""
+    return f"hostssl all all {LOOPBACK}/32 scram-sha-256\n"
 
 
 def running(settings: PostgresSettings) -> bool:
@@ -227,13 +242,51 @@ def start(settings: PostgresSettings, timeout_s: float = 60.0) -> None:
     """Initialize if needed, configure, start (idempotent) and wait until it takes TLS connections."""
     init(settings)
     configure(settings)
-    if process.owned_process(settings.pid_file) is None:
-        process.ensure_port_free(settings.port, "postgres", ENV_PORT)
-        process.launch(_as_server([str(binaries() / "postgres"), "-D", str(settings.data)]),
-                       log_file=settings.log_file, pid_file=settings.pid_file, marker=str(settings.data),
-                       cwd=settings.folder)
-    process.wait_until(lambda: _answers(settings), component="postgres", timeout_s=timeout_s,
-                       pid_file=settings.pid_file, log_file=settings.log_file)
+    proc = process.owned_process(settings.pid_file)
+    if proc is not None:
+        _wait_answering(settings, proc, timeout_s)
+        return
+    process.ensure_port_free(settings.port, "postgres", ENV_PORT)
+    proc = process.launch(_as_server([str(binaries() / "postgres"), "-D", str(settings.data)]),
+                          log_file=settings.log_file, pid_file=settings.pid_file, marker=str(settings.data),
+                          cwd=settings.folder)
+    try:
+        _wait_answering(settings, proc, timeout_s)
+    except BaseException:  # a server that never answered is not left running behind the error
+        _end(proc)
+        settings.pid_file.unlink(missing_ok=True)
+        raise
+
+
+def _wait_answering(settings: PostgresSettings, proc: psutil.Process, timeout_s: float) -> None:
+    """Poll until the server takes a TLS login; fail fast, with the log's tail, if the process exits.
+
+    Liveness is the launched process itself (psutil checks its create time), not the PID file's command-line
+    marker: a start once failed as "exited" with the server up and ready (a transient mismatch while it started)."""
+    started = time.monotonic()
+    while not _answers(settings):
+        try:
+            alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+        if not alive:
+            raise process.HealthTimeout(f"postgres exited while starting; last lines of {settings.log_file}:\n"
+                                        f"{process.tail(settings.log_file)}")
+        if time.monotonic() - started > timeout_s:
+            raise process.HealthTimeout(f"postgres did not answer within {timeout_s:.0f} s; last lines of "
+                                        f"{settings.log_file}:\n{process.tail(settings.log_file)}")
+        time.sleep(0.25)
+
+
+def _end(proc: psutil.Process, timeout_s: float = 10.0) -> None:
+    """Fast shutdown of a server we launched, SIGKILL if it does not go."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=timeout_s)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.NoSuchProcess:
+        pass
 
 
 def stop(settings: PostgresSettings, timeout_s: float = 30.0) -> int | None:

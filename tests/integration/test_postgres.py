@@ -32,8 +32,8 @@ def private(stack: StackSettings, tmp_path: Path) -> Iterator[tuple[postgres.Pos
     settings = postgres.PostgresSettings(home, free_loopback_port())
     secrets = moto_server.client(stack, "secretsmanager")
     prefix = f"test-{uuid.uuid4().hex[:8]}/operational/"
-    postgres.start(settings)
     try:
+        postgres.start(settings)  # inside: a start that fails still stops what it launched and removes its folder
         applied = postgres.provision(settings, secrets, secret_prefix=prefix)
         docs = {role: json.loads(secrets.get_secret_value(SecretId=prefix + role)["SecretString"])
                 for role in postgres.ROLES}
@@ -140,6 +140,8 @@ def test_a_restart_keeps_the_data_and_the_passwords_and_a_second_start_is_a_no_o
     settings, run = private
     with postgres.connect(settings) as conn:  # the set-up account: schema_migrations is not the services'
         before = conn.execute("SELECT count(*) FROM public.schema_migrations").fetchone()
+    with _as(settings, run["docs"]["ops_writer"]) as conn:
+        conn.execute("INSERT INTO ops.claims (record_id, feed, business_key, sent_at_ms) VALUES ('r1', 'f', 'k', 1)")
     pid = postgres.status(settings)["pid"]
     postgres.start(settings)  # running: nothing started
     assert postgres.status(settings)["pid"] == pid
@@ -148,6 +150,7 @@ def test_a_restart_keeps_the_data_and_the_passwords_and_a_second_start_is_a_no_o
     assert postgres.status(settings)["pid"] not in (None, pid)
     with postgres.connect(settings) as conn:
         assert conn.execute("SELECT count(*) FROM public.schema_migrations").fetchone() == before
+        assert conn.execute("SELECT record_id, sent_at_ms FROM ops.claims").fetchall() == [("r1", 1)]
     # Provisioned again (every `stack up` does): the passwords stay, so a running job's next connection works.
     assert postgres.provision(settings, run["secrets"], secret_prefix=run["prefix"]) == []
     for doc in run["docs"].values():
