@@ -204,3 +204,22 @@ def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def _component(name: str, healthy: bool = True) -> stack.ComponentStatus:
+    return stack.ComponentStatus(name=name, endpoint=f"{name}://127.0.0.1", pid=1, healthy=healthy,
+                                 log=Path(f"/logs/{name}.log"))
+
+
+@pytest.mark.parametrize("operational, healthy", [(None, False), (False, False), (True, True)])
+def test_the_operational_store_is_a_core_component(tmp_path: Path, operational: bool | None, healthy: bool) -> None:
+    status = stack.StackStatus(home=tmp_path, kafka=_component("kafka"), moto=_component("moto"),
+                               iceberg_catalog_dir=tmp_path, iceberg_catalog_dir_exists=True,
+                               postgres=None if operational is None else _component("postgres", operational))
+    assert status.healthy is healthy
+    assert ("postgres" in status.as_dict() and status.as_dict()["postgres"] is not None) is (operational is not None)
+
+
+def test_down_names_postgres_among_the_components_it_knows(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected prometheus, lineage, postgres, kafka and/or moto"):
+        stack.down(StackSettings(home=tmp_path), components=("postgresql",))
