@@ -16,7 +16,8 @@ file, and serves on 127.0.0.1:
   columns are read, a checkpoint's worth of rows);
 - `medistream_sink_last_commit_timestamp_seconds{sink}`: the latest append (Iceberg) or committed file;
 - `medistream_archive_feed_last_commit_timestamp_seconds{feed}`: the archive's newest committed file
-  of each feed, among its partitions dated yesterday or later (older partitions are backfills');
+  of each feed, among its newest `ARCHIVE_PARTITIONS` day partitions (the archive is partitioned by the
+  records' sent day: a late record committed into an older day is not seen);
 - `medistream_sink_freshness_errors_total{sink}`: reads that failed (the last values stand).
 
 Compaction and other maintenance commits rewrite old rows: only `append` snapshots are read. Labels
@@ -42,6 +43,7 @@ from connectors.properties import IngestConfig
 log = logging.getLogger("medistream.freshness")
 ARCHIVE = "archive"
 INGESTED_AT = "ingested_at"
+ARCHIVE_PARTITIONS = 7  # the newest day partitions of each feed read per pass
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ def iceberg_commit(table: Any, sink: str, by_feed: bool = False) -> Commit | Non
     snapshot = latest_append(table)
     if snapshot is None:
         return None
+    names = {field.name for field in table.schema().fields}
+    if INGESTED_AT not in names:  # a table without ingest times (the dead letters'): its commit time only
+        return Commit(sink, snapshot.timestamp_ms / 1000)
+    by_feed = by_feed and "feed" in names
     entries = table.inspect.entries(snapshot_id=snapshot.snapshot_id)
     added = entries.filter(pc.and_(pc.equal(entries["status"], 1), pc.equal(entries["snapshot_id"],
                                                                               snapshot.snapshot_id)))
@@ -116,22 +122,24 @@ def _newest_by_feed(io: Any, path: str) -> dict[str, float]:
             if feed is not None and stamp is not None}
 
 
-def archive_commits(s3: Any, bucket: str, prefix: str, feeds: Iterable[str], today: dt.date) -> dict[str, float]:
-    """Feed -> LastModified (epoch s) of its newest committed part file in partitions dated yesterday or later.
+def archive_commits(s3: Any, bucket: str, prefix: str, feeds: Iterable[str],
+                    partitions: int = ARCHIVE_PARTITIONS) -> dict[str, float]:
+    """Feed -> LastModified (epoch s) of its newest committed part file in its newest `partitions` day partitions.
 
-    The archive is laid out `<prefix>feed=<feed>/dt=<day>/part-…` (in-progress files start with "."), so
-    listing from `dt=<yesterday>` on reads two days of one feed, not seven years of it.
+    The archive is laid out `<prefix>feed=<feed>/dt=<day>/part-…` (in-progress files start with "."): one
+    delimited listing names a feed's partitions, then only the newest are listed, not seven years of files.
     """
     newest: dict[str, float] = {}
-    since = (today - dt.timedelta(days=1)).isoformat()
     for feed in sorted(feeds):
         base = f"{prefix}feed={feed}/"
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, StartAfter=f"{base}dt={since}")
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if obj["Key"].rsplit("/", 1)[-1].startswith("part-"):
-                    stamp = obj["LastModified"].timestamp()
-                    newest[feed] = max(newest.get(feed, stamp), stamp)
+        days = [common["Prefix"] for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=base, Delimiter="/") for common in page.get("CommonPrefixes", [])]
+        for day in sorted(days)[-partitions:]:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=day):
+                for obj in page.get("Contents", []):
+                    if obj["Key"].rsplit("/", 1)[-1].startswith("part-"):
+                        stamp = obj["LastModified"].timestamp()
+                        newest[feed] = max(newest.get(feed, stamp), stamp)
     return newest
 
 
@@ -188,7 +196,7 @@ class FreshnessWatch:
         self.cfg, self.feeds, self.metrics = cfg, sorted(feeds), metrics
         self.tables = sorted(TABLES)
 
-    def check(self, today: dt.date | None = None) -> dict[str, Any]:
+    def check(self) -> dict[str, Any]:
         """Read every sink once; what was read, as a JSON-able report (names, times and counts only)."""
         from pyiceberg.exceptions import NoSuchTableError
 
@@ -215,8 +223,7 @@ class FreshnessWatch:
         try:
             bucket, prefix = split_s3_url(self.cfg.archive.path)
             prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-            today = today or dt.datetime.now(dt.UTC).date()
-            newest = archive_commits(s3_client(self.cfg.s3), bucket, prefix, self.feeds, today)
+            newest = archive_commits(s3_client(self.cfg.s3), bucket, prefix, self.feeds)
         except Exception as err:  # S3 down: counted, the next pass retries
             self._failed(report, ARCHIVE, err)
         else:

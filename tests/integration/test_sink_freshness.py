@@ -82,17 +82,16 @@ def test_the_latest_append_gives_commit_time_and_ingest_bounds(cfg: IngestConfig
     assert iceberg_commit(table, "iceberg_claims").newest_ingested_s == later.timestamp() + 2
 
 
-def test_the_archive_reads_each_feeds_newest_committed_file_of_recent_days(cfg: IngestConfig) -> None:
+def test_the_archive_reads_each_feeds_newest_committed_file_of_its_newest_days(cfg: IngestConfig) -> None:
     s3 = s3_client(cfg.s3)
     bucket, _ = split_s3_url(cfg.archive.path)
     prefix = f"freshness-test-{uuid.uuid4().hex[:8]}/"
-    today = dt.datetime.now(dt.UTC).date()
     keys = {
-        f"feed=feed_a/dt={today - dt.timedelta(days=9)}/part-old": "backfill partition: not read",
-        f"feed=feed_a/dt={today}/part-1": "committed",
-        f"feed=feed_a/dt={today}/.part-2.inprogress": "in progress: not committed",
-        f"feed=feed_b/dt={today - dt.timedelta(days=1)}/part-3": "committed yesterday's partition",
-        f"feed=feed_c/dt={today}/_SUCCESS": "a marker, not a file of records",
+        "feed=feed_a/dt=2020-01-01/part-old": "an old day: not among the feed's newest two",
+        "feed=feed_a/dt=2026-03-01/part-1": "committed",
+        "feed=feed_a/dt=2026-03-02/.part-2.inprogress": "in progress: not committed",
+        "feed=feed_b/dt=2026-03-01/part-3": "committed",
+        "feed=feed_c/dt=2026-03-01/_SUCCESS": "a marker, not a file of records",
     }
     stamps: dict[str, float] = {}
     try:
@@ -100,12 +99,14 @@ def test_the_archive_reads_each_feeds_newest_committed_file_of_recent_days(cfg: 
             s3.put_object(Bucket=bucket, Key=prefix + key, Body=io.BytesIO(b"synthetic"))
             stamps[key] = s3.head_object(Bucket=bucket, Key=prefix + key)["LastModified"].timestamp()
             time.sleep(1.1)  # LastModified has second resolution: each file its own second
-        newest = archive_commits(s3, bucket, prefix, ["feed_a", "feed_b", "feed_c", "feed_d"], today)
+        newest = archive_commits(s3, bucket, prefix, ["feed_a", "feed_b", "feed_c", "feed_d"], partitions=2)
+        everything = archive_commits(s3, bucket, prefix, ["feed_a"], partitions=3)
     finally:
         for key in keys:
             s3.delete_object(Bucket=bucket, Key=prefix + key)
-    assert newest == {"feed_a": stamps[f"feed=feed_a/dt={today}/part-1"],
-                      "feed_b": stamps[f"feed=feed_b/dt={today - dt.timedelta(days=1)}/part-3"]}
+    assert newest == {"feed_a": stamps["feed=feed_a/dt=2026-03-01/part-1"],
+                      "feed_b": stamps["feed=feed_b/dt=2026-03-01/part-3"]}
+    assert everything == {"feed_a": stamps["feed=feed_a/dt=2026-03-01/part-1"]}  # part-old is older still
 
 
 def scrape(folder: Path) -> str:
