@@ -327,15 +327,20 @@ def start_freshness_watch(properties: Path, interval_s: int = 10) -> subprocess.
                          f"the sinks' freshness is read from their commits every {interval_s} s")
 
 
-def audit_verdict(log_file: Path | None = None) -> str:
-    """The audit watch's last verdict in this run, in words (its log holds one JSON object per check)."""
-    log_file = log_file or medistream_home() / "logs" / "audit-watch.log"
+def last_report(log_file: Path) -> dict[str, Any] | None:
+    """The last JSON object a watcher wrote to its log (one per pass), or None."""
     try:
         lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.startswith("{")]
         last = json.loads(lines[-1]) if lines else None
     except (OSError, ValueError):
-        last = None
-    if not isinstance(last, dict):
+        return None
+    return last if isinstance(last, dict) else None
+
+
+def audit_verdict(log_file: Path | None = None) -> str:
+    """The audit watch's last verdict in this run, in words (its log holds one JSON object per check)."""
+    last = last_report(log_file or medistream_home() / "logs" / "audit-watch.log")
+    if last is None:
         return "no verdict (the watch did not report; see its log)"
     return (f"chain intact, {last.get('entries')} entries" if last.get("ok")
             else f"BROKEN at seq {last.get('first_bad_seq')}: {last.get('problem')}")
@@ -343,13 +348,8 @@ def audit_verdict(log_file: Path | None = None) -> str:
 
 def freshness_verdict(log_file: Path | None = None) -> str:
     """Each Iceberg table's delay in the freshness watch's last pass: commit time minus its oldest row's ingest."""
-    log_file = log_file or medistream_home() / "logs" / "freshness-watch.log"
-    try:
-        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.startswith("{")]
-        last = json.loads(lines[-1]) if lines else None
-    except (OSError, ValueError):
-        last = None
-    if not isinstance(last, dict) or not last.get("iceberg"):
+    last = last_report(log_file or medistream_home() / "logs" / "freshness-watch.log")
+    if last is None or not last.get("iceberg"):
         return "no commit read (the watch did not report; see its log)"
     delays = ", ".join(f"{table} {commit['delay_s']:.1f} s" for table, commit in sorted(last["iceberg"].items())
                        if isinstance(commit.get("delay_s"), (int, float)))

@@ -33,6 +33,14 @@ def isolated_config(run_id: str, home: Path) -> Any:
     )
 
 
+def bounded(cfg: Any) -> Any:
+    """The configuration with every source bounded (Kafka to the offsets at start, one pass over the landing and
+    reference prefixes): the job ends once it has read what was there."""
+    return dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bounded=True),
+                               landing=dataclasses.replace(cfg.landing, monitor_interval=""),
+                               reference=dataclasses.replace(cfg.reference, monitor_interval=""))
+
+
 def isolated_contracts(run_id: str, home: Path) -> Path:
     """Every shipped feed contract under a run-unique feed name (t<run_id>_<feed>): new feeds by file alone."""
     import yaml

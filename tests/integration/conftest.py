@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,18 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
         return sorted(messages, key=lambda m: (m.partition(), m.offset()))
     finally:
         consumer.close()
+
+
+@pytest.fixture
+def audit_table(stack: Any) -> Iterator[str]:
+    """A new audit table (the hash chain's DynamoDB table) for one test, deleted afterwards."""
+    from connectors.audit import ensure_audit_table
+    from infra.local import moto_server
+
+    name = f"audit-test-{uuid.uuid4().hex[:12]}"
+    client = moto_server.client(stack, "dynamodb")
+    ensure_audit_table(client, name)
+    try:
+        yield name
+    finally:
+        client.delete_table(TableName=name)

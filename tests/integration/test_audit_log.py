@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,15 +34,9 @@ def event(i: int, actor: str = "dr.lee") -> AuditEvent:
 
 
 @pytest.fixture
-def table(stack: StackSettings) -> Iterator[str]:
-    """A new audit table for this test, deleted afterwards."""
-    name = f"audit-test-{uuid.uuid4().hex[:12]}"
-    client = moto_server.client(stack, "dynamodb")
-    ensure_audit_table(client, name)
-    try:
-        yield name
-    finally:
-        client.delete_table(TableName=name)
+def table(audit_table: str) -> str:
+    """A new audit table for this test (tests/integration/conftest.py), deleted afterwards."""
+    return audit_table
 
 
 def new_log(stack: StackSettings, table: str, **kwargs: Any) -> AuditLog:

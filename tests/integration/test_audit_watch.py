@@ -8,13 +8,11 @@ import json
 import re
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from connectors.audit import AuditEvent, AuditLog, ensure_audit_table
+from connectors.audit import AuditEvent, AuditLog
 from connectors.metrics.targets import targets_dir
 from connectors.properties import LOCAL_PROPERTIES
 from infra.local import moto_server
@@ -25,14 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def table(stack: StackSettings) -> Iterator[str]:
-    name = f"audit-watch-{uuid.uuid4().hex[:12]}"
-    client = moto_server.client(stack, "dynamodb")
-    ensure_audit_table(client, name)
-    try:
-        yield name
-    finally:
-        client.delete_table(TableName=name)
+def table(audit_table: str) -> str:
+    """A new audit table for this test (tests/integration/conftest.py), deleted afterwards."""
+    return audit_table
 
 
 def scrape(folder: Path) -> dict[str, float]:

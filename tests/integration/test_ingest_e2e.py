@@ -11,6 +11,7 @@ import pytest
 from connectors.properties import ConfigError
 from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
+from infra.local.isolation import bounded
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
 from jobs import preflight
@@ -30,9 +31,7 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     from jobs.ingest import build, create_environments
 
     cfg = isolated_config(run_id, tmp_path)
-    cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bounded=True),
-                              landing=dataclasses.replace(cfg.landing, monitor_interval=""),
-                              reference=dataclasses.replace(cfg.reference, monitor_interval=""))
+    cfg = bounded(cfg)
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     generated = list(synthetic.generate(600, seed=SEED, feeds=synthetic.feeds_from_contracts(contracts.values()),
                                         duplicate_rate=0.04, invalid_rate=0.06))

@@ -18,6 +18,7 @@ from connectors.kms import aws_client
 from connectors.operational import READER_SECRET, ROUTE, connection, current_keys, operational_tables
 from infra.local import synthetic
 from infra.local.ground_truth import expected_outcome
+from infra.local.isolation import bounded
 from infra.local.process import free_loopback_port
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
@@ -88,9 +89,7 @@ def _run(cfg: Any, name: str, freeze_s: float = 0.0) -> None:
 def test_the_newest_version_per_key_survives_a_freeze_and_a_full_replay(
         stack: object, flink_process_env: None, run_id: str, tmp_path: Path) -> None:
     cfg = isolated_config(run_id, tmp_path)
-    cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, bounded=True),
-                              landing=dataclasses.replace(cfg.landing, monitor_interval=""),
-                              reference=dataclasses.replace(cfg.reference, monitor_interval=""))
+    cfg = bounded(cfg)
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     routed = {f: c for f, c in contracts.items() if any(r.sink == ROUTE for r in c.routes)}
     assert {c.record_type for c in routed.values()} == set(operational_tables())
