@@ -165,6 +165,23 @@ def flink_rest_url(pid: int) -> str:
     raise AssertionError(f"the job process serves no Flink REST API on 127.0.0.1 (listening: {listening})")
 
 
+def operational_rows(cfg: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the operational store's tables for this configuration's routed feeds, read as the reader."""
+    import psycopg
+
+    from connectors.kms import aws_client
+    from connectors.operational import READER_SECRET, connection, operational_tables
+    from tools.readback import operational_feeds
+
+    doc = connection(aws_client(cfg.phi, "secretsmanager"), READER_SECRET)
+    with psycopg.connect(host=doc["host"], port=int(doc["port"]), dbname=doc["dbname"], user=doc["username"],
+                         password=doc["password"], sslmode="verify-full", sslrootcert=cfg.operational.sslrootcert,
+                         connect_timeout=10) as conn:
+        return {table: conn.execute(f"SELECT * FROM ops.{table} WHERE feed = ANY(%s)",  # noqa: S608 - our table names
+                                    (operational_feeds(cfg),)).fetchall()
+                for table in operational_tables().values()}
+
+
 def test_the_leak_scan_finds_no_phi_value_in_any_output(pipeline: dict[str, Any]) -> None:
     cfg, run_id = pipeline["cfg"], pipeline["run_id"]
     scanner: LeakScanner = pipeline["scanner"]
@@ -181,6 +198,12 @@ def test_the_leak_scan_finds_no_phi_value_in_any_output(pipeline: dict[str, Any]
     warehouse, _ = split_s3_url(cfg.iceberg.warehouse)
     for table in TABLES:  # every analytics table's data and metadata files
         list(scanner.scan_s3(s3, warehouse, f"{cfg.iceberg.namespace}/{cfg.iceberg.table(table)}/"))
+    # The operational store's rows of this run's feeds (every column, as services read them).
+    stored = operational_rows(cfg)
+    assert sum(len(rows) for rows in stored.values()) > 0, "the operational store holds none of this run's rows"
+    for table, rows in stored.items():
+        for row in rows:
+            list(scanner.scan_text(f"postgres:ops.{table}", " | ".join("" if v is None else str(v) for v in row)))
     # This run's own topics (dead letters, curated): other runs on the same broker carry other
     # synthetic people, whose clear provider names and cities can coincide with this run's needles.
     topics = output_topics(cfg)
