@@ -214,10 +214,7 @@ def run_job(run: JobRun, cfg: IngestConfig, properties: Path, feed: str, day: da
             rest.checkpoint_now()  # after it, every operator has counted every record the source emitted
             run.counts = rest.settled_counts((SOURCE, DEDUP, LETTERS))
             run.files_read = run.count(SOURCE, "numRecordsOut")
-            try:  # the ingest operator's own counts by feed and reason; lineage only, so never in the way
-                run.quality = rest.feed_quality()
-            except (OSError, KeyError, ValueError):
-                run.quality = {}
+            run.quality = lineage.run_quality(properties, lambda: rest)  # counts by feed and reason, for lineage
         if stop_job(job) != 0:
             raise BatchError(f"the batch job did not stop with a savepoint; see {log_path}")
     except BaseException:

@@ -189,10 +189,8 @@ class EmbeddedJobs:
 
         quality: dict[str, dict[str, Any]] = {}
         if self.processes.get("ingest") is not None and self.processes["ingest"].poll() is None:
-            try:  # read while it runs: the run's counts per feed, for its COMPLETE event's dataQuality facet
-                quality = MiniClusterRest.of_only_job(self.rest_port).feed_quality()
-            except (OSError, KeyError, ValueError):
-                quality = {}
+            # read while it runs: the run's counts per feed, for its COMPLETE event's dataQuality facet
+            quality = lineage.run_quality(self.properties, lambda: MiniClusterRest.of_only_job(self.rest_port))
         codes = {job: stop_job(proc) for job, proc in self.processes.items()}
         for job, code in codes.items():
             if job not in self.runs:

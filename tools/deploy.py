@@ -42,6 +42,7 @@ from infra.local.process import StackError
 from tools import cluster, cluster_status, lineage
 from tools.attest import check_for_deploy
 from tools.cluster_config import ClusterSettings
+from tools.minicluster_rest import MiniClusterRest
 from tools.package import ENTRY_POINTS, PackageError, application_properties, verify
 from tools.signing import SignatureError, SigningSettings
 
@@ -362,25 +363,15 @@ def stop(name_or_id: str, settings: ClusterSettings | None = None, timeout_s: fl
     body: dict[str, Any] = {"drain": False, "formatType": "CANONICAL"}
     if target_directory:
         body["targetDirectory"] = target_directory
-    quality = feed_quality(settings, job_id)  # read while it runs: a finished job's metrics are gone
+    deployed = deployed_job(job_id, settings)
+    quality = {} if deployed is None else lineage.run_quality(  # read while it runs: a finished job's are gone
+        deployed[1], lambda: MiniClusterRest(settings.rest_port, job_id))
     location = savepoint(settings, job_id, "stop", body, timeout_s)
     state = cluster_status.wait_for_job(settings, job_id, {"FINISHED"}, 60)
-    deployed = deployed_job(job_id, settings)
     if deployed is not None:
         lineage.emit("COMPLETE", deployed[0], deployed[1], lineage.run_id(job_id), savepoint=location,
                      quality=quality)
     return {"job_id": job_id, "savepoint": location, "state": state}
-
-
-def feed_quality(settings: ClusterSettings, job_id: str) -> dict[str, dict[str, Any]]:
-    """The ingest operator's counts of this run per feed (lineage's dataQuality facet); {} for a job without
-    them (partner delivery) or when the REST API does not answer (lineage never stops a stop)."""
-    from tools.minicluster_rest import MiniClusterRest
-
-    try:
-        return MiniClusterRest(settings.rest_port, job_id).feed_quality()
-    except (OSError, KeyError, ValueError):
-        return {}
 
 
 def savepoint(settings: ClusterSettings, job_id: str, how: str, body: Mapping[str, Any], timeout_s: float = 180.0

@@ -24,7 +24,7 @@ import sys
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +77,30 @@ def run_id(flink_job_id: str) -> str:
     return str(uuid.UUID(hex=flink_job_id))
 
 
+def _groups(properties: Path | Mapping[str, Mapping[str, str]] | None) -> Mapping[str, Mapping[str, str]]:
+    return properties if isinstance(properties, Mapping) else read_property_groups(
+        properties or default_properties_path())
+
+
+def run_quality(properties: Path | Mapping[str, Mapping[str, str]] | None,
+                rest: Callable[[], Any]) -> dict[str, dict[str, Any]]:
+    """A running job's per-feed counts for its COMPLETE event (`rest()`: its tools.minicluster_rest.MiniClusterRest),
+    read only when lineage is on; {} when it is off or the REST API does not answer (lineage never stops a stop)."""
+    if not (_groups(properties).get("lineage") or {}).get("url"):
+        return {}
+    try:
+        return dict(rest().feed_quality())
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
 def emit(kind: str, job: str, properties: Path | Mapping[str, Mapping[str, str]] | None, run: str,
          error: str | None = None, datasets: tuple[Sequence[Dataset], Sequence[Dataset]] | None = None,
          processing: str = "STREAMING", quality: Mapping[str, Mapping[str, Any]] | None = None,
          **facets: Any) -> dict[str, int]:
     """Send one run event of `job` under these properties (a file, its groups, or None for the default), reading
     and writing `datasets` (default: the job's own, job_datasets); the counts (connectors.lineage.emitter.send)."""
-    groups = properties if isinstance(properties, Mapping) else read_property_groups(
-        properties or default_properties_path())
+    groups = _groups(properties)
     if not (groups.get("lineage") or {}).get("url"):
         return {"sent": 0, "failed": 0, "dropped": 0}
     try:

@@ -332,7 +332,7 @@ def test_a_backfill_of_a_delivered_range_delivers_only_what_was_missing(
     ended = next(e for e in runs("ingest") if e["run"]["runId"] == lineage.run_id(setup["first"])
                  and e["eventType"] == "COMPLETE")
     assert ended["run"]["facets"]["medistream"]["savepoint"] == setup["upgrade_savepoint"]
-    # Each stop reads the run's counts per feed before it stops (deploy.feed_quality): the dataQuality facet.
+    # Each stop reads the run's counts per feed before it stops (lineage.run_quality): the dataQuality facet.
     second = next(e for e in runs("ingest") if e["run"]["runId"] == lineage.run_id(setup["second"])
                   and e["eventType"] == "COMPLETE")
     counted = second["run"]["facets"]["dataQuality"]["feeds"][busiest]  # the backfill ran through this run

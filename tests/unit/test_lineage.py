@@ -182,3 +182,22 @@ def test_the_store_keeps_events_refuses_malformed_ones_and_walks_the_graph(tmp_p
     assert not any("eligibility" in name for name in upstream)
     assert client.get("/api/v1/lineage/events", params={"job": "ingest"}).json()[0]["job"]["name"] == "ingest"
     assert graph([], "s3://nowhere/x") == {"nodes": [], "edges": []}
+
+
+def test_a_runs_counts_are_read_only_when_lineage_is_on_and_never_fail_a_stop() -> None:
+    from tools.lineage import run_quality
+
+    class Rest:
+        calls = 0
+
+        def feed_quality(self) -> dict[str, dict[str, int]]:
+            Rest.calls += 1
+            return {"feed_a": {"recordsIn": 3}}
+
+    def down() -> Rest:
+        raise OSError("connection refused")
+
+    assert run_quality({"lineage": {}}, Rest) == {} and Rest.calls == 0  # lineage off: the job is not asked
+    on = {"lineage": {"url": "http://127.0.0.1:1"}}
+    assert run_quality(on, Rest) == {"feed_a": {"recordsIn": 3}} and Rest.calls == 1
+    assert run_quality(on, down) == {}
