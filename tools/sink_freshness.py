@@ -282,19 +282,13 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from connectors.properties import default_properties_path, load_ingest_config, read_property_groups
 
     cfg = load_ingest_config(read_property_groups(default_properties_path()))
-    feeds = _feeds(cfg)
+    from schemas.contracts import load_contracts
+
+    feeds = sorted(load_contracts(cfg.feeds.directory))
     if args.freshness_command == "check":
         out.write(json.dumps(FreshnessWatch(cfg, feeds).check(), sort_keys=True, indent=2, default=str) + "\n")
         return 0
     return watch(cfg, feeds, args.interval, out)
-
-
-def _feeds(cfg: IngestConfig) -> list[str]:
-    from pathlib import Path
-
-    from schemas.contracts import FEEDS_DIR, load_contracts
-
-    return sorted(load_contracts(Path(cfg.feeds.contracts_dir) if cfg.feeds.contracts_dir else FEEDS_DIR))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

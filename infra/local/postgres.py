@@ -234,10 +234,6 @@ def hba_conf() -> str:
     return f"hostssl all all {LOOPBACK}/32 scram-sha-256\n"
 
 
-def running(settings: PostgresSettings) -> bool:
-    return process.owned_process(settings.pid_file) is not None and process.port_accepts(settings.port)
-
-
 def start(settings: PostgresSettings, timeout_s: float = 60.0) -> None:
     """Initialize if needed, configure, start (idempotent) and wait until it takes TLS connections."""
     init(settings)
