@@ -69,19 +69,21 @@ class MiniClusterRest:
         accepted, dead letters, corrections, PHI fields protected, and dead letters by reason code
         ({feed: {"recordsIn": n, ..., "deadLettersByReason": {reason: n}}}; names and counts only).
 
-        The REST API answers from its metric store, which a cluster fills on the first request for metrics
-        (every `metrics.fetcher.update-interval`, 10 s by default): while every vertex lists no metric at all
-        the store is cold, and the listing is asked again, for up to `warm_up_s`."""
+        The REST API answers from its metric store, which a cluster fills after the first request for metrics
+        (every `metrics.fetcher.update-interval`, 10 s by default): a job with the ingest operator is asked
+        again until its per-feed counters are listed, for up to `warm_up_s`; a job without it has none."""
+        vertices = self.call("")["vertices"]
+        if not any(str(v.get("name", "")).startswith("ingest") for v in vertices):
+            return {}
         deadline = time.monotonic() + warm_up_s
         while True:
-            listed = {vertex["id"]: [m["id"] for m in self.call(f"/vertices/{vertex['id']}/metrics")]
-                      for vertex in self.call("")["vertices"]}
+            listed = {v["id"]: [m["id"] for m in self.call(f"/vertices/{v['id']}/metrics")
+                                if FEED_COUNTER.match(m["id"])] for v in vertices}
             if any(listed.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         metrics: list[dict[str, Any]] = []
-        for vertex, ids in listed.items():
-            names = [name for name in ids if FEED_COUNTER.match(name)]
+        for vertex, names in listed.items():
             for start in range(0, len(names), 50):  # a bounded URL per request
                 metrics += self.call(f"/vertices/{vertex}/metrics?get=" + ",".join(names[start:start + 50]))
         return feed_quality(metrics)
