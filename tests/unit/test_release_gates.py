@@ -50,7 +50,7 @@ def test_the_first_failing_gate_stops_the_release_before_package_and_sign(monkey
         monkeypatch.setattr(release, f"gate_{name}", passing(name))
     monkeypatch.setattr(release, "gate_secrets", failing)
     args = argparse.Namespace(out=str(tmp_path), tests=[], allow_dirty=False, skip=["mypy"], environment="local",
-                              builder=None, no_sign=False)
+                              builder=None, no_sign=False, advisory_max_age=30)
     lines: list[str] = []
     gates, signed = release.release(args, lines.append)
     assert signed is None and ran == ["clean", "ruff", "bandit", "secrets"]
