@@ -1,6 +1,6 @@
 """The release's dependency audit: pip-audit when its service answers, else the vendored PyPA advisory snapshot.
 
-    .venv/bin/python -m tools.release_audit [--max-age-days 30]     # the gate alone: its line, exit 0 or 1
+    .venv/bin/python -m tools.release_audit [--advisory-max-age 30]     # the gate alone: its line, exit 0 or 1
 
 Audits every pin of `requirements.lock` and `tools/release-tools.lock`. First it asks the live services
 pip-audit uses, with one pinned package each: PyPI's versioned JSON API (`/pypi/<name>/<version>/json`),
@@ -10,7 +10,7 @@ snapshot in `tools/release_advisories/` (decision 0037). The gate's line names t
 snapshot, its source commit and date.
 
 It fails on any finding (package, version, advisory id, fixed versions), on a snapshot older than
-`--max-age-days` (counted from the source commit's date: that is what it knows) with the command that
+`--advisory-max-age` (counted from the source commit's date: that is what it knows) with the command that
 refreshes it, and on a pinned package the snapshot does not cover (added to a lock after the snapshot).
 Its report, `dependency-audit.json`, goes beside the other release reports.
 """
@@ -185,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tools.release_audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-age-days", type=int, default=MAX_AGE_DAYS,
+    parser.add_argument("--advisory-max-age", type=int, default=MAX_AGE_DAYS, metavar="DAYS",
                         help="fail when the offline snapshot's source is older than this")
     args = parser.parse_args(argv)
     began = time.monotonic()
     try:
         result, summary = dependency_audit(report("x").parent, lambda: tools_bin("pip-audit"),
-                                           max_age_days=args.max_age_days)
+                                           max_age_days=args.advisory_max_age)
     except AuditFailed as err:
         print(f"{'pip-audit':<12} FAILED  {time.monotonic() - began:>7.1f} s  {err}")
         return 1
