@@ -92,7 +92,10 @@ def dependency_audit(reports: Path, pip_audit: Callable[[], str], *, locks: tupl
     now = now or datetime.now(UTC)
     outcome = Outcome({str(lock.relative_to(REPO_ROOT) if lock.is_relative_to(REPO_ROOT) else lock): read_lock(lock)
                        for lock in locks})
-    name, version = next(iter(next(iter(outcome.pins.values())).items()))
+    first = [pin for pins in outcome.pins.values() for pin in pins.items()][:1]
+    if not first:
+        raise AuditFailed(f"no pinned package in {', '.join(outcome.pins)}")
+    name, version = first[0]
     chosen = None
     for service, url in (services if services is not None else SERVICES).items():
         reason = probe(service, url, name, version)
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     began = time.monotonic()
     try:
-        result, summary = dependency_audit(report("x").parent, lambda: tools_bin("pip-audit"),
+        result, summary = dependency_audit(report("dependency-audit.json").parent, lambda: tools_bin("pip-audit"),
                                            max_age_days=args.advisory_max_age)
     except AuditFailed as err:
         print(f"{'pip-audit':<12} FAILED  {time.monotonic() - began:>7.1f} s  {err}")
