@@ -95,6 +95,21 @@ TABLES: dict[str, tuple[str, str]] = {
     source STRING,
     dead_at TIMESTAMP_LTZ(3),
     dt DATE NOT NULL""", "dt"),
+    # The fraud detectors' signals (udfs/fraud.py): rule, keys (a member token, an NPI, dates), evidence counts
+    # and the business keys (digests) of the claims that make the pattern; never a clear identifier.
+    "fraud_signals": ("""
+    signal_id STRING NOT NULL,
+    rule STRING NOT NULL,
+    member_token STRING NOT NULL,
+    provider_npi STRING,
+    service_date DATE,
+    evidence_count INT,
+    threshold INT,
+    evidence_keys STRING,
+    feed STRING NOT NULL,
+    detected_at TIMESTAMP_LTZ(3),
+    ingested_at TIMESTAMP_LTZ(3),
+    detected_date DATE NOT NULL""", "detected_date"),
 }
 TABLE_FOR_TYPE = {"claim": "claims", "payment": "payments", "eligibility": "eligibility"}
 

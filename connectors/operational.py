@@ -26,6 +26,7 @@ SCHEMA = "ops"
 ROUTE = "operational"  # the route name feed contracts use (schemas/routes.py)
 READER_SECRET = "medistream/operational/ops_reader"  # noqa: S105 -- the name of the reader role's secret
 VERSION_COLUMN = "sent_at_ms"  # with record_id, the version a row carries
+SIGNALS_TABLE = "fraud_signals"  # the fraud detectors' signals (udfs/fraud.py), one row per signal id
 # Flink SQL type (as connectors/iceberg.py writes it) -> PostgreSQL type.
 _PG_TYPES = (
     (re.compile(r"^STRING$"), "text"),
@@ -43,12 +44,13 @@ def operational_tables() -> dict[str, str]:
 
 
 def flink_columns(table: str) -> list[tuple[str, str]]:
-    """(column, Flink SQL type) of an operational table: the Iceberg table's columns, then `sent_at_ms`."""
+    """(column, Flink SQL type) of an operational table: the Iceberg table's columns, then `sent_at_ms` (but for
+    the fraud signals, which have no versions: a signal is written once, its id the key)."""
     columns = []
     for line in TABLES[table][0].strip().splitlines():
         name, kind = line.strip().rstrip(",").split(" ", 1)
         columns.append((name, kind.removesuffix(" NOT NULL")))
-    return [*columns, (VERSION_COLUMN, "BIGINT")]
+    return columns if table == SIGNALS_TABLE else [*columns, (VERSION_COLUMN, "BIGINT")]
 
 
 # The JDBC connector's PostgreSQL dialect takes no TIMESTAMP_LTZ: those columns cross as TIMESTAMP(3), the instant
@@ -107,22 +109,28 @@ def create_operational_sinks(t_env: Any, cfg: IngestConfig) -> dict[str, str]:
     server down, or two subtasks inserting one new key at once) is retried whole by the sink, then the job
     restarts from its checkpoint: every write is idempotent.
     """
+    return {record_type: _jdbc_sink(t_env, cfg, table) for record_type, table in operational_tables().items()}
+
+
+def create_signals_sink(t_env: Any, cfg: IngestConfig) -> str:
+    """The append-only JDBC sink of ops.fraud_signals: a signal id seen again is skipped by the table's trigger."""
+    return _jdbc_sink(t_env, cfg, SIGNALS_TABLE)
+
+
+def _jdbc_sink(t_env: Any, cfg: IngestConfig, table: str) -> str:
     from connectors.kms import aws_client
 
     doc = connection(aws_client(cfg.phi, "secretsmanager"), cfg.operational.secret_id)
-    created = {}
-    for record_type, table in operational_tables().items():
-        name = f"operational_{table}"
-        columns = ",\n".join(f"`{column}` {kind}" for column, kind in jdbc_columns(table))
-        options = {
-            "connector": "jdbc", "url": jdbc_url(doc, cfg.operational), "table-name": f"{SCHEMA}.{table}",
-            "username": str(doc["username"]), "password": str(doc["password"]),
-            "sink.buffer-flush.max-rows": str(cfg.operational.flush_rows),
-            "sink.buffer-flush.interval": cfg.operational.flush_interval, "sink.max-retries": "3",
-        }
-        t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (\n{columns}\n) {with_clause(options)}")
-        created[record_type] = name
-    return created
+    name = f"operational_{table}"
+    columns = ",\n".join(f"`{column}` {kind}" for column, kind in jdbc_columns(table))
+    options = {
+        "connector": "jdbc", "url": jdbc_url(doc, cfg.operational), "table-name": f"{SCHEMA}.{table}",
+        "username": str(doc["username"]), "password": str(doc["password"]),
+        "sink.buffer-flush.max-rows": str(cfg.operational.flush_rows),
+        "sink.buffer-flush.interval": cfg.operational.flush_interval, "sink.max-retries": "3",
+    }
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name} (\n{columns}\n) {with_clause(options)}")
+    return name
 
 
 def current_keys(cfg: IngestConfig, feeds: Iterable[str], secret_id: str = READER_SECRET) -> dict[str, Counter[str]]:

@@ -121,6 +121,21 @@ class OperationalConfig:
 
 
 @dataclass(frozen=True)
+class FraudConfig:
+    """The fraud detectors (udfs/fraud.py, jobs/fraud_operator.py): on or off, and the rules file."""
+
+    enabled: bool = True
+    rules: str = ""  # empty: the rules shipped in schemas/fraud/rules.yaml
+
+    @property
+    def rules_file(self) -> Path:
+        """The rules file this configuration names."""
+        from udfs.fraud import RULES_FILE
+
+        return Path(self.rules) if self.rules else RULES_FILE
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     """Everything jobs/ingest.py needs."""
 
@@ -136,6 +151,7 @@ class IngestConfig:
     phi: PhiConfig
     curated: CuratedConfig
     operational: OperationalConfig = OperationalConfig()
+    fraud: FraudConfig = FraudConfig()
 
 
 @dataclass(frozen=True)
@@ -257,7 +273,22 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         feeds=FeedsConfig(contracts_dir=feeds.str("contracts.dir", ""), dedup_ttl=feeds.str("dedup.ttl", "30 d")),
         phi=load_phi_config(groups),
         operational=load_operational_config(groups),
+        fraud=load_fraud_config(groups),
     )
+
+
+def load_fraud_config(groups: Mapping[str, Mapping[str, str]]) -> FraudConfig:
+    """The optional `fraud` group: `enabled` (default true) and `rules` (default: the shipped rules), checked now."""
+    from udfs.fraud import FraudRulesError, load_rules
+
+    group = PropertyGroup({"fraud": {}, **groups}, "fraud")
+    cfg = FraudConfig(enabled=group.bool("enabled", True), rules=_resolve(group.str("rules", ""), "fraud.rules"))
+    if cfg.enabled:
+        try:
+            load_rules(cfg.rules_file)
+        except FraudRulesError as err:
+            raise ConfigError(str(err)) from err
+    return cfg
 
 
 def load_operational_config(groups: Mapping[str, Mapping[str, str]]) -> OperationalConfig:

@@ -15,7 +15,7 @@ from connectors.archive import create_archive_sink, create_dead_letter_archive
 from connectors.iceberg import TABLE_FOR_TYPE, create_tables
 from connectors.kafka import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, create_curated_sink, create_dead_letter_sink
 from connectors.sql import insert_select, quote
-from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, ICEBERG_COLUMNS
+from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, FRAUD_SIGNAL_COLUMNS, ICEBERG_COLUMNS
 from udfs.routing import routes_column
 
 if TYPE_CHECKING:
@@ -32,11 +32,19 @@ class RouteContext:
     partners: tuple[str, ...]  # every partner id a contract routes to: one curated topic each
     rows: str = "deduped"  # the view of accepted, deduplicated rows
     refusals: str = "dead_letter_rows"  # the view of dead letters
+    signals: str | None = None  # the view of fraud signals (jobs/fraud_operator.py); None: detectors off
     statements: list[str] = field(default_factory=list)
 
     def routed(self, route: str) -> str:
         """SQL predicate: the row's contract routes it to `route`."""
         return f"POSITION({quote(routes_column([route]))} IN routes) > 0"
+
+    @functools.cached_property
+    def routes_in_use(self) -> frozenset[str]:
+        """Every sink name some feed contract routes to (`operational`, `partner:<id>`, ...)."""
+        from schemas.contracts import load_contracts
+
+        return frozenset(route.sink for c in load_contracts(self.cfg.feeds.directory).values() for route in c.routes)
 
     @functools.cached_property
     def iceberg_tables(self) -> dict[str, str]:
@@ -86,19 +94,41 @@ def wire_operational(ctx: RouteContext) -> dict[str, str]:
     """The `operational` route: each record type's current-state table in the operational store (PostgreSQL),
     the newest version per business key. Wired only when a contract routes to it: a job with no such route
     needs no database."""
-    from connectors.operational import JDBC_TIMESTAMP, ROUTE, create_operational_sinks, jdbc_columns, operational_tables
-    from schemas.contracts import load_contracts
+    from connectors.operational import ROUTE, create_operational_sinks, operational_tables
 
-    if not any(route.sink == ROUTE for c in load_contracts(ctx.cfg.feeds.directory).values() for route in c.routes):
+    if ROUTE not in ctx.routes_in_use:
         return {}
     sinks, routed = create_operational_sinks(ctx.t_env, ctx.cfg), ctx.routed(ROUTE)
     for record_type, table in operational_tables().items():
         columns = {**ICEBERG_COLUMNS[table], "sent_at_ms": "sent_at_ms"}  # operational.flink_columns' order
-        columns = {name: f"CAST({columns[name]} AS {kind})" if kind == JDBC_TIMESTAMP else columns[name]
-                   for name, kind in jdbc_columns(table)}
-        ctx.statements.append(insert_select(sinks[record_type], columns,
+        ctx.statements.append(insert_select(sinks[record_type], _as_jdbc(table, columns),
                                             f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
     return {f"operational:{record_type}": f"ops.{table}" for record_type, table in operational_tables().items()}
+
+
+def _as_jdbc(table: str, columns: dict[str, str]) -> dict[str, str]:
+    """An operational table's column expressions in its JDBC sink's order, instants cast as that sink takes them."""
+    from connectors.operational import JDBC_TIMESTAMP, jdbc_columns
+
+    return {name: f"CAST({columns[name]} AS {kind})" if kind == JDBC_TIMESTAMP else columns[name]
+            for name, kind in jdbc_columns(table)}
+
+
+def wire_fraud_signals(ctx: RouteContext) -> dict[str, str]:
+    """The fraud detectors' signals: the Iceberg table fraud_signals, and ops.fraud_signals where the operational
+    store is in use (a contract routes to it). Not a route: every signal goes to both."""
+    from connectors.operational import ROUTE, SIGNALS_TABLE, create_signals_sink
+
+    if ctx.signals is None:
+        return {}
+    table = ctx.iceberg_tables[SIGNALS_TABLE]
+    ctx.statements.append(insert_select(table, FRAUD_SIGNAL_COLUMNS, ctx.signals))
+    written = {"fraud_signals:iceberg": table}
+    if ROUTE in ctx.routes_in_use:
+        sink = create_signals_sink(ctx.t_env, ctx.cfg)
+        ctx.statements.append(insert_select(sink, _as_jdbc(SIGNALS_TABLE, FRAUD_SIGNAL_COLUMNS), ctx.signals))
+        written["fraud_signals:operational"] = f"ops.{SIGNALS_TABLE}"
+    return written
 
 
 def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: str,

@@ -37,9 +37,10 @@ from connectors.properties import (
 )
 from connectors.reference import create_reference_stream
 from connectors.registry import wire_sinks
-from connectors.sinks import RouteContext
+from connectors.sinks import RouteContext, wire_fraud_signals
 from fresh_imports import FreshImports
 from jobs import preflight
+from jobs.fraud_operator import FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
     STABLE_UID_TABLE_KEYS,
@@ -134,7 +135,7 @@ def build(
     unified = _with_kafka_units(t_env, cfg, landing_units) if kafka else t_env.sql_query(landing_units)
     reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
     operator = IngestOperator(landing_root or cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3,
-                              cfg.phi)
+                              cfg.phi, fraud_facts=cfg.fraud.enabled)
     accepted = (
         t_env.to_data_stream(unified).connect(reference)
         .process(operator, output_type=ACCEPTED_TYPE)
@@ -165,11 +166,26 @@ def build(
             WHERE rn = 1"""
     ))
 
+    # The fraud detectors (udfs/fraud.py): accepted claims and eligibility as facts, keyed by member token, before
+    # the dedup (a re-send adds nothing to a detector's sets). A DataStream operator with its own uid, like the
+    # dead letters' once-only step above.
+    signals = None
+    if cfg.fraud.enabled:
+        facts = accepted.get_side_output(FRAUD_FACTS)
+        detected = (facts.key_by(lambda row: row[0], key_type=Types.STRING())
+                    .process(FraudDetector(cfg.fraud.rules), output_type=SIGNAL_TYPE)
+                    .uid("fraud-signals")
+                    .name("fraud-signals"))
+        t_env.create_temporary_view("fraud_signal_rows", t_env.from_data_stream(detected))
+        signals = "fraud_signal_rows"
+
     # Every sink by its route name (connectors/registry.py): the archive and the dead-letter outputs take
-    # everything, the others the rows their contract routes to them.
+    # everything, the others the rows their contract routes to them. The signals' sinks come last, so every
+    # earlier sink keeps its planner id, hence its uid (decision 0020).
     ctx = RouteContext(t_env, cfg, job_name, partners=tuple(partner_ids(cfg)), rows="deduped",
-                       refusals="dead_letter_rows")
+                       refusals="dead_letter_rows", signals=signals)
     written = wire_sinks(ctx)
+    written.update(wire_fraud_signals(ctx))
     statements = t_env.create_statement_set()
     for statement in ctx.statements:
         statements.add_insert_sql(statement)

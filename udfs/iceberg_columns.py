@@ -58,3 +58,10 @@ DEAD_LETTER_COLUMNS: dict[str, str] = {
     "dead_letter_id": "dead_letter_id", "feed": "feed", "stage": "stage", "reason": "reason",
     "category": "category", "source": "source", "dead_at": "TO_TIMESTAMP_LTZ(dead_at_ms, 3)", "dt": "CAST(dt AS DATE)",
 }
+# The fraud_signals table from the detectors' rows (udfs/fraud.py SIGNAL_FIELDS).
+FRAUD_SIGNAL_COLUMNS: dict[str, str] = {
+    "signal_id": "signal_id", "rule": "rule", "member_token": "member_token", "provider_npi": "provider_npi",
+    "service_date": "CAST(service_date AS DATE)", "evidence_count": "evidence_count", "threshold": "threshold",
+    "evidence_keys": "evidence_keys", "feed": "feed", "detected_at": "TO_TIMESTAMP_LTZ(detected_at_ms, 3)",
+    "ingested_at": "TO_TIMESTAMP_LTZ(ingested_at_ms, 3)", "detected_date": "CAST(dt AS DATE)",
+}

@@ -74,6 +74,9 @@ def claim_columns(claim: dict[str, Any]) -> dict[str, Any]:
         "service_line_count": len(claim["service_lines"]),
         "total_charge": claim["total_charge"],
         "claim_kind": claim.get("claim_kind", "professional"),
+        # Not a claims-table column: the subscriber's token, which the fraud detectors key claims by (udfs/fraud.py),
+        # carried in the row's member_token (the eligibility table's column of the same token namespace).
+        "member_token": claim["subscriber"]["member_id"],
         # Per line its claim_lines columns as texts (CLAIM_LINE_FIELDS), which the SQL side unnests and casts: no
         # JSON to parse again per line and field in the JVM (decision 0022).
         "service_lines": [claim_line_texts(line) for line in claim["service_lines"]],

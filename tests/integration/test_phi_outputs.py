@@ -170,7 +170,7 @@ def operational_rows(cfg: Any) -> dict[str, list[tuple[Any, ...]]]:
     import psycopg
 
     from connectors.kms import aws_client
-    from connectors.operational import READER_SECRET, connection, operational_tables
+    from connectors.operational import READER_SECRET, SIGNALS_TABLE, connection, operational_tables
     from tools.readback import operational_feeds
 
     doc = connection(aws_client(cfg.phi, "secretsmanager"), READER_SECRET)
@@ -179,7 +179,7 @@ def operational_rows(cfg: Any) -> dict[str, list[tuple[Any, ...]]]:
                          connect_timeout=10) as conn:
         return {table: conn.execute(f"SELECT * FROM ops.{table} WHERE feed = ANY(%s)",  # noqa: S608 - our table names
                                     (operational_feeds(cfg),)).fetchall()
-                for table in operational_tables().values()}
+                for table in (*operational_tables().values(), SIGNALS_TABLE)}
 
 
 def test_the_leak_scan_finds_no_phi_value_in_any_output(pipeline: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import psutil
 import psycopg
 import pytest
 
-from connectors.operational import operational_tables, postgres_columns
+from connectors.operational import SIGNALS_TABLE, operational_tables, postgres_columns
 from infra.local import moto_server, postgres
 from infra.local.process import StackError, free_loopback_port
 from infra.local.settings import StackSettings
@@ -85,10 +85,10 @@ def test_tls_and_a_password_are_required_and_the_certificate_verifies(private: A
 
 def test_migrations_create_the_tables_the_job_writes_and_run_once(private: Any, tmp_path: Path) -> None:
     settings, run = private
-    assert run["applied"] == ["0001_current_state.sql", "0002_key_per_feed.sql"]
+    assert run["applied"] == ["0001_current_state.sql", "0002_key_per_feed.sql", "0003_fraud_signals.sql"]
     assert postgres.migrate(settings) == []  # applied already: nothing again
     with _as(settings, run["docs"]["ops_reader"]) as conn:
-        for table in operational_tables().values():
+        for table in (*operational_tables().values(), SIGNALS_TABLE):
             found = conn.execute(
                 "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE "
                 "a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",

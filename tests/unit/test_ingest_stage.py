@@ -92,9 +92,12 @@ def test_every_valid_record_is_accepted_with_its_envelope(stage: IngestStage, ge
         protector = stage.feeds[g.feed].protector
         assert protector.open_record(accepted.sealed, g.feed, g.record_id) == orjson.loads(g.payload)
         assert orjson.loads(accepted.payload)["_protection"]["policy"] == "default-v1"
-        expected = {"claim": (*CLAIM_COLUMNS, "service_lines"), "payment": PAYMENT_COLUMNS,
+        expected = {"claim": (*CLAIM_COLUMNS, "service_lines", "member_token"), "payment": PAYMENT_COLUMNS,
                     "eligibility": ELIGIBILITY_COLUMNS}[g.record_type]
         assert set(accepted.columns) == set(expected)
+        if g.record_type == "claim":  # the fraud detectors' key: the subscriber's token, never the member id
+            assert accepted.columns["member_token"] == orjson.loads(accepted.payload)["subscriber"]["member_id"]
+            assert accepted.columns["member_token"] != orjson.loads(g.payload)["subscriber"]["member_id"]
         assert accepted.routes == tuple(r.sink for r in stage.feeds[g.feed].contract.routes)
 
 

@@ -1,0 +1,98 @@
+"""The fraud detectors' operator: one member's evidence in keyed state, signals out (udfs/fraud.py holds the rules).
+
+A thin wrapper (STYLE.md): the ingest operator hands every accepted claim and eligibility record to it as a
+fact on a side output (FRAUD_FACTS), keyed by the member's token; open() loads the rules; process_element()
+and on_timer() run udfs.fraud.MemberDetector over the member's state and emit a row per signal. The state is
+builtins only (udfs.fraud.state_to_plain), with a time-to-live: a member's evidence goes `state_ttl_days`
+after its last record. A signal count per rule is a Flink counter (label: the rule's name).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import KeyedProcessFunction
+
+from connectors.metrics.flink_counters import METRIC_GROUP, FlinkCounters
+from fresh_imports import FreshImports
+from udfs.fraud import (
+    RULES_FILE,
+    SIGNAL_FIELDS,
+    SIGNAL_INT_FIELDS,
+    SIGNAL_LONG_FIELDS,
+    MemberDetector,
+    Signal,
+    fact_from_plain,
+    load_rules,
+    signal_values,
+    state_from_plain,
+    state_to_plain,
+)
+
+# Side output of the ingest operator: (member token, udfs.fraud.fact_to_plain(fact)).
+FRAUD_FACTS = OutputTag("fraud-facts", Types.ROW_NAMED(["member_token", "fact"],
+                                                       [Types.STRING(), Types.PICKLED_BYTE_ARRAY()]))
+SIGNAL_TYPE = Types.ROW_NAMED(SIGNAL_FIELDS, [
+    Types.INT() if f in SIGNAL_INT_FIELDS else Types.LONG() if f in SIGNAL_LONG_FIELDS else Types.STRING()
+    for f in SIGNAL_FIELDS])
+
+
+class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by member token: Row(member_token, fact) in, signal rows (SIGNAL_FIELDS) out."""
+
+    def __init__(self, rules_path: str) -> None:
+        self.rules_path = rules_path
+        self.detector: MemberDetector  # built in open(), on the worker
+
+    def open(self, runtime_context: Any) -> None:
+        from pyflink.common import Time
+        from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+
+        rules = load_rules(self.rules_path or RULES_FILE)  # empty: the shipped rules, found where this code is
+        self.detector = MemberDetector(rules)
+        evidence = ValueStateDescriptor("member-evidence", Types.PICKLED_BYTE_ARRAY())
+        # As jobs.ingest.FirstPerKey: cleanup in RocksDB's compactions or a few per access, never PyFlink's default
+        # background cleanup (it needs a Py4J gateway a TaskManager does not have).
+        ttl = Time.milliseconds(rules.state_ttl_ms)
+        evidence.enable_time_to_live(StateTtlConfig.new_builder(ttl).disable_cleanup_in_background()
+                                     .cleanup_in_rocksdb_compact_filter(1000, ttl).cleanup_incrementally(10, False)
+                                     .build())
+        self.evidence = runtime_context.get_state(evidence)
+        self._metrics = FlinkCounters(runtime_context.get_metrics_group().add_group(METRIC_GROUP))
+
+    def close(self) -> None:
+        """Hand the last counts to Flink."""
+        if hasattr(self, "_metrics"):
+            self._metrics.flush()
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+        """Add one fact to its member's evidence; emit what it completes; wake up after the grace period."""
+        state = state_from_plain(self.evidence.value())
+        signals, decide_later = self.detector.on_fact(state, fact_from_plain(value[1]))
+        self.evidence.update(state_to_plain(state))
+        if decide_later:
+            timers = ctx.timer_service()
+            timers.register_processing_time_timer(timers.current_processing_time() + self.detector.grace_ms)
+        yield from self._rows(signals)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
+        """The grace period ended: decide the member's pending claims against its coverage spans."""
+        plain = self.evidence.value()
+        if plain is None:
+            return
+        state = state_from_plain(plain)
+        signals = self.detector.on_timer(state)
+        self.evidence.update(state_to_plain(state))
+        yield from self._rows(signals)
+
+    def _rows(self, signals: list[Signal]) -> Iterator[Row]:
+        now_ms = int(time.time() * 1000)
+        for signal in signals:
+            self._metrics.inc("fraudSignals", (("rule", signal.rule),))
+            yield Row(*signal_values(signal, now_ms))
+        if signals:
+            self._metrics.maybe_flush(now_ms)

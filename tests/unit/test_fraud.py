@@ -1,0 +1,198 @@
+"""The fraud detectors' rules (udfs/fraud.py): each pattern, what must not fire, and order independence."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from udfs.fraud import (
+    RULES_FILE,
+    Fact,
+    FraudRules,
+    FraudRulesError,
+    Line,
+    MemberDetector,
+    MemberState,
+    Rule,
+    Signal,
+    fact_from_plain,
+    fact_of,
+    fact_to_plain,
+    load_rules,
+    signal_values,
+    state_from_plain,
+    state_to_plain,
+    window_start,
+)
+
+RULES = FraudRules((
+    Rule("many", "providers_per_member_day", window_days=1, threshold=3),
+    Rule("amounts", "service_amount_mismatch", threshold=2),
+    Rule("outside", "service_outside_eligibility", grace_ms=2000),
+), state_ttl_ms=86_400_000)
+
+
+def claim(key: str, npi: str = "1000000004", day: str = "2025-05-01", member: str = "tok-m1", freq: str = "1",
+          lines: tuple[tuple[str, str], ...] = (("99213", "100.00"),)) -> Fact:
+    return Fact(member, "claim", key, "feed_a", 1_000, billing_npi=npi, frequency_code=freq, service_date=day,
+                lines=tuple(Line(code, Decimal(charge).normalize(), day) for code, charge in lines))
+
+
+def coverage(start: str, end: str | None = None, member: str = "tok-m1", key: str = "e1") -> Fact:
+    return Fact(member, "eligibility", key, "feed_e", 1_000, coverage_start=start, coverage_end=end)
+
+
+def run(facts: list[Fact], rules: FraudRules = RULES) -> list[Signal]:
+    """Every signal of `facts` in this order, the grace timer firing after the last fact (as in the job)."""
+    detector, state, signals = MemberDetector(rules), MemberState(), []
+    for fact in facts:
+        found, _ = detector.on_fact(state, fact)
+        signals += found
+    return signals + detector.on_timer(state)
+
+
+def by_rule(signals: list[Signal]) -> dict[str, int]:
+    return {rule: sum(1 for s in signals if s.rule == rule) for rule in {s.rule for s in signals}}
+
+
+def test_more_providers_than_the_threshold_in_one_day_fires_once() -> None:
+    three = [claim(f"k{i}", npi=f"10000000{i}4") for i in range(3)]
+    assert by_rule(run(three)) == {}
+    signals = run([*three, claim("k3", npi="1000000304"), claim("k4", npi="1000000404")])
+    assert by_rule(signals) == {"many": 1}
+    (signal,) = signals
+    assert signal.evidence_count == 4 and signal.threshold == 3 and signal.service_date == "2025-05-01"
+    assert signal.evidence_keys == ("k0", "k1", "k2", "k3")
+
+
+def test_providers_are_counted_per_window_per_member_and_voids_and_resends_add_nothing() -> None:
+    days = [claim(f"k{i}", npi=f"10000000{i}4", day=f"2025-05-0{i + 1}") for i in range(4)]
+    assert run(days) == []
+    resends = [claim("k0", npi="1000000004")] * 5 + [claim("k1", npi="1000000104")] * 3
+    voids = [claim(f"v{i}", npi=f"20000000{i}4", freq="8") for i in range(4)]
+    assert by_rule(run([*resends, *voids])) == {}
+    wide = FraudRules((Rule("many", "providers_per_member_day", window_days=7, threshold=3),), state_ttl_ms=1)
+    assert by_rule(run(days, wide)) == {"many": 1}
+    assert window_start("2025-05-04", 7) == window_start("2025-05-01", 7) == "2025-05-01"
+
+
+def test_the_same_service_billed_by_two_claims_with_different_amounts_fires() -> None:
+    first, second = claim("k1", lines=(("99213", "100.00"),)), claim("k2", lines=(("99213", "140.00"),))
+    signals = run([first, second])
+    assert by_rule(signals) == {"amounts": 1}
+    assert signals[0].provider_npi == "1000000004" and signals[0].evidence_keys == ("k1", "k2")
+
+
+@pytest.mark.parametrize("second", [
+    claim("k1", lines=(("99213", "140.00"),)),  # a new version of the same claim (same business key)
+    claim("k2", lines=(("99213", "100.0"),)),  # the same amount, written otherwise
+    claim("k2", lines=(("99214", "140.00"),)),  # another procedure
+    claim("k2", npi="1000000104", lines=(("99213", "140.00"),)),  # another provider
+    claim("k2", day="2025-05-02", lines=(("99213", "140.00"),)),  # another date of service
+    claim("k2", freq="7", lines=(("99213", "140.00"),)),  # a replacement claim re-bills its original
+    claim("k2", member="tok-m2", lines=(("99213", "140.00"),)),  # another member (the job keys by member)
+])
+def test_what_is_not_a_second_bill_with_another_amount(second: Fact) -> None:
+    first = claim("k1", lines=(("99213", "100.00"),))
+    if second.member != first.member:
+        assert run([first]) == run([second]) == []
+        return
+    assert by_rule(run([first, second])).get("amounts", 0) == 0
+
+
+def test_a_claim_outside_every_coverage_span_fires_once_the_member_has_eligibility() -> None:
+    inside, outside = claim("k1", day="2025-03-10"), claim("k2", day="2024-12-31")
+    spans = [coverage("2025-01-01", "2025-12-31")]
+    signals = run([*spans, inside, outside])
+    assert by_rule(signals) == {"outside": 1} and signals[0].evidence_keys == ("k2",)
+    # Claims first: they wait for the member's eligibility, then are decided against it.
+    assert [s.signal_id for s in run([inside, outside, *spans])] == [s.signal_id for s in signals]
+    # A second span covering the date: not a signal. Open coverage (no end) covers every later date.
+    assert run([outside, coverage("2024-12-01", "2024-12-31", key="e2"), *spans]) == []
+    assert run([coverage("2024-01-01", None), claim("k3", day="2026-01-01")]) == []
+
+
+def test_without_any_eligibility_claims_stay_pending_and_are_decided_when_it_arrives() -> None:
+    detector, state = MemberDetector(RULES), MemberState()
+    signals, decide = detector.on_fact(state, claim("k1", day="2024-06-01"))
+    assert signals == [] and decide
+    assert detector.on_timer(state) == [] and "k1" in state.pending  # nothing to decide against yet
+    signals, decide = detector.on_fact(state, coverage("2025-01-01"))
+    assert signals == [] and decide
+    assert by_rule(detector.on_timer(state)) == {"outside": 1} and state.pending == {}
+    # Decided once: a re-send of the claim adds no second signal.
+    detector.on_fact(state, claim("k1", day="2024-06-01"))
+    assert detector.on_timer(state) == []
+
+
+def test_pending_claims_are_bounded_oldest_first() -> None:
+    rules = FraudRules(RULES.rules, state_ttl_ms=1, max_pending=3)
+    detector, state = MemberDetector(rules), MemberState()
+    for i in range(5):
+        detector.on_fact(state, claim(f"k{i}", npi=f"10000000{i}4", day=f"2024-06-0{i + 1}"))
+    assert list(state.pending) == ["k2", "k3", "k4"]
+
+
+def test_signals_do_not_depend_on_the_order_records_arrive_in() -> None:
+    rng = random.Random(7)
+    facts = [claim(f"k{i}", npi=f"10000000{i % 6}4", day=f"2025-05-0{1 + i % 3}",
+                   lines=(("99213", f"{100 + 10 * (i % 2)}.00"), ("J1100", "5.00"))) for i in range(24)]
+    facts += [coverage("2025-05-02", "2025-05-02"), coverage("2025-05-03", None, key="e2")]
+    facts += facts[:5]  # re-sends
+    want = sorted(s.signal_id for s in run(facts))
+    assert len(want) > 5
+    for _ in range(20):
+        rng.shuffle(facts)
+        assert sorted(s.signal_id for s in run(facts)) == want
+
+
+def test_state_and_facts_cross_as_builtins_only() -> None:
+    detector, state = MemberDetector(RULES), MemberState()
+    for fact in (claim("k1"), claim("k2", npi="1000000104", lines=(("99213", "12.50"),)), coverage("2025-01-01")):
+        detector.on_fact(state, fact)
+        assert fact_from_plain(fact_to_plain(fact)) == fact
+    plain = state_to_plain(state)
+    assert b"udfs" not in pickle.dumps(plain)  # a savepoint names no class of ours
+    assert state_from_plain(plain) == state
+    assert state_from_plain(None) == MemberState()
+
+
+def test_facts_come_from_the_protected_columns() -> None:
+    columns = {"member_token": "tok-m1", "billing_npi": "1000000004", "frequency_code": "1",
+               "service_date_from": "2025-05-01",
+               "service_lines": [["1", "99213", "", "1", "100.00", "2025-05-01"], ["2", "J1100", "", "1", None, None]]}
+    fact = fact_of("claim", columns, "bk", "feed_a", 5)
+    assert fact is not None and fact.lines == (Line("99213", Decimal("100"), "2025-05-01"),)
+    assert fact_of("payment", columns, "bk", "feed_a", 5) is None
+    assert fact_of("claim", {**columns, "member_token": None}, "bk", "feed_a", 5) is None
+    elig = fact_of("eligibility", {"member_token": "tok-m1", "coverage_start": "2025-01-01"}, "bk", "f", 5)
+    assert elig is not None and (elig.coverage_start, elig.coverage_end) == ("2025-01-01", None)
+
+
+def test_a_signal_row_names_tokens_and_digests_only() -> None:
+    (signal,) = run([claim("k1", lines=(("99213", "100.00"),)), claim("k2", lines=(("99213", "140.00"),))])
+    row = signal_values(signal, 1_748_000_000_000)
+    assert row[1:5] == ("amounts", "tok-m1", "1000000004", "2025-05-01") and row[7] == "k1,k2"
+    assert row[-1] == "2025-05-23" and len(row[0]) == 32
+
+
+def test_the_shipped_rules_load_and_a_bad_file_is_named(tmp_path: Path) -> None:
+    shipped = load_rules(RULES_FILE)
+    assert {r.kind for r in shipped.rules} == {"providers_per_member_day", "service_amount_mismatch",
+                                                "service_outside_eligibility"}
+    bad = tmp_path / "rules.yaml"
+    for text, message in (
+        ("state_ttl_days: 30\nrules: [{name: a, kind: nope}]\n", "rules/0/kind"),
+        ("state_ttl_days: 30\nrules: [{name: a, kind: providers_per_member_day, window_days: 1}]\n", "threshold"),
+        ("state_ttl_days: 30\nrules: [{name: ab, kind: service_amount_mismatch, threshold: 2},"
+         " {name: ab, kind: service_amount_mismatch, threshold: 3}]\n", "unique"),
+        ("rules: []\n", "state_ttl_days"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(FraudRulesError, match=message) as err:
+            load_rules(bad)
+        assert str(bad) in str(err.value)

@@ -1,0 +1,311 @@
+"""Fraud signals: in-stream detectors over accepted claims and eligibility, one member's evidence at a time.
+
+The rules are data (schemas/fraud/rules.yaml, checked against schemas/fraud_rules.schema.json): each names a
+detector kind, its window and threshold. The ingest operator hands every accepted claim and eligibility record
+to the detectors as a `Fact` (tokens, provider NPIs, codes, dates, amounts: never a clear identifier), keyed by
+the member's token; `MemberDetector` keeps that member's evidence and returns the signals a fact completes.
+
+Each rule is decided by the *set* of records seen, never by their order: sets of providers, of (claim, amount)
+pairs, of coverage spans. A re-send adds nothing to a set, so the detectors take records before the job's
+dedup, and a replay or another interleaving of the feeds gives the same signals. A signal's id is its rule and
+its keys, each id is emitted once per member (`fired`), and a sink that sees an id twice keeps one row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+PROVIDERS_PER_MEMBER_DAY = "providers_per_member_day"
+SERVICE_AMOUNT_MISMATCH = "service_amount_mismatch"
+SERVICE_OUTSIDE_ELIGIBILITY = "service_outside_eligibility"
+KINDS = (PROVIDERS_PER_MEMBER_DAY, SERVICE_AMOUNT_MISMATCH, SERVICE_OUTSIDE_ELIGIBILITY)
+VOID = "8"  # claim frequency codes: a void bills nothing; a replacement (7) re-bills its original's service
+REPLACEMENT = "7"
+RULES_FILE = Path(__file__).resolve().parents[1] / "schemas" / "fraud" / "rules.yaml"
+RULES_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "fraud_rules.schema.json"
+_EPOCH = date(1970, 1, 1)
+
+
+class FraudRulesError(ValueError):
+    """The rules file is not valid; the message names the file and the rule."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One declared rule: its name (the signals' `rule`), detector kind, window in days and threshold."""
+
+    name: str
+    kind: str
+    window_days: int = 1  # providers_per_member_day: service-date windows of this many days
+    threshold: int = 1  # providers: more than this many; amounts: at least this many distinct amounts
+    grace_ms: int = 0  # service_outside_eligibility: how long a claim waits for more coverage spans
+
+
+@dataclass(frozen=True)
+class FraudRules:
+    """The rules in force and how long a member's evidence is kept after its last record."""
+
+    rules: tuple[Rule, ...]
+    state_ttl_ms: int
+    max_pending: int = 256  # claims of one member waiting for coverage spans; beyond it the oldest is dropped
+
+    def of_kind(self, kind: str) -> tuple[Rule, ...]:
+        """The rules of one detector kind."""
+        return tuple(rule for rule in self.rules if rule.kind == kind)
+
+
+def load_rules(path: Path | str = RULES_FILE) -> FraudRules:
+    """Read and check a rules file (FraudRulesError naming the file and the problem)."""
+    import json
+
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise FraudRulesError(f"fraud rules {path}: cannot be read ({type(err).__name__})") from err
+    validator = Draft202012Validator(json.loads(RULES_SCHEMA.read_text()))
+    problems = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    if problems:
+        where = "/".join(str(p) for p in problems[0].path) or "(top)"
+        raise FraudRulesError(f"fraud rules {path}: {where}: {problems[0].message}")
+    rules = []
+    for item in doc["rules"]:
+        rules.append(Rule(item["name"], item["kind"], window_days=int(item.get("window_days", 1)),
+                          threshold=int(item.get("threshold", 1)),
+                          grace_ms=int(float(item.get("grace_seconds", 0)) * 1000)))
+    names = [rule.name for rule in rules]
+    if len(set(names)) != len(names):
+        raise FraudRulesError(f"fraud rules {path}: rule names must be unique, got {names}")
+    return FraudRules(tuple(rules), int(doc["state_ttl_days"]) * 86_400_000, int(doc.get("max_pending", 256)))
+
+
+@dataclass(frozen=True)
+class Line:
+    """A claim's service line as the detectors see it: procedure code, amount, date of service."""
+
+    procedure: str
+    charge: Decimal
+    service_date: str
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What the detectors read of one accepted claim or eligibility record (tokens and codes only)."""
+
+    member: str  # the member's token
+    record_type: str  # "claim" or "eligibility"
+    business_key: str  # a digest: the evidence a signal names
+    feed: str
+    ingested_at_ms: int
+    billing_npi: str | None = None  # claims
+    frequency_code: str | None = None
+    service_date: str | None = None  # the claim's first date of service (ISO)
+    lines: tuple[Line, ...] = ()
+    coverage_start: str | None = None  # eligibility (ISO dates; no end: open coverage)
+    coverage_end: str | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One detected pattern: the rule, its keys (tokens, NPI, dates), evidence counts and business keys."""
+
+    signal_id: str
+    rule: str
+    member: str
+    provider_npi: str | None
+    service_date: str | None
+    evidence_count: int
+    threshold: int
+    evidence_keys: tuple[str, ...]  # business keys (digests) of the claims that make the pattern, sorted
+    feed: str  # the feed of the record that completed it
+    ingested_at_ms: int  # when that record entered the job: the signal's latency starts there
+
+
+def signal_id(rule: str, *keys: str | None) -> str:
+    """A signal's id: its rule and keys, digested (128 bits, hex)."""
+    return hashlib.sha256("\x1f".join([rule, *(k or "" for k in keys)]).encode()).hexdigest()[:32]
+
+
+def money(text: str | None) -> Decimal | None:
+    """An amount as an exact decimal (None when absent or not a number), so 12.5 and 12.50 are one amount."""
+    try:
+        return Decimal(text).normalize() if text is not None else None
+    except InvalidOperation:
+        return None
+
+
+def window_start(day: str, window_days: int) -> str:
+    """The first day of the `window_days`-day window (counted from 1970-01-01) holding ISO date `day`."""
+    offset = (date.fromisoformat(day) - _EPOCH).days
+    return (_EPOCH + timedelta(days=offset - offset % window_days)).isoformat()
+
+
+def covered(day: str, spans: Iterable[tuple[str, str | None]]) -> bool:
+    """True when a coverage span (start, end or None for open) holds ISO date `day`."""
+    return any(start <= day and (end is None or day <= end) for start, end in spans)
+
+
+@dataclass
+class MemberState:
+    """One member's evidence. Plain containers, so it pickles small (Flink keeps it as bytes per member)."""
+
+    providers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (rule, window) -> npi -> key
+    services: dict[tuple[str, str, str], dict[Decimal, set[str]]] = field(default_factory=dict)  # -> amount -> keys
+    spans: set[tuple[str, str | None]] = field(default_factory=set)
+    pending: dict[str, Fact] = field(default_factory=dict)  # claims awaiting coverage spans, by business key
+    fired: set[str] = field(default_factory=set)  # signal ids emitted for this member
+
+
+class MemberDetector:
+    """The rules over one member's state: `on_fact` for each record, `on_timer` when a grace period ends."""
+
+    def __init__(self, rules: FraudRules) -> None:
+        self.rules = rules
+        self.providers = rules.of_kind(PROVIDERS_PER_MEMBER_DAY)
+        self.amounts = rules.of_kind(SERVICE_AMOUNT_MISMATCH)
+        self.eligibility = rules.of_kind(SERVICE_OUTSIDE_ELIGIBILITY)
+        self.grace_ms = max((rule.grace_ms for rule in self.eligibility), default=0)
+
+    def on_fact(self, state: MemberState, fact: Fact) -> tuple[list[Signal], bool]:
+        """Add one record to the member's evidence: (signals it completes, whether to decide pending claims
+        after the grace period)."""
+        if fact.record_type == "eligibility":
+            if not fact.coverage_start:
+                return [], False
+            state.spans.add((fact.coverage_start, fact.coverage_end or None))
+            return [], bool(state.pending) and bool(self.eligibility)
+        if fact.frequency_code == VOID or not fact.service_date:
+            return [], False
+        signals = [*self._providers(state, fact), *self._amounts(state, fact)]
+        if self.eligibility:
+            state.pending[fact.business_key] = fact
+            while len(state.pending) > self.rules.max_pending:
+                del state.pending[next(iter(state.pending))]
+        return signals, bool(self.eligibility)
+
+    def on_timer(self, state: MemberState) -> list[Signal]:
+        """Decide the pending claims against the coverage spans known now (kept waiting while there are none)."""
+        if not state.spans:
+            return []
+        signals: list[Signal] = []
+        for fact in state.pending.values():
+            if fact.service_date and not covered(fact.service_date, state.spans):
+                for rule in self.eligibility:
+                    signals += self._fire(state, rule, fact, [fact.business_key], len(state.spans), rule.threshold,
+                                          None, fact.service_date, fact.business_key)
+        state.pending.clear()
+        return signals
+
+    def _providers(self, state: MemberState, fact: Fact) -> Iterator[Signal]:
+        if not fact.billing_npi or fact.service_date is None:
+            return
+        for rule in self.providers:
+            start = window_start(fact.service_date, rule.window_days)
+            seen = state.providers.setdefault((rule.name, start), {})
+            seen.setdefault(fact.billing_npi, fact.business_key)
+            if len(seen) > rule.threshold:
+                yield from self._fire(state, rule, fact, list(seen.values()), len(seen), rule.threshold, None, start)
+
+    def _amounts(self, state: MemberState, fact: Fact) -> Iterator[Signal]:
+        if not fact.billing_npi or fact.frequency_code == REPLACEMENT:
+            return  # a replacement claim re-bills its original with the corrected amount: not a second bill
+        for rule in self.amounts:
+            for line in fact.lines:
+                service = (fact.billing_npi, line.procedure, line.service_date)
+                billed = state.services.setdefault(service, {})
+                billed.setdefault(line.charge, set()).add(fact.business_key)
+                keys = set().union(*billed.values())
+                # Two claims (business keys) and `threshold` amounts: some pair of claims bills it differently.
+                if len(billed) >= rule.threshold and len(keys) >= 2:
+                    yield from self._fire(state, rule, fact, keys, len(billed), rule.threshold, fact.billing_npi,
+                                          line.service_date, line.procedure)
+
+    def _fire(self, state: MemberState, rule: Rule, fact: Fact, evidence: Iterable[str], count: int, threshold: int,
+              npi: str | None, day: str, *keys: str) -> Iterator[Signal]:
+        sid = signal_id(rule.name, fact.member, npi, day, *keys)
+        if sid in state.fired:
+            return
+        state.fired.add(sid)
+        yield Signal(sid, rule.name, fact.member, npi, day, count, threshold, tuple(sorted(set(evidence))),
+                     fact.feed, fact.ingested_at_ms)
+
+
+def fact_of(record_type: str, columns: dict[str, Any], business_key: str, feed: str, ingested_at_ms: int
+            ) -> Fact | None:
+    """The fact of an accepted claim or eligibility record from its table columns (udfs/projections.py);
+    None for other record types and for a record without a member token."""
+    member = columns.get("member_token")
+    if not member or record_type not in ("claim", "eligibility"):
+        return None
+    if record_type == "eligibility":
+        return Fact(member, record_type, business_key, feed, ingested_at_ms,
+                    coverage_start=columns.get("coverage_start"), coverage_end=columns.get("coverage_end"))
+    lines = []
+    for texts in columns.get("service_lines") or ():
+        # CLAIM_LINE_FIELDS order: line_number, procedure_code, modifiers, units, charge, service_date
+        charge = money(texts[4])
+        if texts[1] and charge is not None:
+            lines.append(Line(texts[1], charge, texts[5] or columns.get("service_date_from") or ""))
+    return Fact(member, record_type, business_key, feed, ingested_at_ms, billing_npi=columns.get("billing_npi"),
+                frequency_code=columns.get("frequency_code"), service_date=columns.get("service_date_from"),
+                lines=tuple(lines))
+
+
+def fact_to_plain(fact: Fact) -> tuple[Any, ...]:
+    """A fact as builtins only (what crosses to the detectors' operator and what their state keeps)."""
+    lines = tuple((line.procedure, str(line.charge), line.service_date) for line in fact.lines)
+    return (fact.member, fact.record_type, fact.business_key, fact.feed, fact.ingested_at_ms, fact.billing_npi,
+            fact.frequency_code, fact.service_date, lines, fact.coverage_start, fact.coverage_end)
+
+
+def fact_from_plain(plain: tuple[Any, ...] | list[Any]) -> Fact:
+    """The inverse of fact_to_plain."""
+    lines = tuple(Line(procedure, Decimal(charge), day) for procedure, charge, day in plain[8])
+    return Fact(plain[0], plain[1], plain[2], plain[3], int(plain[4]), plain[5], plain[6], plain[7], lines,
+                plain[9], plain[10])
+
+
+def state_to_plain(state: MemberState) -> tuple[Any, ...]:
+    """A member's state as builtins only, so a savepoint holds no class of ours (a new version restores it)."""
+    services = {key: {str(amount): sorted(keys) for amount, keys in billed.items()}
+                for key, billed in state.services.items()}
+    pending = {key: fact_to_plain(fact) for key, fact in state.pending.items()}
+    return (1, state.providers, services, sorted(state.spans, key=str), pending, sorted(state.fired))
+
+
+def state_from_plain(plain: tuple[Any, ...] | None) -> MemberState:
+    """The inverse of state_to_plain (an empty state for None)."""
+    if plain is None:
+        return MemberState()
+    _version, providers, services, spans, pending, fired = plain
+    return MemberState(
+        providers={tuple(k): dict(v) for k, v in providers.items()},
+        services={tuple(k): {Decimal(a): set(keys) for a, keys in billed.items()} for k, billed in services.items()},
+        spans={(start, end) for start, end in spans},
+        pending={key: fact_from_plain(value) for key, value in pending.items()},
+        fired=set(fired))
+
+
+# The signal rows the job writes (Iceberg fraud_signals, ops.fraud_signals), in this order.
+SIGNAL_FIELDS = ["signal_id", "rule", "member_token", "provider_npi", "service_date", "evidence_count", "threshold",
+                 "evidence_keys", "feed", "detected_at_ms", "ingested_at_ms", "dt"]
+SIGNAL_INT_FIELDS = frozenset({"evidence_count", "threshold"})
+SIGNAL_LONG_FIELDS = frozenset({"detected_at_ms", "ingested_at_ms"})
+
+
+def signal_values(signal: Signal, detected_at_ms: int) -> tuple[Any, ...]:
+    """A signal's row, in SIGNAL_FIELDS order; `dt` is the day it was detected (UTC), the table's partition."""
+    from datetime import UTC, datetime
+
+    day = datetime.fromtimestamp(detected_at_ms / 1000, UTC).date().isoformat()
+    return (signal.signal_id, signal.rule, signal.member, signal.provider_npi, signal.service_date,
+            signal.evidence_count, signal.threshold, ",".join(signal.evidence_keys), signal.feed, detected_at_ms,
+            signal.ingested_at_ms, day)
