@@ -83,6 +83,8 @@ def flink_grants() -> tuple[Grant, ...]:
         Grant("ingest", AUDIT, "table", ("audit",)),
         Grant("ingest", GLUE, "glue"),
         Grant("ingest", SECRET_READ, "secret", ("phi/token-keys",)),
+        # the operational store (Aurora): the writer login's secret only (the reader's and the admin's are not its).
+        Grant("ingest", SECRET_READ, "secret", ("operational/ops_writer",)),
         Grant("ingest", MSK_PRODUCE, "msk-cluster"),
         Grant("ingest", MSK_READ, "msk-topic", raw),
         Grant("ingest", MSK_WRITE, "msk-topic", (g["kafka"]["dlq.topic"], g["curated"]["snowflake.topic"], *partner)),
@@ -154,8 +156,9 @@ def sftp_grants() -> tuple[Grant, ...]:
 
 
 def backup_grants() -> tuple[Grant, ...]:
-    """AWS Backup's role: it copies the tables, all under the ledgers key (its IAM side is AWS's managed policies)."""
-    return (Grant(BACKUP_ROLE, ENCRYPT + DECRYPT, "key", ("ledgers",)),)
+    """AWS Backup's role: it copies the tables (ledgers key) and the operational store's cluster (its own key);
+    its IAM side is AWS's managed policy."""
+    return (Grant(BACKUP_ROLE, ENCRYPT + DECRYPT, "key", ("ledgers", "operational")),)
 
 
 def key_users(key: str, level: tuple[str, ...]) -> list[str]:

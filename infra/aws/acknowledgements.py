@@ -20,6 +20,9 @@ REPLICATION = ("one region in this slice: cross-region replication for disaster 
 BACKUP_MANAGED_POLICIES = ("AWS Backup's own service-role policy for backups: AWS keeps it in step with "
                            "what each service's backup calls need; the role is assumable only by AWS "
                            "Backup for this account and opens only the ledgers key (its key policy)")
+RDS_MONITORING_POLICY = ("AWS's own service-role policy for RDS enhanced monitoring: it may only create and write "
+                         "the RDSOSMetrics log group's streams; the role is assumable only by RDS monitoring for "
+                         "this account")
 ACCESS_LOGS_SSE_S3 = ("S3 server access logging delivers only to a bucket encrypted with SSE-S3 (SSE-KMS is not "
                       "supported for the log target); the logs hold request metadata, no object content")
 SFTP_SENDERS = ("the SFTP endpoint's only ingress is port 22 from the SftpSenderCidr parameter, whose allowed pattern "
@@ -58,6 +61,27 @@ API_REASONS: dict[str, list[tuple[str, str]]] = {
 NAT_ROUTE = ("the subnet holds only its zone's NAT gateway (nothing else is placed there, no public address is "
              "assigned); a NAT gateway's subnet needs a default route to the internet gateway, and no connection "
              "from the internet can be opened inward through it")
+DEFAULT_PORT = ("the operational store listens on PostgreSQL's port 5432: it is reachable only from the Managed Flink "
+                "applications' security group in the isolated subnets, with TLS and a password or IAM token; another "
+                "port would hide nothing from a client already inside that group (decision 0036)")
+AURORA_INSTANCE_BACKUP = ("an Aurora instance holds no storage of its own: AWS Backup backs up Aurora by cluster (a "
+                          "cluster snapshot), and this instance's cluster is in the locked vault's plan (the stack's "
+                          "backup selection names the cluster, 35 days of point-in-time recovery besides)")
+_ROTATION_NOT_BUILT = ("a rotation function runs in the VPC under a role the credentials key's policy would have to "
+                       "name, made by Secrets Manager's transform and not testable without an account; not built "
+                       "(decision 0036, left)")
+ROTATION_OPERATIONAL = {
+    "medistream_admin": "the cluster's administrator, used only by a deploy's migrations and provisioning; rotated by "
+                        "an operator (put-secret-value, then `aws rds modify-db-cluster --master-user-password`): "
+                        + _ROTATION_NOT_BUILT,
+    "ops_writer": "the ingest job reads this password when its job graph is built and keeps it there (decision 0035): "
+                  "a rotation it did not see would stop it at its next reconnect, and every restart from a checkpoint "
+                  "reuses the old graph. Rotated with the job: a new password put and set (ALTER ROLE), then the "
+                  "application upgraded from a snapshot; the path without a stored password is IAM database "
+                  "authentication, on in this cluster (decision 0036)",
+    "ops_reader": "services read it at each connection; rotated by an operator (put-secret-value, then ALTER ROLE): "
+                  + _ROTATION_NOT_BUILT,
+}
 # Wildcard ARNs, by the kind of access row that makes them.
 IAM5_REASONS = {
     "bucket": "objects of one named bucket: S3 grants on objects by key pattern, and the job writes keys it derives "

@@ -2,9 +2,10 @@
 
 Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> credentials
 (secrets) -> storage -> audit
-(the trail, alerts on guard changes) -> network -> streaming (MSK, topics) -> doors (SFTP server and users,
+(the trail, alerts on guard changes) -> network -> streaming (MSK, topics) -> operational (Aurora PostgreSQL,
+its logins' secrets) -> doors (SFTP server and users,
 ECS services, the API front door) -> flink (applications and their
-grants) -> monitoring (alarms, dashboard). Keys, secrets, storage, the trail and the cluster are retained on delete;
+grants) -> monitoring (alarms, dashboard). Keys, secrets, storage, the trail and the clusters are retained on delete;
 the applications can be torn down and rebuilt without touching data or keys.
 Built by tools/infra.py (`medistream infra synth|check`, and the CDK CLI's app command in cdk.json),
 which hands in the runtime properties (`tools.package` makes them; infra sits below tools).
@@ -25,6 +26,7 @@ from infra.aws.flink import FlinkStack, PropertiesFor
 from infra.aws.keys import IdentityStack, KeysStack
 from infra.aws.monitoring import MonitoringStack
 from infra.aws.network import NetworkStack
+from infra.aws.operational import OperationalStack
 from infra.aws.pipeline import PipelineStack
 from infra.aws.storage import StorageStack
 from infra.aws.streaming import StreamingStack
@@ -47,6 +49,7 @@ class Stacks:
     audit: AuditStack
     network: NetworkStack
     streaming: StreamingStack
+    operational: OperationalStack
     doors: DoorsStack
     flink: FlinkStack
     monitoring: MonitoringStack
@@ -54,7 +57,7 @@ class Stacks:
     def all(self) -> list[Stack]:
         """Every stack, in deploy order."""
         return [self.identity, self.keys, self.credentials, self.storage, self.audit, self.network, self.streaming,
-                self.doors, self.flink, self.monitoring]
+                self.operational, self.doors, self.flink, self.monitoring]
 
 
 def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties: ServiceProperties,
@@ -75,6 +78,10 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
     streaming = StreamingStack(app, f"medistream-{env}-streaming", names=n, vpc=network.vpc,
                                security_group=network.msk_sg, streaming_key=keys.keys["streaming"],
                                logs_key=keys.keys["logs"], **kw)
+    operational = OperationalStack(app, f"medistream-{env}-operational", names=n, vpc=network.vpc,
+                                   security_group=network.operational_sg, operational_key=keys.keys["operational"],
+                                   credentials_key=keys.keys["credentials"], logs_key=keys.keys["logs"], **kw)
+    operational.add_stack_dependency(storage, "its backup plan writes into the storage stack's locked vault, named")
     doors = DoorsStack(app, f"medistream-{env}-doors", names=n, vpc=network.vpc, sftp_group=network.sftp_sg,
                        services_group=network.services_sg, egress_subnets=network.egress_subnets,
                        partners_group=network.partners_sg, logs_key=keys.keys["logs"],
@@ -88,9 +95,10 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
                        properties=properties, **kw)
     flink.add_stack_dependency(storage, "the applications read and write its buckets and tables, named, not imported")
     flink.add_stack_dependency(streaming, "the applications read and write its topics, named, not imported")
+    flink.add_stack_dependency(operational, "the ingest application writes the operational store, its secret named")
     monitoring = MonitoringStack(app, f"medistream-{env}-monitoring", names=n, logs_key=keys.keys["logs"], **kw)
     monitoring.add_stack_dependency(flink, "alarms and dashboard name the applications")
-    stacks = Stacks(identity, keys, credentials, storage, audit, network, streaming, doors, flink,
+    stacks = Stacks(identity, keys, credentials, storage, audit, network, streaming, operational, doors, flink,
                     monitoring)
     # The release pipeline (issue 23, decision 0031): its own keys, buckets and stage roles.
     pipeline = PipelineStack(app, f"medistream-{env}-pipeline", names=n, **kw)

@@ -27,20 +27,27 @@ LOCK_COOLING_OFF_DAYS = 3
 def add_backup(stack: Stack, names: Names, tables: list[dynamodb.Table], key: kms.IKey) -> backup.BackupPlan:
     """The vault, the plan and its selection of `tables`, in `stack`."""
     vault = backup.BackupVault(
-        stack, "backup-vault", backup_vault_name=f"{names.prefix}-ledgers", encryption_key=key,
+        stack, "backup-vault", backup_vault_name=vault_name(names), encryption_key=key,
         block_recovery_point_deletion=True, removal_policy=RemovalPolicy.RETAIN,
         lock_configuration=backup.LockConfiguration(min_retention=Duration.days(DAILY_DAYS),
                                                     max_retention=Duration.days(ARCHIVE.retention_days),
                                                     changeable_for=Duration.days(LOCK_COOLING_OFF_DAYS)))
-    plan = backup.BackupPlan(stack, "backup-plan", backup_plan_name=f"{names.prefix}-ledgers", backup_vault=vault,
-                             backup_plan_rules=[
-                                 backup.BackupPlanRule(rule_name="daily", delete_after=Duration.days(DAILY_DAYS),
-                                                       schedule_expression=events.Schedule.cron(hour="3", minute="0")),
-                                 backup.BackupPlanRule(rule_name="monthly",
-                                                       delete_after=Duration.days(ARCHIVE.retention_days),
-                                                       schedule_expression=events.Schedule.cron(
-                                                           day="1", hour="4", minute="0"))])
+    plan = backup_plan(stack, "backup-plan", f"{names.prefix}-ledgers", vault)
     role = iam.Role.from_role_name(stack, "backup-role", names.role("backup"), mutable=False)
     plan.add_selection("tables", resources=[backup.BackupResource.from_dynamo_db_table(t) for t in tables],
                        role=role, allow_restores=False)
     return plan
+
+
+def backup_plan(stack: Stack, construct_id: str, name: str, vault: backup.IBackupVault) -> backup.BackupPlan:
+    """A plan into `vault`: daily copies kept 35 days, monthly copies kept the archive's seven years."""
+    return backup.BackupPlan(stack, construct_id, backup_plan_name=name, backup_vault=vault, backup_plan_rules=[
+        backup.BackupPlanRule(rule_name="daily", delete_after=Duration.days(DAILY_DAYS),
+                              schedule_expression=events.Schedule.cron(hour="3", minute="0")),
+        backup.BackupPlanRule(rule_name="monthly", delete_after=Duration.days(ARCHIVE.retention_days),
+                              schedule_expression=events.Schedule.cron(day="1", hour="4", minute="0"))])
+
+
+def vault_name(names: Names) -> str:
+    """The locked vault's name (the operational store's plan names it, importing no export of the storage stack)."""
+    return f"{names.prefix}-ledgers"

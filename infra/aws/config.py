@@ -23,8 +23,10 @@ PRODUCTION_OVERLAY = REPO_ROOT / "conf" / "environments" / "production.json"
 # ledgers, and our own non-PHI files (the zip, reference data).
 # MSK's volumes (streaming: raw.<feed> holds records before PHI protection) and the feed and partner
 # credentials in Secrets Manager (credentials).
+# The operational store's Aurora cluster (its storage, snapshots and Performance Insights: tokens of PHI, the
+# lake's columns) has its own key, so that its blast radius is the store's alone (operational).
 SERVICE_KEYS = ("landing", "warehouse", "archive", "audit", "logs", "ledgers", "artifacts", "streaming",
-                "credentials")
+                "credentials", "operational")
 # Each bucket and the key it is encrypted with (the access-log bucket: SSE-S3, the only encryption S3
 # server access logging delivers to).
 BUCKET_KEYS = {"landing": "landing", "warehouse": "warehouse", "archive": "archive", "audit": "audit",
@@ -41,7 +43,13 @@ TASK_EXECUTION = "task_execution"
 SFTP_ROLE_PREFIX = "sftp_"
 # What calls partners' own endpoints (APIs, SFTP servers): these run in the egress subnets.
 PARTNER_FACING = ("partner_delivery", "rest_pull", "sftp_pull")
-BACKUP_ROLE = "backup"  # AWS Backup's role for the DynamoDB tables (infra/aws/backup.py)
+BACKUP_ROLE = "backup"  # AWS Backup's role for the DynamoDB tables and the Aurora cluster (infra/aws/backup.py)
+RDS_MONITORING_ROLE = "rds_monitoring"  # RDS enhanced monitoring's role (the operational store's instances)
+# The operational store's login roles (migrations/postgres/0001: ops_owner owns the schema and cannot log in) and
+# the cluster's administrator, who runs the migrations as the local server's bootstrap superuser does.
+OPERATIONAL_ADMIN = "medistream_admin"
+OPERATIONAL_ROLES = ("ops_writer", "ops_reader")
+OPERATIONAL_DATABASE = "medistream"
 
 
 def sftp_role(feed: str) -> str:
@@ -54,7 +62,7 @@ def role_principals() -> dict[str, str]:
     return {**{job: "kinesisanalytics.amazonaws.com" for job in FLINK_JOBS},
             **{service: "ecs-tasks.amazonaws.com" for service in (*SERVICES, TASK_EXECUTION)},
             **{sftp_role(feed): "transfer.amazonaws.com" for feed in feeds_with("landing")},
-            BACKUP_ROLE: "backup.amazonaws.com"}
+            BACKUP_ROLE: "backup.amazonaws.com", RDS_MONITORING_ROLE: "monitoring.rds.amazonaws.com"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,15 @@ class Names:
         out.setdefault("iceberg", {})["namespace"] = self.glue_database
         out.setdefault("phi", {}).update({"kms.alias.prefix": self.alias_prefix, "token.secret": self.token_secret})
         return out
+
+    @property
+    def operational_cluster(self) -> str:
+        """The operational store's Aurora cluster identifier (its log group is named after it)."""
+        return f"{self.prefix}-operational"
+
+    def operational_secret(self, login: str) -> str:
+        """The secret of one login of the operational store (medistream-<env>/operational/<login>)."""
+        return self.secret(f"medistream/operational/{login}")
 
     def role(self, role: str) -> str:
         """The IAM role name of a role of config.role_principals()."""

@@ -22,15 +22,33 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.aws.config import FLINK_JOBS, PARTNER_FACING, Names, base_groups
+from infra.aws.config import FLINK_JOBS, OPERATIONAL_DATABASE, PARTNER_FACING, Names, base_groups
 from infra.aws.grants import Resolver, role_policy
-from infra.aws.network import log_group
+from infra.aws.network import POSTGRES_PORT, log_group
 
 RUNTIME = "FLINK-2_2"  # the zip's target (tools/package.py: Flink 2.2.0, Python 3.12)
 # job -> (parallelism group, key): the same settings the local run reads.
 PARALLELISM = {"ingest": ("runtime", "parallelism"), "partner_delivery": ("partners", "parallelism")}
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 PropertiesFor = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
+
+
+# Where the ingest job finds the RDS CA bundle (AWS's global-bundle.pem) on the TaskManagers: inside the unzipped
+# application, beside its code. The zip does not carry it yet (tools/package.py; decision 0036), hence a parameter.
+RDS_CA_BUNDLE = "application-code/certs/rds-global-bundle.pem"
+
+
+def with_operational(job: str, groups: list[dict[str, object]], names: Names,
+                     ca_bundle: str) -> list[dict[str, object]]:
+    """The ingest application's groups with the `operational` group (connectors/properties.OperationalConfig):
+    the writer login's secret of this environment, its certificate verified against the RDS CA bundle."""
+    if job != "ingest":
+        return groups
+    group = {"secret": names.operational_secret("ops_writer"), "sslmode": "verify-full", "sslrootcert": ca_bundle,
+             "database": OPERATIONAL_DATABASE,
+             "lineage.namespace": f"postgres://{names.operational_cluster}:{POSTGRES_PORT}"}
+    return [*(g for g in groups if g["PropertyGroupId"] != "operational"),
+            {"PropertyGroupId": "operational", "PropertyMap": group}]
 
 
 class FlinkStack(Stack):
@@ -49,6 +67,9 @@ class FlinkStack(Stack):
                                description="MSK bootstrap brokers for IAM auth (port 9098)")
         values = {"AWS_ACCOUNT_ID": self.account, "AWS_REGION": self.region,
                   "MSK_BOOTSTRAP_SERVERS": brokers.value_as_string}
+        ca_bundle = CfnParameter(self, "OperationalSslRootCert", type="String", min_length=1, default=RDS_CA_BUNDLE,
+                                 description="path of the RDS CA bundle the ingest job verifies the operational "
+                                             "store's certificate with (decision 0036)")
         checkpoints = base_groups()["checkpoints"]
         self.applications: dict[str, msf.CfnApplication] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
@@ -75,7 +96,8 @@ class FlinkStack(Stack):
                     environment_properties=msf.CfnApplication.EnvironmentPropertiesProperty(property_groups=[
                         msf.CfnApplication.PropertyGroupProperty(property_group_id=str(g["PropertyGroupId"]),
                                                                  property_map=cast(Mapping[str, str], g["PropertyMap"]))
-                        for g in properties(job, values)]),
+                        for g in with_operational(job, properties(job, values), names,
+                                                  ca_bundle.value_as_string)]),
                     flink_application_configuration=msf.CfnApplication.FlinkApplicationConfigurationProperty(
                         checkpoint_configuration=msf.CfnApplication.CheckpointConfigurationProperty(
                             configuration_type="CUSTOM", checkpointing_enabled=True,

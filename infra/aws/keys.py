@@ -9,15 +9,15 @@ services create grants for their resources, never encrypt or decrypt with it.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, DefaultStackSynthesizer, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.aws.access import DECRYPT, ENCRYPT, key_users
-from infra.aws.acknowledgements import BACKUP_MANAGED_POLICIES, acknowledge
+from infra.aws.acknowledgements import BACKUP_MANAGED_POLICIES, RDS_MONITORING_POLICY, acknowledge
 from infra.aws.api import waf_log_group
-from infra.aws.config import BACKUP_ROLE, SERVICE_KEYS, Names, key_domains, role_principals
+from infra.aws.config import BACKUP_ROLE, RDS_MONITORING_ROLE, SERVICE_KEYS, Names, key_domains, role_principals
 
 ADMIN_ACTIONS = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
                  "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
@@ -42,6 +42,12 @@ class IdentityStack(Stack):
         self.roles[BACKUP_ROLE].add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(backup_policy))
         acknowledge(self.roles[BACKUP_ROLE], f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
                                              f"{backup_policy}]", BACKUP_MANAGED_POLICIES)
+        # RDS enhanced monitoring publishes the operational store's OS metrics to CloudWatch Logs (RDSOSMetrics).
+        monitoring_policy = "service-role/AmazonRDSEnhancedMonitoringRole"
+        self.roles[RDS_MONITORING_ROLE].add_managed_policy(
+            iam.ManagedPolicy.from_aws_managed_policy_name(monitoring_policy))
+        acknowledge(self.roles[RDS_MONITORING_ROLE], f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                                                     f"{monitoring_policy}]", RDS_MONITORING_POLICY)
 
 
 class KeysStack(Stack):
@@ -71,7 +77,8 @@ class KeysStack(Stack):
                     actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
                     resources=["*"], conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": [
                         f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:{group}"
-                        for group in (f"/medistream/{names.env}/*", waf_log_group(names))]}}))
+                        for group in (f"/medistream/{names.env}/*", waf_log_group(names),
+                                      f"/aws/rds/cluster/{names.operational_cluster}/*")]}}))
                 statements.append(iam.PolicyStatement(
                     sid="CloudWatchAlarmsToEncryptedTopics",
                     principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
@@ -84,11 +91,31 @@ class KeysStack(Stack):
                     conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
             if name == "audit":
                 statements.extend(self._cloudtrail(names))
+            if name == "credentials":
+                statements.append(self._deploy_writes_secrets(names))
             key = kms.Key(self, f"{name}-key", alias=names.alias(name), enable_key_rotation=True,
                           rotation_period=Duration.days(365), description=f"medistream {names.env}: {name}",
                           removal_policy=RemovalPolicy.RETAIN, pending_window=Duration.days(30),
                           policy=iam.PolicyDocument(statements=statements))
             self.keys[name] = key
+
+    def _deploy_writes_secrets(self, names: Names) -> iam.PolicyStatement:
+        """The credentials key: CloudFormation (the CDK bootstrap's execution role) writes this environment's secrets.
+
+        Creating a secret under a CMK needs the caller's GenerateDataKey and Decrypt on the key, and so do a secret's
+        attachment to the Aurora cluster (it writes host and port into the secret) and the cluster's master password
+        (a dynamic reference CloudFormation resolves). Only through Secrets Manager, only for this environment's
+        secrets: the execution role can never decrypt a secret outside a deploy's Secrets Manager calls.
+        """
+        role = (f"arn:{self.partition}:iam::{self.account}:role/cdk-{DefaultStackSynthesizer.DEFAULT_QUALIFIER}"
+                f"-cfn-exec-role-{self.account}-{self.region}")
+        return iam.PolicyStatement(
+            sid="DeployWritesThisEnvironmentsSecrets", principals=[iam.ArnPrincipal(role)],
+            actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"], conditions={
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"},
+                "StringLike": {"kms:EncryptionContext:SecretARN": self.format_arn(
+                    service="secretsmanager", resource="secret", resource_name=f"{names.prefix}/*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME)}})
 
     def _cloudtrail(self, names: Names) -> list[iam.PolicyStatement]:
         """The audit key: this environment's trail encrypts its log files with it, and nothing else may."""

@@ -27,6 +27,7 @@ LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 # A literal (not the VPC's CidrBlock attribute) so that rules and their checks read the same range.
 VPC_CIDR = "10.40.0.0/16"
 MSK_IAM_PORT = 9098
+POSTGRES_PORT = 5432  # the operational store (Aurora PostgreSQL)
 PARTNER_LIST_ENTRIES = 60  # addresses of the partners' endpoints; each entry counts against the group's rule quota
 INGEST_API_PORT = int(base_groups()["ingest_api"]["port"])
 # An IPv4 CIDR of prefix length 8 to 32: the senders' range may never be the internet.
@@ -110,6 +111,15 @@ class NetworkStack(Stack):
                                         description="MSK brokers: IAM auth over TLS from the pipeline groups")
         self._to_msk(self.apps_sg, "Managed Flink applications")
         self._to_msk(self.services_sg, "ECS services")
+        # The operational store: PostgreSQL (TLS required by the cluster) from the Managed Flink applications only;
+        # no service reads it yet, and the cluster itself opens no connection out.
+        self.operational_sg = ec2.SecurityGroup(self, "operational-sg", vpc=self.vpc, allow_all_outbound=False,
+                                                description="operational store (Aurora PostgreSQL): 5432 from the "
+                                                            "Managed Flink applications only")
+        self.apps_sg.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
+                                     "operational store (Aurora PostgreSQL), TLS")
+        self.operational_sg.add_ingress_rule(self.apps_sg, ec2.Port.tcp(POSTGRES_PORT),
+                                             "Managed Flink applications: PostgreSQL over TLS")
         # The gateway endpoints' AWS-managed prefix lists (one id per region, not known to a region-agnostic
         # synth): deploy-time parameters, `aws ec2 describe-managed-prefix-lists` gives them (README).
         prefix_lists = {endpoint: CfnParameter(self, f"{endpoint}PrefixListId", type="String",

@@ -48,7 +48,7 @@ def _template(s: dict[str, Any], stack: Any) -> dict[str, Any]:
 def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
     report = json.loads((synthesized["out"] / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 10
+    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 11
     skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
              for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
     assert len(skips) == 7 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
@@ -807,3 +807,114 @@ def test_feed_silent_per_contract_feed_from_where_it_arrives(synthesized: dict[s
                                         if d["Name"] == "Topic"} == {f"raw.{feed}"}
             assert all(s["Metric"]["MetricName"] == "MessagesInPerSec" for s in stats)
     assert len(filters) == len(feeds_with("landing"))
+
+
+def _operational(synthesized: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    stack = synthesized["stacks"].operational
+    return stack, _template(synthesized, stack)
+
+
+def test_operational_store_encrypted_with_its_key_private_tls_and_iam_auth(synthesized: dict[str, Any]) -> None:
+    """Aurora PostgreSQL: the `operational` CMK (storage and Performance Insights), in the isolated subnets, no
+    public instance, TLS forced, IAM database auth, deletion protection, 35 days of PITR, the postgresql log
+    exported to a log group under the logs key, and the cluster in a plan into the locked vault."""
+    from infra.aws.backup import vault_name
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    stack, template = _operational(synthesized)
+    (cluster,) = _resources(template, "AWS::RDS::DBCluster").values()
+    key = stack.resolve(stacks.keys.keys["operational"].key_arn)
+    assert cluster["StorageEncrypted"] is True and cluster["KmsKeyId"] == key
+    assert cluster["Engine"] == "aurora-postgresql" and cluster["EngineVersion"].startswith("16.")
+    assert cluster["EnableIAMDatabaseAuthentication"] is True and cluster["DeletionProtection"] is True
+    assert cluster["BackupRetentionPeriod"] == 35 and cluster["Port"] == 5432
+    assert cluster["EnableCloudwatchLogsExports"] == ["postgresql"]
+    assert cluster["DBClusterIdentifier"] == f"medistream-{env}-operational"
+    (subnets,) = _resources(template, "AWS::RDS::DBSubnetGroup").values()
+    assert sorted(map(json.dumps, subnets["SubnetIds"])) == sorted(
+        json.dumps(stack.resolve(s.subnet_id)) for s in stacks.network.vpc.isolated_subnets)
+    (parameters,) = _resources(template, "AWS::RDS::DBClusterParameterGroup").values()
+    assert parameters["Parameters"]["rds.force_ssl"] == "1"
+    assert "pgaudit" in parameters["Parameters"]["shared_preload_libraries"]
+    instances = _resources(template, "AWS::RDS::DBInstance").values()
+    assert len(instances) == 2
+    for instance in instances:
+        assert instance["PubliclyAccessible"] is False and instance["DBInstanceClass"] == "db.serverless"
+        assert instance["PerformanceInsightsKMSKeyId"] == key and instance["MonitoringInterval"] == 60
+    (group,) = _resources(template, "AWS::Logs::LogGroup").values()
+    assert group["LogGroupName"] == f"/aws/rds/cluster/medistream-{env}-operational/postgresql"
+    assert group["KmsKeyId"] == stack.resolve(stacks.keys.keys["logs"].key_arn)
+    (selection,) = _resources(template, "AWS::Backup::BackupSelection").values()
+    cluster_id = stack.get_logical_id(stack.cluster.node.default_child)
+    assert cluster_id in json.dumps(selection["BackupSelection"]["Resources"])
+    (plan,) = _resources(template, "AWS::Backup::BackupPlan").values()
+    assert {r["TargetBackupVault"] for r in plan["BackupPlan"]["BackupPlanRule"]} == {vault_name(stack.names)}
+    # The operational key's policy names AWS Backup's role alone (RDS uses it through grants for its resources).
+    role_ids = {r: stacks.keys.resolve(role.role_arn) for r, role in stacks.identity.roles.items()}
+    policy = _key_policies(synthesized)["operational"]
+    assert _roles_with(policy, "kms:Decrypt", role_ids) == _roles_with(policy, "kms:Encrypt", role_ids) == {"backup"}
+
+
+def test_operational_store_reached_on_5432_from_the_applications_only(synthesized: dict[str, Any]) -> None:
+    stacks = synthesized["stacks"]
+    network = stacks.network
+    stack, template = _operational(synthesized)
+    (cluster,) = _resources(template, "AWS::RDS::DBCluster").values()
+    ops_sg = network.operational_sg
+    assert cluster["VpcSecurityGroupIds"] == [stack.resolve(ops_sg.security_group_id)]
+    net = _template(synthesized, network)
+    ops_id, apps_id = (network.get_logical_id(g.node.default_child) for g in (network.operational_sg, network.apps_sg))
+    ingress = [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress").values()
+               if json.dumps(r["GroupId"]).find(ops_id) >= 0]
+    ingress += _resources(net, "AWS::EC2::SecurityGroup")[ops_id].get("SecurityGroupIngress", [])
+    assert len(ingress) == 1
+    (rule,) = ingress
+    assert apps_id in json.dumps(rule["SourceSecurityGroupId"]) and rule["FromPort"] == rule["ToPort"] == 5432
+    assert "CidrIp" not in rule
+    # Only the applications' group may leave for it (no service reads the store yet).
+    egress_to_ops = [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
+                     if ops_id in json.dumps(r.get("DestinationSecurityGroupId"))]
+    assert [apps_id in json.dumps(r["GroupId"]) for r in egress_to_ops] == [True]
+
+
+def test_operational_writer_secret_readable_only_by_the_ingest_role(synthesized: dict[str, Any]) -> None:
+    """The three logins' secrets (RDS JSON form, under the credentials key, attached to the cluster); of every IAM
+    policy in every stack, only the ingest role's names an operational secret, and that is the writer's; the
+    ingest application's `operational` group names it, verify-full, and loads in the job's own config loader."""
+    from connectors.properties import load_operational_config
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    stack, template = _operational(synthesized)
+    secrets = {s["Name"]: s for s in _resources(template, "AWS::SecretsManager::Secret").values()}
+    prefix = f"medistream-{env}/operational/"
+    assert set(secrets) == {f"{prefix}{login}" for login in ("medistream_admin", "ops_writer", "ops_reader")}
+    key = stack.resolve(stacks.keys.keys["credentials"].key_arn)
+    for name, secret in secrets.items():
+        assert secret["KmsKeyId"] == key
+        generated = secret["GenerateSecretString"]
+        assert json.loads(generated["SecretStringTemplate"]) == {
+            "username": name.rsplit("/", 1)[1], "dbname": "medistream", "port": 5432}
+        assert generated["GenerateStringKey"] == "password"
+    assert len(_resources(template, "AWS::SecretsManager::SecretTargetAttachment")) == 3
+    readers: dict[str, list[str]] = {}
+    for t in synthesized["templates"].values():
+        for policy in _resources(t, "AWS::IAM::ManagedPolicy").values():
+            for st in _statements(policy):
+                for arn in map(_flat, st["Resource"]):
+                    if "/operational/" in arn:
+                        assert "secretsmanager:GetSecretValue" in st["Action"]
+                        readers.setdefault(_flat(policy["ManagedPolicyName"]), []).append(arn)
+    assert list(readers) == [f"medistream-{env}-ingest-grants"]
+    (arn,) = readers[f"medistream-{env}-ingest-grants"]
+    assert arn.endswith(f":secret:{prefix}ops_writer*")
+    apps = {p["ApplicationName"]: p for p in _resources(_template(synthesized, stacks.flink),
+                                                        "AWS::KinesisAnalyticsV2::Application").values()}
+    groups = {name: {g["PropertyGroupId"]: g["PropertyMap"] for g in
+                     p["ApplicationConfiguration"]["EnvironmentProperties"]["PropertyGroups"]}
+              for name, p in apps.items()}
+    assert "operational" not in groups[f"medistream-partner_delivery-{env}"]
+    operational = groups[f"medistream-ingest-{env}"]["operational"]
+    assert operational["secret"] == f"{prefix}ops_writer" and operational["sslmode"] == "verify-full"
+    assert operational["sslrootcert"] == {"Ref": "OperationalSslRootCert"}
+    cfg = load_operational_config({"operational": {**operational, "sslrootcert": "/ca/rds-global-bundle.pem"}})
+    assert cfg.secret_id == f"{prefix}ops_writer" and cfg.sslrootcert == "/ca/rds-global-bundle.pem"
