@@ -33,6 +33,7 @@ PRICES = {
     "nlb_hour": 0.0225, "nlb_lcu_hour": 0.006, "fargate_vcpu_hour": 0.04048, "fargate_gb_hour": 0.004445,
     "endpoint_az_hour": 0.01, "cross_az_gb": 0.02, "nat_hour": 0.045, "nat_gb": 0.045,
     "cloudtrail_data_events_per_100k": 0.10, "logs_ingest_gb": 0.50, "kms_key_month": 1.0,
+    "aurora_iopt_acu_hour": 0.16, "aurora_iopt_storage_gb_month": 0.225,
 }
 # Shares and sizes the repository does not measure: assumptions.
 SHARES = {
@@ -48,7 +49,16 @@ SHARES = {
     "s3_puts_per_kpu_s": 0.6,  # files per subtask per second: 3 sinks rolling on 5 s checkpoints
     "cloudtrail_events_per_put": 1.0,  # S3 data events: one per object call on the PHI buckets
     "log_gb_month": 200.0,  # application, flow and service logs together
+    # The operational store (Aurora Serverless v2, I/O-Optimized, a writer and a reader scaling with it): the
+    # share of records it receives is the demo's (1,167 rows of 5,007 records routed,
+    # bench/results/demo-2026-12-04-operational.txt); its write rate per ACU is not measured anywhere (no Aurora
+    # here): 500 rows per ACU-second (about 2,000 per vCPU, batches of 500 through the keep-newest trigger).
+    "to_operational": 0.25,
+    "operational_rows_per_acu_s": 500.0,
+    "operational_row_kb": 1.0,  # tokens and masks only: the lake's columns of one record
 }
+OPERATIONAL_MIN_ACU = 2  # infra/aws/operational.py's floor, per instance
+KMS_KEYS = 14  # 4 PHI domains + 10 service keys (infra/aws/config.py)
 REST_BATCH = 100
 
 
@@ -121,7 +131,11 @@ def monthly(rate: int, size_kb: int, m: Measured, peak: int = max(RATES)) -> dic
         "VPC interface endpoints (9 x 3 zones)": 27 * hours * p["endpoint_az_hour"],
         "NAT gateways (3; partner traffic)": 3 * hours * p["nat_hour"]
                                             + gb_month * (s["to_partners"] + s["pulled"]) * p["nat_gb"],
-        "CloudWatch logs, KMS keys": s["log_gb_month"] * p["logs_ingest_gb"] + 13 * p["kms_key_month"],
+        "Aurora operational store (2 instances, storage)": 2 * max(
+            OPERATIONAL_MIN_ACU, math.ceil(rate * s["to_operational"] / s["operational_rows_per_acu_s"]))
+            * hours * p["aurora_iopt_acu_hour"] + rate * s["to_operational"] * SECONDS_PER_MONTH
+            * s["operational_row_kb"] / 1e6 * p["aurora_iopt_storage_gb_month"],
+        "CloudWatch logs, KMS keys": s["log_gb_month"] * p["logs_ingest_gb"] + KMS_KEYS * p["kms_key_month"],
     }
 
 

@@ -53,9 +53,10 @@ from infra.aws.network import LOG_RETENTION, POSTGRES_PORT
 # superuser; locally the bootstrap superuser needs none of it).
 ENGINE = rds.DatabaseClusterEngine.aurora_postgres(version=rds.AuroraPostgresEngineVersion.VER_16_13)
 # Serverless v2, in Aurora capacity units (2 GiB of memory each). The floor keeps the buffer cache of the
-# three tables warm; the ceiling is the peak's (docs/cost.md: 150k records/s, 4 KB).
+# three tables warm; the ceiling covers the peak (docs/cost.md: 150k records/s, a quarter of them routed here,
+# at an assumed 500 rows per ACU-second: 75 ACU).
 MIN_ACU = 2
-MAX_ACU = 64
+MAX_ACU = 128
 BACKUP_DAYS = 35  # point-in-time recovery window (RDS's maximum); the vault keeps daily and monthly copies
 PERFORMANCE_INSIGHTS_DAYS = 7  # the free tier's retention
 # Cluster parameters. TLS 1.2 or newer, always; pgaudit logs schema and privilege changes (not every write:
