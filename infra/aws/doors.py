@@ -12,16 +12,19 @@ Services: one Fargate service per entry of config.SERVICES in the private subnet
 services' security group, its task role from the identity stack (grants: access.py `service_grants`), a
 shared execution role that can only pull the services' image and write their log streams. Each task
 runs `medistream <command>` with this environment's properties (as the Managed Flink applications get
-them) written to the file MEDISTREAM_PROPERTIES names. The image is `<account>.dkr.ecr.<region>.../
-medistream-<env>/services:<ServiceImageTag>`. Roles are imported by name (immutable): this stack adds
-nothing to the identity stack, and can be replaced alone.
+them) written to the file MEDISTREAM_PROPERTIES names. The image is the repository's Dockerfile, pushed as
+`<account>.dkr.ecr.<region>.../medistream-<env>/services:<ServiceImageTag>` to the repository the storage
+stack keeps (so it exists, and holds the image, before the services are created); it runs as an
+unprivileged user on a read-only root file system with a task volume at /tmp. Roles and the repository
+are imported by name (immutable): this stack adds nothing to the identity or storage stacks, and can be
+replaced alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from aws_cdk import CfnParameter, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnParameter, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
@@ -42,6 +45,8 @@ from infra.aws.network import INGEST_API_PORT, log_group
 TASK_SIZE = {"ingest_api": (1024, 2048, 2), "rest_pull": (512, 1024, 1), "sftp_pull": (512, 1024, 1),
              "snowflake_load": (1024, 2048, 1)}
 PROPERTIES_FILE = "/tmp/medistream/application_properties.json"  # noqa: S108 - the task's own ephemeral disk
+IMAGE_USER = "10001:10001"  # the Dockerfile's unprivileged user (uid:gid), stated again so ECS never runs as root
+SCRATCH = "/tmp"  # noqa: S108 - the only writable path of a task (a task volume; the root file system is read-only)
 ENV_PROPERTIES = ("properties of this environment: bucket, table, topic and secret names, endpoints, no secret value "
                   "(secrets are read by the task role from Secrets Manager at start, connectors/secrets.py)")
 ServiceProperties = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
@@ -53,7 +58,7 @@ class DoorsStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc,
                  sftp_group: ec2.ISecurityGroup, services_group: ec2.ISecurityGroup,
                  egress_subnets: list[ec2.ISubnet], partners_group: ec2.ISecurityGroup, logs_key: kms.IKey,
-                 artifacts_key: kms.IKey, properties: ServiceProperties, **kwargs: object) -> None:
+                 properties: ServiceProperties, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.names = names
         self.resolver = Resolver(self, names)
@@ -62,7 +67,7 @@ class DoorsStack(Stack):
         self.policies = {role: role_policy(self.resolver, role, imported) for role, imported in self.roles.items()}
         self._sftp(vpc, sftp_group, logs_key)
         self.egress_subnets, self.partners_group = egress_subnets, partners_group
-        self._services(vpc, services_group, logs_key, artifacts_key, properties)
+        self._services(vpc, services_group, logs_key, properties)
 
     def _sftp(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey) -> None:
         """The Transfer Family server and one user per landing feed, scoped to its prefix."""
@@ -93,18 +98,15 @@ class DoorsStack(Stack):
             user.node.add_dependency(self.policies[sftp_role(feed)])
             self.sftp_users[feed] = user
 
-    def _services(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey, artifacts_key: kms.IKey,
+    def _services(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey,
                   properties: ServiceProperties) -> None:
-        """The ECS cluster, the image repository and one Fargate service per config.SERVICES entry."""
+        """The ECS cluster and one Fargate service per config.SERVICES entry, from the storage stack's repository."""
         names = self.names
         tag = CfnParameter(self, "ServiceImageTag", type="String", min_length=1,
                            description=f"tag of the services' image in {ecr_repository(names)}")
         brokers = CfnParameter(self, "MskBootstrapServers", type="String", min_length=1,
                                description="MSK bootstrap brokers for IAM auth (port 9098)")
-        self.repository = ecr.Repository(
-            self, "services-repository", repository_name=ecr_repository(names), image_scan_on_push=True,
-            image_tag_mutability=ecr.TagMutability.IMMUTABLE, encryption=ecr.RepositoryEncryption.KMS,
-            encryption_key=artifacts_key, removal_policy=RemovalPolicy.RETAIN)
+        self.repository = ecr.Repository.from_repository_name(self, "services-repository", ecr_repository(names))
         self.cluster = ecs.Cluster(self, "cluster", cluster_name=names.prefix, vpc=vpc,
                                    container_insights_v2=ecs.ContainerInsights.ENABLED)
         values = {"AWS_ACCOUNT_ID": self.account, "AWS_REGION": self.region,
@@ -125,7 +127,11 @@ class DoorsStack(Stack):
                          f' > "$MEDISTREAM_PROPERTIES" && exec medistream {command}'],
                 environment={"MEDISTREAM_PROPERTIES": PROPERTIES_FILE, "MEDISTREAM_PROPERTIES_DOC": doc},
                 logging=ecs.LogDriver.aws_logs(stream_prefix=service, log_group=logs),
+                readonly_root_filesystem=True, user=IMAGE_USER,
                 stop_timeout=Duration.seconds(60))  # pullers finish the page or file in hand on SIGTERM
+            task.add_volume(name="scratch")  # the task's ephemeral storage: the properties file, MEDISTREAM_HOME
+            container.add_mount_points(ecs.MountPoint(container_path=SCRATCH, source_volume="scratch",
+                                                      read_only=False))
             if service == "ingest_api":
                 container.add_port_mappings(ecs.PortMapping(container_port=INGEST_API_PORT))
             acknowledge(task, "AwsSolutions-ECS2", ENV_PROPERTIES)

@@ -1,4 +1,5 @@
-"""The long-lived data stores: buckets, the Glue database of the Iceberg tables, the DynamoDB ledgers.
+"""The long-lived data stores: buckets, the Glue database of the Iceberg tables, the DynamoDB ledgers, the image
+repository of the services.
 
 Every bucket: public access blocked, versioned, TLS only, SSE-KMS with its own key (config.BUCKET_KEYS)
 and a policy refusing an upload that asks for another encryption or another key, server access logs
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -20,7 +22,7 @@ from constructs import Construct
 from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, REPLICATION, checkov_skip, for_packs
 from infra.aws.backup import add_backup
 from infra.aws.config import BUCKET_KEYS, Names, feeds_with
-from infra.aws.grants import landing_prefix
+from infra.aws.grants import ecr_repository, landing_prefix
 from infra.storage_policy import ARCHIVE
 
 # Buckets under Object Lock in compliance mode for the archive's retention: the archive (raw records) and
@@ -93,6 +95,14 @@ class StorageStack(Stack):
             PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=keys["ledgers"],
             deletion_protection=True, removal_policy=RemovalPolicy.RETAIN) for table in names.tables}
+        # The services' image (the repository's Dockerfile): immutable tags, scanned on push, under the artifacts
+        # key, retained. Here, not in the doors stack, so that the image is pushed before the services need it.
+        self.repository = ecr.Repository(
+            self, "services-repository", repository_name=ecr_repository(names), image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE, encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=keys["artifacts"], removal_policy=RemovalPolicy.RETAIN)
+        CfnOutput(self, "ServicesRepository", value=self.repository.repository_uri,
+                  description="push the services' image here (docker tag/push <uri>:<ServiceImageTag>)")
         CfnOutput(self, "ArtifactBucket", value=self.buckets["artifacts"].bucket_name,
                   description="MEDISTREAM_ARTIFACT_BUCKET for medistream jobs (zips go under artifacts/)")
         for bucket in self.buckets.values():

@@ -918,3 +918,27 @@ def test_operational_writer_secret_readable_only_by_the_ingest_role(synthesized:
     assert operational["sslrootcert"] == {"Ref": "OperationalSslRootCert"}
     cfg = load_operational_config({"operational": {**operational, "sslrootcert": "/ca/rds-global-bundle.pem"}})
     assert cfg.secret_id == f"{prefix}ops_writer" and cfg.sslrootcert == "/ca/rds-global-bundle.pem"
+
+
+def test_services_image_from_the_storage_stacks_repository_read_only_and_unprivileged(
+        synthesized: dict[str, Any]) -> None:
+    """The image repository outlives the doors (storage stack: immutable tags, scanned, the artifacts key), so the
+    image is pushed before the services exist; each task runs it as the Dockerfile's user on a read-only root
+    file system with a task volume at /tmp, where it writes its properties file."""
+    from infra.aws.doors import IMAGE_USER, PROPERTIES_FILE, SCRATCH
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    storage = _template(synthesized, stacks.storage)
+    (repo,) = _resources(storage, "AWS::ECR::Repository").values()
+    assert repo["RepositoryName"] == f"medistream-{env}/services" and repo["ImageTagMutability"] == "IMMUTABLE"
+    assert repo["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    assert repo["EncryptionConfiguration"]["KmsKey"] == stacks.storage.resolve(stacks.keys.keys["artifacts"].key_arn)
+    doors = _template(synthesized, stacks.doors)
+    assert _resources(doors, "AWS::ECR::Repository") == {}
+    assert PROPERTIES_FILE.startswith(f"{SCRATCH}/")
+    for task in _resources(doors, "AWS::ECS::TaskDefinition").values():
+        (container,) = task["ContainerDefinitions"]
+        assert container["ReadonlyRootFilesystem"] is True and container["User"] == IMAGE_USER
+        assert container["MountPoints"] == [{"ContainerPath": SCRATCH, "ReadOnly": False, "SourceVolume": "scratch"}]
+        assert task["Volumes"] == [{"Name": "scratch"}]
+        assert _flat(container["Image"]).endswith(f"/medistream-{env}/services:<ServiceImageTag>")
