@@ -133,21 +133,34 @@ def _jdbc_sink(t_env: Any, cfg: IngestConfig, table: str) -> str:
     return name
 
 
-def current_keys(cfg: IngestConfig, feeds: Iterable[str], secret_id: str = READER_SECRET) -> dict[str, Counter[str]]:
-    """Rows per business key in each table, for these feeds, read as the reader role: {record type: keys}.
-
-    One row per feed and key is the store's promise: a key counts once per feed that sent it.
-    """
+def _reader(cfg: IngestConfig, secret_id: str = READER_SECRET) -> Any:
     import psycopg
 
     from connectors.kms import aws_client
 
     doc = connection(aws_client(cfg.phi, "secretsmanager"), secret_id)
+    return psycopg.connect(host=doc["host"], port=int(doc["port"]), dbname=doc["dbname"], user=doc["username"],
+                           password=doc["password"], sslmode=cfg.operational.sslmode,
+                           sslrootcert=cfg.operational.sslrootcert, connect_timeout=10)
+
+
+def signal_rows(cfg: IngestConfig) -> list[tuple[Any, ...]]:
+    """(signal id, rule, provider NPI, service date, evidence keys, feed) of every row of ops.fraud_signals, read as
+    the reader role."""
+    # B608 - our own schema and table names, no value
+    query = f"SELECT signal_id, rule, provider_npi, service_date, evidence_keys, feed FROM {SCHEMA}.{SIGNALS_TABLE}"  # noqa: S608
+    with _reader(cfg) as conn:
+        return [tuple(row) for row in conn.execute(query)]
+
+
+def current_keys(cfg: IngestConfig, feeds: Iterable[str], secret_id: str = READER_SECRET) -> dict[str, Counter[str]]:
+    """Rows per business key in each table, for these feeds, read as the reader role: {record type: keys}.
+
+    One row per feed and key is the store's promise: a key counts once per feed that sent it.
+    """
     wanted = sorted(set(feeds))
     found: dict[str, Counter[str]] = {}
-    with psycopg.connect(host=doc["host"], port=int(doc["port"]), dbname=doc["dbname"], user=doc["username"],
-                         password=doc["password"], sslmode=cfg.operational.sslmode,
-                         sslrootcert=cfg.operational.sslrootcert, connect_timeout=10) as conn:
+    with _reader(cfg, secret_id) as conn:
         for record_type, table in operational_tables().items():
             # B608 - the table name is ours (operational_tables), the feeds are bound parameters
             rows = conn.execute(f"SELECT business_key FROM {SCHEMA}.{table} WHERE feed = ANY(%s)",  # noqa: S608

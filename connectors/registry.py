@@ -1,10 +1,11 @@
 """Sinks and doors by the names the feed contracts use, with the guarantee each one gives.
 
 SINKS maps a route name (schemas/routes.py; `partner` stands for every `partner:<id>`) to the
-builder that wires it into the ingest job; `dead_letters` is the one sink no contract names: every
-refusal reaches it. DOORS maps a contract source name (`sources:` in a feed contract) to the doors
-records come in through. The ingest job wires its outputs only through SINKS (the builders are in
-connectors/sinks.py); tests/contract/ runs one suite over every entry of both.
+builder that wires it into the ingest job; `dead_letters` and `fraud_signals` are the sinks no contract
+names: every refusal reaches the first, every signal of the fraud detectors (udfs/fraud.py) the second.
+DOORS maps a contract source name (`sources:` in a feed contract) to the doors records come in through.
+The ingest job wires its outputs only through SINKS (the builders are in connectors/sinks.py);
+tests/contract/ runs one suite over every entry of both.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from connectors.sinks import (
     RouteContext,
     wire_archive,
     wire_dead_letters,
+    wire_fraud_signals,
     wire_operational,
     wire_partners,
     wire_snowflake,
@@ -70,6 +72,11 @@ SINKS: dict[str, Sink] = {
         "the newest version of each business key, one row per key in its record type's table: every row is "
         "inserted at least once (batches flushed at each checkpoint, retried, replayed after a restart) and the "
         "table's triggers keep the newest (sent_at_ms, record_id), so a replay changes nothing"),
+    "fraud_signals": Sink(
+        wire_fraud_signals, "jobs.ingest",
+        "every signal of the fraud detectors once: in the Iceberg table fraud_signals with the checkpoint (the "
+        "detectors' state is restored with it), and in ops.fraud_signals where the operational store is in use, "
+        "whose trigger skips a signal id it holds"),
 }
 
 DOORS: dict[str, tuple[Door, ...]] = {

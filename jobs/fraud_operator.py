@@ -44,8 +44,9 @@ SIGNAL_TYPE = Types.ROW_NAMED(SIGNAL_FIELDS, [
 class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by member token: Row(member_token, fact) in, signal rows (SIGNAL_FIELDS) out."""
 
-    def __init__(self, rules_path: str) -> None:
+    def __init__(self, rules_path: str, namespace: str) -> None:
         self.rules_path = rules_path
+        self.namespace = namespace  # the job's name, part of every signal id
         self.detector: MemberDetector  # built in open(), on the worker
 
     def open(self, runtime_context: Any) -> None:
@@ -53,7 +54,7 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
         rules = load_rules(self.rules_path or RULES_FILE)  # empty: the shipped rules, found where this code is
-        self.detector = MemberDetector(rules)
+        self.detector = MemberDetector(rules, self.namespace)
         evidence = ValueStateDescriptor("member-evidence", Types.PICKLED_BYTE_ARRAY())
         # As jobs.ingest.FirstPerKey: cleanup in RocksDB's compactions or a few per access, never PyFlink's default
         # background cleanup (it needs a Py4J gateway a TaskManager does not have).

@@ -37,7 +37,7 @@ from connectors.properties import (
 )
 from connectors.reference import create_reference_stream
 from connectors.registry import wire_sinks
-from connectors.sinks import RouteContext, wire_fraud_signals
+from connectors.sinks import RouteContext
 from fresh_imports import FreshImports
 from jobs import preflight
 from jobs.fraud_operator import FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
@@ -173,19 +173,17 @@ def build(
     if cfg.fraud.enabled:
         facts = accepted.get_side_output(FRAUD_FACTS)
         detected = (facts.key_by(lambda row: row[0], key_type=Types.STRING())
-                    .process(FraudDetector(cfg.fraud.rules), output_type=SIGNAL_TYPE)
+                    .process(FraudDetector(cfg.fraud.rules, job_name), output_type=SIGNAL_TYPE)
                     .uid("fraud-signals")
                     .name("fraud-signals"))
         t_env.create_temporary_view("fraud_signal_rows", t_env.from_data_stream(detected))
         signals = "fraud_signal_rows"
 
     # Every sink by its route name (connectors/registry.py): the archive and the dead-letter outputs take
-    # everything, the others the rows their contract routes to them. The signals' sinks come last, so every
-    # earlier sink keeps its planner id, hence its uid (decision 0020).
+    # everything, the others the rows their contract routes to them, the signals' sinks every signal.
     ctx = RouteContext(t_env, cfg, job_name, partners=tuple(partner_ids(cfg)), rows="deduped",
                        refusals="dead_letter_rows", signals=signals)
     written = wire_sinks(ctx)
-    written.update(wire_fraud_signals(ctx))
     statements = t_env.create_statement_set()
     for statement in ctx.statements:
         statements.add_insert_sql(statement)

@@ -44,7 +44,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     cfg = load_ingest_config(read_property_groups(default_properties_path()))
     summary = publish_synthetic(cfg, args.records, args.seed, args.duplicate_rate, args.invalid_rate,
-                                Path(args.ground_truth) if args.ground_truth else None)
+                                Path(args.ground_truth) if args.ground_truth else None, fraud_rate=args.fraud_rate)
+    summary["fraud"] = {rule: len(patterns) for rule, patterns in summary["fraud"].items()}  # patterns per rule
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -98,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--duplicate-rate", type=float, default=0.02)
     gen.add_argument("--invalid-rate", type=float, default=0.03)
     gen.add_argument("--ground-truth", help="write the expected outcome per record (JSONL, no PHI) here")
+    gen.add_argument("--fraud-rate", type=float, default=0.0,
+                     help="share of original claims that start a planted fraud pattern (schemas/fraud/rules.yaml)")
     gen.set_defaults(func=_generate)
 
     run = sub.add_parser("run", help="run the ingest job on the local mini-cluster until SIGTERM/Ctrl-C")

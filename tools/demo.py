@@ -36,14 +36,25 @@ from jobs.runtime import latest_restore_point, savepoint_directory
 from tools.cluster_config import ClusterSettings
 from tools.demo_doors import API_FEED, PULL_FEED, SFTP_FEED, Doors, as_the_api_takes_it, entering
 from tools.job_processes import RssSampler, start_job, stop_job
-from tools.readback import covered, iceberg_claim_ids, linkage_digest, read_sinks, s3_client, split_s3_url
+from tools.readback import (
+    covered,
+    expected_signals,
+    fraud_signals,
+    iceberg_claim_ids,
+    linkage_digest,
+    matched_signals,
+    read_sinks,
+    s3_client,
+    split_s3_url,
+)
 
 DEMO_JOBS = ("ingest", "partner_delivery")
+FRAUD_RATE = 0.02  # the share of original claims that start a planted fraud pattern (synthetic.FraudPlanter)
 
 
 def publish_synthetic(
     cfg: IngestConfig, records: int, seed: int, duplicate_rate: float, invalid_rate: float,
-    ground_truth: Path | None = None, doors: Doors | None = None,
+    ground_truth: Path | None = None, doors: Doors | None = None, fraud_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Publish reference data, then records for every feed contract in its own format; return expected counts.
 
@@ -59,7 +70,7 @@ def publish_synthetic(
     contracts = load_contracts(Path(cfg.feeds.contracts_dir) if cfg.feeds.contracts_dir else FEEDS_DIR)
     feeds = synthetic.feeds_from_contracts(contracts.values())
     generated = list(synthetic.generate(records, seed=seed, duplicate_rate=duplicate_rate,
-                                        invalid_rate=invalid_rate, feeds=feeds))
+                                        invalid_rate=invalid_rate, feeds=feeds, fraud_rate=fraud_rate))
     if ground_truth is not None:
         synthetic.write_ground_truth(ground_truth, generated)
     s3 = s3_client(cfg.s3)
@@ -390,7 +401,8 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     try:
         doors.start()
         print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
-        expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03, doors=doors)
+        expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03, doors=doors,
+                                     fraud_rate=FRAUD_RATE)
         # The sinks may hold earlier runs' rows (the jobs resume from their last savepoint): this run's
         # seed gives new record ids, and only those are compared.
         print(f"== running the ingest and partner delivery jobs {jobs.where}; deliveries go to the partner "
@@ -415,6 +427,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
                 print(f"\nmedistream: {failure}", file=sys.stderr)
                 return 1
             have = covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"])
+            signals = fraud_coverage(expected, fraud_signals(cfg))
             partner_stats = partner.stats()
             delivered = sum(1 for k in to_partner if k in partner_stats["deliveries_by_business_key"])
             door_stats = doors.summary()
@@ -422,8 +435,11 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
                           and door_stats["pull_served"]["records_never_served"] == 0)
             print(f"\r   claims committed to Iceberg: {have}/{want}; delivered to the partner: "
                   f"{delivered}/{len(to_partner)}; SFTP files landed: {door_stats['sftp_landed']}/"
-                  f"{door_stats['sftp_files']}  ({time.monotonic() - started:5.0f} s)", end="", flush=True)
-            if have >= want and delivered >= len(to_partner) and doors_done:
+                  f"{door_stats['sftp_files']}; fraud signals: {min(signals.values(), default=0)}/"
+                  f"{sum(expected_signals(expected['fraud']).values())}  ({time.monotonic() - started:5.0f} s)",
+                  end="", flush=True)
+            if have >= want and delivered >= len(to_partner) and doors_done and all(
+                    n >= sum(expected_signals(expected["fraud"]).values()) for n in signals.values()):
                 break
             if time.monotonic() > deadline:
                 print(f"\nmedistream: timed out after {timeout_s:.0f} s waiting for the sinks", file=sys.stderr)
@@ -457,6 +473,27 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, summary, door_rows)
 
 
+def fraud_coverage(expected: dict[str, Any], signals: dict[str, list[Any]]) -> dict[str, int]:
+    """Per signal sink, how many of the ground truth's fraud patterns it holds a signal of."""
+    patterns = expected_signals(expected["fraud"])
+    return {where: covered(matched_signals(expected["fraud"], found, set(expected["archived"])), patterns)
+            for where, found in signals.items()}
+
+
+def fraud_quality(expected: dict[str, Any], sinks: Any) -> dict[str, str]:
+    """Per rule: patterns planted or present, signals in Iceberg, precision and recall against the ground truth."""
+    found = matched_signals(expected["fraud"], sinks.fraud_signals.get("iceberg", []), set(expected["archived"]))
+    lines = {}
+    for rule, groups in sorted(expected["fraud"].items()):
+        mine = {k: n for k, n in found.items() if k.startswith(f"{rule}/")}
+        right = sum(n for k, n in mine.items() if "/unexpected/" not in k)
+        signals = sum(mine.values())
+        precision = f"{right / signals:.2f}" if signals else "n/a"
+        recall = f"{len({k for k in mine if '/unexpected/' not in k}) / len(groups):.2f}" if groups else "n/a"
+        lines[rule] = f"{signals:>7}  patterns {len(groups):>5}; precision {precision}, recall {recall}"
+    return lines
+
+
 def firing_alerts() -> str:
     """The alerts the stack's Prometheus fires now, by name and count (rules: ops/alerts.yaml)."""
     from infra.local import prometheus
@@ -486,6 +523,12 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     # Every routed sink: each record type's table and the curated topics (by business key).
     rows += [(f"routed to {sink}", held(sinks.routed.get(sink, Counter()), keys), sum(keys.values()))
              for sink, keys in sorted(expected["routed"].items())]
+    # The fraud signals: each planted or natural pattern once per sink, and no signal outside them.
+    patterns = expected_signals(expected["fraud"])
+    for where, signals in sinks.fraud_signals.items():
+        found = matched_signals(expected["fraud"], signals, set(expected["archived"]))
+        rows += [(f"fraud signals ({where})", sum(1 for k in patterns if found[k] == 1), sum(patterns.values())),
+                 (f"fraud signals ({where}) unexpected or twice", sum((found - patterns).values()), 0)]
     if partner is not None:  # exactly once by business key at the stand-in
         rows.append(("delivered to the partner (stand-in)", sum(partner["held"].values()),
                      sum(partner["wanted"].values())))
@@ -495,6 +538,8 @@ def print_summary(expected: dict[str, Any], sinks: Any, stop_code: int, peak_rss
     for name, have, want in rows:
         print(f"  {name:<37} {have:>7}  expected {want:>7}  {'ok' if have == want else 'MISMATCH'}")
     print(f"  archive objects                       {sinks.archive_objects:>7}")
+    for rule, line in fraud_quality(expected, sinks).items():
+        print(f"  {'fraud rule ' + rule:<37} {line}")
     reasons = Counter(sinks.dead_letter_reasons[k] for k in expected["dead_letters"] if k in sinks.dead_letter_reasons)
     print(f"  dead-letter reasons                   {dict(reasons)}")
     print(f"  peak RSS (stack, jobs, doors)         {peak_rss / 2**20:7.0f} MiB")

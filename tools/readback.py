@@ -44,6 +44,8 @@ class SinkCounts:
     routed: dict[str, Counter[str]]
     # Dead-letter ids in each of their three sinks: the topic, the archive and the Iceberg table.
     dead_letter_ids: dict[str, Counter[str]]
+    # The fraud signals in each of their sinks ("iceberg", "operational"): (id, rule, provider, day, evidence keys).
+    fraud_signals: dict[str, list[tuple[str, str, str | None, str | None, tuple[str, ...]]]]
 
 
 def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:
@@ -198,7 +200,68 @@ def read_sinks(cfg: IngestConfig) -> SinkCounts:
         dead_letter_reasons={
             dead_letter_key(letter): f"{letter['stage']}.{letter['reason_code']}" for letter in letters
         },
+        fraud_signals=fraud_signals(cfg),
     )
+
+
+Signal = tuple[str, str, str | None, str | None, tuple[str, ...]]  # (id, rule, provider NPI, day, evidence keys)
+Pattern = tuple[frozenset[str], str | None, str | None]  # infra.local.ground_truth.Pattern
+
+
+def fraud_signals(cfg: IngestConfig) -> dict[str, list[Signal]]:
+    """The signals of this configuration's feeds in the Iceberg table fraud_signals and, where the operational
+    store is in use, in ops.fraud_signals (a store shared by every run)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from schemas.contracts import load_contracts
+
+    feeds = set(load_contracts(cfg.feeds.directory))
+
+    def parsed(rows: list[tuple[Any, ...]]) -> list[Signal]:
+        return [(sid, rule, npi, str(day) if day is not None else None, tuple(keys.split(",")) if keys else ())
+                for sid, rule, npi, day, keys, feed in rows if feed in feeds]
+
+    found: dict[str, list[Signal]] = {}
+    columns = ("signal_id", "rule", "provider_npi", "service_date", "evidence_keys", "feed")
+    try:
+        table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table("fraud_signals"))
+        rows = table.scan(selected_fields=columns).to_arrow().to_pylist()
+        found["iceberg"] = parsed([tuple(r[c] for c in columns) for r in rows])
+    except NoSuchTableError:
+        found["iceberg"] = []
+    if operational_feeds(cfg):
+        from connectors.operational import signal_rows
+
+        found["operational"] = parsed(signal_rows(cfg))
+    return found
+
+
+def _pattern_id(rule: str, pattern: Pattern) -> str:
+    keys, provider, day = pattern
+    return f"{rule}/{min(keys)}/{provider or '-'}/{day or '-'}"
+
+
+def expected_signals(patterns: dict[str, list[Pattern]]) -> Counter[str]:
+    """One count per pattern of the ground truth (infra.local.ground_truth.FraudTruth), by rule, key, provider, day."""
+    return Counter(_pattern_id(rule, pattern) for rule, found in patterns.items() for pattern in found)
+
+
+def matched_signals(patterns: dict[str, list[Pattern]], signals: list[Signal], run_keys: set[str]) -> Counter[str]:
+    """The signals of this run (an evidence key among `run_keys`) by the pattern each belongs to (the same provider
+    and day, its evidence within the pattern's keys), named as expected_signals names them; `<rule>/unexpected/<id>`
+    for a signal of no pattern."""
+    index: dict[tuple[str, str, str | None, str | None], list[Pattern]] = {}
+    for rule, found in patterns.items():
+        for pattern in found:
+            for key in pattern[0]:
+                index.setdefault((rule, key, pattern[1], pattern[2]), []).append(pattern)
+    held: Counter[str] = Counter()
+    for sid, rule, provider, day, evidence in signals:
+        if not run_keys.intersection(evidence):
+            continue
+        within = [p for p in index.get((rule, evidence[0], provider, day), ()) if p[0].issuperset(evidence)]
+        held[_pattern_id(rule, within[0]) if within else f"{rule}/unexpected/{sid}"] += 1
+    return held
 
 
 def linkage_digest(cfg: IngestConfig) -> Digest:

@@ -129,9 +129,9 @@ class Signal:
     ingested_at_ms: int  # when that record entered the job: the signal's latency starts there
 
 
-def signal_id(rule: str, *keys: str | None) -> str:
-    """A signal's id: its rule and keys, digested (128 bits, hex)."""
-    return hashlib.sha256("\x1f".join([rule, *(k or "" for k in keys)]).encode()).hexdigest()[:32]
+def signal_id(namespace: str, rule: str, *keys: str | None) -> str:
+    """A signal's id: the job that found it (its name), its rule and keys, digested (128 bits, hex)."""
+    return hashlib.sha256("\x1f".join([namespace, rule, *(k or "" for k in keys)]).encode()).hexdigest()[:32]
 
 
 def money(text: str | None) -> Decimal | None:
@@ -167,8 +167,9 @@ class MemberState:
 class MemberDetector:
     """The rules over one member's state: `on_fact` for each record, `on_timer` when a grace period ends."""
 
-    def __init__(self, rules: FraudRules) -> None:
+    def __init__(self, rules: FraudRules, namespace: str = "") -> None:
         self.rules = rules
+        self.namespace = namespace  # the job's name: two deployments sharing a store keep their own signals
         self.providers = rules.of_kind(PROVIDERS_PER_MEMBER_DAY)
         self.amounts = rules.of_kind(SERVICE_AMOUNT_MISMATCH)
         self.eligibility = rules.of_kind(SERVICE_OUTSIDE_ELIGIBILITY)
@@ -225,12 +226,13 @@ class MemberDetector:
                 keys = set().union(*billed.values())
                 # Two claims (business keys) and `threshold` amounts: some pair of claims bills it differently.
                 if len(billed) >= rule.threshold and len(keys) >= 2:
+                    # One signal per member, provider and date: its other services billed twice add nothing.
                     yield from self._fire(state, rule, fact, keys, len(billed), rule.threshold, fact.billing_npi,
-                                          line.service_date, line.procedure)
+                                          line.service_date)
 
     def _fire(self, state: MemberState, rule: Rule, fact: Fact, evidence: Iterable[str], count: int, threshold: int,
               npi: str | None, day: str, *keys: str) -> Iterator[Signal]:
-        sid = signal_id(rule.name, fact.member, npi, day, *keys)
+        sid = signal_id(self.namespace, rule.name, fact.member, npi, day, *keys)
         if sid in state.fired:
             return
         state.fired.add(sid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -19,6 +20,17 @@ from schemas.contracts import FeedContract
 from udfs.dead_letters import Rejected
 from udfs.dedup import Digest, business_key
 from udfs.enrich import enrich
+from udfs.fraud import (
+    PROVIDERS_PER_MEMBER_DAY,
+    REPLACEMENT,
+    SERVICE_AMOUNT_MISMATCH,
+    SERVICE_OUTSIDE_ELIGIBILITY,
+    VOID,
+    FraudRules,
+    covered,
+    load_rules,
+    window_start,
+)
 from udfs.routing import resolve
 
 
@@ -55,6 +67,7 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
     dead: Counter[str] = Counter()
     routed: dict[str, Counter[str]] = {}
     stored: set[tuple[str, str]] = set()  # (feed, business key) rows of the operational store
+    fraud = FraudTruth()
     records = resends = 0
     for g in generated:
         records += 1
@@ -76,6 +89,7 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
             resends += 1
             continue
         keys = expected_keys(record, contract, digest)
+        fraud.add(record, contract, keys)
         archived.update(keys)
         if contract.record_type == "claim":
             claims.update(keys)
@@ -88,4 +102,75 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
                 name = f"iceberg:{contract.record_type}" if sink == "iceberg" else sink
                 routed.setdefault(name, Counter()).update(keys)
     return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead,
-            "resends_dropped": resends, "routed": routed}
+            "resends_dropped": resends, "routed": routed, "fraud": fraud.groups()}
+
+
+Pattern = tuple[frozenset[str], str | None, str | None]  # (claims' business keys, provider NPI, day)
+
+
+class FraudTruth:
+    """The fraud signals a set of accepted records must give, found by brute force over the clear records.
+
+    Independent of the detectors' streaming code (udfs/fraud.py shares only the rules file and its date
+    helpers): each rule is a grouping over every record at once. `groups()` gives, per rule, the business keys of
+    the claims of each pattern with its provider and day; a signal matches a pattern when it names the same provider
+    and day and its evidence keys lie within the pattern's keys.
+    Members are grouped by their clear id, which the job sees as its token (one token per id).
+    """
+
+    def __init__(self, rules: FraudRules | None = None) -> None:
+        self.rules = rules or load_rules()
+        self.claims: list[tuple[str, str, dict[str, Any]]] = []  # (member id, business key, clear claim)
+        self.spans: dict[str, set[tuple[str, str | None]]] = {}
+
+    def add(self, record: dict[str, Any], contract: FeedContract, keys: list[str]) -> None:
+        """One accepted record (a re-send adds nothing: every rule is over sets)."""
+        if contract.record_type == "claim":
+            self.claims.append((record["subscriber"]["member_id"], keys[0], record))
+        elif contract.record_type == "eligibility":
+            coverage = record["coverage"]
+            span = (coverage["start_date"], coverage.get("end_date"))
+            members = [record["member"]["member_id"]]
+            if contract.format == "x12":  # an 834's dependents are records of their own, with its coverage
+                members += [dependent["member_id"] for dependent in record.get("dependents", [])]
+            for member in members:
+                self.spans.setdefault(member, set()).add(span)
+
+    def groups(self) -> dict[str, list[Pattern]]:
+        """Per rule name, each pattern the records hold: its claims' business keys, its provider and day (as the
+        signal names them: the window's first day, the date of service)."""
+        found: dict[str, list[Pattern]] = {rule.name: [] for rule in self.rules.rules}
+        for rule in self.rules.rules:
+            if rule.kind == PROVIDERS_PER_MEMBER_DAY:
+                windows: dict[tuple[str, str], dict[str, set[str]]] = {}
+                for member, key, claim in self._billed():
+                    window = windows.setdefault((member, window_start(claim["service_date_from"], rule.window_days)),
+                                                {})
+                    window.setdefault(claim["billing_provider"]["npi"], set()).add(key)
+                found[rule.name] = [(frozenset().union(*npis.values()), None, day)
+                                    for (_member, day), npis in windows.items() if len(npis) > rule.threshold]
+            elif rule.kind == SERVICE_AMOUNT_MISMATCH:
+                services: dict[tuple[str, ...], dict[Decimal, set[str]]] = {}
+                for member, key, claim in self._billed():
+                    if claim["frequency_code"] == REPLACEMENT:
+                        continue
+                    for line in claim["service_lines"]:
+                        day = line.get("service_date") or claim["service_date_from"]
+                        amounts = services.setdefault(
+                            (member, claim["billing_provider"]["npi"], day, line["procedure_code"]), {})
+                        amounts.setdefault(Decimal(str(line["charge"])).normalize(), set()).add(key)
+                days: dict[tuple[str, ...], set[str]] = {}  # one signal per member, provider and date
+                for (member, npi, day, _code), amounts in services.items():
+                    keys = set().union(*amounts.values())
+                    if len(amounts) >= rule.threshold and len(keys) >= 2:
+                        days.setdefault((member, npi, day), set()).update(keys)
+                found[rule.name] = [(frozenset(keys), npi, day) for (_member, npi, day), keys in days.items()]
+            elif rule.kind == SERVICE_OUTSIDE_ELIGIBILITY:
+                found[rule.name] = [(frozenset({key}), None, claim["service_date_from"])
+                                    for member, key, claim in self._billed()
+                                    if self.spans.get(member) and not covered(claim["service_date_from"],
+                                                                              self.spans[member])]
+        return found
+
+    def _billed(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [(member, key, claim) for member, key, claim in self.claims if claim["frequency_code"] != VOID]

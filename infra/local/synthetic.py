@@ -99,11 +99,14 @@ def generate(
     size_kb: tuple[float, float] = (4, 12),
     start: datetime = DEFAULT_START,
     invalid_kinds: Sequence[str] = INVALID_KINDS,
+    fraud_rate: float = 0.0,
 ) -> Iterator[Generated]:
     """Yield `n` records (duplicates and invalid ones included), identical for identical arguments.
 
     Valid records measure between size_kb[0] and size_kb[1] KiB unless their smallest possible
     shape is bigger (about 1.1 KiB). Duplicates are exact re-sends of earlier valid records.
+    `fraud_rate`: the share of valid original claims that start a planted fraud pattern (FraudPlanter); the
+    claims that follow carry it, the rest of the stream is the same as without.
     """
     if n < 0 or not 0 <= duplicate_rate <= 1 or not 0 <= invalid_rate <= 1 - duplicate_rate:
         raise ValueError("need n >= 0, 0 <= duplicate_rate, invalid_rate and their sum <= 1")
@@ -119,6 +122,7 @@ def generate(
     rng = _Rng(f"medistream-synthetic:{seed}")
     recent: list[Generated] = []
     start_ms = int(start.timestamp() * 1000)
+    planter = FraudPlanter(seed, pools, fraud_rate)
     for i in range(n):
         roll = rng.random()
         if recent and roll < duplicate_rate:
@@ -136,12 +140,62 @@ def generate(
             payload = _corrupt(rng, kind, feed.record_type, record, payload)
             yield _generated(record_id, feed, payload, "invalid", kind)
             continue
+        if feed.record_type == "claim" and fraud_rate:
+            payload = planter.plant(record, payload)
         item = _generated(record_id, feed, payload, "valid", None)
         if len(recent) < _RECENT:
             recent.append(item)
         else:
             recent[rng.below(_RECENT)] = item
         yield item
+
+
+class FraudPlanter:
+    """Plants the patterns of schemas/fraud/rules.yaml into generated claims, with its own random stream.
+
+    A planted pattern is a run of original claims (frequency 1) rewritten as they are generated: `providers`
+    claims of one member, one date of service, each from another billing provider (member_many_providers);
+    or two claims of one member, provider, procedure and date billing different amounts (duplicate_service_amounts).
+    Claims of members whose coverage ended or starts later (member_coverage) are the third rule's own.
+    """
+
+    def __init__(self, seed: int, pools: Pools, rate: float, providers: int = 4) -> None:
+        self.rng, self.pools, self.rate, self.providers = _Rng(f"medistream-fraud:{seed}"), pools, rate, providers
+        self.queue: list[dict[str, Any]] = []  # the rewrites of the next original claims
+        self.planted = {"member_many_providers": 0, "duplicate_service_amounts": 0}
+
+    def plant(self, record: dict[str, Any], payload: bytes) -> bytes:
+        """The claim's wire bytes, rewritten when a pattern is being planted (or starts here)."""
+        if record.get("frequency_code") != "1":
+            return payload
+        if not self.queue:
+            if self.rng.random() >= self.rate:
+                return payload
+            self.queue = self._pattern(date.fromisoformat(record["sent_at"][:10]))
+        rewrite = self.queue.pop(0)
+        record["subscriber"] = rewrite["subscriber"]
+        record["billing_provider"] = rewrite["billing_provider"]
+        record["service_date_from"] = record["service_date_to"] = rewrite["day"]
+        lines = record["service_lines"]
+        for line in lines:
+            line["service_date"] = rewrite["day"]
+        if "procedure_code" in rewrite:
+            lines[0]["procedure_code"], lines[0]["charge"] = rewrite["procedure_code"], rewrite["charge"]
+            record["total_charge"] = _total(lines)
+        return orjson.dumps(record)
+
+    def _pattern(self, sent: date) -> list[dict[str, Any]]:
+        rng, pools = self.rng, self.pools
+        person, day = rng.pick(pools.people), (sent - timedelta(days=rng.between(2, 30))).isoformat()
+        if rng.random() < 0.5:
+            self.planted["member_many_providers"] += 1
+            return [{"subscriber": person, "billing_provider": org, "day": day}
+                    for org in rng.sample(pools.organizations, self.providers)]
+        self.planted["duplicate_service_amounts"] += 1
+        org, (code, _modifiers, _units, charge) = rng.pick(pools.organizations), rng.pick(pools.line_bodies)
+        other = _money(Decimal(charge) + Decimal(rng.between(5, 400)))
+        return [{"subscriber": person, "billing_provider": org, "day": day, "procedure_code": code, "charge": amount}
+                for amount in (charge, other)]
 
 
 def write_ground_truth(path: str | os.PathLike[str], generated: Iterable[Generated]) -> int:
@@ -595,20 +649,16 @@ def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int
         for rel in rng.pick(((), (), ("01",), ("19",), ("19", "19"), ("01", "19", "19"), ("01", "19", "19", "19"))):
             taken = {member["member_id"], *(d["member_id"] for d in dependents)}
             dep = rng.pick(pools.people)
-            while dep["member_id"] in taken:
-                dep = rng.pick(pools.people)  # a family lists each person once
+            # A family lists each person once, and its people share a coverage class: an 834's dependents are
+            # records of their own with the family's coverage, so each person's span is the same in every record.
+            while dep["member_id"] in taken or coverage_class(dep["member_id"]) != coverage_class(member["member_id"]):
+                dep = rng.pick(pools.people)
             dependents.append({**{k: dep[k] for k in ("member_id", "first_name", "birth_date", "gender")},
                                "last_name": member["last_name"], "relationship": rel})
     rels = {d["relationship"] for d in dependents}
     level = {frozenset(): "EMP", frozenset({"01"}): "ESP", frozenset({"19"}): "ECH"}.get(frozenset(rels), "FAM")
-    maintenance = rng.choices(("021", "030", "024"), cum_weights=(70, 90, 100))[0]
-    start = date(sent.year - rng.between(0, 3), rng.between(1, 12), 1)
-    coverage = {"start_date": start.isoformat(), "maintenance_type_code": maintenance}
-    if maintenance == "024":
-        end = date(sent.year, sent.month, 1) - timedelta(days=1)
-        # A terminated coverage started before it ended (rule_date_order).
-        coverage = {"start_date": min(start, end.replace(day=1)).isoformat(), "maintenance_type_code": maintenance,
-                    "end_date": end.isoformat()}
+    maintenance = rng.choices(("021", "030"), cum_weights=(78, 100))[0]  # terminations (024) are class 6's
+    coverage = member_coverage(member["member_id"], sent, maintenance)
     record: dict[str, Any] = {
         **env, "member": member,
         "subscriber_id": member["member_id"] if is_subscriber else rng.pick(pools.people)["member_id"],
@@ -626,6 +676,34 @@ def _build_eligibility(rng: _Rng, pools: Pools, env: dict[str, Any], target: int
         return True
 
     return record, _fit(record, target, hi, shrink, rng, pools)
+
+
+COVERAGE_CLASSES = 8
+
+
+def coverage_class(member_id: str) -> int:
+    """A person's coverage class (0-7), from their member id: every eligibility record of theirs has its span."""
+    return hashlib.sha256(member_id.encode()).digest()[0] % COVERAGE_CLASSES
+
+
+def member_coverage(member_id: str, sent: date, maintenance: str = "021") -> dict[str, str]:
+    """A person's coverage span as their eligibility records carry it (sent: the record's send date).
+
+    One span per person, so the fraud rule `service_outside_eligibility` has one answer whatever order the
+    records arrive in. Claims are for services 1-48 days before they are sent: classes 0-4 and 7 cover them all;
+    class 5 starts on the first of the send month (services before it are outside); class 6 ended two months
+    before (terminated, maintenance 024): those are the planted "outside eligibility" patterns.
+    """
+    cls = coverage_class(member_id)
+    first = date(sent.year, sent.month, 1)
+    if cls == 5:
+        return {"start_date": first.isoformat(), "maintenance_type_code": maintenance}
+    if cls == 6:
+        end = (first - timedelta(days=1)).replace(day=1) - timedelta(days=1)
+        return {"start_date": date(end.year - 2, end.month, 1).isoformat(), "maintenance_type_code": "024",
+                "end_date": end.isoformat()}
+    return {"start_date": date(sent.year - 1 - cls % 3, 1 + (cls * 5) % 12, 1).isoformat(),
+            "maintenance_type_code": maintenance}
 
 
 _Builder = Callable[[_Rng, Pools, dict[str, Any], int, int], tuple[dict[str, Any], bytes]]

@@ -22,6 +22,7 @@ HARNESSES: dict[str, tuple[str, type[Harness]]] = {
     "dead_letters": ("ingest", ingest_run.DeadLetters),
     "iceberg": ("ingest", ingest_run.Iceberg),
     "operational": ("ingest", ingest_run.Operational),
+    "fraud_signals": ("ingest", ingest_run.FraudSignals),
     "raw_topics": ("ingest", ingest_run.RawTopics),
     "landing_files": ("ingest", ingest_run.LandingFiles),
     "snowflake": ("snowflake", snowflake_run.Snowflake),

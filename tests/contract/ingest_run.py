@@ -29,8 +29,10 @@ from tools.readback import (
     committed_dead_letters,
     covered,
     dead_letter_key,
+    expected_signals,
     iceberg_table,
     linkage_digest,
+    matched_signals,
     read_sinks,
     s3_client,
 )
@@ -51,7 +53,7 @@ class IngestRun(Run):
         self.contracts = load_contracts(Path(self.cfg.feeds.contracts_dir))
         self.generated = list(synthetic.generate(
             self.waves * PER_WAVE, seed=SEED, feeds=synthetic.feeds_from_contracts(self.contracts.values()),
-            mix=synthetic.Mix(0.6, 0.25, 0.15), duplicate_rate=0.03, invalid_rate=0.06))
+            mix=synthetic.Mix(0.6, 0.25, 0.15), duplicate_rate=0.03, invalid_rate=0.06, fraud_rate=0.04))
         self.jobs = JobProcesses(self.properties, home / "logs")
         self.s3 = s3_client(self.cfg.s3)
         self.restored_from: str | None = None
@@ -125,8 +127,14 @@ class IngestRun(Run):
             return False
         sinks = read_sinks(self.cfg)
         wanted = [(sinks.archived_keys, self.outcome["archived"]), (sinks.dead_letters, self.outcome["dead_letters"]),
-                  *((sinks.routed.get(name, Counter()), keys) for name, keys in self.outcome["routed"].items())]
+                  *((sinks.routed.get(name, Counter()), keys) for name, keys in self.outcome["routed"].items()),
+                  *((self.signals(sinks, where), expected_signals(self.outcome["fraud"]))
+                    for where in sinks.fraud_signals)]
         return all(covered(held, want) >= sum(want.values()) for held, want in wanted)
+
+    def signals(self, sinks: Any, where: str) -> Counter[str]:
+        """This run's fraud signals in one of their sinks, by the ground truth's pattern each belongs to."""
+        return matched_signals(self.outcome["fraud"], sinks.fraud_signals[where], set(self.outcome["archived"]))
 
     def check_alive(self) -> None:
         self.jobs.check_alive()
@@ -234,6 +242,24 @@ class Operational(Routed):
     """Every routed business key once in the operational store's table of its record type (its newest version)."""
 
     prefix = "operational:"
+
+
+class FraudSignals(IngestHarness):
+    """Every pattern of the ground truth once, by rule and pattern, in the Iceberg table and in the operational store
+    (a signal outside every pattern counts as a duplicate)."""
+
+    def expected(self) -> Counter[str]:
+        found = expected_signals(self.run.outcome["fraud"])
+        return Counter({f"{where}/{k}": n for where in self.run.sinks.fraud_signals for k, n in found.items()})
+
+    def delivered(self) -> Counter[str]:
+        return Counter({f"{where}/{k}": n for where in self.run.sinks.fraud_signals
+                        for k, n in self.run.signals(self.run.sinks, where).items()})
+
+    def checks(self) -> dict[str, bool]:
+        rules = {rule for rule, groups in self.run.outcome["fraud"].items() if groups}
+        return {**super().checks(), "the run plants a pattern of every rule": rules == set(self.run.outcome["fraud"]),
+                "signals reach the operational store too": "operational" in self.run.sinks.fraud_signals}
 
 
 class Door(IngestHarness):
