@@ -119,7 +119,9 @@ def main() -> None:
             group["PropertyMap"]["interval.ms"] = str(args.checkpoint_ms)
     properties.write_text(json.dumps(groups))
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
-    feeds = [f for f in synthetic.feeds_from_contracts(contracts.values()) if f.name in (CLAIMS_FEED, ELIGIBILITY_FEED)]
+    # An isolated run's feeds carry its run id as a prefix (infra.local.isolation).
+    feeds = [f for f in synthetic.feeds_from_contracts(contracts.values())
+             if f.name.endswith((CLAIMS_FEED, ELIGIBILITY_FEED))]
     claims_wanted = int(args.rate * args.seconds)
     generated = list(synthetic.generate(int(claims_wanted / 0.8), seed=13, feeds=feeds,
                                         mix=synthetic.Mix(0.8, 0.0, 0.2), duplicate_rate=0.0, invalid_rate=0.0,
@@ -131,7 +133,7 @@ def main() -> None:
     publish_reference(s3, bucket, prefix, 13, version=1)
     from connectors.kafka import create_missing_topics
 
-    create_missing_topics(cfg.kafka.bootstrap_servers, {f"raw.{CLAIMS_FEED}"})
+    create_missing_topics(cfg.kafka.bootstrap_servers, {f"raw.{g.feed}" for g in claims[:1]})
     os.environ["MEDISTREAM_PROPERTIES"] = str(properties)
     jobs = JobProcesses(properties, workdir / "logs")
     jobs.start("ingest")

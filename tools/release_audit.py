@@ -184,8 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the gate alone: its line, exit 0 (passed) or 1."""
     import time
 
-    from tools.release import report, tools_bin
+    from connectors.properties import medistream_home
 
+    def pip_audit() -> str:  # as tools.release.tools_bin finds it (that module imports this one, not back)
+        path = medistream_home() / "release-venv" / "bin" / "pip-audit"
+        if not path.exists():
+            raise AuditFailed(f"{path} is missing: run ./medistream setup")
+        return str(path)
+
+    folder = medistream_home() / "release"  # tools.release.report's folder
+    folder.mkdir(parents=True, exist_ok=True)
     parser = argparse.ArgumentParser(prog="python -m tools.release_audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--advisory-max-age", type=int, default=MAX_AGE_DAYS, metavar="DAYS",
@@ -193,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     began = time.monotonic()
     try:
-        result, summary = dependency_audit(report("dependency-audit.json").parent, lambda: tools_bin("pip-audit"),
-                                           max_age_days=args.advisory_max_age)
+        result, summary = dependency_audit(folder, pip_audit, max_age_days=args.advisory_max_age)
     except AuditFailed as err:
         print(f"{'pip-audit':<12} FAILED  {time.monotonic() - began:>7.1f} s  {err}")
         return 1
