@@ -1,4 +1,9 @@
-"""The API's uvicorn server: loopback only, h11, and a deadline for a request's line and headers (slowloris).
+"""The API's uvicorn server: loopback unless told otherwise, h11, and a deadline for a request's line and headers.
+
+Where it listens is `ingest_api.bind.host` (`bind_host`): 127.0.0.1 when unset, which every local run
+keeps (the local properties set nothing); a Fargate task's property group sets 0.0.0.0, the addresses of
+the task's own network interface, so that the load balancer in front of it can connect (the task's
+security group admits only the VPC on the API's port).
 
 uvicorn's h11 protocol bounds an idle keep-alive connection (`timeout_keep_alive`) and the app bounds
 the body (`body_timeout_s`), but nothing bounds the request line and headers: a client that sends
@@ -14,12 +19,15 @@ When the deadline passes, the connection is answered 408 `{"error": "headers_not
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 LOOPBACK = "127.0.0.1"
+BIND_HOST_KEY = "bind.host"  # in group `ingest_api`
 TIMEOUT_BODY = b'{"error":"headers_not_received_in_time"}'
 
 
@@ -101,9 +109,25 @@ def with_header_timeout(header_timeout_s: float) -> type[HeaderTimeoutH11Protoco
     return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
 
 
-def uvicorn_config(app: Any, port: int, header_timeout_s: float, **options: Any) -> Any:
-    """A uvicorn.Config on 127.0.0.1 with the header deadline; `options` are further uvicorn.Config arguments."""
+def bind_host(groups: Mapping[str, Mapping[str, str]]) -> str:
+    """`ingest_api.bind.host`: the IP address the server listens on, 127.0.0.1 when unset or empty.
+
+    An address literal only (a name could resolve anywhere); ConfigError naming the key otherwise."""
+    from connectors.properties import ConfigError
+
+    value = str(groups.get("ingest_api", {}).get(BIND_HOST_KEY) or LOOPBACK).strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"property 'ingest_api.{BIND_HOST_KEY}' is {value!r}: an IP address (127.0.0.1 locally, "
+                          "0.0.0.0 in a container behind a load balancer)") from None
+    return value
+
+
+def uvicorn_config(app: Any, port: int, header_timeout_s: float, host: str = LOOPBACK, **options: Any) -> Any:
+    """A uvicorn.Config on `host` (127.0.0.1 unless given: `bind_host`) with the header deadline; `options` are
+    further uvicorn.Config arguments."""
     import uvicorn
 
-    return uvicorn.Config(app, host=LOOPBACK, port=port, http=with_header_timeout(header_timeout_s),
+    return uvicorn.Config(app, host=host, port=port, http=with_header_timeout(header_timeout_s),
                           access_log=False, **options)

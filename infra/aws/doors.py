@@ -52,6 +52,19 @@ ENV_PROPERTIES = ("properties of this environment: bucket, table, topic and secr
 ServiceProperties = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
 
 
+# Where the ingest API listens in its task (connectors/ingest_api/server.bind_host): every address of the task's
+# own network interface, so that the load balancer reaches it; the services' group admits only the VPC on its port.
+TASK_BIND_HOST = "0.0.0.0"  # noqa: S104 - the task's own interface, behind its security group and the NLB
+
+
+def with_bind_host(service: str, groups: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The ingest API's property groups with `ingest_api.bind.host` set for a task; other services' unchanged."""
+    if service != "ingest_api":
+        return groups
+    return [{**g, "PropertyMap": {**g["PropertyMap"], "bind.host": TASK_BIND_HOST}}  # type: ignore[dict-item]
+            if g["PropertyGroupId"] == "ingest_api" else g for g in groups]
+
+
 class DoorsStack(Stack):
     """The SFTP server and its users; the ECS cluster, image repository and services."""
 
@@ -119,7 +132,7 @@ class DoorsStack(Stack):
                                              execution_role=self.roles[TASK_EXECUTION])
             logs = log_group(self, f"{service}-log-group", f"/medistream/{names.env}/{SERVICES_LOG_PREFIX}/{service}",
                              logs_key)
-            doc = self.to_json_string(properties(service, values))
+            doc = self.to_json_string(with_bind_host(service, properties(service, values)))
             container = task.add_container(
                 service, image=ecs.ContainerImage.from_ecr_repository(self.repository, tag.value_as_string),
                 entry_point=["sh", "-c"],

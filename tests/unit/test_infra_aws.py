@@ -942,3 +942,29 @@ def test_services_image_from_the_storage_stacks_repository_read_only_and_unprivi
         assert container["MountPoints"] == [{"ContainerPath": SCRATCH, "ReadOnly": False, "SourceVolume": "scratch"}]
         assert task["Volumes"] == [{"Name": "scratch"}]
         assert _flat(container["Image"]).endswith(f"/medistream-{env}/services:<ServiceImageTag>")
+
+
+def test_ingest_api_task_binds_its_interface_other_services_nothing(synthesized: dict[str, Any]) -> None:
+    """The ingest API's task is told (property `ingest_api.bind.host`, not an environment secret) to listen on its
+    own interface, which its loader accepts; the NLB reaches it on the API's port from inside the VPC only."""
+    from connectors.ingest_api.server import bind_host
+    from infra.aws.network import INGEST_API_PORT, VPC_CIDR
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    doors = _template(synthesized, stacks.doors)
+    tasks = {t["Family"]: t for t in _resources(doors, "AWS::ECS::TaskDefinition").values()}
+    for family, task in tasks.items():
+        (container,) = task["ContainerDefinitions"]
+        env_vars = {e["Name"]: _flat(e["Value"]) for e in container["Environment"]}
+        assert set(env_vars) == {"MEDISTREAM_PROPERTIES", "MEDISTREAM_PROPERTIES_DOC"}
+        doc = env_vars["MEDISTREAM_PROPERTIES_DOC"]
+        if family == f"medistream-{env}-ingest_api":
+            groups = {g["PropertyGroupId"]: g["PropertyMap"] for g in json.loads(doc)}
+            assert bind_host(groups) == "0.0.0.0"  # noqa: S104
+            assert container["PortMappings"] == [{"ContainerPort": INGEST_API_PORT, "Protocol": "tcp"}]
+        else:
+            assert "bind.host" not in doc, family
+    net = _template(synthesized, stacks.network)
+    services_id = stacks.network.get_logical_id(stacks.network.services_sg.node.default_child)
+    (sg,) = [p for k, p in _resources(net, "AWS::EC2::SecurityGroup").items() if k == services_id]
+    assert [(r["CidrIp"], r["FromPort"]) for r in sg["SecurityGroupIngress"]] == [(VPC_CIDR, INGEST_API_PORT)]
