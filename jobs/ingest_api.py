@@ -4,10 +4,10 @@
     medistream ingest-api add-key --feed FEED      # prints a new key once; only its digest is stored
     medistream ingest-api revoke-key --feed FEED < key-file   # servers drop it within keys.refresh.s
 
-Serves on 127.0.0.1 (TLS in production is the load balancer's). Configuration: group `ingest_api`
-(`port`, `keys.secret`, `keys.refresh.s`, `idempotency.table`, `max.batch`, `body.timeout.s`,
-`header.timeout.s`, `rate`, `burst`, and per feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`,
-AWS endpoint from `phi`.
+Serves on 127.0.0.1, or the address `ingest_api.bind.host` names (0.0.0.0 in a Fargate task behind the
+load balancer, whose TLS it is). Configuration: group `ingest_api` (`port`, `bind.host`, `keys.secret`,
+`keys.refresh.s`, `idempotency.table`, `max.batch`, `body.timeout.s`, `header.timeout.s`, `rate`, `burst`,
+and per feed `<feed>.rate` / `<feed>.burst`), Kafka from `kafka`, AWS endpoint from `phi`.
 """
 
 from __future__ import annotations
@@ -173,15 +173,15 @@ def serve(groups: Mapping[str, Mapping[str, str]], port: int | None = None) -> i
     """Serve until SIGTERM/SIGINT (uvicorn's own handling), then flush the producer."""
     import uvicorn
 
-    from connectors.ingest_api.server import uvicorn_config
+    from connectors.ingest_api.server import bind_host, uvicorn_config
     from connectors.metrics.doors import DoorMetrics
 
     cfg = load_api_config(groups)
     metrics = DoorMetrics("ingest_api")
     app, producer = build_service(cfg, groups, metrics)
     metrics.serve()
-    server = uvicorn.Server(uvicorn_config(app, port or cfg.port, cfg.header_timeout_s, timeout_keep_alive=5,
-                                           log_level="info"))
+    server = uvicorn.Server(uvicorn_config(app, port or cfg.port, cfg.header_timeout_s, host=bind_host(groups),
+                                           timeout_keep_alive=5, log_level="info"))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then restores the handlers it found and raises the
     # signal again: with the default handler that kills the process before the producer is flushed.
     # Ours records it, so the shutdown ends here, with the producer closed and exit code 0.
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medistream ingest-api", description=__doc__.split("\n\n")[0])
     parser.add_argument("--properties", help="application_properties.json (default: MSF path or conf/)")
     sub = parser.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("serve", help="serve on 127.0.0.1")
+    run = sub.add_parser("serve", help="serve on 127.0.0.1 (or ingest_api.bind.host)")
     run.add_argument("--port", type=int)
     key = sub.add_parser("add-key", help="create an API key for a feed (printed once)")
     key.add_argument("--feed", required=True)
