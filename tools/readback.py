@@ -11,7 +11,7 @@ import io
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -45,7 +45,8 @@ class SinkCounts:
     # Dead-letter ids in each of their three sinks: the topic, the archive and the Iceberg table.
     dead_letter_ids: dict[str, Counter[str]]
     # The fraud signals in each of their sinks ("iceberg", "operational"): (id, rule, provider, day, evidence keys).
-    fraud_signals: dict[str, list[tuple[str, str, str | None, str | None, tuple[str, ...]]]]
+    fraud_signals: dict[str, list[tuple[str, str, str | None, str | None, tuple[str, ...]]]] = field(
+        default_factory=dict)
 
 
 def iceberg_table(ice: IcebergConfig, s3: S3Config, table: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -196,3 +197,19 @@ def test_the_shipped_rules_load_and_a_bad_file_is_named(tmp_path: Path) -> None:
         with pytest.raises(FraudRulesError, match=message) as err:
             load_rules(bad)
         assert str(bad) in str(err.value)
+
+
+def test_the_ground_truth_matches_signals_by_pattern_and_flags_the_rest() -> None:
+    from tools.readback import expected_signals, matched_signals
+
+    patterns = {"many": [(frozenset({"k1", "k2", "k3", "k4"}), None, "2025-05-01")],
+                "amounts": [(frozenset({"k5", "k6"}), "1000000004", "2025-05-02")]}
+    want = expected_signals(patterns)
+    assert sum(want.values()) == 2
+    signals = [("s1", "many", None, "2025-05-01", ("k1", "k2", "k3", "k4")),
+               ("s2", "amounts", "1000000004", "2025-05-02", ("k5", "k6")),
+               ("s3", "amounts", "1000000004", "2025-05-03", ("k5", "k6")),  # another day: no pattern
+               ("s4", "many", None, "2025-05-01", ("old1", "old2"))]  # another run's keys: not this run's
+    held = matched_signals(patterns, signals, run_keys={"k1", "k2", "k3", "k4", "k5", "k6"})
+    assert held - want == Counter({"amounts/unexpected/s3": 1}) and not want - held
+    assert matched_signals(patterns, signals[:1] * 2, {"k1"}) - want  # the same pattern twice shows
