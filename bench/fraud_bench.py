@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import pickle
 import statistics
@@ -28,7 +27,14 @@ from typing import Any
 
 import orjson
 
-from bench.latency_bench import committed_rows, isolated_run, paced_produce, percentiles
+from bench.latency_bench import (
+    committed_rows,
+    isolated_run,
+    paced_produce,
+    percentiles,
+    wait_first_checkpoint,
+    with_checkpoint_interval,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLAIMS_FEED, ELIGIBILITY_FEED = "hospital_a_claims", "clearinghouse_c_eligibility"
@@ -99,7 +105,6 @@ def main() -> None:
     from infra.local.ground_truth import expected_outcome
     from infra.local.publish import publish
     from infra.local.reference import publish_reference
-    from jobs.runtime import latest_restore_point
     from schemas.contracts import load_contracts
     from tools.job_processes import JobProcesses
     from tools.readback import (
@@ -113,11 +118,7 @@ def main() -> None:
     )
 
     _run_id, workdir, cfg, properties = isolated_run("fraud")
-    groups = json.loads(properties.read_text())
-    for group in groups:
-        if group["PropertyGroupId"] == "checkpoints":
-            group["PropertyMap"]["interval.ms"] = str(args.checkpoint_ms)
-    properties.write_text(json.dumps(groups))
+    with_checkpoint_interval(properties, args.checkpoint_ms)
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     # An isolated run's feeds carry its run id as a prefix (infra.local.isolation).
     feeds = [f for f in synthetic.feeds_from_contracts(contracts.values())
@@ -138,20 +139,16 @@ def main() -> None:
     jobs = JobProcesses(properties, workdir / "logs")
     jobs.start("ingest")
     try:
+        wait_first_checkpoint(jobs, cfg.checkpoints)
         deadline = time.monotonic() + 300
-        while latest_restore_point(cfg.checkpoints) is None:  # warm: the job runs and has checkpointed
-            jobs.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError("no first checkpoint within 300 s")
-            time.sleep(1)
         landing_bucket, landing_prefix = split_s3_url(cfg.landing.path)
         publish(eligibility, cfg.kafka.bootstrap_servers, s3, landing_bucket, landing_prefix=landing_prefix,
                 records_per_file=200, contracts=contracts)
         table = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table("eligibility"))
         while committed_rows(table) < len(eligibility):
             jobs.check_alive()
-            if time.monotonic() > deadline + 300:
-                raise TimeoutError("the eligibility files were not committed within 600 s")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the eligibility files were not committed within 300 s")
             time.sleep(2)
         started = time.monotonic()
         sent = paced_produce(claims, cfg.kafka.bootstrap_servers, args.rate)

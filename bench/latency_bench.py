@@ -113,6 +113,27 @@ def isolated_run(name: str) -> tuple[str, Path, Any, Path]:
     return run_id, workdir, isolated_config(run_id, workdir), write_properties(run_id, workdir)
 
 
+def with_checkpoint_interval(properties: Path, interval_ms: int) -> None:
+    """Rewrite a run's properties file with another checkpoint interval."""
+    groups = json.loads(properties.read_text())
+    for group in groups:
+        if group["PropertyGroupId"] == "checkpoints":
+            group["PropertyMap"]["interval.ms"] = str(interval_ms)
+    properties.write_text(json.dumps(groups))
+
+
+def wait_first_checkpoint(jobs: Any, checkpoints: Any, timeout_s: float = 300.0) -> None:
+    """Return once the started job has completed a checkpoint (it runs and is warm)."""
+    from jobs.runtime import latest_restore_point
+
+    deadline = time.monotonic() + timeout_s
+    while latest_restore_point(checkpoints) is None:
+        jobs.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no first checkpoint within {timeout_s:.0f} s")
+        time.sleep(1)
+
+
 def main() -> None:
     """Run the latency benchmark once and record its result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -129,17 +150,12 @@ def main() -> None:
     local_aws_environment()
     from infra.local import synthetic
     from infra.local.reference import publish_reference
-    from jobs.runtime import latest_restore_point
     from schemas.contracts import load_contracts
     from tools.job_processes import JobProcesses
     from tools.readback import iceberg_table, s3_client, split_s3_url
 
     _run_id, workdir, cfg, properties = isolated_run("latency")
-    groups = json.loads(properties.read_text())
-    for group in groups:
-        if group["PropertyGroupId"] == "checkpoints":
-            group["PropertyMap"]["interval.ms"] = str(args.checkpoint_ms)
-    properties.write_text(json.dumps(groups))
+    with_checkpoint_interval(properties, args.checkpoint_ms)
     contracts = load_contracts(Path(cfg.feeds.contracts_dir))
     # Canonical JSON feeds on Kafka: their wire form is the generated payload as is.
     feeds = [f for f in synthetic.feeds_from_contracts(contracts.values())
@@ -159,12 +175,7 @@ def main() -> None:
     jobs.start("ingest")
     jobs.start("loader")
     try:
-        deadline = time.monotonic() + 300
-        while latest_restore_point(cfg.checkpoints) is None:  # warm: the job runs and has checkpointed
-            jobs.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError("no first checkpoint within 300 s")
-            time.sleep(1)
+        wait_first_checkpoint(jobs, cfg.checkpoints)
         started = time.monotonic()
         sent = paced_produce(records, cfg.kafka.bootstrap_servers, args.rate)
         offered_s = time.monotonic() - started

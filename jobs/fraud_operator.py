@@ -50,19 +50,14 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         self.detector: MemberDetector  # built in open(), on the worker
 
     def open(self, runtime_context: Any) -> None:
-        from pyflink.common import Time
-        from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+        from pyflink.datastream.state import ValueStateDescriptor
+
+        from jobs.runtime import expiring
 
         rules = load_rules(self.rules_path or RULES_FILE)  # empty: the shipped rules, found where this code is
         self.detector = MemberDetector(rules, self.namespace)
-        evidence = ValueStateDescriptor("member-evidence", Types.PICKLED_BYTE_ARRAY())
-        # As jobs.ingest.FirstPerKey: cleanup in RocksDB's compactions or a few per access, never PyFlink's default
-        # background cleanup (it needs a Py4J gateway a TaskManager does not have).
-        ttl = Time.milliseconds(rules.state_ttl_ms)
-        evidence.enable_time_to_live(StateTtlConfig.new_builder(ttl).disable_cleanup_in_background()
-                                     .cleanup_in_rocksdb_compact_filter(1000, ttl).cleanup_incrementally(10, False)
-                                     .build())
-        self.evidence = runtime_context.get_state(evidence)
+        self.evidence = runtime_context.get_state(
+            expiring(ValueStateDescriptor("member-evidence", Types.PICKLED_BYTE_ARRAY()), rules.state_ttl_ms))
         self._metrics = FlinkCounters(runtime_context.get_metrics_group().add_group(METRIC_GROUP))
 
     def close(self) -> None:

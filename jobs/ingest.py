@@ -45,6 +45,7 @@ from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, I
 from jobs.runtime import (
     STABLE_UID_TABLE_KEYS,
     add_operator_ids_option,
+    expiring,
     flink_configuration,
     initialize_filesystems,
     prepare_process_environment,
@@ -78,18 +79,10 @@ class FirstPerKey(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         self.ttl_ms = ttl_ms
 
     def open(self, ctx: Any) -> None:
-        from pyflink.common import Time, Types
-        from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+        from pyflink.common import Types
+        from pyflink.datastream.state import ValueStateDescriptor
 
-        seen = ValueStateDescriptor("seen", Types.BOOLEAN())
-        # Expired keys go in RocksDB's compactions (a cluster) or a few per access (the embedded heap backend),
-        # both named here: PyFlink's default background cleanup builds a java.time.Duration through a Py4J
-        # gateway, which a TaskManager does not have (measured: the task failed at open on the cluster).
-        ttl = Time.milliseconds(self.ttl_ms)
-        seen.enable_time_to_live(StateTtlConfig.new_builder(ttl).disable_cleanup_in_background()
-                                 .cleanup_in_rocksdb_compact_filter(1000, ttl).cleanup_incrementally(10, False)
-                                 .build())
-        self.seen = ctx.get_state(seen)
+        self.seen = ctx.get_state(expiring(ValueStateDescriptor("seen", Types.BOOLEAN()), self.ttl_ms))
 
     def process_element(self, value: Any, ctx: Any) -> Any:
         if not self.seen.value():

@@ -121,6 +121,23 @@ MANAGED_TABLE_KEYS_TO_CONFIRM = frozenset({"table.exec.state.ttl", "table.exec.s
 STABLE_UID_TABLE_KEYS = {"table.exec.uid.generation": "ALWAYS", "table.exec.iceberg.use-v2-sink": "true"}
 
 
+def expiring(descriptor: Any, ttl_ms: int) -> Any:
+    """`descriptor` (a PyFlink state descriptor) with a time-to-live of `ttl_ms` after its last write.
+
+    Expired entries go in RocksDB's compactions (a cluster) or a few per access (the embedded heap backend),
+    both named here: PyFlink's default background cleanup builds a java.time.Duration through a Py4J
+    gateway, which a TaskManager does not have (measured: the task failed at open on the cluster).
+    """
+    from pyflink.common import Time
+    from pyflink.datastream.state import StateTtlConfig
+
+    ttl = Time.milliseconds(ttl_ms)
+    descriptor.enable_time_to_live(StateTtlConfig.new_builder(ttl).disable_cleanup_in_background()
+                                   .cleanup_in_rocksdb_compact_filter(1000, ttl).cleanup_incrementally(10, False)
+                                   .build())
+    return descriptor
+
+
 def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
     """The job built on `env` as a savepoint sees it: {operator id: its vertex's name} under "operators",
     the operators that have no uid of their own (their id follows the graph's shape) under "without_uid", and
