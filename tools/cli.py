@@ -69,7 +69,8 @@ def _demo(args: argparse.Namespace) -> int:
 # Commands that own their arguments: everything after the name goes to the module's main().
 PASSTHROUGH = {"chaos": "tools.checks.chaos", "cluster": "tools.cluster", "load-snowflake": "jobs.snowflake_load",
                "deliver": "jobs.partner_delivery", "ingest-api": "jobs.ingest_api", "sftp-pull": "jobs.sftp_pull",
-               "rest-pull": "jobs.rest_pull", "package": "tools.package", "batch": "tools.batch",
+               "rest-pull": "jobs.rest_pull", "kinesis-pull": "jobs.kinesis_pull", "package": "tools.package",
+               "batch": "tools.batch",
                "deploy": "tools.deploy", "jobs": "tools.job_control", "backfill": "tools.backfill",
                "lineage": "tools.lineage", "ops": "tools.ops_console.command", "infra": "tools.infra",
                "freshness": "tools.sink_freshness", "sign": "tools.attest:main_sign", "verify": "tools.attest",
