@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -42,6 +43,8 @@ class KinesisPullConfig:
     retry_max_attempts: int = 6
     retry_backoff_ms: int = 500
     cloudwatch_metrics: bool = False
+    # Unique per live worker, stable across its restarts: a restarted worker finds the leases it owned and resumes
+    # at once, where a new id waits for KCL 3's leader to reassign them (its DynamoDB lock lasts 2 minutes).
     worker_id: str = ""
     heap: str = "384m"
 
@@ -90,7 +93,7 @@ def load_kinesis_pull_config(groups: Mapping[str, Mapping[str, str]]) -> Kinesis
         bootstrap_servers=PropertyGroup(groups, "kafka").str("bootstrap.servers"),
         region=phi.region, endpoint=endpoint,
         max_records=min(group.int("max.records", 1000), 10_000),  # GetRecords returns at most 10,000
-        idle_between_reads_ms=group.int("idle.between.reads.ms", 200),
+        idle_between_reads_ms=max(group.int("idle.between.reads.ms", 200), 200),  # KCL's floor
         failover_time_ms=group.int("failover.time.ms", 10_000),
         shard_sync_interval_ms=group.int("shard.sync.interval.ms", 60_000),
         parent_shard_poll_ms=group.int("parent.shard.poll.ms", 10_000),
@@ -98,4 +101,4 @@ def load_kinesis_pull_config(groups: Mapping[str, Mapping[str, str]]) -> Kinesis
         retry_max_attempts=group.int("retry.max.attempts", 6),
         retry_backoff_ms=group.int("retry.backoff.ms", 500),
         cloudwatch_metrics=group.bool("cloudwatch.metrics", False),
-        worker_id=group.str("worker.id", ""), heap=heap)
+        worker_id=group.str("worker.id", socket.gethostname()), heap=heap)

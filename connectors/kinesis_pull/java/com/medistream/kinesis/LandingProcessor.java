@@ -86,6 +86,10 @@ final class LandingProcessor implements ShardRecordProcessor {
             }
         }
         skipped += batch.size() - fresh.size();
+        if (fresh.size() < batch.size()) {  // a re-read after a crash (or a lost checkpoint): say how far it is
+            System.err.println("kinesis_pull: shard " + shardId + " re-read, skipped=" + skipped
+                    + " already landed");
+        }
         if (!fresh.isEmpty()) {
             land(fresh);
             if (fenced) {
@@ -186,6 +190,8 @@ final class LandingProcessor implements ShardRecordProcessor {
     }
 
     private void close() {
+        System.err.println("kinesis_pull: shard " + shardId + " closed: batches=" + batches + " records=" + records
+                + " skipped=" + skipped + " landed=" + landed);
         if (producer != null && !fenced) {
             producer.close();
         }
