@@ -21,7 +21,6 @@ import os
 import pickle
 import statistics
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ def state_per_member(generated: list[Any], contracts: dict[str, Any]) -> dict[st
             "member_id")).encode()).hexdigest()[:44]
         kind = contracts[g.feed].record_type
         if kind == "claim":
-            lines = tuple(Line(line["procedure_code"], money(str(line["charge"])) or Decimal(0), line["service_date"])
+            lines = tuple(Line(line["procedure_code"], money(str(line["charge"])) or "", line["service_date"])
                           for line in record["service_lines"])
             fact = Fact(stand_in, "claim", g.record_id, g.feed, 0, record["billing_provider"]["npi"],
                         record["frequency_code"], record["service_date_from"], lines)
@@ -80,7 +79,7 @@ def state_per_member(generated: list[Any], contracts: dict[str, Any]) -> dict[st
                         coverage_end=coverage.get("end_date"))
         state = states.setdefault(stand_in, MemberState())
         detector.on_fact(state, fact)
-        detector.on_timer(state)
+        detector.on_timer(state, stand_in)
     sizes = [len(pickle.dumps(state_to_plain(state))) for state in states.values()]
     return {"members": len(sizes), "mean_bytes": round(statistics.fmean(sizes), 1) if sizes else 0,
             "p95_bytes": round(statistics.quantiles(sizes, n=20)[18]) if len(sizes) > 1 else 0,

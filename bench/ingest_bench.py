@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     # against mini-cluster start and the final checkpoint.
     parser.add_argument("--records", type=int, default=100_000, help="records per size (default 100000)")
     parser.add_argument("--sizes", type=_parse_sizes, default=[1, 4], help="record sizes in KiB (default 1,4)")
+    parser.add_argument("--no-fraud", action="store_true",
+                        help="run the job without the fraud detectors (fraud.enabled false), to price them")
     args = parser.parse_args(argv)
     if args.records <= 0:
         parser.error("--records must be positive")
@@ -339,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     status = stack.up()
     started_stack = [c.name for c in (status.kafka, status.moto) if c.started_in_s is not None]
     base = load_ingest_config(read_property_groups(default_properties_path()))
+    if args.no_fraud:
+        base = replace(base, fraud=replace(base.fraud, enabled=False))
     print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB", flush=True)
 
     runs: list[dict[str, Any]] = []
@@ -387,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(runs)
     doc = {"machine": machine_info(), "code": code_version(), "run_id": run_id,
            "records_per_size": args.records, "sizes_kb": args.sizes, "seed": SEED,
+           "fraud_detectors": base.fraud.enabled,
            "feed_contract": f"copy of schemas/feeds/{TEMPLATE_FEED}.yaml",
            "reference_objects_removed": reference_removed,
            "duration_s": round(time.perf_counter() - began, 1),

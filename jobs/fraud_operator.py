@@ -81,7 +81,7 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         if plain is None:
             return
         state = state_from_plain(plain)
-        signals = self.detector.on_timer(state)
+        signals = self.detector.on_timer(state, ctx.get_current_key())
         self.evidence.update(state_to_plain(state))
         yield from self._rows(signals)
 

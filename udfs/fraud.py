@@ -89,10 +89,10 @@ def load_rules(path: Path | str = RULES_FILE) -> FraudRules:
 
 @dataclass(frozen=True)
 class Line:
-    """A claim's service line as the detectors see it: procedure code, amount, date of service."""
+    """A claim's service line as the detectors see it: procedure code, amount (money()'s text), date of service."""
 
     procedure: str
-    charge: Decimal
+    charge: str
     service_date: str
 
 
@@ -134,10 +134,10 @@ def signal_id(namespace: str, rule: str, *keys: str | None) -> str:
     return hashlib.sha256("\x1f".join([namespace, rule, *(k or "" for k in keys)]).encode()).hexdigest()[:32]
 
 
-def money(text: str | None) -> Decimal | None:
-    """An amount as an exact decimal (None when absent or not a number), so 12.5 and 12.50 are one amount."""
+def money(text: str | None) -> str | None:
+    """An amount's canonical text (None when absent or not a number): 12.5 and 12.50 are one amount."""
     try:
-        return Decimal(text).normalize() if text is not None else None
+        return str(Decimal(text).normalize()) if text is not None else None
     except InvalidOperation:
         return None
 
@@ -155,13 +155,26 @@ def covered(day: str, spans: Iterable[tuple[str, str | None]]) -> bool:
 
 @dataclass
 class MemberState:
-    """One member's evidence. Plain containers, so it pickles small (Flink keeps it as bytes per member)."""
+    """One member's evidence, in builtins only: Flink keeps it pickled per member, read and written per record.
 
-    providers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (rule, window) -> npi -> key
-    services: dict[tuple[str, str, str], dict[Decimal, set[str]]] = field(default_factory=dict)  # -> amount -> keys
+    A claim's business key is stored once (`claims`); the maps refer to it by its index there.
+    """
+
+    claims: list[str] = field(default_factory=list)  # business keys the maps below index
+    providers: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (rule, window) -> npi -> claim
+    services: dict[tuple[str, str, str], dict[str, list[int]]] = field(default_factory=dict)  # -> amount -> claims
     spans: set[tuple[str, str | None]] = field(default_factory=set)
-    pending: dict[str, Fact] = field(default_factory=dict)  # claims awaiting coverage spans, by business key
+    pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # claims awaiting spans: key -> (date,
+    # feed, ingested at ms)
     fired: set[str] = field(default_factory=set)  # signal ids emitted for this member
+
+    def claim_index(self, business_key: str) -> int:
+        """The index of a claim's business key in `claims`, added when new."""
+        try:
+            return self.claims.index(business_key)
+        except ValueError:
+            self.claims.append(business_key)
+            return len(self.claims) - 1
 
 
 class MemberDetector:
@@ -186,22 +199,25 @@ class MemberDetector:
         if fact.frequency_code == VOID or not fact.service_date:
             return [], False
         signals = [*self._providers(state, fact), *self._amounts(state, fact)]
-        if self.eligibility:
-            state.pending[fact.business_key] = fact
+        # A claim inside a known span is decided: spans only add coverage. Others wait for the grace period, which
+        # starts now if the member has spans, else when its first eligibility record comes.
+        if self.eligibility and not covered(fact.service_date, state.spans):
+            state.pending[fact.business_key] = (fact.service_date, fact.feed, fact.ingested_at_ms)
             while len(state.pending) > self.rules.max_pending:
                 del state.pending[next(iter(state.pending))]
-        return signals, bool(self.eligibility)
+            return signals, bool(state.spans)
+        return signals, False
 
-    def on_timer(self, state: MemberState) -> list[Signal]:
-        """Decide the pending claims against the coverage spans known now (kept waiting while there are none)."""
+    def on_timer(self, state: MemberState, member: str) -> list[Signal]:
+        """Decide the member's pending claims against the coverage spans known now (kept while there are none)."""
         if not state.spans:
             return []
         signals: list[Signal] = []
-        for fact in state.pending.values():
-            if fact.service_date and not covered(fact.service_date, state.spans):
+        for key, (day, feed, ingested_at_ms) in state.pending.items():
+            if not covered(day, state.spans):
+                fact = Fact(member, "claim", key, feed, ingested_at_ms, service_date=day)
                 for rule in self.eligibility:
-                    signals += self._fire(state, rule, fact, [fact.business_key], len(state.spans), rule.threshold,
-                                          None, fact.service_date, fact.business_key)
+                    signals += self._fire(state, rule, fact, [key], len(state.spans), rule.threshold, None, day, key)
         state.pending.clear()
         return signals
 
@@ -211,24 +227,28 @@ class MemberDetector:
         for rule in self.providers:
             start = window_start(fact.service_date, rule.window_days)
             seen = state.providers.setdefault((rule.name, start), {})
-            seen.setdefault(fact.billing_npi, fact.business_key)
+            if fact.billing_npi not in seen:
+                seen[fact.billing_npi] = state.claim_index(fact.business_key)
             if len(seen) > rule.threshold:
-                yield from self._fire(state, rule, fact, list(seen.values()), len(seen), rule.threshold, None, start)
+                yield from self._fire(state, rule, fact, [state.claims[i] for i in seen.values()], len(seen),
+                                      rule.threshold, None, start)
 
     def _amounts(self, state: MemberState, fact: Fact) -> Iterator[Signal]:
-        if not fact.billing_npi or fact.frequency_code == REPLACEMENT:
+        if not fact.billing_npi or fact.frequency_code == REPLACEMENT or not self.amounts:
             return  # a replacement claim re-bills its original with the corrected amount: not a second bill
+        claim = state.claim_index(fact.business_key)
         for rule in self.amounts:
             for line in fact.lines:
-                service = (fact.billing_npi, line.procedure, line.service_date)
-                billed = state.services.setdefault(service, {})
-                billed.setdefault(line.charge, set()).add(fact.business_key)
-                keys = set().union(*billed.values())
+                billed = state.services.setdefault((fact.billing_npi, line.procedure, line.service_date), {})
+                claims = billed.setdefault(line.charge, [])
+                if claim not in claims:
+                    claims.append(claim)
+                keys = {i for found in billed.values() for i in found}
                 # Two claims (business keys) and `threshold` amounts: some pair of claims bills it differently.
                 if len(billed) >= rule.threshold and len(keys) >= 2:
                     # One signal per member, provider and date: its other services billed twice add nothing.
-                    yield from self._fire(state, rule, fact, keys, len(billed), rule.threshold, fact.billing_npi,
-                                          line.service_date)
+                    yield from self._fire(state, rule, fact, [state.claims[i] for i in keys], len(billed),
+                                          rule.threshold, fact.billing_npi, line.service_date)
 
     def _fire(self, state: MemberState, rule: Rule, fact: Fact, evidence: Iterable[str], count: int, threshold: int,
               npi: str | None, day: str, *keys: str) -> Iterator[Signal]:
@@ -263,37 +283,29 @@ def fact_of(record_type: str, columns: dict[str, Any], business_key: str, feed: 
 
 def fact_to_plain(fact: Fact) -> tuple[Any, ...]:
     """A fact as builtins only (what crosses to the detectors' operator and what their state keeps)."""
-    lines = tuple((line.procedure, str(line.charge), line.service_date) for line in fact.lines)
+    lines = tuple((line.procedure, line.charge, line.service_date) for line in fact.lines)
     return (fact.member, fact.record_type, fact.business_key, fact.feed, fact.ingested_at_ms, fact.billing_npi,
             fact.frequency_code, fact.service_date, lines, fact.coverage_start, fact.coverage_end)
 
 
 def fact_from_plain(plain: tuple[Any, ...] | list[Any]) -> Fact:
     """The inverse of fact_to_plain."""
-    lines = tuple(Line(procedure, Decimal(charge), day) for procedure, charge, day in plain[8])
+    lines = tuple(Line(procedure, charge, day) for procedure, charge, day in plain[8])
     return Fact(plain[0], plain[1], plain[2], plain[3], int(plain[4]), plain[5], plain[6], plain[7], lines,
                 plain[9], plain[10])
 
 
 def state_to_plain(state: MemberState) -> tuple[Any, ...]:
-    """A member's state as builtins only, so a savepoint holds no class of ours (a new version restores it)."""
-    services = {key: {str(amount): sorted(keys) for amount, keys in billed.items()}
-                for key, billed in state.services.items()}
-    pending = {key: fact_to_plain(fact) for key, fact in state.pending.items()}
-    return (1, state.providers, services, sorted(state.spans, key=str), pending, sorted(state.fired))
+    """A member's state as one tuple of builtins (a savepoint names no class of ours: a new version restores it)."""
+    return (2, state.claims, state.providers, state.services, state.spans, state.pending, state.fired)
 
 
 def state_from_plain(plain: tuple[Any, ...] | None) -> MemberState:
     """The inverse of state_to_plain (an empty state for None)."""
     if plain is None:
         return MemberState()
-    _version, providers, services, spans, pending, fired = plain
-    return MemberState(
-        providers={tuple(k): dict(v) for k, v in providers.items()},
-        services={tuple(k): {Decimal(a): set(keys) for a, keys in billed.items()} for k, billed in services.items()},
-        spans={(start, end) for start, end in spans},
-        pending={key: fact_from_plain(value) for key, value in pending.items()},
-        fired=set(fired))
+    _version, claims, providers, services, spans, pending, fired = plain
+    return MemberState(claims, providers, services, spans, pending, fired)
 
 
 # The signal rows the job writes (Iceberg fraud_signals, ops.fraud_signals), in this order.

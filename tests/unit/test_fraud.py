@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import random
 from collections import Counter
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from udfs.fraud import (
     fact_of,
     fact_to_plain,
     load_rules,
+    money,
     signal_values,
     state_from_plain,
     state_to_plain,
@@ -40,7 +40,7 @@ RULES = FraudRules((
 def claim(key: str, npi: str = "1000000004", day: str = "2025-05-01", member: str = "tok-m1", freq: str = "1",
           lines: tuple[tuple[str, str], ...] = (("99213", "100.00"),)) -> Fact:
     return Fact(member, "claim", key, "feed_a", 1_000, billing_npi=npi, frequency_code=freq, service_date=day,
-                lines=tuple(Line(code, Decimal(charge).normalize(), day) for code, charge in lines))
+                lines=tuple(Line(code, money(charge) or "", day) for code, charge in lines))
 
 
 def coverage(start: str, end: str | None = None, member: str = "tok-m1", key: str = "e1") -> Fact:
@@ -53,7 +53,7 @@ def run(facts: list[Fact], rules: FraudRules = RULES) -> list[Signal]:
     for fact in facts:
         found, _ = detector.on_fact(state, fact)
         signals += found
-    return signals + detector.on_timer(state)
+    return signals + detector.on_timer(state, facts[0].member if facts else "")
 
 
 def by_rule(signals: list[Signal]) -> dict[str, int]:
@@ -120,14 +120,15 @@ def test_a_claim_outside_every_coverage_span_fires_once_the_member_has_eligibili
 def test_without_any_eligibility_claims_stay_pending_and_are_decided_when_it_arrives() -> None:
     detector, state = MemberDetector(RULES), MemberState()
     signals, decide = detector.on_fact(state, claim("k1", day="2024-06-01"))
-    assert signals == [] and decide
-    assert detector.on_timer(state) == [] and "k1" in state.pending  # nothing to decide against yet
+    assert signals == [] and not decide  # no spans: no timer either
+    assert detector.on_timer(state, "tok-m1") == [] and "k1" in state.pending  # nothing to decide against yet
     signals, decide = detector.on_fact(state, coverage("2025-01-01"))
     assert signals == [] and decide
-    assert by_rule(detector.on_timer(state)) == {"outside": 1} and state.pending == {}
-    # Decided once: a re-send of the claim adds no second signal.
-    detector.on_fact(state, claim("k1", day="2024-06-01"))
-    assert detector.on_timer(state) == []
+    assert by_rule(detector.on_timer(state, "tok-m1")) == {"outside": 1} and state.pending == {}
+    # Decided once: a re-send of the claim adds no second signal; a covered claim is decided at once.
+    assert detector.on_fact(state, claim("k1", day="2024-06-01"))[1]
+    assert detector.on_timer(state, "tok-m1") == []
+    assert detector.on_fact(state, claim("k9", day="2025-06-01")) == ([], False) and state.pending == {}
 
 
 def test_pending_claims_are_bounded_oldest_first() -> None:
@@ -167,7 +168,7 @@ def test_facts_come_from_the_protected_columns() -> None:
                "service_date_from": "2025-05-01",
                "service_lines": [["1", "99213", "", "1", "100.00", "2025-05-01"], ["2", "J1100", "", "1", None, None]]}
     fact = fact_of("claim", columns, "bk", "feed_a", 5)
-    assert fact is not None and fact.lines == (Line("99213", Decimal("100"), "2025-05-01"),)
+    assert fact is not None and fact.lines == (Line("99213", money("100.0") or "", "2025-05-01"),)
     assert fact_of("payment", columns, "bk", "feed_a", 5) is None
     assert fact_of("claim", {**columns, "member_token": None}, "bk", "feed_a", 5) is None
     elig = fact_of("eligibility", {"member_token": "tok-m1", "coverage_start": "2025-01-01"}, "bk", "f", 5)
