@@ -37,7 +37,8 @@ class KinesisPullConfig:
     max_records: int = 1000
     idle_between_reads_ms: int = 200
     failover_time_ms: int = 10_000
-    shard_sync_interval_ms: int = 60_000
+    # KCL sleeps this long after each shard sync too, its first one at start-up included (60 s by default).
+    shard_sync_interval_ms: int = 10_000
     parent_shard_poll_ms: int = 10_000
     shutdown_timeout_ms: int = 20_000
     retry_max_attempts: int = 6
@@ -95,7 +96,7 @@ def load_kinesis_pull_config(groups: Mapping[str, Mapping[str, str]]) -> Kinesis
         max_records=min(group.int("max.records", 1000), 10_000),  # GetRecords returns at most 10,000
         idle_between_reads_ms=max(group.int("idle.between.reads.ms", 200), 200),  # KCL's floor
         failover_time_ms=group.int("failover.time.ms", 10_000),
-        shard_sync_interval_ms=group.int("shard.sync.interval.ms", 60_000),
+        shard_sync_interval_ms=group.int("shard.sync.interval.ms", 10_000),
         parent_shard_poll_ms=group.int("parent.shard.poll.ms", 10_000),
         shutdown_timeout_ms=group.int("shutdown.timeout.ms", 20_000),
         retry_max_attempts=group.int("retry.max.attempts", 6),

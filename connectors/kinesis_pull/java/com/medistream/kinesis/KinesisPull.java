@@ -125,7 +125,7 @@ public final class KinesisPull {
             s.maxRecords = Integer.parseInt(p.getProperty("max.records", "1000"));
             s.idleBetweenReadsMs = Long.parseLong(p.getProperty("idle.between.reads.ms", "200"));
             s.failoverTimeMs = Long.parseLong(p.getProperty("failover.time.ms", "10000"));
-            s.shardSyncIntervalMs = Long.parseLong(p.getProperty("shard.sync.interval.ms", "60000"));
+            s.shardSyncIntervalMs = Long.parseLong(p.getProperty("shard.sync.interval.ms", "10000"));
             s.parentShardPollMs = Long.parseLong(p.getProperty("parent.shard.poll.ms", "10000"));
             s.shutdownTimeoutMs = Long.parseLong(p.getProperty("shutdown.timeout.ms", "20000"));
             s.retryBackoffMs = Long.parseLong(p.getProperty("retry.backoff.ms", "500"));
