@@ -199,6 +199,13 @@ def run(events: int, rate: float, max_records: int, home: Path, backlog: bool = 
         for table in dynamodb.list_tables()["TableNames"]:
             if table.startswith(app):
                 dynamodb.delete_table(TableName=table)
+        from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        mine = [t for t in (f"raw.{feed}", f"medistream.kinesis.cursors.t{run_id}")
+                if t in admin.list_topics(timeout=10).topics]
+        for future in (admin.delete_topics(mine, operation_timeout=30).values() if mine else []):
+            future.result()
 
 
 def main(argv: list[str] | None = None) -> int:

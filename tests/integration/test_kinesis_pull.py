@@ -104,6 +104,17 @@ def door(stack: Any, tmp_path: Path) -> Iterator[Door]:
     for table in dynamodb.list_tables()["TableNames"]:
         if table.startswith(f"kpt-{run_id}"):
             dynamodb.delete_table(TableName=table)
+    _delete_topics(bootstrap, [f"raw.t{run_id}_device_events", f"medistream.kinesis.cursors.t{run_id}"])
+
+
+def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    """The run's topics, by name (a raw.* topic left behind would be read by a job matching raw\\..*)."""
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    present = [n for n in names if n in admin.list_topics(timeout=10).topics]
+    for future in (admin.delete_topics(present, operation_timeout=30).values() if present else []):
+        future.result()
 
 
 def _wait(predicate: Any, timeout_s: float, what: str, proc: subprocess.Popen[bytes] | None = None,
