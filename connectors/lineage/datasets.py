@@ -151,6 +151,14 @@ def ingest_datasets(cfg: IngestConfig, contracts: Mapping[str, FeedContract]
             iceberg = next(o for o in outputs if o.name.endswith(f"/{cfg.iceberg.table(table)}"))
             outputs.append(dataclasses.replace(iceberg, namespace=cfg.operational.lineage_namespace,
                                                name=f"{cfg.operational.database}.ops.{table}"))
+    if cfg.fraud.enabled:  # the fraud detectors' signals (udfs/fraud.py), from the claims and eligibility read
+        table = cfg.iceberg.table("fraud_signals")
+        signals = Dataset(warehouse_ns, f"{warehouse_prefix}{cfg.iceberg.namespace}/{table}",
+                          fields=_schema(TABLES["fraud_signals"][0]))
+        outputs.append(signals)
+        if any(sink == "operational" for _record_type, sink in routed):
+            outputs.append(dataclasses.replace(signals, namespace=cfg.operational.lineage_namespace,
+                                               name=f"{cfg.operational.database}.ops.fraud_signals"))
     archive_ns, archive_prefix = _s3(cfg.archive.path)
     outputs.append(_whole_record(archive_ns, archive_prefix, contracts, policies, read_by_type))
     for partner in sorted({r.partner for c in contracts.values() for r in c.routes if r.partner}):

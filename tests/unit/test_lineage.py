@@ -201,3 +201,15 @@ def test_a_runs_counts_are_read_only_when_lineage_is_on_and_never_fail_a_stop() 
     on = {"lineage": {"url": "http://127.0.0.1:1"}}
     assert run_quality(on, Rest) == {"feed_a": {"recordsIn": 3}} and Rest.calls == 1
     assert run_quality(on, down) == {}
+
+
+def test_the_fraud_signals_are_outputs_of_the_ingest_job_while_the_detectors_run() -> None:
+    import dataclasses
+
+    from connectors.properties import FraudConfig
+
+    cfg, contracts = load_ingest_config(GROUPS), load_contracts()
+    names = {d.name for d in ingest_datasets(cfg, contracts)[1]}
+    assert any(n.endswith("/fraud_signals") for n in names) and f"{cfg.operational.database}.ops.fraud_signals" in names
+    off = dataclasses.replace(cfg, fraud=FraudConfig(enabled=False))
+    assert not any("fraud_signals" in d.name for d in ingest_datasets(off, contracts)[1])
