@@ -26,8 +26,8 @@ from infra.local.settings import StackSettings
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 # PyFlink's own conversion after the ingest operator (Row to table row), fused with the key-by map before the
-# dead-letter dedup into one node: stateless, and it takes no uid.
-STATELESS_WITHOUT_UID = ["Map, _stream_key_by_map_operator"]
+# dead-letter dedup into one node; and the key-by map before the fraud detectors: stateless, and they take no uid.
+STATELESS_WITHOUT_UID = ["Map, _stream_key_by_map_operator", "Map, _stream_key_by_map_operator"]
 
 
 def described(properties: Path, parallelism: int, home: Path) -> dict[str, Any]:
