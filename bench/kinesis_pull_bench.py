@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from connectors.properties import (
     local_aws_environment,
     read_property_groups,
 )
+from tools.job_processes import stop_job
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICES = 200
@@ -188,13 +188,7 @@ def run(events: int, rate: float, max_records: int, home: Path, backlog: bool = 
     finally:
         if arrivals is not None:
             arrivals.stop.set()
-        if door.poll() is None:
-            door.send_signal(signal.SIGTERM)
-            try:
-                door.wait(30)
-            except subprocess.TimeoutExpired:
-                door.kill()
-                door.wait(10)
+        stop_job(door, timeout_s=30)  # SIGTERM, SIGKILL after 30 s
         kinesis.delete_stream(StreamName=stream)
         for table in dynamodb.list_tables()["TableNames"]:
             if table.startswith(app):

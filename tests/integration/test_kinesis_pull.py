@@ -23,6 +23,7 @@ import pytest
 
 from connectors.properties import LOCAL_PROPERTIES, REPO_ROOT, local_aws_environment
 from tests.integration.conftest import read_topic
+from tools.job_processes import stop_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 EVENTS = 3000
@@ -130,17 +131,6 @@ def _wait(predicate: Any, timeout_s: float, what: str, proc: subprocess.Popen[by
         time.sleep(1)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (graceful: KCL shuts its processors down), SIGKILL after 30 s; by pid, ours only."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def test_kill_restart_and_full_reread_land_every_event_once(door: Door) -> None:
     log = door.home / "door.log"
     app = f"kpt-{door.run_id}"
@@ -170,7 +160,7 @@ def test_kill_restart_and_full_reread_land_every_event_once(door: Door) -> None:
         _wait(lambda: len(door.landed()) >= EVENTS, 180, f"{EVENTS} events on the raw topic", second, log)
         time.sleep(3)  # a duplicate, if any, would land now
     finally:
-        _stop(second)
+        stop_job(second, timeout_s=30)
     assert len(door.landed()) == EVENTS
 
     # 3. A new KCL application (empty lease table: KCL reads both shards from TRIM_HORIZON again) with the same
@@ -188,7 +178,7 @@ def test_kill_restart_and_full_reread_land_every_event_once(door: Door) -> None:
         _wait(lambda: skipped() >= EVENTS, 150, f"the re-reading door to skip all {EVENTS} events", third, reread_log)
         time.sleep(2)
     finally:
-        _stop(third)
+        stop_job(third, timeout_s=30)
     assert "batches=1 " not in reread_log.read_text(), "the re-reading door landed a batch"
 
     messages = door.landed()
