@@ -109,18 +109,22 @@ def create_operational_sinks(t_env: Any, cfg: IngestConfig) -> dict[str, str]:
     server down, or two subtasks inserting one new key at once) is retried whole by the sink, then the job
     restarts from its checkpoint: every write is idempotent.
     """
-    return {record_type: _jdbc_sink(t_env, cfg, table) for record_type, table in operational_tables().items()}
+    doc = _writer(cfg)
+    return {record_type: _jdbc_sink(t_env, cfg, doc, table) for record_type, table in operational_tables().items()}
 
 
 def create_signals_sink(t_env: Any, cfg: IngestConfig) -> str:
     """The append-only JDBC sink of ops.fraud_signals: a signal id seen again is skipped by the table's trigger."""
-    return _jdbc_sink(t_env, cfg, SIGNALS_TABLE)
+    return _jdbc_sink(t_env, cfg, _writer(cfg), SIGNALS_TABLE)
 
 
-def _jdbc_sink(t_env: Any, cfg: IngestConfig, table: str) -> str:
+def _writer(cfg: IngestConfig) -> dict[str, Any]:
     from connectors.kms import aws_client
 
-    doc = connection(aws_client(cfg.phi, "secretsmanager"), cfg.operational.secret_id)
+    return connection(aws_client(cfg.phi, "secretsmanager"), cfg.operational.secret_id)
+
+
+def _jdbc_sink(t_env: Any, cfg: IngestConfig, doc: dict[str, Any], table: str) -> str:
     name = f"operational_{table}"
     columns = ",\n".join(f"`{column}` {kind}" for column, kind in jdbc_columns(table))
     options = {

@@ -214,9 +214,11 @@ def fraud_signals(cfg: IngestConfig) -> dict[str, list[Signal]]:
     store is in use, in ops.fraud_signals (a store shared by every run)."""
     from pyiceberg.exceptions import NoSuchTableError
 
+    from connectors.operational import ROUTE
     from schemas.contracts import load_contracts
 
-    feeds = set(load_contracts(cfg.feeds.directory))
+    contracts = load_contracts(cfg.feeds.directory)
+    feeds = set(contracts)
 
     def parsed(rows: list[tuple[Any, ...]]) -> list[Signal]:
         return [(sid, rule, npi, str(day) if day is not None else None, tuple(keys.split(",")) if keys else ())
@@ -230,7 +232,7 @@ def fraud_signals(cfg: IngestConfig) -> dict[str, list[Signal]]:
         found["iceberg"] = parsed([tuple(r[c] for c in columns) for r in rows])
     except NoSuchTableError:
         found["iceberg"] = []
-    if operational_feeds(cfg):
+    if any(route.sink == ROUTE for contract in contracts.values() for route in contract.routes):
         from connectors.operational import signal_rows
 
         found["operational"] = parsed(signal_rows(cfg))
