@@ -33,16 +33,17 @@ from udfs.fraud import (
     state_to_plain,
 )
 
-# Side output of the ingest operator: (member token, udfs.fraud.fact_to_plain(fact)).
-FRAUD_FACTS = OutputTag("fraud-facts", Types.ROW_NAMED(["member_token", "fact"],
-                                                       [Types.STRING(), Types.PICKLED_BYTE_ARRAY()]))
+# Side output of the ingest operator: (member token, udfs.fraud.fact_to_plain(fact)), keyed on its first field
+# as it is (jobs.runtime.keyed_by_first_field): the detectors see the fact.
+FACT_TYPE = Types.PICKLED_BYTE_ARRAY()
+FRAUD_FACTS = OutputTag("fraud-facts", Types.ROW_NAMED(["member_token", "fact"], [Types.STRING(), FACT_TYPE]))
 SIGNAL_TYPE = Types.ROW_NAMED(SIGNAL_FIELDS, [
     Types.INT() if f in SIGNAL_INT_FIELDS else Types.LONG() if f in SIGNAL_LONG_FIELDS else Types.STRING()
     for f in SIGNAL_FIELDS])
 
 
 class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by member token: Row(member_token, fact) in, signal rows (SIGNAL_FIELDS) out."""
+    """Keyed by member token: a fact (udfs.fraud.fact_to_plain) in, signal rows (SIGNAL_FIELDS) out."""
 
     def __init__(self, rules_path: str, namespace: str) -> None:
         self.rules_path = rules_path
@@ -65,10 +66,10 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         if hasattr(self, "_metrics"):
             self._metrics.flush()
 
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
+    def process_element(self, value: tuple[Any, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         """Add one fact to its member's evidence; emit what it completes; wake up after the grace period."""
         state = state_from_plain(self.evidence.value())
-        signals, decide_later = self.detector.on_fact(state, fact_from_plain(value[1]))
+        signals, decide_later = self.detector.on_fact(state, fact_from_plain(value))
         self.evidence.update(state_to_plain(state))
         if decide_later:
             timers = ctx.timer_service()

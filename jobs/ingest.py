@@ -40,7 +40,7 @@ from connectors.registry import wire_sinks
 from connectors.sinks import RouteContext
 from fresh_imports import FreshImports
 from jobs import preflight
-from jobs.fraud_operator import FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
+from jobs.fraud_operator import FACT_TYPE, FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
     STABLE_UID_TABLE_KEYS,
@@ -48,6 +48,7 @@ from jobs.runtime import (
     expiring,
     flink_configuration,
     initialize_filesystems,
+    keyed_by_first_field,
     prepare_process_environment,
     restore_point,
     run_submitted,
@@ -165,7 +166,7 @@ def build(
     signals = None
     if cfg.fraud.enabled:
         facts = accepted.get_side_output(FRAUD_FACTS)
-        detected = (facts.key_by(lambda row: row[0], key_type=Types.STRING())
+        detected = (keyed_by_first_field(facts, Types.STRING(), FACT_TYPE)
                     .process(FraudDetector(cfg.fraud.rules, job_name), output_type=SIGNAL_TYPE)
                     .uid("fraud-signals")
                     .name("fraud-signals"))

@@ -138,6 +138,24 @@ def expiring(descriptor: Any, ttl_ms: int) -> Any:
     return descriptor
 
 
+def keyed_by_first_field(stream: Any, key_type: Any, value_type: Any) -> Any:
+    """`stream` of Row(key, value) as a KeyedStream on `key`, whose keyed functions see `value`: no Python step.
+
+    PyFlink's `key_by` runs a Python map before every keyed operator that turns each element into
+    Row(key, element) and then keys on field 0 with its Java `KeyByKeySelector`: one more crossing of the
+    JVM-Python boundary per record (decision 0043). A stream whose rows already are Row(key, value) is keyed
+    here by the same Java selector and the same key type (`Row(key_type)`), so the key's serialized form,
+    and with it the keyed state of a savepoint taken behind PyFlink's map, is unchanged.
+    """
+    from pyflink.common import Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    selector = get_gateway().jvm.KeyByKeySelector()
+    keyed = stream._j_data_stream.keyBy(selector, Types.ROW([key_type]).get_java_type_info())
+    return KeyedStream(keyed, value_type, stream)
+
+
 def operator_ids(env: StreamExecutionEnvironment) -> dict[str, Any]:
     """The job built on `env` as a savepoint sees it: {operator id: its vertex's name} under "operators",
     the operators that have no uid of their own (their id follows the graph's shape) under "without_uid", and

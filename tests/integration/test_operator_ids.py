@@ -25,9 +25,10 @@ from infra.local.settings import StackSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
-# PyFlink's own conversion after the ingest operator (Row to table row), fused with the key-by map before the
-# dead-letter dedup into one node; and the key-by map before the fraud detectors: stateless, and they take no uid.
-STATELESS_WITHOUT_UID = ["Map, _stream_key_by_map_operator", "Map, _stream_key_by_map_operator"]
+# PyFlink's own conversion after the ingest operator (Row to table row), and the key-by map before the dead-letter
+# dedup: stateless, and they take no uid. The fraud detectors' facts are keyed with no Python map
+# (jobs.runtime.keyed_by_first_field).
+STATELESS_WITHOUT_UID = ["Map", "Map, _stream_key_by_map_operator"]
 
 
 def described(properties: Path, parallelism: int, home: Path) -> dict[str, Any]:
