@@ -62,11 +62,13 @@ def properties_for(names: Names):  # type: ignore[no-untyped-def]
 def service_properties_for(names: Names):  # type: ignore[no-untyped-def]
     """service, deploy-time values -> an ECS service's property groups: production's, plus the service's own group.
 
-    conf/environments/production.json leaves the services' groups out (the Managed Flink applications do
-    not read them), so each service gets its group from conf/application_properties.json with this
-    environment's names (tables, secrets) over it.
+    conf/environments/production.json drops the services' groups (the Managed Flink applications do not read
+    them), so each service's own group is conf/application_properties.json's with infra/aws/service_overlay.json
+    over it (`config.service_groups`: the Snowflake loader in snowpipe mode, the pulled feeds), its deploy-time
+    tokens filled from `values` (a token left over fails the synth, naming the key), this environment's names
+    (tables, secrets) over that.
     """
-    from infra.aws.config import SERVICES, base_groups
+    from infra.aws.config import SERVICES, fill, service_groups
     from tools.package import RUN_OPTIONS_GROUP, application_properties
 
     def properties(service: str, values: Mapping[str, str]) -> list[dict[str, object]]:
@@ -75,8 +77,8 @@ def service_properties_for(names: Names):  # type: ignore[no-untyped-def]
                                                   values=values)}
         groups.pop(RUN_OPTIONS_GROUP, None)
         own_group = SERVICES[service][1]
-        # Values naming this machine (${MEDISTREAM_HOME}: the Snowflake emulator's file) mean nothing in a task.
-        groups[own_group] = {k: v for k, v in base_groups()[own_group].items() if v != "" and "${" not in v}
+        groups[own_group] = {k: fill(v, values, f"{own_group}.{k}")
+                             for k, v in service_groups()[own_group].items()}
         for group, keys in names.runtime_properties().items():
             if group in groups:
                 groups[group].update(keys)

@@ -85,7 +85,8 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
     doors = DoorsStack(app, f"medistream-{env}-doors", names=n, vpc=network.vpc, sftp_group=network.sftp_sg,
                        services_group=network.services_sg, egress_subnets=network.egress_subnets,
                        partners_group=network.partners_sg, logs_key=keys.keys["logs"],
-                       properties=service_properties, **kw)
+                       properties=service_properties, snowflake_account=network.snowflake_account.value_as_string,
+                       **kw)
     doors.add_stack_dependency(storage, "SFTP users and services write its buckets and tables, named, not imported")
     doors.add_stack_dependency(streaming, "the services read and write its topics, named, not imported")
     doors.add_stack_dependency(credentials, "the services read its secrets, named, not imported")

@@ -10,14 +10,18 @@ delivery role may open is what the partner contracts reveal.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from connectors.properties import LOCAL_PROPERTIES, REPO_ROOT
+from connectors.properties import LOCAL_PROPERTIES, PLACEHOLDER, REPO_ROOT
 
 ENVIRONMENTS = ("dev", "prod")
 PRODUCTION_OVERLAY = REPO_ROOT / "conf" / "environments" / "production.json"
+# The ECS services' production values (production.json drops their groups: the applications do not read them).
+SERVICE_OVERLAY = Path(__file__).with_name("service_overlay.json")
 # Keys beside the PHI domains, one per store so that a key policy is one store's blast radius:
 # raw landed files, the Iceberg lake, the archive, the audit bucket, every log group, the DynamoDB
 # ledgers, and our own non-PHI files (the zip, reference data).
@@ -41,8 +45,9 @@ SERVICES = {"ingest_api": ("ingest-api serve", "ingest_api"), "rest_pull": ("res
 # The role every ECS task starts with (pulls its image, writes its log stream): no access to data.
 TASK_EXECUTION = "task_execution"
 SFTP_ROLE_PREFIX = "sftp_"
-# What calls partners' own endpoints (APIs, SFTP servers): these run in the egress subnets.
-PARTNER_FACING = ("partner_delivery", "rest_pull", "sftp_pull")
+# What calls endpoints outside AWS (partners' APIs and SFTP servers, Snowflake): these run in the egress subnets,
+# out through the egress firewall (infra/aws/egress.py).
+PARTNER_FACING = ("partner_delivery", "rest_pull", "sftp_pull", "snowflake_load")
 BACKUP_ROLE = "backup"  # AWS Backup's role for the DynamoDB tables and the Aurora cluster (infra/aws/backup.py)
 RDS_MONITORING_ROLE = "rds_monitoring"  # RDS enhanced monitoring's role (the operational store's instances)
 # The operational store's login roles (migrations/postgres/0001: ops_owner owns the schema and cannot log in) and
@@ -265,3 +270,84 @@ def topics(groups: dict[str, dict[str, str]] | None = None) -> tuple[Topic, ...]
             *(Topic(f"{g['curated']['partner.topic.prefix']}{p}", CURATED_PARTITIONS) for p in partner_ids),
             Topic(g["kafka"]["dlq.topic"], DLQ_PARTITIONS), Topic(g["partners"]["dlq.topic"], DLQ_PARTITIONS),
             Topic(g["rest_pull"]["cursor.topic"], 1, (("cleanup.policy", "compact"),)))
+
+
+def service_overlay() -> dict[str, Any]:
+    """infra/aws/service_overlay.json: the services' production values over the base file."""
+    return dict(json.loads(SERVICE_OVERLAY.read_text()))
+
+
+def service_groups(groups: dict[str, dict[str, str]] | None = None) -> dict[str, dict[str, str]]:
+    """The services' own groups (config.SERVICES) in production: base values, the overlay over them (a null removes
+    a key), `${NAME}` tokens left for the deploy to fill, values naming this machine (${MEDISTREAM_HOME}) and empty
+    ones dropped (the loaders read an absent key as its default)."""
+    g = base_groups() if groups is None else groups
+    overlay = service_overlay()
+    out = {}
+    for _command, group in SERVICES.values():
+        merged: dict[str, Any] = {**g.get(group, {}), **(overlay.get(group) or {})}
+        out[group] = {k: str(v) for k, v in merged.items()
+                      if v is not None and v != "" and "${MEDISTREAM_HOME}" not in str(v)}
+    return out
+
+
+def fill(value: str, values: Mapping[str, str], where: str) -> str:
+    """`value` with its ${NAME} tokens from `values`; ValueError naming `where` for a token left over."""
+    left = [t for t in PLACEHOLDER.findall(value) if t not in values]
+    if left:
+        raise ValueError(f"{where}: no deploy-time value for ${{{left[0]}}}")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
+
+
+def pulled_feeds(group: str, groups: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """The feeds a puller's production group names (`<group>.feeds`)."""
+    g = service_groups(groups)
+    return [f.strip() for f in g.get(group, {}).get("feeds", "").split(",") if f.strip()]
+
+
+def _host(url: str) -> str:
+    host = urlsplit(url).hostname
+    if not host or urlsplit(url).scheme != "https":
+        raise ValueError(f"{url!r}: an https URL with a host name is expected")
+    return host
+
+
+def egress_domains(values: Mapping[str, str], groups: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Every host name the pipeline calls outside AWS over HTTPS, from the config the code reads.
+
+    Each partner contract's endpoint and token URLs (partner delivery); each pulled REST feed's URL and token
+    URL (the REST puller, with its default token URL when none is given); the Snowflake account's URL (the
+    loader, as jobs/snowflake_load.py derives it from `snowflake.account` when `snowflake.url` is not set).
+    `values` fill the deploy-time tokens (the Snowflake account).
+    """
+    from schemas.partner_contract import PARTNERS_DIR, granted_reveal_fields, load_partner_contract
+    from schemas.phi_access import load_access
+
+    rules = load_access()
+    hosts: set[str] = set()
+    for path in sorted(PARTNERS_DIR.glob("*.yaml")):
+        contract = load_partner_contract(path, granted_reveal_fields(rules, path.stem))
+        hosts.add(_host(contract.url))
+        if contract.auth.token_url:
+            hosts.add(_host(contract.auth.token_url))
+    g = service_groups(groups)
+    pull = g["rest_pull"]
+    for feed in pulled_feeds("rest_pull", groups):
+        url = pull[f"{feed}.url"]
+        hosts.add(_host(url))
+        hosts.add(_host(pull.get(f"{feed}.token.url", url)))  # the puller's default token URL is on the same host
+    sf = g["snowflake"]
+    if sf.get("mode") == "snowpipe":
+        url = sf.get("url") or f"https://{sf['account']}.snowflakecomputing.com"
+        # The host is taken before the tokens are filled: a deploy-time value may be a CDK token, which a URL parser
+        # would lower-case.
+        hosts.add(fill(_host(PLACEHOLDER.sub(lambda m: m.group(1).lower().replace("_", "-"), url))
+                       and url.split("://", 1)[1].split("/", 1)[0], values, "snowflake.url"))
+    return sorted(hosts)
+
+
+def sftp_hosts(groups: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """The partners' SFTP servers the SFTP puller reaches on their port (addresses go into the partner-sftp list:
+    SSH carries no name a firewall could check)."""
+    g = service_groups(groups)["sftp_pull"]
+    return sorted({f"{g[f'{feed}.host']}:{g.get(f'{feed}.port', '22')}" for feed in pulled_feeds("sftp_pull", groups)})

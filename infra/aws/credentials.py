@@ -1,7 +1,8 @@
 """The credentials stack: every Secrets Manager secret the pipeline reads, under the credentials key.
 
 Generated from what the code reads, never listed by hand: each partner contract's `auth.secret_id`
-(schemas/partners), each pulled feed's `<feed>.secret` (groups rest_pull and sftp_pull), the ingest
+(schemas/partners), each pulled feed's `<feed>.secret` (groups rest_pull and sftp_pull as the services run them in
+AWS: config.service_groups), the ingest
 API's key digests, the Snowflake loader's private key and the PHI token keys (conf/). Names carry the
 environment (`medistream-<env>/...`, config.Names.secret). A secret is created holding a random
 placeholder that no reader accepts (each checks its JSON fields and fails naming the secret, never a
@@ -21,7 +22,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.aws.acknowledgements import acknowledge, for_packs
-from infra.aws.config import Names, base_groups
+from infra.aws.config import Names, base_groups, pulled_feeds, service_groups
 
 ROTATION = {
     "partner": "issued by the partner (OAuth client credentials or HMAC key): a new value comes from the partner's "
@@ -57,10 +58,10 @@ def secret_specs(groups: dict[str, dict[str, str]] | None = None) -> tuple[Secre
     rules = load_access()
     specs = [SecretSpec(load_partner_contract(path, granted_reveal_fields(rules, path.stem)).auth.secret_id, "partner",
                         f"partner {path.stem}'s credentials") for path in sorted(PARTNERS_DIR.glob("*.yaml"))]
+    services = service_groups(g)  # the pulled feeds as the services run them in AWS (service_overlay.json)
     for group in ("rest_pull", "sftp_pull"):
-        feeds = [f.strip() for f in g.get(group, {}).get("feeds", "").split(",") if f.strip()]
-        specs += [SecretSpec(g[group][f"{feed}.secret"], "feed", f"{group} feed {feed}'s credentials")
-                  for feed in feeds]
+        specs += [SecretSpec(services[group][f"{feed}.secret"], "feed", f"{group} feed {feed}'s credentials")
+                  for feed in pulled_feeds(group, g)]
     specs += [SecretSpec(g["ingest_api"]["keys.secret"], "ingest_api", "the ingest API's key digests per feed"),
               SecretSpec(g["snowflake"]["private.key.secret"], "snowflake", "the Snowflake loader's private key"),
               SecretSpec(g["phi"]["token.secret"], "token_keys", "the PHI token keys (HMAC), by version")]

@@ -49,6 +49,7 @@ IMAGE_USER = "10001:10001"  # the Dockerfile's unprivileged user (uid:gid), stat
 SCRATCH = "/tmp"  # noqa: S108 - the only writable path of a task (a task volume; the root file system is read-only)
 ENV_PROPERTIES = ("properties of this environment: bucket, table, topic and secret names, endpoints, no secret value "
                   "(secrets are read by the task role from Secrets Manager at start, connectors/secrets.py)")
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"  # an unquoted Snowflake identifier (user, role)
 ServiceProperties = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
 
 
@@ -71,7 +72,7 @@ class DoorsStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc,
                  sftp_group: ec2.ISecurityGroup, services_group: ec2.ISecurityGroup,
                  egress_subnets: list[ec2.ISubnet], partners_group: ec2.ISecurityGroup, logs_key: kms.IKey,
-                 properties: ServiceProperties, **kwargs: object) -> None:
+                 properties: ServiceProperties, snowflake_account: str, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.names = names
         self.resolver = Resolver(self, names)
@@ -80,7 +81,7 @@ class DoorsStack(Stack):
         self.policies = {role: role_policy(self.resolver, role, imported) for role, imported in self.roles.items()}
         self._sftp(vpc, sftp_group, logs_key)
         self.egress_subnets, self.partners_group = egress_subnets, partners_group
-        self._services(vpc, services_group, logs_key, properties)
+        self._services(vpc, services_group, logs_key, properties, snowflake_account)
 
     def _sftp(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey) -> None:
         """The Transfer Family server and one user per landing feed, scoped to its prefix."""
@@ -112,7 +113,7 @@ class DoorsStack(Stack):
             self.sftp_users[feed] = user
 
     def _services(self, vpc: ec2.IVpc, group: ec2.ISecurityGroup, logs_key: kms.IKey,
-                  properties: ServiceProperties) -> None:
+                  properties: ServiceProperties, snowflake_account: str) -> None:
         """The ECS cluster and one Fargate service per config.SERVICES entry, from the storage stack's repository."""
         names = self.names
         tag = CfnParameter(self, "ServiceImageTag", type="String", min_length=1,
@@ -122,8 +123,15 @@ class DoorsStack(Stack):
         self.repository = ecr.Repository.from_repository_name(self, "services-repository", ecr_repository(names))
         self.cluster = ecs.Cluster(self, "cluster", cluster_name=names.prefix, vpc=vpc,
                                    container_insights_v2=ecs.ContainerInsights.ENABLED)
+        # The Snowflake loader's login (service_overlay.json's tokens); the account is the network stack's parameter,
+        # which also puts its URL in the egress allow-list.
+        snowflake = {what: CfnParameter(self, f"Snowflake{what.title()}", type="String", allowed_pattern=IDENTIFIER,
+                                        description=f"the Snowflake {what} the loader connects as (key-pair auth)")
+                     for what in ("user", "role")}
         values = {"AWS_ACCOUNT_ID": self.account, "AWS_REGION": self.region,
-                  "MSK_BOOTSTRAP_SERVERS": brokers.value_as_string}
+                  "MSK_BOOTSTRAP_SERVERS": brokers.value_as_string, "SNOWFLAKE_ACCOUNT": snowflake_account,
+                  "SNOWFLAKE_USER": snowflake["user"].value_as_string,
+                  "SNOWFLAKE_ROLE": snowflake["role"].value_as_string}
         self.services: dict[str, ecs.FargateService] = {}
         for service, (command, _group) in SERVICES.items():
             cpu, memory, count = TASK_SIZE[service]

@@ -2,10 +2,10 @@
 
 AWS is reached through endpoints only: S3 and DynamoDB through gateway endpoints, every other service the
 jobs call (KMS, Secrets Manager, STS, CloudWatch Logs and Monitoring, Glue, Kinesis, ECR) through interface
-endpoints, from isolated subnets. Only what must reach a partner (partner delivery, the REST and SFTP
-pullers) runs in "egress" subnets behind a NAT gateway per zone, and its security group lets it out to the
-partner prefix lists alone. The NAT gateways' subnets hold nothing else and assign no public address. Flow
-logs of every interface go to a log group encrypted with the logs key.
+endpoints, from isolated subnets. Only what must reach a partner or Snowflake (partner delivery, the REST and
+SFTP pullers, the Snowflake loader) runs in "egress" subnets whose way out is a firewall per zone (host names of
+the config only, infra/aws/egress.py), then a NAT gateway per zone. The NAT gateways' subnets hold nothing else and
+assign no public address. Flow logs of every interface go to a log group encrypted with the logs key.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.aws.acknowledgements import NAT_ROUTE, SFTP_SENDER_RULES, SFTP_SENDERS, acknowledge, checkov_skip
-from infra.aws.config import Names, base_groups
+from infra.aws.config import Names, base_groups, egress_domains
+from infra.aws.egress import EgressFirewall
 
 INTERFACE_ENDPOINTS = ("KMS", "SECRETS_MANAGER", "STS", "CLOUDWATCH_LOGS", "CLOUDWATCH_MONITORING", "GLUE",
                        "KINESIS_STREAMS", "ECR", "ECR_DOCKER")
@@ -28,10 +29,12 @@ LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 VPC_CIDR = "10.40.0.0/16"
 MSK_IAM_PORT = 9098
 POSTGRES_PORT = 5432  # the operational store (Aurora PostgreSQL)
-PARTNER_LIST_ENTRIES = 60  # addresses of the partners' endpoints; each entry counts against the group's rule quota
+PARTNER_LIST_ENTRIES = 60  # addresses of the partners' SFTP servers; each entry counts against the group's rule quota
 INGEST_API_PORT = int(base_groups()["ingest_api"]["port"])
 # An IPv4 CIDR of prefix length 8 to 32: the senders' range may never be the internet.
 SENDER_CIDR_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}/([89]|[12]\d|3[0-2])$"
+# A Snowflake account identifier as it appears in its URL (orgname-accountname, or a locator with its region).
+SNOWFLAKE_ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 
 
 def log_group(scope: Construct, construct_id: str, name: str, key: kms.IKey) -> logs.LogGroup:
@@ -46,9 +49,14 @@ class NetworkStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, logs_key: kms.IKey,
                  **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        # Isolated subnets for everything that talks only to AWS; the partner-facing parts (partner delivery,
-        # the pullers) sit in "egress" subnets whose only way out is a NAT gateway per zone, in small "nat"
-        # subnets that hold nothing else and give no instance a public address.
+        # The Snowflake account the loader writes to (`orgname-accountname`): its URL is in the egress allow-list
+        # and the loader's properties (the doors stack takes it from here, so both hold the same account).
+        self.snowflake_account = CfnParameter(self, "SnowflakeAccount", type="String",
+                                              allowed_pattern=SNOWFLAKE_ACCOUNT,
+                                              description="Snowflake account identifier (orgname-accountname)")
+        # Isolated subnets for everything that talks only to AWS; the partner-facing parts (partner delivery, the
+        # pullers, the Snowflake loader) sit in "egress" subnets whose only way out is the egress firewall, then a NAT
+        # gateway per zone, in small "nat" subnets that hold nothing else and give no instance a public address.
         self.vpc = ec2.Vpc(self, "vpc", vpc_name=f"{names.prefix}-vpc", max_azs=AZ_COUNT, nat_gateways=AZ_COUNT,
                            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR), restrict_default_security_group=True,
                            nat_gateway_subnets=ec2.SubnetSelection(subnet_group_name="nat"),
@@ -93,19 +101,27 @@ class NetworkStack(Stack):
         # The ingest API's tasks: HTTP from the network load balancer that API Gateway's VPC link reaches.
         self.services_sg.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(INGEST_API_PORT),
                                           "ingest API from the internal load balancer")
-        # Partner-facing parts: out through NAT to the partners' addresses only, HTTPS to their APIs and SFTP to
-        # their servers. The two customer-managed prefix lists are filled by operators from the partner
-        # contracts' hosts (`aws ec2 modify-managed-prefix-list`); empty, nothing leaves.
-        self.partner_lists = {port: ec2.CfnPrefixList(self, f"partner-{what}-list", address_family="IPv4",
-                                                      prefix_list_name=f"{names.prefix}-partner-{what}",
-                                                      max_entries=PARTNER_LIST_ENTRIES)
-                              for port, what in ((443, "apis"), (22, "sftp"))}
+        # Partner-facing parts: out through the egress firewall (infra/aws/egress.py) and NAT. HTTPS to any address
+        # here, because the firewall passes it only to the host names the config names (partners' addresses change
+        # under their names); SSH only to the partner-sftp prefix list, which operators fill with the addresses of
+        # config.sftp_hosts (`aws ec2 modify-managed-prefix-list`; empty, no SFTP leaves), and which the firewall
+        # checks again.
+        self.partner_sftp_list = ec2.CfnPrefixList(self, "partner-sftp-list", address_family="IPv4",
+                                                   prefix_list_name=f"{names.prefix}-partner-sftp",
+                                                   max_entries=PARTNER_LIST_ENTRIES)
         self.partners_sg = ec2.SecurityGroup(self, "partners-sg", vpc=self.vpc, allow_all_outbound=False,
-                                             description="partner-facing parts: out to the partner prefix lists only")
-        for port, partner_list in self.partner_lists.items():
-            self.partners_sg.add_egress_rule(ec2.Peer.prefix_list(partner_list.attr_prefix_list_id),
-                                             ec2.Port.tcp(port),
-                                             f"partners on {port} (prefix list {partner_list.prefix_list_name})")
+                                             description="partner-facing parts: HTTPS through the egress firewall, "
+                                                         "SFTP to the partner-sftp list")
+        self.partners_sg.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
+                                         "HTTPS through the egress firewall (host names of the config only)")
+        self.partners_sg.add_egress_rule(ec2.Peer.prefix_list(self.partner_sftp_list.attr_prefix_list_id),
+                                         ec2.Port.tcp(22), f"partner SFTP servers (prefix list {names.prefix}"
+                                                           "-partner-sftp)")
+        self.firewall = EgressFirewall(
+            self, names.prefix, names.env, self.vpc, self.egress_subnets,
+            self.vpc.select_subnets(subnet_group_name="nat").subnets,
+            egress_domains({"SNOWFLAKE_ACCOUNT": self.snowflake_account.value_as_string}),
+            self.partner_sftp_list.attr_arn, logs_key)
         # The MSK brokers: reached on 9098 (SASL/IAM over TLS) from the applications' and services' groups only.
         self.msk_sg = ec2.SecurityGroup(self, "msk-sg", vpc=self.vpc, allow_all_outbound=False,
                                         description="MSK brokers: IAM auth over TLS from the pipeline groups")

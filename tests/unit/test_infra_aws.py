@@ -169,15 +169,21 @@ def test_flink_applications_private_with_snapshots(synthesized: dict[str, Any]) 
 
 
 def test_no_security_group_open_to_the_internet(synthesized: dict[str, Any]) -> None:
-    rules = []
+    """No ingress from anywhere; the one rule to 0.0.0.0/0 is the partner-facing group's HTTPS out, whose only path is
+    the egress firewall (its domain allow-list: test_egress_through_the_firewall_to_the_configs_hosts_only)."""
+    network = synthesized["stacks"].network
+    rules: list[tuple[str, dict[str, Any]]] = []
     for template in synthesized["templates"].values():
-        for props in _resources(template, "AWS::EC2::SecurityGroup").values():
-            rules += props.get("SecurityGroupIngress", []) + props.get("SecurityGroupEgress", [])
-        for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
-            rules += list(_resources(template, kind).values())
+        for logical, props in _resources(template, "AWS::EC2::SecurityGroup").items():
+            rules += [("ingress", {**r, "GroupId": logical}) for r in props.get("SecurityGroupIngress", [])]
+            rules += [("egress", {**r, "GroupId": logical}) for r in props.get("SecurityGroupEgress", [])]
+        for kind, way in (("AWS::EC2::SecurityGroupIngress", "ingress"), ("AWS::EC2::SecurityGroupEgress", "egress")):
+            rules += [(way, r) for r in _resources(template, kind).values()]
     assert rules
-    open_rules = [r for r in rules if r.get("CidrIp") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0"]
-    assert open_rules == []
+    open_rules = [(way, r) for way, r in rules if r.get("CidrIp") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0"]
+    partners = network.get_logical_id(network.partners_sg.node.default_child)
+    assert [(way, json.dumps(r["GroupId"]), r["IpProtocol"], r["FromPort"], r["ToPort"]) for way, r in open_rules] == [
+        ("egress", json.dumps(partners), "tcp", 443, 443)]
 
 
 def test_names_agree_with_the_production_properties() -> None:
@@ -412,6 +418,8 @@ def _flat(value: Any) -> str:
         return value["Fn::Join"][0].join(_flat(part) for part in value["Fn::Join"][1])
     if isinstance(value, dict) and "Ref" in value:
         return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::ImportValue" in value:  # another stack's output (a parameter of the network's)
+        return f"<import {value['Fn::ImportValue']}>"
     return json.dumps(value)
 
 
@@ -681,35 +689,73 @@ def test_cost_doc_is_the_models_output() -> None:
 
 def test_services_properties_load_in_the_services_own_config_loaders() -> None:
     """What each ECS task is handed passes its own loader, with MSK IAM auth and this environment's names; the
-    Snowflake loader's does not yet: conf/environments/production.json has no snowflake group (decision 0032,
-    Left), so the base file's emulator mode arrives without its local path and the loader refuses to start."""
+    Snowflake loader runs Snowpipe Streaming against the deploy's account, user and role, its key by the
+    environment's secret name, with no emulator path (infra/aws/service_overlay.json)."""
     import importlib
 
-    from connectors.properties import ConfigError
-
     properties = infra_tool.service_properties_for(names("prod", "123456789012"))
-    values = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1", "MSK_BOOTSTRAP_SERVERS": "b-1.msk:9098"}
+    values = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1", "MSK_BOOTSTRAP_SERVERS": "b-1.msk:9098",
+              "SNOWFLAKE_ACCOUNT": "myorg-medistream", "SNOWFLAKE_USER": "MEDISTREAM_LOADER",
+              "SNOWFLAKE_ROLE": "MEDISTREAM_LOAD"}
     loaders = {"ingest_api": ("jobs.ingest_api", "load_api_config"),
-               "rest_pull": ("jobs.rest_pull", "load_pull_config"), "sftp_pull": ("jobs.sftp_pull", "load_sftp_config")}
+               "rest_pull": ("jobs.rest_pull", "load_pull_config"), "sftp_pull": ("jobs.sftp_pull", "load_sftp_config"),
+               "snowflake_load": ("jobs.snowflake_load", "load_snowflake_config")}
+    configs = {}
     for service, (module, loader) in loaders.items():
         groups = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties(service, values)}
-        cfg = getattr(importlib.import_module(module), loader)(groups)
+        configs[service] = getattr(importlib.import_module(module), loader)(groups)
         assert groups["kafka"]["bootstrap.servers"] == "b-1.msk:9098" and groups["kafka"]["security"] == "msk-iam"
-        assert "127.0.0.1" not in json.dumps(groups), service
-        assert cfg is not None
+        text = json.dumps(groups)
+        assert "127.0.0.1" not in text and "${" not in text and "emulator" not in text.replace('"mode"', ""), service
     api = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties("ingest_api", values)}["ingest_api"]
     assert api["keys.secret"] == "medistream-prod/ingest-api/keys"
     assert api["idempotency.table"] == "medistream-ingest-idempotency-prod"
-    from jobs.snowflake_load import load_snowflake_config
+    loader = configs["snowflake_load"].snowflake
+    assert loader.mode == "snowpipe" and loader.emulator_path == "" and loader.snowpipe is not None
+    assert loader.snowpipe.url == "https://myorg-medistream.snowflakecomputing.com"
+    assert (loader.snowpipe.account, loader.snowpipe.user, loader.snowpipe.role) == (
+        "myorg-medistream", "MEDISTREAM_LOADER", "MEDISTREAM_LOAD")
+    assert loader.snowpipe.private_key_secret == "medistream-prod/snowflake/private-key"
+    assert loader.snowpipe.secrets_region == "eu-west-1" and loader.snowpipe.secrets_endpoint == ""
+    sftp = configs["sftp_pull"]
+    assert sftp.destinations.quarantine_bucket == "medistream-landing-prod-123456789012"
+    with pytest.raises(ValueError, match=r"snowflake\.user: no deploy-time value for \$\{SNOWFLAKE_USER\}"):
+        properties("snowflake_load", {k: v for k, v in values.items() if k != "SNOWFLAKE_USER"})
 
-    groups = {str(g["PropertyGroupId"]): g["PropertyMap"] for g in properties("snowflake_load", values)}
-    with pytest.raises(ConfigError, match="snowflake.emulator.path"):
-        load_snowflake_config(groups)
+
+def test_pulled_feeds_of_the_service_overlay_reach_secrets_and_the_egress_allow_list(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A pulled feed onboarded in service_overlay.json gets its secret in the credentials stack and its hosts in the
+    egress firewall's allow-list (HTTPS) or the SFTP host list (port 22); the partner contracts' hosts are there."""
+    from infra.aws import config
+    from infra.aws.credentials import secret_specs
+
+    values = {"SNOWFLAKE_ACCOUNT": "myorg-medistream"}
+    assert config.egress_domains(values) == ["api.clearwater-health.example", "auth.clearwater-health.example",
+                                             "myorg-medistream.snowflakecomputing.com"]
+    overlay = config.service_overlay()
+    overlay["rest_pull"] = {"feeds": "insurer_b_payments", "insurer_b_payments.url": "https://api.insurer-b.example/v1/p",
+                            "insurer_b_payments.secret": "medistream/feeds/insurer_b_payments"}
+    overlay["sftp_pull"] = {"feeds": "hospital_a_claims", "hospital_a_claims.host": "sftp.hospital-a.example",
+                            "hospital_a_claims.dir": "/out", "hospital_a_claims.host.key": "ssh-ed25519 AAAA",
+                            "hospital_a_claims.secret": "medistream/feeds/hospital_a_claims"}
+    path = tmp_path / "service_overlay.json"
+    path.write_text(json.dumps(overlay))
+    monkeypatch.setattr(config, "SERVICE_OVERLAY", path)
+    assert "api.insurer-b.example" in config.egress_domains(values)
+    assert config.sftp_hosts() == ["sftp.hospital-a.example:22"]
+    feeds = {s.secret_id for s in secret_specs() if s.kind == "feed"}
+    assert feeds == {"medistream/feeds/insurer_b_payments", "medistream/feeds/hospital_a_claims"}
+    overlay["rest_pull"]["insurer_b_payments.url"] = "http://api.insurer-b.example/v1/p"
+    path.write_text(json.dumps(overlay))
+    with pytest.raises(ValueError, match="an https URL"):
+        config.egress_domains(values)
 
 
-def test_only_partner_facing_parts_leave_the_vpc_and_only_to_partner_lists(synthesized: dict[str, Any]) -> None:
-    """Partner delivery and the pullers run in the egress subnets, out through NAT to the partner prefix lists
-    only; nothing else is placed in the egress or NAT subnets (the NAT subnets hold only the NAT gateways)."""
+def test_only_partner_facing_parts_leave_the_vpc_and_only_through_the_firewall(synthesized: dict[str, Any]) -> None:
+    """Partner delivery, the pullers and the Snowflake loader run in the egress subnets, out through the egress
+    firewall (HTTPS) or to the partner-sftp prefix list (22) only; nothing else is placed in the egress, NAT or
+    firewall subnets (the NAT subnets hold only the NAT gateways, the firewall subnets only the firewalls)."""
     from infra.aws.config import PARTNER_FACING
 
     stacks = synthesized["stacks"]
@@ -720,31 +766,86 @@ def test_only_partner_facing_parts_leave_the_vpc_and_only_to_partner_lists(synth
     own = {"Fn::GetAtt": [partners_sg, "GroupId"]}
     egress = sg.get("SecurityGroupEgress", []) + [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
                                                   if r["GroupId"] == own]
-    lists = {network.get_logical_id(pl): port for port, pl in network.partner_lists.items()}
-    assert sorted((r["IpProtocol"], r["FromPort"], r["DestinationPrefixListId"]["Fn::GetAtt"][0])
-                  for r in egress) == sorted(("tcp", port, lid) for lid, port in lists.items())
+    sftp_list = network.get_logical_id(network.partner_sftp_list)
+    assert sorted((r["IpProtocol"], r["FromPort"], json.dumps(r.get("DestinationPrefixListId", r.get("CidrIp"))))
+                  for r in egress) == sorted([("tcp", 443, json.dumps("0.0.0.0/0")),
+                                              ("tcp", 22, json.dumps({"Fn::GetAtt": [sftp_list, "PrefixListId"]}))])
     assert "SecurityGroupIngress" not in sg and not [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress")
                                                      .values() if r["GroupId"] == own]
     nat_subnets = {network.get_logical_id(s.node.default_child) for s in network.vpc.public_subnets}
     egress_subnets = {network.get_logical_id(s.node.default_child) for s in network.egress_subnets}
+    firewall_subnets = {network.get_logical_id(s.node.default_child) for s in network.firewall.subnets}
     for logical, gateway in _resources(net, "AWS::EC2::NatGateway").items():
         assert gateway["SubnetId"]["Ref"] in nat_subnets, logical
+    for logical, firewall in _resources(net, "AWS::NetworkFirewall::Firewall").items():
+        assert {m["SubnetId"]["Ref"] for m in firewall["SubnetMappings"]} <= firewall_subnets, logical
     placed: dict[str, set[str]] = {}  # subnet logical id -> the users outside the network stack
     for stack_name, template in synthesized["templates"].items():
         if stack_name == network.stack_name:
             continue
         for logical, resource in template["Resources"].items():
             text = json.dumps(resource.get("Properties", {}))
-            for subnet in nat_subnets | egress_subnets:
+            for subnet in nat_subnets | egress_subnets | firewall_subnets:
                 if subnet in text:
                     placed.setdefault(subnet, set()).add(f"{resource['Type']}:{logical}")
-    assert not [s for s in nat_subnets if s in placed]
+    assert not [s for s in nat_subnets | firewall_subnets if s in placed]
     users = {u.rsplit(":", 1)[0] for s in egress_subnets for u in placed.get(s, ())}
     assert users == {"AWS::KinesisAnalyticsV2::Application", "AWS::ECS::Service"}
     services = _resources(_template(synthesized, stacks.doors), "AWS::ECS::Service")
     in_egress = sorted(p["ServiceName"].split("-", 2)[2] for p in services.values()
                        if any(s in json.dumps(p) for s in egress_subnets))
     assert in_egress == sorted(set(PARTNER_FACING) - {"partner_delivery"})
+    assert "snowflake_load" in in_egress
+
+
+def test_egress_through_the_firewall_to_the_configs_hosts_only(synthesized: dict[str, Any]) -> None:
+    """Each egress subnet's default route is its zone's firewall endpoint, the firewall subnet's is its zone's NAT
+    gateway, the NAT subnet routes the egress subnet back through the same endpoint; the policy drops established
+    flows that no rule group passed; HTTPS/HTTP pass to config.egress_domains only, SSH to the partner-sftp list."""
+    from infra.aws.config import egress_domains
+    from infra.aws.egress import sftp_rule
+
+    network = synthesized["stacks"].network
+    net = _template(synthesized, network)
+    routes = list(_resources(net, "AWS::EC2::Route").values())
+    firewalls = {network.get_logical_id(f): f for f in network.firewall.firewalls}
+    assert len(firewalls) == 3
+
+    def endpoint_of(route: dict[str, Any]) -> str:
+        return route["VpcEndpointId"]["Fn::Select"][1]["Fn::Split"][1]["Fn::Select"][1]["Fn::GetAtt"][0]
+
+    for i, (egress, nat, fw_subnet) in enumerate(zip(network.egress_subnets, network.vpc.public_subnets,
+                                                     network.firewall.subnets, strict=True)):
+        firewall = network.get_logical_id(network.firewall.firewalls[i])
+        table = network.resolve(egress.route_table.route_table_id)
+        (default,) = [r for r in routes if r["RouteTableId"] == table and r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+        assert "NatGatewayId" not in default and endpoint_of(default) == firewall
+        (to_nat,) = [r for r in routes if r["RouteTableId"] == network.resolve(fw_subnet.route_table.route_table_id)]
+        assert to_nat["NatGatewayId"] == network.resolve(nat.node.find_child("NATGateway").ref)
+        (back,) = [r for r in routes if r["RouteTableId"] == network.resolve(nat.route_table.route_table_id)
+                   and r.get("DestinationCidrBlock") == egress.ipv4_cidr_block]
+        assert endpoint_of(back) == firewall
+        props = _resources(net, "AWS::NetworkFirewall::Firewall")[firewall]
+        assert props["DeleteProtection"] is True and props["SubnetChangeProtection"] is True
+    (policy,) = _resources(net, "AWS::NetworkFirewall::FirewallPolicy").values()
+    doc = policy["FirewallPolicy"]
+    assert doc["StatefulEngineOptions"]["RuleOrder"] == "STRICT_ORDER"
+    assert doc["StatefulDefaultActions"] == ["aws:drop_established", "aws:alert_established"]
+    assert doc["StatelessDefaultActions"] == ["aws:forward_to_sfe"]
+    groups = _resources(net, "AWS::NetworkFirewall::RuleGroup")
+    assert {r["ResourceArn"]["Fn::GetAtt"][0] for r in doc["StatefulRuleGroupReferences"]} == set(groups)
+    domains = groups[network.get_logical_id(network.firewall.domains)]["RuleGroup"]["RulesSource"]["RulesSourceList"]
+    assert domains["GeneratedRulesType"] == "ALLOWLIST" and set(domains["TargetTypes"]) == {"TLS_SNI", "HTTP_HOST"}
+    expected = egress_domains({"SNOWFLAKE_ACCOUNT": "${SnowflakeAccount}"})
+    assert sorted(_flat(t).replace("<SnowflakeAccount>", "${SnowflakeAccount}") for t in domains["Targets"]) == expected
+    assert {"api.clearwater-health.example", "auth.clearwater-health.example"} <= set(expected)
+    sftp = groups[network.get_logical_id(network.firewall.sftp)]["RuleGroup"]
+    assert sftp["RulesSource"]["RulesString"] == sftp_rule()
+    assert sftp["ReferenceSets"]["IPSetReferences"]["PARTNER_SFTP"]["ReferenceArn"] == {
+        "Fn::GetAtt": [network.get_logical_id(network.partner_sftp_list), "Arn"]}
+    logging = _resources(net, "AWS::NetworkFirewall::LoggingConfiguration").values()
+    assert len(logging) == 3 and all({c["LogType"] for c in lc["LoggingConfiguration"]["LogDestinationConfigs"]}
+                                     == {"ALERT", "FLOW"} for lc in logging)
 
 
 def test_topic_grants_name_exact_topics_of_the_config(synthesized: dict[str, Any]) -> None:
