@@ -30,24 +30,15 @@ SFTP_SENDERS = ("the SFTP endpoint's only ingress is port 22 from the SftpSender
                 "the rule cannot read a parameter, so it cannot tell")
 SFTP_SENDER_RULES = ("AwsSolutions-EC23", "HIPAA.Security-EC2RestrictedCommonPorts", "HIPAA.Security-EC2RestrictedSSH",
                      "NIST.800.53.R5-EC2RestrictedCommonPorts", "NIST.800.53.R5-EC2RestrictedSSH")
-# The ingest API's front door (infra/aws/api.py): findings by construct (nlb, api, stage, packs), each a rule and why.
-_NLB_LOGS = ("a network load balancer writes access logs only for TLS listeners; this TCP listener is reached only "
-             "by API Gateway's VPC link, and every request is in API Gateway's access log and WAF's log, every "
-             "connection in the VPC flow logs")
-_NLB_TLS = ("TLS ends at API Gateway's regional endpoint; the VPC link -> load balancer -> task hop stays in the "
-            "private subnets. A TLS listener needs an ACM certificate for a private name this app does not own yet "
-            "(decision 0032, left)")
+# The ingest API's front door (infra/aws/api.py): findings by construct (api, method, stage, packs): rule and why.
 _EXECUTION_LOGS = ("access logs are on (one JSON line per request, no body); execution logs need the account-wide "
                    "API Gateway CloudWatch role (one per account and region, shared by dev and prod: the account "
                    "baseline's, not this app's) and at INFO they can carry request bodies, which hold PHI")
 _CACHE = "POSTs of records are never cached; a response cache would only hold PHI-bearing answers for nothing"
-_CLIENT_CERT = ("the backend is an internal NLB reached through a VPC link, not a public HTTP endpoint; a client "
-                "certificate would be presented to a TCP listener and a server that cannot check it")
+_CLIENT_CERT = ("the backend is an internal NLB reached only through the VPC link, over TLS checked against the "
+                "backend name's ACM certificate; a network load balancer's TLS listener does not verify client "
+                "certificates, so one presented by API Gateway would be checked by nothing")
 API_REASONS: dict[str, list[tuple[str, str]]] = {
-    "nlb": [("AwsSolutions-ELB2", _NLB_LOGS), ("HIPAA.Security-ELBLoggingEnabled", _NLB_LOGS),
-            ("NIST.800.53.R5-ELBLoggingEnabled", _NLB_LOGS)],
-    "listener": [("HIPAA.Security-ELBv2ACMCertificateRequired", _NLB_TLS),
-                 ("NIST.800.53.R5-ELBv2ACMCertificateRequired", _NLB_TLS)],
     "api": [("AwsSolutions-APIG2", "each record is validated by the service against its feed contract's schema, "
                                    "with a per-record answer; a model here would duplicate schemas/ and drift")],
     "method": [("AwsSolutions-APIG4", "every request carries the feed's API key, checked by the service against the "

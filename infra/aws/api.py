@@ -1,18 +1,20 @@
 """The REST ingestion API's front door: API Gateway (regional, WAF) -> VPC link -> internal NLB -> the Fargate tasks.
 
 No public subnet: API Gateway reaches the tasks through a VPC link to a network load balancer in the
-private subnets. Only the API's one route is published (POST /v1/feeds/{feed}/records; /healthz and
-/openapi.json stay inside). The WAF web ACL: AWS's common, known-bad-inputs and IP-reputation rule
-groups, and a per-IP rate limit of the API's own default rate (conf/ ingest_api.rate) over WAF's
-five-minute window; the common set's 8 KB body-size rule only counts, since a batch of 4-12 KB
-records is larger by design (the API caps batches itself: ingest_api.max.batch). WAF logs go to an
-encrypted log group with the credential headers redacted. Access logs: one JSON line per request, no
-body; X-Ray tracing on. The API key check per feed is the service's (connectors/ingest_api/keys.py).
+private subnets, over TLS (a TLS listener with an ACM certificate for the backend name the integration
+calls, which API Gateway checks; access logs to the access-log bucket). Only the API's one route is
+published (POST /v1/feeds/{feed}/records; /healthz and /openapi.json stay inside). The WAF web ACL:
+AWS's common, known-bad-inputs and IP-reputation rule groups, and a per-IP rate limit of the API's own
+default rate (conf/ ingest_api.rate) over WAF's five-minute window; the common set's 8 KB body-size rule
+only counts, since a batch of 4-12 KB records is larger by design (the API caps batches itself:
+ingest_api.max.batch). WAF logs go to an encrypted log group with the credential headers redacted.
+Access logs: one JSON line per request, no body; X-Ray tracing on. The API key check per feed is the
+service's (connectors/ingest_api/keys.py).
 """
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, CfnParameter, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -21,7 +23,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_wafv2 as wafv2
 
 from infra.aws.acknowledgements import API_REASONS, acknowledge, checkov_skip, for_packs
-from infra.aws.config import Names, base_groups
+from infra.aws.config import NLB_LOG_PREFIX, Names, base_groups
 from infra.aws.network import INGEST_API_PORT, log_group
 
 ROUTE = ("v1", "feeds", "{feed}", "records")  # connectors/ingest_api/app.py's one write route
@@ -29,6 +31,10 @@ MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadI
                        "AWSManagedRulesAmazonIpReputationList")
 WAF_WINDOW_S = 300
 REDACTED_HEADERS = ("authorization", "x-api-key")  # where the API reads a feed's key
+TLS_PORT = 443
+TLS_POLICY = elbv2.SslPolicy.RECOMMENDED_TLS  # TLS 1.3 and 1.2 only
+CERTIFICATE_ARN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$"
+HOST_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 
 
 def rate_limit() -> int:
@@ -45,15 +51,26 @@ class IngestApiFront:
             stack, "ingest-api-nlb", load_balancer_name=f"{names.prefix}-ingest-api", vpc=vpc, internet_facing=False,
             vpc_subnets=ec2.SubnetSelection(subnets=vpc.isolated_subnets), cross_zone_enabled=True,
             deletion_protection=True)
-        listener = self.nlb.add_listener("ingest-api-listener", port=80, protocol=elbv2.Protocol.TCP)
+        # TLS from API Gateway's VPC link to the load balancer: a TLS listener with the deploy's ACM certificate for
+        # the backend name the integration calls (API Gateway checks the certificate against that name). TLS ends at
+        # the load balancer; the hop to the task stays inside the private subnets, on the services' group.
+        certificate = CfnParameter(stack, "IngestApiCertificateArn", type="String", allowed_pattern=CERTIFICATE_ARN,
+                                   description="ACM certificate (this region) for IngestApiBackendName, on the NLB's "
+                                               "TLS listener")
+        self.backend_name = CfnParameter(stack, "IngestApiBackendName", type="String", allowed_pattern=HOST_NAME,
+                                         description="the host name on that certificate: API Gateway calls "
+                                                     "https://<it>/ through the VPC link")
+        listener = self.nlb.add_listener(
+            "ingest-api-listener", port=TLS_PORT, protocol=elbv2.Protocol.TLS, ssl_policy=TLS_POLICY,
+            certificates=[elbv2.ListenerCertificate.from_arn(certificate.value_as_string)])
         listener.add_targets("ingest-api-targets", port=INGEST_API_PORT, protocol=elbv2.Protocol.TCP,
                              targets=[service], health_check=elbv2.HealthCheck(
                                  protocol=elbv2.Protocol.HTTP, path="/healthz", port=str(INGEST_API_PORT)))
-        for rule, reason in API_REASONS["nlb"]:
-            acknowledge(self.nlb, rule, reason)
-        for rule, reason in API_REASONS["listener"]:
-            acknowledge(listener, rule, reason)
-        checkov_skip(self.nlb.node.default_child, "CKV_AWS_91", API_REASONS["nlb"][0][1])  # type: ignore[arg-type]
+        # Access logs (a network load balancer writes them for TLS listeners) to the access-log bucket, whose policy
+        # admits the log delivery service under nlb/ (storage stack).
+        for key, value in (("access_logs.s3.enabled", "true"), ("access_logs.s3.bucket", names.buckets["access_logs"]),
+                           ("access_logs.s3.prefix", NLB_LOG_PREFIX)):
+            self.nlb.set_attribute(key, value)
         # The CDK makes the service wait for the listener by DependsOn as well as by its Ref (cfn-lint W3005).
         service.node.default_child.add_metadata(  # type: ignore[union-attr]
             "cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
@@ -73,7 +90,7 @@ class IngestApiFront:
             resource = resource.add_resource(part)
         integration = apigateway.Integration(
             type=apigateway.IntegrationType.HTTP_PROXY, integration_http_method="POST",
-            uri=f"http://{self.nlb.load_balancer_dns_name}/{'/'.join(ROUTE)}",
+            uri=f"https://{self.backend_name.value_as_string}/{'/'.join(ROUTE)}",
             options=apigateway.IntegrationOptions(
                 connection_type=apigateway.ConnectionType.VPC_LINK, vpc_link=link,
                 request_parameters={"integration.request.path.feed": "method.request.path.feed"}))

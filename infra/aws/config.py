@@ -35,6 +35,7 @@ SERVICE_KEYS = ("landing", "warehouse", "archive", "audit", "logs", "ledgers", "
 # server access logging delivers to).
 BUCKET_KEYS = {"landing": "landing", "warehouse": "warehouse", "archive": "archive", "audit": "audit",
                "reference": "artifacts", "artifacts": "artifacts", "access_logs": None}
+NLB_LOG_PREFIX = "nlb"  # the ingest API's load balancer's access logs in the access-log bucket (nlb/AWSLogs/...)
 # The Managed Flink applications: job name -> its Python entry module (tools/package.py's run options).
 FLINK_JOBS = ("ingest", "partner_delivery")
 # The services on ECS Fargate: service -> (the `medistream` command it runs, its property group). The REST

@@ -21,7 +21,7 @@ from constructs import Construct
 
 from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, REPLICATION, checkov_skip, for_packs
 from infra.aws.backup import add_backup
-from infra.aws.config import BUCKET_KEYS, Names, feeds_with
+from infra.aws.config import BUCKET_KEYS, NLB_LOG_PREFIX, Names, feeds_with
 from infra.aws.grants import ecr_repository, landing_prefix
 from infra.storage_policy import ARCHIVE
 
@@ -59,6 +59,7 @@ class StorageStack(Stack):
             lifecycle_rules=[s3.LifecycleRule(id="access-logs-expire", expiration=Duration.days(ARCHIVE.retention_days),
                                               noncurrent_version_expiration=Duration.days(30))])
         self.buckets: dict[str, s3.Bucket] = {"access_logs": self.access_logs}
+        self._nlb_log_delivery(names)
         for role, key_name in BUCKET_KEYS.items():
             if key_name is None:
                 continue
@@ -124,6 +125,20 @@ class StorageStack(Stack):
             sid="CloudTrailWritesItsLogFiles", principals=[service], actions=["s3:PutObject"],
             resources=[bucket.arn_for_objects(f"{CLOUDTRAIL_PREFIX}/AWSLogs/{self.account}/*")],
             conditions={"StringEquals": {**trail["StringEquals"], "s3:x-amz-acl": "bucket-owner-full-control"}}))
+
+    def _nlb_log_delivery(self, names: Names) -> None:
+        """Admit the log delivery service, for this account's load balancers, to write under nlb/ (the ingest API's
+        network load balancer, infra/aws/api.py) of the access-log bucket."""
+        service = iam.ServicePrincipal("delivery.logs.amazonaws.com")
+        ours = {"StringEquals": {"aws:SourceAccount": self.account},
+                "ArnLike": {"aws:SourceArn": f"arn:{self.partition}:logs:{self.region}:{self.account}:*"}}
+        self.access_logs.add_to_resource_policy(iam.PolicyStatement(
+            sid="NlbAccessLogsWrite", principals=[service], actions=["s3:PutObject"],
+            resources=[self.access_logs.arn_for_objects(f"{NLB_LOG_PREFIX}/AWSLogs/{self.account}/*")],
+            conditions={**ours, "StringEquals": {**ours["StringEquals"], "s3:x-amz-acl": "bucket-owner-full-control"}}))
+        self.access_logs.add_to_resource_policy(iam.PolicyStatement(
+            sid="NlbAccessLogsCheckTheBucket", principals=[service], actions=["s3:GetBucketAcl"],
+            resources=[self.access_logs.bucket_arn], conditions=ours))
 
     @staticmethod
     def _deny_other_encryption(bucket: s3.Bucket, key: kms.IKey) -> None:

@@ -51,7 +51,7 @@ def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> No
     assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 11
     skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
              for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
-    assert len(skips) == 7 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
+    assert len(skips) == 6 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
 
 
 def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
@@ -558,7 +558,24 @@ def test_ingest_api_behind_waf_and_a_private_load_balancer(synthesized: dict[str
     assert [m["HttpMethod"] for m in methods] == ["POST"]
     (method,) = methods
     assert method["Integration"]["ConnectionType"] == "VPC_LINK" and method["Integration"]["Type"] == "HTTP_PROXY"
-    assert _flat(method["Integration"]["Uri"]).endswith("/v1/feeds/{feed}/records")
+    assert _flat(method["Integration"]["Uri"]) == "https://<IngestApiBackendName>/v1/feeds/{feed}/records"
+    # TLS from the VPC link to the load balancer: one TLS listener, the deploy's certificate, TLS 1.2+ only; access
+    # logs into the access-log bucket, whose policy admits the log delivery service for this account there.
+    (listener,) = _resources(template, "AWS::ElasticLoadBalancingV2::Listener").values()
+    assert (listener["Protocol"], listener["Port"]) == ("TLS", 443)
+    assert listener["Certificates"] == [{"CertificateArn": {"Ref": "IngestApiCertificateArn"}}]
+    assert listener["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    attributes = {a["Key"]: a["Value"] for a in nlb["LoadBalancerAttributes"]}
+    assert attributes["access_logs.s3.enabled"] == "true" and attributes["access_logs.s3.prefix"] == "nlb"
+    assert _flat(attributes["access_logs.s3.bucket"]) == f"medistream-access-logs-{synthesized['env']}-<AWS::AccountId>"
+    storage = _template(synthesized, stacks.storage)
+    logs_bucket = stacks.storage.get_logical_id(stacks.storage.access_logs.node.default_child)
+    (policy,) = [p for p in _resources(storage, "AWS::S3::BucketPolicy").values()
+                 if p["Bucket"] == {"Ref": logs_bucket}]
+    delivery = [st for st in policy["PolicyDocument"]["Statement"]
+                if st.get("Principal") == {"Service": "delivery.logs.amazonaws.com"}]
+    assert sorted(st["Action"] for st in delivery) == ["s3:GetBucketAcl", "s3:PutObject"]
+    assert all(st["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"} for st in delivery)
     paths = {r["PathPart"] for r in _resources(template, "AWS::ApiGateway::Resource").values()}
     assert paths == {"v1", "feeds", "{feed}", "records"}
     (stage,) = _resources(template, "AWS::ApiGateway::Stage").values()
