@@ -1,7 +1,7 @@
 """`medistream infra synth|check`: the CDK app of infra/aws/ for dev and prod, and its checks.
 
-    medistream infra synth [--environment dev|prod|all] [--out DIR] [--cli]
-    medistream infra check [--environment dev|prod|all] [--cli]
+    medistream infra synth [--environment dev|prod|all] [--out DIR] [--cli] [--replica-region R]
+    medistream infra check [--environment dev|prod|all] [--cli] [--replica-region R]
     medistream infra rehearse [--environment dev|prod]
 
 `synth` writes the CloudFormation templates (cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53
@@ -89,16 +89,19 @@ def service_properties_for(names: Names):  # type: ignore[no-untyped-def]
     return properties
 
 
-def build(env: str, outdir: str | None = None, nag: bool = True):  # type: ignore[no-untyped-def]
-    """The app of one environment (infra.aws.app.build with the applications' and services' properties)."""
+def build(env: str, outdir: str | None = None, nag: bool = True,  # type: ignore[no-untyped-def]
+          replica_region: str | None = None):
+    """The app of one environment (infra.aws.app.build with the applications' and services' properties; the
+    archive's replica in `replica_region`, config.DEFAULT_REPLICA_REGION unless given)."""
     use_node()
     from aws_cdk import Aws
 
     from infra.aws.app import build as build_app
-    from infra.aws.config import names
+    from infra.aws.config import DEFAULT_REPLICA_REGION, names
 
     n = names(env, Aws.ACCOUNT_ID)
-    return build_app(env, properties_for(n), service_properties_for(n), outdir=outdir, nag=nag)
+    return build_app(env, properties_for(n), service_properties_for(n), outdir=outdir, nag=nag,
+                     replica_region=replica_region or DEFAULT_REPLICA_REGION)
 
 
 def findings(report: Path) -> list[str]:
@@ -111,9 +114,9 @@ def findings(report: Path) -> list[str]:
                   for c in v["violatingConstructs"])
 
 
-def synth(env: str, out: Path) -> tuple[bool, list[str]]:
+def synth(env: str, out: Path, replica_region: str | None = None) -> tuple[bool, list[str]]:
     """Synthesize in process into `out`: (passed, findings)."""
-    app, _stacks = build(env, outdir=str(out))
+    app, _stacks = build(env, outdir=str(out), replica_region=replica_region)
     try:
         app.synth()
     except RuntimeError as err:
@@ -123,15 +126,16 @@ def synth(env: str, out: Path) -> tuple[bool, list[str]]:
     return True, []
 
 
-def synth_cli(env: str, out: Path) -> int:
+def synth_cli(env: str, out: Path, replica_region: str | None = None) -> int:
     """`cdk synth` through the CDK toolkit with cdk.json's app command; its exit code."""
     use_node()
     cdk = node_bin() / "cdk"
     # No notices or telemetry: both would call out of the machine on every synth.
     env_vars = {**os.environ, "PATH": f"{node_bin()}:{os.environ.get('PATH', '')}", "CDK_DISABLE_CLI_TELEMETRY": "true"}
     # B603 - the pinned tools from our own install folders, fixed argv, no shell
+    replica = ["-c", f"replica_region={replica_region}"] if replica_region else []
     return subprocess.run([str(cdk), "synth", "--quiet", "--no-notices", "-c", f"environment={env}",  # noqa: S603
-                           "--output", str(out)],
+                           *replica, "--output", str(out)],
                           cwd=INFRA_DIR, env=env_vars, check=False).returncode
 
 
@@ -185,9 +189,10 @@ def app_main() -> int:
     use_node()
     from aws_cdk import App
 
-    env = os.environ.get("CDK_CONTEXT_JSON") and json.loads(os.environ["CDK_CONTEXT_JSON"]).get("environment")
+    context = json.loads(os.environ.get("CDK_CONTEXT_JSON") or "{}")
     outdir = os.environ.get("CDK_OUTDIR")
-    app, _stacks = build(env or "dev", outdir=outdir)
+    app, _stacks = build(context.get("environment") or "dev", outdir=outdir,
+                         replica_region=context.get("replica_region"))
     assert isinstance(app, App)  # noqa: S101 - the type build returns
     app.synth()
     return 0
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--environment", choices=[*ENVIRONMENTS, "all"], default="all")
     parser.add_argument("--out", type=Path, default=medistream_home() / "cdk.out")
     parser.add_argument("--cli", action="store_true", help="synthesize through the CDK toolkit (cdk synth)")
+    parser.add_argument("--replica-region", help="the archive's replica region (default: "
+                                                 "infra.aws.config.DEFAULT_REPLICA_REGION)")
     args = parser.parse_args(argv)
     envs = list(ENVIRONMENTS) if args.environment == "all" else [args.environment]
     if args.action == "rehearse":
@@ -212,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / env
         started = time.monotonic()
         if args.cli:
-            ok = synth_cli(env, out) == 0
+            ok = synth_cli(env, out, args.replica_region) == 0
             lines = findings(out / "validation-report.json") if not ok else []
         else:
-            ok, lines = synth(env, out)
+            ok, lines = synth(env, out, args.replica_region)
         templates = sorted(out.glob("*.template.json"))
         print(f"{env}: synth {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s, "
               f"{len(templates)} templates, {len(lines)} unacknowledged cdk-nag findings -> {out}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.aws.config import (
+    ARCHIVE_REPLICA,
+    ARCHIVE_REPLICATION_ROLE,
     BACKUP_ROLE,
     TASK_EXECUTION,
     base_groups,
@@ -47,6 +49,12 @@ SFTP_OBJECTS = ("s3:PutObject", "s3:GetObject", "s3:GetObjectVersion", "s3:Abort
 ECR_AUTH = ("ecr:GetAuthorizationToken",)
 ECR_PULL = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
 SERVICE_LOGS = ("logs:CreateLogStream", "logs:PutLogEvents")
+# S3 replication of the archive: read its configuration and each version with its lock (retention, legal hold), write
+# replicas and their tags. No ReplicateDelete: delete markers are not replicated (the replica is the copy of record).
+REPLICATION_SOURCE = ("s3:GetReplicationConfiguration", "s3:ListBucket", "s3:GetObjectVersionForReplication",
+                      "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging", "s3:GetObjectRetention",
+                      "s3:GetObjectLegalHold")
+REPLICATION_DESTINATION = ("s3:ReplicateObject", "s3:ReplicateTags")
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Grant:
 
 def grants() -> tuple[Grant, ...]:
     """Every grant of every role: the Managed Flink applications, the ECS services, the SFTP users."""
-    return (*flink_grants(), *service_grants(), *sftp_grants(), *backup_grants())
+    return (*flink_grants(), *service_grants(), *sftp_grants(), *backup_grants(), *replication_grants())
 
 
 def flink_grants() -> tuple[Grant, ...]:
@@ -159,6 +167,15 @@ def backup_grants() -> tuple[Grant, ...]:
     """AWS Backup's role: it copies the tables (ledgers key) and the operational store's cluster (its own key);
     its IAM side is AWS's managed policy."""
     return (Grant(BACKUP_ROLE, ENCRYPT + DECRYPT, "key", ("ledgers", "operational")),)
+
+
+def replication_grants() -> tuple[Grant, ...]:
+    """S3's role replicating the archive to the replica region: it reads the archive (its key opens the versions)
+    and writes the replica bucket (the replica key, in the replica stack's key policy, encrypts them)."""
+    return (Grant(ARCHIVE_REPLICATION_ROLE, DECRYPT, "key", ("archive",)),
+            Grant(ARCHIVE_REPLICATION_ROLE, ENCRYPT, "key", (ARCHIVE_REPLICA,)),
+            Grant(ARCHIVE_REPLICATION_ROLE, REPLICATION_SOURCE, "bucket", ("archive",)),
+            Grant(ARCHIVE_REPLICATION_ROLE, REPLICATION_DESTINATION, "bucket", (ARCHIVE_REPLICA,)))
 
 
 def key_users(key: str, level: tuple[str, ...]) -> list[str]:

@@ -17,6 +17,23 @@ PACKS = ("HIPAA.Security", "NIST.800.53.R5")
 REPLICATION = ("one region in this slice: cross-region replication for disaster recovery needs the second "
                "region's keys and buckets (issue 22, later slice); versioning and, for the archive, Object Lock "
                "guard against loss meanwhile")
+# Each bucket of the storage stack but the archive (which replicates to the replica region, infra/aws/replica.py): why
+# it has no second region.
+NOT_REPLICATED = {
+    "landing": "files stay here only until the ingest job has read them: every record then lives in the archive, which "
+               "is replicated to the replica region; a file lost with the region is re-sent by its sender",
+    "warehouse": "the Iceberg tables are derived: they are rebuilt from the archive (replicated) through the backfill "
+                 "path (decision 0024)",
+    "audit": "CloudTrail's log files, under Object Lock (compliance, seven years) in this region; the trail is "
+             "multi-region, and a copy in another account belongs to the organization's log-archive baseline, not "
+             "this app",
+    "reference": "reference data comes from the repository (schemas/) with each deploy: rebuilt from git",
+    "artifacts": "the Managed Flink zips are rebuilt from a commit by `medistream package` (reproducible, signed by "
+                 "the release pipeline)",
+    "access_logs": "S3 request metadata of this region's buckets, no record content; kept with them",
+}
+REPLICA_IS_THE_COPY = ("this bucket is in the replica region: the archive's replica (or that region's access-log "
+                       "bucket), the disaster-recovery copy itself; replicating it again would only copy a copy")
 BACKUP_MANAGED_POLICIES = ("AWS Backup's own service-role policy for backups: AWS keeps it in step with "
                            "what each service's backup calls need; the role is assumable only by AWS "
                            "Backup for this account and opens only the ledgers key (its key policy)")

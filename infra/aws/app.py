@@ -1,7 +1,7 @@
 """The CDK app: one environment's stacks, checked by cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53 rev 5.
 
 Stacks by lifetime and blast radius, deployed in this order: identity (roles) -> keys -> credentials
-(secrets) -> storage -> audit
+(secrets) -> archive-replica (in the replica region: the archive's replica bucket and key) -> storage -> audit
 (the trail, alerts on guard changes) -> network -> streaming (MSK, topics) -> operational (Aurora PostgreSQL,
 its logins' secrets) -> doors (SFTP server and users,
 ECS services, the API front door) -> flink (applications and their
@@ -19,7 +19,7 @@ from aws_cdk import App, Aws, Environment, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
 from infra.aws.audit import AuditStack
-from infra.aws.config import names
+from infra.aws.config import DEFAULT_REPLICA_REGION, names
 from infra.aws.credentials import CredentialsStack
 from infra.aws.doors import DoorsStack, ServiceProperties
 from infra.aws.flink import FlinkStack, PropertiesFor
@@ -28,6 +28,7 @@ from infra.aws.monitoring import MonitoringStack
 from infra.aws.network import NetworkStack
 from infra.aws.operational import OperationalStack
 from infra.aws.pipeline import PipelineStack
+from infra.aws.replica import ArchiveReplicaStack
 from infra.aws.storage import StorageStack
 from infra.aws.streaming import StreamingStack
 
@@ -45,6 +46,7 @@ class Stacks:
     identity: IdentityStack
     keys: KeysStack
     credentials: CredentialsStack
+    replica: ArchiveReplicaStack
     storage: StorageStack
     audit: AuditStack
     network: NetworkStack
@@ -56,13 +58,15 @@ class Stacks:
 
     def all(self) -> list[Stack]:
         """Every stack, in deploy order."""
-        return [self.identity, self.keys, self.credentials, self.storage, self.audit, self.network, self.streaming,
-                self.operational, self.doors, self.flink, self.monitoring]
+        return [self.identity, self.keys, self.credentials, self.replica, self.storage, self.audit, self.network,
+                self.streaming, self.operational, self.doors, self.flink, self.monitoring]
 
 
 def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties: ServiceProperties,
-               account: str | None = None, region: str | None = None) -> Stacks:
-    """One environment's stacks in `app` (account and region: deploy-time tokens unless given)."""
+               account: str | None = None, region: str | None = None,
+               replica_region: str = DEFAULT_REPLICA_REGION) -> Stacks:
+    """One environment's stacks in `app` (account and region: deploy-time tokens unless given; the archive's replica
+    stack in `replica_region`)."""
     where = Environment(account=account, region=region) if account and region else None
     n = names(env, account or Aws.ACCOUNT_ID)
     kw = {"env": where}
@@ -70,7 +74,13 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
     keys = KeysStack(app, f"medistream-{env}-keys", names=n, roles=dict(identity.roles), **kw)
     credentials = CredentialsStack(app, f"medistream-{env}-credentials", names=n, key=keys.keys["credentials"],
                                    **kw)
-    storage = StorageStack(app, f"medistream-{env}-storage", names=n, keys=dict(keys.keys), **kw)
+    # The archive's replica region: its own stack there (a region of its own, the account still the deploy's).
+    replica = ArchiveReplicaStack(app, f"medistream-{env}-archive-replica", names=n,
+                                  env=Environment(account=account, region=replica_region))
+    replica.add_stack_dependency(identity, "its key policy names the replication role")
+    storage = StorageStack(app, f"medistream-{env}-storage", names=n, keys=dict(keys.keys),
+                           replica_region=replica_region, **kw)
+    storage.add_stack_dependency(replica, "S3 refuses a replication rule whose destination bucket does not exist")
     audit = AuditStack(app, f"medistream-{env}-audit", names=n, audit_key=keys.keys["audit"],
                        logs_key=keys.keys["logs"], key_arns=[k.key_arn for k in keys.keys.values()], **kw)
     audit.add_stack_dependency(storage, "the trail writes to the audit bucket, whose policy admits it")
@@ -99,7 +109,7 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
     flink.add_stack_dependency(operational, "the ingest application writes the operational store, its secret named")
     monitoring = MonitoringStack(app, f"medistream-{env}-monitoring", names=n, logs_key=keys.keys["logs"], **kw)
     monitoring.add_stack_dependency(flink, "alarms and dashboard name the applications")
-    stacks = Stacks(identity, keys, credentials, storage, audit, network, streaming, operational, doors, flink,
+    stacks = Stacks(identity, keys, credentials, replica, storage, audit, network, streaming, operational, doors, flink,
                     monitoring)
     # The release pipeline (issue 23, decision 0031): its own keys, buckets and stage roles.
     pipeline = PipelineStack(app, f"medistream-{env}-pipeline", names=n, **kw)
@@ -117,10 +127,10 @@ def check(app: App) -> None:
 
 
 def build(env: str, properties: PropertiesFor, service_properties: ServiceProperties, outdir: str | None = None,
-          nag: bool = True) -> tuple[App, Stacks]:
+          nag: bool = True, replica_region: str = DEFAULT_REPLICA_REGION) -> tuple[App, Stacks]:
     """An app holding one environment's stacks, with the nag packs unless `nag` is False."""
     app = App(outdir=outdir, context=CONTEXT) if outdir else App(context=CONTEXT)
-    stacks = add_stacks(app, env, properties, service_properties)
+    stacks = add_stacks(app, env, properties, service_properties, replica_region=replica_region)
     if nag:
         check(app)
     return app, stacks

@@ -49,6 +49,13 @@ SFTP_ROLE_PREFIX = "sftp_"
 # What calls endpoints outside AWS (partners' APIs and SFTP servers, Snowflake): these run in the egress subnets,
 # out through the egress firewall (infra/aws/egress.py).
 PARTNER_FACING = ("partner_delivery", "rest_pull", "sftp_pull", "snowflake_load")
+# S3's role for the archive's cross-region replication (infra/aws/replica.py): reads the archive's versions, writes the
+# replica bucket in the replica region.
+ARCHIVE_REPLICATION_ROLE = "archive_replication"
+ARCHIVE_REPLICA = "archive_replica"  # the replica bucket's role in Names.buckets, and its key's name
+# The replica region when none is given (`medistream infra synth --replica-region`, `cdk synth -c replica_region=`):
+# a deploy into this region itself is refused by the storage stack's rule.
+DEFAULT_REPLICA_REGION = "us-west-2"
 BACKUP_ROLE = "backup"  # AWS Backup's role for the DynamoDB tables and the Aurora cluster (infra/aws/backup.py)
 RDS_MONITORING_ROLE = "rds_monitoring"  # RDS enhanced monitoring's role (the operational store's instances)
 # The operational store's login roles (migrations/postgres/0001: ops_owner owns the schema and cannot log in) and
@@ -68,7 +75,8 @@ def role_principals() -> dict[str, str]:
     return {**{job: "kinesisanalytics.amazonaws.com" for job in FLINK_JOBS},
             **{service: "ecs-tasks.amazonaws.com" for service in (*SERVICES, TASK_EXECUTION)},
             **{sftp_role(feed): "transfer.amazonaws.com" for feed in feeds_with("landing")},
-            BACKUP_ROLE: "backup.amazonaws.com", RDS_MONITORING_ROLE: "monitoring.rds.amazonaws.com"}
+            BACKUP_ROLE: "backup.amazonaws.com", RDS_MONITORING_ROLE: "monitoring.rds.amazonaws.com",
+            ARCHIVE_REPLICATION_ROLE: "s3.amazonaws.com"}
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,8 @@ def names(env: str, account: str, groups: dict[str, dict[str, str]] | None = Non
                "archive": _bucket(g["archive"]["path"]), "reference": _bucket(g["reference"]["path"]),
                "audit": "medistream-audit", "access_logs": "medistream-access-logs",
                "artifacts": "medistream-artifacts"}
+    # The archive's replica, in the replica region (its name carries no region: S3 names are global).
+    buckets[ARCHIVE_REPLICA] = f"{buckets['archive']}-replica"
     tables = tuple(Table(f"{g.get(group, {}).get(key) or DEFAULT_NAMES[(group, key)]}-{env}", group, *schema)
                    for (group, key), schema in TABLE_KEYS.items())
     base_alias = g["phi"]["kms.alias.prefix"]  # alias/medistream/

@@ -159,6 +159,10 @@ def probe(client: Callable[[str], Any], templates: Path, env: str) -> list[Probe
     ok, lock = _api(lambda: s3.get_object_lock_configuration(Bucket=archive)["ObjectLockConfiguration"])
     add("archive Object Lock, compliance, 7 years", ok and lock["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE",
         str(lock), applied=ok)
+    ok, replication = _api(lambda: s3.get_bucket_replication(Bucket=archive)["ReplicationConfiguration"])
+    replicated = ok and replication["Role"].endswith(f":role/{n.role('archive_replication')}") and any(
+        r["Destination"]["Bucket"].endswith(f":::{n.buckets['archive_replica']}") for r in replication["Rules"])
+    add("archive replicates to the replica bucket", replicated, str(replication)[:80], applied=ok)
     ok, block = _api(lambda: s3.get_public_access_block(Bucket=landing)["PublicAccessBlockConfiguration"])
     add("public access blocked", ok and all(block.values()), str(block), applied=ok)
     for spec in n.tables:

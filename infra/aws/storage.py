@@ -10,7 +10,7 @@ audit bucket likewise, and it admits this environment's CloudTrail trail (by ARN
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnOutput, CfnRule, CfnRuleAssertion, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_glue as glue
@@ -19,16 +19,49 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, REPLICATION, checkov_skip, for_packs
+from infra.aws.acknowledgements import ACCESS_LOGS_SSE_S3, NOT_REPLICATED, checkov_skip, for_packs
 from infra.aws.backup import add_backup
-from infra.aws.config import BUCKET_KEYS, NLB_LOG_PREFIX, Names, feeds_with
-from infra.aws.grants import ecr_repository, landing_prefix
+from infra.aws.config import (
+    ARCHIVE_REPLICA,
+    ARCHIVE_REPLICATION_ROLE,
+    BUCKET_KEYS,
+    NLB_LOG_PREFIX,
+    Names,
+    feeds_with,
+)
+from infra.aws.grants import Resolver, ecr_repository, landing_prefix, role_policy
 from infra.storage_policy import ARCHIVE
 
 # Buckets under Object Lock in compliance mode for the archive's retention: the archive (raw records) and
 # the audit bucket (CloudTrail's log files: their digest files prove them unchanged, the lock keeps them).
 LOCKED = ("archive", "audit")
 CLOUDTRAIL_PREFIX = "cloudtrail"
+
+
+REPLICA_STORAGE_CLASS = "DEEP_ARCHIVE"
+
+
+def replica_key_alias(names: Names) -> str:
+    """The replica key's alias (in the replica region): what the primary's replication rule names."""
+    return names.alias(ARCHIVE_REPLICA.replace("_", "-"))
+
+
+def replication_rule(stack: Stack, names: Names, replica_region: str) -> s3.CfnBucket.ReplicationConfigurationProperty:
+    """The primary archive's replication configuration: every version to the replica bucket, re-encrypted with the
+    replica region's key (named by its alias ARN: the key's id is made in that region), by the replication role."""
+    role = f"arn:{stack.partition}:iam::{stack.account}:role/{names.role(ARCHIVE_REPLICATION_ROLE)}"
+    key = f"arn:{stack.partition}:kms:{replica_region}:{stack.account}:{replica_key_alias(names)}"
+    return s3.CfnBucket.ReplicationConfigurationProperty(role=role, rules=[s3.CfnBucket.ReplicationRuleProperty(
+        id=f"archive-to-{replica_region}", status="Enabled", priority=1,
+        filter=s3.CfnBucket.ReplicationRuleFilterProperty(prefix=""),
+        delete_marker_replication=s3.CfnBucket.DeleteMarkerReplicationProperty(status="Disabled"),
+        source_selection_criteria=s3.CfnBucket.SourceSelectionCriteriaProperty(
+            sse_kms_encrypted_objects=s3.CfnBucket.SseKmsEncryptedObjectsProperty(status="Enabled")),
+        destination=s3.CfnBucket.ReplicationDestinationProperty(
+            bucket=f"arn:{stack.partition}:s3:::{names.buckets[ARCHIVE_REPLICA]}",
+            storage_class=REPLICA_STORAGE_CLASS,
+            encryption_configuration=s3.CfnBucket.EncryptionConfigurationProperty(replica_kms_key_id=key),
+            metrics=s3.CfnBucket.MetricsProperty(status="Enabled")))])
 
 
 def feed_metrics_id(feed: str) -> str:
@@ -49,7 +82,7 @@ class StorageStack(Stack):
     """Buckets, the Glue database and the DynamoDB tables of one environment."""
 
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, keys: dict[str, kms.IKey],
-                 **kwargs: object) -> None:
+                 replica_region: str, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.access_logs = s3.Bucket(
             self, "access_logs-bucket", bucket_name=names.buckets["access_logs"],
@@ -77,7 +110,7 @@ class StorageStack(Stack):
                 # Request metrics per landing feed's prefix: the file feeds' FeedSilent alarms read PutRequests.
                 metrics=[s3.BucketMetrics(id=feed_metrics_id(feed), prefix=f"{landing_prefix()}{feed}/")
                          for feed in feeds_with("landing")] if role == "landing" else None)
-            self._deny_other_encryption(bucket, keys[key_name])
+            deny_other_encryption(bucket, keys[key_name])
             if role == "audit":
                 self._cloudtrail_delivery(bucket, names)
             self.buckets[role] = bucket
@@ -106,8 +139,20 @@ class StorageStack(Stack):
                   description="push the services' image here (docker tag/push <uri>:<ServiceImageTag>)")
         CfnOutput(self, "ArtifactBucket", value=self.buckets["artifacts"].bucket_name,
                   description="MEDISTREAM_ARTIFACT_BUCKET for medistream jobs (zips go under artifacts/)")
-        for bucket in self.buckets.values():
-            for_packs(bucket, "S3BucketReplicationEnabled", REPLICATION)
+        # The archive replicates to the replica region (infra/aws/replica.py), by S3's role in the identity stack with
+        # this stack's policy from the access rows; the other buckets say why they need no second region.
+        self.replication_policy = role_policy(Resolver(self, names), ARCHIVE_REPLICATION_ROLE, iam.Role.from_role_name(
+            self, "replication-role", names.role(ARCHIVE_REPLICATION_ROLE), mutable=False))
+        archive = self.buckets["archive"].node.default_child
+        archive.replication_configuration = replication_rule(self, names, replica_region)  # type: ignore[union-attr]
+        archive.node.add_dependency(self.replication_policy)  # type: ignore[union-attr]
+        CfnRule(self, "ReplicaInAnotherRegion", assertions=[CfnRuleAssertion(
+            assert_=Fn.condition_not(Fn.condition_equals(Aws.REGION, replica_region)),
+            assert_description=f"the archive's replica region ({replica_region}) must not be this stack's region: "
+                               "same-region replication is no disaster recovery")])
+        for role, bucket in self.buckets.items():
+            if role != "archive":
+                for_packs(bucket, "S3BucketReplicationEnabled", NOT_REPLICATED[role])
         for_packs(self.access_logs, "S3DefaultEncryptionKMS", ACCESS_LOGS_SSE_S3)
         checkov_skip(self.access_logs.node.default_child, "CKV_AWS_18",  # type: ignore[arg-type]
                      "the access-log bucket itself: logging it into itself would log its own log deliveries")
@@ -140,15 +185,15 @@ class StorageStack(Stack):
             sid="NlbAccessLogsCheckTheBucket", principals=[service], actions=["s3:GetBucketAcl"],
             resources=[self.access_logs.bucket_arn], conditions=ours))
 
-    @staticmethod
-    def _deny_other_encryption(bucket: s3.Bucket, key: kms.IKey) -> None:
-        """Refuse a PutObject that asks for another encryption than SSE-KMS or another key than the bucket's."""
-        objects = bucket.arn_for_objects("*")
-        bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid="DenyOtherEncryption", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
-            actions=["s3:PutObject"], resources=[objects],
-            conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}))
-        bucket.add_to_resource_policy(iam.PolicyStatement(
-            sid="DenyOtherKey", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
-            actions=["s3:PutObject"], resources=[objects],
-            conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key.key_arn}}))
+
+def deny_other_encryption(bucket: s3.Bucket, key: kms.IKey) -> None:
+    """Refuse a PutObject that asks for another encryption than SSE-KMS or another key than the bucket's."""
+    objects = bucket.arn_for_objects("*")
+    bucket.add_to_resource_policy(iam.PolicyStatement(
+        sid="DenyOtherEncryption", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+        actions=["s3:PutObject"], resources=[objects],
+        conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}))
+    bucket.add_to_resource_policy(iam.PolicyStatement(
+        sid="DenyOtherKey", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+        actions=["s3:PutObject"], resources=[objects],
+        conditions={"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key.key_arn}}))

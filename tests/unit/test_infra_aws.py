@@ -48,10 +48,10 @@ def _template(s: dict[str, Any], stack: Any) -> dict[str, Any]:
 def test_synth_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
     report = json.loads((synthesized["out"] / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 11
+    assert len(synthesized["templates"]) == len(synthesized["stacks"].all()) == 12
     skips = [skip for t in synthesized["templates"].values() for r in t["Resources"].values()
              for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])]
-    assert len(skips) == 6 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
+    assert len(skips) == 7 and all(len(skip["comment"]) > 40 for skip in skips)  # each skip says why
 
 
 def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
@@ -68,6 +68,68 @@ def test_archive_object_lock_and_lifecycle(synthesized: dict[str, Any]) -> None:
               if props.get("ObjectLockEnabled")}
     assert set(locked) == {storage.get_logical_id(storage.buckets[b].node.default_child) for b in ("archive", "audit")}
     assert all(p["ObjectLockConfiguration"] == archive["ObjectLockConfiguration"] for p in locked.values())
+
+
+def test_archive_replicated_to_a_locked_bucket_under_its_own_key_in_the_replica_region(
+        synthesized: dict[str, Any]) -> None:
+    """The archive replicates every version (SSE-KMS ones included, delete markers not) to the replica bucket in the
+    replica region, re-encrypted with that region's key, by the replication role; the replica bucket is under Object
+    Lock (compliance, the archive's retention), versioned, TLS only, refusing other keys; the replica key names the
+    replication role alone, to encrypt only; the role's policy reads the archive and writes the replica, nothing
+    else; the storage stack refuses to be deployed into the replica region."""
+    from infra.aws.access import REPLICATION_DESTINATION, REPLICATION_SOURCE
+    from infra.aws.config import DEFAULT_REPLICA_REGION
+
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    storage, replica = stacks.storage, stacks.replica
+    assert replica.region == DEFAULT_REPLICA_REGION and replica.stack_name == f"medistream-{env}-archive-replica"
+    st = _template(synthesized, storage)
+    archive = _resources(st, "AWS::S3::Bucket")[storage.get_logical_id(storage.buckets["archive"].node.default_child)]
+    config = archive["ReplicationConfiguration"]
+    assert _flat(config["Role"]) == (
+        f"arn:<AWS::Partition>:iam::<AWS::AccountId>:role/medistream-{env}-archive-replication")
+    (rule,) = config["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Filter"] == {"Prefix": ""}
+    assert rule["DeleteMarkerReplication"] == {"Status": "Disabled"}
+    assert rule["SourceSelectionCriteria"] == {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
+    destination = rule["Destination"]
+    assert _flat(destination["Bucket"]) == (
+        f"arn:<AWS::Partition>:s3:::medistream-archive-replica-{env}-<AWS::AccountId>")
+    assert _flat(destination["EncryptionConfiguration"]["ReplicaKmsKeyID"]) == (
+        f"arn:<AWS::Partition>:kms:{DEFAULT_REPLICA_REGION}:<AWS::AccountId>:alias/medistream-{env}/archive-replica")
+    assert json.dumps(st["Rules"]["ReplicaInAnotherRegion"]["Assertions"][0]["Assert"]) == json.dumps(
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "AWS::Region"}, DEFAULT_REPLICA_REGION]}]})
+    (policy,) = [p for p in _resources(st, "AWS::IAM::ManagedPolicy").values()
+                 if p["ManagedPolicyName"] == f"medistream-{env}-archive-replication-grants"]
+    granted = {(a, _flat(r)) for stmt in _statements(policy) for a in stmt["Action"]
+               for r in (stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]])}
+    buckets = {f"arn:<AWS::Partition>:s3:::medistream-{b}-{env}-<AWS::AccountId>{tail}"
+               for b in ("archive", "archive-replica") for tail in ("", "/*")}
+    assert {r for _a, r in granted} == buckets
+    assert {a for a, r in granted if "archive-replica" in r} == set(REPLICATION_DESTINATION)
+    assert {a for a, r in granted if "archive-replica" not in r} == set(REPLICATION_SOURCE)
+    rt = _template(synthesized, replica)
+    bucket = _resources(rt, "AWS::S3::Bucket")[replica.get_logical_id(replica.bucket.node.default_child)]
+    assert bucket["ObjectLockEnabled"] is True and bucket["ObjectLockConfiguration"]["Rule"]["DefaultRetention"] == {
+        "Mode": "COMPLIANCE", "Days": ARCHIVE.retention_days}
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    (sse,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    key_id = replica.get_logical_id(replica.key.node.default_child)
+    assert sse["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    (bucket_policy,) = [p for p in _resources(rt, "AWS::S3::BucketPolicy").values()
+                        if p["Bucket"] == {"Ref": replica.get_logical_id(replica.bucket.node.default_child)}]
+    denied = {s.get("Sid") for s in bucket_policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"}
+    assert {"DenyOtherEncryption", "DenyOtherKey"} <= denied
+    assert any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in bucket_policy["PolicyDocument"]["Statement"])
+    key = _resources(rt, "AWS::KMS::Key")[key_id]
+    assert key["EnableKeyRotation"] is True
+    users = [s for s in key["KeyPolicy"]["Statement"] if "kms:Encrypt" in s["Action"]]
+    (user,) = users
+    assert _flat(user["Principal"]["AWS"]).endswith(f":role/medistream-{env}-archive-replication")
+    assert "kms:Decrypt" not in user["Action"]
+    aliases = [_flat(a["AliasName"]) for a in _resources(rt, "AWS::KMS::Alias").values()]
+    assert aliases == [f"alias/medistream-{env}/archive-replica"]
 
 
 def test_every_bucket_has_its_key_tls_only_versioned_and_private(synthesized: dict[str, Any]) -> None:
@@ -688,6 +750,7 @@ def test_deploy_rehearsal_on_the_local_api(synthesized: dict[str, Any], tmp_path
     assert {name for name, v in verdicts.items() if v == "not applied"} == {
         "archive versioned", "landing bucket policy (TLS only, SSE-KMS with its key)",
         "an SSE-S3 upload to landing is refused", "archive Object Lock, compliance, 7 years", "public access blocked",
+        "archive replicates to the replica bucket",
         "tables under the ledgers CMK", "tables with point-in-time recovery", "secrets exist under the credentials CMK",
         "backup plan and locked vault"}
 
