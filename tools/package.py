@@ -10,6 +10,9 @@ dist/medistream-<version>+g<commit>.zip holds, at its root (the application root
 - `site-packages/` (the `pyFiles` run option): the third-party packages the jobs need, unpacked from
   wheels for the target CPython and Linux x86_64, minus everything the runtime's PyFlink brings
   (MSF provides PyFlink and its dependencies and installs nothing else);
+- `application-code/certs/rds-global-bundle.pem`: AWS's RDS global CA bundle, the trust root the ingest job
+  verifies the operational store (Aurora, `sslmode=verify-full`) against, read from the commit's
+  `infra/aws/certs/` and refused unless its SHA-256 is the pinned one (decision 0041);
 - `lib/pyflink-dependencies.jar` (the `jarfile` run option): every connector and format, one jar;
 - `MANIFEST.json`: commit, target, run options per job, the wheels used and the SHA-256 of every
   other file in the zip.
@@ -45,11 +48,17 @@ ENTRY_POINTS = {"ingest": "jobs.ingest", "partner_delivery": "jobs.partner_deliv
 RUN_OPTIONS_GROUP = "kinesis.analytics.flink.run.options"
 ENVIRONMENTS_DIR = REPO_ROOT / "conf" / "environments"
 JAR = "lib/pyflink-dependencies.jar"
+# AWS's RDS global CA bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), committed and pinned
+# by the digest AWS's published bundle has (infra/aws/certs/README.md: where it came from, how it was checked, how to
+# renew it); the zip carries it beside the code, where the flink stack's OperationalSslRootCert points by default.
+RDS_CA_BUNDLE = "infra/aws/certs/rds-global-bundle.pem"
+RDS_CA_BUNDLE_SHA256 = "e5bb2084ccf45087bda1c9bffdea0eb15ee67f0b91646106e466714f9de3c7e3"
 SITE = "site-packages"
 # Flink ships each pyFiles folder to the Python workers and puts it on their path, and nothing of the
 # zip's root: the project's packages go in a folder of their own (measured on the local cluster:
 # ModuleNotFoundError: No module named 'jobs' on the TaskManagers with the code at the root).
 CODE = "application-code"
+RDS_CA_ENTRY = f"{CODE}/certs/rds-global-bundle.pem"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 # Platform tags a wheel may carry for Linux x86_64, newest glibc first (manylinux_2_28 is the oldest
 # glibc our lock can use: confluent-kafka and cryptography ship nothing older; decision 0016).
@@ -182,6 +191,22 @@ def code_entries(commit: str) -> Iterator[tuple[str, bytes, bool]]:
         yield path.decode(), git("cat-file", "blob", blob.decode()), mode == b"100755"
 
 
+def rds_ca_bundle(commit: str) -> bytes:
+    """The RDS CA bundle as committed in `commit`; PackageError when it is missing or is not the pinned bundle."""
+    try:
+        data = git("show", f"{commit}:{RDS_CA_BUNDLE}")
+    except PackageError:
+        raise PackageError(f"{RDS_CA_BUNDLE} is not in commit {commit[:12]}: the ingest job verifies the operational "
+                           "store's TLS certificate against AWS's RDS global CA bundle and cannot connect without it "
+                           "(infra/aws/certs/README.md says where it comes from)") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != RDS_CA_BUNDLE_SHA256:
+        raise PackageError(f"{RDS_CA_BUNDLE} in commit {commit[:12]} has SHA-256 {digest}, not the pinned "
+                           f"{RDS_CA_BUNDLE_SHA256}: a new bundle is checked and pinned in one reviewed change "
+                           "(infra/aws/certs/README.md)")
+    return data
+
+
 def normalized_jar(data: bytes) -> bytes:
     """The jar re-written with sorted entries and fixed timestamps (Maven's shade output varies by build)."""
     out = io.BytesIO()
@@ -268,6 +293,7 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
     files: dict[str, tuple[bytes, bool]] = {}
     for name, data, executable in code_entries(sha):
         files[f"{CODE}/{name}"] = (data, executable)
+    files[RDS_CA_ENTRY] = (rds_ca_bundle(sha), False)
     for wheel in wheels:
         for name, data, executable in wheel_entries(wheel):
             files[name] = (data, executable)

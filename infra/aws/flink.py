@@ -33,8 +33,9 @@ _COLON = ArnFormat.COLON_RESOURCE_NAME
 PropertiesFor = Callable[[str, Mapping[str, str]], list[dict[str, object]]]
 
 
-# Where the ingest job finds the RDS CA bundle (AWS's global-bundle.pem) on the TaskManagers: inside the unzipped
-# application, beside its code. The zip does not carry it yet (tools/package.py; decision 0036), hence a parameter.
+# Where the ingest job finds the RDS CA bundle (AWS's global-bundle.pem): the zip carries it at this path below its
+# root (tools/package.py, pinned). Relative: the JDBC driver opens it on each TaskManager from its working directory,
+# and where Managed Flink unpacks the zip there is not documented (decision 0041), hence still a parameter.
 RDS_CA_BUNDLE = "application-code/certs/rds-global-bundle.pem"
 
 

@@ -16,7 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from tools.package import CODE, ENTRY_POINTS, JAR, SITE, PackageError, Target, build, bundle_set, required_glibc, verify
+from tools.package import (
+    CODE,
+    ENTRY_POINTS,
+    JAR,
+    RDS_CA_BUNDLE_SHA256,
+    RDS_CA_ENTRY,
+    SITE,
+    PackageError,
+    Target,
+    build,
+    bundle_set,
+    required_glibc,
+    verify,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +64,14 @@ def test_nothing_local_secret_or_runtime_provided_is_inside(built: tuple[Path, P
     assert tops == {"MANIFEST.json", CODE, "lib", SITE, *(f"run_{job}.py" for job in ENTRY_POINTS)}
     # Our packages, and the top-level module thread-mode functions are unpickled through (fresh_imports.py).
     assert {n.split("/")[1] for n in names if n.startswith(CODE + "/")} == {
-        "schemas", "udfs", "connectors", "jobs", "fresh_imports.py"}
+        "schemas", "udfs", "connectors", "jobs", "fresh_imports.py", "certs"}
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    # Key files: none of ours; of the bundled packages only botocore's public CA bundle.
-    assert [n for n in names if re.search(r"\.(pem|key|p8|p12|jks)$", n)] == ["site-packages/botocore/cacert.pem"]
+    # Key files: none of ours but AWS's public RDS CA bundle (the pinned bytes); of the bundled packages only
+    # botocore's public CA bundle.
+    assert sorted(n for n in names if re.search(r"\.(pem|key|p8|p12|jks)$", n)) == [
+        RDS_CA_ENTRY, "site-packages/botocore/cacert.pem"]
+    with zipfile.ZipFile(built[0]) as archive:
+        assert hashlib.sha256(archive.read(RDS_CA_ENTRY)).hexdigest() == RDS_CA_BUNDLE_SHA256
     bundled = {n.split("/")[1] for n in names if n.startswith(SITE + "/")}
     assert not bundled & {"pyflink", "apache_beam", "orjson", "yaml", "fastavro", "jsonschema", "numpy", "pandas"}
     with zipfile.ZipFile(built[0]) as archive:

@@ -755,6 +755,45 @@ def test_deploy_rehearsal_on_the_local_api(synthesized: dict[str, Any], tmp_path
         "backup plan and locked vault"}
 
 
+def test_rds_ca_bundle_is_awss_pinned_bundle_and_the_zip_takes_it_from_the_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committed RDS CA bundle is the pinned digest of AWS's published bundle: 108 self-signed Amazon RDS CAs, none
+    expired; `medistream package` takes it from the commit into the zip where the flink stack's OperationalSslRootCert
+    points by default, and refuses a commit without it or with other bytes, naming the file."""
+    import datetime
+    import hashlib
+    import subprocess
+
+    from cryptography import x509
+
+    from connectors.properties import REPO_ROOT
+    from infra.aws.flink import RDS_CA_BUNDLE
+    from tools import package
+
+    data = (REPO_ROOT / package.RDS_CA_BUNDLE).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == package.RDS_CA_BUNDLE_SHA256
+    certificates = x509.load_pem_x509_certificates(data)
+    assert len(certificates) == 108
+    now = datetime.datetime.now(datetime.UTC)
+    for cert in certificates:
+        subject = cert.subject.rfc4514_string()
+        assert "Amazon RDS" in subject and "Amazon Web Services" in subject, subject
+        assert cert.issuer == cert.subject and cert.not_valid_after_utc > now, subject
+        assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca, subject
+    assert package.RDS_CA_ENTRY == RDS_CA_BUNDLE
+    assert package.rds_ca_bundle("HEAD") == data
+    with pytest.raises(package.PackageError, match=r"infra/aws/certs/rds-global-bundle.pem is not in commit"):
+        package.rds_ca_bundle(package.git("rev-list", "--max-parents=0", "HEAD").decode().split()[0])
+    tampered = tmp_path / "repo"  # a commit whose bundle differs by one byte
+    (tampered / "infra/aws/certs").mkdir(parents=True)
+    (tampered / package.RDS_CA_BUNDLE).write_bytes(data.replace(b"MII", b"MIJ", 1))
+    for argv in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+        subprocess.run(["git", *argv], cwd=tampered, check=True, capture_output=True)
+    monkeypatch.setattr(package, "REPO_ROOT", tampered)
+    with pytest.raises(package.PackageError, match="not the pinned"):
+        package.rds_ca_bundle("HEAD")
+
+
 def test_cost_doc_is_the_models_output() -> None:
     """docs/cost.md holds exactly the tables infra/aws/cost_model.py computes from bench/results."""
     from connectors.properties import REPO_ROOT
