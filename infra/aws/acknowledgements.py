@@ -75,20 +75,13 @@ DEFAULT_PORT = ("the operational store listens on PostgreSQL's port 5432: it is 
 AURORA_INSTANCE_BACKUP = ("an Aurora instance holds no storage of its own: AWS Backup backs up Aurora by cluster (a "
                           "cluster snapshot), and this instance's cluster is in the locked vault's plan (the stack's "
                           "backup selection names the cluster, 35 days of point-in-time recovery besides)")
-_ROTATION_NOT_BUILT = ("a rotation function runs in the VPC under a role the credentials key's policy would have to "
-                       "name, made by Secrets Manager's transform and not testable without an account; not built "
-                       "(decision 0036, left)")
+# The operational logins Secrets Manager does not rotate (the others: hosted rotation, infra/aws/operational.py).
 ROTATION_OPERATIONAL = {
-    "medistream_admin": "the cluster's administrator, used only by a deploy's migrations and provisioning; rotated by "
-                        "an operator (put-secret-value, then `aws rds modify-db-cluster --master-user-password`): "
-                        + _ROTATION_NOT_BUILT,
     "ops_writer": "the ingest job reads this password when its job graph is built and keeps it there (decision 0035): "
                   "a rotation it did not see would stop it at its next reconnect, and every restart from a checkpoint "
                   "reuses the old graph. Rotated with the job: a new password put and set (ALTER ROLE), then the "
                   "application upgraded from a snapshot; the path without a stored password is IAM database "
                   "authentication, on in this cluster (decision 0036)",
-    "ops_reader": "services read it at each connection; rotated by an operator (put-secret-value, then ALTER ROLE): "
-                  + _ROTATION_NOT_BUILT,
 }
 # Wildcard ARNs, by the kind of access row that makes them.
 IAM5_REASONS = {

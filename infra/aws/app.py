@@ -89,7 +89,8 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
                                security_group=network.msk_sg, streaming_key=keys.keys["streaming"],
                                logs_key=keys.keys["logs"], **kw)
     operational = OperationalStack(app, f"medistream-{env}-operational", names=n, vpc=network.vpc,
-                                   security_group=network.operational_sg, operational_key=keys.keys["operational"],
+                                   security_group=network.operational_sg, rotation_group=network.rotation_sg,
+                                   operational_key=keys.keys["operational"],
                                    credentials_key=keys.keys["credentials"], logs_key=keys.keys["logs"], **kw)
     operational.add_stack_dependency(storage, "its backup plan writes into the storage stack's locked vault, named")
     doors = DoorsStack(app, f"medistream-{env}-doors", names=n, vpc=network.vpc, sftp_group=network.sftp_sg,

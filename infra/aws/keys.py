@@ -93,6 +93,7 @@ class KeysStack(Stack):
                 statements.extend(self._cloudtrail(names))
             if name == "credentials":
                 statements.append(self._deploy_writes_secrets(names))
+                statements.append(self._rotation_reads_and_writes_operational_secrets(names))
             key = kms.Key(self, f"{name}-key", alias=names.alias(name), enable_key_rotation=True,
                           rotation_period=Duration.days(365), description=f"medistream {names.env}: {name}",
                           removal_policy=RemovalPolicy.RETAIN, pending_window=Duration.days(30),
@@ -116,6 +117,23 @@ class KeysStack(Stack):
                 "StringLike": {"kms:EncryptionContext:SecretARN": self.format_arn(
                     service="secretsmanager", resource="secret", resource_name=f"{names.prefix}/*",
                     arn_format=ArnFormat.COLON_RESOURCE_NAME)}})
+
+    def _rotation_reads_and_writes_operational_secrets(self, names: Names) -> iam.PolicyStatement:
+        """The credentials key: the operational logins' rotation functions read and write their secrets.
+
+        Secrets Manager's hosted rotation makes each function and its role inside the operational stack's transform,
+        under a name this app does not choose, so this statement cannot name the role: it lets IAM decide (the
+        transform gives the function's role Decrypt and GenerateDataKey on this key), only through Secrets Manager
+        and only for this environment's operational secrets. The one delegation to IAM in any key policy here.
+        """
+        return iam.PolicyStatement(
+            sid="RotationOfThisEnvironmentsOperationalSecrets", principals=[iam.AccountRootPrincipal()],
+            actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=["*"], conditions={
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com",
+                                 "kms:CallerAccount": self.account},
+                "StringLike": {"kms:EncryptionContext:SecretARN": self.format_arn(
+                    service="secretsmanager", resource="secret",
+                    resource_name=f"{names.prefix}/operational/*", arn_format=ArnFormat.COLON_RESOURCE_NAME)}})
 
     def _cloudtrail(self, names: Names) -> list[iam.PolicyStatement]:
         """The audit key: this environment's trail encrypts its log files with it, and nothing else may."""

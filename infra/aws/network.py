@@ -136,6 +136,16 @@ class NetworkStack(Stack):
                                      "operational store (Aurora PostgreSQL), TLS")
         self.operational_sg.add_ingress_rule(self.apps_sg, ec2.Port.tcp(POSTGRES_PORT),
                                              "Managed Flink applications: PostgreSQL over TLS")
+        # The operational logins' rotation functions (Secrets Manager's hosted rotation, in the isolated subnets): to
+        # the store on 5432 and to the Secrets Manager endpoint on 443, nothing else.
+        self.rotation_sg = ec2.SecurityGroup(self, "rotation-sg", vpc=self.vpc, allow_all_outbound=False,
+                                             description="rotation functions of the operational logins: the store "
+                                                         "on 5432, AWS endpoints on 443")
+        self.rotation_sg.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
+                                         "operational store (Aurora PostgreSQL), TLS")
+        self.rotation_sg.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "AWS endpoints in the VPC")
+        self.operational_sg.add_ingress_rule(self.rotation_sg, ec2.Port.tcp(POSTGRES_PORT),
+                                             "rotation functions: PostgreSQL over TLS")
         # The gateway endpoints' AWS-managed prefix lists (one id per region, not known to a region-agnostic
         # synth): deploy-time parameters, `aws ec2 describe-managed-prefix-lists` gives them (README).
         prefix_lists = {endpoint: CfnParameter(self, f"{endpoint}PrefixListId", type="String",

@@ -73,6 +73,10 @@ PARAMETERS = {
     "log_disconnections": "1",
     "createrole_self_grant": "set,inherit",
 }
+# The logins Secrets Manager rotates (hosted single-user rotation), and how often. The writer is not among them
+# (acknowledgements.ROTATION_OPERATIONAL says why and how it is rotated).
+ROTATED = (OPERATIONAL_ADMIN, "ops_reader")
+ROTATION_DAYS = 30
 # Characters RDS refuses in a master password, and those a JDBC URL or a shell would need to escape.
 EXCLUDED = " %+~`#$&*()|[]{}:;<>?!'/@\"\\,="
 
@@ -81,8 +85,8 @@ class OperationalStack(Stack):
     """The Aurora PostgreSQL cluster of the operational store, its logins' secrets and its backup selection."""
 
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc,
-                 security_group: ec2.ISecurityGroup, operational_key: kms.IKey, credentials_key: kms.IKey,
-                 logs_key: kms.IKey, **kwargs: object) -> None:
+                 security_group: ec2.ISecurityGroup, rotation_group: ec2.ISecurityGroup, operational_key: kms.IKey,
+                 credentials_key: kms.IKey, logs_key: kms.IKey, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.names = names
         # Imported by ARN, as in the credentials stack: given the key itself, the Secret construct would add "the
@@ -127,6 +131,20 @@ class OperationalStack(Stack):
         for name in ("writer", "reader"):
             for_packs(self.cluster.node.find_child(name), "RDSInBackupPlan", AURORA_INSTANCE_BACKUP)
         self.attached = {login: self.secrets[login].attach(self.cluster) for login in OPERATIONAL_ROLES}
+        # Rotation by Secrets Manager's hosted PostgreSQL single-user function (in the isolated subnets, the rotation
+        # group: the store on 5432, the endpoints on 443): the administrator and the reader, each logging in with its
+        # current password and setting a new one. Not the writer (ROTATION_OPERATIONAL: the job keeps its password).
+        self.rotations: dict[str, secretsmanager.RotationSchedule] = {}
+        for login in ROTATED:
+            # The attached secret (host and port written in), so the first rotation finds the host: the cluster
+            # attaches its administrator's itself.
+            secret = self.cluster.secret if login == OPERATIONAL_ADMIN else self.attached[login]
+            self.rotations[login] = secret.add_rotation_schedule(
+                f"{login}-rotation", automatically_after=Duration.days(ROTATION_DAYS),
+                hosted_rotation=secretsmanager.HostedRotation.postgre_sql_single_user(
+                    function_name=f"{names.prefix}-rotate-{login.replace('_', '-')}", exclude_characters=EXCLUDED,
+                    vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnets=vpc.isolated_subnets),
+                    security_groups=[rotation_group]))
         # The cluster in a plan of its own (daily 35 days, monthly 7 years, as the tables') into the same locked
         # vault, named: the storage stack exports nothing to this one.
         vault = backup.BackupVault.from_backup_vault_name(self, "backup-vault", vault_name(names))
@@ -149,6 +167,7 @@ class OperationalStack(Stack):
                 secret_string_template=json.dumps({"username": login, "dbname": OPERATIONAL_DATABASE,
                                                    "port": POSTGRES_PORT}),
                 generate_string_key="password", password_length=40, exclude_characters=EXCLUDED))
-        acknowledge(secret, "AwsSolutions-SMG4", ROTATION_OPERATIONAL[login])
-        for_packs(secret, "SecretsManagerRotationEnabled", ROTATION_OPERATIONAL[login])
+        if login not in ROTATED:
+            acknowledge(secret, "AwsSolutions-SMG4", ROTATION_OPERATIONAL[login])
+            for_packs(secret, "SecretsManagerRotationEnabled", ROTATION_OPERATIONAL[login])
         return secret

@@ -191,6 +191,9 @@ def test_no_role_decrypts_a_domain_it_does_not_need(synthesized: dict[str, Any])
     for name, statements in policies.items():
         for s in statements:  # the account administers; only named roles and the logs service use a key
             if s["Principal"].get("AWS") and "root" in json.dumps(s["Principal"]):
+                if s.get("Sid") == "RotationOfThisEnvironmentsOperationalSecrets":  # the one delegation to IAM
+                    assert name == "credentials" and "kms:ViaService" in s["Condition"]["StringEquals"]
+                    continue
                 assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:*"} & set(s["Action"]), name
     rotated = _resources(_template(synthesized, stacks.keys), "AWS::KMS::Key").values()
     assert all(k["EnableKeyRotation"] for k in rotated) and len(rotated) == len(policies)
@@ -1075,7 +1078,8 @@ def test_operational_store_encrypted_with_its_key_private_tls_and_iam_auth(synth
     assert _roles_with(policy, "kms:Decrypt", role_ids) == _roles_with(policy, "kms:Encrypt", role_ids) == {"backup"}
 
 
-def test_operational_store_reached_on_5432_from_the_applications_only(synthesized: dict[str, Any]) -> None:
+def test_operational_store_reached_on_5432_from_the_applications_and_the_rotation_functions_only(
+        synthesized: dict[str, Any]) -> None:
     stacks = synthesized["stacks"]
     network = stacks.network
     stack, template = _operational(synthesized)
@@ -1083,18 +1087,55 @@ def test_operational_store_reached_on_5432_from_the_applications_only(synthesize
     ops_sg = network.operational_sg
     assert cluster["VpcSecurityGroupIds"] == [stack.resolve(ops_sg.security_group_id)]
     net = _template(synthesized, network)
-    ops_id, apps_id = (network.get_logical_id(g.node.default_child) for g in (network.operational_sg, network.apps_sg))
+    ops_id, apps_id, rotation_id = (network.get_logical_id(g.node.default_child)
+                                    for g in (network.operational_sg, network.apps_sg, network.rotation_sg))
     ingress = [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress").values()
                if json.dumps(r["GroupId"]).find(ops_id) >= 0]
     ingress += _resources(net, "AWS::EC2::SecurityGroup")[ops_id].get("SecurityGroupIngress", [])
-    assert len(ingress) == 1
-    (rule,) = ingress
-    assert apps_id in json.dumps(rule["SourceSecurityGroupId"]) and rule["FromPort"] == rule["ToPort"] == 5432
-    assert "CidrIp" not in rule
-    # Only the applications' group may leave for it (no service reads the store yet).
+    assert sorted(r["SourceSecurityGroupId"]["Fn::GetAtt"][0] for r in ingress) == sorted([apps_id, rotation_id])
+    assert all(r["FromPort"] == r["ToPort"] == 5432 and "CidrIp" not in r for r in ingress)
+    # Only the applications' and the rotation functions' groups may leave for it (no service reads the store yet).
     egress_to_ops = [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
                      if ops_id in json.dumps(r.get("DestinationSecurityGroupId"))]
-    assert [apps_id in json.dumps(r["GroupId"]) for r in egress_to_ops] == [True]
+    assert sorted(r["GroupId"]["Fn::GetAtt"][0] for r in egress_to_ops) == sorted([apps_id, rotation_id])
+    rotation_egress = [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
+                       if r["GroupId"] == {"Fn::GetAtt": [rotation_id, "GroupId"]}]
+    rotation_egress += _resources(net, "AWS::EC2::SecurityGroup")[rotation_id].get("SecurityGroupEgress", [])
+    assert sorted((r["FromPort"], r.get("CidrIp", "group")) for r in rotation_egress) == [
+        (443, "10.40.0.0/16"), (5432, "group")]
+
+
+def test_operational_admin_and_reader_rotated_in_the_vpc_the_writer_not(synthesized: dict[str, Any]) -> None:
+    """Secrets Manager's hosted single-user rotation, every 30 days, for the administrator's and the reader's attached
+    secrets, in the isolated subnets and the rotation group, under the credentials key; no schedule for the writer
+    (its reason acknowledged); the credentials key lets the rotation functions use it only through Secrets Manager,
+    for this environment's operational secrets."""
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    network = stacks.network
+    stack, template = _operational(synthesized)
+    assert template["Transform"] == ["AWS::SecretsManager-2024-09-16"]
+    schedules = list(_resources(template, "AWS::SecretsManager::RotationSchedule").values())
+    attachments = {k: v["Properties"]["SecretId"]["Ref"] for k, v in template["Resources"].items()
+                   if v["Type"] == "AWS::SecretsManager::SecretTargetAttachment"}
+    secrets = {k: v["Properties"]["Name"] for k, v in template["Resources"].items()
+               if v["Type"] == "AWS::SecretsManager::Secret"}
+    rotated = sorted(secrets[attachments[s["SecretId"]["Ref"]]] for s in schedules)
+    assert rotated == [f"medistream-{env}/operational/medistream_admin", f"medistream-{env}/operational/ops_reader"]
+    for schedule in schedules:
+        hosted = schedule["HostedRotationLambda"]
+        assert hosted["RotationType"] == "PostgreSQLSingleUser"
+        assert schedule["RotationRules"] == {"ScheduleExpression": "rate(30 days)"}
+        assert stack.resolve(network.rotation_sg.security_group_id) == hosted["VpcSecurityGroupIds"]
+        subnets = hosted["VpcSubnetIds"]["Fn::Join"][1][::2]
+        assert subnets == [stack.resolve(s.subnet_id) for s in network.vpc.isolated_subnets]
+        assert hosted["KmsKeyArn"] == stack.resolve(stacks.keys.keys["credentials"].key_arn)
+    (statement,) = [s for s in _key_policies(synthesized)["credentials"]
+                    if s.get("Sid") == "RotationOfThisEnvironmentsOperationalSecrets"]
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert _flat(statement["Condition"]["StringEquals"]["kms:ViaService"]) == (
+        "secretsmanager.<AWS::Region>.amazonaws.com")
+    assert _flat(statement["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]).endswith(
+        f":secret:medistream-{env}/operational/*")
 
 
 def test_operational_writer_secret_readable_only_by_the_ingest_role(synthesized: dict[str, Any]) -> None:
