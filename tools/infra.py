@@ -3,6 +3,7 @@
     medistream infra synth [--environment dev|prod|all] [--out DIR] [--cli] [--replica-region R]
     medistream infra check [--environment dev|prod|all] [--cli] [--replica-region R]
     medistream infra rehearse [--environment dev|prod]
+    medistream infra migrate-operational --admin-secret S [--login-secret S ...] --region R
 
 `synth` writes the CloudFormation templates (cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53
 rev 5 packs run during synthesis: any unacknowledged finding fails it, exit 1, with each finding
@@ -10,7 +11,8 @@ printed). `--cli` synthesizes through the CDK toolkit from npm (`cdk synth`, cdk
 process; both run the same app. `check` synthesizes, then runs cfn-lint and checkov (offline; each skip
 justified in the template metadata) over every template. `rehearse` deploys the long-lived stacks (identity,
 keys, credentials, storage) to a private local AWS API server on 127.0.0.1 and probes them through the
-service APIs (infra/aws/rehearsal.py).
+service APIs (infra/aws/rehearsal.py). `migrate-operational` applies migrations/postgres/ to the operational store
+as its administrator and sets the login roles' passwords from their secrets (the doors stack's one-off ECS task).
 The CDK's JavaScript runs under the Node 22 that ./medistream installs ($MEDISTREAM_HOME/infra-node).
 """
 
@@ -22,13 +24,19 @@ import os
 import subprocess  # nosec B404 # - runs the pinned CDK toolkit, cfn-lint and checkov, fixed argv
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from connectors.properties import REPO_ROOT, medistream_home
-from infra.aws.config import ENVIRONMENTS, Names
+
+if TYPE_CHECKING:  # the CDK app is not in the services' image, where `migrate-operational` runs
+    from infra.aws.config import Names
 
 INFRA_DIR = REPO_ROOT / "infra" / "aws"
+# What `migrate-operational` reads in the services' image (/app is the repository's root there).
+MIGRATIONS_DIR = REPO_ROOT / "migrations" / "postgres"
+RDS_CA_BUNDLE = INFRA_DIR / "certs" / "rds-global-bundle.pem"
 
 
 def node_bin() -> Path:
@@ -198,11 +206,101 @@ def app_main() -> int:
     return 0
 
 
+class MigrationError(RuntimeError):
+    """The operational store cannot be migrated as asked; the message names what is missing, never a secret value."""
+
+
+def migrate_operational(secrets_client: Any, admin_secret: str, login_secrets: Sequence[str], sslrootcert: Path,
+                        folder: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the operational store's migrations as its administrator, then set each login's password from its secret;
+    the migrations applied now.
+
+    What `infra/local/postgres.provision` does for the local server, against the server the secrets name (Aurora in
+    AWS: the one-off ECS task of the doors stack), over TLS verified against `sslrootcert` (verify-full). The
+    migrations run as `infra.local.postgres.migrate` runs them: each not applied yet, in order, in one transaction
+    with its row in public.schema_migrations; an applied file whose SHA-256 changed is refused. Idempotent: a second
+    run applies nothing and sets the same passwords.
+    """
+    import hashlib
+
+    import psycopg
+    from psycopg import sql
+
+    from connectors.operational import connection
+    from infra.local.postgres import migrations
+
+    if not folder.is_dir() or not list(folder.glob("*.sql")):
+        raise MigrationError(f"no migrations in {folder}: the services' image must carry migrations/postgres/ "
+                             "(decision 0041)")
+    if not sslrootcert.is_file():
+        raise MigrationError(f"no CA bundle at {sslrootcert}: the store's certificate is always verified "
+                             "(verify-full); the services' image must carry infra/aws/certs/rds-global-bundle.pem "
+                             "(decision 0041)")
+    admin = connection(secrets_client, admin_secret)
+    logins = [connection(secrets_client, secret) for secret in login_secrets]
+    if any(doc["username"] == admin["username"] for doc in logins):
+        raise MigrationError("a login secret names the administrator: only the migrations' login roles are set here")
+
+    def connect(autocommit: bool = False) -> Any:
+        return psycopg.connect(host=admin["host"], port=int(admin["port"]), dbname=admin["dbname"],
+                               user=admin["username"], password=admin["password"], sslmode="verify-full",
+                               sslrootcert=str(sslrootcert), connect_timeout=10, autocommit=autocommit)
+
+    applied_now = []
+    with connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.schema_migrations (version text PRIMARY KEY, name text NOT "
+                     "NULL, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.commit()
+        done = {v: h for v, _n, h in conn.execute("SELECT version, name, sha256 FROM public.schema_migrations")}
+        for version, name, text in migrations(folder):
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if version in done:
+                if done[version] != digest:
+                    raise MigrationError(f"migration {name} was changed after it was applied: write a new one")
+                continue
+            with conn.transaction():
+                conn.execute(text)
+                conn.execute("INSERT INTO public.schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                             (version, name, digest))
+            applied_now.append(name)
+    with connect(autocommit=True) as conn:
+        for doc in logins:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(doc["username"]),
+                                                                     sql.Literal(doc["password"])))
+    return applied_now
+
+
+def migrate_main(argv: list[str]) -> int:
+    """`medistream infra migrate-operational`: the one-off task's command (runs in the services' image)."""
+    import boto3
+
+    parser = argparse.ArgumentParser(prog="medistream infra migrate-operational",
+                                     description=migrate_operational.__doc__.split("\n\n")[0])  # type: ignore[union-attr]
+    parser.add_argument("--admin-secret", required=True, help="the administrator's secret (RDS JSON form)")
+    parser.add_argument("--login-secret", action="append", default=[], help="a login's secret whose password to set")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--sslrootcert", type=Path, default=RDS_CA_BUNDLE)
+    parser.add_argument("--migrations", type=Path, default=MIGRATIONS_DIR)
+    args = parser.parse_args(argv)
+    try:
+        applied = migrate_operational(boto3.client("secretsmanager", region_name=args.region), args.admin_secret,
+                                      args.login_secret, args.sslrootcert, args.migrations)
+    except MigrationError as err:
+        print(f"migrate-operational: {err}", file=sys.stderr)
+        return 2
+    print(f"migrate-operational: applied {', '.join(applied) or 'nothing (up to date)'}; "
+          f"{len(args.login_secret)} login password(s) set from their secrets")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse and run `medistream infra`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["app"]:
         return app_main()
+    if argv[:1] == ["migrate-operational"]:
+        return migrate_main(argv[1:])
+    from infra.aws.config import ENVIRONMENTS
     parser = argparse.ArgumentParser(prog="medistream infra", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["synth", "check", "rehearse"])
     parser.add_argument("--environment", choices=[*ENVIRONMENTS, "all"], default="all")

@@ -15,6 +15,9 @@ from infra.aws.config import (
     ARCHIVE_REPLICA,
     ARCHIVE_REPLICATION_ROLE,
     BACKUP_ROLE,
+    OPERATIONAL_ADMIN,
+    OPERATIONAL_MIGRATE,
+    OPERATIONAL_ROLES,
     TASK_EXECUTION,
     base_groups,
     feeds_with,
@@ -149,6 +152,11 @@ def service_grants() -> tuple[Grant, ...]:
         Grant("snowflake_load", MSK_CONNECT, "msk-cluster"),
         Grant("snowflake_load", MSK_READ, "msk-topic", (g["curated"]["snowflake.topic"],)),
         Grant("snowflake_load", MSK_GROUPS, "msk-group", (g["snowflake"]["consumer.group.id"],)),
+        # the operational store's migrations (a one-off task): the administrator's secret to run them, the logins'
+        # secrets to set their passwords; nothing else (its reach to the store is the network's, 5432).
+        Grant(OPERATIONAL_MIGRATE, DECRYPT, "key", ("credentials",)),
+        Grant(OPERATIONAL_MIGRATE, SECRET_READ, "secret",
+              tuple(f"operational/{login}" for login in (OPERATIONAL_ADMIN, *OPERATIONAL_ROLES))),
         # every task: its image from the environment's repository, its log stream.
         Grant(TASK_EXECUTION, ECR_AUTH, "ecr-auth"),
         Grant(TASK_EXECUTION, ECR_PULL, "ecr-repo"),

@@ -97,10 +97,11 @@ def add_stacks(app: App, env: str, properties: PropertiesFor, service_properties
                        services_group=network.services_sg, egress_subnets=network.egress_subnets,
                        partners_group=network.partners_sg, logs_key=keys.keys["logs"],
                        properties=service_properties, snowflake_account=network.snowflake_account.value_as_string,
-                       **kw)
+                       migrate_group=network.migrate_sg, **kw)
     doors.add_stack_dependency(storage, "SFTP users and services write its buckets and tables, named, not imported")
     doors.add_stack_dependency(streaming, "the services read and write its topics, named, not imported")
     doors.add_stack_dependency(credentials, "the services read its secrets, named, not imported")
+    doors.add_stack_dependency(operational, "the migration task reads the operational logins' secrets, named")
     flink = FlinkStack(app, f"medistream-{env}-flink", names=n, roles=dict(identity.roles),
                        logs_key=keys.keys["logs"], vpc=network.vpc, security_group=network.apps_sg,
                        egress_subnets=network.egress_subnets, partners_group=network.partners_sg,

@@ -45,6 +45,9 @@ SERVICES = {"ingest_api": ("ingest-api serve", "ingest_api"), "rest_pull": ("res
             "sftp_pull": ("sftp-pull run", "sftp_pull"), "snowflake_load": ("load-snowflake", "snowflake")}
 # The role every ECS task starts with (pulls its image, writes its log stream): no access to data.
 TASK_EXECUTION = "task_execution"
+# The one-off ECS task that migrates the operational store (`medistream infra migrate-operational`, doors stack): reads
+# the administrator's and the logins' secrets, reaches the store on 5432.
+OPERATIONAL_MIGRATE = "operational_migrate"
 SFTP_ROLE_PREFIX = "sftp_"
 # What calls endpoints outside AWS (partners' APIs and SFTP servers, Snowflake): these run in the egress subnets,
 # out through the egress firewall (infra/aws/egress.py).
@@ -73,7 +76,7 @@ def sftp_role(feed: str) -> str:
 def role_principals() -> dict[str, str]:
     """Every role the identity stack makes -> the AWS service that assumes it."""
     return {**{job: "kinesisanalytics.amazonaws.com" for job in FLINK_JOBS},
-            **{service: "ecs-tasks.amazonaws.com" for service in (*SERVICES, TASK_EXECUTION)},
+            **{service: "ecs-tasks.amazonaws.com" for service in (*SERVICES, TASK_EXECUTION, OPERATIONAL_MIGRATE)},
             **{sftp_role(feed): "transfer.amazonaws.com" for feed in feeds_with("landing")},
             BACKUP_ROLE: "backup.amazonaws.com", RDS_MONITORING_ROLE: "monitoring.rds.amazonaws.com",
             ARCHIVE_REPLICATION_ROLE: "s3.amazonaws.com"}

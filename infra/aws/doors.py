@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from aws_cdk import CfnParameter, Duration, Stack
+from aws_cdk import CfnOutput, CfnParameter, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
@@ -35,7 +35,17 @@ from constructs import Construct
 
 from infra.aws.acknowledgements import acknowledge
 from infra.aws.api import IngestApiFront
-from infra.aws.config import PARTNER_FACING, SERVICES, TASK_EXECUTION, Names, feeds_with, sftp_role
+from infra.aws.config import (
+    OPERATIONAL_ADMIN,
+    OPERATIONAL_MIGRATE,
+    OPERATIONAL_ROLES,
+    PARTNER_FACING,
+    SERVICES,
+    TASK_EXECUTION,
+    Names,
+    feeds_with,
+    sftp_role,
+)
 from infra.aws.grants import SERVICES_LOG_PREFIX, Resolver, ecr_repository, landing_prefix, role_policy
 from infra.aws.network import INGEST_API_PORT, log_group
 
@@ -72,12 +82,15 @@ class DoorsStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc,
                  sftp_group: ec2.ISecurityGroup, services_group: ec2.ISecurityGroup,
                  egress_subnets: list[ec2.ISubnet], partners_group: ec2.ISecurityGroup, logs_key: kms.IKey,
-                 properties: ServiceProperties, snowflake_account: str, **kwargs: object) -> None:
+                 properties: ServiceProperties, snowflake_account: str, migrate_group: ec2.ISecurityGroup,
+                 **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.names = names
+        self.migrate_group = migrate_group
         self.resolver = Resolver(self, names)
         self.roles = {role: iam.Role.from_role_name(self, f"{role}-role", names.role(role), mutable=False)
-                      for role in (*SERVICES, TASK_EXECUTION, *(sftp_role(f) for f in feeds_with("landing")))}
+                      for role in (*SERVICES, TASK_EXECUTION, OPERATIONAL_MIGRATE,
+                                   *(sftp_role(f) for f in feeds_with("landing")))}
         self.policies = {role: role_policy(self.resolver, role, imported) for role, imported in self.roles.items()}
         self._sftp(vpc, sftp_group, logs_key)
         self.egress_subnets, self.partners_group = egress_subnets, partners_group
@@ -166,4 +179,31 @@ class DoorsStack(Stack):
                 circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
                 min_healthy_percent=0 if singleton else 100, max_healthy_percent=100 if singleton else 200)
         self.api = IngestApiFront(self, names, vpc, self.services["ingest_api"], logs_key)
+        self._migration_task(vpc, logs_key, tag.value_as_string)
+
+    def _migration_task(self, vpc: ec2.IVpc, logs_key: kms.IKey, tag: str) -> None:
+        """The operational store's migrations as a one-off Fargate task (no service: an operator or the release
+        pipeline runs it, `aws ecs run-task`, after each deploy that brings a migration): the services' image runs
+        `medistream infra migrate-operational` with the administrator's secret, then sets the logins' passwords from
+        theirs. Its own role (the three secrets' names only), its own group (the store on 5432), isolated subnets."""
+        names = self.names
+        task = ecs.FargateTaskDefinition(self, "migrate-task", family=f"{names.prefix}-{OPERATIONAL_MIGRATE}",
+                                         cpu=256, memory_limit_mib=512, task_role=self.roles[OPERATIONAL_MIGRATE],
+                                         execution_role=self.roles[TASK_EXECUTION])
+        logs = log_group(self, "migrate-log-group",
+                         f"/medistream/{names.env}/{SERVICES_LOG_PREFIX}/{OPERATIONAL_MIGRATE}", logs_key)
+        container = task.add_container(
+            "migrate", image=ecs.ContainerImage.from_ecr_repository(self.repository, tag),
+            command=["infra", "migrate-operational", "--region", self.region,
+                     "--admin-secret", names.operational_secret(OPERATIONAL_ADMIN),
+                     *(arg for login in OPERATIONAL_ROLES
+                       for arg in ("--login-secret", names.operational_secret(login)))],
+            logging=ecs.LogDriver.aws_logs(stream_prefix=OPERATIONAL_MIGRATE, log_group=logs),
+            readonly_root_filesystem=True, user=IMAGE_USER)
+        task.add_volume(name="scratch")
+        container.add_mount_points(ecs.MountPoint(container_path=SCRATCH, source_volume="scratch", read_only=False))
+        self.migration_task = task
+        CfnOutput(self, "OperationalMigrateTask", value=f"{self.cluster.cluster_name} {task.family}",
+                  description="cluster and task definition of the operational store's migrations (aws ecs run-task; "
+                              "network: the network stack's MigrateNetwork output)")
 

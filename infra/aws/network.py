@@ -10,7 +10,7 @@ assign no public address. Flow logs of every interface go to a log group encrypt
 
 from __future__ import annotations
 
-from aws_cdk import CfnParameter, CfnResource, Fn, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, CfnParameter, CfnResource, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -146,16 +146,30 @@ class NetworkStack(Stack):
         self.rotation_sg.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "AWS endpoints in the VPC")
         self.operational_sg.add_ingress_rule(self.rotation_sg, ec2.Port.tcp(POSTGRES_PORT),
                                              "rotation functions: PostgreSQL over TLS")
+        # The operational store's one-off migration task (doors stack): to the store on 5432, to the endpoints on 443
+        # (and S3's gateway endpoint, where ECR keeps the image's layers).
+        self.migrate_sg = ec2.SecurityGroup(self, "migrate-sg", vpc=self.vpc, allow_all_outbound=False,
+                                            description="operational store migration task: the store on 5432, AWS "
+                                                        "endpoints on 443")
+        self.migrate_sg.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
+                                        "operational store (Aurora PostgreSQL), TLS")
+        self.operational_sg.add_ingress_rule(self.migrate_sg, ec2.Port.tcp(POSTGRES_PORT),
+                                             "migration task: PostgreSQL over TLS")
+        CfnOutput(self, "MigrateNetwork", description="the migration task's awsvpcConfiguration (aws ecs run-task)",
+                  value=Fn.join("", ["subnets=[", Fn.join(",", [s.subnet_id for s in self.vpc.isolated_subnets]),
+                                     "],securityGroups=[", self.migrate_sg.security_group_id,
+                                     "],assignPublicIp=DISABLED"]))
         # The gateway endpoints' AWS-managed prefix lists (one id per region, not known to a region-agnostic
         # synth): deploy-time parameters, `aws ec2 describe-managed-prefix-lists` gives them (README).
         prefix_lists = {endpoint: CfnParameter(self, f"{endpoint}PrefixListId", type="String",
                                                allowed_pattern="pl-[0-9a-f]+",
                                                description=f"com.amazonaws.<region>.{endpoint} managed prefix list id")
                         for endpoint in ("s3", "dynamodb")}
-        for group in (self.apps_sg, self.services_sg):
+        for group, endpoints in ((self.apps_sg, ("s3", "dynamodb")), (self.services_sg, ("s3", "dynamodb")),
+                                 (self.migrate_sg, ("s3",))):
             group.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "AWS endpoints in the VPC")
-            for endpoint, prefix_list in prefix_lists.items():
-                group.add_egress_rule(ec2.Peer.prefix_list(prefix_list.value_as_string), ec2.Port.tcp(443),
+            for endpoint in endpoints:
+                group.add_egress_rule(ec2.Peer.prefix_list(prefix_lists[endpoint].value_as_string), ec2.Port.tcp(443),
                                       f"{endpoint} gateway endpoint")
 
     def _to_msk(self, group: ec2.SecurityGroup, who: str) -> None:

@@ -588,7 +588,8 @@ def test_secrets_generated_from_contracts_and_config_under_the_credentials_key(s
     assert all(spec.kind in ROTATION for spec in secret_specs())
     role_ids = {r: stacks.keys.resolve(role.role_arn) for r, role in stacks.identity.roles.items()}
     readers = _roles_with(_key_policies(synthesized)["credentials"], "kms:Decrypt", role_ids)
-    assert readers == {"ingest", "partner_delivery", "ingest_api", "rest_pull", "sftp_pull", "snowflake_load"}
+    assert readers == {"ingest", "partner_delivery", "ingest_api", "rest_pull", "sftp_pull", "snowflake_load",
+                       "operational_migrate"}
 
 
 def test_no_wildcard_action_and_wildcard_resources_only_without_resource_permissions(
@@ -1078,7 +1079,7 @@ def test_operational_store_encrypted_with_its_key_private_tls_and_iam_auth(synth
     assert _roles_with(policy, "kms:Decrypt", role_ids) == _roles_with(policy, "kms:Encrypt", role_ids) == {"backup"}
 
 
-def test_operational_store_reached_on_5432_from_the_applications_and_the_rotation_functions_only(
+def test_operational_store_reached_on_5432_from_the_applications_rotation_and_migration_only(
         synthesized: dict[str, Any]) -> None:
     stacks = synthesized["stacks"]
     network = stacks.network
@@ -1087,22 +1088,58 @@ def test_operational_store_reached_on_5432_from_the_applications_and_the_rotatio
     ops_sg = network.operational_sg
     assert cluster["VpcSecurityGroupIds"] == [stack.resolve(ops_sg.security_group_id)]
     net = _template(synthesized, network)
-    ops_id, apps_id, rotation_id = (network.get_logical_id(g.node.default_child)
-                                    for g in (network.operational_sg, network.apps_sg, network.rotation_sg))
+    ops_id, apps_id, rotation_id, migrate_id = (
+        network.get_logical_id(g.node.default_child)
+        for g in (network.operational_sg, network.apps_sg, network.rotation_sg, network.migrate_sg))
     ingress = [r for r in _resources(net, "AWS::EC2::SecurityGroupIngress").values()
                if json.dumps(r["GroupId"]).find(ops_id) >= 0]
     ingress += _resources(net, "AWS::EC2::SecurityGroup")[ops_id].get("SecurityGroupIngress", [])
-    assert sorted(r["SourceSecurityGroupId"]["Fn::GetAtt"][0] for r in ingress) == sorted([apps_id, rotation_id])
+    assert sorted(r["SourceSecurityGroupId"]["Fn::GetAtt"][0] for r in ingress) == sorted(
+        [apps_id, rotation_id, migrate_id])
     assert all(r["FromPort"] == r["ToPort"] == 5432 and "CidrIp" not in r for r in ingress)
-    # Only the applications' and the rotation functions' groups may leave for it (no service reads the store yet).
+    # Only the applications', the rotation functions' and the migration task's groups may leave for it (no service
+    # reads the store yet).
     egress_to_ops = [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
                      if ops_id in json.dumps(r.get("DestinationSecurityGroupId"))]
-    assert sorted(r["GroupId"]["Fn::GetAtt"][0] for r in egress_to_ops) == sorted([apps_id, rotation_id])
+    assert sorted(r["GroupId"]["Fn::GetAtt"][0] for r in egress_to_ops) == sorted([apps_id, rotation_id, migrate_id])
     rotation_egress = [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
                        if r["GroupId"] == {"Fn::GetAtt": [rotation_id, "GroupId"]}]
     rotation_egress += _resources(net, "AWS::EC2::SecurityGroup")[rotation_id].get("SecurityGroupEgress", [])
     assert sorted((r["FromPort"], r.get("CidrIp", "group")) for r in rotation_egress) == [
         (443, "10.40.0.0/16"), (5432, "group")]
+
+
+def test_operational_migrations_as_a_one_off_task_with_its_own_role_and_group(synthesized: dict[str, Any]) -> None:
+    """The doors stack's migration task runs `medistream infra migrate-operational` from the services' image with the
+    administrator's and the logins' secrets by name (no value, no environment variable), under its own role and the
+    tasks' execution role, read-only and unprivileged; its group reaches the store on 5432, the endpoints and S3's
+    gateway on 443, nothing else."""
+    stacks, env = synthesized["stacks"], synthesized["env"]
+    doors, network = stacks.doors, stacks.network
+    tasks = {t["Family"]: t for t in _resources(_template(synthesized, doors), "AWS::ECS::TaskDefinition").values()}
+    task = tasks[f"medistream-{env}-operational_migrate"]
+    assert _flat(task["TaskRoleArn"]).endswith(f":role/medistream-{env}-operational-migrate")
+    assert _flat(task["ExecutionRoleArn"]).endswith(f":role/medistream-{env}-task-execution")
+    (container,) = task["ContainerDefinitions"]
+    prefix = f"medistream-{env}/operational/"
+    assert [_flat(a) for a in container["Command"]] == [
+        "infra", "migrate-operational", "--region", "<AWS::Region>", "--admin-secret", f"{prefix}medistream_admin",
+        "--login-secret", f"{prefix}ops_writer", "--login-secret", f"{prefix}ops_reader"]
+    assert "EntryPoint" not in container and "Environment" not in container and "Secrets" not in container
+    assert container["ReadonlyRootFilesystem"] is True and container["User"] == "10001:10001"
+    assert not [s for s in _resources(_template(synthesized, doors), "AWS::ECS::Service").values()
+                if "operational" in json.dumps(s)]  # a one-off task, never a service
+    net = _template(synthesized, network)
+    migrate_id, ops_id = (network.get_logical_id(g.node.default_child) for g in (network.migrate_sg,
+                                                                                 network.operational_sg))
+    egress = [r for r in _resources(net, "AWS::EC2::SecurityGroupEgress").values()
+              if r["GroupId"] == {"Fn::GetAtt": [migrate_id, "GroupId"]}]
+    egress += _resources(net, "AWS::EC2::SecurityGroup")[migrate_id].get("SecurityGroupEgress", [])
+    assert sorted((r["FromPort"], r.get("CidrIp") or json.dumps(r.get("DestinationPrefixListId") or
+                                                                 r["DestinationSecurityGroupId"])) for r in egress) == [
+        (443, "10.40.0.0/16"), (443, json.dumps({"Ref": "s3PrefixListId"})),
+        (5432, json.dumps({"Fn::GetAtt": [ops_id, "GroupId"]}))]
+    assert "ingress" not in json.dumps(_resources(net, "AWS::EC2::SecurityGroup")[migrate_id]).lower()
 
 
 def test_operational_admin_and_reader_rotated_in_the_vpc_the_writer_not(synthesized: dict[str, Any]) -> None:
@@ -1140,8 +1177,9 @@ def test_operational_admin_and_reader_rotated_in_the_vpc_the_writer_not(synthesi
 
 def test_operational_writer_secret_readable_only_by_the_ingest_role(synthesized: dict[str, Any]) -> None:
     """The three logins' secrets (RDS JSON form, under the credentials key, attached to the cluster); of every IAM
-    policy in every stack, only the ingest role's names an operational secret, and that is the writer's; the
-    ingest application's `operational` group names it, verify-full, and loads in the job's own config loader."""
+    policy in every stack, only the ingest role's names an operational secret, and that is the writer's, besides the
+    migration task's (the three); the ingest application's `operational` group names it, verify-full, and loads in
+    the job's own config loader."""
     from connectors.properties import load_operational_config
 
     stacks, env = synthesized["stacks"], synthesized["env"]
@@ -1165,9 +1203,11 @@ def test_operational_writer_secret_readable_only_by_the_ingest_role(synthesized:
                     if "/operational/" in arn:
                         assert "secretsmanager:GetSecretValue" in st["Action"]
                         readers.setdefault(_flat(policy["ManagedPolicyName"]), []).append(arn)
-    assert list(readers) == [f"medistream-{env}-ingest-grants"]
+    assert sorted(readers) == [f"medistream-{env}-ingest-grants", f"medistream-{env}-operational-migrate-grants"]
     (arn,) = readers[f"medistream-{env}-ingest-grants"]
     assert arn.endswith(f":secret:{prefix}ops_writer*")
+    assert sorted(a.rsplit(":", 1)[1] for a in readers[f"medistream-{env}-operational-migrate-grants"]) == [
+        f"{prefix}{login}*" for login in ("medistream_admin", "ops_reader", "ops_writer")]
     apps = {p["ApplicationName"]: p for p in _resources(_template(synthesized, stacks.flink),
                                                         "AWS::KinesisAnalyticsV2::Application").values()}
     groups = {name: {g["PropertyGroupId"]: g["PropertyMap"] for g in
@@ -1213,7 +1253,8 @@ def test_ingest_api_task_binds_its_interface_other_services_nothing(synthesized:
 
     stacks, env = synthesized["stacks"], synthesized["env"]
     doors = _template(synthesized, stacks.doors)
-    tasks = {t["Family"]: t for t in _resources(doors, "AWS::ECS::TaskDefinition").values()}
+    tasks = {t["Family"]: t for t in _resources(doors, "AWS::ECS::TaskDefinition").values()
+             if t["Family"] != f"medistream-{env}-operational_migrate"}  # a one-off task with no property file
     for family, task in tasks.items():
         (container,) = task["ContainerDefinitions"]
         env_vars = {e["Name"]: _flat(e["Value"]) for e in container["Environment"]}
