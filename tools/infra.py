@@ -140,8 +140,8 @@ def synth_cli(env: str, out: Path, replica_region: str | None = None) -> int:
     cdk = node_bin() / "cdk"
     # No notices or telemetry: both would call out of the machine on every synth.
     env_vars = {**os.environ, "PATH": f"{node_bin()}:{os.environ.get('PATH', '')}", "CDK_DISABLE_CLI_TELEMETRY": "true"}
-    # B603 - the pinned tools from our own install folders, fixed argv, no shell
     replica = ["-c", f"replica_region={replica_region}"] if replica_region else []
+    # B603 - the pinned tools from our own install folders, fixed argv, no shell
     return subprocess.run([str(cdk), "synth", "--quiet", "--no-notices", "-c", f"environment={env}",  # noqa: S603
                            *replica, "--output", str(out)],
                           cwd=INFRA_DIR, env=env_vars, check=False).returncode
