@@ -353,10 +353,10 @@ def egress_domains(values: Mapping[str, str], groups: dict[str, dict[str, str]] 
     sf = g["snowflake"]
     if sf.get("mode") == "snowpipe":
         url = sf.get("url") or f"https://{sf['account']}.snowflakecomputing.com"
-        # The host is taken before the tokens are filled: a deploy-time value may be a CDK token, which a URL parser
-        # would lower-case.
-        hosts.add(fill(_host(PLACEHOLDER.sub(lambda m: m.group(1).lower().replace("_", "-"), url))
-                       and url.split("://", 1)[1].split("/", 1)[0], values, "snowflake.url"))
+        _host(PLACEHOLDER.sub("deploy-time", url))  # an https URL with a host name, whatever the deploy fills in
+        # The host is cut out before the tokens are filled: a deploy-time value may be a CDK token, which a URL
+        # parser would lower-case.
+        hosts.add(fill(url.split("://", 1)[1].split("/", 1)[0], values, "snowflake.url"))
     return sorted(hosts)
 
 
