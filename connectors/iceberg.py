@@ -86,6 +86,28 @@ TABLES: dict[str, tuple[str, str]] = {
     coverage_end DATE,
     maintenance_type_code STRING,
     dependent_count INT,""" + _ROW_TAIL, "sent_date"),
+    # Patient-monitoring device events (decision 0040): tokens of the device and the patient, one reading and its
+    # alarms; partitioned by the day of the event time (UTC), not of the send.
+    "device_events": ("""
+    record_id STRING NOT NULL,
+    feed STRING NOT NULL,
+    device_token STRING NOT NULL,
+    patient_token STRING NOT NULL,
+    device_kind STRING,
+    facility_id STRING,
+    care_unit STRING,
+    event_time TIMESTAMP_LTZ(3),
+    event_date DATE NOT NULL,
+    heart_rate_bpm INT,
+    spo2_pct INT,
+    systolic_mmhg INT,
+    diastolic_mmhg INT,
+    respiratory_rate INT,
+    temperature_c DECIMAL(4, 1),
+    alarm_count INT,
+    alarm_codes STRING,
+    alarm_priority STRING,
+    event_time_ms BIGINT NOT NULL,""" + _ROW_TAIL, "event_date"),
     "dead_letters": ("""
     dead_letter_id STRING NOT NULL,
     feed STRING NOT NULL,
@@ -111,7 +133,12 @@ TABLES: dict[str, tuple[str, str]] = {
     ingested_at TIMESTAMP_LTZ(3),
     detected_date DATE NOT NULL""", "detected_date"),
 }
-TABLE_FOR_TYPE = {"claim": "claims", "payment": "payments", "eligibility": "eligibility"}
+TABLE_FOR_TYPE = {"claim": "claims", "payment": "payments", "eligibility": "eligibility",
+                  "device_event": "device_events"}
+# Record types whose sinks are wired after every earlier sink (connectors/sinks.py wire_device_events), not by the
+# `iceberg` and `operational` builders: the planner numbers SQL operators in statement order, and those numbers are
+# in the uids, so a table added inside those builders would renumber every later sink (decision 0040).
+WIRED_LAST = frozenset({"device_event"})
 
 
 class SinkSchemaMismatch(RuntimeError):

@@ -1,11 +1,12 @@
 """The operational store: current state per business key for internal services (PostgreSQL; Aurora in AWS).
 
-One table per record type in schema `ops` (claims, payments, eligibility), holding what the Iceberg table
+One table per record type in schema `ops` (claims, payments, eligibility, device_events), holding what the Iceberg table
 of that type holds, tokens only, one row per feed and business key: the newest version that feed sent. A version is
 (`sent_at_ms`, `record_id`): a later send wins, a replay of the same record or an older version never
-overwrites (the tables' trigger, migrations/postgres/, enforces it for every writer). The columns are the
-Iceberg tables' own (connectors/iceberg.py), so the two sinks cannot drift apart; `postgres_columns` is
-what the migrations must create, and a test compares them with the database.
+overwrites (the tables' trigger, migrations/postgres/, enforces it for every writer). Device events are the
+exception (migration 0004): one row per feed and device, the newest reading by (`event_time_ms`, `record_id`).
+The columns are the Iceberg tables' own (connectors/iceberg.py), so the two sinks cannot drift apart;
+`postgres_columns` is what the migrations must create, and a test compares them with the database.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from connectors.iceberg import TABLE_FOR_TYPE, TABLES
+from connectors.iceberg import TABLE_FOR_TYPE, TABLES, WIRED_LAST
 from connectors.sql import with_clause
 
 if TYPE_CHECKING:
@@ -110,7 +111,14 @@ def create_operational_sinks(t_env: Any, cfg: IngestConfig) -> dict[str, str]:
     restarts from its checkpoint: every write is idempotent.
     """
     doc = _writer(cfg)
-    return {record_type: _jdbc_sink(t_env, cfg, doc, table) for record_type, table in operational_tables().items()}
+    return {record_type: _jdbc_sink(t_env, cfg, doc, table) for record_type, table in operational_tables().items()
+            if record_type not in WIRED_LAST}
+
+
+def create_device_events_sink(t_env: Any, cfg: IngestConfig, table: str) -> str:
+    """The append-only JDBC sink of ops.<table> (device events): each device's newest reading is kept by the table's
+    triggers (migration 0004), whatever order the readings are written in."""
+    return _jdbc_sink(t_env, cfg, _writer(cfg), table)
 
 
 def create_signals_sink(t_env: Any, cfg: IngestConfig) -> str:

@@ -17,6 +17,7 @@ from connectors.sinks import (
     RouteContext,
     wire_archive,
     wire_dead_letters,
+    wire_device_events,
     wire_fraud_signals,
     wire_operational,
     wire_partners,
@@ -77,6 +78,12 @@ SINKS: dict[str, Sink] = {
         "every signal of the fraud detectors once: in the Iceberg table fraud_signals with the checkpoint (the "
         "detectors' state is restored with it), and in ops.fraud_signals where the operational store is in use, "
         "whose trigger skips a signal id it holds"),
+    # After the signals for the same reason as `operational`: wired last, it leaves every earlier uid as it was.
+    "device_events": Sink(
+        wire_device_events, "jobs.ingest",
+        "device events that passed the event-time gate: each reading once in the Iceberg table device_events with "
+        "the checkpoint, and in ops.device_events each device's newest reading by event time (the table's triggers "
+        "keep it; a replay, an older or a late-allowed reading changes nothing)"),
 }
 
 DOORS: dict[str, tuple[Door, ...]] = {
@@ -94,6 +101,10 @@ DOORS: dict[str, tuple[Door, ...]] = {
              Door("rest_pull", "jobs.rest_pull",
                   "each page and its cursor commit in one Kafka transaction: a restart resumes after the last "
                   "committed page")),
+    "kinesis": (Door("kinesis_pull", "jobs.kinesis_pull",
+                     "each Kinesis record lands on raw.<feed> once: a batch and its shard's cursor commit in one Kafka "
+                     "transaction before the KCL checkpoint, and records read again after a crash are skipped up to "
+                     "the cursor (decision 0039)"),),
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from connectors.archive import create_archive_sink, create_dead_letter_archive
-from connectors.iceberg import TABLE_FOR_TYPE, create_tables
+from connectors.iceberg import TABLE_FOR_TYPE, WIRED_LAST, create_tables
 from connectors.kafka import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, create_curated_sink, create_dead_letter_sink
 from connectors.sql import insert_select, quote
 from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, FRAUD_SIGNAL_COLUMNS, ICEBERG_COLUMNS
@@ -80,14 +80,19 @@ def wire_dead_letters(ctx: RouteContext) -> dict[str, str]:
 def wire_tables(ctx: RouteContext) -> dict[str, str]:
     """The `iceberg` route: one table per record type and the claims' service lines, rows the contract routes here."""
     tables, routed = ctx.iceberg_tables, ctx.routed("iceberg")
-    for record_type, name in TABLE_FOR_TYPE.items():
+    for record_type, name in _first_wired(TABLE_FOR_TYPE).items():
         ctx.statements.append(insert_select(tables[name], ICEBERG_COLUMNS[name],
                                             f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
     ctx.statements.append(insert_select(
         tables["claim_lines"], ICEBERG_COLUMNS["claim_lines"],
         f"""{ctx.rows} CROSS JOIN UNNEST(service_lines) AS l(line)
             WHERE record_type = 'claim' AND {routed}"""))
-    return {f"iceberg:{name}": tables[name] for name in (*TABLE_FOR_TYPE.values(), "claim_lines")}
+    return {f"iceberg:{name}": tables[name] for name in (*_first_wired(TABLE_FOR_TYPE).values(), "claim_lines")}
+
+
+def _first_wired(by_type: dict[str, str]) -> dict[str, str]:
+    """The record types' tables these builders wire: all but those wired last (connectors/iceberg.py WIRED_LAST)."""
+    return {record_type: table for record_type, table in by_type.items() if record_type not in WIRED_LAST}
 
 
 def wire_operational(ctx: RouteContext) -> dict[str, str]:
@@ -99,11 +104,12 @@ def wire_operational(ctx: RouteContext) -> dict[str, str]:
     if ROUTE not in ctx.routes_in_use:
         return {}
     sinks, routed = create_operational_sinks(ctx.t_env, ctx.cfg), ctx.routed(ROUTE)
-    for record_type, table in operational_tables().items():
+    for record_type, table in _first_wired(operational_tables()).items():
         columns = {**ICEBERG_COLUMNS[table], "sent_at_ms": "sent_at_ms"}  # operational.flink_columns' order
         ctx.statements.append(insert_select(sinks[record_type], _as_jdbc(table, columns),
                                             f"{ctx.rows} WHERE record_type = '{record_type}' AND {routed}"))
-    return {f"operational:{record_type}": f"ops.{table}" for record_type, table in operational_tables().items()}
+    return {f"operational:{record_type}": f"ops.{table}"
+            for record_type, table in _first_wired(operational_tables()).items()}
 
 
 def _as_jdbc(table: str, columns: dict[str, str]) -> dict[str, str]:
@@ -155,4 +161,25 @@ def wire_partners(ctx: RouteContext) -> dict[str, str]:
         route, topic = f"partner:{partner}", ctx.cfg.curated.partner_topic(partner)
         _wire_curated(ctx, index, route, topic, "business_key", PARTNER_CURATED_COLUMNS)
         written[route] = topic
+    return written
+
+
+def wire_device_events(ctx: RouteContext) -> dict[str, str]:
+    """The device events' `iceberg` and `operational` routes (decision 0040): the Iceberg table device_events and,
+    where a contract routes device events there, ops.device_events (each device's newest reading). Wired after
+    every other sink, so the planner's numbers, and with them the uids of every earlier sink, stay as they were."""
+    from connectors.operational import ROUTE, create_device_events_sink
+
+    written: dict[str, str] = {}
+    for record_type in sorted(WIRED_LAST):
+        table = TABLE_FOR_TYPE[record_type]
+        rows = f"{ctx.rows} WHERE record_type = '{record_type}'"
+        ctx.statements.append(insert_select(ctx.iceberg_tables[table], ICEBERG_COLUMNS[table],
+                                            f"{rows} AND {ctx.routed('iceberg')}"))
+        written[f"iceberg:{table}"] = ctx.iceberg_tables[table]
+        if ROUTE in ctx.routes_in_use:
+            sink = create_device_events_sink(ctx.t_env, ctx.cfg, table)
+            columns = {**ICEBERG_COLUMNS[table], "sent_at_ms": "sent_at_ms"}
+            ctx.statements.append(insert_select(sink, _as_jdbc(table, columns), f"{rows} AND {ctx.routed(ROUTE)}"))
+            written[f"operational:{record_type}"] = f"ops.{table}"
     return written

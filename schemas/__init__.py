@@ -1,4 +1,4 @@
-"""Canonical JSON Schemas (draft 2020-12) for claim, payment and eligibility records."""
+"""Canonical JSON Schemas (draft 2020-12) for claim, payment, eligibility and device-event records."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-RECORD_TYPES: tuple[str, ...] = ("claim", "payment", "eligibility")
+# The payments platform's record types (claims 837, remittances 835, enrollment 834): every format, Avro mirrors.
+PAYMENT_RECORD_TYPES: tuple[str, ...] = ("claim", "payment", "eligibility")
+# Patient-monitoring device events (issue 24, decision 0040): JSON from the Kinesis door, with an event time.
+EVENT_RECORD_TYPES: tuple[str, ...] = ("device_event",)
+RECORD_TYPES: tuple[str, ...] = (*PAYMENT_RECORD_TYPES, *EVENT_RECORD_TYPES)
 SCHEMA_VERSION = "1.2"
 # The newest canonical version of each record type this code reads. Evolution rules
 # (docs/schema-evolution.md): a minor version only adds optional fields or widens a rule, so a reader
 # of 1.n reads every 1.m with m <= n; anything else is a new major version, which readers refuse.
-CURRENT_VERSIONS: dict[str, str] = {"claim": SCHEMA_VERSION, "payment": SCHEMA_VERSION, "eligibility": SCHEMA_VERSION}
+CURRENT_VERSIONS: dict[str, str] = {"claim": SCHEMA_VERSION, "payment": SCHEMA_VERSION, "eligibility": SCHEMA_VERSION,
+                                     "device_event": "1.0"}
 
 
 def is_readable_version(record_type: str, version: object) -> bool:

@@ -78,4 +78,16 @@ SPECS: dict[str, Spec] = {
         }),
         "notes": NOTES,
     },
+    # Readings are numbers the schema bounds (KEEP: standardization never rounds a vital sign); the device kind
+    # and alarm priority are lower-case enums, facility, unit and alarm codes upper-case codes.
+    "device_event": {
+        "sent_at": DATETIME, "event_time": DATETIME,
+        "device": {"device_id": ID, "kind": LOWER_CODE, "facility_id": CODE, "unit": CODE},
+        "patient": {"mrn": ID},
+        "vitals": {
+            "heart_rate_bpm": KEEP, "spo2_pct": KEEP, "systolic_mmhg": KEEP, "diastolic_mmhg": KEEP,
+            "respiratory_rate": KEEP, "temperature_c": KEEP,
+        },
+        "alarms": Each({"code": CODE, "priority": LOWER_CODE}),
+    },
 }

@@ -51,6 +51,10 @@ def business_key_text(record: dict[str, Any], record_type: str) -> str:
         coverage, plan = record["coverage"], record.get("plan") or {}
         return "|".join(("eligibility", record["member"]["member_id"], plan.get("plan_code", ""),
                          coverage.get("start_date", ""), coverage.get("end_date", "")))
+    if record_type == "device_event":
+        # One reading of one device at one instant (event_time is standardized to UTC): a re-send of it under a new
+        # record id or Kinesis sequence number (a producer's retry) has this key and the same content.
+        return "|".join(("device_event", record["device"]["device_id"], record["event_time"]))
     raise ValueError(f"no business key for record type {record_type!r}")
 
 

@@ -46,6 +46,7 @@ LOOKUPS: dict[str, tuple[Lookup, ...]] = {
     "eligibility": (
         Lookup("plan_codes", ("plan", "plan_code"), "plan", ("name", "line_of_business", "metal_level")),
     ),
+    "device_event": (),  # no reference data describes a monitor yet
 }
 
 

@@ -54,6 +54,15 @@ ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
         "maintenance_type_code": "maintenance_type_code", "dependent_count": "dependent_count", **ROW_TAIL,
     },
 }
+ICEBERG_COLUMNS["device_events"] = {
+    "record_id": "record_id", "feed": "feed", "device_token": "device_token", "patient_token": "patient_token",
+    "device_kind": "device_kind", "facility_id": "facility_id", "care_unit": "care_unit",
+    "event_time": "TO_TIMESTAMP_LTZ(event_time_ms, 3)", "event_date": "CAST(event_date AS DATE)",
+    "heart_rate_bpm": "heart_rate_bpm", "spo2_pct": "spo2_pct", "systolic_mmhg": "systolic_mmhg",
+    "diastolic_mmhg": "diastolic_mmhg", "respiratory_rate": "respiratory_rate",
+    "temperature_c": "CAST(temperature_c AS DECIMAL(4, 1))", "alarm_count": "alarm_count",
+    "alarm_codes": "alarm_codes", "alarm_priority": "alarm_priority", "event_time_ms": "event_time_ms", **ROW_TAIL,
+}
 DEAD_LETTER_COLUMNS: dict[str, str] = {
     "dead_letter_id": "dead_letter_id", "feed": "feed", "stage": "stage", "reason": "reason",
     "category": "category", "source": "source", "dead_at": "TO_TIMESTAMP_LTZ(dead_at_ms, 3)", "dt": "CAST(dt AS DATE)",

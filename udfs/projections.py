@@ -8,6 +8,7 @@ Money stays a decimal string (the table casts it exactly); dates stay ISO string
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +28,19 @@ ELIGIBILITY_COLUMNS: tuple[str, ...] = (
     "member_token", "person_token", "subscriber_token", "relationship", "plan_code", "group_number",
     "coverage_level", "coverage_start", "coverage_end", "maintenance_type_code", "dependent_count",
 )
-INT_COLUMNS = frozenset({"diagnosis_count", "service_line_count", "paid_claim_count", "dependent_count"})
+# A device event's columns (decision 0040): tokens of the device and the patient, the reading, its alarms, and its
+# event time (epoch ms, the job's event-time stages read it; its UTC day partitions the table).
+DEVICE_EVENT_COLUMNS: tuple[str, ...] = (
+    "device_token", "patient_token", "device_kind", "facility_id", "care_unit", "event_time_ms", "event_date",
+    "heart_rate_bpm", "spo2_pct", "systolic_mmhg", "diastolic_mmhg", "respiratory_rate", "temperature_c",
+    "alarm_count", "alarm_codes", "alarm_priority",
+)
+VITALS_COLUMNS: tuple[str, ...] = ("heart_rate_bpm", "spo2_pct", "systolic_mmhg", "diastolic_mmhg", "respiratory_rate")
+INT_COLUMNS = frozenset({"diagnosis_count", "service_line_count", "paid_claim_count", "dependent_count",
+                         *VITALS_COLUMNS, "alarm_count"})
+EVENT_TIME_COLUMN = "event_time_ms"  # BIGINT in the ingest operator's row
+_PRIORITY_ORDER = {"low": 1, "medium": 2, "high": 3}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The claim_lines table's own columns, in the order a claim row carries each line (`service_lines`): one array
 # of texts per line, which the job's SQL unnests and casts (udfs/iceberg_columns.py, connectors/sinks.py).
 CLAIM_LINE_FIELDS: tuple[str, ...] = ("line_number", "procedure_code", "modifiers", "units", "charge", "service_date")
@@ -115,12 +128,43 @@ def eligibility_columns(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def instant_ms(rfc3339: str) -> int:
+    """Epoch milliseconds of a standardized RFC 3339 instant (exact to the millisecond, never through a float)."""
+    moment = datetime.fromisoformat(rfc3339)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def device_event_columns(event: dict[str, Any]) -> dict[str, Any]:
+    """The device_events-table columns of a schema-valid protected device event."""
+    device, vitals, alarms = event["device"], event["vitals"], event["alarms"]
+    when = event["event_time"]
+    # A lineage trace (connectors/lineage/datasets.py) hands in its path instead of the instant: keep it as it is.
+    event_ms = instant_ms(when) if isinstance(when, str) else when
+    event_date = datetime.fromtimestamp(event_ms / 1000, UTC).date().isoformat() if isinstance(event_ms, int) else when
+    priorities = [a["priority"] for a in alarms]
+    return {
+        "device_token": device["device_id"],
+        "patient_token": event["patient"]["mrn"],
+        "device_kind": device["kind"],
+        "facility_id": device.get("facility_id"),
+        "care_unit": device.get("unit"),
+        "event_time_ms": event_ms,
+        "event_date": event_date,
+        **{name: vitals.get(name) for name in VITALS_COLUMNS},
+        "temperature_c": vitals.get("temperature_c"),
+        "alarm_count": len(alarms),
+        "alarm_codes": ",".join(a["code"] for a in alarms) or None,
+        "alarm_priority": max(priorities, key=_PRIORITY_ORDER.__getitem__) if priorities else None,
+    }
+
+
 PROJECTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "claim": claim_columns, "payment": payment_columns, "eligibility": eligibility_columns,
+    "device_event": device_event_columns,
 }
 # Every column any projection fills, once, in a stable order: the ingest operator's row carries them all.
 TABLE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
-    (*CLAIM_COLUMNS, "service_lines", *PAYMENT_COLUMNS, *ELIGIBILITY_COLUMNS)))
+    (*CLAIM_COLUMNS, "service_lines", *PAYMENT_COLUMNS, *ELIGIBILITY_COLUMNS, *DEVICE_EVENT_COLUMNS)))
 
 
 def project(record_type: str, record: dict[str, Any]) -> dict[str, Any]:

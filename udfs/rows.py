@@ -26,7 +26,7 @@ ACCEPTED_FIELDS = [
 ]
 # The accepted fields that are not strings: epoch milliseconds (BIGINT), counts (INT) and a claim's lines, an array
 # of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS).
-LONG_FIELDS = frozenset({"sent_at_ms", "ingested_at_ms"})
+LONG_FIELDS = frozenset({"sent_at_ms", "ingested_at_ms", "event_time_ms"})
 INT_FIELDS = INT_COLUMNS
 TEXT_ARRAYS_FIELDS = frozenset({"service_lines"})
 DEAD_LETTER_FIELDS = ["dead_letter_id", "body", "feed", "stage", "reason", "category", "source", "dead_at_ms", "dt"]

@@ -55,6 +55,9 @@ BIRTH_DATE_RANGE = define("rule_birth_date_range", "validation", "a birth date i
 REQUIRED_WHEN = define(
     "rule_required_when", "validation", "a field the record's other fields make mandatory is missing"
 )
+VITALS_CONFLICT = define(
+    "rule_vitals_conflict", "validation", "a device reading contradicts itself (diastolic pressure not below systolic)"
+)
 RELATIONSHIP_CONFLICT = define(
     "rule_relationship_conflict", "validation", "a relationship code contradicts who the record says is who"
 )
@@ -85,7 +88,8 @@ BIRTH_DATE_FIELDS = _fields(claim=("subscriber.birth_date", "patient.birth_date"
 SERVICE_DATE_FIELDS = _fields(claim=("service_date_from", "service_date_to", "service_lines.*.service_date"),
                               payment=("claims.*.lines.*.service_date",))
 OTHER_DATE_FIELDS = _fields(payment=("payment_date",), eligibility=("coverage.start_date", "coverage.end_date"))
-INSTANT_FIELDS = _fields(claim=("sent_at", "received_at"), payment=("sent_at",), eligibility=("sent_at",))
+INSTANT_FIELDS = _fields(claim=("sent_at", "received_at"), payment=("sent_at",), eligibility=("sent_at",),
+                         device_event=("event_time", "sent_at"))
 _Selected: TypeAlias = list[tuple[Path, Any]]
 
 
@@ -336,12 +340,31 @@ def _dependent_relationship(c: _Check) -> None:
             c.fail(RELATIONSHIP_CONFLICT, ("dependents", i, "relationship"))
 
 
+def _reading_before_send(c: _Check) -> None:
+    """A device sends a reading after taking it (one clock: a skewed clock moves both, which this cannot see)."""
+    taken, sent = _instant(c.record["event_time"]), _instant(c.record["sent_at"])
+    if taken and sent and taken > sent:
+        c.fail(DATE_ORDER, ("event_time",))
+
+
+def _blood_pressure(c: _Check) -> None:
+    vitals = c.record["vitals"]
+    systolic, diastolic = vitals.get("systolic_mmhg"), vitals.get("diastolic_mmhg")
+    if (systolic is None) != (diastolic is None):
+        c.fail(REQUIRED_WHEN, ("vitals", "diastolic_mmhg" if diastolic is None else "systolic_mmhg"))
+    elif systolic is not None and diastolic is not None and diastolic >= systolic:
+        c.fail(VITALS_CONFLICT, ("vitals", "diastolic_mmhg"))
+
+
 # Order matters: a record failing several rules is filed under the first one's code.
 RULES: dict[str, tuple[Callable[[_Check], None], ...]] = {
     "claim": (_calendar, _npis, _diagnoses, _procedures, _pointers, _claim_total, _service_dates, _future,
               _birth_range, _patient_required, _patient_relationship),
     "payment": (_calendar, _npis, _procedures, _payment_totals, _service_dates, _future),
     "eligibility": (_calendar, _coverage_dates, _future, _birth_range, _dependent_relationship),
+    # No `_future` against the time of checking: a device's clock is judged against the time its event reached
+    # the platform, with the job's configured bound (udfs/event_time.py, reason clock_skew).
+    "device_event": (_calendar, _reading_before_send, _blood_pressure),
 }
 
 

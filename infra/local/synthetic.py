@@ -48,9 +48,10 @@ class Feed:
 
 
 def feeds_from_contracts(contracts: Iterable[Any]) -> tuple[Feed, ...]:
-    """One Feed per feed contract: Kafka when the contract accepts it, else the landing prefix."""
+    """One Feed per feed contract of a record type made here: Kafka when the contract accepts it, else the landing
+    prefix. Device-event feeds are infra.local.device_events' (they need a timeline, not a mix)."""
     return tuple(Feed(c.feed, c.record_type, "kafka" if "kafka" in c.sources else "landing", c.format)
-                 for c in contracts)
+                 for c in contracts if c.record_type in RECORD_TYPES)
 
 
 DEFAULT_FEEDS: tuple[Feed, ...] = (

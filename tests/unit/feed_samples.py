@@ -16,6 +16,12 @@ from udfs.source import SourceRef
 
 def payloads(contract: FeedContract, n: int, seed: int) -> list[bytes]:
     """`n` valid, distinct canonical records (1-2 KiB) of the contract's record type, as JSON."""
+    if contract.record_type == "device_event":  # in-order readings only (smaller than 1 KiB: a monitor's event)
+        from infra.local.device_events import Rates, generate_device_events
+
+        plain = Rates(out_of_order=0, allowed_late=0, late=0, clock_skew=0, duplicate=0, invalid=0)
+        return [e.payload for e in generate_device_events(n, seed, devices=2, rates=plain, now_ms=1_750_000_000_000,
+                                                          feed=contract.feed)]
     feeds = synthetic.feeds_from_contracts([contract])
     mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
     return [g.payload for g in synthetic.generate(n, seed=seed, feeds=feeds, mix=mix, invalid_rate=0.0,
@@ -32,12 +38,13 @@ def record(contract: FeedContract, seed: int) -> dict[str, Any]:
 def valid_unit(contract: FeedContract, n: int, seed: int) -> bytes:
     """One unit in the feed's own format: `n` records in a file, one in a Kafka message."""
     records = payloads(contract, n, seed)
-    return encode_unit(contract, records if "kafka" not in contract.sources else records[:1])
+    one_message = {"kafka", "kinesis"} & set(contract.sources)
+    return encode_unit(contract, records[:1] if one_message else records)
 
 
 def source(contract: FeedContract) -> SourceRef:
     """Where a unit of the feed comes from: its raw topic, or a file under its landing prefix."""
-    if "kafka" in contract.sources:
+    if {"kafka", "kinesis"} & set(contract.sources):  # the Kinesis door lands on raw.<feed> too
         return SourceRef.from_kafka(f"raw.{contract.feed}", 0, 7)
     return SourceRef.from_file(f"/feeds/{contract.feed}/unit-0001", "s3://landing/feeds/")
 
@@ -50,6 +57,12 @@ ODD_VALUES: tuple[Any, ...] = (None, True, 0, 1, -1, 1.0, 1.5, "", " ", "x" * 90
 
 def decoded_records(record_type: str, n: int, seed: int) -> list[dict[str, Any]]:
     """Generated records of one type as decoded JSON objects, invalid kinds included (unparseable ones left out)."""
+    if record_type == "device_event":
+        from infra.local.device_events import Rates, generate_device_events
+
+        bent = Rates(out_of_order=0.1, allowed_late=0.1, late=0.1, clock_skew=0.1, duplicate=0.0, invalid=0.3)
+        return [orjson.loads(e.payload) for e in generate_device_events(n, seed, devices=3, rates=bent,
+                                                                        now_ms=1_780_000_000_000)]
     mix = synthetic.Mix(**{t: float(t == record_type) for t in ("claim", "payment", "eligibility")})
     out = []
     for g in synthetic.generate(n, seed=seed, mix=mix, invalid_rate=0.3, duplicate_rate=0.0, size_kb=(1, 6)):

@@ -24,8 +24,8 @@ def test_shipped_contracts_cover_every_format_record_type_and_door() -> None:
     contracts = load_contracts()
     assert len(contracts) >= 8
     assert {c.format for c in contracts.values()} == {"json", "csv", "avro", "x12"}
-    assert {c.record_type for c in contracts.values()} == {"claim", "payment", "eligibility"}
-    assert {d for c in contracts.values() for d in c.sources} >= {"kafka", "landing"}
+    assert {c.record_type for c in contracts.values()} == {"claim", "payment", "eligibility", "device_event"}
+    assert {d for c in contracts.values() for d in c.sources} >= {"kafka", "landing", "kinesis"}
     transactions = {c.options["transaction"] for c in contracts.values() if c.format == "x12"}
     assert transactions == {"837P", "837I", "835", "834"}
     assert {c.options["encoding"] for c in contracts.values() if c.format == "avro"} == {"container", "single_object"}

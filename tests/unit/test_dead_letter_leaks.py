@@ -131,7 +131,7 @@ def _scan(letters: list[DeadLetter], needles: list[str]) -> list[Any]:
 # Ways to refuse one record, each at another stage; every one keeps the record decodable.
 def _hostile_name(record: dict[str, Any]) -> None:
     for path, value in _leaves(record):
-        if path[-1] == "first_name":
+        if path[-1] in ("first_name", "unit"):  # a device event has no name: its care unit is a code
             _set(record, path, "=" + value)
 
 
@@ -139,6 +139,8 @@ def _future_dates(record: dict[str, Any]) -> None:
     for path, value in _leaves(record):
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             _set(record, path, "2099-01-01")
+        elif path[-1] == "event_time":  # a reading taken after it was sent
+            _set(record, path, "2099-01-01T00:00:00Z")
 
 
 def _phi_record_id(record: dict[str, Any]) -> None:

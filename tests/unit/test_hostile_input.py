@@ -70,7 +70,9 @@ def _carries(feed: str, value: str) -> bool:
 
 
 # Only what a sender could send in that format: X12 cannot put its delimiters in a name.
-CASES = [(feed, value) for feed in sorted(CONTRACTS) for value in sorted(HOSTILE) if _carries(feed, value)]
+# Device events carry no name (their texts are codes, whose class test_hygiene covers): no name to plant in.
+CASES = [(feed, value) for feed in sorted(CONTRACTS) for value in sorted(HOSTILE)
+         if _carries(feed, value) and CONTRACTS[feed].record_type in NAME_PATH]
 
 
 def test_every_format_meets_every_hostile_class() -> None:

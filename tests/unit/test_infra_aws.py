@@ -1008,7 +1008,7 @@ def test_feed_silent_per_contract_feed_from_where_it_arrives(synthesized: dict[s
     stacks, env = synthesized["stacks"], synthesized["env"]
     doc = load_alerts()
     intervals = feed_intervals(feed_contracts(), doc["defaults"]["feed_expected_interval_s"])
-    assert len(intervals) == 12 and intervals["hospital_a_claims"] == 900
+    assert len(intervals) == 13 and intervals["hospital_a_claims"] == 900
     alarms = {a["AlarmName"].removeprefix(f"medistream-{env}-FeedSilent-"): a
               for a in _resources(_template(synthesized, stacks.monitoring), "AWS::CloudWatch::Alarm").values()
               if "-FeedSilent-" in a["AlarmName"]}

@@ -39,7 +39,7 @@ def test_member_ids_join_across_record_types() -> None:
 
 
 def test_each_record_type_has_its_key_domain() -> None:
-    assert key_domains() == ["claims", "dead_letters", "eligibility", "payments"]
+    assert key_domains() == ["claims", "dead_letters", "devices", "eligibility", "payments"]
 
 
 def _broken(edit: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from infra.local import synthetic
+from infra.local.device_events import Rates, generate_device_events
 from infra.local.feed_encoding import encode_unit
 from infra.local.reference import reference_data
 from infra.local.static_keys import static_protectors
@@ -41,10 +42,15 @@ CONTRACTS = load_contracts()
 def _units(feed: str) -> list[bytes]:
     """Seeded units of one feed: generated records (invalid kinds and re-sends included) and broken ones."""
     contract = CONTRACTS[feed]
-    feeds = synthetic.feeds_from_contracts([contract])
-    mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
-    generated = [g.payload for g in synthetic.generate(24, seed=SEED, feeds=feeds, mix=mix, invalid_rate=0.25,
-                                                       duplicate_rate=0.05, size_kb=(1, 5))]
+    if contract.record_type == "device_event":  # every bent kind, the clock skew among them (against UNIT_MS)
+        bent = Rates(out_of_order=0.1, allowed_late=0.1, late=0.1, clock_skew=0.1, duplicate=0.05, invalid=0.25)
+        generated = [e.payload for e in generate_device_events(24, SEED, devices=2, rates=bent, now_ms=UNIT_MS,
+                                                               feed=feed)]
+    else:
+        feeds = synthetic.feeds_from_contracts([contract])
+        mix = synthetic.Mix(**{t: float(t == contract.record_type) for t in ("claim", "payment", "eligibility")})
+        generated = [g.payload for g in synthetic.generate(24, seed=SEED, feeds=feeds, mix=mix, invalid_rate=0.25,
+                                                           duplicate_rate=0.05, size_kb=(1, 5))]
     rng = random.Random(f"{SEED}:{feed}")
     if contract.format == "json":  # canonical records broken at random: the schema, standardize and rules speak
         for payload in generated[:12]:
@@ -55,7 +61,7 @@ def _units(feed: str) -> list[bytes]:
             if isinstance(record, dict):
                 generated += [orjson.dumps(feed_samples.mutate(record, rng)) for _ in range(4)]
     units = []
-    per_unit = 1 if "kafka" in contract.sources else 5
+    per_unit = 1 if {"kafka", "kinesis"} & set(contract.sources) else 5  # one message per unit on raw.<feed>
     for i in range(0, len(generated), per_unit):
         try:
             units.append(encode_unit(contract, generated[i:i + per_unit]))

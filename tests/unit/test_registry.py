@@ -11,9 +11,10 @@ from schemas.routes import SINKS as ROUTE_SINKS
 
 
 def test_every_route_name_has_a_sink_and_every_sink_a_route_or_the_refusals_or_the_signals() -> None:
-    assert set(SINKS) == {*ROUTE_SINKS, "partner", "dead_letters", "fraud_signals"}
+    # device_events: the device events' iceberg and operational routes, wired after every other sink (decision 0040).
+    assert set(SINKS) == {*ROUTE_SINKS, "partner", "dead_letters", "fraud_signals", "device_events"}
     used = {route_kind(r.sink) for c in load_contracts().values() for r in c.routes}
-    assert used <= set(SINKS) and not used & {"dead_letters", "fraud_signals"}
+    assert used <= set(SINKS) and not used & {"dead_letters", "fraud_signals", "device_events"}
 
 
 def test_every_source_name_a_contract_may_use_has_a_door() -> None:

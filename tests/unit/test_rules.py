@@ -44,6 +44,8 @@ def _samples() -> dict[str, Record]:
         "payment": next(r for t, r in _synthetic() if t == "payment" and len(r["claims"]) > 1
                         and len(r["claims"][0]["lines"]) > 1),
         "eligibility": next(r for t, r in _synthetic() if t == "eligibility" and r["dependents"]),
+        "device_event": next(r for r in decoded_records("device_event", 40, 3)
+                             if r["alarms"] and r["vitals"]["spo2_pct"] <= 100),
     }
     return {t: {k: v for k, v in r.items() if k != "notes"} for t, r in picks.items()}
 
@@ -148,6 +150,14 @@ def _sent_at_future(record: Record) -> None:
 
 # (id, record_type, change, code, JSON path in the detail)
 CASES: list[tuple[str, str, Callable[[Record], None], str, str]] = [
+    ("vitals_pressure", "device_event", lambda r: r["vitals"].update(systolic_mmhg=80, diastolic_mmhg=80),
+     "rule_vitals_conflict", "$.vitals.diastolic_mmhg"),
+    ("vitals_pressure_half", "device_event", lambda r: r["vitals"].pop("diastolic_mmhg"),
+     "rule_required_when", "$.vitals.diastolic_mmhg"),
+    ("reading_after_send", "device_event", _set(("event_time",), "2099-01-01T00:00:00.000Z"),
+     "rule_date_order", "$.event_time"),
+    ("device_instant", "device_event", _set(("event_time",), "2025-06-02T24:30:00Z"), "rule_invalid_date",
+     "$.event_time"),
     ("calendar_date", "claim", _set(("service_date_from",), "2025-02-30"), "rule_invalid_date", "$.service_date_from"),
     ("calendar_instant", "claim", _set(("sent_at",), "2025-06-02T25:00:00Z"), "rule_invalid_date", "$.sent_at"),
     ("billing_npi", "claim", lambda r: r["billing_provider"].update(npi=_bad_check_digit(r["billing_provider"]["npi"])),

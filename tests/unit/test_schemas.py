@@ -11,7 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from infra.local.synthetic import SCHEMA_VERSION, generate
-from schemas import RECORD_TYPES, load_schema, schema_path, validator
+from schemas import PAYMENT_RECORD_TYPES as RECORD_TYPES  # synthetic.generate's (device events: test_device_events)
+from schemas import load_schema, schema_path, validator
 
 ENVELOPE = ("record_id", "record_type", "schema_version", "feed", "sent_at")
 

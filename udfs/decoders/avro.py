@@ -44,7 +44,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas import RECORD_TYPES
+from schemas import PAYMENT_RECORD_TYPES as RECORD_TYPES  # device events have no Avro mirror (JSON only)
 from schemas.avro import earlier_versions, load_avsc, parsed_schema, schema_problem
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
