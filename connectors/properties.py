@@ -11,11 +11,12 @@ them, so a bad or missing key fails at start-up with a message that names it.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.archive import ArchiveConfig
@@ -24,6 +25,7 @@ from connectors.kafka import MSK_IAM, SECURITY_MODES, CuratedConfig, KafkaAuth, 
 from connectors.kms import PhiConfig
 from connectors.landing import DEFAULT_MAX_FILE_BYTES, LandingConfig
 from connectors.reference import ReferenceConfig
+from udfs.event_time import EventTimePolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROPERTIES = REPO_ROOT / "conf" / "application_properties.json"
@@ -152,6 +154,7 @@ class IngestConfig:
     curated: CuratedConfig
     operational: OperationalConfig = OperationalConfig()
     fraud: FraudConfig = FraudConfig()
+    event_time: EventTimePolicy = field(default_factory=EventTimePolicy)
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,38 @@ def load_ingest_config(groups: Mapping[str, Mapping[str, str]]) -> IngestConfig:
         phi=load_phi_config(groups),
         operational=load_operational_config(groups),
         fraud=load_fraud_config(groups),
+        event_time=load_event_time_config(groups),
     )
+
+
+EVENT_TIME_KEYS = {"out.of.orderness": "out_of_orderness_ms", "allowed.lateness": "allowed_lateness_ms",
+                   "max.clock.skew": "max_clock_skew_ms", "state.ttl": "state_ttl_ms"}
+
+
+def load_event_time_config(groups: Mapping[str, Mapping[str, str]]) -> EventTimePolicy:
+    """The optional `event_time` group (durations; device events, decision 0040): `out.of.orderness` (5 s), `allowed.
+    lateness` (30 s), `max.clock.skew` (5 min) and `state.ttl` (1 d, how long a silent device keeps its watermark).
+
+    Our own runtime properties, read by the job: Managed Flink refuses Flink keys it does not allow-list when they are
+    set in code, so nothing here becomes a Flink setting."""
+    group = groups.get("event_time", {})
+    unknown = sorted(set(group) - set(EVENT_TIME_KEYS))
+    if unknown:
+        raise ConfigError(f"property 'event_time.{unknown[0]}' is unknown (known: {', '.join(EVENT_TIME_KEYS)})")
+    default = EventTimePolicy()
+    values = {}
+    for key, field_name in EVENT_TIME_KEYS.items():
+        raw = group.get(key)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field_name] = duration_ms(_resolve(str(raw), f"event_time.{key}"))
+        except ConfigError as err:
+            raise ConfigError(f"property 'event_time.{key}': {err}") from None
+    policy = dataclasses.replace(default, **values)
+    if policy.state_ttl_ms <= policy.late_behind_ms:
+        raise ConfigError("property 'event_time.state.ttl' must be longer than out.of.orderness + allowed.lateness")
+    return policy
 
 
 def load_fraud_config(groups: Mapping[str, Mapping[str, str]]) -> FraudConfig:

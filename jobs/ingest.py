@@ -40,6 +40,7 @@ from connectors.registry import wire_sinks
 from connectors.sinks import RouteContext
 from fresh_imports import FreshImports
 from jobs import preflight
+from jobs.event_time_operator import DEVICE_EVENTS, EVENT_TYPE, LATE_EVENTS, EventTimeGate
 from jobs.fraud_operator import FACT_TYPE, FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.runtime import (
@@ -129,21 +130,27 @@ def build(
     unified = _with_kafka_units(t_env, cfg, landing_units) if kafka else t_env.sql_query(landing_units)
     reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
     operator = IngestOperator(landing_root or cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3,
-                              cfg.phi, fraud_facts=cfg.fraud.enabled)
+                              cfg.phi, fraud_facts=cfg.fraud.enabled, event_time=cfg.event_time)
     accepted = (
         t_env.to_data_stream(unified).connect(reference)
         .process(operator, output_type=ACCEPTED_TYPE)
         .uid("ingest")
         .name("ingest")
     )
+    # Device events pass an event-time gate first (decision 0040): keyed by device token, each device's watermark in
+    # keyed state; the late ones become dead letters, the others join the accepted rows before the dedup.
+    gated = (keyed_by_first_field(accepted.get_side_output(DEVICE_EVENTS), Types.STRING(), EVENT_TYPE)
+             .process(EventTimeGate(cfg.event_time), output_type=ACCEPTED_TYPE)
+             .uid("device-event-time")
+             .name("device-event-time"))
 
     with_time = Schema.new_builder().column_by_expression("proc_time", "PROCTIME()").build()
-    t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted, with_time))
+    t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted.union(gated), with_time))
     # Dead letters once per id (decision 0024): an id is the unit, the position in it and the refused content,
     # so the same id again is the same unit read again (a backfill's copy), never another record. A DataStream
     # operator with its own uid, not SQL: a new SQL operator renumbers every plan node after it, and with them
     # the uids of the sinks' state, so a savepoint of the previous version would not restore into this one.
-    letters = accepted.get_side_output(DEAD_LETTERS)
+    letters = accepted.get_side_output(DEAD_LETTERS).union(gated.get_side_output(LATE_EVENTS))
     once = (letters.key_by(lambda row: row[0], key_type=Types.STRING())
             .process(FirstPerKey(duration_ms(cfg.feeds.dedup_ttl)), output_type=letters.get_type())
             .uid("dead-letters-once")

@@ -36,13 +36,15 @@ from connectors.metrics.flink_counters import (
     FlinkCounters,
 )
 from fresh_imports import FreshImports
+from jobs.event_time_operator import DEVICE_EVENTS
 from jobs.fraud_operator import FRAUD_FACTS
 from schemas.contracts import FEEDS_DIR
 from udfs.contract_checks import load_feed_contracts
-from udfs.dead_letters import DeadLetter
+from udfs.dead_letters import DeadLetter, Rejected
 from udfs.enrich import ReferenceData, parse_reference
+from udfs.event_time import EVENT_TIME_FIELDS, LATE_EVENT, DeviceWatermark, EventTimePolicy
 from udfs.fraud import fact_of, fact_to_plain
-from udfs.ingest import IngestStage, Refused
+from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.phi.envelope import DataKeyCache
 from udfs.phi.protect import seal_dead_letter
 from udfs.reasons import reason
@@ -74,8 +76,9 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
     """Decode and check one raw unit: Row(payload, topic, partition, offset, path, unit_ms)."""
 
     def __init__(self, landing_root: str, contracts_dir: str, reference_path: str, s3: S3Config,
-                 phi: PhiConfig, fraud_facts: bool = False) -> None:
+                 phi: PhiConfig, fraud_facts: bool = False, event_time: EventTimePolicy | None = None) -> None:
         self.landing_root = landing_root
+        self.event_time = event_time or EventTimePolicy()  # clock skew here, lateness in the gate (decision 0040)
         self.fraud_facts = fraud_facts  # hand accepted claims and eligibility to the fraud detectors (FRAUD_FACTS)
         self.contracts_dir = contracts_dir
         self.reference_path = reference_path
@@ -112,7 +115,8 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
         protectors = {name: Protector(load_policy(name), tokenizer, self.keys)
                       for name in {c.phi_policy for c in contracts.values()}}
         log.info("ingest operator: PHI policies %s, token key v%d", sorted(protectors), tokenizer.keys.current)
-        self.stage = IngestStage(contracts, protectors, self.reference)
+        self.stage = IngestStage(contracts, protectors, self.reference, self.event_time)
+        self._late_detail = DeviceWatermark(self.event_time).late_detail()
         # Counted in Python, handed to Flink once a second (connectors/metrics/flink_counters.py).
         # Labels are contract feed names ("unknown" for any other topic or folder) and reason codes.
         self._protector_of = {feed: protectors[c.phi_policy] for feed, c in contracts.items()}
@@ -170,6 +174,10 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
                 counts[N_ACCEPTED] += 1
                 if outcome.keys.original_key is not None:
                     counts[N_CORRECTIONS] += 1
+                if outcome.record_type in EVENT_TIME_FIELDS:
+                    # To the event-time gate (jobs/event_time_operator.py), with the dead letter it becomes if late.
+                    yield DEVICE_EVENTS, self._timed(outcome, payload, source, pointer, now_ms)
+                    continue
                 yield Row(*accepted_values(outcome, pointer, now_ms))
                 if self.fraud_facts:
                     fact = fact_of(outcome.record_type, outcome.columns, outcome.keys.business_key, outcome.feed,
@@ -181,6 +189,14 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
         if now_ms >= self._metrics.due_ms:
             self._kms_totals()
             self._metrics.maybe_flush(now_ms)
+
+    def _timed(self, outcome: Accepted, payload: bytes | None, source: SourceRef, pointer: str, now_ms: int) -> Row:
+        """The gate's input: (device token, (event ms, accepted row, the late dead letter's row))."""
+        letter = DeadLetter.from_error(Rejected(LATE_EVENT, self._late_detail), payload, source, outcome.record_id,
+                                       now_ms, self._seal, outcome.position)
+        event = (outcome.columns["event_time_ms"], accepted_values(outcome, pointer, now_ms),
+                 dead_letter_values(letter, pointer))
+        return Row(outcome.columns["device_token"], event)
 
     def _seal(self, feed: str, dead_letter_id: str, data: bytes) -> str:
         return seal_dead_letter(self.keys, feed, dead_letter_id, data)

@@ -29,11 +29,12 @@ from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.dedup import DedupKeys, dedup_keys
 from udfs.enrich import ReferenceData, enrich
+from udfs.event_time import EVENT_TIME_FIELDS, EventTimePolicy, check_clock
 from udfs.hygiene import clean
 from udfs.mapping import compile_mapping, map_record
 from udfs.phi.errors import PolicyGap, ProtectionError
 from udfs.phi.protect import Protector
-from udfs.projections import project
+from udfs.projections import instant_ms, project
 from udfs.reasons import (
     FEED_MISMATCH,
     INTERNAL_ERROR,
@@ -54,8 +55,8 @@ DOOR_NOT_ALLOWED = define("door_not_allowed", "envelope", "the feed arrived thro
 EMPTY_UNIT = define("empty_unit", "decode", "a message or file holds no record (empty, or a header and nothing else)")
 RECORD_TYPE_MISMATCH = define("record_type_mismatch", "envelope", "the record's type is not the one its feed carries")
 
-# The contract's door names -> SourceRef kinds. REST pushes and pulls are produced to raw.<feed>.
-_DOORS = {"kafka": "kafka", "rest": "kafka", "landing": "file"}
+# The contract's door names -> SourceRef kinds. REST pushes and pulls, and the Kinesis door, produce to raw.<feed>.
+_DOORS = {"kafka": "kafka", "rest": "kafka", "kinesis": "kafka", "landing": "file"}
 _RECORD_ID_NAMESPACE = uuid.UUID("6f1c2a0e-3b7d-4c55-9a8e-2f4d1b7c9e10")
 
 
@@ -135,9 +136,12 @@ def dead_letter_record_id(record: Mapping[str, Any], digest: Callable[[str], str
 class FeedStage:
     """Everything one feed's records go through, built once from its contract."""
 
-    def __init__(self, contract: FeedContract, protector: Protector) -> None:
+    def __init__(self, contract: FeedContract, protector: Protector, event_time: EventTimePolicy | None = None) -> None:
         self.contract = contract
         self.protector = protector
+        # A record type with an event time is checked against its unit's arrival (clock skew, decision 0040).
+        self.event_time_field = EVENT_TIME_FIELDS.get(contract.record_type)
+        self.event_time = event_time or EventTimePolicy()
         self.decode = _decoder(contract.format)
         self.options = contract.decoder_options
         self.doors = frozenset(_DOORS[d] for d in contract.sources)
@@ -181,6 +185,8 @@ class FeedStage:
             if problems:
                 raise Rejected(SCHEMA_VIOLATION, problems)
         validate(record, contract.record_type, now=now)
+        if self.event_time_field is not None:
+            check_clock(instant_ms(record[self.event_time_field]), unit_ms, self.event_time)
         enrichment = enrich(record, contract.record_type, reference, contract.on_miss)
         sent_at = datetime.fromisoformat(record["sent_at"])
         try:
@@ -208,9 +214,9 @@ class IngestStage:
     """All feeds: route each unit to its feed's stage and turn every failure into a Refused."""
 
     def __init__(self, contracts: Mapping[str, FeedContract], protectors: Mapping[str, Protector],
-                 reference: ReferenceData | None = None) -> None:
+                 reference: ReferenceData | None = None, event_time: EventTimePolicy | None = None) -> None:
         """`protectors` by PHI policy name; every contract's policy must be there."""
-        self.feeds = {name: FeedStage(contract, protectors[contract.phi_policy])
+        self.feeds = {name: FeedStage(contract, protectors[contract.phi_policy], event_time)
                       for name, contract in contracts.items()}
         self.reference = reference if reference is not None else ReferenceData()
 

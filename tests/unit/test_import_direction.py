@@ -25,7 +25,8 @@ MAY_IMPORT = {
     "tools": set(PACKAGES),
 }
 # jobs/ holds job and door entry points (a module with main()) and these few pieces of Flink glue.
-JOB_SUPPORT = {"jobs", "jobs.runtime", "jobs.preflight", "jobs.topics", "jobs.ingest_operator", "jobs.fraud_operator"}
+JOB_SUPPORT = {"jobs", "jobs.runtime", "jobs.preflight", "jobs.topics", "jobs.ingest_operator", "jobs.fraud_operator",
+               "jobs.event_time_operator"}
 
 
 def _modules() -> dict[str, Path]:
