@@ -46,7 +46,18 @@ def _generate(args: argparse.Namespace) -> int:
     summary = publish_synthetic(cfg, args.records, args.seed, args.duplicate_rate, args.invalid_rate,
                                 Path(args.ground_truth) if args.ground_truth else None, fraud_rate=args.fraud_rate)
     summary["fraud"] = {rule: len(patterns) for rule, patterns in summary["fraud"].items()}  # patterns per rule
-    print(json.dumps(summary, indent=2))
+    if args.device_events:
+        from tools.demo import publish_device_events
+
+        groups = read_property_groups(default_properties_path())
+        devices = publish_device_events(cfg, groups, args.device_events, args.seed,
+                                        Path(args.device_ground_truth) if args.device_ground_truth else None)
+        summary["device_events"] = {
+            "feed": devices["feed"], "stream": devices["stream"], "events": devices["records"],
+            "landing": sum(devices["archived"].values()), "resends_dropped": devices["resends_dropped"],
+            "dead_letters": dict(devices["dead_letter_reasons"]),
+            "devices_in_operational_store": sum(devices["routed"].get("operational:device_event", {}).values())}
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -102,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--ground-truth", help="write the expected outcome per record (JSONL, no PHI) here")
     gen.add_argument("--fraud-rate", type=float, default=0.0,
                      help="share of original claims that start a planted fraud pattern (schemas/fraud/rules.yaml)")
+    gen.add_argument("--device-events", type=int, default=0,
+                     help="also put N synthetic device events (out-of-order, late, skewed among them) on the Kinesis "
+                          "stream of the kinesis_pull group, for the Kinesis door")
+    gen.add_argument("--device-ground-truth", help="write each device event's expected outcome (JSONL, no PHI) here")
     gen.set_defaults(func=_generate)
 
     run = sub.add_parser("run", help="run the ingest job on the local mini-cluster until SIGTERM/Ctrl-C")

@@ -19,7 +19,8 @@ from connectors.properties import REPO_ROOT
 
 # The `name` a JobProcesses starts -> the module it runs.
 JOB_MODULES = {"ingest": "jobs.ingest", "loader": "jobs.snowflake_load", "delivery": "jobs.partner_delivery",
-               "sftp": "jobs.sftp_pull", "rest_pull": "jobs.rest_pull", "api": "jobs.ingest_api"}
+               "sftp": "jobs.sftp_pull", "rest_pull": "jobs.rest_pull", "api": "jobs.ingest_api",
+               "kinesis": "jobs.kinesis_pull"}
 
 
 class JobProcesses:

@@ -82,7 +82,7 @@ def _rfc3339(ms: int) -> str:
 
 def _vitals(rng: random.Random) -> tuple[dict[str, Any], list[dict[str, str]]]:
     systolic = rng.randint(100, 150)
-    vitals = {"heart_rate_bpm": rng.randint(52, 118), "spo2_pct": rng.randint(90, 100),
+    vitals: dict[str, Any] = {"heart_rate_bpm": rng.randint(52, 118), "spo2_pct": rng.randint(90, 100),
               "systolic_mmhg": systolic, "diastolic_mmhg": rng.randint(55, systolic - 25),
               "respiratory_rate": rng.randint(10, 24), "temperature_c": f"{rng.randint(358, 386) / 10:.1f}"}
     alarms = []
@@ -110,9 +110,10 @@ def generate_device_events(n: int, seed: int, devices: int = 20, interval_ms: in
     now = int(datetime.now(UTC).timestamp() * 1000) if now_ms is None else now_ms
     per_device = -(-n // devices)
     start = now - 60_000 - per_device * interval_ms
-    fleet = [{"device_id": f"MON-{rng.getrandbits(40):010X}", "mrn": f"MRN{rng.randint(10**7, 10**8 - 1)}",
-              "kind": rng.choice(_KIND_OF_DEVICE), "unit": rng.choice(_UNITS), "facility": "HOSPA",
-              "offset": rng.randint(0, interval_ms - 1)} for _ in range(devices)]
+    fleet: list[dict[str, Any]] = [
+        {"device_id": f"MON-{rng.getrandbits(40):010X}", "mrn": f"MRN{rng.randint(10**7, 10**8 - 1)}",
+         "kind": rng.choice(_KIND_OF_DEVICE), "unit": rng.choice(_UNITS), "facility": "HOSPA",
+         "offset": rng.randint(0, interval_ms - 1)} for _ in range(devices)]
     out: list[DeviceEvent] = []
     previous: dict[int, DeviceEvent] = {}  # each device's last plain in-order reading
     plain_run: dict[int, int] = {}  # in-order readings in a row per device
@@ -187,3 +188,77 @@ def ground_truth_lines(events: Iterable[DeviceEvent]) -> Iterator[bytes]:
         yield orjson.dumps({"record_id": e.record_id, "record_type": RECORD_TYPE, "device": e.device,
                             "event_ms": e.event_ms, "kind": e.kind, "expect": e.expect, "reason": e.reason,
                             "payload_sha256": e.payload_sha256}) + b"\n"
+
+
+def produce_to_kafka(events: Iterable[DeviceEvent], bootstrap: str, topic: str) -> int:
+    """Produce events to a raw topic as the Kinesis door lands them (key: the device id), without the door.
+
+    For tests of the job side alone; the demo and the door's tests put them on the stream (put_to_kinesis).
+    """
+    from confluent_kafka import Producer
+
+    from infra.local.publish import PublishError, ensure_topics
+
+    ensure_topics(bootstrap, [topic])
+    failed: list[str] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    sent = 0
+    for event in events:
+        producer.produce(topic, value=event.payload, key=event.device_id.encode(),
+                         on_delivery=lambda err, _msg: failed.append(str(err)) if err else None)
+        producer.poll(0)
+        sent += 1
+    if producer.flush(60) or failed:
+        raise PublishError(f"{len(failed)} device events failed on {topic} ({failed[:1]})")
+    return sent
+
+
+def put_to_kinesis(kinesis: Any, stream: str, events: Iterable[DeviceEvent], per_second: float | None = None,
+                   batch: int = 100) -> list[tuple[str, float]]:
+    """PutRecords in batches, partition key = the device id, at about `per_second` when given.
+
+    Returns (record id, wall time the batch's call began) per event, for latency measurements. A batch with a failed
+    record is retried for those records only (Kinesis reports them per record), so each event is put once; a retried
+    record then follows records of its batch put after it (the local API fails none).
+    """
+    import time
+
+    sent: list[tuple[str, float]] = []
+    pending = list(events)
+    started = time.monotonic()
+    for first in range(0, len(pending), batch):
+        chunk = pending[first:first + batch]
+        began = time.time()
+        entries = [{"Data": e.payload, "PartitionKey": e.device_id} for e in chunk]
+        for _attempt in range(10):
+            answer = kinesis.put_records(StreamName=stream, Records=entries)
+            if not answer.get("FailedRecordCount"):
+                break
+            entries = [entry for entry, result in zip(entries, answer["Records"], strict=True)
+                       if "ErrorCode" in result]
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"PutRecords kept failing for {len(entries)} device events on {stream}")
+        sent += [(e.record_id, began) for e in chunk]
+        if per_second:
+            time.sleep(max(0.0, (first + len(chunk)) / per_second - (time.monotonic() - started)))
+    return sent
+
+
+def ensure_stream(kinesis: Any, stream: str, shards: int = 2) -> None:
+    """Create the Kinesis data stream with `shards` shards unless it exists, and wait until it is active."""
+    try:
+        kinesis.describe_stream_summary(StreamName=stream)
+    except kinesis.exceptions.ResourceNotFoundException:
+        kinesis.create_stream(StreamName=stream, ShardCount=shards)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+
+def write_ground_truth(path: Any, events: Iterable[DeviceEvent]) -> int:
+    """Write ground_truth_lines to `path`; return the count."""
+    count = 0
+    with open(path, "wb") as fh:
+        for line in ground_truth_lines(events):
+            fh.write(line)
+            count += 1
+    return count

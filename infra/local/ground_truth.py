@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from infra.local.device_events import RECORD_TYPE as DEVICE_EVENT
+from infra.local.device_events import DeviceEvent, latest_per_device
 from infra.local.reference import reference_data
 from infra.local.synthetic import Generated
 from schemas.contracts import FeedContract
@@ -103,6 +105,54 @@ def expected_outcome(generated: Iterable[Generated], contracts: Mapping[str, Fee
                 routed.setdefault(name, Counter()).update(keys)
     return {"records": records, "claims": claims, "archived": archived, "dead_letters": dead,
             "resends_dropped": resends, "routed": routed, "fraud": fraud.groups()}
+
+
+def device_outcome(events: Iterable[DeviceEvent], contract: FeedContract, digest: Digest) -> dict[str, Any]:
+    """What the sinks must hold for generated device events of one feed, keyed like expected_outcome.
+
+    Decided by the generator's construction (infra/local/device_events.py): landed events by business key (a re-sent
+    one is dropped by the dedup), dead letters by record id with their reason, and in the operational store each
+    device's newest landed reading, one row per device.
+    """
+    events = list(events)
+    archived: Counter[str] = Counter()
+    dead: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    routed: dict[str, Counter[str]] = {}
+    key_of: dict[str, str] = {}
+    operational = set()  # record ids the operational route takes
+    for e in events:
+        if e.expect == "dead_letter":
+            dead[e.record_id] += 1
+            reasons[e.reason or ""] += 1
+            continue
+        if e.expect == "dropped":
+            continue
+        record = orjson.loads(e.payload)
+        key = key_of[e.record_id] = business_key(record, DEVICE_EVENT, digest)
+        archived[key] += 1
+        sinks = resolve(contract.routes, record)  # conditions read clear fields, which protection leaves as sent
+        if "iceberg" in sinks:
+            routed.setdefault(f"iceberg:{DEVICE_EVENT}", Counter())[key] += 1
+        if "operational" in sinks:
+            operational.add(e.record_id)
+    newest = [e for e in latest_per_device(events).values() if e.record_id in operational]
+    if newest:
+        routed[f"operational:{DEVICE_EVENT}"] = Counter(key_of[e.record_id] for e in newest)
+    return {"records": len(events), "archived": archived, "dead_letters": dead, "dead_letter_reasons": reasons,
+            "resends_dropped": sum(e.expect == "dropped" for e in events), "routed": routed}
+
+
+def merge_outcomes(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Two outcomes as one (the payment records' and the device events'): counters added, routes merged."""
+    merged = dict(first)
+    for name in ("archived", "dead_letters"):
+        merged[name] = first[name] + second[name]
+    merged["records"] = first["records"] + second["records"]
+    merged["resends_dropped"] = first["resends_dropped"] + second["resends_dropped"]
+    merged["routed"] = {name: first["routed"].get(name, Counter()) + second["routed"].get(name, Counter())
+                        for name in {*first["routed"], *second["routed"]}}
+    return merged
 
 
 Pattern = tuple[frozenset[str], str | None, str | None]  # (claims' business keys, provider NPI, day)

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connectors.registry import DOORS, SINKS
-from tests.contract import api_run, ingest_run, partner_run, rest_pull_run, sftp_run, snowflake_run
+from tests.contract import (
+    api_run,
+    ingest_run,
+    kinesis_pull_run,
+    partner_run,
+    rest_pull_run,
+    sftp_run,
+    snowflake_run,
+)
 from tests.contract.base import Harness, Run
 
 # entry -> (the run that serves it, the entry's view of that run)
@@ -23,6 +31,7 @@ HARNESSES: dict[str, tuple[str, type[Harness]]] = {
     "iceberg": ("ingest", ingest_run.Iceberg),
     "operational": ("ingest", ingest_run.Operational),
     "fraud_signals": ("ingest", ingest_run.FraudSignals),
+    "device_events": ("ingest", ingest_run.DeviceEvents),
     "raw_topics": ("ingest", ingest_run.RawTopics),
     "landing_files": ("ingest", ingest_run.LandingFiles),
     "snowflake": ("snowflake", snowflake_run.Snowflake),
@@ -30,6 +39,7 @@ HARNESSES: dict[str, tuple[str, type[Harness]]] = {
     "sftp_pull": ("sftp_pull", sftp_run.SftpPull),
     "ingest_api": ("ingest_api", api_run.IngestApi),
     "rest_pull": ("rest_pull", rest_pull_run.RestPull),
+    "kinesis_pull": ("kinesis_pull", kinesis_pull_run.KinesisPull),
 }
 
 RUNS: dict[str, Callable[[Path, str], Run]] = {
@@ -39,6 +49,7 @@ RUNS: dict[str, Callable[[Path, str], Run]] = {
     "sftp_pull": sftp_run.SftpRun,
     "ingest_api": api_run.ApiRun,
     "rest_pull": rest_pull_run.RestPullRun,
+    "kinesis_pull": kinesis_pull_run.KinesisPullRun,
 }
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import orjson
 
 from infra.local import synthetic
-from infra.local.ground_truth import expected_outcome
+from infra.local.device_events import FEED as DEVICE_FEED
+from infra.local.device_events import generate_device_events, produce_to_kafka
+from infra.local.ground_truth import device_outcome, expected_outcome, merge_outcomes
 from infra.local.isolation import isolated_config, write_properties
 from infra.local.publish import publish
 from infra.local.reference import publish_reference
@@ -38,6 +40,7 @@ from tools.readback import (
 )
 
 SEED, PER_WAVE, CHUNK, CHUNK_PAUSE_S = 31, 130, 26, 1.0
+DEVICE_PER_WAVE, DEVICE_CHUNKS = 200, 5  # device events per wave (8 devices), produced in chunks beside the records
 
 
 class IngestRun(Run):
@@ -54,6 +57,10 @@ class IngestRun(Run):
         self.generated = list(synthetic.generate(
             self.waves * PER_WAVE, seed=SEED, feeds=synthetic.feeds_from_contracts(self.contracts.values()),
             mix=synthetic.Mix(0.6, 0.25, 0.15), duplicate_rate=0.03, invalid_rate=0.06, fraud_rate=0.04))
+        # Device events as the Kinesis door lands them on raw.<feed> (the door itself: the kinesis_pull entry).
+        self.device_feed = f"t{run_id}_{DEVICE_FEED}"
+        self.device_events = generate_device_events(self.waves * DEVICE_PER_WAVE, seed=SEED, devices=8,
+                                                    feed=self.device_feed)
         self.jobs = JobProcesses(self.properties, home / "logs")
         self.s3 = s3_client(self.cfg.s3)
         self.restored_from: str | None = None
@@ -62,7 +69,15 @@ class IngestRun(Run):
     @cached_property
     def outcome(self) -> dict[str, Any]:
         """The ground truth: what every sink must hold."""
-        return expected_outcome(self.generated, self.contracts, SEED, linkage_digest(self.cfg))
+        return self.outcome_of(self.waves)
+
+    def outcome_of(self, waves: int) -> dict[str, Any]:
+        """The ground truth of the first `waves` waves: the generated records' and the device events'."""
+        digest = linkage_digest(self.cfg)
+        records = expected_outcome(self.generated[:waves * PER_WAVE], self.contracts, SEED, digest)
+        devices = device_outcome(self.device_events[:waves * DEVICE_PER_WAVE], self.contracts[self.device_feed],
+                                 digest)
+        return merge_outcomes(records, devices)
 
     @property
     def log(self) -> Path:
@@ -81,10 +96,19 @@ class IngestRun(Run):
                         landing_prefix=f"t{self.run_id}/", records_per_file=40, contracts=self.contracts)
                 time.sleep(CHUNK_PAUSE_S)
 
+        def produce_devices() -> None:
+            size = DEVICE_PER_WAVE // DEVICE_CHUNKS
+            for start in range(wave * DEVICE_PER_WAVE, (wave + 1) * DEVICE_PER_WAVE, size):
+                produce_to_kafka(self.device_events[start:start + size], self.cfg.kafka.bootstrap_servers,
+                                 f"raw.{self.device_feed}")
+                time.sleep(CHUNK_PAUSE_S)
+
         for thread in self.publishers:
             thread.join(120)
-        self.publishers.append(threading.Thread(target=publish_chunks, daemon=True))
-        self.publishers[-1].start()
+        self.publishers += [threading.Thread(target=publish_chunks, daemon=True),
+                            threading.Thread(target=produce_devices, daemon=True)]
+        for thread in self.publishers[-2:]:
+            thread.start()
 
     def offering(self) -> bool:
         return any(t.is_alive() for t in self.publishers)
@@ -119,8 +143,7 @@ class IngestRun(Run):
         return sum(self.outcome["archived"].values())
 
     def visible_when_offered(self, waves: int) -> int:
-        outcome = expected_outcome(self.generated[:waves * PER_WAVE], self.contracts, SEED, linkage_digest(self.cfg))
-        return sum(outcome["archived"].values())
+        return sum(self.outcome_of(waves)["archived"].values())
 
     def done(self) -> bool:
         if self.offering():
@@ -260,6 +283,36 @@ class FraudSignals(IngestHarness):
         rules = {rule for rule, groups in self.run.outcome["fraud"].items() if groups}
         return {**super().checks(), "the run plants a pattern of every rule": rules == set(self.run.outcome["fraud"]),
                 "signals reach the operational store too": "operational" in self.run.sinks.fraud_signals}
+
+
+class DeviceEvents(IngestHarness):
+    """The device events' tables (wired after every other sink): each landed reading once in Iceberg, each device's
+    newest reading in the operational store; the late and skewed ones as dead letters with their reasons."""
+
+    def expected(self) -> Counter[str]:
+        return Counter({f"{name}/{key}": n for name, keys in self.run.outcome["routed"].items()
+                        if name.endswith(":device_event") for key, n in keys.items()})
+
+    def delivered(self) -> Counter[str]:
+        return Counter({f"{name}/{key}": n for name, keys in self.run.sinks.routed.items()
+                        if name.endswith(":device_event") for key, n in keys.items()})
+
+    def refused_texts(self) -> list[str]:
+        return [e.payload.decode() for e in self.run.device_events if e.expect == "dead_letter"]
+
+    def needles(self) -> Needles:
+        record = (orjson.loads(e.payload) for e in self.run.device_events if e.expect == "dead_letter")
+        return Needles(sorted({value for r in record for value in (r["patient"]["mrn"], r["device"]["device_id"])}))
+
+    def checks(self) -> dict[str, bool]:
+        _archived, letters = self.run.by_feed
+        mine = [letter for letter in letters if letter.get("feed") == self.run.device_feed]
+        want = device_outcome(self.run.device_events, self.run.contracts[self.run.device_feed],
+                              linkage_digest(self.run.cfg))["dead_letter_reasons"]
+        return {**super().checks(),
+                "the run sends late, skewed and invalid device events": {"late_event", "clock_skew"} <= set(want),
+                "the device feed's dead letters, by reason, are the ground truth's":
+                    Counter(letter["reason_code"] for letter in mine) == want}
 
 
 class Door(IngestHarness):

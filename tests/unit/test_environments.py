@@ -35,7 +35,8 @@ def test_production_ingest_writes_through_glue_to_aws_with_no_local_endpoint() -
     assert "${" not in text and "127.0.0.1" not in text and "localhost" not in text and ".local" not in text
     groups = as_groups(doc)
     assert groups[RUN_OPTIONS_GROUP] == {"python": "run_ingest.py"}
-    assert not {"snowflake", "ingest_api", "rest_pull", "sftp_pull"} & set(groups)  # services, not MSF apps
+    assert not {"snowflake", "ingest_api", "rest_pull", "sftp_pull", "kinesis_pull"} & set(groups)  # not MSF apps
+    assert cfg_event_time_is_ours(groups)
     cfg = load_ingest_config(groups)
     assert cfg.runtime.deployment == "cluster"
     assert cfg.iceberg.catalog_impl == GLUE_CATALOG and cfg.iceberg.uri == "" and cfg.iceberg.glue_endpoint == ""
@@ -45,6 +46,13 @@ def test_production_ingest_writes_through_glue_to_aws_with_no_local_endpoint() -
     options = catalog_options(cfg.iceberg, cfg.s3)
     assert options["catalog-impl"] == GLUE_CATALOG and options["glue.skip-archive"] == "true"
     assert not {"uri", "glue.endpoint", "s3.endpoint"} & set(options)
+
+
+def cfg_event_time_is_ours(groups: dict[str, dict[str, str]]) -> bool:
+    """The event-time bounds ride as our own group (Managed Flink refuses Flink keys set in code it does not allow)."""
+    from connectors.properties import load_event_time_config
+
+    return "event_time" in groups and load_event_time_config(groups).allowed_lateness_ms == 30_000
 
 
 def test_production_partner_delivery_properties_load() -> None:
