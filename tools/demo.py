@@ -41,6 +41,7 @@ from tools.readback import (
     expected_signals,
     fraud_signals,
     iceberg_claim_ids,
+    iceberg_column,
     linkage_digest,
     matched_signals,
     read_sinks,
@@ -50,6 +51,7 @@ from tools.readback import (
 
 DEMO_JOBS = ("ingest", "partner_delivery")
 FRAUD_RATE = 0.02  # the share of original claims that start a planted fraud pattern (synthetic.FraudPlanter)
+DEVICE_EVENTS_MIN = 1000  # device events put on the Kinesis stream: a fifth of the records, at least this many
 
 
 def publish_synthetic(
@@ -90,6 +92,27 @@ def publish_synthetic(
         "doors": {"api_sent": len(by_door[API_FEED]), "api_accepted": len(accepted),
                   "api_refusable": sum(1 for g in by_door[API_FEED] if as_the_api_takes_it(g) is None),
                   "pull_offered": len(by_door[PULL_FEED])}}
+
+
+def publish_device_events(cfg: IngestConfig, groups: Mapping[str, Mapping[str, str]], count: int, seed: int,
+                          ground_truth: Path | None = None, per_second: float | None = None) -> dict[str, Any]:
+    """Put `count` generated device events on the Kinesis stream of the `kinesis_pull` group (2 shards, created if
+    missing), where the Kinesis door reads them; return their expected outcome (infra.local.ground_truth)."""
+    from connectors.kinesis_pull.config import load_kinesis_pull_config
+    from connectors.kms import aws_client
+    from infra.local.device_events import ensure_stream, generate_device_events, put_to_kinesis, write_ground_truth
+    from infra.local.ground_truth import device_outcome
+    from schemas.contracts import FEEDS_DIR, load_contracts
+
+    door = load_kinesis_pull_config(groups)
+    contract = load_contracts(Path(cfg.feeds.contracts_dir) if cfg.feeds.contracts_dir else FEEDS_DIR)[door.feed]
+    events = generate_device_events(count, seed, feed=door.feed)
+    if ground_truth is not None:
+        write_ground_truth(ground_truth, events)
+    kinesis = aws_client(cfg.phi, "kinesis")
+    ensure_stream(kinesis, door.stream)
+    put_to_kinesis(kinesis, door.stream, events, per_second=per_second)
+    return device_outcome(events, contract, linkage_digest(cfg)) | {"feed": door.feed, "stream": door.stream}
 
 
 class ShippedPartner:
@@ -377,6 +400,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     """The first README command after set-up (`on_cluster`: the jobs from the zip on the local cluster);
     returns the process exit code."""
     from infra.local import stack
+    from infra.local.ground_truth import merge_outcomes
     from jobs.partner_delivery import load_delivery_config
 
     started = time.monotonic()
@@ -403,6 +427,11 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
         print(f"== publishing {records} synthetic records (claims, payments, eligibility; 4-12 KB; seed {seed})")
         expected = publish_synthetic(cfg, records, seed, duplicate_rate=0.02, invalid_rate=0.03, doors=doors,
                                      fraud_rate=FRAUD_RATE)
+        device_count = max(DEVICE_EVENTS_MIN, records // 5)
+        print(f"== putting {device_count} device events on the local Kinesis stream (2 shards; out-of-order, late, "
+              f"skewed and re-sent ones among them) for the Kinesis door")
+        devices = publish_device_events(cfg, read_property_groups(doors.properties), device_count, seed)
+        expected = merge_outcomes(expected, devices) | {"devices": devices}
         # The sinks may hold earlier runs' rows (the jobs resume from their last savepoint): this run's
         # seed gives new record ids, and only those are compared.
         print(f"== running the ingest and partner delivery jobs {jobs.where}; deliveries go to the partner "
@@ -418,6 +447,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
     sampler.start()
     want = sum(expected["claims"].values())
     to_partner = expected["routed"].get("partner:clearwater_health", Counter())
+    device_keys = expected["devices"]["routed"].get("iceberg:device_event", Counter())
     partner_stats: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + timeout_s
@@ -427,6 +457,7 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
                 print(f"\nmedistream: {failure}", file=sys.stderr)
                 return 1
             have = covered(iceberg_claim_ids(cfg, "business_key"), expected["claims"])
+            readings = covered(iceberg_column(cfg, "device_events", "business_key"), device_keys)
             signals = fraud_coverage(expected, fraud_signals(cfg))
             partner_stats = partner.stats()
             delivered = sum(1 for k in to_partner if k in partner_stats["deliveries_by_business_key"])
@@ -436,9 +467,11 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
             print(f"\r   claims committed to Iceberg: {have}/{want}; delivered to the partner: "
                   f"{delivered}/{len(to_partner)}; SFTP files landed: {door_stats['sftp_landed']}/"
                   f"{door_stats['sftp_files']}; fraud signals: {min(signals.values(), default=0)}/"
-                  f"{sum(expected_signals(expected['fraud']).values())}  ({time.monotonic() - started:5.0f} s)",
+                  f"{sum(expected_signals(expected['fraud']).values())}; device events in Iceberg: "
+                  f"{readings}/{sum(device_keys.values())}  ({time.monotonic() - started:5.0f} s)",
                   end="", flush=True)
-            if have >= want and delivered >= len(to_partner) and doors_done and all(
+            if have >= want and delivered >= len(to_partner) and doors_done and readings >= sum(
+                    device_keys.values()) and all(
                     n >= sum(expected_signals(expected["fraud"]).values()) for n in signals.values()):
                 break
             if time.monotonic() > deadline:
@@ -469,8 +502,16 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
         ("SFTP files landed once", door_stats["sftp_landed"], door_stats["sftp_files"]),
         ("REST pull records served once", served["records"] - served["records_never_served"]
          - served["records_served_more_than_once"], expected["doors"]["pull_offered"]),
+        *device_rows(expected["devices"], sinks),
     ]
     return print_summary(expected, sinks, code, sampler.peak_bytes, time.monotonic() - started, summary, door_rows)
+
+
+def device_rows(devices: dict[str, Any], sinks: Any) -> list[tuple[str, int, int]]:
+    """The device feed's dead letters by reason, held against the ground truth (its tables are routed rows)."""
+    held = Counter(sinks.dead_letter_reasons[k] for k in devices["dead_letters"] if k in sinks.dead_letter_reasons)
+    return [(f"device dead letters: {reason}", held[reason], want)
+            for reason, want in sorted(devices["dead_letter_reasons"].items())]
 
 
 def fraud_coverage(expected: dict[str, Any], signals: dict[str, list[Any]]) -> dict[str, int]:

@@ -9,7 +9,9 @@
 - **REST pull**: `insurer_b_payments` records are served by the partner API stand-in
   (infra/local/pull_api), and `medistream rest-pull run` produces them to raw.<feed> page by page.
   A JSON page cannot carry a malformed record, so those are not offered.
-The servers, keys and credentials are fresh per run; the three services run as their own processes with
+- **Kinesis**: `ward_monitors_devices` events are put on the local Kinesis API's 2-shard stream
+  (tools.demo.publish_device_events), and `medistream kinesis-pull run` lands them on raw.<feed> (decision 0039).
+The servers, keys and credentials are fresh per run; the four services run as their own processes with
 one properties file, and are stopped with SIGTERM at the end.
 """
 
@@ -95,6 +97,9 @@ class Doors:
                           f"{SFTP_FEED}.secret": "medistream/demo/sftp-login"},
             # Run-unique cursors: the stand-in's records and cursor key are new each run.
             "rest_pull": pull_group(run, {PULL_FEED: "medistream/demo/pull-api"}, self.pull_api.url, page_size=50),
+            # The Kinesis door: the shipped group's stream and feed, under one worker id from demo to demo, so a
+            # restarted door takes its leases back at once (decision 0039).
+            "kinesis_pull": {"worker.id": "medistream-demo-kinesis-pull", "shutdown.timeout.ms": "5000"},
         }
         for group in documents:
             group["PropertyMap"].update(overrides.pop(group["PropertyGroupId"], {}))
@@ -124,10 +129,11 @@ class Doors:
         return direct, doors
 
     def start(self) -> None:
-        """Start the API, both pullers; wait until the API answers."""
+        """Start the API, both pullers and the Kinesis door; wait until the API answers."""
         self.jobs.start("api", "serve")
         self.jobs.start("sftp", "run")
         self.jobs.start("rest_pull", "run")
+        self.jobs.start("kinesis", "run")
         wait_until_serving(self.api_port, self.jobs.check_alive)
 
     def send(self, doors: dict[str, list[Generated]]) -> list[Generated]:
@@ -177,7 +183,7 @@ class Doors:
                 "sftp_landed": self.sftp_landed(), "pull_served": stats(self.pull_api.url)}
 
     def stop(self) -> None:
-        """SIGTERM the three services, stop the partner servers, revoke the run's API key."""
+        """SIGTERM the four services, stop the partner servers, revoke the run's API key."""
         from jobs.ingest_api import revoke_key
 
         try:
