@@ -133,8 +133,18 @@ class Doors:
         self.jobs.start("api", "serve")
         self.jobs.start("sftp", "run")
         self.jobs.start("rest_pull", "run")
+        self.ensure_stream()  # before the door: KCL needs the stream to exist
         self.jobs.start("kinesis", "run")
         wait_until_serving(self.api_port, self.jobs.check_alive)
+
+    def ensure_stream(self) -> None:
+        """The Kinesis stream of the `kinesis_pull` group, with 2 shards, on the local API."""
+        from connectors.kinesis_pull.config import load_kinesis_pull_config
+        from connectors.kms import aws_client
+        from infra.local.device_events import ensure_stream
+
+        groups = read_property_groups(self.properties)
+        ensure_stream(aws_client(load_phi_config(groups), "kinesis"), load_kinesis_pull_config(groups).stream)
 
     def send(self, doors: dict[str, list[Generated]]) -> list[Generated]:
         """POST the API feed's records, append the pull feed's to the stand-in; the records the API accepted."""
