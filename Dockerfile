@@ -48,6 +48,8 @@ COPY connectors/ connectors/
 COPY jobs/ jobs/
 COPY tools/ tools/
 COPY infra/ infra/
+# `medistream infra migrate-operational` (a one-off task of this image) applies these to Aurora.
+COPY migrations/ migrations/
 # Bytecode compiled now, as root: at run time nothing is written next to the code.
 RUN python -m compileall -q /app \
     && printf '#!/bin/sh\nexec python -m tools.cli "$@"\n' > /usr/local/bin/medistream \

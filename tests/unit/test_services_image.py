@@ -144,6 +144,11 @@ def test_the_context_holds_what_each_service_command_imports(tmp_path: Path) -> 
     patterns = _patterns()
     assert _ignored("tests/unit/test_services_image.py", patterns) and _ignored(".local/x", patterns)
     assert _ignored("infra/aws/app.py", patterns) and not _ignored("infra/local/process.py", patterns)
+    # The migration task (`medistream infra migrate-operational`) needs the migrations and the RDS CA bundle.
+    assert not _ignored("migrations/postgres/0001_current_state.sql", patterns)
+    assert "COPY migrations/ migrations/" in DOCKERFILE.read_text()
+    assert not _ignored("infra/aws/certs/rds-global-bundle.pem", patterns)
+    assert _ignored("infra/aws/certs/README.md", patterns)
     context = tmp_path / "app"
     for source in _copied_sources():
         src = REPO_ROOT / source
