@@ -172,13 +172,15 @@ def _event(rng: random.Random, device: dict[str, Any], index: int, nominal: int,
     return DeviceEvent(record_id, device["device_id"], index, orjson.dumps(record), event_ms, kind, expect, reason)
 
 
-def latest_per_device(events: Iterable[DeviceEvent]) -> dict[int, DeviceEvent]:
-    """Each device's newest landed reading by (event time, record id): the row ops.device_events must hold."""
-    latest: dict[int, DeviceEvent] = {}
+def latest_per_device(events: Iterable[DeviceEvent]) -> dict[str, DeviceEvent]:
+    """Each device's newest landed reading by (event time, record id): the row ops.device_events must hold.
+
+    By device id, not by the fleet index: events of two generations (two fleets) may share indexes."""
+    latest: dict[str, DeviceEvent] = {}
     for e in events:
-        held = latest.get(e.device)
+        held = latest.get(e.device_id)
         if e.expect == "land" and (held is None or (e.event_ms, e.record_id) > (held.event_ms, held.record_id)):
-            latest[e.device] = e
+            latest[e.device_id] = e
     return latest
 
 

@@ -182,10 +182,12 @@ def test_projection_business_key_and_policy_of_a_device_event(events: list[Devic
 
 def test_the_ops_row_of_each_device_is_its_newest_landed_reading(events: list[DeviceEvent]) -> None:
     latest = latest_per_device(events)
-    assert set(latest) == {e.device for e in events}
+    assert set(latest) == {e.device_id for e in events}
     for device, event in latest.items():
-        landed = [e.event_ms for e in events if e.device == device and e.expect == "land"]
+        landed = [e.event_ms for e in events if e.device_id == device and e.expect == "land"]
         assert event.event_ms == max(landed) and event.kind != "late"
+    other = generate_device_events(300, seed=12, devices=12, rates=BENT, now_ms=NOW_MS)  # same indexes, new fleet
+    assert len(latest_per_device([*events, *other])) == 24
 
 
 def test_the_event_time_group_is_checked_by_name() -> None:
