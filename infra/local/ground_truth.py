@@ -155,6 +155,13 @@ def merge_outcomes(first: dict[str, Any], second: dict[str, Any]) -> dict[str, A
     return merged
 
 
+def _as_837p_carries(claim: dict[str, Any]) -> dict[str, Any]:
+    """The claim as an 837P carries it: its service period is its lines' earliest and latest DTP*472 (the 837P has
+    no claim-level period; infra/local/encoders/x12.py), which the job's detectors see, not the generated one."""
+    days = sorted(line["service_date"] for line in claim["service_lines"] if line.get("service_date"))
+    return {**claim, "service_date_from": days[0], "service_date_to": days[-1]} if days else claim
+
+
 Pattern = tuple[frozenset[str], str | None, str | None]  # (claims' business keys, provider NPI, day)
 
 
@@ -176,6 +183,8 @@ class FraudTruth:
     def add(self, record: dict[str, Any], contract: FeedContract, keys: list[str]) -> None:
         """One accepted record (a re-send adds nothing: every rule is over sets)."""
         if contract.record_type == "claim":
+            if contract.format == "x12" and contract.options.get("transaction") == "837P":
+                record = _as_837p_carries(record)
             self.claims.append((record["subscriber"]["member_id"], keys[0], record))
         elif contract.record_type == "eligibility":
             coverage = record["coverage"]
