@@ -509,7 +509,9 @@ def run_demo(records: int, seed: int, timeout_s: float, on_cluster: bool = False
 
 def device_rows(devices: dict[str, Any], sinks: Any) -> list[tuple[str, int, int]]:
     """The device feed's dead letters by reason, held against the ground truth (its tables are routed rows)."""
-    held = Counter(sinks.dead_letter_reasons[k] for k in devices["dead_letters"] if k in sinks.dead_letter_reasons)
+    # The read-back names a reason as <stage>.<code> (tools/readback.py); the ground truth by its code.
+    held = Counter(sinks.dead_letter_reasons[k].rpartition(".")[2] for k in devices["dead_letters"]
+                   if k in sinks.dead_letter_reasons)
     return [(f"device dead letters: {reason}", held[reason], want)
             for reason, want in sorted(devices["dead_letter_reasons"].items())]
 
