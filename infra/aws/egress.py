@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from aws_cdk import Fn, Stack
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_networkfirewall as nf
 
 # Small subnets of their own for the firewall endpoints (Network Firewall's minimum, /28), outside the ranges the VPC
@@ -46,9 +46,7 @@ class EgressFirewall:
 
     def __init__(self, stack: Stack, prefix: str, env: str, vpc: ec2.Vpc, egress_subnets: Sequence[ec2.ISubnet],
                  nat_subnets: Sequence[ec2.ISubnet], domains: Sequence[str], sftp_list_arn: str,
-                 logs_key: kms.IKey) -> None:
-        from infra.aws.network import log_group
-
+                 log_groups: tuple[logs.LogGroup, logs.LogGroup]) -> None:
         egress_cidrs = [s.ipv4_cidr_block for s in egress_subnets]
         self.domains = nf.CfnRuleGroup(
             stack, "egress-domains", rule_group_name=f"{prefix}-egress-domains", type="STATEFUL",
@@ -84,8 +82,7 @@ class EgressFirewall:
                     nf.CfnFirewallPolicy.StatefulRuleGroupReferenceProperty(resource_arn=group.attr_rule_group_arn,
                                                                             priority=priority)
                     for priority, group in ((10, self.domains), (20, self.sftp))]))
-        alerts = log_group(stack, "egress-alert-log-group", f"/medistream/{env}/egress-firewall/alert", logs_key)
-        flows = log_group(stack, "egress-flow-log-group", f"/medistream/{env}/egress-firewall/flow", logs_key)
+        alerts, flows = log_groups  # the firewalls' alert and flow logs (the network stack makes them, encrypted)
         self.firewalls: list[nf.CfnFirewall] = []
         self.subnets: list[ec2.Subnet] = []
         for i, (egress, nat) in enumerate(zip(egress_subnets, nat_subnets, strict=True)):

@@ -121,7 +121,9 @@ class NetworkStack(Stack):
             self, names.prefix, names.env, self.vpc, self.egress_subnets,
             self.vpc.select_subnets(subnet_group_name="nat").subnets,
             egress_domains({"SNOWFLAKE_ACCOUNT": self.snowflake_account.value_as_string}),
-            self.partner_sftp_list.attr_arn, logs_key)
+            self.partner_sftp_list.attr_arn,
+            (log_group(self, "egress-alert-log-group", f"/medistream/{names.env}/egress-firewall/alert", logs_key),
+             log_group(self, "egress-flow-log-group", f"/medistream/{names.env}/egress-firewall/flow", logs_key)))
         # The MSK brokers: reached on 9098 (SASL/IAM over TLS) from the applications' and services' groups only.
         self.msk_sg = ec2.SecurityGroup(self, "msk-sg", vpc=self.vpc, allow_all_outbound=False,
                                         description="MSK brokers: IAM auth over TLS from the pipeline groups")
