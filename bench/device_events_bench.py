@@ -164,6 +164,10 @@ def main() -> None:
         jobs.stop_all()
         os.environ.pop("MEDISTREAM_PROPERTIES", None)
         kinesis.delete_stream(StreamName=stream)
+        dynamodb = aws_client(cfg.phi, "dynamodb")  # KCL's lease, coordinator and metrics tables of the run
+        for table in dynamodb.list_tables()["TableNames"]:
+            if table.startswith(application):
+                dynamodb.delete_table(TableName=table)
 
     latency = [float(visible[rid] - at * 1000) for rid, at in put_at.items() if rid in landed_ids and rid in visible]
     want_keys = truth["archived"]
