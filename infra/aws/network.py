@@ -134,29 +134,20 @@ class NetworkStack(Stack):
         self.operational_sg = ec2.SecurityGroup(self, "operational-sg", vpc=self.vpc, allow_all_outbound=False,
                                                 description="operational store (Aurora PostgreSQL): 5432 from the "
                                                             "Managed Flink applications only")
-        self.apps_sg.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
-                                     "operational store (Aurora PostgreSQL), TLS")
-        self.operational_sg.add_ingress_rule(self.apps_sg, ec2.Port.tcp(POSTGRES_PORT),
-                                             "Managed Flink applications: PostgreSQL over TLS")
+        self._to_operational(self.apps_sg, "Managed Flink applications")
         # The operational logins' rotation functions (Secrets Manager's hosted rotation, in the isolated subnets): to
         # the store on 5432 and to the Secrets Manager endpoint on 443, nothing else.
         self.rotation_sg = ec2.SecurityGroup(self, "rotation-sg", vpc=self.vpc, allow_all_outbound=False,
                                              description="rotation functions of the operational logins: the store "
                                                          "on 5432, AWS endpoints on 443")
-        self.rotation_sg.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
-                                         "operational store (Aurora PostgreSQL), TLS")
+        self._to_operational(self.rotation_sg, "rotation functions")
         self.rotation_sg.add_egress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "AWS endpoints in the VPC")
-        self.operational_sg.add_ingress_rule(self.rotation_sg, ec2.Port.tcp(POSTGRES_PORT),
-                                             "rotation functions: PostgreSQL over TLS")
         # The operational store's one-off migration task (doors stack): to the store on 5432, to the endpoints on 443
         # (and S3's gateway endpoint, where ECR keeps the image's layers).
         self.migrate_sg = ec2.SecurityGroup(self, "migrate-sg", vpc=self.vpc, allow_all_outbound=False,
                                             description="operational store migration task: the store on 5432, AWS "
                                                         "endpoints on 443")
-        self.migrate_sg.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
-                                        "operational store (Aurora PostgreSQL), TLS")
-        self.operational_sg.add_ingress_rule(self.migrate_sg, ec2.Port.tcp(POSTGRES_PORT),
-                                             "migration task: PostgreSQL over TLS")
+        self._to_operational(self.migrate_sg, "migration task")
         CfnOutput(self, "MigrateNetwork", description="the migration task's awsvpcConfiguration (aws ecs run-task)",
                   value=Fn.join("", ["subnets=[", Fn.join(",", [s.subnet_id for s in self.vpc.isolated_subnets]),
                                      "],securityGroups=[", self.migrate_sg.security_group_id,
@@ -178,6 +169,12 @@ class NetworkStack(Stack):
         """`group` may reach the brokers on 9098 (egress rule on it, ingress rule on the brokers' group)."""
         group.add_egress_rule(self.msk_sg, ec2.Port.tcp(MSK_IAM_PORT), "MSK brokers, IAM auth over TLS")
         self.msk_sg.add_ingress_rule(group, ec2.Port.tcp(MSK_IAM_PORT), f"{who}: IAM auth over TLS")
+
+    def _to_operational(self, group: ec2.SecurityGroup, who: str) -> None:
+        """`group` may reach the operational store on 5432 (egress rule on it, ingress rule on the store's group)."""
+        group.add_egress_rule(self.operational_sg, ec2.Port.tcp(POSTGRES_PORT),
+                              "operational store (Aurora PostgreSQL), TLS")
+        self.operational_sg.add_ingress_rule(group, ec2.Port.tcp(POSTGRES_PORT), f"{who}: PostgreSQL over TLS")
 
     @property
     def availability_zones(self) -> list[str]:
