@@ -12,7 +12,8 @@ dist/medistream-<version>+g<commit>.zip holds, at its root (the application root
   (MSF provides PyFlink and its dependencies and installs nothing else);
 - `application-code/certs/rds-global-bundle.pem`: AWS's RDS global CA bundle, the trust root the ingest job
   verifies the operational store (Aurora, `sslmode=verify-full`) against, read from the commit's
-  `infra/aws/certs/` and refused unless its SHA-256 is the pinned one (decision 0041);
+  `infra/aws/certs/` and refused unless its SHA-256 is the pinned one (decision 0041); a commit from before the
+  bundle (an older release built again for an upgrade test or a rollback) names none and is packaged without;
 - `lib/pyflink-dependencies.jar` (the `jarfile` run option): every connector and format, one jar;
 - `MANIFEST.json`: commit, target, run options per job, the wheels used and the SHA-256 of every
   other file in the zip.
@@ -191,11 +192,15 @@ def code_entries(commit: str) -> Iterator[tuple[str, bytes, bool]]:
         yield path.decode(), git("cat-file", "blob", blob.decode()), mode == b"100755"
 
 
-def rds_ca_bundle(commit: str) -> bytes:
-    """The RDS CA bundle as committed in `commit`; PackageError when it is missing or is not the pinned bundle."""
+def rds_ca_bundle(commit: str) -> bytes | None:
+    """The RDS CA bundle as committed in `commit`, None for a commit from before it (whose code names no bundle:
+    an older release packaged again, for an upgrade or a rollback); PackageError when a commit that names it lacks
+    it or holds other bytes than the pinned bundle."""
     try:
         data = git("show", f"{commit}:{RDS_CA_BUNDLE}")
     except PackageError:
+        if not _names_rds_ca_bundle(commit):
+            return None
         raise PackageError(f"{RDS_CA_BUNDLE} is not in commit {commit[:12]}: the ingest job verifies the operational "
                            "store's TLS certificate against AWS's RDS global CA bundle and cannot connect without it "
                            "(infra/aws/certs/README.md says where it comes from)") from None
@@ -205,6 +210,17 @@ def rds_ca_bundle(commit: str) -> bytes:
                            f"{RDS_CA_BUNDLE_SHA256}: a new bundle is checked and pinned in one reviewed change "
                            "(infra/aws/certs/README.md)")
     return data
+
+
+def _names_rds_ca_bundle(commit: str) -> bool:
+    """Whether any Python file of `commit` names the bundle's entry in the zip (its flink stack points the
+    operational store's TLS trust root there)."""
+    # B603, B607 - git from PATH with our own arguments, no shell; exit 1 is "no match"
+    done = subprocess.run(["git", "grep", "-q", "-F", RDS_CA_ENTRY.split("/", 1)[1], commit, "--", "*.py"],  # noqa: S603,S607
+                          cwd=REPO_ROOT, capture_output=True, check=False)
+    if done.returncode > 1:
+        raise PackageError(f"git grep in {commit[:12]}: {done.stderr.decode(errors='replace').strip()}")
+    return done.returncode == 0
 
 
 def normalized_jar(data: bytes) -> bytes:
@@ -293,7 +309,8 @@ def build(target: Target, out_dir: Path, commit: str = "HEAD") -> Path:
     files: dict[str, tuple[bytes, bool]] = {}
     for name, data, executable in code_entries(sha):
         files[f"{CODE}/{name}"] = (data, executable)
-    files[RDS_CA_ENTRY] = (rds_ca_bundle(sha), False)
+    if (ca_bundle := rds_ca_bundle(sha)) is not None:
+        files[RDS_CA_ENTRY] = (ca_bundle, False)
     for wheel in wheels:
         for name, data, executable in wheel_entries(wheel):
             files[name] = (data, executable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,29 @@ def runtime_python() -> Path:
     from tools.deploy import ensure_runtime
 
     return ensure_runtime()
+
+
+def land_device_events(contracts: Mapping[str, Any], bootstrap: str, n: int, seed: int) -> dict[str, list[Any]]:
+    """`n` generated device events per device-event feed of `contracts`, produced to its raw topic as the Kinesis
+    door lands them (the door itself has tests of its own: test_kinesis_pull); returns the events by feed."""
+    from infra.local.device_events import RECORD_TYPE, generate_device_events, produce_to_kafka
+
+    landed = {}
+    for feed, contract in contracts.items():
+        if contract.record_type == RECORD_TYPE:
+            landed[feed] = generate_device_events(n, seed=seed, devices=8, feed=feed)
+            produce_to_kafka(landed[feed], bootstrap, f"raw.{feed}")
+    return landed
+
+
+def with_device_events(expected: dict[str, Any], landed: Mapping[str, list[Any]], contracts: Mapping[str, Any],
+                       digest: Any) -> dict[str, Any]:
+    """The ground truth `expected` with that of the device events landed by land_device_events."""
+    from infra.local.ground_truth import device_outcome, merge_outcomes
+
+    for feed, events in landed.items():
+        expected = merge_outcomes(expected, device_outcome(events, contracts[feed], digest))
+    return expected
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Any]:

@@ -17,7 +17,7 @@ from infra.local.reference import publish_reference
 from jobs import preflight
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
-from tests.integration.conftest import write_properties
+from tests.integration.conftest import land_device_events, with_device_events, write_properties
 from tools.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
@@ -39,13 +39,15 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
     publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
             records_per_file=40, contracts=contracts)
+    devices = land_device_events(contracts, cfg.kafka.bootstrap_servers, 120, SEED)
     preflight.check_ingest_dependencies(cfg)
 
     env, t_env = create_environments(cfg, None)
     build(env, t_env, cfg, job_name=f"e2e-{run_id}")
     env.execute(f"e2e-{run_id}")
 
-    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
+    expected = with_device_events(expected_outcome(generated, contracts, SEED, linkage_digest(cfg)), devices,
+                                  contracts, linkage_digest(cfg))
     sinks = read_sinks(cfg)
     assert sum(expected["claims"].values()) > 100 and sum(expected["dead_letters"].values()) > 10
     assert sum(g.is_duplicate for g in generated) > 10  # dedup has re-sends to drop
@@ -56,7 +58,7 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     # Every routed sink: each record type's table and every curated topic holds exactly its routed records.
     assert set(expected["routed"]) == {"iceberg:claim", "iceberg:payment", "iceberg:eligibility", "snowflake",
                                        "partner:clearwater_health", "operational:claim", "operational:payment",
-                                       "operational:eligibility"}
+                                       "operational:eligibility", "iceberg:device_event", "operational:device_event"}
     for sink, keys in expected["routed"].items():
         assert sinks.routed[sink] == keys, sink
     # A conditional route sends a strict subset: the partner gets claims and payments, not eligibility.

@@ -17,6 +17,7 @@ import pytest
 from connectors.kms import aws_client
 from connectors.operational import READER_SECRET, ROUTE, connection, current_keys, operational_tables
 from infra.local import synthetic
+from infra.local.device_events import RECORD_TYPE as DEVICE_EVENT
 from infra.local.ground_truth import expected_outcome
 from infra.local.isolation import bounded
 from infra.local.process import free_loopback_port
@@ -25,6 +26,7 @@ from infra.local.reference import publish_reference
 from jobs import preflight
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
+from tests.integration.conftest import land_device_events, with_device_events
 from tools.minicluster_rest import MiniClusterRest
 from tools.readback import linkage_digest, s3_client
 
@@ -99,14 +101,16 @@ def test_the_newest_version_per_key_survives_a_freeze_and_a_full_replay(
     publish_reference(s3, "medistream-reference", f"t{run_id}/", SEED, version=1)
     publish(generated, cfg.kafka.bootstrap_servers, s3, "medistream-landing", landing_prefix=f"t{run_id}/",
             records_per_file=40, contracts=contracts)
+    devices = land_device_events(routed, cfg.kafka.bootstrap_servers, 160, SEED)
 
     preflight.check_ingest_dependencies(cfg)  # the curated topics, the landing prefix
     _run(cfg, f"ops-{run_id}", freeze_s=10)
-    expected = expected_outcome(generated, contracts, SEED, linkage_digest(cfg))
+    expected = with_device_events(expected_outcome(generated, contracts, SEED, linkage_digest(cfg)), devices,
+                                  contracts, linkage_digest(cfg))
     found, feeds = current_keys(cfg, routed), sorted(routed)
     for record_type in operational_tables():
         assert found[record_type] == expected["routed"][f"operational:{record_type}"], record_type
-        assert sum(found[record_type].values()) > 20
+        assert sum(found[record_type].values()) > (5 if record_type == DEVICE_EVENT else 20)  # a row per device
     before = _rows(cfg, feeds)
     with _connect(cfg, READER_SECRET) as conn:  # instants cross the JDBC sink as wall time: the same instant arrives
         stamps = conn.execute("SELECT sent_at, sent_at_ms FROM ops.payments WHERE feed = ANY(%s)", (feeds,)).fetchall()

@@ -85,7 +85,8 @@ def test_tls_and_a_password_are_required_and_the_certificate_verifies(private: A
 
 def test_migrations_create_the_tables_the_job_writes_and_run_once(private: Any, tmp_path: Path) -> None:
     settings, run = private
-    assert run["applied"] == ["0001_current_state.sql", "0002_key_per_feed.sql", "0003_fraud_signals.sql"]
+    assert run["applied"] == ["0001_current_state.sql", "0002_key_per_feed.sql", "0003_fraud_signals.sql",
+                              "0004_device_events.sql"]
     assert postgres.migrate(settings) == []  # applied already: nothing again
     with _as(settings, run["docs"]["ops_reader"]) as conn:
         for table in (*operational_tables().values(), SIGNALS_TABLE):

@@ -763,7 +763,7 @@ def test_rds_ca_bundle_is_awss_pinned_bundle_and_the_zip_takes_it_from_the_commi
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The committed RDS CA bundle is the pinned digest of AWS's published bundle: 108 self-signed Amazon RDS CAs, none
     expired; `medistream package` takes it from the commit into the zip where the flink stack's OperationalSslRootCert
-    points by default, and refuses a commit without it or with other bytes, naming the file."""
+    points by default, and refuses a commit that names it without it or with other bytes, naming the file."""
     import datetime
     import hashlib
     import subprocess
@@ -786,13 +786,24 @@ def test_rds_ca_bundle_is_awss_pinned_bundle_and_the_zip_takes_it_from_the_commi
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca, subject
     assert package.RDS_CA_ENTRY == RDS_CA_BUNDLE
     assert package.rds_ca_bundle("HEAD") == data
+    # A commit from before the bundle names none: packaged as it was (an older release built for an upgrade).
+    assert package.rds_ca_bundle(package.git("rev-list", "--max-parents=0", "HEAD").decode().split()[0]) is None
+
+    def commit(repo: Path) -> None:
+        for argv in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+            subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+
+    missing = tmp_path / "missing"  # a commit whose flink stack points at the bundle, without it
+    (missing / "infra/aws").mkdir(parents=True)
+    (missing / "infra/aws/flink.py").write_text(f"RDS_CA_BUNDLE = {RDS_CA_BUNDLE!r}\n")
+    commit(missing)
+    monkeypatch.setattr(package, "REPO_ROOT", missing)
     with pytest.raises(package.PackageError, match=r"infra/aws/certs/rds-global-bundle.pem is not in commit"):
-        package.rds_ca_bundle(package.git("rev-list", "--max-parents=0", "HEAD").decode().split()[0])
+        package.rds_ca_bundle("HEAD")
     tampered = tmp_path / "repo"  # a commit whose bundle differs by one byte
     (tampered / "infra/aws/certs").mkdir(parents=True)
     (tampered / package.RDS_CA_BUNDLE).write_bytes(data.replace(b"MII", b"MIJ", 1))
-    for argv in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
-        subprocess.run(["git", *argv], cwd=tampered, check=True, capture_output=True)
+    commit(tampered)
     monkeypatch.setattr(package, "REPO_ROOT", tampered)
     with pytest.raises(package.PackageError, match="not the pinned"):
         package.rds_ca_bundle("HEAD")
