@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import pickle
 import statistics
 import time
 from pathlib import Path
@@ -57,8 +56,9 @@ def signal_commits(table: Any) -> dict[str, tuple[int, int, int]]:
 
 
 def state_per_member(generated: list[Any], contracts: dict[str, Any]) -> dict[str, Any]:
-    """Bytes of each member's detector state after every record, as the job's state keeps it (pickled builtins)."""
-    from udfs.fraud import Fact, Line, MemberDetector, MemberState, load_rules, money, state_to_plain
+    """Bytes of each member's detector state after every record, as the job's state keeps it (pickled builtins: its
+    own part and every piece)."""
+    from udfs.fraud import Fact, Line, MemberDetector, MemberState, load_rules, money, state_bytes
 
     detector, states = MemberDetector(load_rules()), dict[str, MemberState]()
     for g in generated:
@@ -80,7 +80,7 @@ def state_per_member(generated: list[Any], contracts: dict[str, Any]) -> dict[st
         state = states.setdefault(stand_in, MemberState())
         detector.on_fact(state, fact)
         detector.on_timer(state, stand_in)
-    sizes = [len(pickle.dumps(state_to_plain(state))) for state in states.values()]
+    sizes = [state_bytes(state) for state in states.values()]
     return {"members": len(sizes), "mean_bytes": round(statistics.fmean(sizes), 1) if sizes else 0,
             "p95_bytes": round(statistics.quantiles(sizes, n=20)[18]) if len(sizes) > 1 else 0,
             "max_bytes": max(sizes, default=0)}

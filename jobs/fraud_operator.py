@@ -3,8 +3,10 @@
 A thin wrapper (STYLE.md): the ingest operator hands every accepted claim and eligibility record to it as a
 fact on a side output (FRAUD_FACTS), keyed by the member's token; open() loads the rules; process_element()
 and on_timer() run udfs.fraud.MemberDetector over the member's state and emit a row per signal. The state is
-builtins only (udfs.fraud.state_to_plain), with a time-to-live: a member's evidence goes `state_ttl_days`
-after its last record. A signal count per rule is a Flink counter (label: the rule's name).
+builtins only, in two parts (decision 0044): the member's own (udfs.fraud.state_to_plain) in a value, and the
+pieces of evidence (a providers window, a service day) in a map of which a record reads and writes only the
+entries it adds to. Both have a time-to-live: the member's own part and each piece go `state_ttl_days` after
+the last record that wrote them. A signal count per rule is a Flink counter (label: the rule's name).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         self.detector: MemberDetector  # built in open(), on the worker
 
     def open(self, runtime_context: Any) -> None:
-        from pyflink.datastream.state import ValueStateDescriptor
+        from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
         from jobs.runtime import expiring
 
@@ -59,6 +61,9 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         self.detector = MemberDetector(rules, self.namespace)
         self.evidence = runtime_context.get_state(
             expiring(ValueStateDescriptor("member-evidence", Types.PICKLED_BYTE_ARRAY()), rules.state_ttl_ms))
+        self.pieces = runtime_context.get_map_state(expiring(
+            MapStateDescriptor("member-evidence-pieces", Types.STRING(), Types.PICKLED_BYTE_ARRAY()),
+            rules.state_ttl_ms))
         self._metrics = FlinkCounters(runtime_context.get_metrics_group().add_group(METRIC_GROUP))
 
     def close(self) -> None:
@@ -68,9 +73,11 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: tuple[Any, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
         """Add one fact to its member's evidence; emit what it completes; wake up after the grace period."""
-        state = state_from_plain(self.evidence.value())
+        state = state_from_plain(self.evidence.value(), self.pieces.get)
         signals, decide_later = self.detector.on_fact(state, fact_from_plain(value))
         self.evidence.update(state_to_plain(state))
+        if state.changed:
+            self.pieces.put_all(state.changed_pieces())
         if decide_later:
             timers = ctx.timer_service()
             timers.register_processing_time_timer(timers.current_processing_time() + self.detector.grace_ms)
@@ -81,9 +88,11 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         plain = self.evidence.value()
         if plain is None:
             return
-        state = state_from_plain(plain)
+        state = state_from_plain(plain, self.pieces.get)
         signals = self.detector.on_timer(state, ctx.get_current_key())
         self.evidence.update(state_to_plain(state))
+        if state.changed:  # a version 2 state split on a timer
+            self.pieces.put_all(state.changed_pieces())
         yield from self._rows(signals)
 
     def _rows(self, signals: list[Signal]) -> Iterator[Row]:

@@ -14,7 +14,7 @@ its keys, each id is emitted once per member (`fired`), and a sink that sees an 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
@@ -153,28 +153,49 @@ def covered(day: str, spans: Iterable[tuple[str, str | None]]) -> bool:
     return any(start <= day and (end is None or day <= end) for start, end in spans)
 
 
+Piece = tuple[dict[str, Any], set[str]]  # one piece of a member's evidence and the signal ids it fired
+
+
 @dataclass
 class MemberState:
-    """One member's evidence, in builtins only: Flink keeps it pickled per member, read and written per record.
+    """One member's evidence, in builtins only, in two parts as Flink keeps them (jobs/fraud_operator.py).
 
-    A claim's business key is stored once (`claims`); the maps refer to it by its index there.
+    The member's own part (coverage spans, claims pending, the signals fired before version 3) is one value read
+    and written per record. The rest is in pieces, read and written only where a record adds to them: a providers
+    window (`providers_piece`: billing NPI -> the business key of its first claim there) and a service day
+    (`service_piece`: procedure -> amount -> business keys), each with the signal ids it fired. So a record's
+    cost does not grow with its member's history (decision 0044). `load` fetches a piece not in `pieces` yet
+    (None: there is none); `changed` names the pieces to write back.
     """
 
-    claims: list[str] = field(default_factory=list)  # business keys the maps below index
-    providers: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (rule, window) -> npi -> claim
-    services: dict[tuple[str, str, str], dict[str, list[int]]] = field(default_factory=dict)  # -> amount -> claims
     spans: set[tuple[str, str | None]] = field(default_factory=set)
     pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # claims awaiting spans: key -> (date,
     # feed, ingested at ms)
-    fired: set[str] = field(default_factory=set)  # signal ids emitted for this member
+    fired: set[str] = field(default_factory=set)  # signal ids of the eligibility rule (and all, before version 3)
+    pieces: dict[str, Piece] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+    load: Callable[[str], Piece | None] | None = field(default=None, compare=False, repr=False)
 
-    def claim_index(self, business_key: str) -> int:
-        """The index of a claim's business key in `claims`, added when new."""
-        try:
-            return self.claims.index(business_key)
-        except ValueError:
-            self.claims.append(business_key)
-            return len(self.claims) - 1
+    def piece(self, key: str) -> Piece:
+        """The piece `key` (an empty one when the member has none yet)."""
+        found = self.pieces.get(key)
+        if found is None:
+            found = self.pieces[key] = (self.load(key) if self.load is not None else None) or ({}, set())
+        return found
+
+    def changed_pieces(self) -> dict[str, Piece]:
+        """The pieces a record changed, to write back."""
+        return {key: self.pieces[key] for key in self.changed}
+
+
+def providers_piece(rule: str, window: str) -> str:
+    """The key of a providers window's piece."""
+    return f"p\x1f{rule}\x1f{window}"
+
+
+def service_piece(npi: str, day: str) -> str:
+    """The key of a service day's piece (one billing provider, one date of service)."""
+    return f"s\x1f{npi}\x1f{day}"
 
 
 class MemberDetector:
@@ -217,7 +238,8 @@ class MemberDetector:
             if not covered(day, state.spans):
                 fact = Fact(member, "claim", key, feed, ingested_at_ms, service_date=day)
                 for rule in self.eligibility:
-                    signals += self._fire(state, rule, fact, [key], len(state.spans), rule.threshold, None, day, key)
+                    signals += self._fire(state, None, rule, fact, [key], len(state.spans), rule.threshold, None, day,
+                                          key)
         state.pending.clear()
         return signals
 
@@ -226,36 +248,43 @@ class MemberDetector:
             return
         for rule in self.providers:
             start = window_start(fact.service_date, rule.window_days)
-            seen = state.providers.setdefault((rule.name, start), {})
+            key = providers_piece(rule.name, start)
+            seen, _ = state.piece(key)
             if fact.billing_npi not in seen:
-                seen[fact.billing_npi] = state.claim_index(fact.business_key)
+                seen[fact.billing_npi] = fact.business_key
+                state.changed.add(key)
             if len(seen) > rule.threshold:
-                yield from self._fire(state, rule, fact, [state.claims[i] for i in seen.values()], len(seen),
-                                      rule.threshold, None, start)
+                yield from self._fire(state, key, rule, fact, seen.values(), len(seen), rule.threshold, None, start)
 
     def _amounts(self, state: MemberState, fact: Fact) -> Iterator[Signal]:
         if not fact.billing_npi or fact.frequency_code == REPLACEMENT or not self.amounts:
             return  # a replacement claim re-bills its original with the corrected amount: not a second bill
-        claim = state.claim_index(fact.business_key)
         for rule in self.amounts:
             for line in fact.lines:
-                billed = state.services.setdefault((fact.billing_npi, line.procedure, line.service_date), {})
+                key = service_piece(fact.billing_npi, line.service_date)
+                services, _ = state.piece(key)
+                billed = services.setdefault(line.procedure, {})
                 claims = billed.setdefault(line.charge, [])
-                if claim not in claims:
-                    claims.append(claim)
-                keys = {i for found in billed.values() for i in found}
+                if fact.business_key not in claims:
+                    claims.append(fact.business_key)
+                    state.changed.add(key)
+                keys = {k for found in billed.values() for k in found}
                 # Two claims (business keys) and `threshold` amounts: some pair of claims bills it differently.
                 if len(billed) >= rule.threshold and len(keys) >= 2:
                     # One signal per member, provider and date: its other services billed twice add nothing.
-                    yield from self._fire(state, rule, fact, [state.claims[i] for i in keys], len(billed),
-                                          rule.threshold, fact.billing_npi, line.service_date)
+                    yield from self._fire(state, key, rule, fact, keys, len(billed), rule.threshold,
+                                          fact.billing_npi, line.service_date)
 
-    def _fire(self, state: MemberState, rule: Rule, fact: Fact, evidence: Iterable[str], count: int, threshold: int,
-              npi: str | None, day: str, *keys: str) -> Iterator[Signal]:
+    def _fire(self, state: MemberState, piece: str | None, rule: Rule, fact: Fact, evidence: Iterable[str],
+              count: int, threshold: int, npi: str | None, day: str, *keys: str) -> Iterator[Signal]:
+        """Emit the signal once: its id is kept in the piece that made it (the member's own part for None)."""
         sid = signal_id(self.namespace, rule.name, fact.member, npi, day, *keys)
-        if sid in state.fired:
+        fired = state.piece(piece)[1] if piece is not None else state.fired
+        if sid in fired or sid in state.fired:
             return
-        state.fired.add(sid)
+        fired.add(sid)
+        if piece is not None:
+            state.changed.add(piece)
         yield Signal(sid, rule.name, fact.member, npi, day, count, threshold, tuple(sorted(set(evidence))),
                      fact.feed, fact.ingested_at_ms)
 
@@ -295,17 +324,45 @@ def fact_from_plain(plain: tuple[Any, ...] | list[Any]) -> Fact:
                 plain[9], plain[10])
 
 
+STATE_VERSION = 3
+
+
 def state_to_plain(state: MemberState) -> tuple[Any, ...]:
-    """A member's state as one tuple of builtins (a savepoint names no class of ours: a new version restores it)."""
-    return (2, state.claims, state.providers, state.services, state.spans, state.pending, state.fired)
+    """The member's own part as one tuple of builtins (a savepoint names no class of ours: a new version restores
+    it); its pieces are builtins already (MemberState.changed_pieces)."""
+    return (STATE_VERSION, state.spans, state.pending, state.fired)
 
 
-def state_from_plain(plain: tuple[Any, ...] | None) -> MemberState:
-    """The inverse of state_to_plain (an empty state for None)."""
+def state_from_plain(plain: tuple[Any, ...] | None, load: Callable[[str], Piece | None] | None = None
+                     ) -> MemberState:
+    """The inverse of state_to_plain (an empty state for None), its pieces read through `load`.
+
+    A version 2 state (one value per member, before decision 0044) is split into its pieces, all marked changed, so
+    the first record of the member after an upgrade writes them; its fired ids stay in the member's own part.
+    """
     if plain is None:
-        return MemberState()
+        return MemberState(load=load)
+    if plain[0] == STATE_VERSION:
+        _version, spans, pending, fired = plain
+        return MemberState(spans, pending, fired, load=load)
     _version, claims, providers, services, spans, pending, fired = plain
-    return MemberState(claims, providers, services, spans, pending, fired)
+    state = MemberState(spans, pending, fired, load=load)
+    for (rule, window), seen in providers.items():
+        key = providers_piece(rule, window)
+        state.pieces[key] = ({npi: claims[i] for npi, i in seen.items()}, set())
+    for (npi, procedure, day), billed in services.items():
+        key = service_piece(npi, day)
+        by_procedure = state.pieces.setdefault(key, ({}, set()))[0]
+        by_procedure[procedure] = {amount: [claims[i] for i in found] for amount, found in billed.items()}
+    state.changed.update(state.pieces)
+    return state
+
+
+def state_bytes(state: MemberState) -> int:
+    """The state's size as Flink keeps it: its own part and every piece, pickled."""
+    import pickle
+
+    return len(pickle.dumps(state_to_plain(state))) + sum(len(pickle.dumps(p)) for p in state.pieces.values())
 
 
 # The signal rows the job writes (Iceberg fraud_signals, ops.fraud_signals), in this order.

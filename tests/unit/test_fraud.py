@@ -5,12 +5,16 @@ from __future__ import annotations
 import pickle
 import random
 from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from udfs.fraud import (
+    PROVIDERS_PER_MEMBER_DAY,
     RULES_FILE,
+    SERVICE_AMOUNT_MISMATCH,
     Fact,
     FraudRules,
     FraudRulesError,
@@ -157,10 +161,51 @@ def test_state_and_facts_cross_as_builtins_only() -> None:
     for fact in (claim("k1"), claim("k2", npi="1000000104", lines=(("99213", "12.50"),)), coverage("2025-01-01")):
         detector.on_fact(state, fact)
         assert fact_from_plain(fact_to_plain(fact)) == fact
-    plain = state_to_plain(state)
-    assert b"udfs" not in pickle.dumps(plain)  # a savepoint names no class of ours
-    assert state_from_plain(plain) == state
+    plain, pieces = state_to_plain(state), state.changed_pieces()
+    assert pieces == state.pieces and len(pieces) == 3  # the day's providers window, each provider's service day
+    assert b"udfs" not in pickle.dumps(plain) + pickle.dumps(pieces)  # a savepoint names no class of ours
+    kept = pickle.loads(pickle.dumps(pieces))  # noqa: S301 - our own bytes, as the state backend returns them
+    restored = state_from_plain(pickle.loads(pickle.dumps(plain)), kept.get)  # noqa: S301 - likewise
+    assert (restored.spans, restored.pending, restored.fired) == (state.spans, state.pending, state.fired)
     assert state_from_plain(None) == MemberState()
+
+
+def test_a_record_reads_and_writes_only_the_pieces_it_adds_to_whatever_the_members_history() -> None:
+    """As Flink keeps it: the member's own part in a value, the pieces in a map read through `load`. Claims on
+    200 days of one provider: each next claim reads its window's and its service day's piece, never the rest."""
+    detector, own, stored = MemberDetector(RULES), None, dict[str, Any]()
+    covered = state_from_plain(None)
+    detector.on_fact(covered, coverage("2024-01-01"))  # covered claims do not wait in the member's own part
+    own = state_to_plain(covered)
+    for day in range(200):
+        loaded: list[str] = []
+        state = state_from_plain(own, lambda key, loaded=loaded: loaded.append(key) or stored.get(key))
+        detector.on_fact(state, claim(f"k{day}", day=(date(2024, 1, 1) + timedelta(days=day)).isoformat()))
+        assert len(loaded) == 2 and state.changed == set(loaded)
+        own = state_to_plain(state)
+        stored.update(state.changed_pieces())
+    assert len(stored) == 400 and len(pickle.dumps(own)) < 200
+
+
+def test_a_version_2_state_splits_into_pieces_and_decides_as_before() -> None:
+    """A member's state as the job kept it before decision 0044 (one value) restores: the next records give the
+    signals they gave then, and no signal it had fired fires again."""
+    rules = FraudRules((Rule("many", PROVIDERS_PER_MEMBER_DAY, threshold=2), Rule("amounts", SERVICE_AMOUNT_MISMATCH,
+                                                                              threshold=2)), 86_400_000)
+    first = [claim("k1", npi="1000000004"), claim("k2", npi="1000000104"), claim("k3", npi="1000000204")]
+    fired_then = {s.signal_id for s in run(first, rules)}
+    assert by_rule(run(first, rules)) == {"many": 1}
+    version_2 = (2, ["k1", "k2", "k3"],
+                 {("many", "2025-05-01"): {"1000000004": 0, "1000000104": 1, "1000000204": 2}},
+                 {(npi, "99213", "2025-05-01"): {"100": [i]} for i, npi in enumerate(
+                     ("1000000004", "1000000104", "1000000204"))}, set(), {}, fired_then)
+    state, detector = state_from_plain(version_2), MemberDetector(rules)
+    assert state.changed == set(state.pieces) and len(state.pieces) == 4  # all written by the next record
+    later = [claim("k4", npi="1000000304"), claim("k5", npi="1000000004", lines=(("99213", "150.00"),))]
+    signals = [s for fact in later for s in detector.on_fact(state, fact)[0]]
+    assert by_rule(signals) == {"amounts": 1}  # "many" had fired for the day: not again
+    assert sorted(s.signal_id for s in signals) == sorted(
+        s.signal_id for s in run(first + later, rules) if s.signal_id not in fired_then)
 
 
 def test_facts_come_from_the_protected_columns() -> None:
