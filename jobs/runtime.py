@@ -205,7 +205,9 @@ def process_tmp_dir(max_age_s: float = 3600.0) -> Path:
     A mini-cluster leaves about 160 MB there (its blobs, the Python files of each task attempt) and a job
     that is SIGKILLed (the chaos and restore tests do it) never cleans up: measured 20 GB after a day of
     test runs, and a full disk failed a test. So the folders of processes that are gone, and anything else
-    older than `max_age_s`, are removed first.
+    older than `max_age_s`, are removed first; except pytest's base folders (`pytest-of-<user>`), which pytest
+    prunes itself and a test session longer than `max_age_s` is still using (measured: a 61-minute suite lost
+    its temporary folders to a job started in its second hour).
     """
     import atexit
     import shutil
@@ -214,6 +216,8 @@ def process_tmp_dir(max_age_s: float = 3600.0) -> Path:
     root = medistream_home() / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     for child in root.iterdir():
+        if child.name.startswith("pytest-of-"):
+            continue
         stale = (not pid_alive(int(child.name)) if child.name.isdigit()
                  else time.time() - child.stat().st_mtime > max_age_s)
         if stale and child.is_dir():

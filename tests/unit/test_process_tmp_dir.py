@@ -21,15 +21,17 @@ def test_folders_of_gone_processes_and_old_leftovers_are_removed_live_ones_kept(
                           check=True).stdout.strip()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        for name in (gone, str(live.pid), "minicluster_old", "minicluster_young"):
+        for name in (gone, str(live.pid), "minicluster_old", "minicluster_young", "pytest-of-ci"):
             (root / name / "blobs").mkdir(parents=True)
         hour_ago = time.time() - 7200
-        os.utime(root / "minicluster_old", (hour_ago, hour_ago))
+        for old in ("minicluster_old", "pytest-of-ci"):  # a test session in its second hour keeps its folders
+            os.utime(root / old, (hour_ago, hour_ago))
 
         mine = process_tmp_dir(max_age_s=3600)
 
         assert mine == root / str(os.getpid()) and mine.is_dir()
-        assert sorted(p.name for p in root.iterdir()) == sorted([str(live.pid), "minicluster_young", mine.name])
+        assert sorted(p.name for p in root.iterdir()) == sorted([str(live.pid), "minicluster_young", "pytest-of-ci",
+                                                                 mine.name])
     finally:
         live.kill()
         live.wait()
