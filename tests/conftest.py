@@ -16,6 +16,22 @@ from infra.local.settings import StackSettings
 local_aws_environment()
 
 
+# The long tier (decision 0045): what `medistream release` leaves to the pipeline's parallel LongTier action and to
+# CI's whole-suite run (`./medistream test` runs both tiers). Test seconds in one whole-suite run on this 2-core
+# machine (2026-12-05): chaos 304, contract suite 345, job control 416, deploy 347, Kinesis door 134, batch 112,
+# cluster 92: 1,750 of ~2,770.
+LONG_TIER = ("tests/chaos/", "tests/contract/", "tests/integration/test_job_control.py",
+             "tests/integration/test_deploy.py", "tests/integration/test_kinesis_pull.py",
+             "tests/integration/test_batch.py", "tests/integration/test_cluster.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the long tier's tests `long`: `-m "not long"` is the fast tier, `-m long` the rest."""
+    for item in items:
+        if item.nodeid.startswith(LONG_TIER):
+            item.add_marker(pytest.mark.long)
+
+
 @pytest.fixture(scope="session")
 def flink_process_env() -> None:
     """Environment the PyFlink gateway needs; must be in place before its JVM starts."""

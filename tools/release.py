@@ -1,6 +1,7 @@
 """`medistream release`: every release gate in order, then the zip, its SBOMs and provenance, signed.
 
-    ./medistream release [--tests "<pytest args>"] [--environment local|dev|prod] [--allow-dirty] [--skip GATE]
+    ./medistream release [--tier fast|full] [--tests "<pytest args>"] [--environment local|dev|prod] [--allow-dirty]
+                         [--skip GATE]
 
 One line per gate with its result and seconds; the first gate that fails stops the release (exit 1),
 before anything is packaged or signed. A gate that cannot reach what it needs says so and is recorded
@@ -16,7 +17,8 @@ bandit check, `# nosec B<id> # - why`, or a comment line `# B<id> - why` right a
 tools/release-tools.lock when its service answers, else (or for what it could not look up) the vendored
 PyPA advisory snapshot, failing when that is older than --advisory-max-age days (tools/release_audit.py)
 - the Maven dependency tree (listed
-beside the zip) - tests (`./medistream test`'s pytest, or `--tests`) - infra (`medistream infra check`:
+beside the zip) - tests (the fast tier by default, every test not marked `long`; `--tier full` the whole suite as
+`./medistream test` runs it; or `--tests`) - infra (`medistream infra check`:
 cdk-nag, cfn-lint, checkov) - package - SBOMs - provenance - sign.
 """
 
@@ -197,12 +199,25 @@ def gate_maven_tree(listing: Path) -> tuple[str, str]:
     return "passed", f"{len(listing.read_text().splitlines()) - 1} artifacts -> {listing.name}"
 
 
-def gate_tests(pytest_args: list[str]) -> tuple[str, str]:
-    done = _run([str(VENV / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], timeout_s=7200)
+# The test tiers (decision 0045): the fast tier is every test not marked `long` (tests/conftest.py LONG_TIER names
+# what is); the whole suite is both, as `./medistream test` and CI run it.
+TIERS = {"fast": ["-m", "not long"], "full": []}
+
+
+def tests_argv(tier: str, pytest_args: list[str]) -> tuple[list[str], str]:
+    """The tests gate's pytest arguments and how its line names them: `--tests` when given, else the tier's."""
+    if pytest_args:
+        return pytest_args, f"pytest {' '.join(pytest_args)} (narrowed by --tests)"
+    return TIERS[tier], f"the {tier} tier" + (" (-m 'not long')" if tier == "fast" else " (the whole suite)")
+
+
+def gate_tests(pytest_args: list[str], tier: str = "fast") -> tuple[str, str]:
+    argv, what = tests_argv(tier, pytest_args)
+    done = _run([str(VENV / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv], timeout_s=7200)
     last = (done.stdout.strip().splitlines() or ["no output"])[-1]
     if done.returncode:
         raise GateFailed(_tail(done, 15))
-    return "passed", f"pytest {' '.join(pytest_args) or '(the whole suite)'}: {last}"
+    return "passed", f"{what}: {last}"
 
 
 def gate_infra() -> tuple[str, str]:
@@ -273,7 +288,7 @@ def release(args: argparse.Namespace, say: Callable[[str], None] = print) -> tup
         ("clean", lambda: gate_clean(args.allow_dirty)), ("ruff", gate_ruff), ("mypy", gate_mypy),
         ("bandit", gate_bandit), ("secrets", gate_secrets),
         ("pip-audit", lambda: gate_pip_audit(args.advisory_max_age)),
-        ("maven-tree", lambda: gate_maven_tree(listing)), ("tests", lambda: gate_tests(args.tests)),
+        ("maven-tree", lambda: gate_maven_tree(listing)), ("tests", lambda: gate_tests(args.tests, args.tier)),
         ("infra", gate_infra), ("package", package), ("sbom", sboms), ("provenance", provenance_step),
         ("sign", sign_step)]
     try:
@@ -305,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="medistream release", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tests", default="", help="pytest arguments for the tests gate (default: the whole suite)")
+    parser.add_argument("--tier", choices=sorted(TIERS), default="fast",
+                        help="the tests gate's tier: fast (every test not marked long; the default) or full (the whole "
+                             "suite, as CI runs it); decision 0045")
+    parser.add_argument("--tests", default="", help="pytest arguments for the tests gate instead of a tier")
     parser.add_argument("--environment", choices=ENVIRONMENTS, default="local", help="whose release key signs")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="go on with uncommitted changes (the gate is recorded as skipped: prod refuses the zip)")

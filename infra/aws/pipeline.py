@@ -1,23 +1,25 @@
 """The release pipeline (issue 23, decision 0031): CodePipeline + CodeBuild, one least-privilege role per stage.
 
-    Source (CodeStar connection) -> Gates (`medistream release --no-sign`: every gate, package, SBOMs,
-    provenance) -> Sign (KMS Sign with the release signing key, then `medistream verify`) -> Publish (the
-    signed set to the releases bucket) -> [prod: manual approval] -> Deploy (`medistream jobs upgrade`,
-    which verifies the signature first, uploads the zip and updates each Managed Flink application from
-    a snapshot)
+    Source (CodeStar connection) -> Gates (`medistream release --no-sign`: every gate with the tests' fast tier,
+    package, SBOMs, provenance; beside it, in parallel, the tests' long tier, decision 0045) -> Sign (KMS Sign
+    with the release signing key, then `medistream verify`) -> Publish (the signed set to the releases bucket)
+    -> [prod: manual approval] -> Deploy (`medistream jobs upgrade`, which verifies the signature first, uploads
+    the zip and updates each Managed Flink application from a snapshot)
 
 Who may do what (each role assumable by its one service, for this account only; every grant in this file):
 
 - source: use the one repository connection; write the pipeline's artifacts.
 - gates (CodeBuild): read the source, write its output and its own log group. It cannot sign (the
   signing key names it nowhere), write releases or touch Managed Flink.
+- long-tier (CodeBuild): read the source, its own log group; no output (the Gates stage passes only when it
+  does too).
 - sign (CodeBuild): kms:Sign with the signing key (its key policy, ECDSA_SHA_256 only); read and
   write pipeline artifacts, its log group. It cannot write releases or touch Managed Flink.
 - publish: put objects under releases/ of the releases bucket, nothing else.
 - deploy (CodeBuild): read the signing key's public key; put and read zips under artifacts/ of the
   releases bucket; describe, update, snapshot, stop and start this environment's two applications;
   append to the audit table. It cannot sign, create or delete applications, or pass roles.
-- pipeline: start the three projects, assume the source and publish roles, its artifact bucket.
+- pipeline: start the four projects, assume the source and publish roles, its artifact bucket.
 
 KMS use is granted in key policies only (the convention of infra/aws/keys.py): the release key (the
 buckets, logs and builds of this stack) names the stage roles and, for decrypt, the Managed Flink
@@ -50,9 +52,9 @@ from infra.aws.config import FLINK_JOBS, Names
 
 # Who assumes each role: a service, or (the source and publish actions' roles) the pipeline's own role.
 STAGE_ROLES = {"pipeline": "codepipeline.amazonaws.com", "source": "pipeline", "publish": "pipeline",
-               "gates": "codebuild.amazonaws.com", "sign": "codebuild.amazonaws.com",
-               "deploy": "codebuild.amazonaws.com"}
-PROJECTS = ("gates", "sign", "deploy")
+               "gates": "codebuild.amazonaws.com", "long-tier": "codebuild.amazonaws.com",
+               "sign": "codebuild.amazonaws.com", "deploy": "codebuild.amazonaws.com"}
+PROJECTS = ("gates", "long-tier", "sign", "deploy")
 MSF_ACTIONS = ["kinesisanalytics:DescribeApplication", "kinesisanalytics:UpdateApplication",
                "kinesisanalytics:StartApplication", "kinesisanalytics:StopApplication",
                "kinesisanalytics:CreateApplicationSnapshot", "kinesisanalytics:DescribeApplicationSnapshot",
@@ -255,6 +257,7 @@ class PipelineStack(Stack):
         commands = {
             "gates": [f"./medistream release --environment {env} --no-sign --builder \"$CODEBUILD_BUILD_ARN\" "
                       "--out dist"],
+            "long-tier": ["./medistream test -m long"],  # the tests the release's fast tier leaves out
             "sign": ["ZIP=$(ls dist/medistream-*.zip)", f"./medistream sign --environment {env} \"$ZIP\"",
                      f"./medistream verify --environment {env} \"$ZIP\""],
             "deploy": [f"for job in {' '.join(FLINK_JOBS)}; do ./medistream jobs --target managed-flink --actor "
@@ -269,7 +272,7 @@ class PipelineStack(Stack):
                      "MEDISTREAM_SIGNING_KEY": names.alias("release-signing")}
         project = codebuild.PipelineProject(
             self, f"{stage}-project", project_name=f"{names.prefix}-release-{stage}", role=role,
-            encryption_key=self.release_key, timeout=Duration.minutes(60 if stage == "gates" else 30),
+            encryption_key=self.release_key, timeout=Duration.minutes(60 if stage in ("gates", "long-tier") else 30),
             environment=codebuild.BuildEnvironment(build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
                                                    compute_type=codebuild.ComputeType.MEDIUM, privileged=False),
             environment_variables={k: codebuild.BuildEnvironmentVariable(value=v) for k, v in variables.items()},
@@ -344,8 +347,10 @@ class PipelineStack(Stack):
             codepipeline.StageProps(stage_name="Source", actions=[actions.CodeStarConnectionsSourceAction(
                 action_name="Source", connection_arn=connection, owner=_owner(repository), repo=_repo(repository),
                 branch=branch, output=source, role=roles["source"])]),
-            codepipeline.StageProps(stage_name="Gates", actions=[actions.CodeBuildAction(
-                action_name="Gates", project=self.projects["gates"], input=source, outputs=[gated])]),
+            codepipeline.StageProps(stage_name="Gates", actions=[  # in parallel: the stage waits for both
+                actions.CodeBuildAction(action_name="Gates", project=self.projects["gates"], input=source,
+                                        outputs=[gated]),
+                actions.CodeBuildAction(action_name="LongTier", project=self.projects["long-tier"], input=source)]),
             codepipeline.StageProps(stage_name="Sign", actions=[actions.CodeBuildAction(
                 action_name="Sign", project=self.projects["sign"], input=source, extra_inputs=[gated],
                 outputs=[signed])]),

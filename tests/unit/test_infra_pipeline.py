@@ -61,6 +61,9 @@ def test_no_unacknowledged_finding_and_the_stages_in_order(pipeline: dict[str, A
     stages = [s["Name"] for s in props["Stages"]]
     approval = ["Approve"] if pipeline["env"] == "prod" else []
     assert stages == ["Source", "Gates", "Sign", "Publish", *approval, "Deploy"]
+    # The release's gates (the tests' fast tier) and the long tier in parallel: one stage, one run order.
+    (gates,) = [s for s in props["Stages"] if s["Name"] == "Gates"]
+    assert {a["Name"]: a.get("RunOrder", 1) for a in gates["Actions"]} == {"Gates": 1, "LongTier": 1}
     assert props["PipelineType"] == "V2"
 
 
@@ -113,6 +116,16 @@ def test_the_build_role_cannot_deploy_sign_or_publish(pipeline: dict[str, Any]) 
     allowed = json.dumps(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
     assert _role_of(template, "publish") in allowed and _role_of(template, "deploy") in allowed
     assert _role_of(template, "gates") not in allowed and _role_of(template, "sign") not in allowed
+
+
+def test_the_long_tier_reads_the_source_and_writes_only_its_logs(pipeline: dict[str, Any]) -> None:
+    template = pipeline["template"]
+    statements = _policies_by_role(template)[_role_of(template, "long-tier")]
+    assert {a for st in statements for a in st["Action"]} == {"s3:GetObject", "s3:GetObjectVersion",
+                                                               "logs:CreateLogStream", "logs:PutLogEvents"}
+    (project,) = [p for p in _resources(template, "AWS::CodeBuild::Project").values()
+                  if p["Name"].endswith("-release-long-tier")]
+    assert "./medistream test -m long" in project["Source"]["BuildSpec"]
 
 
 def test_tamper_response_rules_and_alarm_reach_the_encrypted_topic(pipeline: dict[str, Any]) -> None:

@@ -78,3 +78,15 @@ def test_a_secret_candidate_passes_only_as_a_reviewed_entry_wherever_its_line_mo
              "tools/c.py": [{"type": "Secret Keyword", "hashed_secret": "h1", "line_number": 5}]}  # elsewhere
     assert release.unreviewed(found, baseline) == ["conf/a.json:9 Secret Keyword", "tests/b.py:1 AWS Access Key",
                                                    "tools/c.py:5 Secret Keyword"]
+
+
+def test_the_tests_gate_runs_the_fast_tier_unless_told_the_full_one_or_narrowed() -> None:
+    from connectors.properties import REPO_ROOT
+    from tests.conftest import LONG_TIER
+
+    assert release.tests_argv("fast", []) == (["-m", "not long"], "the fast tier (-m 'not long')")
+    assert release.tests_argv("full", []) == ([], "the full tier (the whole suite)")
+    assert release.tests_argv("fast", ["tests/unit"])[1] == "pytest tests/unit (narrowed by --tests)"
+    assert all((REPO_ROOT / prefix).exists() for prefix in LONG_TIER)  # no stale entry
+    with pytest.raises(SystemExit):
+        release.main(["--tier", "nightly"])
