@@ -137,7 +137,9 @@ def _sweep_session(record: process.PidRecord | None) -> list[int]:
     killed = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         try:
-            if os.getsid(proc.pid) == record.pid and proc.info["create_time"] >= record.create_time - 1:
+            started_after = (process.start_ticks(proc.pid) >= record.start_ticks if record.start_ticks is not None
+                             else proc.info["create_time"] >= record.create_time - 1)
+            if os.getsid(proc.pid) == record.pid and started_after:
                 proc.kill()
                 killed.append(proc.pid)
         except (ProcessLookupError, PermissionError, psutil.Error):

@@ -28,7 +28,7 @@ from tools.cluster_config import ClusterSettings
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 # A process is keyed by PID and start time: a PID the kernel hands out again is another process.
-ProcessKey = tuple[int, float]
+ProcessKey = tuple[int, int]  # (pid, start ticks since boot)
 
 
 def private_settings(home: Path, checkpoints_uri: str, python_executable: str,
@@ -136,7 +136,7 @@ class ClusterSampler:
                     try:
                         with proc.oneshot():
                             times, mem = proc.cpu_times(), proc.memory_info().rss
-                            key = (proc.pid, proc.create_time())
+                            key = (proc.pid, process.start_ticks(proc.pid))
                     except psutil.Error:  # exited between listing and reading
                         continue
                     self._cpu[key] = (name, times.user + times.system)

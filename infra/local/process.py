@@ -41,6 +41,7 @@ class PidRecord:
     pid: int
     create_time: float
     marker: str
+    start_ticks: int | None = None  # None in PID files written before it was recorded
 
 
 def port_owner(port: int) -> str:
@@ -106,10 +107,27 @@ def ensure_port_free(port: int, component: str, setting: str) -> None:
         )
 
 
+def start_ticks(pid: int) -> int:
+    """When a process started, in clock ticks since boot (field 22 of /proc/<pid>/stat).
+
+    A process's identity, with its PID. Unlike psutil's create_time, which adds the boot time as the
+    wall clock sees it now, it does not move when the clock is stepped or slewed. (A whole-second move of
+    the boot time is the likeliest reading of a CI run where an Alertmanager that was listening, with no
+    error in its log, read as "exited while starting".)
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(pid) from None
+    # The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    return int(stat.rsplit(b")", 1)[1].split()[19])
+
+
 def write_pid(pid_file: Path, proc: psutil.Process, marker: str) -> None:
     """Record a started process so `down` can find and verify it."""
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    record = {"pid": proc.pid, "create_time": proc.create_time(), "marker": marker}
+    record = {"pid": proc.pid, "create_time": proc.create_time(), "start_ticks": start_ticks(proc.pid),
+              "marker": marker}
     tmp = pid_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(pid_file)
@@ -119,7 +137,9 @@ def read_pid(pid_file: Path) -> PidRecord | None:
     """Read a PID file; None if it is missing or unreadable."""
     try:
         data = json.loads(pid_file.read_text())
-        return PidRecord(int(data["pid"]), float(data["create_time"]), str(data["marker"]))
+        ticks = data.get("start_ticks")
+        return PidRecord(int(data["pid"]), float(data["create_time"]), str(data["marker"]),
+                         None if ticks is None else int(ticks))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -131,8 +151,11 @@ def owned_process(pid_file: Path) -> psutil.Process | None:
         return None
     try:
         proc = psutil.Process(record.pid)
-        # create_time guards against PID reuse; the marker guards against a different program.
-        same = abs(proc.create_time() - record.create_time) < 1.0
+        # The start time guards against PID reuse; the marker guards against a different program.
+        if record.start_ticks is not None:
+            same = start_ticks(record.pid) == record.start_ticks
+        else:
+            same = abs(proc.create_time() - record.create_time) < 1.0
         alive = proc.status() != psutil.STATUS_ZOMBIE
         matches = record.marker in " ".join(proc.cmdline())
     except psutil.Error:
@@ -189,6 +212,13 @@ def stop(pid_file: Path, *, term_timeout_s: float = 30.0) -> int | None:
     return stopped
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last lines of a log file, for error messages."""
     try:
@@ -217,10 +247,14 @@ def wait_until(
             return time.monotonic() - start
         if owned_process(pid_file) is None:
             # Its last words may still be on their way to the log (children, slow disks, a loaded
-            # machine): give them a moment, so the error shows why it died.
-            settle = time.monotonic() + 3.0
-            while not tail(log_file).strip() and time.monotonic() < settle:
-                time.sleep(0.1)
+            # machine): wait until the log has stopped growing for a moment, so the error shows why it died.
+            settle, last = time.monotonic() + 3.0, _size(log_file)
+            while time.monotonic() < settle:
+                time.sleep(0.3)
+                size = _size(log_file)
+                if size == last and size > 0:
+                    break
+                last = size
             raise HealthTimeout(
                 f"{component} exited while starting; last lines of {log_file}:\n{tail(log_file)}"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,7 +19,10 @@ from infra.local.process import (
     ToolMissing,
     ensure_port_free,
     launch,
+    owned_process,
     port_is_free,
+    read_pid,
+    start_ticks,
     stop,
     wait_until,
 )
@@ -160,6 +164,45 @@ def test_process_that_dies_while_starting_reports_its_log(tmp_path: Path) -> Non
         wait_until(lambda: False, component="demo", timeout_s=10, pid_file=pid_file, log_file=log)
     assert stop(pid_file) is None  # nothing of ours left to stop
     assert not pid_file.exists()
+
+
+def test_a_process_stays_ours_when_the_wall_clock_moves_the_boot_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, pid_file = tmp_path / "x.log", tmp_path / "x.pid"
+    launch([sys.executable, "-c", "import time; time.sleep(60)", "synthetic-sleeper"], log_file=log,
+           pid_file=pid_file, marker="synthetic-sleeper", cwd=tmp_path)
+    try:
+        import psutil
+
+        # psutil's create_time is start ticks + the boot time as the wall clock sees it now: step that clock.
+        boot = psutil.boot_time()
+        monkeypatch.setattr("psutil._pslinux.boot_time", lambda: boot + 1.0)
+        record = read_pid(pid_file)
+        assert record is not None
+        assert abs(psutil.Process(record.pid).create_time() - record.create_time) >= 1.0
+        assert owned_process(pid_file) is not None
+    finally:
+        assert stop(pid_file) is not None
+
+
+def test_a_reused_pid_is_not_ours(tmp_path: Path) -> None:
+    import psutil
+
+    pid_file, me = tmp_path / "x.pid", os.getpid()
+    record = {"pid": me, "create_time": 0, "marker": psutil.Process(me).cmdline()[0], "start_ticks": start_ticks(me)}
+    pid_file.write_text(json.dumps(record))
+    assert owned_process(pid_file) is not None
+    pid_file.write_text(json.dumps(record | {"start_ticks": start_ticks(me) - 1}))
+    assert owned_process(pid_file) is None  # same PID, same command line, started at another tick
+
+
+def test_a_process_that_dies_after_its_first_lines_reports_its_last_words(tmp_path: Path) -> None:
+    log, pid_file = tmp_path / "x.log", tmp_path / "x.pid"
+    script = "import sys, time; print('listening', flush=True); time.sleep(0.2); print('fatal: synthetic'); sys.exit(1)"
+    launch([sys.executable, "-c", script], log_file=log, pid_file=pid_file, marker="synthetic", cwd=tmp_path)
+    with pytest.raises(HealthTimeout, match=r"(?s)listening.*fatal: synthetic"):
+        wait_until(lambda: False, component="demo", timeout_s=10, pid_file=pid_file, log_file=log)
 
 
 def test_stop_ignores_a_pid_file_naming_someone_elses_process(tmp_path: Path) -> None:
