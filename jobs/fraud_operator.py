@@ -27,6 +27,7 @@ from udfs.fraud import (
     SIGNAL_INT_FIELDS,
     SIGNAL_LONG_FIELDS,
     MemberDetector,
+    MemberState,
     Signal,
     fact_from_plain,
     load_rules,
@@ -75,9 +76,7 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         """Add one fact to its member's evidence; emit what it completes; wake up after the grace period."""
         state = state_from_plain(self.evidence.value(), self.pieces.get)
         signals, decide_later = self.detector.on_fact(state, fact_from_plain(value))
-        self.evidence.update(state_to_plain(state))
-        if state.changed:
-            self.pieces.put_all(state.changed_pieces())
+        self._save(state)
         if decide_later:
             timers = ctx.timer_service()
             timers.register_processing_time_timer(timers.current_processing_time() + self.detector.grace_ms)
@@ -90,10 +89,14 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
             return
         state = state_from_plain(plain, self.pieces.get)
         signals = self.detector.on_timer(state, ctx.get_current_key())
-        self.evidence.update(state_to_plain(state))
-        if state.changed:  # a version 2 state split on a timer
-            self.pieces.put_all(state.changed_pieces())
+        self._save(state)
         yield from self._rows(signals)
+
+    def _save(self, state: MemberState) -> None:
+        """Write back the member's own part, and only the pieces this record or timer changed (or split off)."""
+        self.evidence.update(state_to_plain(state))
+        if state.changed:
+            self.pieces.put_all(state.changed_pieces())
 
     def _rows(self, signals: list[Signal]) -> Iterator[Row]:
         now_ms = int(time.time() * 1000)

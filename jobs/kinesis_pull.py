@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     # exec, not a child: the pid a supervisor (or a test's SIGKILL) sees is the worker itself, so nothing is orphaned.
-    os.execv(command[0], command)  # noqa: S606  # argv from validated settings, no shell
+    os.execv(command[0], command)  # noqa: S606 - argv from validated settings, no shell
     return 0  # not reached
 
 

@@ -360,6 +360,7 @@ def state_from_plain(plain: tuple[Any, ...] | None, load: Callable[[str], Piece 
 
 def state_bytes(state: MemberState) -> int:
     """The state's size as Flink keeps it: its own part and every piece, pickled."""
+    # B403 - dumps only, to measure what Flink's pickled state holds; nothing is loaded
     import pickle
 
     return len(pickle.dumps(state_to_plain(state))) + sum(len(pickle.dumps(p)) for p in state.pieces.values())

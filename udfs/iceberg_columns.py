@@ -54,6 +54,7 @@ ICEBERG_COLUMNS: dict[str, dict[str, str]] = {
         "maintenance_type_code": "maintenance_type_code", "dependent_count": "dependent_count", **ROW_TAIL,
     },
 }
+# B105 - column names holding tokens of PHI fields, not passwords
 ICEBERG_COLUMNS["device_events"] = {
     "record_id": "record_id", "feed": "feed", "device_token": "device_token", "patient_token": "patient_token",
     "device_kind": "device_kind", "facility_id": "facility_id", "care_unit": "care_unit",
@@ -68,6 +69,7 @@ DEAD_LETTER_COLUMNS: dict[str, str] = {
     "category": "category", "source": "source", "dead_at": "TO_TIMESTAMP_LTZ(dead_at_ms, 3)", "dt": "CAST(dt AS DATE)",
 }
 # The fraud_signals table from the detectors' rows (udfs/fraud.py SIGNAL_FIELDS).
+# B105 - column names holding tokens of PHI fields, not passwords
 FRAUD_SIGNAL_COLUMNS: dict[str, str] = {
     "signal_id": "signal_id", "rule": "rule", "member_token": "member_token", "provider_npi": "provider_npi",
     "service_date": "CAST(service_date AS DATE)", "evidence_count": "evidence_count", "threshold": "threshold",
