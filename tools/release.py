@@ -232,6 +232,35 @@ def gate_infra() -> tuple[str, str]:
     return "passed", "; ".join(checks[:6])
 
 
+def gate_signer(environment: str) -> tuple[str, str]:
+    """Before the long gates: the key that will sign answers and is an enabled P-256 signing key.
+
+    Locally that key lives in the stack's KMS, for as long as the stack runs: the stack is brought up here (a no-op
+    when it is up) and left up, because `medistream verify` and `deploy --target local` need that same key. (A fresh
+    clone's release otherwise reached the sign gate after 24 minutes with the stack the tests had taken down.)"""
+    from tools import signing
+
+    started = ""
+    try:
+        settings = signing.SigningSettings.for_environment(environment)
+        if environment == "local":
+            from infra.local import stack as local_stack
+            from infra.local.process import StackError
+
+            was_up = local_stack.status().healthy
+            try:
+                local_stack.up()
+            except StackError as err:
+                raise GateFailed(f"the local stack, whose KMS holds the local release key, did not come up: {err}") \
+                    from err
+            started = "" if was_up else "; the local stack was started for it and stays up (./medistream stack down)"
+            signing.ensure_local_key(settings)
+        arn, _public = signing.trusted_key(settings)
+    except signing.SignatureError as err:
+        raise GateFailed(str(err)) from err
+    return "passed", f"{arn} ({environment}) answers{started}"
+
+
 def release(args: argparse.Namespace, say: Callable[[str], None] = print) -> tuple[list[Gate], Path | None]:
     """Run the gates; on success the signed zip's path. Prints one line per gate."""
     from tools import attest, signing
@@ -282,13 +311,17 @@ def release(args: argparse.Namespace, say: Callable[[str], None] = print) -> tup
     def sign_step() -> tuple[str, str]:
         if zip_path is None:
             raise GateFailed("no zip: the package gate did not run")
-        settings = signing.SigningSettings.for_environment(args.environment)
-        envelope = signing.sign(zip_path, settings)
-        verified = signing.verify(zip_path, settings)
+        try:
+            settings = signing.SigningSettings.for_environment(args.environment)
+            envelope = signing.sign(zip_path, settings)
+            verified = signing.verify(zip_path, settings)
+        except signing.SignatureError as err:
+            raise GateFailed(str(err)) from err
         return "passed", f"{envelope.name} by {verified.key_arn}; verified"
 
     steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
-        ("clean", lambda: gate_clean(args.allow_dirty)), ("ruff", gate_ruff), ("mypy", gate_mypy),
+        ("clean", lambda: gate_clean(args.allow_dirty)), ("signer", lambda: gate_signer(args.environment)),
+        ("ruff", gate_ruff), ("mypy", gate_mypy),
         ("bandit", gate_bandit), ("secrets", gate_secrets),
         ("pip-audit", lambda: gate_pip_audit(args.advisory_max_age)),
         ("maven-tree", lambda: gate_maven_tree(listing)), ("tests", lambda: gate_tests(args.tests, args.tier)),
@@ -296,8 +329,8 @@ def release(args: argparse.Namespace, say: Callable[[str], None] = print) -> tup
         ("sign", sign_step)]
     try:
         for name, step in steps:
-            if name == "sign" and args.no_sign:
-                say(f"{'sign':<12} -       {0.0:>7.1f} s  --no-sign: the pipeline's sign stage signs (decision 0031)")
+            if name in ("signer", "sign") and args.no_sign:
+                say(f"{name:<12} -       {0.0:>7.1f} s  --no-sign: the pipeline's sign stage signs (decision 0031)")
                 continue
             if name in args.skip:
                 gates.append(Gate(name, "skipped", 0.0, "--skip " + name))

@@ -138,7 +138,7 @@ def ensure_local_key(settings: SigningSettings, kms: Any | None = None) -> str:
     if settings.environment != "local":
         raise SignatureError("only the local stack's signing key is created by medistream; AWS keys come from "
                              "the pipeline stack")
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     kms = kms or settings.client()
     try:
@@ -146,6 +146,9 @@ def ensure_local_key(settings: SigningSettings, kms: Any | None = None) -> str:
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") != "NotFoundException":
             raise SignatureError(f"KMS DescribeKey {settings.key}: {err}") from None
+    except BotoCoreError as err:  # the local stack's KMS does not answer
+        raise SignatureError(f"KMS DescribeKey {settings.key} at {settings.endpoint}: {err} (is the local stack up? "
+                             "./medistream stack up)") from None
     if not settings.key.startswith("alias/"):
         raise SignatureError(f"no local signing key {settings.key}")
     created = _kms_call("CreateKey", kms.create_key, KeySpec=KEY_SPEC, KeyUsage="SIGN_VERIFY",

@@ -139,6 +139,8 @@ class OperationalStack(Stack):
             # The attached secret (host and port written in), so the first rotation finds the host: the cluster
             # attaches its administrator's itself.
             secret = self.cluster.secret if login == OPERATIONAL_ADMIN else self.attached[login]
+            if secret is None:  # the cluster's administrator secret: made by the credentials above, never absent
+                raise ValueError(f"{login}: the cluster has no administrator secret to rotate")
             self.rotations[login] = secret.add_rotation_schedule(
                 f"{login}-rotation", automatically_after=Duration.days(ROTATION_DAYS),
                 hosted_rotation=secretsmanager.HostedRotation.postgre_sql_single_user(

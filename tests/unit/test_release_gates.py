@@ -46,17 +46,17 @@ def test_the_first_failing_gate_stops_the_release_before_package_and_sign(monkey
         ran.append("secrets")
         raise release.GateFailed("a new AWS key in conf/x.json")
 
-    for name in ("clean", "ruff", "mypy", "bandit", "pip_audit", "maven_tree", "tests", "infra"):
+    for name in ("clean", "signer", "ruff", "mypy", "bandit", "pip_audit", "maven_tree", "tests", "infra"):
         monkeypatch.setattr(release, f"gate_{name}", passing(name))
     monkeypatch.setattr(release, "gate_secrets", failing)
     args = argparse.Namespace(out=str(tmp_path), tests=[], allow_dirty=False, skip=["mypy"], environment="local",
                               builder=None, no_sign=False, advisory_max_age=30)
     lines: list[str] = []
     gates, signed = release.release(args, lines.append)
-    assert signed is None and ran == ["clean", "ruff", "bandit", "secrets"]
-    assert [(g.name, g.result) for g in gates] == [("clean", "passed"), ("ruff", "passed"), ("mypy", "skipped"),
-                                                   ("bandit", "passed"), ("secrets", "failed")]
-    assert len(lines) == 5 and lines[-1].startswith("secrets      FAILED") and " s  " in lines[-1]
+    assert signed is None and ran == ["clean", "signer", "ruff", "bandit", "secrets"]
+    assert [(g.name, g.result) for g in gates] == [("clean", "passed"), ("signer", "passed"), ("ruff", "passed"),
+                                                   ("mypy", "skipped"), ("bandit", "passed"), ("secrets", "failed")]
+    assert len(lines) == 6 and lines[-1].startswith("secrets      FAILED") and " s  " in lines[-1]
     assert not list(tmp_path.glob("*.zip"))
 
 
@@ -98,3 +98,27 @@ def test_this_tree_passes_the_release_static_gate(gate: str) -> None:
     (a release stopped at bandit on five unjustified findings that had landed since the last release)."""
     status, detail = {"bandit": release.gate_bandit, "secrets": release.gate_secrets}[gate]()
     assert status == "passed", detail
+
+
+def test_a_signing_key_that_does_not_answer_stops_the_release_before_the_long_gates(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The signer gate runs second: a KMS that does not answer stops the release in seconds, with one line, not
+    after the tests gate with a traceback (as a fresh clone's release did at its sign gate)."""
+    from infra.local.process import free_loopback_port
+    from tools import signing
+
+    dead = signing.SigningSettings("dev", "alias/medistream-dev/release-signing", f"http://127.0.0.1:{free_loopback_port()}",
+                                   "us-east-1")
+    monkeypatch.setattr(signing.SigningSettings, "for_environment", classmethod(lambda _cls, _env: dead))
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    ran: list[str] = []
+    for name in ("clean", "ruff", "mypy", "bandit", "secrets", "pip_audit", "maven_tree", "tests", "infra"):
+        monkeypatch.setattr(release, f"gate_{name}", lambda *_a, _n=name: ran.append(_n) or ("passed", _n))
+    args = argparse.Namespace(out=str(tmp_path), tests=[], allow_dirty=False, skip=[], environment="dev", builder=None,
+                              no_sign=False, advisory_max_age=30)
+    lines: list[str] = []
+    gates, signed = release.release(args, lines.append)
+    assert signed is None and ran == ["clean"]
+    assert [(g.name, g.result) for g in gates] == [("clean", "passed"), ("signer", "failed")]
+    assert lines[-1].startswith("signer       FAILED")
+    assert "KMS DescribeKey alias/medistream-dev/release-signing" in lines[-1]
