@@ -134,6 +134,15 @@ def _sweep_session(record: process.PidRecord | None) -> list[int]:
     """SIGKILL what is left of a process's session (its Python workers), once the process is gone."""
     if record is None:
         return []
+    try:
+        reused = (process.start_ticks(record.pid) != record.start_ticks if record.start_ticks is not None
+                  else abs(psutil.Process(record.pid).create_time() - record.create_time) >= 1.0)
+    except psutil.NoSuchProcess:
+        reused = False
+    if reused:
+        # Its PID was given to another process. Linux hands out no PID that is still a session's id, so that
+        # session is gone, and every process with the id now belongs to the newcomer's session: none is ours.
+        return []
     killed = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         try:
@@ -191,8 +200,7 @@ def _wait_registered(settings: ClusterSettings) -> float:
     """Wait until every TaskManager we started is registered and all slots are there; seconds taken."""
     start = time.monotonic()
     while True:
-        # Right after the fork, a child's command line is still ours: judge by whether the PID lives.
-        dead = [name for name in settings.processes() if not _pid_lives(process.read_pid(pid_file(settings, name)))]
+        dead = [name for name in settings.processes() if process.owned_process(pid_file(settings, name)) is None]
         if dead:
             logs = "\n".join(f"--- {name}:\n{process.tail(console_log(settings, name), 20)}" for name in dead)
             raise HealthTimeout(f"flink {', '.join(dead)} exited while starting; last lines:\n{logs}")
@@ -207,13 +215,6 @@ def _wait_registered(settings: ClusterSettings) -> float:
             raise HealthTimeout(f"flink cluster: TaskManagers {sorted(ours)} not all registered after "
                                 f"{settings.start_timeout_s:.0f}s; see {settings.log_dir}")
         time.sleep(0.5)
-
-
-def _pid_lives(record: process.PidRecord | None) -> bool:
-    try:
-        return record is not None and psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _stop_one(settings: ClusterSettings, name: str, term_timeout_s: float) -> int | None:

@@ -111,9 +111,7 @@ def start_ticks(pid: int) -> int:
     """When a process started, in clock ticks since boot (field 22 of /proc/<pid>/stat).
 
     A process's identity, with its PID. Unlike psutil's create_time, which adds the boot time as the
-    wall clock sees it now, it does not move when the clock is stepped or slewed. (A whole-second move of
-    the boot time is the likeliest reading of a CI run where an Alertmanager that was listening, with no
-    error in its log, read as "exited while starting".)
+    wall clock sees it now, it does not move when the clock is stepped or slewed.
     """
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
@@ -144,6 +142,10 @@ def read_pid(pid_file: Path) -> PidRecord | None:
         return None
 
 
+# How long a live process may show an empty command line: /proc shows none while an exec loads its program.
+EXEC_SETTLE_S = 5.0
+
+
 def owned_process(pid_file: Path) -> psutil.Process | None:
     """The live process a PID file names, if it is still the one we started; else None."""
     record = read_pid(pid_file)
@@ -157,10 +159,32 @@ def owned_process(pid_file: Path) -> psutil.Process | None:
         else:
             same = abs(proc.create_time() - record.create_time) < 1.0
         alive = proc.status() != psutil.STATUS_ZOMBIE
-        matches = record.marker in " ".join(proc.cmdline())
+        matches = same and alive and record.marker in command_line(proc)
     except psutil.Error:
         return None
-    return proc if same and alive and matches else None
+    return proc if matches else None
+
+
+def command_line(proc: psutil.Process, settle_s: float = EXEC_SETTLE_S) -> str:
+    """A live process's command line, waiting out an exec in progress.
+
+    From the moment exec's point of no return closes the parent's pipe (Popen returns) until the kernel has
+    laid out the new program's arguments, /proc/<pid>/cmdline reads empty: 2.8 ms median for Debian's
+    Alertmanager here, 289 of 300 reads taken right after Popen returned, longer on a busy machine. Read
+    then, a process we just started looked like someone else's, and a starting Alertmanager that went on
+    to listen was reported as "exited while starting" (two CI runs). Zombies, whose line stays empty, are
+    not waited for.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        line = " ".join(proc.cmdline())
+        if line or time.monotonic() > deadline or proc.status() == psutil.STATUS_ZOMBIE:
+            return line
+        time.sleep(0.005)
+
+
+# What this interpreter launched, by PID: how one that exited ended (code or signal), for the error message.
+_LAUNCHED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def launch(
@@ -191,12 +215,23 @@ def launch(
         )
     proc = psutil.Process(popen.pid)
     write_pid(pid_file, proc, marker)
+    _LAUNCHED[popen.pid] = popen
     return proc
+
+
+def exit_status(pid_file: Path) -> str:
+    """How the process a PID file names ended, when this interpreter launched it: "exit code 3", "signal SIGKILL"."""
+    record = read_pid(pid_file)
+    popen = _LAUNCHED.get(record.pid) if record is not None else None
+    code = popen.poll() if popen is not None else None
+    if code is None:
+        return "exit status unknown"
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def stop(pid_file: Path, *, term_timeout_s: float = 30.0) -> int | None:
     """Stop the process a PID file names if it is ours (SIGTERM, then SIGKILL); remove the file."""
-    proc = owned_process(pid_file)
+    record, proc = read_pid(pid_file), owned_process(pid_file)
     stopped: int | None = None
     if proc is not None:
         stopped = proc.pid
@@ -208,6 +243,9 @@ def stop(pid_file: Path, *, term_timeout_s: float = 30.0) -> int | None:
             proc.wait(timeout=10)
         except psutil.NoSuchProcess:
             pass
+    launched = _LAUNCHED.pop(record.pid, None) if record is not None else None
+    if launched is not None:
+        launched.poll()  # reaps it if it is our child and gone (a zombie until then)
     pid_file.unlink(missing_ok=True)
     return stopped
 
@@ -256,7 +294,8 @@ def wait_until(
                     break
                 last = size
             raise HealthTimeout(
-                f"{component} exited while starting; last lines of {log_file}:\n{tail(log_file)}"
+                f"{component} exited while starting ({exit_status(pid_file)}); last lines of {log_file}:\n"
+                f"{tail(log_file)}"
             )
         if time.monotonic() - start > timeout_s:
             raise HealthTimeout(

@@ -15,8 +15,10 @@ import pytest
 from infra.local import kafka, stack
 from infra.local.process import (
     HealthTimeout,
+    PidRecord,
     PortInUse,
     ToolMissing,
+    command_line,
     ensure_port_free,
     launch,
     owned_process,
@@ -159,7 +161,7 @@ def test_process_that_dies_while_starting_reports_its_log(tmp_path: Path) -> Non
     argv = [sys.executable, "-c", "import sys; print('bind failed: synthetic'); sys.exit(3)"]
     launch(argv, log_file=log, pid_file=pid_file, marker="synthetic", cwd=tmp_path)
     with pytest.raises(
-        HealthTimeout, match=r"(?s)demo exited while starting.*bind failed: synthetic"
+        HealthTimeout, match=r"(?s)demo exited while starting \(exit code 3\).*bind failed: synthetic"
     ):
         wait_until(lambda: False, component="demo", timeout_s=10, pid_file=pid_file, log_file=log)
     assert stop(pid_file) is None  # nothing of ours left to stop
@@ -181,6 +183,59 @@ def test_a_process_stays_ours_when_the_wall_clock_moves_the_boot_time(
         record = read_pid(pid_file)
         assert record is not None
         assert abs(psutil.Process(record.pid).create_time() - record.create_time) >= 1.0
+        assert owned_process(pid_file) is not None
+    finally:
+        assert stop(pid_file) is not None
+
+
+def test_a_process_whose_exec_is_still_loading_is_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    # Until exec has laid out the new program's arguments /proc shows an empty command line, and Popen returns
+    # before that: 49 of 50 reads of a java child taken right after it returned (289 of 300 for Alertmanager).
+    # Read then, the process looked like someone else's. Here the first three reads come back empty.
+    pid_file = tmp_path / "x.pid"
+    launch([sys.executable, "-c", "import time; time.sleep(60)", "synthetic-loading"], log_file=tmp_path / "x.log",
+           pid_file=pid_file, marker="synthetic-loading", cwd=tmp_path)
+    real, reads = psutil.Process.cmdline, []
+
+    def loading(proc: psutil.Process) -> list[str]:
+        reads.append(proc.pid)
+        return [] if len(reads) <= 3 else real(proc)
+
+    try:
+        monkeypatch.setattr(psutil.Process, "cmdline", loading)
+        assert owned_process(pid_file) is not None
+        assert len(reads) == 4
+        monkeypatch.setattr(psutil.Process, "cmdline", lambda proc: [])
+        assert command_line(psutil.Process(), settle_s=0.05) == ""  # a line that stays empty is given up on
+    finally:
+        monkeypatch.undo()
+        assert stop(pid_file) is not None
+
+
+def test_a_process_killed_while_starting_is_reported_with_its_signal(tmp_path: Path) -> None:
+    log, pid_file = tmp_path / "x.log", tmp_path / "x.pid"
+    script = "import os, signal; print('listening', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    launch([sys.executable, "-c", script, "synthetic"], log_file=log, pid_file=pid_file, marker="synthetic",
+           cwd=tmp_path)
+    with pytest.raises(HealthTimeout, match=r"(?s)demo exited while starting \(signal SIGKILL\).*listening"):
+        wait_until(lambda: False, component="demo", timeout_s=10, pid_file=pid_file, log_file=log)
+    assert stop(pid_file) is None
+
+
+def test_a_session_whose_leader_pid_went_to_another_process_is_not_swept(tmp_path: Path) -> None:
+    from tools.cluster import _sweep_session
+
+    pid_file = tmp_path / "x.pid"
+    launch([sys.executable, "-c", "import time; time.sleep(60)", "synthetic-newcomer"], log_file=tmp_path / "x.log",
+           pid_file=pid_file, marker="synthetic-newcomer", cwd=tmp_path)
+    try:
+        newcomer = read_pid(pid_file)
+        assert newcomer is not None and newcomer.start_ticks is not None
+        # A TaskManager that had this PID before (an earlier tick): the newcomer leads a session of that id.
+        gone = PidRecord(newcomer.pid, 0.0, "synthetic-taskmanager", newcomer.start_ticks - 1)
+        assert _sweep_session(gone) == []
         assert owned_process(pid_file) is not None
     finally:
         assert stop(pid_file) is not None
