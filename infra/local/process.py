@@ -215,6 +215,8 @@ def launch(
         )
     proc = psutil.Process(popen.pid)
     write_pid(pid_file, proc, marker)
+    for child in _LAUNCHED.values():
+        child.poll()  # reaps those that exited on their own (kept, they would stay zombies); their codes stay
     _LAUNCHED[popen.pid] = popen
     return proc
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from infra.local.process import (
     ToolMissing,
     command_line,
     ensure_port_free,
+    exit_status,
     launch,
     owned_process,
     port_is_free,
@@ -222,6 +224,27 @@ def test_a_process_killed_while_starting_is_reported_with_its_signal(tmp_path: P
     with pytest.raises(HealthTimeout, match=r"(?s)demo exited while starting \(signal SIGKILL\).*listening"):
         wait_until(lambda: False, component="demo", timeout_s=10, pid_file=pid_file, log_file=log)
     assert stop(pid_file) is None
+
+
+def test_a_process_that_exits_on_its_own_is_reaped_at_the_next_launch_and_its_code_kept(tmp_path: Path) -> None:
+    import psutil
+
+    first, second = tmp_path / "first.pid", tmp_path / "second.pid"
+    launch([sys.executable, "-c", "import sys; sys.exit(3)", "synthetic-first"], log_file=tmp_path / "x.log",
+           pid_file=first, marker="synthetic-first", cwd=tmp_path)
+    record = read_pid(first)
+    assert record is not None
+    deadline = time.monotonic() + 30
+    while psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not reaped: ours to reap
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    launch([sys.executable, "-c", "import time; time.sleep(60)", "synthetic-second"], log_file=tmp_path / "x.log",
+           pid_file=second, marker="synthetic-second", cwd=tmp_path)
+    try:
+        assert not psutil.pid_exists(record.pid) or psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE
+        assert exit_status(first) == "exit code 3"
+    finally:
+        assert stop(second) is not None
 
 
 def test_a_session_whose_leader_pid_went_to_another_process_is_not_swept(tmp_path: Path) -> None:
