@@ -11,7 +11,9 @@ times, record by record with time.perf_counter_ns:
    alone, for reference), rules, enrich, dedup keys, the canonical payload and
    claim row, then the whole FeedStage.record and the whole IngestStage.process;
 2. every other format's decoder (CSV with its mapping, Avro container and single object, X12 837P)
-   and IngestStage.process for that feed.
+   and IngestStage.process for that feed;
+3. the fraud detectors' own operator per fact of that claim feed's records (its keyed state in dicts of
+   pickled bytes): what of the job's fraud task is Python, and so what is Flink's.
 
 A decoder yields a unit's records lazily, so each record is timed as one pull from the iterator;
 the unit's fixed costs (a container or interchange header, a CSV header, the call itself) land on
@@ -307,6 +309,7 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     """One JSON claim feed, stage by stage, in FeedStage.record's order, then the whole record and unit."""
     from udfs.dedup import dedup_keys
     from udfs.enrich import enrich
+    from udfs.fraud import fact_of
     from udfs.hygiene import clean
     from udfs.ingest import schema_errors
     from udfs.projections import project
@@ -364,7 +367,7 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     timed("rules", rejected(lambda r: validate(r, rtype, now=now)), std, is_rejected)
     timed("enrich", rejected(lambda r: enrich(r, rtype, stage.reference, contract.on_miss)), std, is_rejected)
     linkage = feed_stage.protector.tokenizer.linkage
-    timed("dedup keys", lambda r: dedup_keys(r, rtype, linkage), std, lambda _: False)
+    keys = timed("dedup keys", lambda r: dedup_keys(r, rtype, linkage), std, lambda _: False)
     protected = timed("protect (tokens, masks, field + sealed encryption)",
                       lambda r: feed_stage.protector.protect(r, rtype, orjson.dumps(r)), std, lambda _: False)
     timed("payload JSON + table columns", lambda p: (orjson.dumps(p.record).decode(), project(rtype, p.record)),
@@ -376,7 +379,62 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     rows.append(process_row(stage, data, unit_ms))
     parts = sum(r.spent.cpu_ns / len(r.ns) for r in rows[1:-2] if not r.extra.get("reference"))
     rows[-2].extra["cpu_us_of_parts"] = round(parts / 1000, 2)  # hygiene..claim row, CPU µs per record
+    facts = [fact_of(rtype, project(rtype, p.record), k.business_key, contract.feed, unit_ms)
+             for p, k in zip(protected, keys, strict=True)]
+    rows.append(detectors_row(label, [f for f in facts if f is not None]))
     return rows
+
+
+def detectors_row(label: str, facts: Sequence[Any]) -> Row:
+    """The fraud detectors' own operator (jobs/fraud_operator.py), its Python work per fact; not in the ingest stage.
+
+    As process_element does it, with Flink's keyed state replaced by dicts of pickled bytes (PICKLED_BYTE_ARRAY):
+    the fact unpickled as it arrives, the member's evidence and the pieces it reads unpickled, on_fact, the
+    evidence and the changed pieces pickled back. What the job's task spends beyond this is Flink's: the keyed
+    input, the state backend and TTL behind each state call, the calls across into Python.
+    """
+    import pickle  # nosec B403 # -- our own bytes, as Flink's PICKLED_BYTE_ARRAY keeps them
+
+    from udfs.fraud import (
+        RULES_FILE,
+        MemberDetector,
+        fact_from_plain,
+        fact_to_plain,
+        load_rules,
+        state_from_plain,
+        state_to_plain,
+    )
+
+    detector = MemberDetector(load_rules(RULES_FILE), "bench")
+    arriving = [pickle.dumps(fact_to_plain(f)) for f in facts]
+
+    def run(inputs: Sequence[bytes]) -> tuple[list[int], list[Any]]:
+        evidence: dict[str, bytes] = {}
+        pieces: dict[tuple[str, str], bytes] = {}
+
+        def process(raw: bytes) -> int:
+            fact = fact_from_plain(pickle.loads(raw))  # noqa: S301  # nosec B301 # -- bytes pickled above
+            member = fact.member
+            own = evidence.get(member)
+
+            def load(key: str) -> Any:
+                found = pieces.get((member, key))
+                return None if found is None else pickle.loads(found)  # noqa: S301  # nosec B301 # -- pickled below
+
+            state = state_from_plain(None if own is None else pickle.loads(own), load)  # noqa: S301  # nosec B301
+            signals, _later = detector.on_fact(state, fact)
+            evidence[member] = pickle.dumps(state_to_plain(state))
+            if state.changed:
+                for key, piece in state.changed_pieces().items():
+                    pieces[(member, key)] = pickle.dumps(piece)
+            return len(signals)
+
+        return time_calls(process, inputs)
+
+    run(arriving[:WARM_RECORDS])
+    ns, signals, spent = measured(lambda: run(arriving))
+    return Row("fraud detectors per fact (own operator, state in a dict)", label, ns, spent, 0,
+               extra={"signals": sum(signals), "members": len({f.member for f in facts})})
 
 
 # --- report --------------------------------------------------------------------------------------
