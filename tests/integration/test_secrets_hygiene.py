@@ -33,10 +33,18 @@ PRODUCTION_VALUES = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1"
                      "MSK_BOOTSTRAP_SERVERS": "b-1.example.kafka.eu-west-1.amazonaws.com:9098"}
 
 
+# Names, not secrets, inside a secret: an OAuth client identifier "is not a secret" (RFC 6749, 2.2), nor is an
+# account's user name or where it connects. They appear where the client or account is named (request and audit
+# logs) and anywhere else: a CI run found the REST puller's client id "medistream-puller" in a raw topic's data,
+# where a fuzz test's generated JSON had put it (Hypothesis draws strings from the constants of the code it tests).
+IDENTIFIER_KEYS = frozenset({"client_id", "username", "user", "role", "host", "dbname", "engine"})
+
+
 def _leaves(value: object) -> Iterator[str]:
     if isinstance(value, dict):
-        for item in value.values():
-            yield from _leaves(item)
+        for key, item in value.items():
+            if key not in IDENTIFIER_KEYS:
+                yield from _leaves(item)
     elif isinstance(value, list):
         for item in value:
             yield from _leaves(item)
