@@ -33,6 +33,7 @@ import argparse
 import gc
 import importlib
 import os
+import pickle  # nosec B403 # -- our own bytes, as Flink's PICKLED_BYTE_ARRAY keeps them
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -385,49 +386,75 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     return rows
 
 
+class _KeyedPickles:
+    """Flink's keyed state of PICKLED_BYTE_ARRAY values for the detectors' operator, in dicts of pickled bytes:
+    its value state (value/update) and its map state (get/put_all), for the key `key` set per element."""
+
+    def __init__(self) -> None:
+        self.key = ""
+        self.values: dict[str, bytes] = {}
+        self.entries: dict[tuple[str, str], bytes] = {}
+
+    def value(self) -> Any:
+        raw = self.values.get(self.key)
+        return None if raw is None else pickle.loads(raw)  # noqa: S301  # nosec B301 # -- pickled by update
+
+    def update(self, value: Any) -> None:
+        self.values[self.key] = pickle.dumps(value)
+
+    def get(self, entry: str) -> Any:
+        raw = self.entries.get((self.key, entry))
+        return None if raw is None else pickle.loads(raw)  # noqa: S301  # nosec B301 # -- pickled by put_all
+
+    def put_all(self, entries: dict[str, Any]) -> None:
+        for entry, value in entries.items():
+            self.entries[(self.key, entry)] = pickle.dumps(value)
+
+
+class _Timers:
+    """The timer service a keyed function's context hands out (the detectors register grace-period timers)."""
+
+    def current_processing_time(self) -> int:
+        return int(time.time() * 1000)
+
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        pass
+
+    def timer_service(self) -> _Timers:
+        return self
+
+
+class _NoMetrics:
+    def inc(self, name: str, labels: tuple[tuple[str, str], ...] = (), n: int = 1) -> None:
+        pass
+
+    def maybe_flush(self, now_ms: int) -> None:
+        pass
+
+
 def detectors_row(label: str, facts: Sequence[Any]) -> Row:
     """The fraud detectors' own operator (jobs/fraud_operator.py), its Python work per fact; not in the ingest stage.
 
-    As process_element does it, with Flink's keyed state replaced by dicts of pickled bytes (PICKLED_BYTE_ARRAY):
-    the fact unpickled as it arrives, the member's evidence and the pieces it reads unpickled, on_fact, the
-    evidence and the changed pieces pickled back. What the job's task spends beyond this is Flink's: the keyed
-    input, the state backend and TTL behind each state call, the calls across into Python.
+    FraudDetector.process_element itself, with Flink's keyed state replaced by dicts of pickled bytes
+    (_KeyedPickles) and each fact unpickled as it arrives. What the job's task spends beyond this is Flink's: the
+    keyed input, the state backend and TTL behind each state call, the calls across into Python.
     """
-    import pickle  # nosec B403 # -- our own bytes, as Flink's PICKLED_BYTE_ARRAY keeps them
+    from jobs.fraud_operator import FraudDetector
+    from udfs.fraud import RULES_FILE, MemberDetector, fact_to_plain, load_rules
 
-    from udfs.fraud import (
-        RULES_FILE,
-        MemberDetector,
-        fact_from_plain,
-        fact_to_plain,
-        load_rules,
-        state_from_plain,
-        state_to_plain,
-    )
-
-    detector = MemberDetector(load_rules(RULES_FILE), "bench")
     arriving = [pickle.dumps(fact_to_plain(f)) for f in facts]
+    operator, timers = FraudDetector(str(RULES_FILE), "bench"), _Timers()
+    operator.detector = MemberDetector(load_rules(RULES_FILE), "bench")  # what open() builds
+    operator._metrics = _NoMetrics()  # type: ignore[assignment]  # signal counts: no Flink metric group here
 
     def run(inputs: Sequence[bytes]) -> tuple[list[int], list[Any]]:
-        evidence: dict[str, bytes] = {}
-        pieces: dict[tuple[str, str], bytes] = {}
+        state = _KeyedPickles()  # every pass starts with no member known
+        operator.evidence = operator.pieces = state
 
         def process(raw: bytes) -> int:
-            fact = fact_from_plain(pickle.loads(raw))  # noqa: S301  # nosec B301 # -- bytes pickled above
-            member = fact.member
-            own = evidence.get(member)
-
-            def load(key: str) -> Any:
-                found = pieces.get((member, key))
-                return None if found is None else pickle.loads(found)  # noqa: S301  # nosec B301 # -- pickled below
-
-            state = state_from_plain(None if own is None else pickle.loads(own), load)  # noqa: S301  # nosec B301
-            signals, _later = detector.on_fact(state, fact)
-            evidence[member] = pickle.dumps(state_to_plain(state))
-            if state.changed:
-                for key, piece in state.changed_pieces().items():
-                    pieces[(member, key)] = pickle.dumps(piece)
-            return len(signals)
+            fact = pickle.loads(raw)  # noqa: S301  # nosec B301 # -- bytes pickled above, as Flink hands them over
+            state.key = fact[0]  # keyed by the member token
+            return len(list(operator.process_element(fact, timers)))
 
         return time_calls(process, inputs)
 
