@@ -127,15 +127,6 @@ class CuratedConfig:
         return f"{self.partner_topic_prefix}{partner}"
 
 
-# The curated message value (JSON): what every delivery job reads. The payload is the protected record.
-CURATED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("record_id", "STRING"), ("record_type", "STRING"), ("feed", "STRING"), ("business_key", "STRING"),
-    ("original_key", "STRING"), ("sent_at_ms", "BIGINT"), ("ingested_at_ms", "BIGINT"), ("source", "STRING"),
-    ("dt", "STRING"), ("payload", "STRING"),
-)
-# Partner topics also carry the record's sealed copy (KMS envelope, context {feed, record_id, archive}):
-# the delivery job opens it only for the fields the access rules grant that partner.
-PARTNER_CURATED_COLUMNS: tuple[tuple[str, str], ...] = (*CURATED_COLUMNS, ("sealed", "STRING"))
 
 
 def raw_source_options(cfg: KafkaConfig) -> dict[str, str]:
@@ -216,19 +207,19 @@ def curated_sink_options(cfg: KafkaConfig, topic: str, transactional_id_prefix: 
         "sink.transactional-id-prefix": transactional_id_prefix,
         "key.format": "raw",
         "key.fields": "message_key",
-        "value.format": "json",
+        # The value is the curated JSON the ingest operator built (udfs.rows.curated_value, decision 0046).
+        "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         **CURATED_BATCHING,
     }
 
 
-def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str, key: str,
-                        transactional_id_prefix: str,
-                        value_columns: tuple[tuple[str, str], ...] = CURATED_COLUMNS) -> str:
-    """Register one curated topic as an exactly-once sink: key `key` (raw), value the curated JSON."""
+def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str,
+                        transactional_id_prefix: str) -> str:
+    """Register one curated topic as an exactly-once sink of (message_key, value): the key raw, the value the curated
+    JSON as bytes (CURATED_COLUMNS or PARTNER_CURATED_COLUMNS, built by udfs.rows.curated_value)."""
     options = curated_sink_options(cfg, topic, transactional_id_prefix)
-    columns = ", ".join(f"`{name}` {kind}" for name, kind in (("message_key", "STRING"), *value_columns))
-    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) {with_clause(options)}")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (`message_key` STRING, `value` BYTES) {with_clause(options)}")
     return table
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.archive import create_archive_sink, create_dead_letter_archive
 from connectors.iceberg import TABLE_FOR_TYPE, WIRED_LAST, create_tables
-from connectors.kafka import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, create_curated_sink, create_dead_letter_sink
+from connectors.kafka import create_curated_sink, create_dead_letter_sink
 from connectors.sql import insert_select, quote
 from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, FRAUD_SIGNAL_COLUMNS, ICEBERG_COLUMNS
 from udfs.routing import routes_column
@@ -137,12 +137,10 @@ def wire_fraud_signals(ctx: RouteContext) -> dict[str, str]:
     return written
 
 
-def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: str,
-                  columns: tuple[tuple[str, str], ...]) -> None:
+def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: str, value: str) -> None:
     # The transactional id is stable per topic: a restore finds the transactions it must abort or commit.
-    table = create_curated_sink(ctx.t_env, ctx.cfg.kafka, f"curated_{index}", topic, "message_key",
-                                f"{ctx.job_name}-curated-{route.replace(':', '-')}", columns)
-    value = ", ".join(f"`{name}`" for name, _kind in columns)
+    table = create_curated_sink(ctx.t_env, ctx.cfg.kafka, f"curated_{index}", topic,
+                                f"{ctx.job_name}-curated-{route.replace(':', '-')}")
     # B608 - Flink SQL from route names and columns of our contracts, no record data
     ctx.statements.append(f"INSERT INTO {table} SELECT {key}, {value} FROM {ctx.rows} WHERE {ctx.routed(route)}")
 
@@ -150,7 +148,7 @@ def _wire_curated(ctx: RouteContext, index: int, route: str, topic: str, key: st
 def wire_snowflake(ctx: RouteContext) -> dict[str, str]:
     """The `snowflake` route: curated.snowflake keyed by record id, for the Snowflake loader."""
     topic = ctx.cfg.curated.snowflake_topic
-    _wire_curated(ctx, 0, "snowflake", topic, "record_id", CURATED_COLUMNS)
+    _wire_curated(ctx, 0, "snowflake", topic, "record_id", "curated")
     return {"snowflake": topic}
 
 
@@ -159,7 +157,7 @@ def wire_partners(ctx: RouteContext) -> dict[str, str]:
     written = {}
     for index, partner in enumerate(ctx.partners, start=1):
         route, topic = f"partner:{partner}", ctx.cfg.curated.partner_topic(partner)
-        _wire_curated(ctx, index, route, topic, "business_key", PARTNER_CURATED_COLUMNS)
+        _wire_curated(ctx, index, route, topic, "business_key", "partner_curated")
         written[route] = topic
     return written
 

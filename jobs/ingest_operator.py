@@ -50,6 +50,7 @@ from udfs.phi.protect import seal_dead_letter
 from udfs.reasons import reason
 from udfs.rows import (
     ACCEPTED_FIELDS,
+    BYTES_FIELDS,
     DEAD_LETTER_FIELDS,
     INT_FIELDS,
     LONG_FIELDS,
@@ -64,7 +65,8 @@ log = logging.getLogger("medistream.ingest")
 ACCEPTED_TYPE = Types.ROW_NAMED(
     ACCEPTED_FIELDS,
     [Types.LONG() if f in LONG_FIELDS else Types.INT() if f in INT_FIELDS
-     else Types.OBJECT_ARRAY(Types.BASIC_ARRAY(Types.STRING())) if f in TEXT_ARRAYS_FIELDS else Types.STRING()
+     else Types.OBJECT_ARRAY(Types.BASIC_ARRAY(Types.STRING())) if f in TEXT_ARRAYS_FIELDS
+     else Types.PRIMITIVE_ARRAY(Types.BYTE()) if f in BYTES_FIELDS else Types.STRING()
      for f in ACCEPTED_FIELDS],
 )
 DEAD_LETTERS = OutputTag("dead-letters", Types.ROW_NAMED(

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, curated_value
 from udfs.dead_letters import DeadLetter
 from udfs.ingest import Accepted
 from udfs.projections import INT_COLUMNS, TABLE_COLUMNS
@@ -21,14 +22,18 @@ ACCEPTED_FIELDS = [
     "record_id", "record_type", "feed", "position", "source", "sent_at_ms", "dt", "ingested_at_ms",
     "dedup_key", "business_key", "original_key", "routes", "enrichment", "payer_name", "payer_line_of_business",
     "billing_provider_taxonomy", "enrichment_misses", "payload", "sealed",
+    # The curated messages' values, built here once (decision 0046): for the `snowflake` route (CURATED_COLUMNS) and
+    # for every `partner:<id>` route (PARTNER_CURATED_COLUMNS); null where the record does not go.
+    "curated", "partner_curated",
     # Every record type's table columns ride along (null for the other types) so one dedup serves every sink.
     *TABLE_COLUMNS,
 ]
-# The accepted fields that are not strings: epoch milliseconds (BIGINT), counts (INT) and a claim's lines, an array
-# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS).
+# The accepted fields that are not strings: epoch milliseconds (BIGINT), counts (INT), a claim's lines, an array
+# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS), and UTF-8 JSON (BYTES).
 LONG_FIELDS = frozenset({"sent_at_ms", "ingested_at_ms", "event_time_ms"})
 INT_FIELDS = INT_COLUMNS
 TEXT_ARRAYS_FIELDS = frozenset({"service_lines"})
+BYTES_FIELDS = frozenset({"curated", "partner_curated"})
 DEAD_LETTER_FIELDS = ["dead_letter_id", "body", "feed", "stage", "reason", "category", "source", "dead_at_ms", "dt"]
 
 
@@ -49,6 +54,10 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
         "payload": accepted.payload,
         "sealed": accepted.sealed,
     }
+    if "snowflake" in accepted.routes:
+        fields["curated"] = curated_value(fields, CURATED_COLUMNS)
+    if any(route.startswith("partner:") for route in accepted.routes):
+        fields["partner_curated"] = curated_value(fields, PARTNER_CURATED_COLUMNS)
     return tuple(fields[f] if f in fields else _column(accepted.columns, f) for f in ACCEPTED_FIELDS)
 
 

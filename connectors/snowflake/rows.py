@@ -12,8 +12,8 @@ import re
 
 import orjson
 
-from connectors.kafka import CURATED_COLUMNS
 from connectors.snowflake.channel import Fatal
+from udfs.curated import CURATED_COLUMNS
 
 RECORD_TYPES = frozenset({"claim", "payment", "eligibility"})
 _DT = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -60,7 +60,7 @@ def test_plaintext_tables_are_exactly_as_before() -> None:
         ("connector", "kafka"), ("topic", "curated.snowflake"), ("properties.bootstrap.servers", BROKERS),
         ("properties.transaction.timeout.ms", "600000"), ("sink.delivery-guarantee", "exactly-once"),
         ("sink.transactional-id-prefix", "medistream-ingest-curated"), ("key.format", "raw"),
-        ("key.fields", "message_key"), ("value.format", "json"), ("value.fields-include", "EXCEPT_KEY"),
+        ("key.fields", "message_key"), ("value.format", "raw"), ("value.fields-include", "EXCEPT_KEY"),
         ("properties.batch.size", "524288"), ("properties.linger.ms", "50")]  # batching: decision 0022
 
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from connectors.kafka import PARTNER_CURATED_COLUMNS
 from connectors.kms import PhiConfig
+from udfs.curated import PARTNER_CURATED_COLUMNS
 
 
 def kms_protectors(phi: PhiConfig, policies: Iterable[str]) -> dict[str, Any]:
