@@ -56,7 +56,7 @@ from jobs.runtime import (
     write_operator_ids,
 )
 from jobs.topics import partner_ids
-from udfs.rows import ACCEPTED_FIELDS, TEXT_AS_BYTES_FIELDS
+from udfs.rows import ACCEPTED_FIELDS
 from udfs.source import BACKFILL_PATH_PATTERN, ORIGIN_HEADER, ORIGIN_PATTERN
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def build(
     t_env.get_config().set("table.exec.state.ttl", cfg.feeds.dedup_ttl)
     t_env.create_temporary_view("deduped", t_env.sql_query(
         # B608 - Flink SQL over our own field names (ACCEPTED_FIELDS)
-        f"""SELECT {", ".join(_deduped_column(f) for f in ACCEPTED_FIELDS)} FROM (
+        f"""SELECT {", ".join(f"`{f}`" for f in ACCEPTED_FIELDS)} FROM (
               SELECT *, ROW_NUMBER() OVER (PARTITION BY dedup_key ORDER BY proc_time ASC) AS rn FROM accepted)
             WHERE rn = 1"""
     ))
@@ -190,12 +190,6 @@ def build(
         statements.add_insert_sql(statement)
     statements.attach_as_datastream()
     return JobOutputs(written)
-
-
-def _deduped_column(name: str) -> str:
-    """A column of the deduplicated rows: the large texts that crossed from Python as bytes are texts again (a cast of
-    UTF-8 bytes to STRING wraps them, no copy), so every sink reads the columns it read before (decision 0046)."""
-    return f"CAST(`{name}` AS STRING) AS `{name}`" if name in TEXT_AS_BYTES_FIELDS else f"`{name}`"
 
 
 def _with_kafka_units(t_env: StreamTableEnvironment, cfg: IngestConfig, landing_units: str) -> Any:

@@ -29,15 +29,11 @@ ACCEPTED_FIELDS = [
     *TABLE_COLUMNS,
 ]
 # The accepted fields that are not strings: epoch milliseconds (BIGINT), counts (INT), a claim's lines, an array
-# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS), and UTF-8 text (BYTES).
+# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS), and UTF-8 JSON (BYTES).
 LONG_FIELDS = frozenset({"sent_at_ms", "ingested_at_ms", "event_time_ms"})
 INT_FIELDS = INT_COLUMNS
 TEXT_ARRAYS_FIELDS = frozenset({"service_lines"})
-# The large texts cross to the JVM as their UTF-8 bytes (decision 0046): a Java string is copied into the next task
-# char by char (Flink's StringSerializer), bytes as they are. The protected payload and the sealed copy are texts
-# again after the dedup (TEXT_AS_BYTES_FIELDS, cast in jobs/ingest.py); the curated values are written as bytes.
-TEXT_AS_BYTES_FIELDS = frozenset({"payload", "sealed"})
-BYTES_FIELDS = TEXT_AS_BYTES_FIELDS | {"curated", "partner_curated"}
+BYTES_FIELDS = frozenset({"curated", "partner_curated"})
 DEAD_LETTER_FIELDS = ["dead_letter_id", "body", "feed", "stage", "reason", "category", "source", "dead_at_ms", "dt"]
 
 
@@ -62,7 +58,6 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
         fields["curated"] = curated_value(fields, CURATED_COLUMNS)
     if any(route.startswith("partner:") for route in accepted.routes):
         fields["partner_curated"] = curated_value(fields, PARTNER_CURATED_COLUMNS)
-    fields["payload"], fields["sealed"] = accepted.payload.encode(), accepted.sealed.encode()
     return tuple(fields[f] if f in fields else _column(accepted.columns, f) for f in ACCEPTED_FIELDS)
 
 

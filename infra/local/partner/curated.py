@@ -63,11 +63,10 @@ def curated_messages(n: int, seed: int, phi: PhiConfig, partner: str,
 
 def message(accepted: Any, pointer: str) -> dict[str, Any]:
     """The curated message of an accepted record: the ingest operator's row, cut to the partner-topic columns."""
-    from udfs.rows import ACCEPTED_FIELDS, TEXT_AS_BYTES_FIELDS, accepted_values
+    from udfs.rows import ACCEPTED_FIELDS, accepted_values
 
     row = dict(zip(ACCEPTED_FIELDS, accepted_values(accepted, pointer, int(time.time() * 1000)), strict=True))
-    return {name: row[name].decode() if name in TEXT_AS_BYTES_FIELDS else row[name]
-            for name, _kind in PARTNER_CURATED_COLUMNS}
+    return {name: row[name] for name, _kind in PARTNER_CURATED_COLUMNS}
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[Mapping[str, Any]], transactional_id: str,
