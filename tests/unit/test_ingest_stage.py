@@ -130,6 +130,32 @@ def test_operator_rows_carry_claim_lines_as_texts_and_no_null_array(stage: Inges
             assert lines == []
 
 
+@pytest.mark.parametrize("routes", [["archive"], ["archive", "snowflake"], ["archive", "partner:clearwater_health"],
+                                    ["archive", "iceberg", "snowflake", "partner:clearwater_health"]])
+def test_operator_rows_carry_curated_values_where_routed(generated: list, routes: list) -> None:
+    """A curated value is there only for the routes that read it, and holds the row's own fields in its topic's column
+    order (decision 0046)."""
+    from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS
+    from udfs.rows import ACCEPTED_FIELDS, accepted_values
+
+    routed = IngestStage({f.name: contract(f.name, f.record_type, routes=routes) for f in FEEDS}, static_protectors(),
+                         reference())
+    g = next(g for g in generated if g.expect == "valid")
+    accepted = one(routed, g.payload, source_for(g))
+    assert isinstance(accepted, Accepted)
+    row = dict(zip(ACCEPTED_FIELDS, accepted_values(accepted, "raw.feed:0:1", 42), strict=True))
+    assert row["payload"] == accepted.payload and row["sealed"] == accepted.sealed
+    for field, columns, wanted in (("curated", CURATED_COLUMNS, "snowflake" in routes),
+                                   ("partner_curated", PARTNER_CURATED_COLUMNS, "partner:clearwater_health" in routes)):
+        if not wanted:
+            assert row[field] is None
+            continue
+        value = orjson.loads(row[field])
+        assert list(value) == [name for name, _kind in columns]
+        assert value == {name: row[name] for name in value}
+        assert value["ingested_at_ms"] == 42 and value["source"] == "raw.feed:0:1"
+
+
 @pytest.mark.parametrize("kind", INVALID_KINDS)
 def test_each_invalid_kind_is_refused_with_its_reason(stage: IngestStage, generated: list, kind: str) -> None:
     cases = [g for g in generated if g.invalid_kind == kind]
