@@ -127,8 +127,6 @@ class CuratedConfig:
         return f"{self.partner_topic_prefix}{partner}"
 
 
-
-
 def raw_source_options(cfg: KafkaConfig) -> dict[str, str]:
     """The raw source table's connector options."""
     options = {
@@ -207,7 +205,7 @@ def curated_sink_options(cfg: KafkaConfig, topic: str, transactional_id_prefix: 
         "sink.transactional-id-prefix": transactional_id_prefix,
         "key.format": "raw",
         "key.fields": "message_key",
-        # The value is the curated JSON the ingest operator built (udfs.rows.curated_value, decision 0046).
+        # The value is the curated JSON the ingest operator built (udfs.curated.curated_value, decision 0046).
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
         **CURATED_BATCHING,
@@ -217,7 +215,7 @@ def curated_sink_options(cfg: KafkaConfig, topic: str, transactional_id_prefix: 
 def create_curated_sink(t_env: StreamTableEnvironment, cfg: KafkaConfig, table: str, topic: str,
                         transactional_id_prefix: str) -> str:
     """Register one curated topic as an exactly-once sink of (message_key, value): the key raw, the value the curated
-    JSON as bytes (CURATED_COLUMNS or PARTNER_CURATED_COLUMNS, built by udfs.rows.curated_value)."""
+    JSON as bytes (CURATED_COLUMNS or PARTNER_CURATED_COLUMNS, built by udfs.curated.curated_value)."""
     options = curated_sink_options(cfg, topic, transactional_id_prefix)
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (`message_key` STRING, `value` BYTES) {with_clause(options)}")
     return table
