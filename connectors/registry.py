@@ -24,6 +24,7 @@ from connectors.sinks import (
     wire_snowflake,
     wire_tables,
 )
+from schemas.routes import is_partner_sink
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ DOORS: dict[str, tuple[Door, ...]] = {
 
 def route_kind(route: str) -> str:
     """The SINKS key of a contract route: `partner:<id>` -> `partner`, others as they are."""
-    return "partner" if route.startswith("partner:") else route
+    return "partner" if is_partner_sink(route) else route
 
 
 def wire_sinks(ctx: RouteContext) -> dict[str, str]:

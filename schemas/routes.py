@@ -24,7 +24,13 @@ from typing import Any
 
 ARCHIVE = "archive"
 SINKS = ("iceberg", ARCHIVE, "snowflake", "operational")
-_PARTNER = re.compile(r"^partner:([a-z0-9_]+)$")
+PARTNER_PREFIX = "partner:"  # a partner's route is `partner:<id>`
+_PARTNER = re.compile(rf"^{PARTNER_PREFIX}([a-z0-9_]+)$")
+
+
+def is_partner_sink(sink: str) -> bool:
+    """Whether a route's sink (as a record's routes name it) is a partner's."""
+    return sink.startswith(PARTNER_PREFIX)
 
 
 class RouteError(ValueError):

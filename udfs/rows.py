@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from schemas.routes import is_partner_sink
 from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, curated_value
 from udfs.dead_letters import DeadLetter
 from udfs.ingest import Accepted
@@ -56,7 +57,7 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
     }
     if "snowflake" in accepted.routes:
         fields["curated"] = curated_value(fields, CURATED_COLUMNS)
-    if any(route.startswith("partner:") for route in accepted.routes):
+    if any(is_partner_sink(route) for route in accepted.routes):
         fields["partner_curated"] = curated_value(fields, PARTNER_CURATED_COLUMNS)
     return tuple(fields[f] if f in fields else _column(accepted.columns, f) for f in ACCEPTED_FIELDS)
 

@@ -60,7 +60,7 @@ def rows() -> list[dict[str, Any]]:
 
 def flink_json_lines(t_env: Any, tmp: Path, columns: tuple[tuple[str, str], ...], values: list[dict[str, Any]]
                      ) -> list[bytes]:
-    """Each row as Flink's JSON format writes it, in row order (a row number orders the single output file)."""
+    """Each row as Flink's JSON format writes it: the lines of the sink's files, in the order Flink wrote them."""
     from pyflink.common import Row
     from pyflink.table import DataTypes
 
@@ -74,9 +74,8 @@ def flink_json_lines(t_env: Any, tmp: Path, columns: tuple[tuple[str, str], ...]
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {name}_json ({ddl}) WITH ('connector' = 'filesystem', "
                       f"'path' = '{out.as_uri()}', 'format' = 'json')")
     t_env.execute_sql(f"INSERT INTO {name}_json SELECT * FROM {name}").wait()  # noqa: S608 - our own names
-    lines = [line for f in sorted(out.rglob("*")) if f.is_file() and not f.name.startswith(".")
-             for line in f.read_bytes().splitlines()]
-    return lines
+    return [line for f in sorted(out.rglob("*")) if f.is_file() and not f.name.startswith(".")
+            for line in f.read_bytes().splitlines()]
 
 
 def test_curated_values_are_what_flinks_json_format_writes(flink_process_env: None, tmp_path: Path) -> None:
