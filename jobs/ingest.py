@@ -53,6 +53,7 @@ from jobs.runtime import (
     prepare_process_environment,
     restore_point,
     run_submitted,
+    side_output,
     write_operator_ids,
 )
 from jobs.topics import partner_ids
@@ -139,7 +140,7 @@ def build(
     )
     # Device events pass an event-time gate first (decision 0040): keyed by device token, each device's watermark in
     # keyed state; the late ones become dead letters, the others join the accepted rows before the dedup.
-    gated = (keyed_by_first_field(accepted.get_side_output(DEVICE_EVENTS), Types.STRING(), EVENT_TYPE)
+    gated = (keyed_by_first_field(side_output(accepted, DEVICE_EVENTS), Types.STRING(), EVENT_TYPE)
              .process(EventTimeGate(cfg.event_time), output_type=ACCEPTED_TYPE)
              .uid("device-event-time")
              .name("device-event-time"))
@@ -150,7 +151,7 @@ def build(
     # so the same id again is the same unit read again (a backfill's copy), never another record. A DataStream
     # operator with its own uid, not SQL: a new SQL operator renumbers every plan node after it, and with them
     # the uids of the sinks' state, so a savepoint of the previous version would not restore into this one.
-    letters = accepted.get_side_output(DEAD_LETTERS).union(gated.get_side_output(LATE_EVENTS))
+    letters = side_output(accepted, DEAD_LETTERS).union(side_output(gated, LATE_EVENTS))
     once = (letters.key_by(lambda row: row[0], key_type=Types.STRING())
             .process(FirstPerKey(duration_ms(cfg.feeds.dedup_ttl)), output_type=letters.get_type())
             .uid("dead-letters-once")
@@ -172,7 +173,7 @@ def build(
     # dead letters' once-only step above.
     signals = None
     if cfg.fraud.enabled:
-        facts = accepted.get_side_output(FRAUD_FACTS)
+        facts = side_output(accepted, FRAUD_FACTS)
         detected = (keyed_by_first_field(facts, Types.STRING(), FACT_TYPE)
                     .process(FraudDetector(cfg.fraud.rules, job_name), output_type=SIGNAL_TYPE)
                     .uid("fraud-signals")

@@ -25,11 +25,10 @@ from infra.local.settings import StackSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
-# PyFlink's own conversions (Row to table row) after the ingest operator and after the device events' event-time
-# gate, whose outputs are united before the table and before the dead letters' dedup, and the key-by map before that
-# dedup: stateless, and they take no uid. The fraud detectors' facts and the device events are keyed with no Python
-# map (jobs.runtime.keyed_by_first_field). Every id of the job before the gate (decision 0040) is still there.
-STATELESS_WITHOUT_UID = ["Map", "Map", "Map", "Map", "_stream_key_by_map_operator"]
+# PyFlink's key-by map before the dead letters' dedup: stateless, and it takes no uid. The fraud detectors' facts and
+# the device events are keyed with no Python map (jobs.runtime.keyed_by_first_field), and the side outputs have none
+# behind them (jobs.runtime.side_output, decision 0047; before it, four identity maps were listed here too).
+STATELESS_WITHOUT_UID = ["_stream_key_by_map_operator"]
 
 
 def described(properties: Path, parallelism: int, home: Path) -> dict[str, Any]:
