@@ -185,8 +185,16 @@ def reference_path(run_id: str) -> str:
     return f"s3://{REFERENCE_BUCKET}/b{run_id}/"
 
 
-def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, Any], job_name: str
-              ) -> dict[str, Any]:
+# The state backend a run's mini-cluster keeps keyed state in: the embedded default's, or the one a cluster and
+# Managed Flink use (tools/cluster_config.py), whose per-access costs (serialization, no TTL sweeps) differ.
+STATE_BACKENDS: dict[str, dict[str, str]] = {
+    "hashmap": {"state.backend.type": "hashmap"},
+    "rocksdb": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": "true"},
+}
+
+
+def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, Any], job_name: str,
+              state_backend: str = "hashmap") -> dict[str, Any]:
     """Publish, run the ingest job bounded to completion, then verify every sink against keys and ids."""
     from bench.resources import TreeSampler
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, percentiles
@@ -202,7 +210,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
     s3_client(cfg.s3).put_object(Bucket=bucket, Key=f"{prefix}_placeholder", Body=b"")
 
     setup_start = time.perf_counter()
-    env, t_env = ingest.create_environments(cfg, None)
+    env, t_env = ingest.create_environments(cfg, None, cluster_extra=STATE_BACKENDS[state_backend])
     # A name of its own: it prefixes the dead-letter sink's Kafka transactional ids.
     ingest.build(env, t_env, cfg, job_name=job_name)
     setup_s = time.perf_counter() - setup_start
@@ -242,7 +250,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
                     "extra_keys": claims.extra_keys, "snapshots": claims.snapshots},
         "archive": archive, "dead_letters": dead_letters, "ok": ok,
         "parallelism": cfg.runtime.parallelism, "python_execution_mode": cfg.runtime.python_execution_mode,
-        "checkpoint_interval_ms": cfg.checkpoints.interval_ms,
+        "checkpoint_interval_ms": cfg.checkpoints.interval_ms, "state_backend": state_backend,
     }
 
 
@@ -318,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_parse_sizes, default=[1, 4], help="record sizes in KiB (default 1,4)")
     parser.add_argument("--no-fraud", action="store_true",
                         help="run the job without the fraud detectors (fraud.enabled false), to price them")
+    parser.add_argument("--state-backend", choices=sorted(STATE_BACKENDS), default="hashmap",
+                        help="the job's keyed state: hashmap (the embedded default) or rocksdb (a cluster's and "
+                             "Managed Flink's, incremental checkpoints)")
     args = parser.parse_args(argv)
     if args.records <= 0:
         parser.error("--records must be positive")
@@ -343,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     base = load_ingest_config(read_property_groups(default_properties_path()))
     if args.no_fraud:
         base = replace(base, fraud=replace(base.fraud, enabled=False))
-    print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB", flush=True)
+    print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB, "
+          f"state backend {args.state_backend}", flush=True)
 
     runs: list[dict[str, Any]] = []
     contracts_dir = workdir / "feeds"
@@ -369,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = configs[kb]
             try:
                 run = flink_run(cfg, data[kb], contracts[feed_name(kb, run_id)], expected[kb],
-                                f"medistream-bench-{kb}kb-{run_id}")
+                                f"medistream-bench-{kb}kb-{run_id}", args.state_backend)
             finally:
                 removed = clean_up(cfg)
             runs.append({"size_kb": kb, **run, "cleaned_up": removed})
@@ -391,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(runs)
     doc = {"machine": machine_info(), "code": code_version(), "run_id": run_id,
            "records_per_size": args.records, "sizes_kb": args.sizes, "seed": SEED,
-           "fraud_detectors": base.fraud.enabled,
+           "fraud_detectors": base.fraud.enabled, "state_backend": args.state_backend,
            "feed_contract": f"copy of schemas/feeds/{TEMPLATE_FEED}.yaml",
            "reference_objects_removed": reference_removed,
            "duration_s": round(time.perf_counter() - began, 1),
