@@ -76,8 +76,9 @@ class Measured:
 def measured(results: Path = RESULTS) -> Measured:
     """The figures, from the results files the README's benchmark section cites."""
     # One run of 100,000 records per size with every sink of the job, the operational store's and the fraud
-    # detectors included, the curated JSON built once (README, Benchmarks; decision 0046).
-    files = {4: "ingest-2026-12-05-curated-after.json", 12: "ingest-2026-12-05-curated-after.json"}
+    # detectors included, on RocksDB with incremental checkpoints as Managed Flink runs it (README, Benchmarks;
+    # decision 0047).
+    files = {4: "ingest-2026-12-06-rocksdb.json", 12: "ingest-2026-12-06-rocksdb.json"}
     ingest = {}
     for size, name in files.items():
         (job,) = [r for r in json.loads((results / name).read_text())["runs"]
