@@ -125,7 +125,7 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
         # Empty partitions are skipped: a consumer gets no position on them, so none could "end".
         ends: dict[int, int] = {}
         for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = watermarks(consumer, TopicPartition(topic, p), timeout_s)
             if high > low:
                 ends[p] = high
         if not ends:
@@ -147,6 +147,32 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
         return letters
     finally:
         consumer.close()
+
+
+# Partition leadership still moving (a topic just created, a broker just restarted): asking again answers.
+_LEADERSHIP_CODES = ("NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART")
+
+
+def watermarks(consumer: Any, partition: Any, timeout_s: float, pause_s: float = 0.5) -> tuple[int, int]:
+    """A partition's (low, high) watermark offsets, asked again while its leadership is still settling.
+
+    Seen in a whole-suite run: NOT_LEADER_FOR_PARTITION from a topic the job had just created. Any other error, or
+    the same one past `timeout_s`, is raised.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            settling = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in {getattr(KafkaError, c) for c in _LEADERSHIP_CODES})
+            if not settling or time.monotonic() + pause_s > deadline:
+                raise
+            time.sleep(pause_s)
 
 
 def dead_letter_key(letter: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import orjson
@@ -12,6 +11,7 @@ import yaml
 from infra.local import synthetic
 from infra.local.reference import reference_documents, unknown_payer
 from infra.local.synthetic import Feed
+from tests.flink import thread_mode_env
 
 pytestmark = pytest.mark.flink
 
@@ -22,14 +22,12 @@ SEED = 5
 def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: None, stack: object,
                                                            tmp_path: Path) -> None:
     """Key material comes from KMS and Secrets Manager on the local stack, as in the job."""
-    from pyflink.common import Configuration, Types
-    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.common import Types
 
     from connectors.iceberg import S3Config
     from connectors.properties import LOCAL_PROPERTIES, load_phi_config, read_property_groups
     from connectors.reference import ReferenceConfig, create_reference_stream
     from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
-    from jobs.runtime import DEPENDENCIES_JAR
     from udfs.rows import ACCEPTED_FIELDS
 
     contracts = tmp_path / "feeds"
@@ -46,15 +44,7 @@ def test_operator_splits_accepted_records_and_dead_letters(flink_process_env: No
     generated = list(synthetic.generate(120, seed=SEED, feeds=(FEED,), mix=synthetic.Mix(1.0, 0.0, 0.0),
                                         size_kb=(1, 2), duplicate_rate=0.0, invalid_rate=0.25))
     rows = [(g.payload, f"raw.{g.feed}", 0, i, None, 0) for i, g in enumerate(generated)]
-    conf = Configuration()
-    conf.set_string("python.execution-mode", "thread")
-    # The job's own interpreter, as every job sets it (jobs/runtime.py); unset, thread mode asks `python` on the
-    # PATH where libpython is, and that answer depended on which test had started the gateway first.
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("pipeline.jars", DEPENDENCIES_JAR.as_uri())
-    conf.set_string("pipeline.classpaths", DEPENDENCIES_JAR.as_uri())
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.set_parallelism(1)
+    env = thread_mode_env()
     raw_type = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG(),
                           Types.STRING(), Types.LONG()])
     updates = create_reference_stream(env, ReferenceConfig(reference.as_uri() + "/", "")).broadcast(REFERENCE_STATE)

@@ -3,12 +3,13 @@ them, element for element, without PyFlink's Python identity map behind each (de
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pyflink.datastream.functions import ProcessFunction
+
+from tests.flink import thread_mode_env
 
 pytestmark = pytest.mark.flink
 
@@ -27,22 +28,6 @@ class Split(ProcessFunction):  # type: ignore[misc]
             yield self.letters, Row(f"letter-{value}", "body ✓")
         else:
             yield value
-
-
-def _env() -> Any:
-    from pyflink.common import Configuration
-    from pyflink.datastream import StreamExecutionEnvironment
-
-    from jobs.runtime import DEPENDENCIES_JAR
-
-    conf = Configuration()
-    conf.set_string("python.execution-mode", "thread")
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("pipeline.jars", DEPENDENCIES_JAR.as_uri())
-    conf.set_string("pipeline.classpaths", DEPENDENCIES_JAR.as_uri())
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.set_parallelism(1)
-    return env
 
 
 def _tags() -> tuple[Any, Any]:
@@ -73,7 +58,7 @@ def test_side_outputs_hold_what_the_operator_emitted_with_no_python_step_between
 
     from jobs.runtime import operator_ids, side_output
 
-    env, (facts, letters) = _env(), _tags()
+    env, (facts, letters) = thread_mode_env(), _tags()
     split = env.from_collection(list(range(40)), type_info=Types.INT()).process(
         Split(facts, letters), output_type=Types.INT())
     streams = _consumers(split, facts, letters, side_output)
@@ -96,7 +81,7 @@ def test_pyflinks_own_side_outputs_put_a_python_map_behind_each(flink_process_en
 
     from jobs.runtime import operator_ids
 
-    env, (facts, letters) = _env(), _tags()
+    env, (facts, letters) = thread_mode_env(), _tags()
     split = env.from_collection([1], type_info=Types.INT()).process(Split(facts, letters), output_type=Types.INT())
     _consumers(split, facts, letters, lambda stream, tag: stream.get_side_output(tag))
     assert operator_ids(env)["without_uid"] == ["Map", "Map", "Map", "Map, Map", "PROCESS",
