@@ -149,10 +149,6 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
         consumer.close()
 
 
-# Partition leadership still moving (a topic just created, a broker just restarted): asking again answers.
-_LEADERSHIP_CODES = ("NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART")
-
-
 def watermarks(consumer: Any, partition: Any, timeout_s: float, pause_s: float = 0.5) -> tuple[int, int]:
     """A partition's (low, high) watermark offsets, asked again while its leadership is still settling.
 
@@ -161,6 +157,9 @@ def watermarks(consumer: Any, partition: Any, timeout_s: float, pause_s: float =
     """
     from confluent_kafka import KafkaError, KafkaException
 
+    # Partition leadership still moving (a topic just created, a broker just restarted): asking again answers.
+    leadership = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART}
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -168,8 +167,7 @@ def watermarks(consumer: Any, partition: Any, timeout_s: float, pause_s: float =
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            settling = isinstance(error, KafkaError) and (
-                error.retriable() or error.code() in {getattr(KafkaError, c) for c in _LEADERSHIP_CODES})
+            settling = isinstance(error, KafkaError) and (error.retriable() or error.code() in leadership)
             if not settling or time.monotonic() + pause_s > deadline:
                 raise
             time.sleep(pause_s)
