@@ -29,6 +29,8 @@ def committed_offsets_reach_end(bootstrap: str, group: str, topics: set[str]) ->
     """Whether the job's consumer group has committed every partition's end offset (it read everything)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from connectors.kafka import watermark_offsets
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "isolation.level": "read_committed"})
     try:
@@ -36,7 +38,7 @@ def committed_offsets_reach_end(bootstrap: str, group: str, topics: set[str]) ->
                       for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
         committed = consumer.committed(partitions, timeout=10)
         for tp in committed:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            _low, high = watermark_offsets(consumer, TopicPartition(tp.topic, tp.partition), 10)
             # Read committed: the end may be a transaction marker the job never sees (at most one per partition).
             if tp.offset < high - 1:
                 return False

@@ -260,3 +260,29 @@ def create_missing_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def watermark_offsets(consumer: Any, partition: Any, timeout_s: float, pause_s: float = 0.5) -> tuple[int, int]:
+    """A partition's (low, high) watermark offsets, asked again while its leadership is still settling.
+
+    Every Python reader of a topic's ends goes through here. Seen in a whole-suite run: NOT_LEADER_FOR_PARTITION
+    from a topic the job had just created. Any other error, or the same one past `timeout_s`, is raised.
+    """
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    # Partition leadership still moving (a topic just created, a broker just restarted): asking again answers.
+    leadership = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=max(deadline - time.monotonic(), pause_s))
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            settling = isinstance(error, KafkaError) and (error.retriable() or error.code() in leadership)
+            if not settling or time.monotonic() + pause_s > deadline:
+                raise
+            time.sleep(pause_s)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config, watermark_offsets
 from connectors.lineage.datasets import Dataset, topic_datasets
 from connectors.lineage.emitter import lineage_run
 from connectors.metrics.doors import DoorMetrics
@@ -301,7 +301,7 @@ class _Loader:
         """Messages of the assigned partitions not yet loaded (high watermark minus position)."""
         behind = 0
         for tp in self.consumer.position(self.consumer.assignment()):
-            _low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0)
+            _low, high = watermark_offsets(self.consumer, tp, 2.0)
             if tp.offset >= 0:
                 behind += max(0, high - tp.offset)
         return behind

@@ -37,7 +37,7 @@ from typing import Any
 
 from connectors.audit import load_audit_settings, open_audit_log
 from connectors.iceberg import split_s3_url
-from connectors.kafka import client_config
+from connectors.kafka import client_config, watermark_offsets
 from connectors.lineage.datasets import Dataset, kafka_namespace, url_dataset
 from connectors.properties import (
     IngestConfig,
@@ -159,7 +159,7 @@ class Backfill:
             return {}  # a feed that never used Kafka
         ranges = {}
         for partition in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.timeout_s)
+            low, high = watermark_offsets(consumer, TopicPartition(self.topic, partition), self.timeout_s)
             # One call per time: a request names each partition once.
             start, end = ((found[0].offset if found[0].offset >= 0 else high) for found in (
                 consumer.offsets_for_times([TopicPartition(self.topic, partition, at)], timeout=self.timeout_s)

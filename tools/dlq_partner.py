@@ -163,7 +163,7 @@ def scan_curated(cfg: DlqConfig, topic: str, units: Sequence[Unit]) -> Scan:
     import orjson
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from connectors.kafka import client_config
+    from connectors.kafka import client_config, watermark_offsets
 
     scan = Scan(units)
     consumer = Consumer(client_config(cfg.bootstrap_servers, cfg.kafka_auth, **{
@@ -175,7 +175,7 @@ def scan_curated(cfg: DlqConfig, topic: str, units: Sequence[Unit]) -> Scan:
             return scan
         ends: dict[int, int] = {}
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=cfg.timeout_s)
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p), cfg.timeout_s)
             scan.starts[p] = low
             if high > low:
                 ends[p] = high

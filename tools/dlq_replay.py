@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from connectors.iceberg import split_s3_url as split_s3
-from connectors.kafka import client_config
+from connectors.kafka import client_config, watermark_offsets
 from tools.dlq_units import (
     NOT_REPLAYABLE,
     REPLAY_FOLDER,
@@ -135,7 +135,7 @@ class _Replayer:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None or partition not in meta.partitions:
             return None, f"{topic} partition {partition} does not exist any more"
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        low, high = watermark_offsets(consumer, TopicPartition(topic, partition), timeout)
         if offset < low:
             return None, f"dropped by the retention of {topic} (partition {partition} now starts at offset {low})"
         if offset >= high:

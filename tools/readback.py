@@ -22,7 +22,7 @@ from connectors.iceberg import (
     pyiceberg_catalog,
     split_s3_url,
 )
-from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config, watermark_offsets
 from connectors.properties import IngestConfig
 from connectors.s3 import s3_client
 from udfs.dedup import Digest
@@ -125,7 +125,7 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
         # Empty partitions are skipped: a consumer gets no position on them, so none could "end".
         ends: dict[int, int] = {}
         for p in metadata.partitions:
-            low, high = watermarks(consumer, TopicPartition(topic, p), timeout_s)
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p), timeout_s)
             if high > low:
                 ends[p] = high
         if not ends:
@@ -147,30 +147,6 @@ def committed_dead_letters(bootstrap_servers: str, topic: str, timeout_s: float 
         return letters
     finally:
         consumer.close()
-
-
-def watermarks(consumer: Any, partition: Any, timeout_s: float, pause_s: float = 0.5) -> tuple[int, int]:
-    """A partition's (low, high) watermark offsets, asked again while its leadership is still settling.
-
-    Seen in a whole-suite run: NOT_LEADER_FOR_PARTITION from a topic the job had just created. Any other error, or
-    the same one past `timeout_s`, is raised.
-    """
-    from confluent_kafka import KafkaError, KafkaException
-
-    # Partition leadership still moving (a topic just created, a broker just restarted): asking again answers.
-    leadership = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                  KafkaError.UNKNOWN_TOPIC_OR_PART}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            settling = isinstance(error, KafkaError) and (error.retriable() or error.code() in leadership)
-            if not settling or time.monotonic() + pause_s > deadline:
-                raise
-            time.sleep(pause_s)
 
 
 def dead_letter_key(letter: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config, watermark_offsets
 
 CURSOR_VERSION = 1
 
@@ -114,8 +114,7 @@ def read_cursors(bootstrap: str, topic: str, timeout_s: float = 60.0,
         pending: set[int] = set()
         assignment = []
         for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s,
-                                                       cached=False)
+            low, high = watermark_offsets(consumer, TopicPartition(topic, partition), timeout_s)
             if high > low:
                 pending.add(partition)
                 assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))

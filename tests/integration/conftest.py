@@ -72,11 +72,13 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
     """Every committed message of a topic, all partitions, from the beginning to the current end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+    from connectors.kafka import watermark_offsets
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        ends = {p: watermark_offsets(consumer, TopicPartition(topic, p), 10) for p in partitions}
         assigned = [TopicPartition(topic, p, OFFSET_BEGINNING) for p, (low, high) in ends.items() if high > low]
         if not assigned:
             return []

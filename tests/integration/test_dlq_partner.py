@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from connectors.audit import event_of, load_audit_settings, open_audit_log
-from connectors.kafka import create_missing_topics
+from connectors.kafka import create_missing_topics, watermark_offsets
 from connectors.kms import aws_client
 from connectors.partners.ledger import ACKED, DEAD, DeliveryLedger, ensure_ledger_table
 from connectors.partners.sender import ALREADY_DEAD, ALREADY_DELIVERED, DEAD_LETTER, DELIVERED, Outcome
@@ -314,8 +314,7 @@ def test_a_record_dropped_by_retention_is_not_replayable_and_its_ledger_item_sta
         from confluent_kafka import Consumer
 
         consumer = Consumer({"bootstrap.servers": world.cfg.bootstrap_servers, "group.id": "test-watermarks"})
-        ends.append(TopicPartition(world.topic, p, consumer.get_watermark_offsets(TopicPartition(world.topic, p),
-                                                                                  timeout=10)[1]))
+        ends.append(TopicPartition(world.topic, p, watermark_offsets(consumer, TopicPartition(world.topic, p), 10)[1]))
         consumer.close()
     for future in admin.delete_records(ends).values():
         future.result(timeout=30)

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import orjson
 
-from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config
+from connectors.kafka import PLAINTEXT_AUTH, KafkaAuth, client_config, watermark_offsets
 
 Form = Literal["exact", "lower", "stripped"]
 MIN_LENGTH = 4
@@ -546,7 +546,7 @@ def _read_topics(consumer: Any, topics: list[str], timeout_s: float, redact: Any
         if metadata is None or metadata.error is not None:
             raise LookupError(f"topic {redact(topic)} not found")
         for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p), timeout_s)
             if high > low:  # an empty partition gets no position, so it could never "end"
                 ends[topic, p] = high
     if not ends:

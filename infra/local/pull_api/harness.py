@@ -145,13 +145,15 @@ def topic_messages(bootstrap: str, topic: str, isolation: str = "read_committed"
     """Every message of `topic` as (key, value), read to its end (read_committed: committed ones only)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+    from connectors.kafka import watermark_offsets
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pull-check-{time.time_ns()}",
                          "enable.auto.commit": False, "isolation.level": isolation, "enable.partition.eof": True})
     out: list[tuple[bytes | None, bytes]] = []
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         parts = [p for p in meta.partitions
-                 if consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)[1] > 0]
+                 if watermark_offsets(consumer, TopicPartition(topic, p), timeout_s)[1] > 0]
         if not parts:
             return out
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
