@@ -197,7 +197,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
               state_backend: str = "hashmap") -> dict[str, Any]:
     """Publish, run the ingest job bounded to completion, then verify every sink against keys and ids."""
     from bench.resources import TreeSampler
-    from bench.sink_checks import check_archive, check_claims, count_dead_letters, percentiles
+    from bench.sink_checks import check_archive, check_claims, count_dead_letters, iceberg_layout, percentiles
     from jobs import ingest, preflight
     from tools.readback import s3_client, split_s3_url
 
@@ -249,6 +249,8 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
                     "unexpected": claims.unexpected, "missing_keys": claims.missing_keys,
                     "extra_keys": claims.extra_keys, "snapshots": claims.snapshots},
         "archive": archive, "dead_letters": dead_letters, "ok": ok,
+        # The claim tables' data files as this code wrote them: count, bytes, each column's Parquet encodings.
+        "iceberg_files": iceberg_layout(cfg),
         "parallelism": cfg.runtime.parallelism, "python_execution_mode": cfg.runtime.python_execution_mode,
         "checkpoint_interval_ms": cfg.checkpoints.interval_ms, "state_backend": state_backend,
     }

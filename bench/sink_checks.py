@@ -108,3 +108,27 @@ def drop_tables(cfg: IngestConfig) -> int:
         # pyiceberg's SQL catalog drops the entry only; the data and metadata files stay unless removed.
         deleted += delete_s3_prefix(cfg, location.replace("s3a://", "s3://", 1))
     return deleted
+
+
+def iceberg_layout(cfg: IngestConfig, names: tuple[str, ...] = ("claims", "claim_lines")) -> dict[str, Any]:
+    """What a run wrote to each table: data files, bytes and rows, and in its largest file each column's Parquet
+    encodings (a dictionary kept shows as PLAIN_DICTIONARY or RLE_DICTIONARY; a column written plain, as PLAIN only)."""
+    import pyarrow.parquet as pq
+
+    layout: dict[str, Any] = {}
+    for name in names:
+        table: Any = iceberg_table(cfg.iceberg, cfg.s3, cfg.iceberg.table(name))
+        files = [task.file for task in table.scan().plan_files()]
+        if not files:
+            continue
+        largest = max(files, key=lambda f: f.record_count)
+        with table.io.new_input(largest.file_path).open() as stream:
+            metadata = pq.ParquetFile(stream).metadata
+        columns = [metadata.row_group(0).column(i) for i in range(metadata.num_columns)]
+        layout[name] = {
+            "data_files": len(files), "bytes": sum(f.file_size_in_bytes for f in files),
+            "rows": sum(f.record_count for f in files), "largest_file_rows": largest.record_count,
+            "largest_file_bytes": largest.file_size_in_bytes,
+            "encodings": {c.path_in_schema: sorted(set(c.encodings) - {"RLE", "BIT_PACKED"}) for c in columns},
+        }
+    return layout
