@@ -125,3 +125,32 @@ def test_a_table_with_other_columns_stops_the_job_before_it_reads(
     t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} ({columns})")
     with pytest.raises(SinkSchemaMismatch, match=rf"payments_t{run_id} column payment_amount is VARCHAR"):
         create_tables(t_env, ice, cfg.s3)
+
+
+def test_new_tables_and_older_ones_get_the_write_properties(
+    stack: object, flink_process_env: None, run_id: str, tmp_path: Path
+) -> None:
+    """Every table gets WRITE_PROPERTIES (decision 0048): set on create, added to a table made without them."""
+    from connectors.iceberg import TABLES, WRITE_PROPERTIES, catalog_options, create_tables
+    from connectors.sql import with_clause
+    from jobs.ingest import create_environments
+
+    cfg = isolated_config(run_id, tmp_path)
+    _env, t_env = create_environments(cfg, None)
+    ice = cfg.iceberg
+    t_env.execute_sql(f"CREATE CATALOG {ice.catalog_name} {with_clause(catalog_options(ice, cfg.s3))}")
+    t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {ice.catalog_name}.{ice.namespace}")
+    # The payments table as an earlier version created it: zstd only, Iceberg's default dictionary size.
+    t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} "
+                      f"({TABLES['payments'][0]}) PARTITIONED BY (sent_date) "
+                      f"{with_clause({'format-version': '2', 'write.parquet.compression-codec': 'zstd'})}")
+    older = iceberg_table(ice, cfg.s3, ice.table("payments"))
+    assert "write.parquet.dict-size-bytes" not in older.properties
+
+    create_tables(t_env, ice, cfg.s3)
+    for name in TABLES:
+        table = iceberg_table(ice, cfg.s3, ice.table(name))
+        assert {k: table.properties.get(k) for k in WRITE_PROPERTIES} == WRITE_PROPERTIES, name
+    snapshots = len(iceberg_table(ice, cfg.s3, ice.table("payments")).metadata.metadata_log)
+    create_tables(t_env, ice, cfg.s3)  # nothing left to add: no further metadata commit
+    assert len(iceberg_table(ice, cfg.s3, ice.table("payments")).metadata.metadata_log) == snapshots
