@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,10 +109,10 @@ def test_empty_landing_prefix_exists_for_the_file_source(stack: object, run_id: 
     assert [o["Key"] for o in listed["Contents"]] == [f"t{run_id}/.keep"]  # hidden: Flink never reads it
 
 
-def test_a_table_with_other_columns_stops_the_job_before_it_reads(
-    stack: object, flink_process_env: None, run_id: str, tmp_path: Path
-) -> None:
-    from connectors.iceberg import TABLES, SinkSchemaMismatch, catalog_options, create_tables
+def _with_an_older_payments_table(run_id: str, tmp_path: Path, columns: str, options: str = "") -> tuple[Any, Any]:
+    """(config, table environment) with the run's catalog and namespace, and a payments table as an earlier version
+    of the job created it: these columns, these options (a WITH clause or nothing)."""
+    from connectors.iceberg import catalog_options
     from connectors.sql import with_clause
     from jobs.ingest import create_environments
 
@@ -120,30 +121,34 @@ def test_a_table_with_other_columns_stops_the_job_before_it_reads(
     ice = cfg.iceberg
     t_env.execute_sql(f"CREATE CATALOG {ice.catalog_name} {with_clause(catalog_options(ice, cfg.s3))}")
     t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {ice.catalog_name}.{ice.namespace}")
+    t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} ({columns}) {options}")
+    return cfg, t_env
+
+
+def test_a_table_with_other_columns_stops_the_job_before_it_reads(
+    stack: object, flink_process_env: None, run_id: str, tmp_path: Path
+) -> None:
+    from connectors.iceberg import TABLES, SinkSchemaMismatch, create_tables
+
     # An older payments table where the amount was a string.
     columns = TABLES["payments"][0].replace("payment_amount DECIMAL(14, 2)", "payment_amount STRING")
-    t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} ({columns})")
+    cfg, t_env = _with_an_older_payments_table(run_id, tmp_path, columns)
     with pytest.raises(SinkSchemaMismatch, match=rf"payments_t{run_id} column payment_amount is VARCHAR"):
-        create_tables(t_env, ice, cfg.s3)
+        create_tables(t_env, cfg.iceberg, cfg.s3)
 
 
 def test_new_tables_and_older_ones_get_the_write_properties(
     stack: object, flink_process_env: None, run_id: str, tmp_path: Path
 ) -> None:
     """Every table gets WRITE_PROPERTIES (decision 0048): set on create, added to a table made without them."""
-    from connectors.iceberg import TABLES, WRITE_PROPERTIES, catalog_options, create_tables
+    from connectors.iceberg import TABLES, WRITE_PROPERTIES, create_tables
     from connectors.sql import with_clause
-    from jobs.ingest import create_environments
 
-    cfg = isolated_config(run_id, tmp_path)
-    _env, t_env = create_environments(cfg, None)
-    ice = cfg.iceberg
-    t_env.execute_sql(f"CREATE CATALOG {ice.catalog_name} {with_clause(catalog_options(ice, cfg.s3))}")
-    t_env.execute_sql(f"CREATE DATABASE IF NOT EXISTS {ice.catalog_name}.{ice.namespace}")
     # The payments table as an earlier version created it: zstd only, Iceberg's default dictionary size.
-    t_env.execute_sql(f"CREATE TABLE {ice.catalog_name}.{ice.namespace}.{ice.table('payments')} "
-                      f"({TABLES['payments'][0]}) PARTITIONED BY (sent_date) "
-                      f"{with_clause({'format-version': '2', 'write.parquet.compression-codec': 'zstd'})}")
+    cfg, t_env = _with_an_older_payments_table(
+        run_id, tmp_path, TABLES["payments"][0],
+        f"PARTITIONED BY (sent_date) {with_clause({'format-version': '2', 'write.parquet.compression-codec': 'zstd'})}")
+    ice = cfg.iceberg
     older = iceberg_table(ice, cfg.s3, ice.table("payments"))
     assert "write.parquet.dict-size-bytes" not in older.properties
 
