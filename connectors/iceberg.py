@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from connectors.sql import with_clause
+from connectors.sql import option_list, with_clause
 
 if TYPE_CHECKING:
     from pyflink.table import StreamTableEnvironment
@@ -296,4 +296,4 @@ def _apply_write_properties(t_env: StreamTableEnvironment, cfg: IcebergConfig, n
     options = t_env.get_catalog(cfg.catalog_name).get_table(ObjectPath(cfg.namespace, cfg.table(name))).get_options()
     missing = {key: value for key, value in WRITE_PROPERTIES.items() if options.get(key) != value}
     if missing:
-        t_env.execute_sql(f"ALTER TABLE {table} SET {with_clause(missing).removeprefix('WITH ')}")
+        t_env.execute_sql(f"ALTER TABLE {table} SET {option_list(missing)}")

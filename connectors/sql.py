@@ -10,9 +10,14 @@ def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def option_list(options: Mapping[str, str]) -> str:
+    """('k'='v', ...) from a mapping: what WITH and ALTER TABLE ... SET take."""
+    return "(" + ", ".join(f"{quote(k)}={quote(v)}" for k, v in options.items()) + ")"
+
+
 def with_clause(options: Mapping[str, str]) -> str:
     """WITH ('k'='v', ...) from a mapping."""
-    return "WITH (" + ", ".join(f"{quote(k)}={quote(v)}" for k, v in options.items()) + ")"
+    return "WITH " + option_list(options)
 
 
 def insert_select(table: str, columns: Mapping[str, str], source: str) -> str:
