@@ -43,6 +43,7 @@ from jobs import preflight
 from jobs.event_time_operator import DEVICE_EVENTS, EVENT_TYPE, LATE_EVENTS, EventTimeGate
 from jobs.fraud_operator import FACT_TYPE, FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
+from jobs.plan_uids import keep_uids_without
 from jobs.runtime import (
     STABLE_UID_TABLE_KEYS,
     add_operator_ids_option,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from pyflink.table import StreamTableEnvironment
 
 JOB_NAME = DEFAULT_JOB_NAME
+GATE_UID = "device-event-time"  # the device events' event-time gate (decision 0040)
 log = logging.getLogger("medistream.ingest")
 
 
@@ -142,11 +144,17 @@ def build(
     # keyed state; the late ones become dead letters, the others join the accepted rows before the dedup.
     gated = (keyed_by_first_field(side_output(accepted, DEVICE_EVENTS), Types.STRING(), EVENT_TYPE)
              .process(EventTimeGate(cfg.event_time), output_type=ACCEPTED_TYPE)
-             .uid("device-event-time")
-             .name("device-event-time"))
+             .uid(GATE_UID)
+             .name(GATE_UID))
 
+    # Each stream becomes a table of its own and SQL unions them (decision 0049): the ingest operator's rows then go
+    # straight into their conversion, in the ingest task, instead of through the network to a conversion task of
+    # their own (an operator with two inputs, as a DataStream union makes it, is never chained to either).
     with_time = Schema.new_builder().column_by_expression("proc_time", "PROCTIME()").build()
-    t_env.create_temporary_view("accepted", t_env.from_data_stream(accepted.union(gated), with_time))
+    t_env.create_temporary_view("accepted_records", t_env.from_data_stream(accepted, with_time))
+    t_env.create_temporary_view("gated_events", t_env.from_data_stream(gated, with_time))
+    t_env.create_temporary_view("accepted", t_env.sql_query(
+        "SELECT * FROM accepted_records UNION ALL SELECT * FROM gated_events"))
     # Dead letters once per id (decision 0024): an id is the unit, the position in it and the refused content,
     # so the same id again is the same unit read again (a backfill's copy), never another record. A DataStream
     # operator with its own uid, not SQL: a new SQL operator renumbers every plan node after it, and with them
@@ -190,6 +198,8 @@ def build(
     for statement in ctx.statements:
         statements.add_insert_sql(statement)
     statements.attach_as_datastream()
+    # The gated events' own table renumbered the SQL operators after it; they keep the uids they had before.
+    keep_uids_without(env, (GATE_UID,))
     return JobOutputs(written)
 
 
