@@ -60,12 +60,12 @@ def _roots(transformation: Any) -> set[str | None]:
 
 def keep_uids_without(env: Any, branches: tuple[str, ...]) -> dict[str, str]:
     """Renumber the planner's uids as if `branches` had no table conversion; returns {uid built: uid given}."""
-    planner = [(t, number) for t in _transformations(env) if (number := _planner_number(t)) is not None]
-    visible = sorted({number for _t, (number, _kind) in planner})
+    planner = [(t, *found) for t in _transformations(env) if (found := _planner_number(t)) is not None]
+    visible = sorted({number for _t, number, _kind in planner})
     removed: list[tuple[int, int]] = []  # (first number of a branch, how many numbers it and its union take)
     own: dict[int, str] = {}
     for branch in branches:
-        numbers = sorted({number for t, (number, _kind) in planner if _roots(t) == {branch}})
+        numbers = sorted({number for t, number, _kind in planner if _roots(t) == {branch}})
         if not numbers:
             raise PlanLayoutError(f"no SQL operator reads the DataStream operator '{branch}'")
         if numbers != list(range(numbers[0], numbers[-1] + 1)):
@@ -79,7 +79,7 @@ def keep_uids_without(env: Any, branches: tuple[str, ...]) -> dict[str, str]:
         own.update({number: f"{branch}-table-{number - numbers[0]}" for number in numbers})
     renamed: dict[str, str] = {}
     given: set[str] = set()
-    for transformation, (number, kind) in planner:
+    for transformation, number, kind in planner:
         if number in own:
             uid = f"{own[number]}_{kind}"
         else:
