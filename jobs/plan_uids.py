@@ -13,7 +13,8 @@ branch's own operators get uids of their own (`<branch>-table-<i>_<kind>`), whic
 after the statements are attached (`StatementSet.attach_as_datastream`) and before the graph is generated.
 
 Any other change to the SQL plan still renumbers. `python -m jobs.ingest --operator-ids` shows the uids a build
-gets; `tests/integration/test_operator_ids.py` keeps this version's against the ones the version before had.
+gets; `tests/flink/test_plan_uids.py` and the upgrade test from an older release through a savepoint
+(`tests/integration/test_job_control.py`) check that they are the ones the version before had.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ MAY_IMPORT = {
 }
 # jobs/ holds job and door entry points (a module with main()) and these few pieces of Flink glue.
 JOB_SUPPORT = {"jobs", "jobs.runtime", "jobs.preflight", "jobs.topics", "jobs.ingest_operator", "jobs.fraud_operator",
-               "jobs.event_time_operator"}
+               "jobs.event_time_operator", "jobs.plan_uids"}
 
 
 def _modules() -> dict[str, Path]:
