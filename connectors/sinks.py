@@ -15,7 +15,6 @@ from connectors.archive import create_archive_sink, create_dead_letter_archive
 from connectors.iceberg import TABLE_FOR_TYPE, WIRED_LAST, create_tables
 from connectors.kafka import create_curated_sink, create_dead_letter_sink
 from connectors.sql import insert_select, quote
-from udfs.curated import partner_value_sql
 from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, FRAUD_SIGNAL_COLUMNS, ICEBERG_COLUMNS
 from udfs.routing import routes_column
 
@@ -158,9 +157,7 @@ def wire_partners(ctx: RouteContext) -> dict[str, str]:
     written = {}
     for index, partner in enumerate(ctx.partners, start=1):
         route, topic = f"partner:{partner}", ctx.cfg.curated.partner_topic(partner)
-        # The curated value with the sealed copy appended, here rather than in Python (decision 0050).
-        value = partner_value_sql("curated", "sealed", "partner_curated")
-        _wire_curated(ctx, index, route, topic, "business_key", value)
+        _wire_curated(ctx, index, route, topic, "business_key", "partner_curated")
         written[route] = topic
     return written
 

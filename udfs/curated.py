@@ -20,8 +20,7 @@ CURATED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("dt", "STRING"), ("payload", "STRING"),
 )
 # Partner topics also carry the record's sealed copy (KMS envelope, context {feed, record_id, archive}):
-# the delivery job opens it only for the fields the access rules grant that partner. It comes last, so a partner's
-# value is the curated value with the sealed copy appended (partner_value_sql).
+# the delivery job opens it only for the fields the access rules grant that partner.
 PARTNER_CURATED_COLUMNS: tuple[tuple[str, str], ...] = (*CURATED_COLUMNS, ("sealed", "STRING"))
 
 
@@ -50,25 +49,3 @@ def curated_value(fields: dict[str, Any], columns: tuple[tuple[str, str], ...]) 
     if not value.isascii() and any(lead in value for lead in _ASTRAL_LEADS):
         value = _ASTRAL.sub(_surrogates, value)
     return value
-
-
-def partner_value_in_sql(sealed: str | None) -> bool:
-    """Can the partner sinks' SQL (partner_value_sql) write this sealed text as Flink's JSON format would?
-
-    Yes for printable ASCII, where the format escapes only the quote and the backslash, as the SQL does. The sealed
-    copy is orjson's output over ASCII names and base64 (udfs.phi.envelope.seal), so this holds for every record the
-    stage makes; for any other text the ingest operator builds the partner's value itself (decision 0050).
-    """
-    return sealed is None or (sealed.isascii() and sealed.isprintable())
-
-
-def partner_value_sql(curated: str, sealed: str, built: str) -> str:
-    """Flink SQL for a partner topic's value (bytes): `built` where the ingest operator built it, else the curated
-    value (`curated`, CURATED_COLUMNS) with the sealed copy appended as its last field, byte for byte what
-    curated_value writes for PARTNER_CURATED_COLUMNS when partner_value_in_sql(sealed) holds (a test holds the two
-    side by side). The sealed copy, more than half of a partner's value, then crosses from Python once, not twice
-    (decision 0050). In Flink SQL a backslash inside a literal is just a backslash."""
-    head = f"CAST({curated} AS STRING)"
-    text = rf"""COALESCE(CONCAT('"', REPLACE(REPLACE({sealed}, '\', '\\'), '"', '\"'), '"'), 'null')"""
-    appended = rf"""CONCAT(SUBSTR({head}, 1, CHAR_LENGTH({head}) - 1), ',"sealed":', {text}, '}}')"""
-    return f"COALESCE({built}, CAST({appended} AS BYTES))"

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from schemas.routes import is_partner_sink
-from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, curated_value, partner_value_in_sql
+from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, curated_value
 from udfs.dead_letters import DeadLetter
 from udfs.ingest import Accepted
 from udfs.projections import INT_COLUMNS, TABLE_COLUMNS
@@ -23,10 +23,8 @@ ACCEPTED_FIELDS = [
     "record_id", "record_type", "feed", "position", "source", "sent_at_ms", "dt", "ingested_at_ms",
     "dedup_key", "business_key", "original_key", "routes", "enrichment", "payer_name", "payer_line_of_business",
     "billing_provider_taxonomy", "enrichment_misses", "payload", "sealed",
-    # The curated message's value, built here once (decision 0046) for the `snowflake` and every `partner:<id>` route
-    # (CURATED_COLUMNS; null where the record goes to neither). A partner's value is that plus the sealed copy, which
-    # the partner sinks append in SQL (decision 0050); `partner_curated` is null unless the sealed text is one SQL
-    # cannot write as Flink's JSON format would (udfs.curated.partner_value_in_sql), and then it holds the value.
+    # The curated messages' values, built here once (decision 0046): for the `snowflake` route (CURATED_COLUMNS) and
+    # for every `partner:<id>` route (PARTNER_CURATED_COLUMNS); null where the record does not go.
     "curated", "partner_curated",
     # Every record type's table columns ride along (null for the other types) so one dedup serves every sink.
     *TABLE_COLUMNS,
@@ -57,10 +55,9 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
         "payload": accepted.payload,
         "sealed": accepted.sealed,
     }
-    partner = any(is_partner_sink(route) for route in accepted.routes)
-    if partner or "snowflake" in accepted.routes:
+    if "snowflake" in accepted.routes:
         fields["curated"] = curated_value(fields, CURATED_COLUMNS)
-    if partner and not partner_value_in_sql(accepted.sealed):
+    if any(is_partner_sink(route) for route in accepted.routes):
         fields["partner_curated"] = curated_value(fields, PARTNER_CURATED_COLUMNS)
     return tuple(fields[f] if f in fields else _column(accepted.columns, f) for f in ACCEPTED_FIELDS)
 

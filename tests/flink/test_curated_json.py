@@ -5,8 +5,7 @@ now built once in Python (udfs.curated.curated_value) and written as raw bytes. 
 serializer, through a filesystem sink) writes rows of both column sets, and each line must equal our bytes: generated
 records' values and values with every character class JSON escapes or passes through (control characters, quotes,
 backslashes, a literal backslash-u text, non-ASCII, a character outside the BMP, U+2028, DEL), nulls and large
-numbers. A partner's value is the curated value with the sealed copy appended by the partner sinks' SQL (decision
-0050): that SQL, run by Flink over the same rows, must give the same bytes.
+numbers.
 """
 
 from __future__ import annotations
@@ -16,13 +15,7 @@ from typing import Any
 
 import pytest
 
-from udfs.curated import (
-    CURATED_COLUMNS,
-    PARTNER_CURATED_COLUMNS,
-    curated_value,
-    partner_value_in_sql,
-    partner_value_sql,
-)
+from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS, curated_value
 
 pytestmark = pytest.mark.flink
 
@@ -56,10 +49,7 @@ def rows() -> list[dict[str, Any]]:
             if isinstance(outcome, Accepted):
                 found.append(dict(zip(ACCEPTED_FIELDS, accepted_values(outcome, source.pointer(), 1), strict=True)))
     assert len(found) > 40
-    # Both routes were taken; the partners' values are left to SQL (decision 0050) for every record the stage makes.
-    assert any("snowflake" in f["routes"] for f in found) and any("partner:" in f["routes"] for f in found)
-    assert all(f["curated"] for f in found if "partner:" in f["routes"])
-    assert not any(f["partner_curated"] for f in found)
+    assert any(f["curated"] for f in found) and any(f["partner_curated"] for f in found)  # both routes were taken
     base = found[0]
     for i, text in enumerate(AWKWARD):
         found.append({**base, **{name: text for name, kind in PARTNER_CURATED_COLUMNS if kind == "STRING"},
@@ -105,29 +95,3 @@ def test_curated_values_are_what_flinks_json_format_writes(flink_process_env: No
 def test_an_escaped_backslash_before_u00_text_is_left_alone() -> None:
     value = curated_value({"payload": "\\u00ab\x1f"}, (("payload", "STRING"),))
     assert value == b'{"payload":"\\\\u00ab\\u001F"}'
-
-
-def test_partner_values_appended_in_sql_are_the_partner_columns_json(flink_process_env: None) -> None:
-    """The partner sinks' SQL (udfs.curated.partner_value_sql) over the row the ingest operator sends: the bytes
-    curated_value writes for PARTNER_CURATED_COLUMNS, which the test above holds equal to Flink's JSON format. Sealed
-    texts SQL cannot write that way (the six awkward ones with control characters or non-ASCII) come built from
-    Python; the others from SQL."""
-    from pyflink.common import Row
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
-
-    values = rows()
-    values += [{**values[0], "sealed": text} for text in ("plain", 'q"uote', "back\\slash", '{"v":1,"ct":"a\\b"}')]
-    sent = [(curated_value(v, CURATED_COLUMNS), v["sealed"],
-             None if partner_value_in_sql(v["sealed"]) else curated_value(v, PARTNER_CURATED_COLUMNS)) for v in values]
-    assert sum(built is None for *_, built in sent) > 40 and sum(built is not None for *_, built in sent) == 6
-    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
-    t_env.get_config().set("parallelism.default", "1")
-    t_env.create_temporary_view("sent", t_env.from_elements(
-        [Row(i, bytearray(curated), sealed, None if built is None else bytearray(built))
-         for i, (curated, sealed, built) in enumerate(sent)],
-        DataTypes.ROW([DataTypes.FIELD("i", DataTypes.INT()), DataTypes.FIELD("curated", DataTypes.BYTES()),
-                       DataTypes.FIELD("sealed", DataTypes.STRING()), DataTypes.FIELD("built", DataTypes.BYTES())])))
-    query = f"SELECT i, {partner_value_sql('curated', 'sealed', 'built')} FROM sent"  # noqa: S608 - our own SQL
-    with t_env.execute_sql(query).collect() as results:
-        got = {row[0]: bytes(row[1]) for row in results}
-    assert [got[i] for i in range(len(values))] == [curated_value(v, PARTNER_CURATED_COLUMNS) for v in values]

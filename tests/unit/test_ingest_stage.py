@@ -133,9 +133,9 @@ def test_operator_rows_carry_claim_lines_as_texts_and_no_null_array(stage: Inges
 @pytest.mark.parametrize("routes", [["archive"], ["archive", "snowflake"], ["archive", "partner:clearwater_health"],
                                     ["archive", "iceberg", "snowflake", "partner:clearwater_health"]])
 def test_operator_rows_carry_curated_values_where_routed(generated: list, routes: list) -> None:
-    """A curated value is there only for the routes that read it (the snowflake topic's, which the partner sinks extend
-    with the sealed copy in SQL) and holds the row's own fields in its topic's column order (decisions 0046, 0050)."""
-    from udfs.curated import CURATED_COLUMNS
+    """A curated value is there only for the routes that read it, and holds the row's own fields in its topic's column
+    order (decision 0046)."""
+    from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS
     from udfs.rows import ACCEPTED_FIELDS, accepted_values
 
     routed = IngestStage({f.name: contract(f.name, f.record_type, routes=routes) for f in FEEDS}, static_protectors(),
@@ -145,34 +145,15 @@ def test_operator_rows_carry_curated_values_where_routed(generated: list, routes
     assert isinstance(accepted, Accepted)
     row = dict(zip(ACCEPTED_FIELDS, accepted_values(accepted, "raw.feed:0:1", 42), strict=True))
     assert row["payload"] == accepted.payload and row["sealed"] == accepted.sealed
-    assert row["partner_curated"] is None  # the sealed copy is printable ASCII: the partner sinks' SQL appends it
-    if not {"snowflake", "partner:clearwater_health"} & set(routes):
-        assert row["curated"] is None
-        return
-    value = orjson.loads(row["curated"])
-    assert list(value) == [name for name, _kind in CURATED_COLUMNS]
-    assert value == {name: row[name] for name in value}
-    assert value["ingested_at_ms"] == 42 and value["source"] == "raw.feed:0:1"
-
-
-def test_operator_rows_carry_a_partners_value_when_sql_cannot_append_the_sealed_copy(generated: list) -> None:
-    """A sealed text SQL cannot write as Flink's JSON format would (not printable ASCII; never one the stage makes):
-    the row carries the partner's whole value, the sealed copy in it (decision 0050)."""
-    import dataclasses
-
-    from udfs.curated import PARTNER_CURATED_COLUMNS
-    from udfs.rows import ACCEPTED_FIELDS, accepted_values
-
-    routed = IngestStage({f.name: contract(f.name, f.record_type, routes=["archive", "partner:clearwater_health"])
-                          for f in FEEDS}, static_protectors(), reference())
-    g = next(g for g in generated if g.expect == "valid")
-    accepted = one(routed, g.payload, source_for(g))
-    assert isinstance(accepted, Accepted)
-    odd = dataclasses.replace(accepted, sealed=accepted.sealed[:-1] + ',"x":"\u00e9 😀"}')
-    row = dict(zip(ACCEPTED_FIELDS, accepted_values(odd, "raw.feed:0:1", 42), strict=True))
-    value = orjson.loads(row["partner_curated"])
-    assert list(value) == [name for name, _kind in PARTNER_CURATED_COLUMNS]
-    assert value["sealed"] == odd.sealed and value["payload"] == accepted.payload
+    for field, columns, wanted in (("curated", CURATED_COLUMNS, "snowflake" in routes),
+                                   ("partner_curated", PARTNER_CURATED_COLUMNS, "partner:clearwater_health" in routes)):
+        if not wanted:
+            assert row[field] is None
+            continue
+        value = orjson.loads(row[field])
+        assert list(value) == [name for name, _kind in columns]
+        assert value == {name: row[name] for name in value}
+        assert value["ingested_at_ms"] == 42 and value["source"] == "raw.feed:0:1"
 
 
 @pytest.mark.parametrize("kind", INVALID_KINDS)
