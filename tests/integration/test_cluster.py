@@ -186,8 +186,10 @@ def test_down_leaves_no_process_behind(running: ClusterSettings) -> None:
     stopped = cluster.down(running)
     assert set(stopped) == {"jobmanager", "tm1", "tm2"} and all(stopped.values())
     left = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue  # exited; only its status waits for a parent (init, for a killed worker's) to collect it
             if os.getsid(proc.pid) in sessions or str(running.home) in " ".join(proc.info["cmdline"] or []):
                 left.append(proc.info)
         except (ProcessLookupError, PermissionError, psutil.Error):
