@@ -41,7 +41,7 @@ TEMPLATE_FEED = "hospital_a_claims"  # shipped contract: canonical JSON claims, 
 SEED = 20_251_122  # one seed for every size, so one reference publication matches them all
 
 
-def _parse_sizes(text: str) -> list[int]:
+def parse_sizes(text: str) -> list[int]:
     sizes = [int(part) for part in text.split(",") if part.strip()]
     if not sizes or any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError("sizes must be positive whole KiB, e.g. 1,4")
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     # 100k: with the compiled (fastjsonschema) validator, 20k records are ~1 s of job work, too little
     # against mini-cluster start and the final checkpoint.
     parser.add_argument("--records", type=int, default=100_000, help="records per size (default 100000)")
-    parser.add_argument("--sizes", type=_parse_sizes, default=[1, 4], help="record sizes in KiB (default 1,4)")
+    parser.add_argument("--sizes", type=parse_sizes, default=[1, 4], help="record sizes in KiB (default 1,4)")
     parser.add_argument("--no-fraud", action="store_true",
                         help="run the job without the fraud detectors (fraud.enabled false), to price them")
     parser.add_argument("--state-backend", choices=sorted(STATE_BACKENDS), default="hashmap",

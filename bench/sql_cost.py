@@ -1,20 +1,20 @@
 """The JVM's CPU per row for a Flink SQL expression over the ingest operator's large columns.
 
-Run: `.venv/bin/python -m bench.sql_cost [--size-kb 4] [--records 500] [--copies 200] [--rounds 3]`.
+Run: `.venv/bin/python -m bench.sql_cost [--sizes 4,12] [--records 500] [--copies 200] [--rounds 3]`.
 
 Before moving work from the Python operator into the job's SQL (or back), price it here: a JVM-side expression is
 paid once per row in the sinks' task, and its cost is not obvious from its text. Flink's string functions such as
 `REPLACE` go through `java.lang.String` (decode the UTF-8, work, encode again), so an expression over a 4-12 KB
 column costs tens of microseconds.
 
-It generates --records 4 KB (or --size-kb) claims of the bench's feed (`hospital_a_claims`), takes the rows the ingest
-operator sends for them (udfs.rows.accepted_values) where the partner route takes them, and puts their large columns
-in a table with the job's types: `payload` and `sealed` STRING, `curated` and `partner_curated` BYTES. Each expression
-then runs in a bounded Flink job at parallelism 1 over --copies copies of every row (a cross join) into a blackhole
-sink, and the CPU of the Flink JVM (user + system) per row is recorded. Every round runs every expression once, in
-turn; the first round warms the JIT up and is reported apart. The baseline `column` reads a column as it is, so an
-expression's own cost is its figure minus the baseline's, in the same round. The expressions are alternatives of one
-value: before timing, each must give the column's value on every row, or the bench stops.
+It generates --records claims of each size in --sizes from the ingest bench's feed (`hospital_a_claims`), takes the
+rows the ingest operator sends for them (udfs.rows.accepted_values) where the partner route takes them, and puts their
+large columns in a table with the job's types: `payload` and `sealed` STRING, `curated` and `partner_curated` BYTES.
+Each expression then runs in a bounded Flink job at parallelism 1 over --copies copies of every row (a cross join)
+into a blackhole sink, and the CPU of the Flink JVM (user + system) per row is recorded. Every round runs every
+expression once, in turn; the first round warms the JIT up and is reported apart. The baseline `column` reads a column
+as it is, so an expression's own cost is its figure minus the baseline's, in the same round. The expressions are
+alternatives of one value: before timing, each must give the column's value on every row, or the bench stops.
 
 The expressions measured (EXPRESSIONS): reading `partner_curated` as the job does, and decision 0050's alternative,
 the partner's value built in SQL from `curated` and `sealed` (measured, not kept).
@@ -28,6 +28,9 @@ import sys
 import time
 from typing import Any
 
+from bench.ingest_bench import TEMPLATE_FEED as FEED
+from bench.ingest_bench import parse_sizes
+
 # The partner topic's value two ways (decision 0050): the column the ingest operator built, and the curated value
 # with the sealed copy appended by SQL (its closing brace dropped, the sealed text escaped as a JSON string).
 EXPRESSIONS = {
@@ -38,7 +41,6 @@ EXPRESSIONS = {
         " AS BYTES)"
     ),
 }
-FEED = "hospital_a_claims"
 
 
 def large_columns(size_kb: int, records: int) -> list[tuple[bytes, bytes, str, str]]:
@@ -114,7 +116,7 @@ def _rows_differing(t_env: Any, expression: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sql_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="4,12", help="claim sizes in KiB, comma-separated (default 4,12)")
+    parser.add_argument("--sizes", type=parse_sizes, default=[4, 12], help="claim sizes in KiB (default 4,12)")
     parser.add_argument("--records", type=int, default=500, help="distinct generated claims (default 500)")
     parser.add_argument("--copies", type=int, default=200, help="copies of each row per run (default 200)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the first warms the JIT up (default 3)")
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.resources import code_version, machine_info
 
     load_before = os.getloadavg()
-    runs = [measure(int(size), args.records, args.copies, args.rounds) for size in args.sizes.split(",")]
+    runs = [measure(size, args.records, args.copies, args.rounds) for size in args.sizes]
     for run in runs:
         print(f"{run['size_kb']} KB: least after warm-up, over the column: {run['over_the_column_us']}")
     path = write_results({"machine": machine_info(), "code": code_version(), "expressions": EXPRESSIONS,
