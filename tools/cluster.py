@@ -42,6 +42,9 @@ from tools.cluster_config import (
     flink_home,
 )
 
+# How long `down` waits for the SIGKILLed rest of a process's session (its Python workers) to be gone.
+SWEEP_WAIT_S = 10.0
+
 
 def s3_config() -> S3Config:
     """The `s3` property group of the local properties: where checkpoints and savepoints go."""
@@ -143,17 +146,30 @@ def _sweep_session(record: process.PidRecord | None) -> list[int]:
         # Its PID was given to another process. Linux hands out no PID that is still a session's id, so that
         # session is gone, and every process with the id now belongs to the newcomer's session: none is ours.
         return []
-    killed = []
+    killed: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         try:
             started_after = (process.start_ticks(proc.pid) >= record.start_ticks if record.start_ticks is not None
                              else proc.info["create_time"] >= record.create_time - 1)
             if os.getsid(proc.pid) == record.pid and started_after:
                 proc.kill()
-                killed.append(proc.pid)
+                killed.append(proc)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-    return killed
+    # A SIGKILL is delivered, not yet done: wait (bounded) until each is gone or only a zombie waiting for its parent
+    # to reap it, so a caller that looks right after `down` finds nothing of the cluster still running.
+    deadline = time.monotonic() + SWEEP_WAIT_S
+    while time.monotonic() < deadline and any(_still_running(proc) for proc in killed):
+        time.sleep(0.05)
+    return [proc.pid for proc in killed]
+
+
+def _still_running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited process whose parent has not collected its status yet)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def running(settings: ClusterSettings) -> dict[str, psutil.Process | None]:

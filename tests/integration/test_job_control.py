@@ -361,7 +361,9 @@ def test_the_partners_dead_letters_replayed_once_it_is_fixed_reach_it_once(
     routed: Counter[str] = Counter(repaired["routed"][f"partner:{PARTNER}"])
     held, exhausted = _wait_partner(setup, _partner_expected(setup, repaired), 300)
     refused = {k for k in routed if rejected(partner.standin, k)}
-    assert refused and held + Counter(exhausted) == routed - Counter({k: routed[k] for k in refused})
+    # A key the partner refuses may have been dead-lettered with its retries exhausted instead (the upgrade test's
+    # outage, depending on when its attempts fell): it counts among the refused, not as a delivery that is owed.
+    assert refused and held + Counter(exhausted - refused) == routed - Counter({k: routed[k] for k in refused})
     dead = set(_partner_dead(setup))
     assert dead == refused | exhausted  # 422s, and records whose retries the outage used up
 

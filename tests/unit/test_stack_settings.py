@@ -264,6 +264,30 @@ def test_a_session_whose_leader_pid_went_to_another_process_is_not_swept(tmp_pat
         assert stop(pid_file) is not None
 
 
+def test_the_sweep_returns_once_the_rest_of_the_session_is_no_longer_running(tmp_path: Path) -> None:
+    """A leader's worker in its session, the leader gone: the sweep kills the worker and returns only when it is gone
+    or a zombie (exited), so a scan right after finds nothing of the session running."""
+    import psutil
+
+    from tools.cluster import _sweep_session
+
+    pid_file = tmp_path / "x.pid"
+    worker = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              "time.sleep(60)")
+    launch([sys.executable, "-c", worker, "synthetic-leader"], log_file=tmp_path / "x.log", pid_file=pid_file,
+           marker="synthetic-leader", cwd=tmp_path)
+    record = read_pid(pid_file)
+    assert record is not None
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(record.pid).children()) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [child] = psutil.Process(record.pid).children()
+    assert stop(pid_file) is not None  # the leader only; its worker lives on in the session
+    assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    assert _sweep_session(record) == [child.pid]
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
 def test_a_reused_pid_is_not_ours(tmp_path: Path) -> None:
     import psutil
 
