@@ -1,6 +1,8 @@
 """Ingest throughput: the bare IngestStage loop against the whole Flink job, per record size, in one run.
 
-Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4]`. The run gets its own feed
+Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4] [--no-fraud] [--state-backend rocksdb]
+[--execution-mode process --no-fraud]` (the last prices the Python mode the job refuses, decision 0051).
+The run gets its own feed
 per size, bench_<size>kb_<run id>: a contract for canonical JSON claims on Kafka (a copy of the shipped
 hospital_a_claims contract) written to a temporary contracts folder, and the synthetic reference data
 for the seed published under s3://medistream-reference/b<run id>/. For each size it
@@ -331,9 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-backend", choices=sorted(STATE_BACKENDS), default="hashmap",
                         help="the job's keyed state: hashmap (the embedded default) or rocksdb (a cluster's and "
                              "Managed Flink's, incremental checkpoints)")
+    parser.add_argument("--execution-mode", choices=("thread", "process"), default=None,
+                        help="the job's Python execution mode: thread (the default, the only one the job's properties "
+                             "accept) or process, which runs the Python operators in worker processes fed in "
+                             "bundles; the job refuses it (decision 0051), the bench prices it")
     args = parser.parse_args(argv)
     if args.records <= 0:
         parser.error("--records must be positive")
+    if args.execution_mode == "process" and not args.no_fraud:
+        parser.error("--execution-mode process needs --no-fraud: in process mode PyFlink's MapState.put_all reads the "
+                     "dict it is given as pairs, and the fraud detectors' put_all fails (decision 0051)")
     began, load_before = time.perf_counter(), os.getloadavg()
     for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                        ("AWS_REGION", "us-east-1")):
@@ -356,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     base = load_ingest_config(read_property_groups(default_properties_path()))
     if args.no_fraud:
         base = replace(base, fraud=replace(base.fraud, enabled=False))
+    if args.execution_mode is not None:
+        base = replace(base, runtime=replace(base.runtime, python_execution_mode=args.execution_mode))
     print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB, "
-          f"state backend {args.state_backend}", flush=True)
+          f"state backend {args.state_backend}, Python execution mode {base.runtime.python_execution_mode}", flush=True)
 
     runs: list[dict[str, Any]] = []
     contracts_dir = workdir / "feeds"

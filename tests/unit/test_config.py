@@ -30,7 +30,10 @@ def test_local_properties_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         ("kafka", "bootstrap.servers", None, "missing property 'kafka.bootstrap.servers'"),
         ("iceberg", "catalog-impl", None, "missing property 'iceberg.catalog-impl'"),
         ("checkpoints", "interval.ms", "soon", "'checkpoints.interval.ms' must be a positive integer"),
-        ("runtime", "python.execution-mode", "fast", "'runtime.python.execution-mode' must be thread or process"),
+        ("runtime", "python.execution-mode", "fast", "'runtime.python.execution-mode' is 'fast': the ingest job runs "
+                                                     "in thread mode only"),
+        ("runtime", "python.execution-mode", "process", "'runtime.python.execution-mode' is 'process': the ingest job "
+                                                        "runs in thread mode only"),
         ("s3", "path.style.access", "yes", "'s3.path.style.access' must be true or false"),
         ("archive", "path", "${NOT_SET_ANYWHERE}", "unset environment variable NOT_SET_ANYWHERE"),
     ],
