@@ -7,6 +7,7 @@ whole job, and CPU seconds of that tree are the honest per-core denominator.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import re
@@ -35,6 +36,10 @@ class TreeUsage:
     # CPU seconds per thread name in the JVM children (Linux keeps 15 characters of a name; digits as #),
     # when the sampler was asked for them: where the JVM side's time goes (JIT, task threads, Kafka clients).
     jvm_threads: dict[str, float] = field(default_factory=dict)
+    # The window as it went: (epoch seconds, tree CPU seconds so far) per sample, and with `jvm_threads`
+    # (epoch seconds, {thread group: CPU seconds so far}) per thread sample: what `steady_window` reads.
+    series: list[tuple[float, float]] = field(default_factory=list)
+    thread_series: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
 def thread_group(name: str) -> str:
@@ -92,6 +97,8 @@ class TreeSampler:
 
     def _sample(self, baseline: bool = False) -> None:
         rss = child_rss = 0
+        # Threads every third sample: reading every thread's stat costs this process CPU, which is measured too.
+        thread_turn = self.jvm_threads and (baseline or self.usage.samples % 3 == 0)
         for proc in self._tree():
             try:
                 with proc.oneshot():
@@ -100,9 +107,7 @@ class TreeSampler:
             except psutil.Error:  # exited between listing and reading
                 continue
             cpu = times.user + times.system
-            # Threads every third sample: reading every thread's stat costs this process CPU, which is measured too.
-            if (self.jvm_threads and (baseline or self.usage.samples % 3 == 0) and proc.pid != self._root.pid
-                    and _is_java(proc)):
+            if thread_turn and proc.pid != self._root.pid and _is_java(proc):
                 for (tid, name), thread_cpu in _thread_cpu(proc.pid).items():
                     key = (proc.pid, tid, name)
                     if baseline:
@@ -119,6 +124,18 @@ class TreeSampler:
         self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, rss)
         self.usage.peak_child_rss_bytes = max(self.usage.peak_child_rss_bytes, child_rss)
         self.usage.samples += 1
+        now = time.time()
+        self.usage.series.append((now, sum(self._last_cpu[pid] - self._start_cpu[pid] for pid in self._last_cpu)))
+        if thread_turn:
+            self.usage.thread_series.append((now, self._thread_groups()))
+
+    def _thread_groups(self) -> dict[str, float]:
+        """CPU seconds so far per thread group (thread_group) of the JVM children."""
+        groups: dict[str, float] = {}
+        for key, cpu in self._thread_last.items():
+            group = thread_group(key[2])
+            groups[group] = groups.get(group, 0.0) + cpu - self._thread_start.get(key, 0.0)
+        return groups
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -135,11 +152,54 @@ class TreeSampler:
         self._thread.join()
         self._sample()
         self.usage.cpu_s = sum(self._last_cpu[pid] - self._start_cpu[pid] for pid in self._last_cpu)
-        groups: dict[str, float] = {}
-        for key, cpu in self._thread_last.items():
-            group = thread_group(key[2])
-            groups[group] = groups.get(group, 0.0) + cpu - self._thread_start.get(key, 0.0)
-        self.usage.jvm_threads = dict(sorted(groups.items(), key=lambda item: -item[1]))
+        self.usage.jvm_threads = dict(sorted(self._thread_groups().items(), key=lambda item: -item[1]))
+
+
+# The steady state: the records between these fractions of a run, past start-up (the mini-cluster, planning, the
+# first checkpoints, most of the JIT's warm-up) and before the end (the last records, the final checkpoint).
+STEADY_FROM, STEADY_TO = 0.2, 0.9
+
+
+def _at(series: list[tuple[float, float]], when: float) -> float:
+    """The cumulative value of `series` (time, value) at `when`, linear between samples, held at either end."""
+    if when <= series[0][0]:
+        return series[0][1]
+    for (t0, v0), (t1, v1) in itertools.pairwise(series):
+        if when <= t1:
+            return v0 + (v1 - v0) * (when - t0) / (t1 - t0) if t1 > t0 else v1
+    return series[-1][1]
+
+
+def steady_window(progress: list[tuple[float, int]], usage: TreeUsage, total: int,
+                  lo: float = STEADY_FROM, hi: float = STEADY_TO) -> dict[str, Any] | None:
+    """CPU and wall time per record between two progress points of a run: the steady state's cost.
+
+    `progress` is (epoch seconds, records done by then) in time order: a job's Iceberg commits (the rows each
+    snapshot holds, committed at a checkpoint), or a loop's own marks. The window runs from the first point with
+    at least `lo` of `total` records done to the last with at most `hi`; the tree's CPU (and each JVM thread
+    group's) at those two times is read off the sampler's series. None when no two points bound such a window.
+    """
+    start = next(((t, n) for t, n in progress if n >= lo * total), None)
+    end = next(((t, n) for t, n in reversed(progress) if n <= hi * total), None)
+    if start is None or end is None or end[1] <= start[1] or end[0] <= start[0] or len(usage.series) < 2:
+        return None
+    records, seconds = end[1] - start[1], end[0] - start[0]
+    cpu_s = _at(usage.series, end[0]) - _at(usage.series, start[0])
+    window: dict[str, Any] = {
+        "from_records": start[1], "to_records": end[1], "records": records, "seconds": round(seconds, 3),
+        "cpu_s": round(cpu_s, 3), "records_per_s": records / seconds, "records_per_cpu_s": records / cpu_s,
+        "cpu_us_per_record": cpu_s / records * 1e6,
+    }
+    if len(usage.thread_series) >= 2:
+        groups = {name for _t, by_group in usage.thread_series for name in by_group}
+        per_record = {}
+        for name in groups:
+            curve = [(t, by_group.get(name, 0.0)) for t, by_group in usage.thread_series]
+            us = (_at(curve, end[0]) - _at(curve, start[0])) / records * 1e6
+            if us >= 5:
+                per_record[name] = round(us, 1)
+        window["jvm_threads_cpu_us_per_record"] = dict(sorted(per_record.items(), key=lambda item: -item[1]))
+    return window
 
 
 def _is_java(proc: psutil.Process) -> bool:

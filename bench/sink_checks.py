@@ -8,7 +8,7 @@ pipeline's own comparison) and with the generator's record ids before it reports
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,8 @@ class ClaimsCheck:
     commit_latency_ms: list[float]
     missing_keys: int = 0  # expected business keys not in the table (counted with multiplicity)
     extra_keys: int = 0  # business keys in the table beyond the expected ones (duplicates included)
+    # (committed-at epoch seconds, distinct records the table held by then) per snapshot: the run's progress.
+    commits: list[tuple[float, int]] = field(default_factory=list)
 
 
 def _key_differences(held: Counter[str], expected: Counter[str]) -> tuple[int, int]:
@@ -47,6 +49,7 @@ def check_claims(cfg: IngestConfig, expected_ids: set[str], expected_keys: Count
     snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
     seen: set[str] = set()
     latencies: list[float] = []
+    commits: list[tuple[float, int]] = []
     for snapshot in snapshots:
         rows = table.scan(snapshot_id=snapshot.snapshot_id, selected_fields=("record_id", "ingested_at")).to_arrow()
         for record_id, ingested_at in zip(rows.column("record_id").to_pylist(),
@@ -55,13 +58,14 @@ def check_claims(cfg: IngestConfig, expected_ids: set[str], expected_keys: Count
                 continue
             seen.add(record_id)
             latencies.append(snapshot.timestamp_ms - ingested_at.timestamp() * 1000)
+        commits.append((snapshot.timestamp_ms / 1000, len(seen)))
     current = table.scan(selected_fields=("record_id", "business_key")).to_arrow()
     ids = Counter(current.column("record_id").to_pylist())
     missing_keys, extra_keys = _key_differences(Counter(current.column("business_key").to_pylist()), expected_keys)
     return ClaimsCheck(
         rows=current.num_rows, distinct_ids=len(ids), missing=len(expected_ids - ids.keys()),
         unexpected=len(ids.keys() - expected_ids), snapshots=len(snapshots), commit_latency_ms=latencies,
-        missing_keys=missing_keys, extra_keys=extra_keys,
+        missing_keys=missing_keys, extra_keys=extra_keys, commits=commits,
     )
 
 
