@@ -14,7 +14,9 @@ for the seed published under s3://medistream-reference/b<run id>/. For each size
    topic and checkpoint folder, sampling CPU and RSS of the process tree;
 3. checks the Iceberg table and the archive hold exactly the expected business keys
    (infra.local.ground_truth) and the generated record ids, the dead-letter topic nothing, and
-   derives per-row commit latency (snapshot committed-at minus ingested_at).
+   derives per-row commit latency (snapshot committed-at minus ingested_at);
+4. reports each loop and job twice: over the whole run, and in a steady window between the commits holding 20 % and
+   90 % of the records, start-up and the end left out (decision 0052), with the job against the bare loop per size.
 Results print as a table and go to bench/results/ingest-<date>.json. Recorded, never asserted.
 For the cost of each stage inside IngestStage, see bench/stage_costs.py.
 """
