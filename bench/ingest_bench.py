@@ -206,7 +206,7 @@ STATE_BACKENDS: dict[str, dict[str, str]] = {
 def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, Any], job_name: str,
               state_backend: str = "hashmap") -> dict[str, Any]:
     """Publish, run the ingest job bounded to completion, then verify every sink against keys and ids."""
-    from bench.resources import TreeSampler, steady_window
+    from bench.resources import TreeSampler, steady_window, us_per_record
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, iceberg_layout, percentiles
     from jobs import ingest, preflight
     from tools.readback import s3_client, split_s3_url
@@ -251,8 +251,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
         # Where the JVM's CPU went, by thread name (15 characters, digits as #): the task threads (a chain
         # of operators each: the ingest operator with its conversions; dedup with every sink), the JIT
         # compilers, the Kafka producers' I/O threads, GC. CPU µs per record over the whole run.
-        "jvm_threads_cpu_us_per_record": {name: round(cpu / n * 1e6, 1)
-                                          for name, cpu in sampler.usage.jvm_threads.items() if cpu / n * 1e6 >= 5},
+        "jvm_threads_cpu_us_per_record": us_per_record(sampler.usage.jvm_threads, n),
         # The same between the Iceberg commits that hold 20 % and 90 % of the records: past start-up and the end.
         "steady": steady_window(claims.commits, sampler.usage, n),
         "latency_kind": "commit (snapshot committed-at - ingested_at), ms",
