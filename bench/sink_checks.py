@@ -15,7 +15,7 @@ import numpy as np
 
 from connectors.properties import IngestConfig
 from tools.private_cluster import delete_prefix
-from tools.readback import archived_ids, committed_dead_letters, iceberg_table, s3_client
+from tools.readback import archive_bytes, archived_ids, committed_dead_letters, iceberg_table, s3_client
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,15 @@ def check_claims(cfg: IngestConfig, expected_ids: set[str], expected_keys: Count
     )
 
 
-def check_archive(cfg: IngestConfig, expected_ids: set[str], expected_keys: Counter[str]) -> dict[str, int]:
-    """Archived record count, distinct ids, ids missing, and business keys missing or extra in committed files."""
+def check_archive(cfg: IngestConfig, expected_ids: set[str], expected_keys: Counter[str]) -> dict[str, float]:
+    """Archived record count, distinct ids, ids missing, business keys missing or extra in committed files, and
+    those files' bytes per record (decision 0053)."""
     ids, keys, _feeds, files = archived_ids(cfg)
     missing_keys, extra_keys = _key_differences(keys, expected_keys)
-    return {"records": sum(ids.values()), "distinct_ids": len(ids), "missing": len(expected_ids - ids.keys()),
-            "missing_keys": missing_keys, "extra_keys": extra_keys, "files": files}
+    records = sum(ids.values())
+    return {"records": records, "distinct_ids": len(ids), "missing": len(expected_ids - ids.keys()),
+            "missing_keys": missing_keys, "extra_keys": extra_keys, "files": files,
+            "bytes_per_record": round(archive_bytes(cfg) / records, 1) if records else 0}
 
 
 def count_dead_letters(cfg: IngestConfig, timeout_s: float = 30.0) -> int:

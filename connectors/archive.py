@@ -39,7 +39,9 @@ def _options(path: str) -> dict[str, str]:
         "connector": "filesystem",
         "path": path,
         "format": "avro",
-        "avro.codec": "deflate",
+        # zstandard, not deflate (decision 0053): as small, and a tenth of the CPU per record. Readers need
+        # fastavro's zstandard codec (backports.zstd below Python 3.14); Avro's Java reader uses zstd-jni.
+        "avro.codec": "zstandard",
         "sink.partition-commit.policy.kind": "success-file",
     }
 
@@ -59,7 +61,7 @@ def create_dead_letter_archive(t_env: StreamTableEnvironment, cfg: ArchiveConfig
 
 
 def create_archive_sink(t_env: StreamTableEnvironment, cfg: ArchiveConfig) -> str:
-    """Register the archive as a partitioned, deflate-compressed Avro sink."""
+    """Register the archive as a partitioned, zstandard-compressed Avro sink."""
     options = _options(cfg.path)
     t_env.execute_sql(
         f"""CREATE TEMPORARY TABLE {ARCHIVE_TABLE} (

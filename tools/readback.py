@@ -71,20 +71,43 @@ def iceberg_claim_ids(cfg: IngestConfig, column: str = "record_id") -> Counter[s
     return iceberg_column(cfg, "claims", column)
 
 
-def _archive_files(cfg: IngestConfig, path: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(feed, records) of every committed part file under an archive path."""
-    import fastavro
-
+def _committed_parts(s3: Any, path: str) -> Iterator[dict[str, Any]]:
+    """The S3 listing entries (Key, Size, ...) of every committed part file under an archive path."""
     bucket, prefix = split_s3_url(path)
-    s3 = s3_client(cfg.s3)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
-            if not obj["Key"].rsplit("/", 1)[-1].startswith("part-"):  # _SUCCESS; in-progress files start "."
-                continue
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            # feed is a partition column: it lives in the path (feed=<name>/dt=<day>/), not in the file.
-            feed = next((part[5:] for part in obj["Key"].split("/") if part.startswith("feed=")), "")
-            yield feed, [dict(row) for row in fastavro.reader(io.BytesIO(body)) if isinstance(row, dict)]
+            if obj["Key"].rsplit("/", 1)[-1].startswith("part-"):  # not _SUCCESS; in-progress files start "."
+                yield obj
+
+
+def _archive_parts(cfg: IngestConfig, path: str) -> Iterator[tuple[str, Any]]:
+    """(feed, fastavro reader) of every committed part file under an archive path."""
+    import fastavro
+
+    s3 = s3_client(cfg.s3)
+    bucket, _prefix = split_s3_url(path)
+    for obj in _committed_parts(s3, path):
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        # feed is a partition column: it lives in the path (feed=<name>/dt=<day>/), not in the file.
+        feed = next((part[5:] for part in obj["Key"].split("/") if part.startswith("feed=")), "")
+        yield feed, fastavro.reader(io.BytesIO(body))
+
+
+def archive_bytes(cfg: IngestConfig) -> int:
+    """The bytes of the records archive's committed files (what S3 stores, and bills, for seven years)."""
+    return sum(obj["Size"] for obj in _committed_parts(s3_client(cfg.s3), cfg.archive.path))
+
+
+def _archive_files(cfg: IngestConfig, path: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(feed, records) of every committed part file under an archive path."""
+    for feed, reader in _archive_parts(cfg, path):
+        yield feed, [dict(row) for row in reader if isinstance(row, dict)]
+
+
+def archive_codecs(cfg: IngestConfig) -> Counter[str]:
+    """How many committed files of the archive (records and dead letters) each compression codec wrote."""
+    return Counter(reader.codec for path in (cfg.archive.path, cfg.archive.dead_letters_path)
+                   for _feed, reader in _archive_parts(cfg, path))
 
 
 def archived_ids(cfg: IngestConfig) -> tuple[Counter[str], Counter[str], Counter[str], int]:

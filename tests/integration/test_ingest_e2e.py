@@ -19,7 +19,7 @@ from jobs import preflight
 from schemas.contracts import load_contracts
 from tests.conftest import isolated_config
 from tests.integration.conftest import land_device_events, with_device_events, write_properties
-from tools.readback import iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
+from tools.readback import archive_codecs, iceberg_column, iceberg_table, linkage_digest, read_sinks, s3_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 SEED = 23
@@ -73,6 +73,9 @@ def test_every_sample_feed_reaches_iceberg_archive_and_dlq_exactly_once(
     assert sinks.dead_letter_ids["topic"] == sinks.dead_letter_ids["archive"] == sinks.dead_letter_ids["iceberg"]
     assert sum(sinks.dead_letter_ids["topic"].values()) == sum(expected["dead_letters"].values())
     assert {r.split(".")[0] for r in sinks.dead_letter_reasons.values()} >= {"decode", "schema", "enrichment"}
+    # The archive's files, records and dead letters, are zstandard-compressed (decision 0053), and read back.
+    codecs = archive_codecs(cfg)
+    assert set(codecs) == {"zstandard"} and codecs["zstandard"] >= sinks.archive_objects
 
     # The analyst notebook, on the tables this job wrote: its figures agree with the sinks.
     from notebooks.lake import DEFAULT_TABLES
