@@ -308,6 +308,7 @@ def decode_row(stage: Any, data: FeedData, name: str) -> Row:
 
 def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[Row]:
     """One JSON claim feed, stage by stage, in FeedStage.record's order, then the whole record and unit."""
+    from jobs.fraud_operator import FACT_FIELDS
     from udfs.dedup import dedup_keys
     from udfs.enrich import enrich
     from udfs.fraud import fact_of
@@ -380,9 +381,12 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     rows.append(process_row(stage, data, unit_ms))
     parts = sum(r.spent.cpu_ns / len(r.ns) for r in rows[1:-2] if not r.extra.get("reference"))
     rows[-2].extra["cpu_us_of_parts"] = round(parts / 1000, 2)  # hygiene..claim row, CPU µs per record
-    facts = [fact_of(rtype, project(rtype, p.record), k.business_key, contract.feed, unit_ms)
-             for p, k in zip(protected, keys, strict=True)]
-    rows.append(detectors_row(label, [f for f in facts if f is not None]))
+    # The detectors' input: each accepted claim's columns as the JVM projects them (FACT_FIELDS, decision 0054).
+    facts = [tuple({**columns, "record_type": rtype, "business_key": k.business_key, "feed": contract.feed,
+                    "ingested_at_ms": unit_ms}.get(f) for f in FACT_FIELDS)
+             for p, k in zip(protected, keys, strict=True)
+             if fact_of(rtype, columns := project(rtype, p.record), k.business_key, contract.feed, unit_ms)]
+    rows.append(detectors_row(label, facts))
     return rows
 
 
@@ -435,24 +439,23 @@ class _NoMetrics:
 def detectors_row(label: str, facts: Sequence[Any]) -> Row:
     """The fraud detectors' own operator (jobs/fraud_operator.py), its Python work per fact; not in the ingest stage.
 
-    FraudDetector.process_element itself, with Flink's keyed state replaced by dicts of pickled bytes
-    (_KeyedPickles) and each fact unpickled as it arrives. What the job's task spends beyond this is Flink's: the
-    keyed input, the state backend and TTL behind each state call, the calls across into Python.
+    FraudDetector.process_element itself over fact rows (FACT_FIELDS), with Flink's keyed state replaced by dicts of
+    pickled bytes (_KeyedPickles). What the job's task spends beyond this is Flink's: the keyed input, converting each
+    fact row into Python, the state backend and TTL behind each state call, the calls across into Python.
     """
     from jobs.fraud_operator import FraudDetector
-    from udfs.fraud import RULES_FILE, MemberDetector, fact_to_plain, load_rules
+    from udfs.fraud import RULES_FILE, MemberDetector, load_rules
 
-    arriving = [pickle.dumps(fact_to_plain(f)) for f in facts]
+    arriving = list(facts)
     operator, timers = FraudDetector(str(RULES_FILE), "bench"), _Timers()
     operator.detector = MemberDetector(load_rules(RULES_FILE), "bench")  # what open() builds
     operator._metrics = _NoMetrics()  # type: ignore[assignment]  # signal counts: no Flink metric group here
 
-    def run(inputs: Sequence[bytes]) -> tuple[list[int], list[Any]]:
+    def run(inputs: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[Any]]:
         state = _KeyedPickles()  # every pass starts with no member known
         operator.evidence = operator.pieces = state
 
-        def process(raw: bytes) -> int:
-            fact = pickle.loads(raw)  # noqa: S301  # nosec B301 # -- bytes pickled above, as Flink hands them over
+        def process(fact: tuple[Any, ...]) -> int:
             state.key = fact[0]  # keyed by the member token
             return len(list(operator.process_element(fact, timers)))
 
@@ -461,7 +464,7 @@ def detectors_row(label: str, facts: Sequence[Any]) -> Row:
     run(arriving[:WARM_RECORDS])
     ns, signals, spent = measured(lambda: run(arriving))
     return Row("fraud detectors per fact (own operator, state in a dict)", label, ns, spent, 0,
-               extra={"signals": sum(signals), "members": len({f.member for f in facts})})
+               extra={"signals": sum(signals), "members": len({f[0] for f in facts})})
 
 
 # --- report --------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from connectors.sinks import RouteContext
 from fresh_imports import FreshImports
 from jobs import preflight
 from jobs.event_time_operator import DEVICE_EVENTS, EVENT_TYPE, LATE_EVENTS, EventTimeGate
-from jobs.fraud_operator import FACT_TYPE, FRAUD_FACTS, SIGNAL_TYPE, FraudDetector
+from jobs.fraud_operator import SIGNAL_TYPE, FraudDetector, fact_type, fraud_facts
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.plan_uids import keep_uids_without
 from jobs.runtime import (
@@ -133,7 +133,7 @@ def build(
     unified = _with_kafka_units(t_env, cfg, landing_units) if kafka else t_env.sql_query(landing_units)
     reference = create_reference_stream(env, cfg.reference).broadcast(REFERENCE_STATE)
     operator = IngestOperator(landing_root or cfg.landing.path, cfg.feeds.contracts_dir, cfg.reference.path, cfg.s3,
-                              cfg.phi, fraud_facts=cfg.fraud.enabled, event_time=cfg.event_time)
+                              cfg.phi, event_time=cfg.event_time)
     accepted = (
         t_env.to_data_stream(unified).connect(reference)
         .process(operator, output_type=ACCEPTED_TYPE)
@@ -176,13 +176,13 @@ def build(
             WHERE rn = 1"""
     ))
 
-    # The fraud detectors (udfs/fraud.py): accepted claims and eligibility as facts, keyed by member token, before
-    # the dedup (a re-send adds nothing to a detector's sets). A DataStream operator with its own uid, like the
-    # dead letters' once-only step above.
+    # The fraud detectors (udfs/fraud.py): accepted claims and eligibility as facts, projected from the accepted rows
+    # in the JVM (decision 0054) and keyed by member token, before the dedup (a re-send adds nothing to a detector's
+    # sets). DataStream operators with their own uids, like the dead letters' once-only step above.
     signals = None
     if cfg.fraud.enabled:
-        facts = side_output(accepted, FRAUD_FACTS)
-        detected = (keyed_by_first_field(facts, Types.STRING(), FACT_TYPE)
+        facts = fraud_facts(accepted, ACCEPTED_TYPE)
+        detected = (keyed_by_first_field(facts, Types.STRING(), fact_type(ACCEPTED_TYPE))
                     .process(FraudDetector(cfg.fraud.rules, job_name), output_type=SIGNAL_TYPE)
                     .uid("fraud-signals")
                     .name("fraud-signals"))

@@ -3,8 +3,8 @@
 A thin wrapper (STYLE.md): open() loads the feed contracts, the reference data and the key material
 (token keys from Secrets Manager, opened by KMS; a KMS data-key source) and builds
 udfs.ingest.IngestStage; process_element() runs one raw unit through it; accepted records go to the
-main output, refusals become dead letters on a side output, and accepted claims and eligibility records
-become facts for the fraud detectors on another (jobs/fraud_operator.py). The operator is a
+main output (the fraud detectors take their facts from it in the JVM: jobs/fraud_operator.py) and refusals
+become dead letters on a side output. The operator is a
 BroadcastProcessFunction: reference data versions arrive on the broadcast input, are kept in
 broadcast state (so a restore has them) and replace older versions while the job runs.
 """
@@ -37,13 +37,11 @@ from connectors.metrics.flink_counters import (
 )
 from fresh_imports import FreshImports
 from jobs.event_time_operator import DEVICE_EVENTS
-from jobs.fraud_operator import FRAUD_FACTS
 from schemas.contracts import FEEDS_DIR
 from udfs.contract_checks import load_feed_contracts
 from udfs.dead_letters import DeadLetter, Rejected
 from udfs.enrich import ReferenceData, parse_reference
 from udfs.event_time import EVENT_TIME_FIELDS, LATE_EVENT, DeviceWatermark, EventTimePolicy
-from udfs.fraud import fact_of, fact_to_plain
 from udfs.ingest import Accepted, IngestStage, Refused
 from udfs.phi.envelope import DataKeyCache
 from udfs.phi.protect import seal_dead_letter
@@ -78,10 +76,9 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
     """Decode and check one raw unit: Row(payload, topic, partition, offset, path, unit_ms)."""
 
     def __init__(self, landing_root: str, contracts_dir: str, reference_path: str, s3: S3Config,
-                 phi: PhiConfig, fraud_facts: bool = False, event_time: EventTimePolicy | None = None) -> None:
+                 phi: PhiConfig, event_time: EventTimePolicy | None = None) -> None:
         self.landing_root = landing_root
         self.event_time = event_time or EventTimePolicy()  # clock skew here, lateness in the gate (decision 0040)
-        self.fraud_facts = fraud_facts  # hand accepted claims and eligibility to the fraud detectors (FRAUD_FACTS)
         self.contracts_dir = contracts_dir
         self.reference_path = reference_path
         self.s3 = s3
@@ -181,11 +178,6 @@ class IngestOperator(FreshImports, BroadcastProcessFunction):  # type: ignore[mi
                     yield DEVICE_EVENTS, self._timed(outcome, payload, source, pointer, now_ms)
                     continue
                 yield Row(*accepted_values(outcome, pointer, now_ms))
-                if self.fraud_facts:
-                    fact = fact_of(outcome.record_type, outcome.columns, outcome.keys.business_key, outcome.feed,
-                                   now_ms)
-                    if fact is not None:
-                        yield FRAUD_FACTS, Row(fact.member, fact_to_plain(fact))
         if protector is not None:
             counts[N_PHI_FIELDS] += protector.fields - fields
         if now_ms >= self._metrics.due_ms:

@@ -1,9 +1,10 @@
 """Fraud signals: in-stream detectors over accepted claims and eligibility, one member's evidence at a time.
 
 The rules are data (schemas/fraud/rules.yaml, checked against schemas/fraud_rules.schema.json): each names a
-detector kind, its window and threshold. The ingest operator hands every accepted claim and eligibility record
-to the detectors as a `Fact` (tokens, provider NPIs, codes, dates, amounts: never a clear identifier), keyed by
-the member's token; `MemberDetector` keeps that member's evidence and returns the signals a fact completes.
+detector kind, its window and threshold. Every accepted claim and eligibility record reaches the detectors
+(jobs/fraud_operator.py) as its table columns, keyed by the member's token, and becomes a `Fact` (`fact_of`: tokens,
+provider NPIs, codes, dates, amounts, never a clear identifier); `MemberDetector` keeps that member's evidence and
+returns the signals a fact completes.
 
 Each rule is decided by the *set* of records seen, never by their order: sets of providers, of (claim, amount)
 pairs, of coverage spans. A re-send adds nothing to a set, so the detectors take records before the job's
@@ -308,20 +309,6 @@ def fact_of(record_type: str, columns: dict[str, Any], business_key: str, feed: 
     return Fact(member, record_type, business_key, feed, ingested_at_ms, billing_npi=columns.get("billing_npi"),
                 frequency_code=columns.get("frequency_code"), service_date=columns.get("service_date_from"),
                 lines=tuple(lines))
-
-
-def fact_to_plain(fact: Fact) -> tuple[Any, ...]:
-    """A fact as builtins only (what crosses to the detectors' operator and what their state keeps)."""
-    lines = tuple((line.procedure, line.charge, line.service_date) for line in fact.lines)
-    return (fact.member, fact.record_type, fact.business_key, fact.feed, fact.ingested_at_ms, fact.billing_npi,
-            fact.frequency_code, fact.service_date, lines, fact.coverage_start, fact.coverage_end)
-
-
-def fact_from_plain(plain: tuple[Any, ...] | list[Any]) -> Fact:
-    """The inverse of fact_to_plain."""
-    lines = tuple(Line(procedure, charge, day) for procedure, charge, day in plain[8])
-    return Fact(plain[0], plain[1], plain[2], plain[3], int(plain[4]), plain[5], plain[6], plain[7], lines,
-                plain[9], plain[10])
 
 
 STATE_VERSION = 3

@@ -23,9 +23,7 @@ from udfs.fraud import (
     MemberState,
     Rule,
     Signal,
-    fact_from_plain,
     fact_of,
-    fact_to_plain,
     load_rules,
     money,
     signal_values,
@@ -156,11 +154,10 @@ def test_signals_do_not_depend_on_the_order_records_arrive_in() -> None:
         assert sorted(s.signal_id for s in run(facts)) == want
 
 
-def test_state_and_facts_cross_as_builtins_only() -> None:
+def test_state_is_builtins_only() -> None:
     detector, state = MemberDetector(RULES), MemberState()
     for fact in (claim("k1"), claim("k2", npi="1000000104", lines=(("99213", "12.50"),)), coverage("2025-01-01")):
         detector.on_fact(state, fact)
-        assert fact_from_plain(fact_to_plain(fact)) == fact
     plain, pieces = state_to_plain(state), state.changed_pieces()
     assert pieces == state.pieces and len(pieces) == 3  # the day's providers window, each provider's service day
     assert b"udfs" not in pickle.dumps(plain) + pickle.dumps(pieces)  # a savepoint names no class of ours
