@@ -13,12 +13,13 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.properties import REPO_ROOT
 
 RESULTS = REPO_ROOT / "bench" / "results"
+ARCHIVE_CODECS = "archive-codecs-2026-12-06.json"  # the archive's bytes per record (bench.archive_codec_bench)
 SECONDS_PER_MONTH = 30 * 86400
 RATES = (25_000, 150_000)
 SIZES_KB = (4, 12)
@@ -71,15 +72,18 @@ class Measured:
     loader_per_cpu_s: float  # rows per CPU-second of the Snowflake loader from Kafka
     deliveries_per_cpu_s: float  # partner deliveries per CPU-second of the delivery job
     sources: tuple[str, ...]
+    # size KB -> bytes the archive stores per record: the protected form and the sealed record, zstandard (0053)
+    archive_bytes: dict[int, float] = field(default_factory=dict)
 
 
 def measured(results: Path = RESULTS) -> Measured:
     """The figures, from the results files the README's benchmark section cites."""
     # One run of 100,000 records per size with every sink of the job, the operational store's and the fraud
     # detectors included, on RocksDB with incremental checkpoints as Managed Flink runs it (README, Benchmarks;
-    # decision 0047); its steady window (records 20-90 %), what a job that runs for days pays per record: the
-    # whole run's figure also spreads the mini-cluster's start and the JIT's warm-up over it (decision 0052).
-    files = {4: "ingest-2026-12-06-steady-rocksdb.json", 12: "ingest-2026-12-06-steady-rocksdb.json"}
+    # decision 0047), after decisions 0053 and 0054; its steady window (records 20-90 %), what a job that runs for
+    # days pays per record: the whole run's figure also spreads the mini-cluster's start and the JIT's warm-up
+    # over it (decision 0052).
+    files = {4: "ingest-2026-12-06-facts-jvm-rocksdb.json", 12: "ingest-2026-12-06-facts-jvm-rocksdb.json"}
     ingest = {}
     for size, name in files.items():
         (job,) = [r for r in json.loads((results / name).read_text())["runs"]
@@ -90,9 +94,11 @@ def measured(results: Path = RESULTS) -> Measured:
     loader = json.loads((results / "snowflake-load-2026-12-04.json").read_text())["loader_from_kafka"]
     delivery = max(r["deliveries_per_cpu_s"] for r in json.loads(
         (results / "partner-delivery-2026-11-22-50-200.json").read_text())["results"])
+    codecs = json.loads((results / ARCHIVE_CODECS).read_text())["sizes"]
+    archive = {size: float(codecs[str(size)]["codecs"]["zstandard"]["bytes_per_record"]) for size in files}
     return Measured(ingest, float(api["records_per_api_cpu_s"]), float(loader["rows_per_cpu_s"]), float(delivery),
                     (*files.values(), "ingest-api-2026-11-22.json", "snowflake-load-2026-12-04.json",
-                     "partner-delivery-2026-11-22-50-200.json"))
+                     "partner-delivery-2026-11-22-50-200.json", ARCHIVE_CODECS), archive)
 
 
 def monthly(rate: int, size_kb: int, m: Measured, peak: int = max(RATES)) -> dict[str, float]:
@@ -119,7 +125,7 @@ def monthly(rate: int, size_kb: int, m: Measured, peak: int = max(RATES)) -> dic
         "MSK (brokers, storage)": brokers * hours * p["msk_broker_hour_m7g_xlarge"]
                                   + kafka_gb * p["msk_storage_gb_month"],
         "cross-zone traffic to and from brokers": kafka_traffic_gb * s["cross_az_fraction"] * p["cross_az_gb"],
-        "S3 archive (first month, hot)": gb_month * p["s3_standard_gb_month"],
+        "S3 archive (first month, hot)": archive_gb_month(rate, size_kb, m) * p["s3_standard_gb_month"],
         "S3 lake (Iceberg, compressed)": gb_month / s["lake_compression"] * p["s3_standard_gb_month"],
         "S3 requests": puts / 1000 * p["s3_put_per_1000"],
         "CloudTrail S3 data events": puts * s["cloudtrail_events_per_put"] / 1e5 * p["cloudtrail_data_events_per_100k"],
@@ -143,9 +149,14 @@ def monthly(rate: int, size_kb: int, m: Measured, peak: int = max(RATES)) -> dic
     }
 
 
-def archive_steady_state(rate: int, size_kb: int) -> float:
+def archive_gb_month(rate: int, size_kb: int, m: Measured) -> float:
+    """GB the archive adds per month: its measured bytes per record (two copies of each, compressed)."""
+    return rate * m.archive_bytes[size_kb] * SECONDS_PER_MONTH / 1e9
+
+
+def archive_steady_state(rate: int, size_kb: int, m: Measured) -> float:
     """USD per month of the archive once it holds seven years, 30 days hot and the rest in Glacier IR."""
-    gb_month = rate * size_kb / 1000 * SECONDS_PER_MONTH / 1000
+    gb_month = archive_gb_month(rate, size_kb, m)
     return gb_month * PRICES["s3_standard_gb_month"] + gb_month * (7 * 12 - 1) * PRICES["s3_glacier_ir_gb_month"]
 
 
@@ -166,12 +177,14 @@ def report(m: Measured | None = None) -> str:
               f"| `bench/results/{m.sources[i]}` |" for i, (size, v) in enumerate(sorted(m.ingest_per_cpu_s.items()))]
     rows = (("ingest API, records per CPU-second (batches of 100)", f"{m.api_per_cpu_s:,.0f}", m.sources[2]),
             ("Snowflake loader, rows per CPU-second", f"{m.loader_per_cpu_s:,.0f}", m.sources[3]),
-            ("partner delivery, deliveries per CPU-second", f"{m.deliveries_per_cpu_s:,.1f}", m.sources[4]))
+            ("partner delivery, deliveries per CPU-second", f"{m.deliveries_per_cpu_s:,.1f}", m.sources[4]),
+            *((f"archive, bytes stored per {size} KB record (zstandard)", f"{v:,.0f}", m.sources[5])
+              for size, v in sorted(m.archive_bytes.items())))
     lines += [f"| {what} | {value} | `bench/results/{source}` |" for what, value, source in rows]
     lines += ["", "| archive at seven years (USD per month) | " + " | ".join(
         f"{r // 1000}k/s, {s} KB" for r, s in cases if r == min(RATES)) + " |", "|---|---:|---:|",
         "| 30 days Standard + 83 months Glacier IR | " + " | ".join(
-            f"{archive_steady_state(r, s):,.0f}" for r, s in cases if r == min(RATES)) + " |"]
+            f"{archive_steady_state(r, s, m):,.0f}" for r, s in cases if r == min(RATES)) + " |"]
     return "\n".join(lines) + "\n"
 
 
