@@ -174,8 +174,9 @@ def side_output(stream: Any, tag: Any) -> Any:
 
     PyFlink's `get_side_output` puts a Python `map(lambda i: i)` behind every side output. In thread mode the
     operator already hands Java each side-output element converted with the tag's own type (PyFlink's embedded
-    SideOutputContext), so that map only crosses into Python and back: once per accepted claim for the fraud
-    facts, with the fact unpickled and pickled again on the way (decision 0047). Here the side output is that
+    SideOutputContext), so that map only crosses into Python and back: for each dead letter, late event and device
+    event, and, until decision 0054 took the fraud facts off a side output, once per accepted claim with the fact
+    unpickled and pickled again on the way (decision 0047). Here the side output is that
     Java stream itself, of the tag's type; in process mode it is PyFlink's, map and all.
     """
     from pyflink.datastream import DataStream
