@@ -31,20 +31,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SYNC_INTERVAL = 64_000  # org.apache.avro.file.DataFileConstants.DEFAULT_SYNC_INTERVAL
 CODECS = {"null": None, "deflate": 6, "zstandard": 3}  # Avro Java's default levels
 ROUNDS = 5
-# The archive table's columns (connectors/archive.py), feed and dt being its partition (the path, not the file).
-ARCHIVE_SCHEMA = {"type": "record", "name": "archive", "fields": [
-    {"name": name, "type": ["null", "long" if name == "sent_at_ms" else "string"], "default": None}
-    for name in ("record_id", "record_type", "sent_at_ms", "source", "position", "business_key", "original_key",
-                 "enrichment", "payload", "sealed")]}
 
 
 def archive_rows(size_kb: int, records: int, workdir: Path) -> list[dict[str, Any]]:
-    """The archive rows of `records` synthetic claims of `size_kb` KiB, as the ingest stage accepts them."""
-    import orjson
-
+    """The archive rows of `records` synthetic claims of `size_kb` KiB: the ingest stage's accepted rows
+    (udfs.rows.accepted_values, as the ingest operator emits them), the archive's columns of each."""
+    from connectors.archive import ARCHIVE_COLUMNS
     from infra.local.reference import reference_data
     from infra.local.static_keys import static_protectors
     from udfs.ingest import Accepted, IngestStage
+    from udfs.rows import ACCEPTED_FIELDS, accepted_values
     from udfs.source import SourceRef
 
     feed = feed_name(size_kb, "codec")
@@ -53,21 +49,29 @@ def archive_rows(size_kb: int, records: int, workdir: Path) -> list[dict[str, An
     unit_ms = int(time.time() * 1000)
     rows = []
     for offset, claim in enumerate(generate_claims(records, size_kb, feed)):
-        for out in stage.process(claim.payload, SourceRef.from_kafka(f"raw.{feed}", 0, offset), unit_ms):
+        source = SourceRef.from_kafka(f"raw.{feed}", 0, offset)
+        for out in stage.process(claim.payload, source, unit_ms):
             if isinstance(out, Accepted):
-                rows.append({"record_id": out.record_id, "record_type": out.record_type, "sent_at_ms": out.sent_at_ms,
-                             "source": f"kafka:raw.{feed}:0:{offset}", "position": out.position,
-                             "business_key": out.keys.business_key, "original_key": out.keys.original_key,
-                             "enrichment": orjson.dumps(out.enrichment).decode(), "payload": out.payload,
-                             "sealed": out.sealed})
+                row = dict(zip(ACCEPTED_FIELDS, accepted_values(out, source.pointer(), unit_ms), strict=True))
+                rows.append({column: row[column] for column in ARCHIVE_COLUMNS})
     return rows
+
+
+def archive_schema() -> dict[str, Any]:
+    """The archive's columns as an Avro record, nullable as Flink's avro format writes them."""
+    from connectors.archive import ARCHIVE_COLUMNS
+    from udfs.rows import LONG_FIELDS
+
+    return {"type": "record", "name": "archive", "fields": [
+        {"name": name, "type": ["null", "long" if name in LONG_FIELDS else "string"], "default": None}
+        for name in ARCHIVE_COLUMNS]}
 
 
 def price(rows: list[dict[str, Any]], codec: str) -> dict[str, float]:
     """Bytes per record of one container file of `rows`, and the writer's CPU µs per record (best of ROUNDS)."""
     import fastavro
 
-    schema = fastavro.parse_schema(ARCHIVE_SCHEMA)
+    schema = fastavro.parse_schema(archive_schema())
     cpu_s, size = [], 0
     for _ in range(ROUNDS):
         out = io.BytesIO()

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 ARCHIVE_TABLE = "raw_archive"
 DEAD_LETTER_ARCHIVE_TABLE = "dead_letter_archive"
+# The archive's columns in its files, each the accepted row's column of that name (feed and dt: the partition path).
+ARCHIVE_COLUMNS = ("record_id", "record_type", "sent_at_ms", "source", "position", "business_key", "original_key",
+                   "enrichment", "payload", "sealed")
 
 
 

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from connectors.archive import create_archive_sink, create_dead_letter_archive
+from connectors.archive import ARCHIVE_COLUMNS, create_archive_sink, create_dead_letter_archive
 from connectors.iceberg import TABLE_FOR_TYPE, WIRED_LAST, create_tables
 from connectors.kafka import create_curated_sink, create_dead_letter_sink
 from connectors.sql import insert_select, quote
@@ -57,8 +57,8 @@ def wire_archive(ctx: RouteContext) -> dict[str, str]:
     table = create_archive_sink(ctx.t_env, ctx.cfg.archive)
     ctx.statements.append(
         # B608 - Flink SQL over table names from our config and contracts, no record data
-        f"""INSERT INTO {table} SELECT record_id, record_type, sent_at_ms, source, `position`,
-              business_key, original_key, enrichment, payload, sealed, feed, dt FROM {ctx.rows}""")
+        f"""INSERT INTO {table} SELECT {", ".join(f"`{c}`" for c in (*ARCHIVE_COLUMNS, "feed", "dt"))}
+              FROM {ctx.rows}""")
     return {"archive": table}
 
 

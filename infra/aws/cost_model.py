@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.properties import REPO_ROOT
@@ -73,7 +73,7 @@ class Measured:
     deliveries_per_cpu_s: float  # partner deliveries per CPU-second of the delivery job
     sources: tuple[str, ...]
     # size KB -> bytes the archive stores per record: the protected form and the sealed record, zstandard (0053)
-    archive_bytes: dict[int, float] = field(default_factory=dict)
+    archive_bytes: dict[int, float]
 
 
 def measured(results: Path = RESULTS) -> Measured:
