@@ -11,9 +11,8 @@ times, record by record with time.perf_counter_ns:
    alone, for reference), rules, enrich, dedup keys, the canonical payload and
    claim row, then the whole FeedStage.record and the whole IngestStage.process;
 2. every other format's decoder (CSV with its mapping, Avro container and single object, X12 837P)
-   and IngestStage.process for that feed;
-3. the fraud detectors' own operator per fact of that claim feed's records (its keyed state in dicts of
-   pickled bytes): what of the job's fraud task is Python, and so what is Flink's.
+   and IngestStage.process for that feed.
+(The fraud detectors are a JVM operator since decision 0055: the ingest bench prices their task.)
 
 A decoder yields a unit's records lazily, so each record is timed as one pull from the iterator;
 the unit's fixed costs (a container or interchange header, a CSV header, the call itself) land on
@@ -33,7 +32,6 @@ import argparse
 import gc
 import importlib
 import os
-import pickle  # nosec B403 # -- our own bytes, as Flink's PICKLED_BYTE_ARRAY keeps them
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -308,10 +306,8 @@ def decode_row(stage: Any, data: FeedData, name: str) -> Row:
 
 def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[Row]:
     """One JSON claim feed, stage by stage, in FeedStage.record's order, then the whole record and unit."""
-    from jobs.fraud_operator import FACT_FIELDS
     from udfs.dedup import dedup_keys
     from udfs.enrich import enrich
-    from udfs.fraud import fact_of
     from udfs.hygiene import clean
     from udfs.ingest import schema_errors
     from udfs.projections import project
@@ -369,7 +365,7 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     timed("rules", rejected(lambda r: validate(r, rtype, now=now)), std, is_rejected)
     timed("enrich", rejected(lambda r: enrich(r, rtype, stage.reference, contract.on_miss)), std, is_rejected)
     linkage = feed_stage.protector.tokenizer.linkage
-    keys = timed("dedup keys", lambda r: dedup_keys(r, rtype, linkage), std, lambda _: False)
+    timed("dedup keys", lambda r: dedup_keys(r, rtype, linkage), std, lambda _: False)
     protected = timed("protect (tokens, masks, field + sealed encryption)",
                       lambda r: feed_stage.protector.protect(r, rtype, orjson.dumps(r)), std, lambda _: False)
     timed("payload JSON + table columns", lambda p: (orjson.dumps(p.record).decode(), project(rtype, p.record)),
@@ -381,90 +377,7 @@ def step_rows(stage: Any, data: FeedData, now: datetime, unit_ms: int) -> list[R
     rows.append(process_row(stage, data, unit_ms))
     parts = sum(r.spent.cpu_ns / len(r.ns) for r in rows[1:-2] if not r.extra.get("reference"))
     rows[-2].extra["cpu_us_of_parts"] = round(parts / 1000, 2)  # hygiene..claim row, CPU µs per record
-    # The detectors' input: each accepted claim's columns as the JVM projects them (FACT_FIELDS, decision 0054).
-    facts = [tuple({**columns, "record_type": rtype, "business_key": k.business_key, "feed": contract.feed,
-                    "ingested_at_ms": unit_ms}.get(f) for f in FACT_FIELDS)
-             for p, k in zip(protected, keys, strict=True)
-             if fact_of(rtype, columns := project(rtype, p.record), k.business_key, contract.feed, unit_ms)]
-    rows.append(detectors_row(label, facts))
     return rows
-
-
-class _KeyedPickles:
-    """Flink's keyed state of PICKLED_BYTE_ARRAY values for the detectors' operator, in dicts of pickled bytes:
-    its value state (value/update) and its map state (get/put_all), for the key `key` set per element."""
-
-    def __init__(self) -> None:
-        self.key = ""
-        self.values: dict[str, bytes] = {}
-        self.entries: dict[tuple[str, str], bytes] = {}
-
-    def value(self) -> Any:
-        raw = self.values.get(self.key)
-        return None if raw is None else pickle.loads(raw)  # noqa: S301  # nosec B301 # -- pickled by update
-
-    def update(self, value: Any) -> None:
-        self.values[self.key] = pickle.dumps(value)
-
-    def get(self, entry: str) -> Any:
-        raw = self.entries.get((self.key, entry))
-        return None if raw is None else pickle.loads(raw)  # noqa: S301  # nosec B301 # -- pickled by put_all
-
-    def put_all(self, entries: dict[str, Any]) -> None:
-        for entry, value in entries.items():
-            self.entries[(self.key, entry)] = pickle.dumps(value)
-
-
-class _Timers:
-    """The timer service a keyed function's context hands out (the detectors register grace-period timers)."""
-
-    def current_processing_time(self) -> int:
-        return int(time.time() * 1000)
-
-    def register_processing_time_timer(self, timestamp: int) -> None:
-        pass
-
-    def timer_service(self) -> _Timers:
-        return self
-
-
-class _NoMetrics:
-    def inc(self, name: str, labels: tuple[tuple[str, str], ...] = (), n: int = 1) -> None:
-        pass
-
-    def maybe_flush(self, now_ms: int) -> None:
-        pass
-
-
-def detectors_row(label: str, facts: Sequence[Any]) -> Row:
-    """The fraud detectors' own operator (jobs/fraud_operator.py), its Python work per fact; not in the ingest stage.
-
-    FraudDetector.process_element itself over fact rows (FACT_FIELDS), with Flink's keyed state replaced by dicts of
-    pickled bytes (_KeyedPickles). What the job's task spends beyond this is Flink's: the keyed input, converting each
-    fact row into Python, the state backend and TTL behind each state call, the calls across into Python.
-    """
-    from jobs.fraud_operator import FraudDetector
-    from udfs.fraud import RULES_FILE, MemberDetector, load_rules
-
-    arriving = list(facts)
-    operator, timers = FraudDetector(str(RULES_FILE), "bench"), _Timers()
-    operator.detector = MemberDetector(load_rules(RULES_FILE), "bench")  # what open() builds
-    operator._metrics = _NoMetrics()  # type: ignore[assignment]  # signal counts: no Flink metric group here
-
-    def run(inputs: Sequence[tuple[Any, ...]]) -> tuple[list[int], list[Any]]:
-        state = _KeyedPickles()  # every pass starts with no member known
-        operator.evidence = operator.pieces = state
-
-        def process(fact: tuple[Any, ...]) -> int:
-            state.key = fact[0]  # keyed by the member token
-            return len(list(operator.process_element(fact, timers)))
-
-        return time_calls(process, inputs)
-
-    run(arriving[:WARM_RECORDS])
-    ns, signals, spent = measured(lambda: run(arriving))
-    return Row("fraud detectors per fact (own operator, state in a dict)", label, ns, spent, 0,
-               extra={"signals": sum(signals), "members": len({f[0] for f in facts})})
 
 
 # --- report --------------------------------------------------------------------------------------

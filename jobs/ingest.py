@@ -41,7 +41,7 @@ from connectors.sinks import RouteContext
 from fresh_imports import FreshImports
 from jobs import preflight
 from jobs.event_time_operator import DEVICE_EVENTS, EVENT_TYPE, LATE_EVENTS, EventTimeGate
-from jobs.fraud_operator import SIGNAL_TYPE, FraudDetector, fact_type, fraud_facts
+from jobs.fraud_operator import fraud_detectors, fraud_facts
 from jobs.ingest_operator import ACCEPTED_TYPE, DEAD_LETTERS, REFERENCE_STATE, IngestOperator
 from jobs.plan_uids import keep_uids_without
 from jobs.runtime import (
@@ -177,15 +177,12 @@ def build(
     ))
 
     # The fraud detectors (udfs/fraud.py): accepted claims and eligibility as facts, projected from the accepted rows
-    # in the JVM (decision 0054) and keyed by member token, before the dedup (a re-send adds nothing to a detector's
-    # sets). DataStream operators with their own uids, like the dead letters' once-only step above.
+    # and decided over each member's evidence in the JVM (decisions 0054 and 0055), keyed by member token, before the
+    # dedup (a re-send adds nothing to a detector's sets). Operators with their own uids, like the dead letters'
+    # once-only step above.
     signals = None
     if cfg.fraud.enabled:
-        facts = fraud_facts(accepted, ACCEPTED_TYPE)
-        detected = (keyed_by_first_field(facts, Types.STRING(), fact_type(ACCEPTED_TYPE))
-                    .process(FraudDetector(cfg.fraud.rules, job_name), output_type=SIGNAL_TYPE)
-                    .uid("fraud-signals")
-                    .name("fraud-signals"))
+        detected = fraud_detectors(fraud_facts(accepted, ACCEPTED_TYPE), ACCEPTED_TYPE, cfg.fraud.rules, job_name)
         t_env.create_temporary_view("fraud_signal_rows", t_env.from_data_stream(detected))
         signals = "fraud_signal_rows"
 

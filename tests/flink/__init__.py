@@ -6,8 +6,9 @@ import sys
 from typing import Any
 
 
-def thread_mode_env() -> Any:
-    """A streaming environment at parallelism 1 in thread mode, with the jobs' interpreter and dependencies jar."""
+def thread_mode_env(settings: dict[str, str] | None = None) -> Any:
+    """A streaming environment at parallelism 1 in thread mode, with the jobs' interpreter and dependencies jar, and
+    these other Flink settings."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
@@ -20,6 +21,8 @@ def thread_mode_env() -> Any:
     conf.set_string("python.executable", sys.executable)
     conf.set_string("pipeline.jars", DEPENDENCIES_JAR.as_uri())
     conf.set_string("pipeline.classpaths", DEPENDENCIES_JAR.as_uri())
+    for key, value in (settings or {}).items():
+        conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
     return env

@@ -1,7 +1,7 @@
 """The fraud detectors' facts projected in the JVM (jobs.fraud_operator.fraud_facts, com.medistream.flink.FraudFacts,
 decision 0054), on the mini-cluster in thread mode as the ingest job runs them: accepted rows in; the claims and
-eligibility records with a member token out as fact rows; the detectors' signals exactly those their logic
-(udfs.fraud.MemberDetector) gives for the same records."""
+eligibility records with a member token out as fact rows; the detectors' signals (com.medistream.flink.FraudDetectors,
+decision 0055) exactly those their specification (udfs.fraud.MemberDetector) gives for the same records."""
 
 from __future__ import annotations
 
@@ -45,11 +45,9 @@ def records() -> list[Any]:
 
 
 def test_the_jvm_projects_facts_and_the_detectors_find_what_their_logic_finds(flink_process_env: None) -> None:
-    from pyflink.common import Types
-
-    from jobs.fraud_operator import FACT_FIELDS, FACTS_UID, SIGNAL_TYPE, FraudDetector, fact_type, fraud_facts
+    from jobs.fraud_operator import DETECTORS_UID, FACT_FIELDS, FACTS_UID, fraud_detectors, fraud_facts
     from jobs.ingest_operator import ACCEPTED_TYPE
-    from jobs.runtime import keyed_by_first_field, operator_ids
+    from jobs.runtime import operator_ids
     from tests.flink import thread_mode_env
     from udfs.fraud import RULES_FILE, MemberDetector, MemberState, fact_of, load_rules
 
@@ -63,8 +61,7 @@ def test_the_jvm_projects_facts_and_the_detectors_find_what_their_logic_finds(fl
     with facts.execute_and_collect() as results:
         found = sorted(("fact", repr((keyed[0], tuple(keyed[1])))) for keyed in results)
     env, facts = built()
-    signals = (keyed_by_first_field(facts, Types.STRING(), fact_type(ACCEPTED_TYPE))
-               .process(FraudDetector(str(RULES_FILE), "t"), output_type=SIGNAL_TYPE))
+    signals = fraud_detectors(facts, ACCEPTED_TYPE, "", "t")
     graph = operator_ids(env)
     with signals.execute_and_collect() as results:
         found += sorted(("signal", f"{row.signal_id}|{row.rule}|{row.evidence_keys}") for row in results)
@@ -87,5 +84,6 @@ def test_the_jvm_projects_facts_and_the_detectors_find_what_their_logic_finds(fl
     assert {s.rule for s in want} == {"member_many_providers", "duplicate_service_amounts"}
     assert [f for f in found if f[0] == "signal"] == sorted(
         ("signal", f"{s.signal_id}|{s.rule}|{','.join(s.evidence_keys)}") for s in want)
-    # The projection has its own uid (a savepoint maps state by uid; it has none, and keeps its id at any parallelism).
+    # Each has its own uid (a savepoint maps state by uid; the detectors' is the Python operator's of before).
     assert graph["uids"][FACTS_UID] == FACTS_UID
+    assert graph["uids"][DETECTORS_UID] == DETECTORS_UID

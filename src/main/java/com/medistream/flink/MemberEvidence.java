@@ -1,0 +1,576 @@
+package com.medistream.flink;
+
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.LocalDate;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collection;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.function.Function;
+import net.razorvine.pickle.Opcodes;
+import net.razorvine.pickle.Pickler;
+import net.razorvine.pickle.Unpickler;
+
+/**
+ * One member's fraud evidence and the rules over it: the JVM form of {@code udfs.fraud.MemberDetector},
+ * signal for signal (decision 0055; {@code tests/flink/test_fraud_detectors.py} holds the two side by side).
+ *
+ * <p>The state is the same builtins the Python detectors kept, pickled the same way, so a savepoint of either
+ * restores into the other: the member's own part {@code (3, spans, pending, fired)} in one value, and its pieces
+ * of evidence (a providers window, a service day) as {@code (entries, fired ids)} in a map of which a fact reads
+ * and writes only the entries it adds to (decision 0044). A version 2 state, from before decision 0044, is split
+ * into pieces on its member's first fact, as {@code udfs.fraud.state_from_plain} does.
+ *
+ * <p>Each rule is decided by the set of records seen, never by their order, and a signal's id (its rule and
+ * keys, digested) is emitted once per member: a re-send or a replay adds nothing.
+ */
+public final class MemberEvidence {
+
+    public static final String PROVIDERS_PER_MEMBER_DAY = "providers_per_member_day";
+    public static final String SERVICE_AMOUNT_MISMATCH = "service_amount_mismatch";
+    public static final String SERVICE_OUTSIDE_ELIGIBILITY = "service_outside_eligibility";
+    static final int STATE_VERSION = 3;
+    private static final String VOID = "8";
+    private static final String REPLACEMENT = "7";
+
+    /** One declared rule (schemas/fraud/rules.yaml, read and checked by {@code udfs.fraud.load_rules}). */
+    public static final class Rule implements java.io.Serializable {
+        private static final long serialVersionUID = 1L;
+        final String name;
+        final String kind;
+        final int windowDays;
+        final int threshold;
+        final long graceMs;
+
+        public Rule(String name, String kind, int windowDays, int threshold, long graceMs) {
+            if (!Arrays.asList(PROVIDERS_PER_MEMBER_DAY, SERVICE_AMOUNT_MISMATCH, SERVICE_OUTSIDE_ELIGIBILITY)
+                    .contains(kind)) {
+                throw new IllegalArgumentException("fraud rule " + name + ": unknown kind " + kind);
+            }
+            if (windowDays < 1) {
+                throw new IllegalArgumentException("fraud rule " + name + ": window_days must be at least 1");
+            }
+            this.name = name;
+            this.kind = kind;
+            this.windowDays = windowDays;
+            this.threshold = threshold;
+            this.graceMs = graceMs;
+        }
+    }
+
+    /** One detected pattern, in the order of {@code udfs.fraud.Signal}'s fields. */
+    public static final class Signal {
+        public final String signalId;
+        public final String rule;
+        public final String member;
+        public final String providerNpi;
+        public final String serviceDate;
+        public final int evidenceCount;
+        public final int threshold;
+        public final String evidenceKeys; // business keys (digests), sorted, comma-separated
+        public final String feed;
+        public final long ingestedAtMs;
+
+        Signal(String signalId, String rule, String member, String providerNpi, String serviceDate,
+                int evidenceCount, int threshold, Collection<String> evidence, String feed, long ingestedAtMs) {
+            this.signalId = signalId;
+            this.rule = rule;
+            this.member = member;
+            this.providerNpi = providerNpi;
+            this.serviceDate = serviceDate;
+            this.evidenceCount = evidenceCount;
+            this.threshold = threshold;
+            this.evidenceKeys = String.join(",", new TreeSet<>(evidence));
+            this.feed = feed;
+            this.ingestedAtMs = ingestedAtMs;
+        }
+    }
+
+    /** A claim's service line as the rules read it: procedure code, canonical amount, date of service. */
+    static final class Line {
+        final String procedure;
+        final String charge;
+        final String serviceDate;
+
+        Line(String procedure, String charge, String serviceDate) {
+            this.procedure = procedure;
+            this.charge = charge;
+            this.serviceDate = serviceDate;
+        }
+    }
+
+    /** What the rules read of one accepted claim or eligibility record: tokens, codes, dates, amounts. */
+    public static final class Fact {
+        final String member;
+        final String recordType;
+        final String businessKey;
+        final String feed;
+        final long ingestedAtMs;
+        final String billingNpi;
+        final String frequencyCode;
+        final String serviceDate;
+        final List<Line> lines;
+        final String coverageStart;
+        final String coverageEnd;
+
+        Fact(String member, String recordType, String businessKey, String feed, long ingestedAtMs,
+                String billingNpi, String frequencyCode, String serviceDate, List<Line> lines,
+                String coverageStart, String coverageEnd) {
+            this.member = member;
+            this.recordType = recordType;
+            this.businessKey = businessKey;
+            this.feed = feed;
+            this.ingestedAtMs = ingestedAtMs;
+            this.billingNpi = billingNpi;
+            this.frequencyCode = frequencyCode;
+            this.serviceDate = serviceDate;
+            this.lines = lines;
+            this.coverageStart = coverageStart;
+            this.coverageEnd = coverageEnd;
+        }
+
+        /**
+         * The fact of an accepted row's columns ({@code jobs/fraud_operator.py} FACT_FIELDS order); null for
+         * another record type or a record without a member token, as {@code udfs.fraud.fact_of}.
+         *
+         * @param lines each line's texts in CLAIM_LINE_FIELDS order (line_number, procedure_code, modifiers,
+         *     units, charge, service_date)
+         */
+        public static Fact of(String member, String recordType, String businessKey, String feed,
+                long ingestedAtMs, String billingNpi, String frequencyCode, String serviceDateFrom,
+                String[][] lines, String coverageStart, String coverageEnd) {
+            if (member == null || member.isEmpty()) {
+                return null;
+            }
+            if ("eligibility".equals(recordType)) {
+                return new Fact(member, recordType, businessKey, feed, ingestedAtMs, null, null, null,
+                        List.of(), coverageStart, coverageEnd);
+            }
+            if (!"claim".equals(recordType)) {
+                return null;
+            }
+            List<Line> kept = new ArrayList<>();
+            if (lines != null) {
+                for (String[] texts : lines) {
+                    String charge = money(texts[4]);
+                    if (texts[1] != null && !texts[1].isEmpty() && charge != null) {
+                        String day = texts[5] != null && !texts[5].isEmpty() ? texts[5]
+                                : serviceDateFrom != null ? serviceDateFrom : "";
+                        kept.add(new Line(texts[1], charge, day));
+                    }
+                }
+            }
+            return new Fact(member, recordType, businessKey, feed, ingestedAtMs, billingNpi, frequencyCode,
+                    serviceDateFrom, kept, null, null);
+        }
+    }
+
+    /** One piece of a member's evidence: its entries and the signal ids it fired. */
+    static final class Piece {
+        final Map<String, Object> entries;
+        final Set<String> fired;
+
+        Piece(Map<String, Object> entries, Set<String> fired) {
+            this.entries = entries;
+            this.fired = fired;
+        }
+    }
+
+    /** A claim waiting for its member's coverage spans. */
+    static final class Pending {
+        final String day;
+        final String feed;
+        final long ingestedAtMs;
+
+        Pending(String day, String feed, long ingestedAtMs) {
+            this.day = day;
+            this.feed = feed;
+            this.ingestedAtMs = ingestedAtMs;
+        }
+    }
+
+    /** One member's state while a fact or a timer is decided: its own part, and the pieces read so far. */
+    public static final class State {
+        final Set<List<String>> spans = new LinkedHashSet<>(); // (start, end or null: open coverage)
+        final LinkedHashMap<String, Pending> pending = new LinkedHashMap<>(); // oldest first
+        final Set<String> fired = new HashSet<>(); // the eligibility rule's ids (and every rule's, before v3)
+        final Map<String, Piece> pieces = new HashMap<>();
+        final Set<String> changed = new LinkedHashSet<>();
+        private final Function<String, byte[]> load;
+
+        State(Function<String, byte[]> load) {
+            this.load = load;
+        }
+
+        Piece piece(String key) {
+            Piece found = pieces.get(key);
+            if (found == null) {
+                byte[] pickled = load == null ? null : load.apply(key);
+                found = pickled == null ? new Piece(new LinkedHashMap<>(), new HashSet<>()) : pieceOf(pickled);
+                pieces.put(key, found);
+            }
+            return found;
+        }
+
+        /** The member's own part, pickled as {@code udfs.fraud.state_to_plain} gives it. */
+        public byte[] ownPickled() {
+            Set<Object> spanTuples = new HashSet<>();
+            for (List<String> span : spans) {
+                spanTuples.add(span.toArray());
+            }
+            Map<String, Object> pendingTuples = new LinkedHashMap<>();
+            for (Map.Entry<String, Pending> claim : pending.entrySet()) {
+                Pending p = claim.getValue();
+                pendingTuples.put(claim.getKey(), new Object[] {p.day, p.feed, p.ingestedAtMs});
+            }
+            return pickle(new Object[] {STATE_VERSION, spanTuples, pendingTuples, new HashSet<>(fired)});
+        }
+
+        /** The pieces a fact or timer changed, pickled, to write back. */
+        public Map<String, byte[]> changedPickled() {
+            Map<String, byte[]> out = new HashMap<>();
+            for (String key : changed) {
+                Piece piece = pieces.get(key);
+                out.put(key, pickle(new Object[] {piece.entries, piece.fired}));
+            }
+            return out;
+        }
+    }
+
+    private final List<Rule> providers = new ArrayList<>();
+    private final List<Rule> amounts = new ArrayList<>();
+    private final List<Rule> eligibility = new ArrayList<>();
+    private final String namespace;
+    private final int maxPending;
+    private final long graceMs;
+
+    public MemberEvidence(List<Rule> rules, String namespace, int maxPending) {
+        long grace = 0;
+        for (Rule rule : rules) {
+            if (PROVIDERS_PER_MEMBER_DAY.equals(rule.kind)) {
+                providers.add(rule);
+            } else if (SERVICE_AMOUNT_MISMATCH.equals(rule.kind)) {
+                amounts.add(rule);
+            } else {
+                eligibility.add(rule);
+                grace = Math.max(grace, rule.graceMs);
+            }
+        }
+        this.namespace = namespace;
+        this.maxPending = maxPending;
+        this.graceMs = grace;
+    }
+
+    /** How long a claim outside every known span waits for more spans before it is decided. */
+    public long graceMs() {
+        return graceMs;
+    }
+
+    /**
+     * A member's state from its pickled own part (null: a member not seen yet); its pieces are read through
+     * {@code load} when a fact needs them (null from it: no such piece yet).
+     */
+    public static State stateOf(byte[] own, Function<String, byte[]> load) {
+        State state = new State(load);
+        if (own == null) {
+            return state;
+        }
+        Object[] plain = (Object[]) unpickle(own);
+        int version = ((Number) plain[0]).intValue();
+        int at = version == STATE_VERSION ? 1 : 4; // v2: (2, claims, providers, services, spans, pending, fired)
+        for (Object span : (Collection<?>) plain[at]) {
+            Object[] pair = (Object[]) span;
+            state.spans.add(Arrays.asList((String) pair[0], (String) pair[1]));
+        }
+        for (Map.Entry<?, ?> claim : ((Map<?, ?>) plain[at + 1]).entrySet()) {
+            Object[] p = (Object[]) claim.getValue();
+            state.pending.put((String) claim.getKey(),
+                    new Pending((String) p[0], (String) p[1], ((Number) p[2]).longValue()));
+        }
+        for (Object id : (Collection<?>) plain[at + 2]) {
+            state.fired.add((String) id);
+        }
+        if (version != STATE_VERSION) {
+            splitVersion2(state, (List<?>) plain[1], (Map<?, ?>) plain[2], (Map<?, ?>) plain[3]);
+        }
+        return state;
+    }
+
+    /** A version 2 state's evidence as pieces, all marked changed so the first fact after an upgrade writes them. */
+    private static void splitVersion2(State state, List<?> claims, Map<?, ?> providers, Map<?, ?> services) {
+        for (Map.Entry<?, ?> window : providers.entrySet()) {
+            Object[] ruleWindow = (Object[]) window.getKey();
+            Map<String, Object> seen = new LinkedHashMap<>();
+            for (Map.Entry<?, ?> npi : ((Map<?, ?>) window.getValue()).entrySet()) {
+                seen.put((String) npi.getKey(), claims.get(((Number) npi.getValue()).intValue()));
+            }
+            state.pieces.put(providersPiece((String) ruleWindow[0], (String) ruleWindow[1]),
+                    new Piece(seen, new HashSet<>()));
+        }
+        for (Map.Entry<?, ?> service : services.entrySet()) {
+            Object[] npiProcedureDay = (Object[]) service.getKey();
+            String key = servicePiece((String) npiProcedureDay[0], (String) npiProcedureDay[2]);
+            Piece piece = state.pieces.computeIfAbsent(key, k -> new Piece(new LinkedHashMap<>(), new HashSet<>()));
+            Map<String, Object> billed = new LinkedHashMap<>();
+            for (Map.Entry<?, ?> amount : ((Map<?, ?>) service.getValue()).entrySet()) {
+                List<Object> keys = new ArrayList<>();
+                for (Object index : (Collection<?>) amount.getValue()) {
+                    keys.add(claims.get(((Number) index).intValue()));
+                }
+                billed.put((String) amount.getKey(), keys);
+            }
+            piece.entries.put((String) npiProcedureDay[1], billed);
+        }
+        state.changed.addAll(state.pieces.keySet());
+    }
+
+    /** The signals {@code fact} completes; {@code decideLater[0]} says whether to decide pending claims after
+     * the grace period. */
+    public List<Signal> onFact(State state, Fact fact, boolean[] decideLater) {
+        decideLater[0] = false;
+        List<Signal> signals = new ArrayList<>();
+        if ("eligibility".equals(fact.recordType)) {
+            if (fact.coverageStart == null || fact.coverageStart.isEmpty()) {
+                return signals;
+            }
+            String end = fact.coverageEnd == null || fact.coverageEnd.isEmpty() ? null : fact.coverageEnd;
+            state.spans.add(Arrays.asList(fact.coverageStart, end));
+            decideLater[0] = !state.pending.isEmpty() && !eligibility.isEmpty();
+            return signals;
+        }
+        if (VOID.equals(fact.frequencyCode) || fact.serviceDate == null || fact.serviceDate.isEmpty()) {
+            return signals;
+        }
+        providers(state, fact, signals);
+        amounts(state, fact, signals);
+        // A claim inside a known span is decided: spans only add coverage. Others wait for the grace period,
+        // which starts now if the member has spans, else when its first eligibility record comes.
+        if (!eligibility.isEmpty() && !covered(fact.serviceDate, state.spans)) {
+            // A re-send keeps its first place (a LinkedHashMap's put, as a Python dict's assignment).
+            state.pending.put(fact.businessKey, new Pending(fact.serviceDate, fact.feed, fact.ingestedAtMs));
+            while (state.pending.size() > maxPending) {
+                state.pending.remove(state.pending.keySet().iterator().next());
+            }
+            decideLater[0] = !state.spans.isEmpty();
+        }
+        return signals;
+    }
+
+    /** The grace period ended: decide the member's pending claims against the spans known now. */
+    public List<Signal> onTimer(State state, String member) {
+        List<Signal> signals = new ArrayList<>();
+        if (state.spans.isEmpty()) {
+            return signals;
+        }
+        for (Map.Entry<String, Pending> claim : state.pending.entrySet()) {
+            Pending p = claim.getValue();
+            if (!covered(p.day, state.spans)) {
+                Fact fact = new Fact(member, "claim", claim.getKey(), p.feed, p.ingestedAtMs, null, null, p.day,
+                        List.of(), null, null);
+                for (Rule rule : eligibility) {
+                    fire(state, null, rule, fact, List.of(claim.getKey()), state.spans.size(), rule.threshold,
+                            null, p.day, signals, claim.getKey());
+                }
+            }
+        }
+        state.pending.clear();
+        return signals;
+    }
+
+    private void providers(State state, Fact fact, List<Signal> signals) {
+        if (fact.billingNpi == null || fact.billingNpi.isEmpty()) {
+            return;
+        }
+        for (Rule rule : providers) {
+            String start = windowStart(fact.serviceDate, rule.windowDays);
+            String key = providersPiece(rule.name, start);
+            Map<String, Object> seen = state.piece(key).entries;
+            if (!seen.containsKey(fact.billingNpi)) {
+                seen.put(fact.billingNpi, fact.businessKey);
+                state.changed.add(key);
+            }
+            if (seen.size() > rule.threshold) {
+                List<String> evidence = new ArrayList<>();
+                for (Object k : seen.values()) {
+                    evidence.add((String) k);
+                }
+                fire(state, key, rule, fact, evidence, seen.size(), rule.threshold, null, start, signals);
+            }
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private void amounts(State state, Fact fact, List<Signal> signals) {
+        // A replacement claim re-bills its original with the corrected amount: not a second bill.
+        if (fact.billingNpi == null || fact.billingNpi.isEmpty() || REPLACEMENT.equals(fact.frequencyCode)) {
+            return;
+        }
+        for (Rule rule : amounts) {
+            for (Line line : fact.lines) {
+                String key = servicePiece(fact.billingNpi, line.serviceDate);
+                Map<String, Object> services = state.piece(key).entries;
+                Map<String, Object> billed =
+                        (Map<String, Object>) services.computeIfAbsent(line.procedure, p -> new LinkedHashMap<>());
+                List<Object> claims = (List<Object>) billed.computeIfAbsent(line.charge, c -> new ArrayList<>());
+                if (!claims.contains(fact.businessKey)) {
+                    claims.add(fact.businessKey);
+                    state.changed.add(key);
+                }
+                Set<String> keys = new HashSet<>();
+                for (Object found : billed.values()) {
+                    for (Object k : (List<Object>) found) {
+                        keys.add((String) k);
+                    }
+                }
+                // Two claims (business keys) and `threshold` amounts: some pair of claims bills it differently.
+                if (billed.size() >= rule.threshold && keys.size() >= 2) {
+                    // One signal per member, provider and date: its other services billed twice add nothing.
+                    fire(state, key, rule, fact, keys, billed.size(), rule.threshold, fact.billingNpi,
+                            line.serviceDate, signals);
+                }
+            }
+        }
+    }
+
+    /** Emit the signal once: its id is kept in the piece that made it (the member's own part for null). */
+    private void fire(State state, String piece, Rule rule, Fact fact, Collection<String> evidence, int count,
+            int threshold, String npi, String day, List<Signal> signals, String... keys) {
+        String[] parts = new String[5 + keys.length];
+        parts[0] = namespace;
+        parts[1] = rule.name;
+        parts[2] = fact.member;
+        parts[3] = npi;
+        parts[4] = day;
+        System.arraycopy(keys, 0, parts, 5, keys.length);
+        String id = signalId(parts);
+        Set<String> fired = piece != null ? state.piece(piece).fired : state.fired;
+        if (fired.contains(id) || state.fired.contains(id)) {
+            return;
+        }
+        fired.add(id);
+        if (piece != null) {
+            state.changed.add(piece);
+        }
+        signals.add(new Signal(id, rule.name, fact.member, npi, day, count, threshold, evidence, fact.feed,
+                fact.ingestedAtMs));
+    }
+
+    /** A signal's id: its job, rule and keys joined by U+001F, SHA-256, the first 128 bits in hex. */
+    static String signalId(String... parts) {
+        StringBuilder joined = new StringBuilder();
+        for (int i = 0; i < parts.length; i++) {
+            if (i > 0) {
+                joined.append('\u001f');
+            }
+            joined.append(parts[i] == null ? "" : parts[i]);
+        }
+        try {
+            byte[] digest = MessageDigest.getInstance("SHA-256")
+                    .digest(joined.toString().getBytes(StandardCharsets.UTF_8));
+            StringBuilder hex = new StringBuilder(32);
+            for (int i = 0; i < 16; i++) {
+                hex.append(Character.forDigit((digest[i] >> 4) & 0xf, 16)).append(Character.forDigit(digest[i] & 0xf, 16));
+            }
+            return hex.toString();
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("SHA-256 is part of every Java runtime", e);
+        }
+    }
+
+    /**
+     * An amount's canonical text, as {@code udfs.fraud.money}: 12.5 and 12.50 are one amount (Python's
+     * {@code str(Decimal(text).normalize())}); null when absent or not a finite number.
+     */
+    static String money(String text) {
+        if (text == null) {
+            return null;
+        }
+        try {
+            BigDecimal amount = new BigDecimal(text.strip()).stripTrailingZeros();
+            return amount.signum() == 0 ? "0" : amount.toString();
+        } catch (NumberFormatException e) {
+            return null;
+        }
+    }
+
+    static String windowStart(String day, int windowDays) {
+        long offset = LocalDate.parse(day).toEpochDay();
+        return LocalDate.ofEpochDay(offset - Math.floorMod(offset, (long) windowDays)).toString();
+    }
+
+    static boolean covered(String day, Set<List<String>> spans) {
+        for (List<String> span : spans) {
+            String end = span.get(1);
+            if (span.get(0).compareTo(day) <= 0 && (end == null || day.compareTo(end) <= 0)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    static String providersPiece(String rule, String window) {
+        return "p\u001f" + rule + "\u001f" + window;
+    }
+
+    static String servicePiece(String npi, String day) {
+        return "s\u001f" + npi + "\u001f" + day;
+    }
+
+    @SuppressWarnings("unchecked")
+    private static Piece pieceOf(byte[] pickled) {
+        Object[] plain = (Object[]) unpickle(pickled);
+        Set<String> fired = new HashSet<>();
+        for (Object id : (Collection<?>) plain[1]) {
+            fired.add((String) id);
+        }
+        return new Piece((Map<String, Object>) plain[0], fired);
+    }
+
+    static byte[] pickle(Object value) {
+        try {
+            return new Pickler(false).dumps(value);
+        } catch (IOException e) {
+            throw new IllegalStateException("fraud evidence could not be pickled", e);
+        }
+    }
+
+    static Object unpickle(byte[] pickled) {
+        try {
+            return new OrderedUnpickler().loads(pickled);
+        } catch (IOException e) {
+            throw new IllegalStateException("fraud evidence could not be read (" + e.getClass().getSimpleName() + ")");
+        }
+    }
+
+    /** Pyrolite's Unpickler with Python's dict order kept: pending claims are dropped oldest first. */
+    private static final class OrderedUnpickler extends Unpickler {
+        @Override
+        @SuppressWarnings("unchecked")
+        protected Object dispatch(short key) throws IOException {
+            if (key == Opcodes.EMPTY_DICT) {
+                stack.add(new LinkedHashMap<>());
+                return NO_RETURN_VALUE;
+            }
+            if (key == Opcodes.SETITEMS) {
+                List<Object> items = stack.pop_all_since_marker();
+                Map<Object, Object> dict = (Map<Object, Object>) stack.peek();
+                for (int i = 0; i + 1 < items.size(); i += 2) {
+                    dict.put(items.get(i), items.get(i + 1));
+                }
+                return NO_RETURN_VALUE;
+            }
+            return super.dispatch(key);
+        }
+    }
+}
