@@ -1,10 +1,15 @@
 """Fraud signals: in-stream detectors over accepted claims and eligibility, one member's evidence at a time.
 
-The rules are data (schemas/fraud/rules.yaml, checked against schemas/fraud_rules.schema.json): each names a
-detector kind, its window and threshold. Every accepted claim and eligibility record reaches the detectors
-(jobs/fraud_operator.py) as its table columns, keyed by the member's token, and becomes a `Fact` (`fact_of`: tokens,
-provider NPIs, codes, dates, amounts, never a clear identifier); `MemberDetector` keeps that member's evidence and
-returns the signals a fact completes.
+The rules are data (schemas/fraud/rules.yaml, checked against schemas/fraud_rules.schema.json, read here by
+`load_rules`): each names a detector kind, its window and threshold. Every accepted claim and eligibility record
+reaches the detectors (jobs/fraud_operator.py) as its table columns, keyed by the member's token, and becomes a
+`Fact` (`fact_of`: tokens, provider NPIs, codes, dates, amounts, never a clear identifier); `MemberDetector` keeps
+that member's evidence and returns the signals a fact completes.
+
+This module is the detectors' specification. The job runs them in the JVM (com.medistream.flink.MemberEvidence,
+decision 0055), whose state is `state_to_plain`'s builtins pickled, and tests/flink/test_fraud_detectors.py holds
+the two side by side: the same signals for generated facts, the same state, savepoints restored both ways. A rule
+changed here is changed there, or that test fails.
 
 Each rule is decided by the *set* of records seen, never by their order: sets of providers, of (claim, amount)
 pairs, of coverage spans. A re-send adds nothing to a set, so the detectors take records before the job's
