@@ -119,6 +119,7 @@ def test_the_jvm_detectors_decide_what_their_specification_decides(flink_process
 
 
 def test_a_members_state_reads_and_writes_as_the_python_detectors_kept_it(flink_process_env: None) -> None:
+    from py4j.protocol import Py4JJavaError
     from pyflink.java_gateway import get_gateway
 
     from tests.flink import thread_mode_env
@@ -142,6 +143,10 @@ def test_a_members_state_reads_and_writes_as_the_python_detectors_kept_it(flink_
         assert list(pickle.loads(bytes(java.ownPickled()))[2]) == list(python.pending)  # noqa: S301 # nosec B301
         pieces = {str(k): pickle.loads(bytes(v)) for k, v in java.changedPickled().items()}  # noqa: S301 # nosec B301
         assert pieces == python.changed_pieces()
+
+    # A version neither writes (a newer release's savepoint) is refused, naming it, as Python refuses it.
+    with pytest.raises(Py4JJavaError, match="state version 4 is not one these detectors read"):
+        evidence_class.stateOf(pickle.dumps((4, set(), {}, set())), None)
 
     # A claim's business key in each of its lines' lists is written once, as Python's memo writes it: a state as the
     # JVM writes it stays near Python's size (without the memo, a 12 KB run's state grew about fivefold). Equal

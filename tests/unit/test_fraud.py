@@ -205,6 +205,12 @@ def test_a_version_2_state_splits_into_pieces_and_decides_as_before() -> None:
         s.signal_id for s in run(first + later, rules) if s.signal_id not in fired_then)
 
 
+@pytest.mark.parametrize("version", [1, 4, "3"])
+def test_a_state_of_another_version_is_refused_with_its_version(version: object) -> None:
+    with pytest.raises(ValueError, match=f"state version {version!r} is not one these detectors read"):
+        state_from_plain((version, set(), {}, set()))
+
+
 def test_facts_come_from_the_protected_columns() -> None:
     columns = {"member_token": "tok-m1", "billing_npi": "1000000004", "frequency_code": "1",
                "service_date_from": "2025-05-01",

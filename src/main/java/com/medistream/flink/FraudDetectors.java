@@ -110,7 +110,7 @@ public final class FraudDetectors extends KeyedProcessFunction<Row, Row, Row> {
                 (String) columns.getField(0), (String) columns.getField(1), (String) columns.getField(2),
                 (String) columns.getField(3), ((Number) columns.getField(4)).longValue(),
                 (String) columns.getField(5), (String) columns.getField(6), (String) columns.getField(7),
-                lines(columns.getField(8)), (String) columns.getField(9), (String) columns.getField(10));
+                (String[][]) columns.getField(8), (String) columns.getField(9), (String) columns.getField(10));
         if (fact == null) {
             return;
         }
@@ -165,22 +165,5 @@ public final class FraudDetectors extends KeyedProcessFunction<Row, Row, Row> {
             out.collect(Row.of(s.signalId, s.rule, s.member, s.providerNpi, s.serviceDate, s.evidenceCount,
                     s.threshold, s.evidenceKeys, s.feed, now, s.ingestedAtMs, day));
         }
-    }
-
-    /** A claim's line texts as the accepted row holds them: an array of string arrays (or lists). */
-    private static String[][] lines(Object field) {
-        if (field == null) {
-            return null;
-        }
-        Object[] rows = field instanceof List ? ((List<?>) field).toArray() : (Object[]) field;
-        String[][] texts = new String[rows.length][];
-        for (int i = 0; i < rows.length; i++) {
-            Object[] line = rows[i] instanceof List ? ((List<?>) rows[i]).toArray() : (Object[]) rows[i];
-            texts[i] = new String[line.length];
-            for (int j = 0; j < line.length; j++) {
-                texts[i][j] = (String) line[j];
-            }
-        }
-        return texts;
     }
 }

@@ -288,6 +288,10 @@ public final class MemberEvidence {
         }
         Object[] plain = (Object[]) unpickle(own);
         int version = ((Number) plain[0]).intValue();
+        if (version != STATE_VERSION && version != 2) {
+            throw new IllegalStateException("fraud evidence state version " + version + " is not one these detectors"
+                    + " read (2 or " + STATE_VERSION + "): restore the savepoint with the release that wrote it");
+        }
         int at = version == STATE_VERSION ? 1 : 4; // v2: (2, claims, providers, services, spans, pending, fired)
         for (Object span : (Collection<?>) plain[at]) {
             Object[] pair = (Object[]) span;
