@@ -72,6 +72,14 @@ class RestPullRun(Run):
     def visible_when_offered(self, waves: int) -> int:
         return sum(WAVES[:waves])
 
+    def done(self) -> bool:
+        """Every record visible, and the puller came back a second time for the page after the last record, so it
+        had taken the first (empty) answer: the SIGTERM that follows finds the feed caught up. Without the wait a
+        SIGTERM sent the moment the last page became visible could land before the puller's next look at its stop
+        event, and it then stopped, rightly, as "stopped" with every record landed (CI, 2026-12-07)."""
+        after_last = harness.stats(self.env.api.url)["served_pages"].get(str(sum(WAVES)), 0)
+        return super().done() and after_last >= 2
+
     def check_alive(self) -> None:
         self.jobs.check_alive()
 
