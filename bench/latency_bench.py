@@ -2,14 +2,17 @@
 Snowflake channel (emulator), at a steady offered rate.
 
     python -m bench.latency_bench [--rate 5000] [--seconds 60] [--size-kb 4] [--checkpoint-ms 5000]
+                                  [--warmup-s 0] [--slice-s 15]
 
 The ingest job and the Snowflake loader run as they do in production (own processes, exactly-once
 sinks); the producer paces Kafka records at `--rate` and notes each record's send time. Afterwards:
 - Iceberg: a row becomes queryable when the snapshot that added its data file commits; the
   snapshot's commit time is read from table metadata, the file's record ids from the file itself.
 - Snowflake: a row is queryable when its channel append commits (LOADED_AT_MS in the emulator).
-Prints P50/P95/P99 per destination, the rate the pipeline sustained (records/s and per core), and
-writes bench/results/latency-<date>.json. Needs the local stack (`./medistream stack up`).
+Prints P50/P95/P99 per destination over every record, over those sent after `--warmup-s` (start-up's
+backlog left out) and per `--slice-s` of send time (settling, or growing: the rate is above what the job
+sustains), the rate the pipeline sustained (records/s and per core), and writes
+bench/results/latency-<date>-<rate>rps.json. Needs the local stack (`./medistream stack up`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,31 @@ def percentiles(values_ms: list[float]) -> dict[str, float]:
     cuts = statistics.quantiles(values_ms, n=100, method="inclusive")
     return {"p50_s": round(cuts[49] / 1000, 2), "p95_s": round(cuts[94] / 1000, 2),
             "p99_s": round(cuts[98] / 1000, 2), "max_s": round(max(values_ms) / 1000, 2)}
+
+
+def latency_by_slice(sent: dict[str, int], visible: dict[str, int], slice_s: float) -> list[dict[str, Any]]:
+    """Latency percentiles per slice of send time, the first slice starting at the first send.
+
+    A backlog left by start-up (the JIT, the first checkpoints) shows as early slices slower than the later ones,
+    which settle; an offered rate above what the job sustains shows as slices that keep getting slower.
+    """
+    if not sent:
+        return []
+    first_ms = min(sent.values())
+    slices: dict[int, list[float]] = {}
+    for record_id, sent_ms in sent.items():
+        if record_id in visible:
+            slices.setdefault(int((sent_ms - first_ms) / 1000 // slice_s), []).append(visible[record_id] - sent_ms)
+    return [{"from_s": k * slice_s, "to_s": (k + 1) * slice_s, "records": len(values), **percentiles(values)}
+            for k, values in sorted(slices.items())]
+
+
+def after_warmup(sent: dict[str, int], warmup_s: float) -> dict[str, int]:
+    """The records sent once `warmup_s` seconds had passed since the first send (all of them for 0)."""
+    if not sent or warmup_s <= 0:
+        return dict(sent)
+    cut = min(sent.values()) + warmup_s * 1000
+    return {record_id: sent_ms for record_id, sent_ms in sent.items() if sent_ms >= cut}
 
 
 def paced_produce(records: list[Any], bootstrap: str, rate: float) -> dict[str, int]:
@@ -142,7 +170,12 @@ def main() -> None:
     parser.add_argument("--size-kb", type=float, default=4.0)
     parser.add_argument("--checkpoint-ms", type=int, default=5000)
     parser.add_argument("--drain-timeout", type=float, default=900.0)
+    parser.add_argument("--warmup-s", type=float, default=0.0,
+                        help="also report the latency of the records sent after the first N seconds (default 0)")
+    parser.add_argument("--slice-s", type=float, default=15.0, help="send-time slices of the per-slice table")
     args = parser.parse_args()
+    if args.warmup_s < 0 or args.warmup_s >= args.seconds or args.slice_s <= 0:
+        parser.error("--warmup-s must be 0 or more and below --seconds; --slice-s above 0")
 
     from bench.resources import machine_info
     from connectors.properties import local_aws_environment
@@ -198,8 +231,15 @@ def main() -> None:
         jobs.stop_all()
         os.environ.pop("MEDISTREAM_PROPERTIES", None)
 
-    def latencies(visible: dict[str, int]) -> list[float]:
-        return [visible[r] - t for r, t in sent.items() if r in visible]
+    def latencies(visible: dict[str, int], of: dict[str, int] = sent) -> list[float]:
+        return [visible[r] - t for r, t in of.items() if r in visible]
+
+    steady = after_warmup(sent, args.warmup_s)
+
+    def destination(visible: dict[str, int]) -> dict[str, Any]:
+        return {"visible": len(visible), **percentiles(latencies(visible)),
+                "after_warmup": {"records": len(steady), **percentiles(latencies(visible, steady))},
+                "by_slice": latency_by_slice(sent, visible, args.slice_s)}
 
     done_ms = max([*iceberg.values(), 0])
     first_ms = min(sent.values())
@@ -209,13 +249,17 @@ def main() -> None:
         "offered_rate": args.rate, "offered_for_s": round(offered_s, 1), "records": len(sent),
         "record_kb": args.size_kb, "checkpoint_interval_ms": args.checkpoint_ms,
         "producer_achieved_rate": round(len(sent) / offered_s, 1),
-        "iceberg": {"visible": len(iceberg), **percentiles(latencies(iceberg))},
-        "snowflake_emulator": {"visible": len(snowflake), **percentiles(latencies(snowflake))},
+        "warmup_s": args.warmup_s, "slice_s": args.slice_s,
+        "iceberg": destination(iceberg),
+        "snowflake_emulator": destination(snowflake),
         "sustained_records_per_s": round(sustained, 1),
         "sustained_records_per_s_per_core": round(sustained / (os.cpu_count() or 1), 1),
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     RESULTS.mkdir(exist_ok=True)
+    for name in ("iceberg", "snowflake_emulator"):
+        print(f"{name}: P95 by {args.slice_s:g} s of send time: "
+              + ", ".join(f"{row.get('p95_s', '-')} s" for row in result[name]["by_slice"]))
     out = RESULTS / f"latency-{result['date']}-{int(args.rate)}rps.json"
     out.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     print(f"written {out}")
