@@ -145,8 +145,9 @@ def test_a_members_state_reads_and_writes_as_the_python_detectors_kept_it(flink_
         assert pieces == python.changed_pieces()
 
     # A version neither writes (a newer release's savepoint) is refused, naming it, as Python refuses it.
-    with pytest.raises(Py4JJavaError, match="state version 4 is not one these detectors read"):
-        evidence_class.stateOf(pickle.dumps((4, set(), {}, set())), None)
+    for version in (4, "3"):
+        with pytest.raises(Py4JJavaError, match=f"state version {version} is not one these detectors read"):
+            evidence_class.stateOf(pickle.dumps((version, set(), {}, set())), None)
 
     # A claim's business key in each of its lines' lists is written once, as Python's memo writes it: a state as the
     # JVM writes it stays near Python's size (without the memo, a 12 KB run's state grew about fivefold). Equal

@@ -287,10 +287,11 @@ public final class MemberEvidence {
             return state;
         }
         Object[] plain = (Object[]) unpickle(own);
-        int version = ((Number) plain[0]).intValue();
+        int version = plain[0] instanceof Integer || plain[0] instanceof Long ? ((Number) plain[0]).intValue() : -1;
         if (version != STATE_VERSION && version != 2) {
-            throw new IllegalStateException("fraud evidence state version " + version + " is not one these detectors"
-                    + " read (2 or " + STATE_VERSION + "): restore the savepoint with the release that wrote it");
+            throw new IllegalStateException("fraud evidence state version " + plain[0] + " is not one these"
+                    + " detectors read (2 or " + STATE_VERSION + "): restore the savepoint with the release that"
+                    + " wrote it");
         }
         int at = version == STATE_VERSION ? 1 : 4; // v2: (2, claims, providers, services, spans, pending, fired)
         for (Object span : (Collection<?>) plain[at]) {
