@@ -242,16 +242,6 @@ def up(settings: StackSettings | None = None) -> StackStatus:
     return _status(settings, started_in)
 
 
-def components_started(before: StackStatus) -> list[str]:
-    """What `up` starts given the status before it: what `down(components=...)` should stop to leave things as found.
-
-    The observers (Prometheus, the lineage store) and the operational store count only when absent: absent, `up`
-    started them.
-    """
-    return [c.name for c in (before.kafka, before.moto) if not c.running] + [
-        name for name in ("prometheus", "lineage", "postgres") if getattr(before, name) is None]
-
-
 def down(
     settings: StackSettings | None = None,
     components: Iterable[str] = ("prometheus", "lineage", "postgres", "kafka", "moto"),

@@ -9,8 +9,7 @@ import pytest
 
 from tools.checks.chaos import ChaosPlan, run_chaos
 
-# `exclusive`: it freezes the shared broker and S3 API, so `./medistream test` runs it alone (tools/test_run.py).
-pytestmark = [pytest.mark.integration, pytest.mark.kill, pytest.mark.chaos, pytest.mark.exclusive]
+pytestmark = [pytest.mark.integration, pytest.mark.kill, pytest.mark.chaos]
 
 
 def test_kills_and_outages_lose_and_duplicate_nothing_in_any_sink(stack: object, tmp_path: Path) -> None:

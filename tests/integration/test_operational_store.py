@@ -88,8 +88,6 @@ def _run(cfg: Any, name: str, freeze_s: float = 0.0) -> None:
     finished.result()  # raises the job's failure, if it failed
 
 
-# `exclusive`: it freezes the shared operational store's server, so `./medistream test` runs it alone.
-@pytest.mark.exclusive
 def test_the_newest_version_per_key_survives_a_freeze_and_a_full_replay(
         stack: object, flink_process_env: None, run_id: str, tmp_path: Path) -> None:
     cfg = isolated_config(run_id, tmp_path)
