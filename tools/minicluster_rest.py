@@ -118,9 +118,23 @@ class MiniClusterRest:
                 operation = status["operation"]
                 if "checkpointId" not in operation:
                     raise RuntimeError(f"checkpoint failed: {operation}")
-                return dict(self.call(f"/checkpoints/details/{operation['checkpointId']}"))
+                return self._checkpoint_details(int(operation["checkpointId"]), deadline)
             time.sleep(0.2)
         raise TimeoutError(f"checkpoint not completed within {timeout_s} s")
+
+    def _checkpoint_details(self, checkpoint_id: int, deadline: float) -> dict[str, Any]:
+        """A completed checkpoint's details. The REST API serves checkpoint statistics from a cache it refreshes
+        every few seconds, so a checkpoint that has just completed can be 404 there for a moment (seen on a loaded
+        machine): asked again until `deadline`."""
+        from urllib.error import HTTPError
+
+        while True:
+            try:
+                return dict(self.call(f"/checkpoints/details/{checkpoint_id}"))
+            except HTTPError as error:
+                if error.code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
 
 def feed_quality(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

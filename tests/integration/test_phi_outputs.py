@@ -148,17 +148,20 @@ def flink_rest_url(pid: int) -> str:
 
     import psutil
 
-    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        for conn in proc.net_connections(kind="tcp"):
-            if conn.status != psutil.CONN_LISTEN or conn.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1"):
-                continue
-            url = f"http://127.0.0.1:{conn.laddr.port}"
-            try:
-                with urllib.request.urlopen(f"{url}/jobs", timeout=2) as answer:  # noqa: S310 - loopback only
-                    if "jobs" in json.loads(answer.read()):
-                        return url
-            except (OSError, ValueError, http.client.HTTPException):
-                continue  # another listener of the process (py4j, Flink RPC): not HTTP
+    # Up to three passes, each port given 10 s: on a loaded machine (the suite's tiers side by side) the REST API
+    # has answered /jobs only after more than 2 s.
+    for _ in range(3):
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status != psutil.CONN_LISTEN or conn.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1"):
+                    continue
+                url = f"http://127.0.0.1:{conn.laddr.port}"
+                try:
+                    with urllib.request.urlopen(f"{url}/jobs", timeout=10) as answer:  # noqa: S310 - loopback only
+                        if "jobs" in json.loads(answer.read()):
+                            return url
+                except (OSError, ValueError, http.client.HTTPException):
+                    continue  # another listener of the process (py4j, Flink RPC): not HTTP
     tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     listening = [(c.laddr.ip, c.laddr.port) for p in tree for c in p.net_connections(kind="tcp")
                  if c.status == psutil.CONN_LISTEN]
