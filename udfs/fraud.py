@@ -331,16 +331,18 @@ def state_from_plain(plain: tuple[Any, ...] | None, load: Callable[[str], Piece 
 
     A version 2 state (one value per member, before decision 0044) is split into its pieces, all marked changed, so
     the first record of the member after an upgrade writes them; its fired ids stay in the member's own part. Any
-    other version is refused (ValueError naming it), never read as one of these.
+    other version, or a version tag that is not an int (3.0, True), is refused (ValueError naming it), never read
+    as one of these.
     """
     if plain is None:
         return MemberState(load=load)
+    # A whole number only, as the JVM's MemberEvidence.stateOf takes (3.0 == 3 in Python, not there).
+    if type(plain[0]) is not int or plain[0] not in (2, STATE_VERSION):
+        raise ValueError(f"fraud evidence state version {plain[0]!r} is not one these detectors read (2 or "
+                         f"{STATE_VERSION}): restore the savepoint with the release that wrote it")
     if plain[0] == STATE_VERSION:
         _version, spans, pending, fired = plain
         return MemberState(spans, pending, fired, load=load)
-    if plain[0] != 2:
-        raise ValueError(f"fraud evidence state version {plain[0]!r} is not one these detectors read (2 or "
-                         f"{STATE_VERSION}): restore the savepoint with the release that wrote it")
     _version, claims, providers, services, spans, pending, fired = plain
     state = MemberState(spans, pending, fired, load=load)
     for (rule, window), seen in providers.items():

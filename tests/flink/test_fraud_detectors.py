@@ -145,7 +145,7 @@ def test_a_members_state_reads_and_writes_as_the_python_detectors_kept_it(flink_
         assert pieces == python.changed_pieces()
 
     # A version neither writes (a newer release's savepoint) is refused, naming it, as Python refuses it.
-    for version in (4, "3"):
+    for version in (4, "3", 3.0):
         with pytest.raises(Py4JJavaError, match=f"state version {version} is not one these detectors read"):
             evidence_class.stateOf(pickle.dumps((version, set(), {}, set())), None)
 

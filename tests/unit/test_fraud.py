@@ -205,7 +205,7 @@ def test_a_version_2_state_splits_into_pieces_and_decides_as_before() -> None:
         s.signal_id for s in run(first + later, rules) if s.signal_id not in fired_then)
 
 
-@pytest.mark.parametrize("version", [1, 4, "3"])
+@pytest.mark.parametrize("version", [1, 4, "3", 3.0, True])
 def test_a_state_of_another_version_is_refused_with_its_version(version: object) -> None:
     with pytest.raises(ValueError, match=f"state version {version!r} is not one these detectors read"):
         state_from_plain((version, set(), {}, set()))
