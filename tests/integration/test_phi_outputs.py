@@ -148,8 +148,8 @@ def flink_rest_url(pid: int) -> str:
 
     import psutil
 
-    # Up to three passes, each port given 10 s: on a loaded machine (the suite's tiers side by side) the REST API
-    # has answered /jobs only after more than 2 s.
+    # Up to three passes, each port given 10 s: on a loaded machine (load average 13, decision 0056) the REST API
+    # answered /jobs only after more than 2 s.
     for _ in range(3):
         for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
             for conn in proc.net_connections(kind="tcp"):
