@@ -7,7 +7,7 @@ import functools
 import io
 import json
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,87 @@ def test_amounts_with_fewer_places_are_exact_and_more_places_are_refused() -> No
     assert first.record is not None and first.record["total_charge"] == "120.50"
     assert second.error is not None and second.error.reason_code == "avro_bad_amount"
     assert "120" not in second.error.detail
+
+
+
+def _decimals_as_bytes(schema: Any) -> Any:
+    """The schema with its decimals as plain bytes: the same binary encoding and the same fingerprint."""
+    if isinstance(schema, list):
+        return [_decimals_as_bytes(s) for s in schema]
+    if isinstance(schema, dict):
+        decimal = schema.get("logicalType") == "decimal"
+        return {k: _decimals_as_bytes(v) for k, v in schema.items()
+                if not (decimal and k in ("logicalType", "precision", "scale"))}
+    return schema
+
+
+def _with_unscaled_total(unscaled: int) -> tuple[bytes, bytes]:
+    """A canonical claim (decimal(11, 2)) whose total_charge holds these unscaled bytes, as a single object and
+    as a container: written with the schema's plain-bytes form, which encodes and fingerprints the same."""
+    datum = to_avro(synthetic("claim", 1, small=True)[0], "claim")
+    datum["total_charge"] = unscaled.to_bytes(16, "big", signed=True)
+    datum["service_lines"] = [{**line, "charge": (100).to_bytes(2, "big")} for line in datum["service_lines"]]
+    plain = fastavro.parse_schema(_decimals_as_bytes(load_avsc("claim")))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, plain, datum)
+    message = SINGLE_OBJECT_MAGIC + schema_fingerprint(load_avsc("claim")) + body.getvalue()
+    # fastavro's writer refuses a decimal wider than its precision, so the container is the plain one's block under
+    # the canonical schema's header (the same sync marker ends both headers).
+    blocks, header = io.BytesIO(), io.BytesIO()
+    writer = fastavro.write.Writer(blocks, plain, sync_marker=SYNC)
+    writer.write(datum)
+    writer.flush()
+    fastavro.write.Writer(header, parsed_schema("claim"), sync_marker=SYNC).flush()
+    head, body = header.getvalue(), blocks.getvalue()
+    return message, head[:head.index(SYNC) + len(SYNC)] + body[body.index(SYNC) + len(SYNC):]
+
+
+def test_an_amount_wider_than_its_precision_is_refused_where_fastavro_would_round_it() -> None:
+    # decimal(11, 2) allows 11 digits. 1,000,000,000.05 has 12: fastavro's own reader rounds it to 11 digits
+    # (1000000000.0), silently; the decoder refuses it, from the unscaled bytes.
+    message, container = _with_unscaled_total(100_000_000_005)
+    rounded = fastavro.schemaless_reader(io.BytesIO(message[10:]), fastavro.parse_schema(load_avsc("claim")))
+    assert rounded["total_charge"] == Decimal("1000000000.0")
+    for data, options in ((message, SINGLE), (container, CONTAINER)):
+        (item,) = avro_decoder.decode(data, options)
+        assert item.error is not None and item.error.reason_code == "avro_bad_amount"
+        assert "100000" not in item.error.detail
+    for unscaled, text in ((99_999_999_999, "999999999.99"), (-5, "-0.05"), (0, "0.00"), (7, "0.07")):
+        message, container = _with_unscaled_total(unscaled)
+        for data, options in ((message, SINGLE), (container, CONTAINER)):
+            (item,) = avro_decoder.decode(data, options)
+            assert item.record is not None and item.record["total_charge"] == text
+
+
+@FUZZ
+@given(st.integers(min_value=1, max_value=45), st.integers(min_value=0, max_value=45),
+       st.integers(min_value=-10**47, max_value=10**47), st.sampled_from(["bytes", "fixed"]))
+def test_amounts_are_read_exactly_from_their_unscaled_bytes(precision: int, scale: int, unscaled: int,
+                                                             kind: str) -> None:
+    # The reference is exact decimal arithmetic: the value is unscaled * 10**-scale; it is refused if it needs more
+    # digits than the precision, has nonzero digits past two places, or is 10**38 or more.
+    assume(scale <= precision)
+    value = Decimal(unscaled).scaleb(-scale, Context(prec=200))
+    refused = (abs(unscaled) >= 10**precision or value != value.quantize(Decimal("0.01"), context=Context(prec=200))
+               or abs(value) >= Decimal(10) ** 38)
+    width = max(1, (unscaled.bit_length() + 8) // 8)
+    data = unscaled.to_bytes(width, "big", signed=True)
+    got = avro_decoder._read_cents(data, {"type": kind, "precision": precision, "scale": scale})
+    if refused:
+        assert got is avro_decoder._BAD_AMOUNT
+    else:
+        assert got == format(value.quantize(Decimal("0.01"), context=Context(prec=200)), "f")
+        # Where fastavro does not round (the value fits its precision), the two readers agree.
+        assert Decimal(got) == fastavro.schemaless_reader(
+            io.BytesIO(_avro_bytes(data)),
+            {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
+
+
+def _avro_bytes(data: bytes) -> bytes:
+    """data as Avro encodes a bytes value: its length (a zig-zag varint), then the bytes."""
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, "bytes", data)
+    return out.getvalue()
 
 
 # --- fingerprints (Avro spec test vectors, and the spec's own algorithm) --------------------------

@@ -12,8 +12,10 @@ Guarantees:
   types match (with Avro's numeric promotions), decimals and dates keep their logical types, and every
   branch of a writer union resolves. A writer that fails is refused whole (avro_incompatible_schema),
   so a file never fails halfway for a reason that was visible in its header.
-- Output is the canonical JSON form: decimals as exact strings with two places (an amount with more
-  places is an error Item, never rounded), dates as ISO strings, null optional fields omitted.
+- Output is the canonical JSON form: decimals as exact strings with two places, dates as ISO strings, null
+  optional fields omitted. An amount is read from its unscaled bytes in integer arithmetic (decision 0057): one
+  with nonzero digits past two places, or with more digits than its writer schema's precision, is an error Item,
+  never rounded (fastavro's own decimal reader rounds such a value to the precision, silently).
 - Single-object messages follow the Avro spec: C3 01, the writer's CRC-64-AVRO fingerprint
   (8 bytes, little-endian), then the binary body; bytes after the record are refused.
 - "record N" counts records from 1 in the unit.
@@ -31,7 +33,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import decimal
 import functools
 import io
 import json
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.read import LOGICAL_READERS
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from schemas import PAYMENT_RECORD_TYPES as RECORD_TYPES  # device events have no Avro mirror (JSON only)
@@ -65,9 +67,10 @@ AVRO_BAD_AMOUNT = define("avro_bad_amount", "decode", "a decimal amount has more
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONTAINER_MAGIC = b"Obj\x01"
 KNOWN_CODECS = ("null", "deflate", "snappy", "zstandard", "bzip2", "xz", "lz4")
-_CENT = decimal.Decimal("0.01")
-# Inexact traps "more than two places"; InvalidOperation traps values wider than prec digits.
-_CENTS = decimal.Context(prec=40, traps=[decimal.Inexact, decimal.InvalidOperation])
+# The logical type a writer schema's decimals are decoded as (decision 0057): a name of our own, so fastavro calls
+# _read_cents for exactly the schemas this module rewrites (writer_for_decoding) and for no other use of fastavro.
+CENTS = "medistream.cents"
+_MAX_CENTS_DIGITS = 40  # a bound on the text an amount becomes; the JSON Schema allows far fewer digits
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,13 @@ def schema_fingerprint(schema: Any) -> bytes:
 def _writer_table(record_type: str, writer_schemas: tuple[str, ...]) -> dict[bytes, tuple[Any, Any]]:
     """Fingerprint -> (writer, reader) schemas to decode with; ValueError if a writer cannot be read as canonical.
 
-    The reader is None when the writer is the canonical schema itself: fastavro then skips resolution.
+    The writer is writer_for_decoding's form of it. The reader is None when the writer is the canonical schema
+    itself: fastavro then skips resolution.
     """
     reader = parsed_schema(record_type)
     canonical = _canonical_fingerprint(record_type)
     table: dict[bytes, tuple[Any, Any]] = {}
+    originals: dict[bytes, Any] = {}
     # A canonical name stands for every canonical version of its type: producers move on their own time.
     writers = [(name, schema) for name in writer_schemas
                for schema in ([*earlier_versions(name), load_avsc(name)] if name in RECORD_TYPES
@@ -139,13 +144,14 @@ def _writer_table(record_type: str, writer_schemas: tuple[str, ...]) -> dict[byt
         if problem:
             raise ValueError(f"writer schema {name!r} cannot be read as {record_type}: {problem}")
         key = schema_fingerprint(schema)
-        if key in table and table[key][0] != parsed:
+        if key in originals and originals[key] != parsed:
             # The Parsing Canonical Form drops logical types: decimal(11,2) and decimal(15,4) share a
             # fingerprint, and a message could not say which scale its amounts were written with.
             raise ValueError(f"writer schema {name!r} has the fingerprint of another listed writer but differs")
         # With the canonical writer (or one differing only where resolution does not look, such as its
         # decimals' scale) reading with the writer alone gives the same values, faster.
-        table[key] = (parsed, None if key == canonical else reader)
+        originals[key] = parsed
+        table[key] = (writer_for_decoding(schema), None if key == canonical else reader)
     return table
 
 
@@ -188,20 +194,24 @@ def _container(payload: bytes, opts: AvroOptions) -> Iterator[Item]:
     if codec not in opts.codecs:
         named = repr(codec) if codec in KNOWN_CODECS else "an unknown codec"  # header text is untrusted
         raise Rejected(AVRO_CODEC, f"codec {named} is not allowed for this feed")
-    refusal, canonical = _screen_writer(writer_json, opts.record_type, opts.writer_schemas)
+    refusal, canonical, writer = _screen_writer(writer_json, opts.record_type, opts.writer_schemas)
     if refusal:
         raise Rejected(*refusal)
-    if not canonical:
-        # Resolution costs fastavro about twice the decode time, so only a foreign writer pays for it.
-        blocks = fastavro.block_reader(io.BytesIO(payload), parsed_schema(opts.record_type))
+    # Resolution costs fastavro about twice the decode time, so only a foreign writer pays for it.
+    reader = None if canonical else parsed_schema(opts.record_type)
     n = k = 0
     while True:
         k += 1
         try:
-            # fastavro checks a block's sync marker before it hands the block out; its records are all
-            # decoded before the first is yielded, so a block is delivered whole or not at all.
+            # fastavro checks a block's sync marker before it hands the block out (and inflates it); its records,
+            # read here with the header's writer in writer_for_decoding's form, are all decoded before the first
+            # is yielded, so a block is delivered whole or not at all. (Block.bytes_, its inflated records, is
+            # missing from fastavro's stubs; the container tests read through it.)
             block = next(blocks, None)
-            data = list(block) if block is not None else None
+            data = None
+            if block is not None:
+                body: Any = block.bytes_  # type: ignore[attr-defined]
+                data = [fastavro.schemaless_reader(body, writer, reader) for _ in range(block.num_records)]
         except Exception as err:  # fastavro raises a dozen unrelated types on hostile bytes
             raise Rejected(AVRO_CORRUPT, f"block {k} does not decode or its sync marker does not check "
                            f"({type(err).__name__}); the {n} records of the blocks before it were handed on, "
@@ -215,24 +225,26 @@ def _container(payload: bytes, opts: AvroOptions) -> Iterator[Item]:
 
 @functools.lru_cache(maxsize=64)
 def _screen_writer(writer_json: str, record_type: str, allowed: tuple[str, ...]
-                   ) -> tuple[tuple[str, str] | None, bool]:
-    """((reason, detail) refusing a container's writer schema, or None; is it the canonical schema?).
+                   ) -> tuple[tuple[str, str] | None, bool, Any]:
+    """((reason, detail) refusing a container's writer schema, or None; is it the canonical schema?; the writer
+    in writer_for_decoding's form, or None if refused).
 
     Cached per distinct schema text: a feed sends the same header on every file.
     """
     listed = _writer_table(record_type, allowed) if allowed else None
     try:
-        parsed: Any = parse_schema(json.loads(writer_json))
+        schema = json.loads(writer_json)
+        parsed: Any = parse_schema(schema)
         fingerprint_ = schema_fingerprint(parsed)
         problem = schema_problem(parsed, parsed_schema(record_type))
     except Exception as err:  # hostile schema JSON: bad types, deep nesting, unknown names
-        return (AVRO_CORRUPT, f"the container's writer schema does not parse ({type(err).__name__})"), False
+        return (AVRO_CORRUPT, f"the container's writer schema does not parse ({type(err).__name__})"), False, None
     if listed is not None and fingerprint_ not in listed:
-        return (AVRO_UNKNOWN_WRITER_SCHEMA, "the container's writer schema is not one the feed lists"), False
+        return (AVRO_UNKNOWN_WRITER_SCHEMA, "the container's writer schema is not one the feed lists"), False, None
     if problem:
-        return (AVRO_INCOMPATIBLE_SCHEMA, problem), False
+        return (AVRO_INCOMPATIBLE_SCHEMA, problem), False, None
     # Same Parsing Canonical Form and resolvable: reading with the writer alone gives the same values.
-    return None, fingerprint_ == _canonical_fingerprint(record_type)
+    return None, fingerprint_ == _canonical_fingerprint(record_type), writer_for_decoding(schema)
 
 
 @functools.cache
@@ -240,10 +252,72 @@ def _canonical_fingerprint(record_type: str) -> bytes:
     return schema_fingerprint(load_avsc(record_type))
 
 
+def writer_for_decoding(schema: Any) -> Any:
+    """A writer schema (JSON form) parsed for decoding: its decimals, bytes or fixed, under the CENTS logical type.
+
+    The Parsing Canonical Form, and so the fingerprint, has no logical types: this is the same writer. Resolution
+    against the reader is checked on the schema as written (schema_problem), before this form is made.
+    """
+    def cents(node: Any) -> Any:
+        if isinstance(node, list):
+            return [cents(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: cents(v) for k, v in node.items()}
+        if node.get("logicalType") == "decimal" and node.get("type") in ("bytes", "fixed"):
+            out["logicalType"] = CENTS
+        return out
+
+    return parse_schema(cents(schema))
+
+
+class _BadAmount:
+    """What _read_cents gives for an amount it refuses: the record becomes an avro_bad_amount error Item."""
+
+
+_BAD_AMOUNT = _BadAmount()
+
+
+class _AmountRefused(Exception):
+    pass
+
+
+@functools.cache
+def _bound(digits: int) -> int:
+    return 10 ** digits
+
+
+def _read_cents(data: bytes, writer_schema: Any = None, reader_schema: Any = None) -> str | _BadAmount:
+    """An Avro decimal's unscaled big-endian bytes as canonical money text ("-12.30"), exactly, or _BAD_AMOUNT.
+
+    Refused: more digits than the writer's precision (fastavro's reader rounds those to the precision), nonzero
+    digits past two places, more than 40 digits. Integer arithmetic only: no Decimal context, no rounding.
+    """
+    scale = writer_schema.get("scale", 0)
+    unscaled = int.from_bytes(data, "big", signed=True)
+    magnitude = -unscaled if unscaled < 0 else unscaled
+    if magnitude >= _bound(writer_schema["precision"]):
+        return _BAD_AMOUNT
+    if scale > 2:
+        magnitude, rest = divmod(magnitude, _bound(scale - 2))
+        if rest:
+            return _BAD_AMOUNT
+    elif scale < 2:
+        magnitude *= _bound(2 - scale)
+    if magnitude >= _bound(_MAX_CENTS_DIGITS):
+        return _BAD_AMOUNT
+    units, cents = divmod(magnitude, 100)
+    return f"{'-' if unscaled < 0 and magnitude else ''}{units}.{cents:02d}"
+
+
+LOGICAL_READERS[f"bytes-{CENTS}"] = _read_cents
+LOGICAL_READERS[f"fixed-{CENTS}"] = _read_cents
+
+
 def _item(datum: Any, n: int) -> Item:
     try:
         return Item(f"record {n}", record=_canonical_record(datum))
-    except (decimal.Inexact, decimal.InvalidOperation):
+    except _AmountRefused:
         return Item(f"record {n}", error=Rejected(
             AVRO_BAD_AMOUNT, f"record {n} has an amount with more than two decimal places or out of range"))
 
@@ -253,7 +327,7 @@ def _item(datum: Any, n: int) -> Item:
 # shares between records is a reader field's default, and every canonical default is null.
 
 def _canonical_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Make a decoded record JSON-canonical in place: Decimal -> "12.30", date -> ISO text, None dropped."""
+    """Make a decoded record JSON-canonical in place: date -> ISO text, None dropped (amounts are text already)."""
     absent = None
     for key, value in record.items():
         kind = type(value)
@@ -287,8 +361,8 @@ def _canonical_list(items: list[Any]) -> None:
 
 
 def _scalar(value: Any) -> Any:
-    if type(value) is decimal.Decimal:
-        return format(value.quantize(_CENT, context=_CENTS), "f")
     if type(value) is date:
         return value.isoformat()
+    if value is _BAD_AMOUNT:
+        raise _AmountRefused
     return value
