@@ -213,6 +213,19 @@ def test_amounts_are_read_exactly_from_their_unscaled_bytes(precision: int, scal
             {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
 
 
+def test_an_amount_is_refused_past_64_bytes_and_a_header_s_precision_or_scale_does_not_size_the_arithmetic() -> None:
+    # A container's header may declare any precision and scale fastavro parses (0 <= scale <= precision): powers of
+    # ten as large as those are never computed.
+    huge = {"type": "bytes", "precision": 10**12, "scale": 10**11}
+    assert avro_decoder._read_cents(b"\x00", huge) == "0.00"
+    assert avro_decoder._read_cents(b"\x01", huge) is avro_decoder._BAD_AMOUNT
+    wide = {"type": "bytes", "precision": 10**12, "scale": 2}
+    assert avro_decoder._read_cents((10**150).to_bytes(64, "big"), wide) is avro_decoder._BAD_AMOUNT  # > 40 digits
+    assert avro_decoder._read_cents((12345).to_bytes(64, "big"), wide) == "123.45"
+    assert avro_decoder._read_cents((12345).to_bytes(65, "big"), wide) is avro_decoder._BAD_AMOUNT
+    assert avro_decoder._read_cents(b"", {"type": "bytes", "precision": 0, "scale": 0}) == "0.00"
+
+
 def _avro_bytes(data: bytes) -> bytes:
     """data as Avro encodes a bytes value: its length (a zig-zag varint), then the bytes."""
     out = io.BytesIO()

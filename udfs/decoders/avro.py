@@ -70,7 +70,11 @@ KNOWN_CODECS = ("null", "deflate", "snappy", "zstandard", "bzip2", "xz", "lz4")
 # The logical type a writer schema's decimals are decoded as (decision 0057): a name of our own, so fastavro calls
 # _read_cents for exactly the schemas this module rewrites (writer_for_decoding) and for no other use of fastavro.
 CENTS = "medistream.cents"
-_MAX_CENTS_DIGITS = 40  # a bound on the text an amount becomes; the JSON Schema allows far fewer digits
+# An amount's unscaled bytes are refused past 64 (about 154 digits, far past any amount the canonical schemas allow):
+# below 2**512 < 10**155 every power of ten _read_cents compares with stays small, whatever precision or scale a
+# container's header declares.
+_MAX_AMOUNT_BYTES = 64
+_DIGITS_CAP = 155
 
 
 @dataclass(frozen=True)
@@ -291,23 +295,30 @@ def _read_cents(data: bytes, writer_schema: Any = None, reader_schema: Any = Non
     """An Avro decimal's unscaled big-endian bytes as canonical money text ("-12.30"), exactly, or _BAD_AMOUNT.
 
     Refused: more digits than the writer's precision (fastavro's reader rounds those to the precision), nonzero
-    digits past two places, more than 40 digits. Integer arithmetic only: no Decimal context, no rounding.
+    digits past two places, more than 40 digits (the bound of the Decimal context this replaced), more than
+    _MAX_AMOUNT_BYTES bytes. Integer arithmetic only: no Decimal context, no rounding. The writer schema was parsed
+    by fastavro first, so 0 <= scale <= precision.
     """
-    scale = writer_schema.get("scale", 0)
+    if len(data) > _MAX_AMOUNT_BYTES:
+        return _BAD_AMOUNT
     unscaled = int.from_bytes(data, "big", signed=True)
     magnitude = -unscaled if unscaled < 0 else unscaled
-    if magnitude >= _bound(writer_schema["precision"]):
+    scale = writer_schema.get("scale", 0)
+    # At or past 10**precision fastavro would round; at or past 10**(38 + scale) the cents take more than 40 digits.
+    # A limit at or past _DIGITS_CAP is above every magnitude of at most _MAX_AMOUNT_BYTES bytes.
+    limit = min(writer_schema["precision"], 38 + scale)
+    if limit < _DIGITS_CAP and magnitude >= _bound(limit):
         return _BAD_AMOUNT
     if scale > 2:
+        if scale - 2 >= _DIGITS_CAP:  # 10**(scale - 2) is above the magnitude: only 0 divides evenly
+            return "0.00" if magnitude == 0 else _BAD_AMOUNT
         magnitude, rest = divmod(magnitude, _bound(scale - 2))
         if rest:
             return _BAD_AMOUNT
     elif scale < 2:
         magnitude *= _bound(2 - scale)
-    if magnitude >= _bound(_MAX_CENTS_DIGITS):
-        return _BAD_AMOUNT
     units, cents = divmod(magnitude, 100)
-    return f"{'-' if unscaled < 0 and magnitude else ''}{units}.{cents:02d}"
+    return f"{'-' if unscaled < 0 else ''}{units}.{cents:02d}"
 
 
 LOGICAL_READERS[f"bytes-{CENTS}"] = _read_cents
