@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,18 @@ def earlier_versions(record_type: str) -> tuple[dict[str, Any], ...]:
     found = sorted(HISTORY_DIR.glob(f"{record_type}-*.avsc"),
                    key=lambda p: tuple(int(x) for x in p.stem.rsplit("-", 1)[1].split(".")))
     return tuple(json.loads(p.read_bytes()) for p in found)
+
+
+def with_decimals(schema: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """A copy of a schema's JSON with each decimal type node (bytes or fixed, logicalType decimal) replaced by
+    `change(node)`; the schema itself is left as it is."""
+    if isinstance(schema, list):
+        return [with_decimals(s, change) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("logicalType") == "decimal" and schema.get("type") in ("bytes", "fixed"):
+        return change(dict(schema))
+    return {k: with_decimals(v, change) for k, v in schema.items()}
 
 
 @functools.cache

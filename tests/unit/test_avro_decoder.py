@@ -22,7 +22,7 @@ from infra.local.encoders.avro import encode_container, encode_single_object, to
 from infra.local.synthetic import Mix, generate
 from schemas import CURRENT_VERSIONS, is_readable_version, load_schema, validator
 from schemas import PAYMENT_RECORD_TYPES as RECORD_TYPES  # the types with an Avro mirror
-from schemas.avro import earlier_versions, load_avsc, parsed_schema, schema_problem
+from schemas.avro import earlier_versions, load_avsc, parsed_schema, schema_problem, with_decimals
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.decoders import avro as avro_decoder
@@ -139,28 +139,16 @@ def test_amounts_with_fewer_places_are_exact_and_more_places_are_refused() -> No
     assert "120" not in second.error.detail
 
 
-
-def _decimals_as_bytes(schema: Any) -> Any:
-    """The schema with its decimals as plain bytes: the same binary encoding and the same fingerprint."""
-    if isinstance(schema, list):
-        return [_decimals_as_bytes(s) for s in schema]
-    if isinstance(schema, dict):
-        decimal = schema.get("logicalType") == "decimal"
-        return {k: _decimals_as_bytes(v) for k, v in schema.items()
-                if not (decimal and k in ("logicalType", "precision", "scale"))}
-    return schema
-
-
 def _with_unscaled_total(unscaled: int) -> tuple[bytes, bytes]:
     """A canonical claim (decimal(11, 2)) whose total_charge holds these unscaled bytes, as a single object and
     as a container: written with the schema's plain-bytes form, which encodes and fingerprints the same."""
     datum = to_avro(synthetic("claim", 1, small=True)[0], "claim")
     datum["total_charge"] = unscaled.to_bytes(16, "big", signed=True)
     datum["service_lines"] = [{**line, "charge": (100).to_bytes(2, "big")} for line in datum["service_lines"]]
-    plain = fastavro.parse_schema(_decimals_as_bytes(load_avsc("claim")))
-    body = io.BytesIO()
-    fastavro.schemaless_writer(body, plain, datum)
-    message = SINGLE_OBJECT_MAGIC + schema_fingerprint(load_avsc("claim")) + body.getvalue()
+    plain = fastavro.parse_schema(with_decimals(load_avsc("claim"), lambda decimal: {"type": decimal["type"]}))
+    single = io.BytesIO()
+    fastavro.schemaless_writer(single, plain, datum)
+    message = SINGLE_OBJECT_MAGIC + schema_fingerprint(load_avsc("claim")) + single.getvalue()
     # fastavro's writer refuses a decimal wider than its precision, so the container is the plain one's block under
     # the canonical schema's header (the same sync marker ends both headers).
     blocks, header = io.BytesIO(), io.BytesIO()

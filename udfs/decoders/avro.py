@@ -47,7 +47,7 @@ from fastavro.read import LOGICAL_READERS
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from schemas import PAYMENT_RECORD_TYPES as RECORD_TYPES  # device events have no Avro mirror (JSON only)
-from schemas.avro import earlier_versions, load_avsc, parsed_schema, schema_problem
+from schemas.avro import earlier_versions, load_avsc, parsed_schema, schema_problem, with_decimals
 from udfs.dead_letters import Rejected
 from udfs.decoders import Item
 from udfs.reasons import define
@@ -74,7 +74,7 @@ CENTS = "medistream.cents"
 # below 2**512 < 10**155 every power of ten _read_cents compares with stays small, whatever precision or scale a
 # container's header declares.
 _MAX_AMOUNT_BYTES = 64
-_DIGITS_CAP = 155
+_DIGITS_CAP = len(str(2 ** (8 * _MAX_AMOUNT_BYTES)))  # 155: 10**_DIGITS_CAP is above every such magnitude
 
 
 @dataclass(frozen=True)
@@ -262,17 +262,7 @@ def writer_for_decoding(schema: Any) -> Any:
     The Parsing Canonical Form, and so the fingerprint, has no logical types: this is the same writer. Resolution
     against the reader is checked on the schema as written (schema_problem), before this form is made.
     """
-    def cents(node: Any) -> Any:
-        if isinstance(node, list):
-            return [cents(n) for n in node]
-        if not isinstance(node, dict):
-            return node
-        out = {k: cents(v) for k, v in node.items()}
-        if node.get("logicalType") == "decimal" and node.get("type") in ("bytes", "fixed"):
-            out["logicalType"] = CENTS
-        return out
-
-    return parse_schema(cents(schema))
+    return parse_schema(with_decimals(schema, lambda decimal: {**decimal, "logicalType": CENTS}))
 
 
 class _BadAmount:
@@ -291,7 +281,7 @@ def _bound(digits: int) -> int:
     return 10 ** digits
 
 
-def _read_cents(data: bytes, writer_schema: Any = None, reader_schema: Any = None) -> str | _BadAmount:
+def _read_cents(data: bytes, writer_schema: Any, reader_schema: Any = None) -> str | _BadAmount:
     """An Avro decimal's unscaled big-endian bytes as canonical money text ("-12.30"), exactly, or _BAD_AMOUNT.
 
     Refused: more digits than the writer's precision (fastavro's reader rounds those to the precision), nonzero

@@ -20,7 +20,7 @@ import orjson
 
 from infra.local.encoders.avro import encode_container, encode_single_object, to_avro
 from infra.local.synthetic import Mix, generate
-from schemas.avro import load_avsc
+from schemas.avro import load_avsc, with_decimals
 from udfs.decoders.avro import SINGLE_OBJECT_MAGIC, schema_fingerprint
 
 HERE = Path(__file__).resolve().parent
@@ -45,18 +45,7 @@ def partner_schema() -> dict[str, Any]:
                         *(f for f in schema["fields"] if f["name"] not in moved),
                         by_name["record_id"], {"name": "partner_batch", "type": "string"}]
 
-    def widen(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("logicalType") == "decimal":
-                node.update(precision=15, scale=4)
-            for value in node.values():
-                widen(value)
-        elif isinstance(node, list):
-            for value in node:
-                widen(value)
-
-    widen(schema)
-    return schema
+    return with_decimals(schema, lambda decimal: {**decimal, "precision": 15, "scale": 4})
 
 
 def container(schema: Any, data: list[dict[str, Any]], **kwargs: Any) -> bytes:
