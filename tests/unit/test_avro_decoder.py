@@ -214,6 +214,14 @@ def test_an_amount_is_refused_past_64_bytes_and_a_header_s_precision_or_scale_do
     assert avro_decoder._read_cents(b"", {"type": "bytes", "precision": 0, "scale": 0}) == "0.00"
 
 
+def test_a_fastavro_that_does_not_call_the_decoder_s_amount_reader_fails_at_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    avro_decoder.check_fastavro()  # this one does (it also runs at import)
+    monkeypatch.delitem(avro_decoder.LOGICAL_READERS, f"bytes-{avro_decoder.CENTS}")
+    with pytest.raises(RuntimeError, match=r"fastavro .* does not decode Avro amounts.*provided_by_runtime"):
+        avro_decoder.check_fastavro()
+
+
 def _avro_bytes(data: bytes) -> bytes:
     """data as Avro encodes a bytes value: its length (a zig-zag varint), then the bytes."""
     out = io.BytesIO()

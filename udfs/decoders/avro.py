@@ -315,6 +315,32 @@ LOGICAL_READERS[f"bytes-{CENTS}"] = _read_cents
 LOGICAL_READERS[f"fixed-{CENTS}"] = _read_cents
 
 
+def check_fastavro() -> None:
+    """Fail at start, naming the version, if this fastavro does not decode as the decoder needs.
+
+    On Managed Flink fastavro is the runtime's (PyFlink brings it; the zip does not carry it: MANIFEST.json's
+    provided_by_runtime names the version tested). Beyond its documented API the decoder relies on two things: a
+    logical reader registered in LOGICAL_READERS is called for its name, and a container block's inflated records are
+    `Block.bytes_`. Without them every Avro unit would be refused as corrupt; this makes the job stop at import instead.
+    """
+    probe = {"type": "record", "name": "probe", "fields": [
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}}]}
+    container = io.BytesIO()
+    fastavro.writer(container, parse_schema(with_decimals(probe, lambda decimal: {"type": "bytes"})),
+                    [{"amount": (-1234).to_bytes(2, "big", signed=True)}])
+    try:
+        block: Any = next(fastavro.block_reader(io.BytesIO(container.getvalue())))
+        read: Any = fastavro.schemaless_reader(block.bytes_, writer_for_decoding(probe), None)
+    except Exception as err:  # whatever this version lacks
+        read = type(err).__name__
+    if read != {"amount": "-12.34"}:
+        raise RuntimeError(f"fastavro {fastavro.__version__} does not decode Avro amounts as udfs.decoders.avro needs "
+                           f"(a probe read {read!r}): install the version MANIFEST.json names as provided_by_runtime")
+
+
+check_fastavro()
+
+
 def _item(datum: Any, n: int) -> Item:
     try:
         return Item(f"record {n}", record=_canonical_record(datum))
