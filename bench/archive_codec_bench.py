@@ -40,7 +40,7 @@ def archive_rows(size_kb: int, records: int, workdir: Path) -> list[dict[str, An
     from infra.local.reference import reference_data
     from infra.local.static_keys import static_protectors
     from udfs.ingest import Accepted, IngestStage
-    from udfs.rows import ACCEPTED_FIELDS, accepted_values
+    from udfs.rows import accepted_texts, accepted_values
     from udfs.source import SourceRef
 
     feed = feed_name(size_kb, "codec")
@@ -52,7 +52,7 @@ def archive_rows(size_kb: int, records: int, workdir: Path) -> list[dict[str, An
         source = SourceRef.from_kafka(f"raw.{feed}", 0, offset)
         for out in stage.process(claim.payload, source, unit_ms):
             if isinstance(out, Accepted):
-                row = dict(zip(ACCEPTED_FIELDS, accepted_values(out, source.pointer(), unit_ms), strict=True))
+                row = accepted_texts(accepted_values(out, source.pointer(), unit_ms))  # as the archive's SQL casts
                 rows.append({column: row[column] for column in ARCHIVE_COLUMNS})
     return rows
 

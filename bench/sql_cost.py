@@ -9,7 +9,7 @@ column costs tens of microseconds.
 
 It generates --records claims of each size in --sizes from the ingest bench's feed (`hospital_a_claims`), takes the
 rows the ingest operator sends for them (udfs.rows.accepted_values) where the partner route takes them, and puts their
-large columns in a table with the job's types: `payload` and `sealed` STRING, `curated` and `partner_curated` BYTES.
+large columns in a table with the job's types: all four BYTES (UTF-8; decisions 0046 and 0058).
 Each expression then runs in a bounded Flink job at parallelism 1 over --copies copies of every row (a cross join)
 into a blackhole sink, and the CPU of the Flink JVM (user + system) per row is recorded. Every round runs every
 expression once, in turn; the first round warms the JIT up and is reported apart. The baseline `column` reads a column
@@ -37,13 +37,14 @@ EXPRESSIONS = {
     "column": "`partner_curated`",
     "partner value appended in SQL": (
         "CAST(CONCAT(SUBSTR(CAST(curated AS STRING), 1, CHAR_LENGTH(CAST(curated AS STRING)) - 1), "
-        r"""',"sealed":', COALESCE(CONCAT('"', REPLACE(REPLACE(sealed, '\', '\\'), '"', '\"'), '"'), 'null'), '}')"""
+        r"""',"sealed":', COALESCE(CONCAT('"', REPLACE(REPLACE(CAST(sealed AS STRING), '\', '\\'), '"', '\"'), """
+        r"""'"'), 'null'), '}')"""
         " AS BYTES)"
     ),
 }
 
 
-def large_columns(size_kb: int, records: int) -> list[tuple[bytes, bytes, str, str]]:
+def large_columns(size_kb: int, records: int) -> list[tuple[bytes, bytes, bytes, bytes]]:
     """(curated, partner_curated, payload, sealed) of the ingest operator's row for generated claims."""
     from bench.stage_costs import feed_data, load_feed_contract, reference_data
     from infra.local.static_keys import static_protectors
@@ -74,10 +75,10 @@ def measure(size_kb: int, records: int, copies: int, rounds: int) -> dict[str, A
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("parallelism.default", "1")
     t_env.create_temporary_view("base", t_env.from_elements(
-        [Row(bytearray(c), bytearray(p), payload, sealed) for c, p, payload, sealed in columns],
+        [Row(*(bytearray(column) for column in row)) for row in columns],
         DataTypes.ROW([DataTypes.FIELD("curated", DataTypes.BYTES()),
                        DataTypes.FIELD("partner_curated", DataTypes.BYTES()),
-                       DataTypes.FIELD("payload", DataTypes.STRING()), DataTypes.FIELD("sealed", DataTypes.STRING())])))
+                       DataTypes.FIELD("payload", DataTypes.BYTES()), DataTypes.FIELD("sealed", DataTypes.BYTES())])))
     numbers = ", ".join(f"({i})" for i in range(copies))
     t_env.execute_sql(f"CREATE TEMPORARY VIEW copies AS SELECT * FROM (VALUES {numbers}) AS x(i)")  # noqa: S608 - ints
     t_env.execute_sql("CREATE TEMPORARY TABLE sunk (v BYTES) WITH ('connector' = 'blackhole')")

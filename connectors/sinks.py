@@ -17,6 +17,7 @@ from connectors.kafka import create_curated_sink, create_dead_letter_sink
 from connectors.sql import insert_select, quote
 from udfs.iceberg_columns import DEAD_LETTER_COLUMNS, FRAUD_SIGNAL_COLUMNS, ICEBERG_COLUMNS
 from udfs.routing import routes_column
+from udfs.rows import BYTES_FIELDS
 
 if TYPE_CHECKING:
     from connectors.properties import IngestConfig
@@ -55,9 +56,12 @@ class RouteContext:
 def wire_archive(ctx: RouteContext) -> dict[str, str]:
     """The `archive` route: every accepted row, whatever its routes say (retention is not optional)."""
     table = create_archive_sink(ctx.t_env, ctx.cfg.archive)
+    # The large texts cross as UTF-8 bytes (udfs/rows.py BYTES_FIELDS); the archive's files keep them as strings.
+    columns = [f"CAST(`{c}` AS STRING) AS `{c}`" if c in BYTES_FIELDS else f"`{c}`"
+               for c in (*ARCHIVE_COLUMNS, "feed", "dt")]
     ctx.statements.append(
         # B608 - Flink SQL over table names from our config and contracts, no record data
-        f"""INSERT INTO {table} SELECT {", ".join(f"`{c}`" for c in (*ARCHIVE_COLUMNS, "feed", "dt"))}
+        f"""INSERT INTO {table} SELECT {", ".join(columns)}
               FROM {ctx.rows}""")
     return {"archive": table}
 

@@ -30,11 +30,13 @@ ACCEPTED_FIELDS = [
     *TABLE_COLUMNS,
 ]
 # The accepted fields that are not strings: epoch milliseconds (BIGINT), counts (INT), a claim's lines, an array
-# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS), and UTF-8 JSON (BYTES).
+# of texts per line (ARRAY<ARRAY<STRING>>; udfs/projections.py CLAIM_LINE_FIELDS), and UTF-8 text (BYTES): the
+# curated values, and the archive's large texts, which cross into the JVM and its shuffle as bytes, not as Java
+# strings built and encoded again character by character; the archive's SQL casts them back (decision 0058).
 LONG_FIELDS = frozenset({"sent_at_ms", "ingested_at_ms", "event_time_ms"})
 INT_FIELDS = INT_COLUMNS
 TEXT_ARRAYS_FIELDS = frozenset({"service_lines"})
-BYTES_FIELDS = frozenset({"curated", "partner_curated"})
+BYTES_FIELDS = frozenset({"curated", "partner_curated", "enrichment", "payload", "sealed"})
 DEAD_LETTER_FIELDS = ["dead_letter_id", "body", "feed", "stage", "reason", "category", "source", "dead_at_ms", "dt"]
 
 
@@ -47,7 +49,7 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
         "dt": accepted.sent_date, "ingested_at_ms": now_ms, "dedup_key": accepted.keys.dedup_key,
         "business_key": accepted.keys.business_key, "original_key": accepted.keys.original_key,
         "routes": routes_column(accepted.routes),
-        "enrichment": orjson.dumps(accepted.enrichment).decode(),
+        "enrichment": orjson.dumps(accepted.enrichment),
         "payer_name": values.get("payer", {}).get("name"),
         "payer_line_of_business": values.get("payer", {}).get("line_of_business"),
         "billing_provider_taxonomy": values.get("billing_provider", {}).get("taxonomy"),
@@ -59,7 +61,14 @@ def accepted_values(accepted: Accepted, pointer: str, now_ms: int) -> tuple[Any,
         fields["curated"] = curated_value(fields, CURATED_COLUMNS)
     if any(is_partner_sink(route) for route in accepted.routes):
         fields["partner_curated"] = curated_value(fields, PARTNER_CURATED_COLUMNS)
+    fields["payload"], fields["sealed"] = accepted.payload.encode(), accepted.sealed.encode()
     return tuple(fields[f] if f in fields else _column(accepted.columns, f) for f in ACCEPTED_FIELDS)
+
+
+def accepted_texts(values: tuple[Any, ...]) -> dict[str, Any]:
+    """An accepted row (accepted_values) by field name, its UTF-8 fields as text, as the sinks' SQL casts them."""
+    return {f: v.decode() if f in BYTES_FIELDS and v is not None else v
+            for f, v in zip(ACCEPTED_FIELDS, values, strict=True)}
 
 
 def _column(columns: dict[str, Any], name: str) -> Any:

@@ -32,7 +32,7 @@ def rows() -> list[dict[str, Any]]:
     from infra.local.static_keys import static_protectors
     from schemas.contracts import load_contracts
     from udfs.ingest import Accepted, IngestStage
-    from udfs.rows import ACCEPTED_FIELDS, accepted_values
+    from udfs.rows import accepted_texts, accepted_values
     from udfs.source import SourceRef
 
     contracts = {name: c for name, c in load_contracts().items() if c.format == "json" and "kafka" in c.sources}
@@ -47,7 +47,7 @@ def rows() -> list[dict[str, Any]]:
         source = SourceRef.from_kafka(f"raw.{item.feed}", 0, offset)
         for outcome in stage.process(item.payload, source, 1_700_000_000_000):
             if isinstance(outcome, Accepted):
-                found.append(dict(zip(ACCEPTED_FIELDS, accepted_values(outcome, source.pointer(), 1), strict=True)))
+                found.append(accepted_texts(accepted_values(outcome, source.pointer(), 1)))
     assert len(found) > 40
     assert any(f["curated"] for f in found) and any(f["partner_curated"] for f in found)  # both routes were taken
     base = found[0]

@@ -136,7 +136,7 @@ def test_operator_rows_carry_curated_values_where_routed(generated: list, routes
     """A curated value is there only for the routes that read it, and holds the row's own fields in its topic's column
     order (decision 0046)."""
     from udfs.curated import CURATED_COLUMNS, PARTNER_CURATED_COLUMNS
-    from udfs.rows import ACCEPTED_FIELDS, accepted_values
+    from udfs.rows import ACCEPTED_FIELDS, BYTES_FIELDS, accepted_values
 
     routed = IngestStage({f.name: contract(f.name, f.record_type, routes=routes) for f in FEEDS}, static_protectors(),
                          reference())
@@ -144,7 +144,10 @@ def test_operator_rows_carry_curated_values_where_routed(generated: list, routes
     accepted = one(routed, g.payload, source_for(g))
     assert isinstance(accepted, Accepted)
     row = dict(zip(ACCEPTED_FIELDS, accepted_values(accepted, "raw.feed:0:1", 42), strict=True))
-    assert row["payload"] == accepted.payload and row["sealed"] == accepted.sealed
+    # The large texts cross into the JVM as UTF-8 bytes (decision 0058); the enrichment is its JSON.
+    assert row["payload"] == accepted.payload.encode() and row["sealed"] == accepted.sealed.encode()
+    assert orjson.loads(row["enrichment"]) == accepted.enrichment
+    assert {f for f in ACCEPTED_FIELDS if isinstance(row[f], bytes)} <= BYTES_FIELDS
     for field, columns, wanted in (("curated", CURATED_COLUMNS, "snowflake" in routes),
                                    ("partner_curated", PARTNER_CURATED_COLUMNS, "partner:clearwater_health" in routes)):
         if not wanted:
@@ -152,7 +155,7 @@ def test_operator_rows_carry_curated_values_where_routed(generated: list, routes
             continue
         value = orjson.loads(row[field])
         assert list(value) == [name for name, _kind in columns]
-        assert value == {name: row[name] for name in value}
+        assert value == {name: row[name].decode() if name in BYTES_FIELDS else row[name] for name in value}
         assert value["ingested_at_ms"] == 42 and value["source"] == "raw.feed:0:1"
 
 

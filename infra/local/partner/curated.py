@@ -63,9 +63,9 @@ def curated_messages(n: int, seed: int, phi: PhiConfig, partner: str,
 
 def message(accepted: Any, pointer: str) -> dict[str, Any]:
     """The curated message of an accepted record: the ingest operator's row, cut to the partner-topic columns."""
-    from udfs.rows import ACCEPTED_FIELDS, accepted_values
+    from udfs.rows import accepted_texts, accepted_values
 
-    row = dict(zip(ACCEPTED_FIELDS, accepted_values(accepted, pointer, int(time.time() * 1000)), strict=True))
+    row = accepted_texts(accepted_values(accepted, pointer, int(time.time() * 1000)))
     return {name: row[name] for name, _kind in PARTNER_CURATED_COLUMNS}
 
 
