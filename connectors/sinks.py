@@ -53,16 +53,18 @@ class RouteContext:
         return create_tables(self.t_env, self.cfg.iceberg, self.cfg.s3)
 
 
+def archive_select() -> str:
+    """The archive table's columns in SQL over the accepted rows: the large texts cross from the ingest operator as
+    UTF-8 bytes (udfs/rows.py BYTES_FIELDS, decision 0058) and are cast back, so the archive's files keep strings."""
+    return ", ".join(f"CAST(`{c}` AS STRING) AS `{c}`" if c in BYTES_FIELDS else f"`{c}`"
+                     for c in (*ARCHIVE_COLUMNS, "feed", "dt"))
+
+
 def wire_archive(ctx: RouteContext) -> dict[str, str]:
     """The `archive` route: every accepted row, whatever its routes say (retention is not optional)."""
     table = create_archive_sink(ctx.t_env, ctx.cfg.archive)
-    # The large texts cross as UTF-8 bytes (udfs/rows.py BYTES_FIELDS); the archive's files keep them as strings.
-    columns = [f"CAST(`{c}` AS STRING) AS `{c}`" if c in BYTES_FIELDS else f"`{c}`"
-               for c in (*ARCHIVE_COLUMNS, "feed", "dt")]
-    ctx.statements.append(
-        # B608 - Flink SQL over table names from our config and contracts, no record data
-        f"""INSERT INTO {table} SELECT {", ".join(columns)}
-              FROM {ctx.rows}""")
+    # B608 - Flink SQL over table names from our config and contracts, no record data
+    ctx.statements.append(f"INSERT INTO {table} SELECT {archive_select()} FROM {ctx.rows}")
     return {"archive": table}
 
 
