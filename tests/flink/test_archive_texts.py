@@ -23,25 +23,10 @@ AWKWARD = ["é ü ß 東京", "emoji \U0001f600 and \U0001d11e", '{"quote": "\\"
 def accepted_rows() -> list[tuple[Any, ...]]:
     """The ingest operator's accepted rows for generated records of every JSON feed on Kafka (the shipped contracts,
     static keys), then copies of the first with awkward texts and nulls in the three byte fields."""
-    from infra.local import synthetic
-    from infra.local.reference import reference_data
-    from infra.local.static_keys import static_protectors
-    from schemas.contracts import load_contracts
-    from udfs.ingest import Accepted, IngestStage
-    from udfs.rows import ACCEPTED_FIELDS, accepted_values
-    from udfs.source import SourceRef
+    from tests.flink import json_feed_rows
+    from udfs.rows import ACCEPTED_FIELDS
 
-    contracts = {name: c for name, c in load_contracts().items() if c.format == "json" and "kafka" in c.sources}
-    stage = IngestStage(contracts, static_protectors(tuple({c.phi_policy for c in contracts.values()})),
-                        reference_data(7))
-    carried = {c.record_type for c in contracts.values()}
-    mix = synthetic.Mix(**{t: (1.0 if t in carried else 0.0) for t in ("claim", "payment", "eligibility")})
-    rows = []
-    for offset, item in enumerate(synthetic.generate(30, seed=7, mix=mix, duplicate_rate=0, invalid_rate=0,
-                                                     feeds=synthetic.feeds_from_contracts(contracts.values()))):
-        source = SourceRef.from_kafka(f"raw.{item.feed}", 0, offset)
-        rows += [accepted_values(o, source.pointer(), 1) for o in stage.process(item.payload, source, 1)
-                 if isinstance(o, Accepted)]
+    rows = json_feed_rows(30, seed=7, unit_ms=1, ingested_ms=1)
     assert len(rows) > 20
     texts = [ACCEPTED_FIELDS.index(f) for f in ("payload", "sealed", "enrichment")]
     for i, text in enumerate([*AWKWARD, None]):

@@ -27,27 +27,10 @@ AWKWARD = ["\x00\x01\x07\x1f", 'quote " and back \\ slash', "\\u00ab is text, \\
 def rows() -> list[dict[str, Any]]:
     """Values of the curated columns: generated records through the real stage (the shipped contracts, static keys),
     then awkward texts in every text field."""
-    from infra.local import synthetic
-    from infra.local.reference import reference_data
-    from infra.local.static_keys import static_protectors
-    from schemas.contracts import load_contracts
-    from udfs.ingest import Accepted, IngestStage
-    from udfs.rows import accepted_texts, accepted_values
-    from udfs.source import SourceRef
+    from tests.flink import json_feed_rows
+    from udfs.rows import accepted_texts
 
-    contracts = {name: c for name, c in load_contracts().items() if c.format == "json" and "kafka" in c.sources}
-    stage = IngestStage(contracts, static_protectors(tuple({c.phi_policy for c in contracts.values()})),
-                        reference_data(11))
-    found = []
-    carried = {c.record_type for c in contracts.values()}
-    mix = synthetic.Mix(**{t: (1.0 if t in carried else 0.0) for t in ("claim", "payment", "eligibility")})
-    generated = synthetic.generate(60, seed=11, mix=mix, duplicate_rate=0, invalid_rate=0,
-                                   feeds=synthetic.feeds_from_contracts(contracts.values()))
-    for offset, item in enumerate(generated):
-        source = SourceRef.from_kafka(f"raw.{item.feed}", 0, offset)
-        for outcome in stage.process(item.payload, source, 1_700_000_000_000):
-            if isinstance(outcome, Accepted):
-                found.append(accepted_texts(accepted_values(outcome, source.pointer(), 1)))
+    found = [accepted_texts(row) for row in json_feed_rows(60, seed=11, unit_ms=1_700_000_000_000, ingested_ms=1)]
     assert len(found) > 40
     assert any(f["curated"] for f in found) and any(f["partner_curated"] for f in found)  # both routes were taken
     base = found[0]
