@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -97,6 +98,11 @@ def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], referen
     Verified means: nothing refused, and the accepted business keys are exactly those the ground truth
     expects, digested under the linkage key of the protector the loop itself ran with (its digests are
     under the static keys, not the stack's), so the expectation cannot drift from the keys in use.
+
+    Like the job's operator, the loop keeps nothing of a record past its call (a count of accepted business keys
+    and of refusals); the generated input, which the job's worker never holds, is frozen out of the garbage
+    collector's reach first. Holding the outcomes and tracking the input had made every full collection walk
+    them: the loop's per-record cost grew with the run's length (decision 0059).
     """
     from bench.resources import STEADY_FROM, STEADY_TO, TreeSampler, steady_window
     from bench.sink_checks import percentiles
@@ -111,24 +117,33 @@ def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], referen
     expected_keys = expected_outcome(records, contracts, SEED, stage.feeds[feed].protector.tokenizer.linkage)["claims"]
     unit_ms = int(time.time() * 1000)  # the Kafka timestamp; a JSON feed's records carry their own sent_at
     calls_us: list[float] = []
-    outcomes: list[Any] = []
+    accepted: Counter[str] = Counter()
+    refused = 0
     clock = time.perf_counter_ns
     n = len(records)
     marks = {math.ceil(STEADY_FROM * n), math.floor(STEADY_TO * n)}  # done when the steady window opens, closes
     progress: list[tuple[float, int]] = []
-    with TreeSampler() as sampler:
-        start = time.perf_counter()
-        for offset, record in enumerate(records):
-            if offset in marks:
-                progress.append((time.time(), offset))
-            source = SourceRef.from_kafka(topic, 0, offset)
-            t0 = clock()
-            # now=None, as the operator calls it: the rules read the clock once per unit.
-            outcomes.extend(stage.process(record.payload, source, unit_ms))
-            calls_us.append((clock() - t0) / 1000)
-        wall = time.perf_counter() - start
-    accepted = Counter(o.keys.business_key for o in outcomes if isinstance(o, Accepted))
-    refused = len(outcomes) - accepted.total()
+    gc.collect()
+    gc.freeze()
+    try:
+        with TreeSampler() as sampler:
+            start = time.perf_counter()
+            for offset, record in enumerate(records):
+                if offset in marks:
+                    progress.append((time.time(), offset))
+                source = SourceRef.from_kafka(topic, 0, offset)
+                t0 = clock()
+                # now=None, as the operator calls it: the rules read the clock once per unit.
+                outcomes = list(stage.process(record.payload, source, unit_ms))  # a generator: run it here
+                calls_us.append((clock() - t0) / 1000)
+                for outcome in outcomes:
+                    if isinstance(outcome, Accepted):
+                        accepted[outcome.keys.business_key] += 1
+                    else:
+                        refused += 1
+            wall = time.perf_counter() - start
+    finally:
+        gc.unfreeze()
     return {
         "mode": "bare loop", "records": n, "refused": refused, "wall_s": wall, "records_per_s": n / wall,
         "cpu_s": sampler.usage.cpu_s, "records_per_cpu_s": n / sampler.usage.cpu_s,
