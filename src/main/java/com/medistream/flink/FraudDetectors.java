@@ -145,14 +145,11 @@ public final class FraudDetectors extends KeyedProcessFunction<Row, Row, Row> {
         }
     }
 
-    /** Write back the member's own part and the pieces this fact or timer changed; delete those it removed. */
+    /** Write back the member's own part, and only the pieces this fact or timer changed. */
     private void save(MemberEvidence.State state) throws Exception {
         evidence.update(state.ownPickled());
         if (!state.changed.isEmpty()) {
             pieces.putAll(state.changedPickled());
-        }
-        for (String key : state.removedKeys()) { // decided or dropped pending claims (decision 0060)
-            pieces.remove(key);
         }
     }
 
