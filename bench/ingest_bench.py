@@ -144,10 +144,11 @@ def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], referen
             wall = time.perf_counter() - start
     finally:
         gc.unfreeze()
+    cpu_s = sampler.usage.cpu_s or math.nan  # a run shorter than one sample reads no CPU: no rate, not a crash
     return {
         "mode": "bare loop", "records": n, "refused": refused, "wall_s": wall, "records_per_s": n / wall,
-        "cpu_s": sampler.usage.cpu_s, "records_per_cpu_s": n / sampler.usage.cpu_s,
-        "cpu_us_per_record": sampler.usage.cpu_s / n * 1e6, "mean_call_us": sum(calls_us) / n,
+        "cpu_s": sampler.usage.cpu_s, "records_per_cpu_s": n / cpu_s,
+        "cpu_us_per_record": cpu_s / n * 1e6, "mean_call_us": sum(calls_us) / n,
         "peak_rss_mib": sampler.usage.peak_rss_bytes / 2**20, "latency_kind": "per call, µs",
         "latency": percentiles(calls_us), "steady": steady_window(progress, sampler.usage, n),
         "reference_versions": reference.versions(),

@@ -185,6 +185,8 @@ def steady_window(progress: list[tuple[float, int]], usage: TreeUsage, total: in
         return None
     records, seconds = end[1] - start[1], end[0] - start[0]
     cpu_s = _at(usage.series, end[0]) - _at(usage.series, start[0])
+    if cpu_s <= 0:  # a window shorter than the sampler's step reads no CPU: no figure, rather than a division by zero
+        return None
     window: dict[str, Any] = {
         "from_records": start[1], "to_records": end[1], "records": records, "seconds": round(seconds, 3),
         "cpu_s": round(cpu_s, 3), "records_per_s": records / seconds, "records_per_cpu_s": records / cpu_s,
