@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import math
 import os
@@ -104,7 +103,7 @@ def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], referen
     collector's reach first. Holding the outcomes and tracking the input had made every full collection walk
     them: the loop's per-record cost grew with the run's length (decision 0059).
     """
-    from bench.resources import STEADY_FROM, STEADY_TO, TreeSampler, steady_window
+    from bench.resources import STEADY_FROM, STEADY_TO, TreeSampler, frozen_heap, steady_window
     from bench.sink_checks import percentiles
     from infra.local.ground_truth import expected_outcome
     from infra.local.static_keys import static_protectors
@@ -123,27 +122,22 @@ def bare_loop(records: list[Any], topic: str, contracts: dict[str, Any], referen
     n = len(records)
     marks = {math.ceil(STEADY_FROM * n), math.floor(STEADY_TO * n)}  # done when the steady window opens, closes
     progress: list[tuple[float, int]] = []
-    gc.collect()
-    gc.freeze()
-    try:
-        with TreeSampler() as sampler:
-            start = time.perf_counter()
-            for offset, record in enumerate(records):
-                if offset in marks:
-                    progress.append((time.time(), offset))
-                source = SourceRef.from_kafka(topic, 0, offset)
-                t0 = clock()
-                # now=None, as the operator calls it: the rules read the clock once per unit.
-                outcomes = list(stage.process(record.payload, source, unit_ms))  # a generator: run it here
-                calls_us.append((clock() - t0) / 1000)
-                for outcome in outcomes:
-                    if isinstance(outcome, Accepted):
-                        accepted[outcome.keys.business_key] += 1
-                    else:
-                        refused += 1
-            wall = time.perf_counter() - start
-    finally:
-        gc.unfreeze()
+    with frozen_heap(), TreeSampler() as sampler:
+        start = time.perf_counter()
+        for offset, record in enumerate(records):
+            if offset in marks:
+                progress.append((time.time(), offset))
+            source = SourceRef.from_kafka(topic, 0, offset)
+            t0 = clock()
+            # now=None, as the operator calls it: the rules read the clock once per unit.
+            outcomes = list(stage.process(record.payload, source, unit_ms))  # a generator: run it here
+            calls_us.append((clock() - t0) / 1000)
+            for outcome in outcomes:
+                if isinstance(outcome, Accepted):
+                    accepted[outcome.keys.business_key] += 1
+                else:
+                    refused += 1
+        wall = time.perf_counter() - start
     cpu_s = sampler.usage.cpu_s or math.nan  # a run shorter than one sample reads no CPU: no rate, not a crash
     return {
         "mode": "bare loop", "records": n, "refused": refused, "wall_s": wall, "records_per_s": n / wall,
