@@ -1,7 +1,8 @@
 """Ingest throughput: the bare IngestStage loop against the whole Flink job, per record size, in one run.
 
 Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4] [--no-fraud] [--state-backend rocksdb]
-[--execution-mode process --no-fraud]` (the last prices the Python mode the job refuses, decision 0051).
+[--aligned-checkpoints] [--execution-mode process --no-fraud]` (the last prices the Python mode the job refuses,
+decision 0051; `--aligned-checkpoints` the checkpoints before decision 0061).
 The run gets its own feed
 per size, bench_<size>kb_<run id>: a contract for canonical JSON claims on Kafka (a copy of the shipped
 hospital_a_claims contract) written to a temporary contracts folder, and the synthetic reference data
@@ -273,7 +274,8 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
         # The claim tables' data files as this code wrote them: count, bytes, each column's Parquet encodings.
         "iceberg_files": iceberg_layout(cfg),
         "parallelism": cfg.runtime.parallelism, "python_execution_mode": cfg.runtime.python_execution_mode,
-        "checkpoint_interval_ms": cfg.checkpoints.interval_ms, "state_backend": state_backend,
+        "checkpoint_interval_ms": cfg.checkpoints.interval_ms, "checkpoints_unaligned": cfg.checkpoints.unaligned,
+        "state_backend": state_backend,
     }
 
 
@@ -380,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the job's Python execution mode: thread (the default, the only one the job's properties "
                              "accept) or process, which runs the Python operators in worker processes fed in "
                              "bundles; the job refuses it (decision 0051), the bench prices it")
+    parser.add_argument("--aligned-checkpoints", action="store_true",
+                        help="checkpoint barriers wait behind buffered records (checkpoints.unaligned false), as "
+                             "before decision 0061, to price unaligned ones")
     args = parser.parse_args(argv)
     if args.records <= 0:
         parser.error("--records must be positive")
@@ -410,8 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         base = replace(base, fraud=replace(base.fraud, enabled=False))
     if args.execution_mode is not None:
         base = replace(base, runtime=replace(base.runtime, python_execution_mode=args.execution_mode))
+    if args.aligned_checkpoints:
+        base = replace(base, checkpoints=replace(base.checkpoints, unaligned=False))
     print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB, "
-          f"state backend {args.state_backend}, Python execution mode {base.runtime.python_execution_mode}", flush=True)
+          f"state backend {args.state_backend}, Python execution mode {base.runtime.python_execution_mode}, "
+          f"{'unaligned' if base.checkpoints.unaligned else 'aligned'} checkpoints", flush=True)
 
     runs: list[dict[str, Any]] = []
     contracts_dir = workdir / "feeds"

@@ -229,9 +229,10 @@ def write_operator_ids(env: StreamExecutionEnvironment, where: str) -> int:
     return 0
 
 
-def job_settings(runtime: RuntimeConfig) -> dict[str, str]:
+def job_settings(runtime: RuntimeConfig, checkpoints: CheckpointConfig) -> dict[str, str]:
     """What every job sets in code, wherever it runs: keys Managed Flink allows."""
-    return {"python.execution-mode": runtime.python_execution_mode, "pipeline.name": runtime.job_name}
+    return {"python.execution-mode": runtime.python_execution_mode, "pipeline.name": runtime.job_name,
+            "execution.checkpointing.unaligned": str(checkpoints.unaligned).lower()}
 
 
 def process_tmp_dir(max_age_s: float = 3600.0) -> Path:
@@ -326,7 +327,7 @@ def flink_configuration(
     """
     from pyflink.common import Configuration
 
-    settings = job_settings(runtime) | dict(extra or {})
+    settings = job_settings(runtime, checkpoints) | dict(extra or {})
     if runtime.deployment == "cluster":
         check_managed_keys(settings)
     else:

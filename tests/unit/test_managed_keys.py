@@ -37,8 +37,22 @@ def _keys(runtime: RuntimeConfig, **kw: dict[str, str]) -> dict[str, str]:
 def test_on_a_cluster_a_job_sets_only_keys_managed_flink_takes_from_code() -> None:
     cluster = RuntimeConfig(2, "thread", "medistream-ingest", deployment="cluster")
     keys = _keys(cluster, cluster_extra={"python.fn-execution.bundle.time": "5000"})
-    assert keys == {"python.execution-mode": "thread", "pipeline.name": "medistream-ingest"}
+    assert keys == {"python.execution-mode": "thread", "pipeline.name": "medistream-ingest",
+                    "execution.checkpointing.unaligned": "true"}
     assert set(keys) <= MANAGED_CODE_KEYS
+
+
+def test_unaligned_checkpoints_are_the_default_and_a_property_turns_them_off() -> None:
+    groups = read_property_groups(LOCAL_PROPERTIES)
+    assert load_ingest_config(groups).checkpoints.unaligned is True
+    groups["checkpoints"]["unaligned"] = "false"
+    aligned = load_ingest_config(groups).checkpoints
+    assert aligned.unaligned is False
+    conf = flink_configuration(aligned, RuntimeConfig(1, "thread", deployment="cluster"), S3, None)
+    assert dict(conf.to_dict())["execution.checkpointing.unaligned"] == "false"
+    groups["checkpoints"]["unaligned"] = "sometimes"
+    with pytest.raises(ConfigError, match="checkpoints.unaligned"):
+        load_ingest_config(groups)
 
 
 def test_embedded_a_job_still_brings_its_whole_mini_cluster_configuration() -> None:
