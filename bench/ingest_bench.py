@@ -219,6 +219,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
     """Publish, run the ingest job bounded to completion, then verify every sink against keys and ids."""
     from bench.resources import TreeSampler, steady_window, us_per_record
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, iceberg_layout, percentiles
+    from infra.local.process import free_loopback_port
     from jobs import ingest, preflight
     from tools.readback import s3_client, split_s3_url
 
@@ -231,11 +232,13 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
     s3_client(cfg.s3).put_object(Bucket=bucket, Key=f"{prefix}_placeholder", Body=b"")
 
     setup_start = time.perf_counter()
-    env, t_env = ingest.create_environments(cfg, None, cluster_extra=STATE_BACKENDS[state_backend])
+    rest_port = free_loopback_port()
+    env, t_env = ingest.create_environments(cfg, None, cluster_extra={**STATE_BACKENDS[state_backend],
+                                                                     "rest.port": str(rest_port)})
     # A name of its own: it prefixes the dead-letter sink's Kafka transactional ids.
     ingest.build(env, t_env, cfg, job_name=job_name)
     setup_s = time.perf_counter() - setup_start
-    with TreeSampler(jvm_threads=True) as sampler:
+    with TreeSampler(jvm_threads=True) as sampler, CheckpointWatch(rest_port) as checkpoints:
         start = time.perf_counter()
         result = env.execute(job_name)
         wall = time.perf_counter() - start
@@ -275,8 +278,44 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
         "iceberg_files": iceberg_layout(cfg),
         "parallelism": cfg.runtime.parallelism, "python_execution_mode": cfg.runtime.python_execution_mode,
         "checkpoint_interval_ms": cfg.checkpoints.interval_ms, "checkpoints_unaligned": cfg.checkpoints.unaligned,
+        # The job's checkpoints as its REST API last answered (every CheckpointWatch.EVERY_S: the last few may be
+        # missing): durations, sizes, in-flight data persisted, the newest one's type.
+        "checkpoints": checkpoints.last,
         "state_backend": state_backend,
     }
+
+
+class CheckpointWatch:
+    """Reads the running job's checkpoint statistics from its mini-cluster's REST API every EVERY_S seconds, in a
+    thread, and keeps the last answer (`last`; None if the job never answered): a bounded job's API goes when it
+    ends, so its statistics are read while it runs."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.last: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="checkpoint-watch", daemon=True)
+
+    def __enter__(self) -> CheckpointWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from tools.minicluster_rest import MiniClusterRest
+
+        while not self._stop.wait(self.EVERY_S):
+            try:
+                self.last = MiniClusterRest.of_only_job(self.port).checkpoint_summary()
+            except (OSError, ValueError, KeyError):  # not serving yet, or gone with the job
+                continue
 
 
 def clean_up(cfg: Any) -> dict[str, int]:
@@ -450,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
                 removed = clean_up(cfg)
             runs.append({"size_kb": kb, **run, "cleaned_up": removed})
             print(f"{kb} KB flink job: {run['records_per_s']:,.0f} records/s, verified: {run['ok']}", flush=True)
+            if run["checkpoints"]:
+                chk, e2e = run["checkpoints"], run["checkpoints"]["end_to_end_duration"]
+                print(f"{kb} KB checkpoints: {chk['counts']['completed']} completed, {chk['counts']['failed']} failed, "
+                      f"newest {chk['latest_type']}; end to end P50 / P95 / max {e2e['p50']:,.0f} / "
+                      f"{e2e['p95']:,.0f} / {e2e['max']:,.0f} ms; in-flight data persisted, max "
+                      f"{chk['persisted_data']['max']:,} bytes",
+                      flush=True)
             top = list(run["jvm_threads_cpu_us_per_record"].items())[:8]
             print("  JVM CPU µs per record by thread: " + ", ".join(f"{name} {us:,.0f}" for name, us in top),
                   flush=True)

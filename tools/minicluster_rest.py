@@ -108,6 +108,17 @@ class MiniClusterRest:
                 return counts
         raise TimeoutError(f"counters of {sorted(operators)} still moving after {timeout_s} s")
 
+    def checkpoint_summary(self) -> dict[str, Any]:
+        """The job's checkpoints so far: counts, the newest completed one's type (ALIGNED_CHECKPOINT,
+        UNALIGNED_CHECKPOINT...), and min/P50/P95/max over the completed ones of their end-to-end duration (ms),
+        checkpointed size and the in-flight data an unaligned checkpoint persisted (bytes)."""
+        stats = self.call("/checkpoints")
+        latest = (stats.get("latest") or {}).get("completed") or {}
+        summary = stats.get("summary") or {}
+        return {"counts": stats.get("counts"), "latest_type": latest.get("checkpoint_type"),
+                **{name: {k: (summary.get(name) or {}).get(k) for k in ("min", "p50", "p95", "max")}
+                   for name in ("end_to_end_duration", "checkpointed_size", "persisted_data")}}
+
     def checkpoint_now(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Trigger a full checkpoint, wait for it, return its details (sizes per vertex, path)."""
         trigger = self.call("/checkpoints", {"checkpointType": "FULL"})["request-id"]
