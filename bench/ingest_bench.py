@@ -1,8 +1,9 @@
 """Ingest throughput: the bare IngestStage loop against the whole Flink job, per record size, in one run.
 
 Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4] [--no-fraud] [--state-backend rocksdb]
-[--aligned-checkpoints] [--execution-mode process --no-fraud]` (the last prices the Python mode the job refuses,
-decision 0051; `--aligned-checkpoints` the checkpoints before decision 0061).
+[--managed-memory 512m] [--aligned-checkpoints] [--execution-mode process --no-fraud]` (the last prices the Python
+mode the job refuses, decision 0051; `--aligned-checkpoints` the checkpoints before decision 0061; `--managed-memory
+128m` a mini-cluster's default, which runs before decision 0061 had).
 The run gets its own feed
 per size, bench_<size>kb_<run id>: a contract for canonical JSON claims on Kafka (a copy of the shipped
 hospital_a_claims contract) written to a temporary contracts folder, and the synthetic reference data
@@ -212,10 +213,14 @@ STATE_BACKENDS: dict[str, dict[str, str]] = {
     "hashmap": {"state.backend.type": "hashmap"},
     "rocksdb": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": "true"},
 }
+# RocksDB's managed memory (its block cache and write buffers, shared by every keyed operator of the slot): the local
+# cluster's TaskManager has 512 MB (1728m process: 0.4 of 1,280 MB), a KPU about 1 GB of native memory; a mini-cluster
+# gets 128 MB unless told (decision 0061).
+MANAGED_MEMORY = "512m"
 
 
 def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, Any], job_name: str,
-              state_backend: str = "hashmap") -> dict[str, Any]:
+              state_backend: str = "hashmap", managed_memory: str = MANAGED_MEMORY) -> dict[str, Any]:
     """Publish, run the ingest job bounded to completion, then verify every sink against keys and ids."""
     from bench.resources import TreeSampler, steady_window, us_per_record
     from bench.sink_checks import check_archive, check_claims, count_dead_letters, iceberg_layout, percentiles
@@ -233,8 +238,9 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
 
     setup_start = time.perf_counter()
     rest_port = free_loopback_port()
-    env, t_env = ingest.create_environments(cfg, None, cluster_extra={**STATE_BACKENDS[state_backend],
-                                                                     "rest.port": str(rest_port)})
+    cluster = {**STATE_BACKENDS[state_backend], "taskmanager.memory.managed.size": managed_memory,
+               "rest.port": str(rest_port)}
+    env, t_env = ingest.create_environments(cfg, None, cluster_extra=cluster)
     # A name of its own: it prefixes the dead-letter sink's Kafka transactional ids.
     ingest.build(env, t_env, cfg, job_name=job_name)
     setup_s = time.perf_counter() - setup_start
@@ -281,7 +287,7 @@ def flink_run(cfg: Any, records: list[Any], contract: Any, expected: dict[str, A
         # The job's checkpoints as its REST API last answered (every CheckpointWatch.EVERY_S: the last few may be
         # missing): durations, sizes, in-flight data persisted, the newest one's type.
         "checkpoints": checkpoints.last,
-        "state_backend": state_backend,
+        "state_backend": state_backend, "managed_memory": managed_memory,
     }
 
 
@@ -421,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the job's Python execution mode: thread (the default, the only one the job's properties "
                              "accept) or process, which runs the Python operators in worker processes fed in "
                              "bundles; the job refuses it (decision 0051), the bench prices it")
+    parser.add_argument("--managed-memory", default=MANAGED_MEMORY,
+                        help=f"the mini-cluster's managed memory, RocksDB's cache and write buffers (default "
+                             f"{MANAGED_MEMORY}, a local cluster TaskManager's; 128m is a mini-cluster's own default)")
     parser.add_argument("--aligned-checkpoints", action="store_true",
                         help="checkpoint barriers wait behind buffered records (checkpoints.unaligned false), as "
                              "before decision 0061, to price unaligned ones")
@@ -458,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         base = replace(base, checkpoints=replace(base.checkpoints, unaligned=False))
     print(f"run {run_id}: {args.records:,} claims per size, sizes {args.sizes} KiB, "
           f"state backend {args.state_backend}, Python execution mode {base.runtime.python_execution_mode}, "
-          f"{'unaligned' if base.checkpoints.unaligned else 'aligned'} checkpoints", flush=True)
+          f"{'unaligned' if base.checkpoints.unaligned else 'aligned'} checkpoints, "
+          f"managed memory {args.managed_memory}", flush=True)
 
     runs: list[dict[str, Any]] = []
     contracts_dir = workdir / "feeds"
@@ -484,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = configs[kb]
             try:
                 run = flink_run(cfg, data[kb], contracts[feed_name(kb, run_id)], expected[kb],
-                                f"medistream-bench-{kb}kb-{run_id}", args.state_backend)
+                                f"medistream-bench-{kb}kb-{run_id}", args.state_backend, args.managed_memory)
             finally:
                 removed = clean_up(cfg)
             runs.append({"size_kb": kb, **run, "cleaned_up": removed})
