@@ -436,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.records <= 0:
         parser.error("--records must be positive")
+    if not re.fullmatch(r"[1-9][0-9]*\s*(k|m|g|kb|mb|gb)", args.managed_memory, re.IGNORECASE):
+        parser.error(f"--managed-memory takes a size such as 512m or 1g, not {args.managed_memory!r}")
     if args.execution_mode == "process" and not args.no_fraud:
         parser.error("--execution-mode process needs --no-fraud: in process mode PyFlink's MapState.put_all reads the "
                      "dict it is given as pairs, and the fraud detectors' put_all fails (decision 0051)")

@@ -162,36 +162,137 @@ def covered(day: str, spans: Iterable[tuple[str, str | None]]) -> bool:
 Piece = tuple[dict[str, Any], set[str]]  # one piece of a member's evidence and the signal ids it fired
 
 
+PENDING_BLOCK = 32  # pending claims per order block (state version 4, decision 0060)
+Pending = tuple[str, str, int]  # a claim awaiting coverage spans: (date of service, feed, ingested at ms)
+
+
 @dataclass
 class MemberState:
     """One member's evidence, in builtins only, in two parts as Flink keeps them (jobs/fraud_operator.py).
 
-    The member's own part (coverage spans, claims pending, the signals fired before version 3) is one value read
-    and written per record. The rest is in pieces, read and written only where a record adds to them: a providers
-    window (`providers_piece`: billing NPI -> the business key of its first claim there) and a service day
-    (`service_piece`: procedure -> amount -> business keys), each with the signal ids it fired. So a record's
-    cost does not grow with its member's history (decision 0044). `load` fetches a piece not in `pieces` yet
-    (None: there is none); `changed` names the pieces to write back.
+    The member's own part (coverage spans, the eligibility rule's fired ids, and where its pending claims are) is one
+    value read and written per record: small whatever the history. The rest is in pieces, read and written only where
+    a record adds to them: a providers window (`providers_piece`: billing NPI -> the business key of its first claim
+    there), a service day (`service_piece`: procedure -> amount -> business keys), each with the signal ids it fired
+    (decision 0044); and, since version 4 (decision 0060), each claim pending for coverage spans (`pending_piece`)
+    and their arrival order in blocks of PENDING_BLOCK (`order_piece`: sequence -> business key). So a record's
+    cost grows neither with its member's history nor with its pending claims. `load` fetches a piece not in `pieces`
+    yet (None: there is none); `changed` names the pieces to write back, `removed` those to delete.
+
+    A piece expires on its own, 30 days after it was last written: an order block or a pending claim that reads as
+    absent is gone, and is skipped (`blocks` counts what each block held when it was last known).
     """
 
     spans: set[tuple[str, str | None]] = field(default_factory=set)
-    pending: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # claims awaiting spans: key -> (date,
-    # feed, ingested at ms)
     fired: set[str] = field(default_factory=set)  # signal ids of the eligibility rule (and all, before version 3)
+    next_seq: int = 0  # the sequence number of the next pending claim (arrival order)
+    blocks: dict[int, int] = field(default_factory=dict)  # order block -> claims in it, oldest block first
     pieces: dict[str, Piece] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
     load: Callable[[str], Piece | None] | None = field(default=None, compare=False, repr=False)
 
     def piece(self, key: str) -> Piece:
         """The piece `key` (an empty one when the member has none yet)."""
-        found = self.pieces.get(key)
+        found = self._lookup(key)
         if found is None:
-            found = self.pieces[key] = (self.load(key) if self.load is not None else None) or ({}, set())
+            found = self.pieces[key] = ({}, set())
         return found
+
+    def _lookup(self, key: str) -> Piece | None:
+        if key in self.removed:
+            return None
+        found = self.pieces.get(key)
+        if found is None and self.load is not None:
+            found = self.load(key)
+            if found is not None:
+                self.pieces[key] = found
+        return found
+
+    def _put(self, key: str, piece: Piece) -> None:
+        self.pieces[key] = piece
+        self.removed.discard(key)
+        self.changed.add(key)
+
+    def _remove(self, key: str) -> None:
+        self.pieces.pop(key, None)
+        self.changed.discard(key)
+        self.removed.add(key)
 
     def changed_pieces(self) -> dict[str, Piece]:
         """The pieces a record changed, to write back."""
         return {key: self.pieces[key] for key in self.changed}
+
+    def pending_count(self) -> int:
+        """How many claims wait for coverage spans (counting any whose pieces expired unseen)."""
+        return sum(self.blocks.values())
+
+    def add_pending(self, key: str, claim: Pending, max_pending: int) -> None:
+        """Keep a claim until coverage spans decide it; beyond `max_pending` the oldest goes. A re-send of a claim
+        still pending keeps its place in the order (as a dict's assignment does) and its latest values."""
+        day, feed, ingested_at_ms = claim
+        found = self._lookup(pending_piece(key))
+        if found is not None:
+            seq = found[0]["seq"]
+            block = seq // PENDING_BLOCK  # one this member still counts: a piece left behind is not pending
+            order = self._lookup(order_piece(block)) if block in self.blocks else None
+            if order is not None and order[0].get(str(seq)) == key:
+                found[0].update(day=day, feed=feed, ingested_at_ms=ingested_at_ms)
+                self.changed.add(pending_piece(key))
+                self.changed.add(order_piece(block))  # rewritten: it lives as long as its claims
+                return
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        block = seq // PENDING_BLOCK
+        order = self.piece(order_piece(block))
+        order[0][str(seq)] = key
+        self._put(order_piece(block), order)
+        self.blocks[block] = self.blocks.get(block, 0) + 1
+        self._put(pending_piece(key), ({"seq": seq, "day": day, "feed": feed, "ingested_at_ms": ingested_at_ms},
+                                       set()))
+        while self.pending_count() > max_pending:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        block = next(iter(self.blocks))
+        order = self._lookup(order_piece(block))
+        if order is None or not order[0]:  # expired, or emptied: its claims went with it
+            del self.blocks[block]
+            self._remove(order_piece(block))
+            return
+        seq, key = next(iter(order[0].items()))
+        del order[0][seq]
+        self._forget(key, int(seq))
+        self.blocks[block] -= 1
+        if order[0] and self.blocks[block] > 0:
+            self.changed.add(order_piece(block))
+        else:
+            del self.blocks[block]
+            self._remove(order_piece(block))
+
+    def _forget(self, key: str, seq: int) -> None:
+        found = self._lookup(pending_piece(key))
+        if found is not None and found[0]["seq"] == seq:
+            self._remove(pending_piece(key))
+
+    def pending_claims(self) -> list[tuple[str, Pending]]:
+        """The pending claims, oldest first: (business key, (date, feed, ingested at ms)); expired ones skipped."""
+        claims: list[tuple[str, Pending]] = []
+        for block in self.blocks:
+            order = self._lookup(order_piece(block))
+            for seq, key in (order[0].items() if order is not None else ()):
+                found = self._lookup(pending_piece(key))
+                if found is not None and found[0]["seq"] == int(seq):
+                    claims.append((key, (found[0]["day"], found[0]["feed"], found[0]["ingested_at_ms"])))
+        return claims
+
+    def clear_pending(self) -> None:
+        """Forget every pending claim (they were decided): their pieces and blocks are deleted."""
+        for block in self.blocks:
+            order = self._lookup(order_piece(block))
+            for seq, key in (order[0].items() if order is not None else ()):
+                self._forget(key, int(seq))
+            self._remove(order_piece(block))
+        self.blocks.clear()
 
 
 def providers_piece(rule: str, window: str) -> str:
@@ -202,6 +303,16 @@ def providers_piece(rule: str, window: str) -> str:
 def service_piece(npi: str, day: str) -> str:
     """The key of a service day's piece (one billing provider, one date of service)."""
     return f"s\x1f{npi}\x1f{day}"
+
+
+def pending_piece(key: str) -> str:
+    """The key of a pending claim's piece: {seq, day, feed, ingested_at_ms} (state version 4)."""
+    return f"c\x1f{key}"
+
+
+def order_piece(block: int) -> str:
+    """The key of an order block's piece: sequence (text) -> business key, oldest first (state version 4)."""
+    return f"q\x1f{block}"
 
 
 class MemberDetector:
@@ -222,16 +333,15 @@ class MemberDetector:
             if not fact.coverage_start:
                 return [], False
             state.spans.add((fact.coverage_start, fact.coverage_end or None))
-            return [], bool(state.pending) and bool(self.eligibility)
+            return [], state.pending_count() > 0 and bool(self.eligibility)
         if fact.frequency_code == VOID or not fact.service_date:
             return [], False
         signals = [*self._providers(state, fact), *self._amounts(state, fact)]
         # A claim inside a known span is decided: spans only add coverage. Others wait for the grace period, which
         # starts now if the member has spans, else when its first eligibility record comes.
         if self.eligibility and not covered(fact.service_date, state.spans):
-            state.pending[fact.business_key] = (fact.service_date, fact.feed, fact.ingested_at_ms)
-            while len(state.pending) > self.rules.max_pending:
-                del state.pending[next(iter(state.pending))]
+            state.add_pending(fact.business_key, (fact.service_date, fact.feed, fact.ingested_at_ms),
+                              self.rules.max_pending)
             return signals, bool(state.spans)
         return signals, False
 
@@ -240,13 +350,13 @@ class MemberDetector:
         if not state.spans:
             return []
         signals: list[Signal] = []
-        for key, (day, feed, ingested_at_ms) in state.pending.items():
+        for key, (day, feed, ingested_at_ms) in state.pending_claims():
             if not covered(day, state.spans):
                 fact = Fact(member, "claim", key, feed, ingested_at_ms, service_date=day)
                 for rule in self.eligibility:
                     signals += self._fire(state, None, rule, fact, [key], len(state.spans), rule.threshold, None, day,
                                           key)
-        state.pending.clear()
+        state.clear_pending()
         return signals
 
     def _providers(self, state: MemberState, fact: Fact) -> Iterator[Signal]:
@@ -316,43 +426,51 @@ def fact_of(record_type: str, columns: dict[str, Any], business_key: str, feed: 
                 lines=tuple(lines))
 
 
-STATE_VERSION = 3
+STATE_VERSION = 4
+_UPGRADE = 1 << 62  # no bound while an earlier version's pending claims (bounded when written) are split out
 
 
 def state_to_plain(state: MemberState) -> tuple[Any, ...]:
     """The member's own part as one tuple of builtins (a savepoint names no class of ours: a new version restores
     it); its pieces are builtins already (MemberState.changed_pieces)."""
-    return (STATE_VERSION, state.spans, state.pending, state.fired)
+    return (STATE_VERSION, state.spans, state.fired, state.next_seq, state.blocks)
 
 
 def state_from_plain(plain: tuple[Any, ...] | None, load: Callable[[str], Piece | None] | None = None
                      ) -> MemberState:
     """The inverse of state_to_plain (an empty state for None), its pieces read through `load`.
 
-    A version 2 state (one value per member, before decision 0044) is split into its pieces, all marked changed, so
-    the first record of the member after an upgrade writes them; its fired ids stay in the member's own part. Any
-    other version, or a version tag that is not an int (3.0, True), is refused (ValueError naming it), never read
-    as one of these.
+    Earlier versions are split into pieces, all marked changed, so the first record of the member after an upgrade
+    writes them: version 2 (one value per member, before decision 0044) its providers windows and service days, and
+    versions 2 and 3 (before decision 0060) their pending claims, in their order; the fired ids stay in the member's
+    own part. Any other version, or a version tag that is not an int (3.0, True), is refused (ValueError naming it),
+    never read as one of these.
     """
     if plain is None:
         return MemberState(load=load)
     # A whole number only, as the JVM's MemberEvidence.stateOf takes (3.0 == 3 in Python, not there).
-    if type(plain[0]) is not int or plain[0] not in (2, STATE_VERSION):
-        raise ValueError(f"fraud evidence state version {plain[0]!r} is not one these detectors read (2 or "
+    if type(plain[0]) is not int or plain[0] not in (2, 3, STATE_VERSION):
+        raise ValueError(f"fraud evidence state version {plain[0]!r} is not one these detectors read (2, 3 or "
                          f"{STATE_VERSION}): restore the savepoint with the release that wrote it")
     if plain[0] == STATE_VERSION:
+        _version, spans, fired, next_seq, blocks = plain
+        return MemberState(spans, fired, next_seq, blocks, load=load)
+    if plain[0] == 3:
         _version, spans, pending, fired = plain
-        return MemberState(spans, pending, fired, load=load)
-    _version, claims, providers, services, spans, pending, fired = plain
-    state = MemberState(spans, pending, fired, load=load)
-    for (rule, window), seen in providers.items():
-        key = providers_piece(rule, window)
-        state.pieces[key] = ({npi: claims[i] for npi, i in seen.items()}, set())
-    for (npi, procedure, day), billed in services.items():
-        key = service_piece(npi, day)
-        by_procedure = state.pieces.setdefault(key, ({}, set()))[0]
-        by_procedure[procedure] = {amount: [claims[i] for i in found] for amount, found in billed.items()}
-    state.changed.update(state.pieces)
+        state = MemberState(spans, fired, load=load)
+    else:
+        _version, claims, providers, services, spans, pending, fired = plain
+        state = MemberState(spans, fired, load=load)
+        for (rule, window), seen in providers.items():
+            key = providers_piece(rule, window)
+            state.pieces[key] = ({npi: claims[i] for npi, i in seen.items()}, set())
+        for (npi, procedure, day), billed in services.items():
+            key = service_piece(npi, day)
+            by_procedure = state.pieces.setdefault(key, ({}, set()))[0]
+            by_procedure[procedure] = {amount: [claims[i] for i in found] for amount, found in billed.items()}
+        state.changed.update(state.pieces)
+    for key, claim in pending.items():
+        state.add_pending(key, claim, _UPGRADE)
     return state
 
 

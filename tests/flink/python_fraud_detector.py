@@ -1,5 +1,6 @@
 """The fraud detectors' Python operator as the ingest job ran it until decision 0055 (jobs/fraud_operator.py at
 eac99ab), kept for the upgrade test only: it writes the savepoint the JVM detectors must restore, and restores theirs.
+Since state version 4 (decision 0060) it also deletes the pieces a record or timer removes.
 Its logic is udfs.fraud.MemberDetector, the detectors' specification."""
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class FraudDetector(FreshImports, KeyedProcessFunction):  # type: ignore[misc]
         self.evidence.update(state_to_plain(state))
         if state.changed:
             self.pieces.put_all(state.changed_pieces())
+        for key in state.removed:  # state version 4's decided pending claims (decision 0060)
+            self.pieces.remove(key)
 
     def _rows(self, signals: list[Signal]) -> Iterator[Row]:
         now_ms = int(time.time() * 1000)

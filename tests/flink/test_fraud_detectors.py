@@ -3,7 +3,7 @@ specification, udfs.fraud.MemberDetector, on the mini-cluster in thread mode as 
 
 - generated facts (re-sends, voids, replacements, amounts written two ways, lines without a date, eligibility) give
   exactly the signals the specification gives;
-- a member's state, version 2 or 3, reads and writes as the pickled builtins the Python detectors kept;
+- a member's state, version 2, 3 or 4, reads and writes as the pickled builtins the Python detectors keep;
 - a savepoint of the Python operator restores into the JVM one, evidence, fired ids and pending grace periods
   included, and a savepoint of the JVM one restores into the Python operator (a rollback)."""
 
@@ -133,19 +133,22 @@ def test_a_members_state_reads_and_writes_as_the_python_detectors_kept_it(flink_
           {("1000000001", "99213", "2025-05-01"): {"100": [0], "140": [1]}},
           {("2025-01-01", None), ("2025-03-01", "2025-04-30")},
           {"k9": ("2025-06-10", "feed_a", 1_733_000_000_123), "k8": ("2025-06-11", "feed_b", 5)}, {"old-id"})
-    # Version 3: pending claims in their arrival order (the oldest is dropped first), some spans, fired ids.
+    # Version 3 (before decision 0060): pending claims inside the own part in their arrival order (the oldest is
+    # dropped first), split into pieces in that order, their sequence numbers saying it; and version 4 as written.
     _, states = specified(generated(seed=7, count=300), "t")
-    v3s = [state_to_plain(s) for s in states.values()]
-    for plain in [v2, *v3s]:
+    v3s = [(3, s.spans, dict(s.pending_claims()), s.fired) for s in states.values()]
+    assert sum(len(plain[2]) for plain in v3s) >= 20
+    v4s = [state_to_plain(s) for s in states.values()]
+    for plain in [v2, *v3s, *v4s]:
         java = evidence_class.stateOf(pickle.dumps(plain), None)
         python = state_from_plain(plain)
         assert pickle.loads(bytes(java.ownPickled())) == state_to_plain(python)  # noqa: S301 # nosec B301
-        assert list(pickle.loads(bytes(java.ownPickled()))[2]) == list(python.pending)  # noqa: S301 # nosec B301
         pieces = {str(k): pickle.loads(bytes(v)) for k, v in java.changedPickled().items()}  # noqa: S301 # nosec B301
         assert pieces == python.changed_pieces()
+        assert set(java.removedKeys()) == python.removed == set()
 
     # A version neither writes (a newer release's savepoint) is refused, naming it, as Python refuses it.
-    for version in (4, "3", 3.0):
+    for version in (5, "3", 3.0):
         with pytest.raises(Py4JJavaError, match=f"state version {version} is not one these detectors read"):
             evidence_class.stateOf(pickle.dumps((version, set(), {}, set())), None)
 

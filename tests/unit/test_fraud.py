@@ -123,14 +123,15 @@ def test_without_any_eligibility_claims_stay_pending_and_are_decided_when_it_arr
     detector, state = MemberDetector(RULES), MemberState()
     signals, decide = detector.on_fact(state, claim("k1", day="2024-06-01"))
     assert signals == [] and not decide  # no spans: no timer either
-    assert detector.on_timer(state, "tok-m1") == [] and "k1" in state.pending  # nothing to decide against yet
+    assert detector.on_timer(state, "tok-m1") == [] and "k1" in dict(state.pending_claims())  # nothing to decide yet
     signals, decide = detector.on_fact(state, coverage("2025-01-01"))
     assert signals == [] and decide
-    assert by_rule(detector.on_timer(state, "tok-m1")) == {"outside": 1} and state.pending == {}
+    assert by_rule(detector.on_timer(state, "tok-m1")) == {"outside": 1} and state.pending_claims() == []
+    assert state.pending_count() == 0 and not state.pieces.keys() & state.removed
     # Decided once: a re-send of the claim adds no second signal; a covered claim is decided at once.
     assert detector.on_fact(state, claim("k1", day="2024-06-01"))[1]
     assert detector.on_timer(state, "tok-m1") == []
-    assert detector.on_fact(state, claim("k9", day="2025-06-01")) == ([], False) and state.pending == {}
+    assert detector.on_fact(state, claim("k9", day="2025-06-01")) == ([], False) and state.pending_claims() == []
 
 
 def test_pending_claims_are_bounded_oldest_first() -> None:
@@ -138,7 +139,7 @@ def test_pending_claims_are_bounded_oldest_first() -> None:
     detector, state = MemberDetector(rules), MemberState()
     for i in range(5):
         detector.on_fact(state, claim(f"k{i}", npi=f"10000000{i}4", day=f"2024-06-0{i + 1}"))
-    assert list(state.pending) == ["k2", "k3", "k4"]
+    assert [key for key, _ in state.pending_claims()] == ["k2", "k3", "k4"] and state.pending_count() == 3
 
 
 def test_signals_do_not_depend_on_the_order_records_arrive_in() -> None:
@@ -159,11 +160,14 @@ def test_state_is_builtins_only() -> None:
     for fact in (claim("k1"), claim("k2", npi="1000000104", lines=(("99213", "12.50"),)), coverage("2025-01-01")):
         detector.on_fact(state, fact)
     plain, pieces = state_to_plain(state), state.changed_pieces()
-    assert pieces == state.pieces and len(pieces) == 3  # the day's providers window, each provider's service day
+    # The day's providers window, each provider's service day; the two claims pending (no span when they came) and
+    # their order block.
+    assert pieces == state.pieces and sorted(key[0] for key in pieces) == ["c", "c", "p", "q", "s", "s"]
     assert b"udfs" not in pickle.dumps(plain) + pickle.dumps(pieces)  # a savepoint names no class of ours
     kept = pickle.loads(pickle.dumps(pieces))  # noqa: S301 - our own bytes, as the state backend returns them
     restored = state_from_plain(pickle.loads(pickle.dumps(plain)), kept.get)  # noqa: S301 - likewise
-    assert (restored.spans, restored.pending, restored.fired) == (state.spans, state.pending, state.fired)
+    assert (restored.spans, restored.pending_claims(), restored.fired) == (state.spans, state.pending_claims(),
+                                                                             state.fired)
     assert state_from_plain(None) == MemberState()
 
 
@@ -182,6 +186,113 @@ def test_a_record_reads_and_writes_only_the_pieces_it_adds_to_whatever_the_membe
         own = state_to_plain(state)
         stored.update(state.changed_pieces())
     assert len(stored) == 400 and len(pickle.dumps(own)) < 200
+
+
+class Backend:
+    """Pieces and the own part as Flink keeps them between records: pickled, read through `load`, written back."""
+
+    def __init__(self) -> None:
+        self.own: bytes | None = None
+        self.pieces: dict[str, bytes] = {}
+        self.loaded: list[str] = []
+
+    def state(self) -> MemberState:
+        self.loaded = []
+        plain = None if self.own is None else pickle.loads(self.own)  # noqa: S301 - our own bytes
+
+        def load(key: str) -> Any:
+            self.loaded.append(key)
+            found = self.pieces.get(key)
+            return None if found is None else pickle.loads(found)  # noqa: S301 - likewise
+
+        return state_from_plain(plain, load)
+
+    def save(self, state: MemberState) -> None:
+        self.own = pickle.dumps(state_to_plain(state))
+        self.pieces.update({key: pickle.dumps(piece) for key, piece in state.changed_pieces().items()})
+        for key in state.removed:
+            self.pieces.pop(key, None)
+
+
+def test_a_claims_cost_does_not_grow_with_its_members_pending_claims() -> None:
+    """A member with no eligibility keeps every claim pending (decision 0060): each next claim reads its providers
+    window, its service day, its own pending piece and one order block (two more when the oldest goes), and the own
+    part stays small, from the first claim to the 300th."""
+    detector, backend = MemberDetector(FraudRules(RULES.rules, 86_400_000, max_pending=256)), Backend()
+    for n in range(300):
+        state = backend.state()
+        detector.on_fact(state, claim(f"k{n}", day=(date(2024, 1, 1) + timedelta(days=n)).isoformat()))
+        assert len(backend.loaded) <= 6, (n, backend.loaded)
+        backend.save(state)
+        assert len(backend.own or b"") < 200
+    state = backend.state()
+    assert [key for key, _ in state.pending_claims()] == [f"k{n}" for n in range(44, 300)]
+    assert sum(key.startswith("c\x1f") for key in backend.pieces) == 256  # the dropped claims' pieces deleted
+    assert sum(key.startswith("q\x1f") for key in backend.pieces) == 9  # blocks 1 to 9 (0 emptied and deleted)
+
+
+def test_a_resent_pending_claim_keeps_its_place_and_its_latest_values() -> None:
+    detector, state = MemberDetector(RULES), MemberState()
+    for key in ("k1", "k2", "k3"):
+        detector.on_fact(state, claim(key, day="2024-06-01"))
+    later = Fact("tok-m1", "claim", "k1", "feed_b", 2_000, billing_npi="1000000004", service_date="2024-06-02")
+    detector.on_fact(state, later)
+    assert state.pending_claims() == [("k1", ("2024-06-02", "feed_b", 2_000)), ("k2", ("2024-06-01", "feed_a", 1_000)),
+                                      ("k3", ("2024-06-01", "feed_a", 1_000))]
+    assert state.pending_count() == 3
+
+
+def test_pending_pieces_that_expired_are_skipped_and_leave_the_count() -> None:
+    """Each piece expires 30 days after its last write: an order block or a claim gone before its member's own part
+    is skipped by the timer and by the oldest-first drop, never read as another claim."""
+    rules = FraudRules(RULES.rules, 86_400_000, max_pending=40)
+    detector, backend = MemberDetector(rules), Backend()
+    for n in range(40):
+        state = backend.state()
+        detector.on_fact(state, claim(f"k{n}", day="2024-06-01"))
+        backend.save(state)
+    del backend.pieces["q\x1f0"]  # the first 32 claims' order, expired
+    del backend.pieces["c\x1fk35"]  # one claim of the second block, expired
+    state = backend.state()
+    assert [key for key, _ in state.pending_claims()] == ["k32", "k33", "k34", "k36", "k37", "k38", "k39"]
+    detector.on_fact(state, claim("k40", day="2024-06-01"))  # 41 counted: the expired block is dropped, not a claim
+    backend.save(state)
+    state = backend.state()
+    assert [key for key, _ in state.pending_claims()][-2:] == ["k39", "k40"] and state.pending_count() == 9
+    detector.on_fact(state, coverage("2025-01-01"))
+    signals = detector.on_timer(state, "tok-m1")
+    assert sorted(s.evidence_keys[0] for s in signals) == ["k32", "k33", "k34", "k36", "k37", "k38", "k39", "k40"]
+    backend.save(state)
+    assert not any(key[0] in "cq" for key in backend.pieces if key not in {f"c\x1fk{n}" for n in range(32)})
+
+
+def test_a_claim_whose_pieces_outlived_its_decision_is_pending_again_when_it_comes_back() -> None:
+    """Pieces left behind (a delete not applied, or a block this member no longer counts) are not pending claims: the
+    claim sent again after its decision waits again, as a new claim."""
+    detector, backend = MemberDetector(RULES), Backend()
+    for fact in (claim("k1", day="2024-06-01"), coverage("2025-01-01")):
+        state = backend.state()
+        detector.on_fact(state, fact)
+        backend.save(state)
+    state = backend.state()
+    assert by_rule(detector.on_timer(state, "tok-m1")) == {"outside": 1}
+    backend.own = pickle.dumps(state_to_plain(state))  # the own part written, the deletes lost
+    state = backend.state()
+    assert detector.on_fact(state, claim("k1", day="2024-06-01"))[1]  # pending again: decide after the grace period
+    assert [key for key, _ in state.pending_claims()] == ["k1"] and state.pending_count() == 1
+
+
+def test_a_version_3_state_splits_its_pending_claims_into_pieces_in_their_order() -> None:
+    """A member's own part as the job kept it before decision 0060 (pending claims inside it) restores: the claims
+    keep their order, are written as pieces by the next record, and are decided as before."""
+    pending = {"k7": ("2024-06-03", "feed_a", 7), "k2": ("2024-06-01", "feed_b", 2), "k5": ("2024-06-02", "feed_a", 5)}
+    version_3 = (3, {("2025-01-01", None)}, pending, {"old-id"})
+    state = state_from_plain(version_3)
+    assert state.pending_claims() == list(pending.items()) and state.fired == {"old-id"}
+    assert state.changed == set(state.pieces) and len(state.pieces) == 4  # three claims, one block
+    assert state_to_plain(state) == (4, {("2025-01-01", None)}, {"old-id"}, 3, {0: 3})
+    signals = MemberDetector(RULES).on_timer(state, "tok-m1")
+    assert [s.evidence_keys for s in signals] == [("k7",), ("k2",), ("k5",)]
 
 
 def test_a_version_2_state_splits_into_pieces_and_decides_as_before() -> None:
@@ -205,7 +316,7 @@ def test_a_version_2_state_splits_into_pieces_and_decides_as_before() -> None:
         s.signal_id for s in run(first + later, rules) if s.signal_id not in fired_then)
 
 
-@pytest.mark.parametrize("version", [1, 4, "3", 3.0, True])
+@pytest.mark.parametrize("version", [1, 5, "3", 3.0, True])
 def test_a_state_of_another_version_is_refused_with_its_version(version: object) -> None:
     with pytest.raises(ValueError, match=f"state version {version!r} is not one these detectors read"):
         state_from_plain((version, set(), {}, set()))

@@ -145,11 +145,14 @@ public final class FraudDetectors extends KeyedProcessFunction<Row, Row, Row> {
         }
     }
 
-    /** Write back the member's own part, and only the pieces this fact or timer changed. */
+    /** Write back the member's own part and the pieces this fact or timer changed; delete those it removed. */
     private void save(MemberEvidence.State state) throws Exception {
         evidence.update(state.ownPickled());
         if (!state.changed.isEmpty()) {
             pieces.putAll(state.changedPickled());
+        }
+        for (String key : state.removedKeys()) { // decided or dropped pending claims (decision 0060)
+            pieces.remove(key);
         }
     }
 

@@ -26,11 +26,12 @@ import net.razorvine.pickle.Unpickler;
  * One member's fraud evidence and the rules over it: the JVM form of {@code udfs.fraud.MemberDetector},
  * signal for signal (decision 0055; {@code tests/flink/test_fraud_detectors.py} holds the two side by side).
  *
- * <p>The state is the same builtins the Python detectors kept, pickled the same way, so a savepoint of either
- * restores into the other: the member's own part {@code (3, spans, pending, fired)} in one value, and its pieces
- * of evidence (a providers window, a service day) as {@code (entries, fired ids)} in a map of which a fact reads
- * and writes only the entries it adds to (decision 0044). A version 2 state, from before decision 0044, is split
- * into pieces on its member's first fact, as {@code udfs.fraud.state_from_plain} does.
+ * <p>The state is the same builtins the Python detectors keep, pickled the same way, so a savepoint of either
+ * restores into the other: the member's own part {@code (4, spans, fired, next sequence, blocks)} in one value, and
+ * its pieces as {@code (entries, fired ids)} in a map of which a fact reads and writes only the ones it adds to: a
+ * providers window, a service day (decision 0044), a claim pending for coverage spans and the pending claims'
+ * arrival order in blocks (decision 0060). Version 2 and 3 states are split into pieces on their member's first
+ * fact, as {@code udfs.fraud.state_from_plain} does.
  *
  * <p>Each rule is decided by the set of records seen, never by their order, and a signal's id (its rule and
  * keys, digested) is emitted once per member: a re-send or a replay adds nothing.
@@ -40,7 +41,8 @@ public final class MemberEvidence {
     public static final String PROVIDERS_PER_MEMBER_DAY = "providers_per_member_day";
     public static final String SERVICE_AMOUNT_MISMATCH = "service_amount_mismatch";
     public static final String SERVICE_OUTSIDE_ELIGIBILITY = "service_outside_eligibility";
-    static final int STATE_VERSION = 3;
+    static final int STATE_VERSION = 4;
+    static final int PENDING_BLOCK = 32; // pending claims per order block (udfs.fraud.PENDING_BLOCK)
     private static final String VOID = "8";
     private static final String REPLACEMENT = "7";
 
@@ -200,13 +202,19 @@ public final class MemberEvidence {
         }
     }
 
-    /** One member's state while a fact or a timer is decided: its own part, and the pieces read so far. */
+    /**
+     * One member's state while a fact or a timer is decided: its own part, and the pieces read so far. Pieces expire
+     * on their own (30 days after their last write): an order block or a pending claim that reads as absent is gone
+     * and is skipped; {@code blocks} counts what each block held when it was last known.
+     */
     public static final class State {
         final Set<List<String>> spans = new LinkedHashSet<>(); // (start, end or null: open coverage)
-        final LinkedHashMap<String, Pending> pending = new LinkedHashMap<>(); // oldest first
         final Set<String> fired = new HashSet<>(); // the eligibility rule's ids (and every rule's, before v3)
+        long nextSeq; // the sequence number of the next pending claim
+        final LinkedHashMap<Long, Integer> blocks = new LinkedHashMap<>(); // order block -> its claims, oldest first
         final Map<String, Piece> pieces = new HashMap<>();
         final Set<String> changed = new LinkedHashSet<>();
+        final Set<String> removed = new LinkedHashSet<>();
         private final Function<String, byte[]> load;
 
         State(Function<String, byte[]> load) {
@@ -214,13 +222,147 @@ public final class MemberEvidence {
         }
 
         Piece piece(String key) {
-            Piece found = pieces.get(key);
+            Piece found = lookup(key);
             if (found == null) {
-                byte[] pickled = load == null ? null : load.apply(key);
-                found = pickled == null ? new Piece(new LinkedHashMap<>(), new HashSet<>()) : pieceOf(pickled);
+                found = new Piece(new LinkedHashMap<>(), new HashSet<>());
                 pieces.put(key, found);
             }
             return found;
+        }
+
+        private Piece lookup(String key) {
+            if (removed.contains(key)) {
+                return null;
+            }
+            Piece found = pieces.get(key);
+            if (found == null && load != null) {
+                byte[] pickled = load.apply(key);
+                if (pickled != null) {
+                    found = pieceOf(pickled);
+                    pieces.put(key, found);
+                }
+            }
+            return found;
+        }
+
+        private void put(String key, Piece piece) {
+            pieces.put(key, piece);
+            removed.remove(key);
+            changed.add(key);
+        }
+
+        private void remove(String key) {
+            pieces.remove(key);
+            changed.remove(key);
+            removed.add(key);
+        }
+
+        int pendingCount() {
+            int count = 0;
+            for (int n : blocks.values()) {
+                count += n;
+            }
+            return count;
+        }
+
+        /** Keep a claim until coverage spans decide it; beyond {@code maxPending} the oldest goes. A re-send of a
+         * claim still pending keeps its place (as a dict's assignment does) and its latest values. */
+        void addPending(String key, Pending claim, long maxPending) {
+            Piece found = lookup(pendingPiece(key));
+            if (found != null) {
+                long seq = ((Number) found.entries.get("seq")).longValue();
+                long block = seq / PENDING_BLOCK; // one this member still counts: a piece left behind is not pending
+                Piece order = blocks.containsKey(block) ? lookup(orderPiece(block)) : null;
+                if (order != null && key.equals(order.entries.get(Long.toString(seq)))) {
+                    found.entries.put("day", claim.day);
+                    found.entries.put("feed", claim.feed);
+                    found.entries.put("ingested_at_ms", claim.ingestedAtMs);
+                    changed.add(pendingPiece(key));
+                    changed.add(orderPiece(block)); // rewritten: it lives as long as its claims
+                    return;
+                }
+            }
+            long seq = nextSeq++;
+            long block = seq / PENDING_BLOCK;
+            Piece order = piece(orderPiece(block));
+            order.entries.put(Long.toString(seq), key);
+            put(orderPiece(block), order);
+            blocks.merge(block, 1, Integer::sum);
+            Map<String, Object> entries = new LinkedHashMap<>();
+            entries.put("seq", seq);
+            entries.put("day", claim.day);
+            entries.put("feed", claim.feed);
+            entries.put("ingested_at_ms", claim.ingestedAtMs);
+            put(pendingPiece(key), new Piece(entries, new HashSet<>()));
+            while (pendingCount() > maxPending) {
+                dropOldest();
+            }
+        }
+
+        private void dropOldest() {
+            long block = blocks.keySet().iterator().next();
+            Piece order = lookup(orderPiece(block));
+            if (order == null || order.entries.isEmpty()) { // expired, or emptied: its claims went with it
+                blocks.remove(block);
+                remove(orderPiece(block));
+                return;
+            }
+            Map.Entry<String, Object> oldest = order.entries.entrySet().iterator().next();
+            String seq = oldest.getKey();
+            String key = (String) oldest.getValue();
+            order.entries.remove(seq);
+            forget(key, Long.parseLong(seq));
+            int left = blocks.get(block) - 1;
+            if (!order.entries.isEmpty() && left > 0) {
+                blocks.put(block, left);
+                changed.add(orderPiece(block));
+            } else {
+                blocks.remove(block);
+                remove(orderPiece(block));
+            }
+        }
+
+        private void forget(String key, long seq) {
+            Piece found = lookup(pendingPiece(key));
+            if (found != null && ((Number) found.entries.get("seq")).longValue() == seq) {
+                remove(pendingPiece(key));
+            }
+        }
+
+        /** The pending claims, oldest first; expired ones skipped. */
+        LinkedHashMap<String, Pending> pendingClaims() {
+            LinkedHashMap<String, Pending> claims = new LinkedHashMap<>();
+            for (long block : blocks.keySet()) {
+                Piece order = lookup(orderPiece(block));
+                if (order == null) {
+                    continue;
+                }
+                for (Map.Entry<String, Object> entry : order.entries.entrySet()) {
+                    String key = (String) entry.getValue();
+                    Piece found = lookup(pendingPiece(key));
+                    if (found != null && ((Number) found.entries.get("seq")).longValue()
+                            == Long.parseLong(entry.getKey())) {
+                        claims.put(key, new Pending((String) found.entries.get("day"),
+                                (String) found.entries.get("feed"),
+                                ((Number) found.entries.get("ingested_at_ms")).longValue()));
+                    }
+                }
+            }
+            return claims;
+        }
+
+        /** Forget every pending claim (they were decided): their pieces and blocks are deleted. */
+        void clearPending() {
+            for (long block : blocks.keySet()) {
+                Piece order = lookup(orderPiece(block));
+                if (order != null) {
+                    for (Map.Entry<String, Object> entry : order.entries.entrySet()) {
+                        forget((String) entry.getValue(), Long.parseLong(entry.getKey()));
+                    }
+                }
+                remove(orderPiece(block));
+            }
+            blocks.clear();
         }
 
         /** The member's own part, pickled as {@code udfs.fraud.state_to_plain} gives it. */
@@ -229,12 +371,8 @@ public final class MemberEvidence {
             for (List<String> span : spans) {
                 spanTuples.add(span.toArray());
             }
-            Map<String, Object> pendingTuples = new LinkedHashMap<>();
-            for (Map.Entry<String, Pending> claim : pending.entrySet()) {
-                Pending p = claim.getValue();
-                pendingTuples.put(claim.getKey(), new Object[] {p.day, p.feed, p.ingestedAtMs});
-            }
-            return pickle(new Object[] {STATE_VERSION, spanTuples, pendingTuples, new HashSet<>(fired)});
+            return pickle(new Object[] {STATE_VERSION, spanTuples, new HashSet<>(fired), nextSeq,
+                new LinkedHashMap<>(blocks)});
         }
 
         /** The pieces a fact or timer changed, pickled, to write back. */
@@ -245,6 +383,11 @@ public final class MemberEvidence {
                 out.put(key, pickle(new Object[] {piece.entries, piece.fired}));
             }
             return out;
+        }
+
+        /** The pieces a fact or timer deleted (decided or dropped pending claims, their emptied blocks). */
+        public Set<String> removedKeys() {
+            return removed;
         }
     }
 
@@ -288,26 +431,37 @@ public final class MemberEvidence {
         }
         Object[] plain = (Object[]) unpickle(own);
         int version = plain[0] instanceof Integer || plain[0] instanceof Long ? ((Number) plain[0]).intValue() : -1;
-        if (version != STATE_VERSION && version != 2) {
+        if (version != STATE_VERSION && version != 3 && version != 2) {
             throw new IllegalStateException("fraud evidence state version " + plain[0] + " is not one these"
-                    + " detectors read (2 or " + STATE_VERSION + "): restore the savepoint with the release that"
+                    + " detectors read (2, 3 or " + STATE_VERSION + "): restore the savepoint with the release that"
                     + " wrote it");
         }
-        int at = version == STATE_VERSION ? 1 : 4; // v2: (2, claims, providers, services, spans, pending, fired)
-        for (Object span : (Collection<?>) plain[at]) {
+        // v4: (4, spans, fired, next sequence, blocks); v3: (3, spans, pending, fired);
+        // v2: (2, claims, providers, services, spans, pending, fired)
+        int spansAt = version == 2 ? 4 : 1;
+        int firedAt = version == STATE_VERSION ? 2 : spansAt + 2;
+        for (Object span : (Collection<?>) plain[spansAt]) {
             Object[] pair = (Object[]) span;
             state.spans.add(Arrays.asList((String) pair[0], (String) pair[1]));
         }
-        for (Map.Entry<?, ?> claim : ((Map<?, ?>) plain[at + 1]).entrySet()) {
-            Object[] p = (Object[]) claim.getValue();
-            state.pending.put((String) claim.getKey(),
-                    new Pending((String) p[0], (String) p[1], ((Number) p[2]).longValue()));
-        }
-        for (Object id : (Collection<?>) plain[at + 2]) {
+        for (Object id : (Collection<?>) plain[firedAt]) {
             state.fired.add((String) id);
         }
-        if (version != STATE_VERSION) {
+        if (version == STATE_VERSION) {
+            state.nextSeq = ((Number) plain[3]).longValue();
+            for (Map.Entry<?, ?> block : ((Map<?, ?>) plain[4]).entrySet()) {
+                state.blocks.put(((Number) block.getKey()).longValue(), ((Number) block.getValue()).intValue());
+            }
+            return state;
+        }
+        if (version == 2) {
             splitVersion2(state, (List<?>) plain[1], (Map<?, ?>) plain[2], (Map<?, ?>) plain[3]);
+        }
+        // Versions 2 and 3 kept the pending claims in the own part, bounded when written: split out in their order.
+        for (Map.Entry<?, ?> claim : ((Map<?, ?>) plain[spansAt + 1]).entrySet()) {
+            Object[] p = (Object[]) claim.getValue();
+            state.addPending((String) claim.getKey(),
+                    new Pending((String) p[0], (String) p[1], ((Number) p[2]).longValue()), Long.MAX_VALUE);
         }
         return state;
     }
@@ -351,7 +505,7 @@ public final class MemberEvidence {
             }
             String end = fact.coverageEnd == null || fact.coverageEnd.isEmpty() ? null : fact.coverageEnd;
             state.spans.add(Arrays.asList(fact.coverageStart, end));
-            decideLater[0] = !state.pending.isEmpty() && !eligibility.isEmpty();
+            decideLater[0] = state.pendingCount() > 0 && !eligibility.isEmpty();
             return signals;
         }
         if (VOID.equals(fact.frequencyCode) || fact.serviceDate == null || fact.serviceDate.isEmpty()) {
@@ -362,11 +516,7 @@ public final class MemberEvidence {
         // A claim inside a known span is decided: spans only add coverage. Others wait for the grace period,
         // which starts now if the member has spans, else when its first eligibility record comes.
         if (!eligibility.isEmpty() && !covered(fact.serviceDate, state.spans)) {
-            // A re-send keeps its first place (a LinkedHashMap's put, as a Python dict's assignment).
-            state.pending.put(fact.businessKey, new Pending(fact.serviceDate, fact.feed, fact.ingestedAtMs));
-            while (state.pending.size() > maxPending) {
-                state.pending.remove(state.pending.keySet().iterator().next());
-            }
+            state.addPending(fact.businessKey, new Pending(fact.serviceDate, fact.feed, fact.ingestedAtMs), maxPending);
             decideLater[0] = !state.spans.isEmpty();
         }
         return signals;
@@ -378,7 +528,7 @@ public final class MemberEvidence {
         if (state.spans.isEmpty()) {
             return signals;
         }
-        for (Map.Entry<String, Pending> claim : state.pending.entrySet()) {
+        for (Map.Entry<String, Pending> claim : state.pendingClaims().entrySet()) {
             Pending p = claim.getValue();
             if (!covered(p.day, state.spans)) {
                 Fact fact = new Fact(member, "claim", claim.getKey(), p.feed, p.ingestedAtMs, null, null, p.day,
@@ -389,7 +539,7 @@ public final class MemberEvidence {
                 }
             }
         }
-        state.pending.clear();
+        state.clearPending();
         return signals;
     }
 
@@ -530,6 +680,14 @@ public final class MemberEvidence {
 
     static String servicePiece(String npi, String day) {
         return "s\u001f" + npi + "\u001f" + day;
+    }
+
+    static String pendingPiece(String key) {
+        return "c\u001f" + key;
+    }
+
+    static String orderPiece(long block) {
+        return "q\u001f" + block;
     }
 
     @SuppressWarnings("unchecked")
