@@ -3,7 +3,7 @@
 Run: `.venv/bin/python -m bench.ingest_bench [--records N] [--sizes 1,4] [--no-fraud] [--state-backend rocksdb]
 [--managed-memory 512m] [--aligned-checkpoints] [--execution-mode process --no-fraud]` (the last prices the Python
 mode the job refuses, decision 0051; `--aligned-checkpoints` the checkpoints before decision 0061; `--managed-memory
-128m` a mini-cluster's default, which runs before decision 0061 had).
+128m` a mini-cluster's default, which runs before decision 0062 had).
 The run gets its own feed
 per size, bench_<size>kb_<run id>: a contract for canonical JSON claims on Kafka (a copy of the shipped
 hospital_a_claims contract) written to a temporary contracts folder, and the synthetic reference data
@@ -215,7 +215,7 @@ STATE_BACKENDS: dict[str, dict[str, str]] = {
 }
 # RocksDB's managed memory (its block cache and write buffers, shared by every keyed operator of the slot): the local
 # cluster's TaskManager has 512 MB (1728m process: 0.4 of 1,280 MB), a KPU about 1 GB of native memory; a mini-cluster
-# gets 128 MB unless told (decision 0061).
+# gets 128 MB unless told (decision 0062).
 MANAGED_MEMORY = "512m"
 
 
@@ -322,6 +322,17 @@ class CheckpointWatch:
                 self.last = MiniClusterRest.of_only_job(self.port).checkpoint_summary()
             except (OSError, ValueError, KeyError):  # not serving yet, or gone with the job
                 continue
+
+
+def checkpoint_line(summary: dict[str, Any] | None) -> str:
+    """CheckpointWatch's last answer in one line; a run with no completed checkpoint says so."""
+    counts = (summary or {}).get("counts") or {}
+    if not summary or not counts.get("completed"):
+        return f"none completed ({counts.get('failed', 0)} failed)" if summary else "the job's API never answered"
+    e2e, inflight = summary["end_to_end_duration"], summary["persisted_data"]
+    return (f"{counts['completed']} completed, {counts.get('failed', 0)} failed, newest {summary['latest_type']}; "
+            f"end to end P50 / P95 / max {e2e['p50']:,.0f} / {e2e['p95']:,.0f} / {e2e['max']:,.0f} ms; "
+            f"in-flight data persisted, max {inflight['max']:,} bytes")
 
 
 def clean_up(cfg: Any) -> dict[str, int]:
@@ -501,13 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                 removed = clean_up(cfg)
             runs.append({"size_kb": kb, **run, "cleaned_up": removed})
             print(f"{kb} KB flink job: {run['records_per_s']:,.0f} records/s, verified: {run['ok']}", flush=True)
-            if run["checkpoints"]:
-                chk, e2e = run["checkpoints"], run["checkpoints"]["end_to_end_duration"]
-                print(f"{kb} KB checkpoints: {chk['counts']['completed']} completed, {chk['counts']['failed']} failed, "
-                      f"newest {chk['latest_type']}; end to end P50 / P95 / max {e2e['p50']:,.0f} / "
-                      f"{e2e['p95']:,.0f} / {e2e['max']:,.0f} ms; in-flight data persisted, max "
-                      f"{chk['persisted_data']['max']:,} bytes",
-                      flush=True)
+            print(f"{kb} KB checkpoints: {checkpoint_line(run['checkpoints'])}", flush=True)
             top = list(run["jvm_threads_cpu_us_per_record"].items())[:8]
             print("  JVM CPU µs per record by thread: " + ", ".join(f"{name} {us:,.0f}" for name, us in top),
                   flush=True)

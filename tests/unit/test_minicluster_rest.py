@@ -144,3 +144,16 @@ def test_a_job_that_never_answers_leaves_no_summary() -> None:
     with watch:
         time.sleep(0.3)
     assert watch.last is None and not watch._thread.is_alive()
+
+
+@pytest.mark.parametrize("api", [0], indirect=True)
+def test_the_bench_prints_the_summary_and_says_when_there_is_none(api: FlinkCheckpointApi) -> None:
+    from bench.ingest_bench import checkpoint_line
+
+    line = checkpoint_line(MiniClusterRest.of_only_job(api.server_address[1]).checkpoint_summary())
+    assert line == ("25 completed, 1 failed, newest UNALIGNED_CHECKPOINT; end to end P50 / P95 / max 381 / 1,139 / "
+                    "1,369 ms; in-flight data persisted, max 98,535 bytes")
+    # A job that ended before any checkpoint completed: Flink's summary then holds zeros or nothing.
+    assert checkpoint_line({"counts": {"completed": 0, "failed": 2}, "end_to_end_duration": {"p50": None}}) == (
+        "none completed (2 failed)")
+    assert checkpoint_line(None) == "the job's API never answered"
